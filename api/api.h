@@ -1,0 +1,115 @@
+/*
+ * api.h - the REST API's handlers and the request/response shapes they share
+ * with the HTTP layer in server/. A handler parses and validates the request
+ * (with the JSON spec helper), calls db/ (and crypto/, acme/) domain
+ * functions, and fills the response; it never touches sockets. Helpers named
+ * api_*_or_reply() have already written an error response when they return
+ * false, so a handler just returns.
+ */
+#ifndef CP_API_H
+#define CP_API_H
+
+#include "common/common.h"
+#include "db/db.h"
+
+struct crypto_keyring;
+
+/* Process-wide services handed to every handler (read-only after start). */
+struct api_ctx {
+	const struct cp_config *cfg;
+	struct crypto_keyring *keyring;  /* master keys for secrets at rest */
+	const char *operator_token_hash; /* hex SHA-256 of the operator token */
+	int64_t started_at;
+};
+
+/* One request, as the HTTP layer parsed it. All fields borrowed. */
+struct api_req {
+	const struct api_ctx *ctx;
+	struct db *db;             /* this thread's connection */
+	const char *method;
+	const char *path;
+	const char *params[3];     /* path parameters ({id}...) in order */
+	json_t *query;             /* query string as an object of strings */
+	json_t *body;              /* parsed JSON body, or NULL when empty */
+	bool is_operator;          /* called with the operator token */
+	const char *tenant_id;     /* effective tenant; NULL for the operator
+				      without X-Tenant-ID */
+	const char *actor;         /* "operator" or the API key id (audit) */
+	const char *request_id;
+};
+
+/* The response a handler fills. Owned fields are freed by the HTTP layer. */
+struct api_resp {
+	int status;
+	json_t *json;              /* JSON body (owned) or NULL */
+	char *text;                /* raw body (owned) when json is NULL */
+	size_t text_len;
+	const char *content_type;  /* static; default application/json */
+	char allow[64];            /* Allow header for 405 */
+	int retry_after;           /* Retry-After seconds when > 0 */
+	bool no_store;             /* Cache-Control: no-store (secrets) */
+};
+
+typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);
+
+/* ---- response helpers ---- */
+
+/* Reply with status and a JSON body (stolen). */
+void api_reply(struct api_resp *resp, int status, json_t *body);
+/* Reply with a raw body (copied) and a static content type. */
+void api_reply_text(struct api_resp *resp, int status, const char *content_type,
+		    const char *text, size_t len);
+/* RFC 9457 problem: {"type","title","status","detail","errors"}; errors
+ * (stolen, may be NULL) is an array of {"field","message"}. */
+void api_problem(struct api_resp *resp, int status, const char *detail, json_t *errors);
+/* 422 naming one field. */
+void api_problem_field(struct api_resp *resp, const char *field, const char *message);
+/* Map a cp_rc from the domain to the one HTTP answer for it; what names the
+ * object for 404/409 details ("property", "certificate"...). */
+void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what);
+
+/* ---- request helpers (false = an error reply is already written) ---- */
+
+/* The request must be made within one tenant (tenant key, or the operator
+ * with X-Tenant-ID). */
+bool api_tenant_or_reply(struct api_req *req, struct api_resp *resp);
+/* The request must come from the operator. */
+bool api_operator_or_reply(struct api_req *req, struct api_resp *resp);
+/* Validate the JSON body against spec; 400 if there is no body object, 422
+ * with every field error otherwise. */
+bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec);
+/* Path parameter i must be a UUID; 404 otherwise (a malformed id names no
+ * object, exactly as a missing one). */
+bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i);
+/* Parse ?limit=&cursor= into pg (limit 1..500, default 50). */
+bool api_page_or_reply(struct api_req *req, struct api_resp *resp, struct db_page *pg);
+/* Query parameter as a string (NULL if absent). */
+const char *api_query(struct api_req *req, const char *name);
+/* Reply 200 {"data": [...], "next_cursor": "..."|null}; takes list->data. */
+void api_reply_list(struct api_resp *resp, struct db_list *list);
+/* Audit a change inside the current transaction. detail borrowed. */
+cp_rc api_audit(struct api_req *req, const char *action, const char *resource_type,
+		const char *resource_id, json_t *detail) CP_WUR;
+
+/* ---- handlers (one file per resource) ---- */
+
+/* tenants.c: operator endpoints */
+void api_tenants_create(struct api_req *, struct api_resp *);
+void api_tenants_list(struct api_req *, struct api_resp *);
+void api_tenants_get(struct api_req *, struct api_resp *);
+void api_tenants_delete(struct api_req *, struct api_resp *);
+void api_apikeys_create(struct api_req *, struct api_resp *);
+void api_apikeys_list(struct api_req *, struct api_resp *);
+void api_apikeys_delete(struct api_req *, struct api_resp *);
+
+/* ops.c: health, readiness, audit log, events, openapi */
+void api_healthz(struct api_req *, struct api_resp *);
+void api_readyz(struct api_req *, struct api_resp *);
+void api_openapi(struct api_req *, struct api_resp *);
+void api_audit_list(struct api_req *, struct api_resp *);
+void api_events_list(struct api_req *, struct api_resp *);
+
+/* API-KEY FORMAT: "cpk_" + base64url(32 random bytes). */
+#define API_KEY_PREFIX "cpk_"
+
+#endif

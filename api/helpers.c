@@ -1,0 +1,219 @@
+/*
+ * helpers.c - what every handler shares: problem+json replies, the one map
+ * from cp_rc to HTTP status, tenant/operator checks, body validation through
+ * the JSON spec helper, pagination cursors and audit records.
+ */
+#include "api/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void api_reply(struct api_resp *resp, int status, json_t *body)
+{
+	json_decref(resp->json);
+	resp->status = status;
+	resp->json = body;
+	resp->content_type = "application/json";
+}
+
+void api_reply_text(struct api_resp *resp, int status, const char *content_type,
+		    const char *text, size_t len)
+{
+	free(resp->text);
+	resp->status = status;
+	resp->text = malloc(len + 1);
+	if (resp->text) {
+		memcpy(resp->text, text, len);
+		resp->text[len] = '\0';
+	}
+	resp->text_len = resp->text ? len : 0;
+	resp->content_type = content_type;
+}
+
+static const char *status_title(int status)
+{
+	switch (status) {
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	default: return "Error";
+	}
+}
+
+void api_problem(struct api_resp *resp, int status, const char *detail, json_t *errors)
+{
+	char type[96];
+	json_t *p;
+
+	snprintf(type, sizeof(type), "https://certplane.dev/problems/%d", status);
+	p = json_pack("{s:s,s:s,s:i,s:s}", "type", type, "title", status_title(status), "status",
+		      status, "detail", detail ? detail : status_title(status));
+	if (p)
+		json_object_set_new(p, "errors", errors ? errors : json_array());
+	else
+		json_decref(errors);
+	api_reply(resp, status, p);
+	resp->content_type = "application/problem+json";
+}
+
+void api_problem_field(struct api_resp *resp, const char *field, const char *message)
+{
+	json_t *errors = json_array();
+	char detail[256];
+
+	cp_spec_error(errors, field, message);
+	snprintf(detail, sizeof(detail), "%s %s", field, message);
+	api_problem(resp, 422, detail, errors);
+}
+
+void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what)
+{
+	char detail[160];
+
+	switch (rc) {
+	case CP_OK:
+		return;
+	case CP_ERR_NOT_FOUND:
+		snprintf(detail, sizeof(detail), "no such %s", what ? what : "object");
+		api_problem(resp, 404, detail, NULL);
+		return;
+	case CP_ERR_CONFLICT:
+		snprintf(detail, sizeof(detail), "the %s conflicts with existing state",
+			 what ? what : "request");
+		api_problem(resp, 409, detail, NULL);
+		return;
+	case CP_ERR_INVALID:
+		api_problem(resp, 422, "the request breaks a rule", NULL);
+		return;
+	case CP_ERR_TOO_LARGE:
+		api_problem(resp, 413, "the request is too large", NULL);
+		return;
+	case CP_ERR_UNAUTHORIZED:
+		api_problem(resp, 401, "missing or invalid API key", NULL);
+		return;
+	case CP_ERR_RATE_LIMITED:
+		api_problem(resp, 429, "rate limit exceeded", NULL);
+		if (resp->retry_after <= 0)
+			resp->retry_after = 1;
+		return;
+	case CP_ERR_BUSY:
+		api_problem(resp, 503, "the database is busy; retry shortly", NULL);
+		resp->retry_after = 1;
+		return;
+	case CP_ERR_UPSTREAM:
+		api_problem(resp, 502, "an upstream service failed", NULL);
+		return;
+	default:
+		api_problem(resp, 500, "internal error", NULL);
+		return;
+	}
+}
+
+bool api_tenant_or_reply(struct api_req *req, struct api_resp *resp)
+{
+	if (req->tenant_id)
+		return true;
+	api_problem(resp, 400,
+		    "this endpoint acts within a tenant: the operator must send X-Tenant-ID", NULL);
+	return false;
+}
+
+bool api_operator_or_reply(struct api_req *req, struct api_resp *resp)
+{
+	if (req->is_operator)
+		return true;
+	api_problem(resp, 403, "this endpoint needs the operator key", NULL);
+	return false;
+}
+
+bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec)
+{
+	json_t *errors;
+
+	if (!json_is_object(req->body)) {
+		api_problem(resp, req->body ? 422 : 400,
+			    req->body ? "the body must be a JSON object" : "a JSON body is required",
+			    NULL);
+		return false;
+	}
+	errors = json_array();
+	if (cp_spec_parse(req->body, spec, errors) == CP_OK) {
+		json_decref(errors);
+		return true;
+	}
+	api_problem(resp, 422, "the body has invalid fields", errors);
+	return false;
+}
+
+bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i)
+{
+	if (cp_uuid_valid(req->params[i]))
+		return true;
+	api_problem(resp, 404, "no such object", NULL);
+	return false;
+}
+
+const char *api_query(struct api_req *req, const char *name)
+{
+	return json_string_value(json_object_get(req->query, name));
+}
+
+/* Cursors are opaque to clients: "c" + decimal sequence number. */
+bool api_page_or_reply(struct api_req *req, struct api_resp *resp, struct db_page *pg)
+{
+	const char *limit = api_query(req, "limit"), *cursor = api_query(req, "cursor");
+	char *end;
+
+	pg->after = 0;
+	pg->limit = 50;
+	if (limit) {
+		long v = strtol(limit, &end, 10);
+		if (!*limit || *end || v < 1 || v > 500) {
+			api_problem_field(resp, "limit", "must be an integer from 1 to 500");
+			return false;
+		}
+		pg->limit = (int)v;
+	}
+	if (cursor) {
+		long long v;
+		if (cursor[0] != 'c' || !cursor[1])
+			goto bad_cursor;
+		v = strtoll(cursor + 1, &end, 10);
+		if (*end || v < 0)
+			goto bad_cursor;
+		pg->after = v;
+	}
+	return true;
+bad_cursor:
+	api_problem_field(resp, "cursor", "is not a cursor this API returned");
+	return false;
+}
+
+void api_reply_list(struct api_resp *resp, struct db_list *list)
+{
+	char cursor[32];
+	json_t *body;
+
+	snprintf(cursor, sizeof(cursor), "c%lld", (long long)list->next);
+	body = json_pack("{s:o,s:o}", "data", list->data, "next_cursor",
+			 list->next ? json_string(cursor) : json_null());
+	list->data = NULL;
+	api_reply(resp, 200, body);
+}
+
+cp_rc api_audit(struct api_req *req, const char *action, const char *resource_type,
+		const char *resource_id, json_t *detail)
+{
+	return db_audit_add(req->db, req->tenant_id, req->actor, action, resource_type,
+			    resource_id, detail);
+}

@@ -1,0 +1,741 @@
+/*
+ * common.c - result names, JSON-line logging, ids, time, randomness and the
+ * small encoding and file helpers every module uses. Kept free of any
+ * knowledge of HTTP, SQL or ACME so that it can be unit-tested on its own.
+ */
+#include "common/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <uuid/uuid.h>
+
+const char *cp_rc_str(cp_rc rc)
+{
+	static const char *const names[] = {
+		[CP_OK] = "ok",
+		[CP_ERR_INVALID] = "invalid",
+		[CP_ERR_NOT_FOUND] = "not_found",
+		[CP_ERR_CONFLICT] = "conflict",
+		[CP_ERR_BUSY] = "busy",
+		[CP_ERR_UPSTREAM] = "upstream",
+		[CP_ERR_NOMEM] = "nomem",
+		[CP_ERR_IO] = "io",
+		[CP_ERR_TOO_LARGE] = "too_large",
+		[CP_ERR_UNAUTHORIZED] = "unauthorized",
+		[CP_ERR_RATE_LIMITED] = "rate_limited",
+		[CP_ERR_CRYPTO] = "crypto",
+		[CP_ERR_INTERNAL] = "internal",
+	};
+	if ((unsigned)rc >= CP_ARRAY_LEN(names) || !names[rc])
+		return "unknown";
+	return names[rc];
+}
+
+/* ---------------------------------------------------------------- logging */
+
+static enum cp_log_level log_min = CP_LOG_INFO;
+/* Serialises whole lines so that concurrent threads never interleave. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void cp_log_set_level(enum cp_log_level level)
+{
+	log_min = level;
+}
+
+void cp_log_json(enum cp_log_level level, const char *event, json_t *fields)
+{
+	static const char *const names[] = { "debug", "info", "warn", "error" };
+	char ts[CP_TIME_LEN + 1];
+	json_t *line = NULL;
+	char *text = NULL;
+
+	if (level < log_min)
+		goto out;
+	line = json_object();
+	if (!line)
+		goto out;
+	cp_time_fmt(cp_now(), ts);
+	json_object_set_new(line, "ts", json_string(ts));
+	json_object_set_new(line, "level", json_string(names[level]));
+	json_object_set_new(line, "event", json_string(event));
+	if (json_is_object(fields))
+		json_object_update(line, fields);
+	text = json_dumps(line, JSON_COMPACT | JSON_ENSURE_ASCII);
+	if (!text)
+		goto out;
+	pthread_mutex_lock(&log_lock);
+	fputs(text, stderr);
+	fputc('\n', stderr);
+	fflush(stderr);
+	pthread_mutex_unlock(&log_lock);
+out:
+	free(text);
+	json_decref(line);
+	json_decref(fields);
+}
+
+void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (level < log_min)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cp_log_json(level, event, json_pack("{s:s}", "msg", msg));
+}
+
+/* ------------------------------------------------------ ids, time, random */
+
+void cp_uuid(char out[CP_UUID_LEN + 1])
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+bool cp_uuid_valid(const char *s)
+{
+	size_t i;
+
+	if (!s || strlen(s) != CP_UUID_LEN)
+		return false;
+	for (i = 0; i < CP_UUID_LEN; i++) {
+		char c = s[i];
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+int64_t cp_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+int64_t cp_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(out, CP_TIME_LEN + 1, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool parse_digits(const char **p, int n, int *out)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if ((*p)[i] < '0' || (*p)[i] > '9')
+			return false;
+		v = v * 10 + ((*p)[i] - '0');
+	}
+	*p += n;
+	*out = v;
+	return true;
+}
+
+cp_rc cp_time_parse(const char *s, int64_t *out)
+{
+	int y, mo, d, h, mi, se, oh = 0, om = 0, sign = 0;
+	const char *p = s;
+
+	if (!s)
+		return CP_ERR_INVALID;
+	if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) ||
+	    *p++ != '-' || !parse_digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+		return CP_ERR_INVALID;
+	p++;
+	if (!parse_digits(&p, 2, &h) || *p++ != ':' || !parse_digits(&p, 2, &mi) ||
+	    *p++ != ':' || !parse_digits(&p, 2, &se))
+		return CP_ERR_INVALID;
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return CP_ERR_INVALID;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		sign = *p == '+' ? 1 : -1;
+		p++;
+		if (!parse_digits(&p, 2, &oh) || *p++ != ':' || !parse_digits(&p, 2, &om))
+			return CP_ERR_INVALID;
+	} else {
+		return CP_ERR_INVALID;
+	}
+	if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+		return CP_ERR_INVALID;
+	*out = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 +
+	       se - sign * (oh * 3600 + om * 60);
+	return CP_OK;
+}
+
+cp_rc cp_random(void *buf, size_t n)
+{
+	return RAND_bytes(buf, (int)n) == 1 ? CP_OK : CP_ERR_CRYPTO;
+}
+
+uint64_t cp_random_below(uint64_t bound)
+{
+	uint64_t v = 0, limit;
+
+	if (bound <= 1)
+		return 0;
+	/* Rejection sampling keeps the distribution uniform. */
+	limit = UINT64_MAX - UINT64_MAX % bound;
+	do {
+		if (cp_random(&v, sizeof(v)) != CP_OK)
+			v = (uint64_t)cp_mono_ms() * 2654435761u;
+	} while (v >= limit);
+	return v % bound;
+}
+
+/* -------------------------------------------------------------- encodings */
+
+void cp_hex(const uint8_t *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+void cp_sha256_hex(const void *data, size_t n, char out[65])
+{
+	uint8_t md[SHA256_DIGEST_LENGTH];
+
+	SHA256(data, n, md);
+	cp_hex(md, sizeof(md), out);
+}
+
+char *cp_b64(const uint8_t *in, size_t n)
+{
+	size_t cap = 4 * ((n + 2) / 3) + 1;
+	char *out = malloc(cap);
+
+	if (!out)
+		return NULL;
+	EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+	return out;
+}
+
+char *cp_b64url(const uint8_t *in, size_t n)
+{
+	char *out = cp_b64(in, n);
+	size_t len;
+
+	if (!out)
+		return NULL;
+	len = strlen(out);
+	while (len > 0 && out[len - 1] == '=')
+		out[--len] = '\0';
+	for (size_t i = 0; i < len; i++) {
+		if (out[i] == '+')
+			out[i] = '-';
+		else if (out[i] == '/')
+			out[i] = '_';
+	}
+	return out;
+}
+
+cp_rc cp_b64_decode(const char *in, uint8_t **out, size_t *outlen)
+{
+	size_t len = strlen(in), pad = 0;
+	uint8_t *buf = NULL;
+	int n;
+
+	if (len % 4 != 0)
+		return CP_ERR_INVALID;
+	buf = malloc(len / 4 * 3 + 1);
+	if (!buf)
+		return CP_ERR_NOMEM;
+	n = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)len);
+	if (n < 0) {
+		free(buf);
+		return CP_ERR_INVALID;
+	}
+	/* EVP_DecodeBlock counts padding as zero bytes; take them back off. */
+	while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
+		pad++;
+	*out = buf;
+	*outlen = (size_t)n - pad;
+	return CP_OK;
+}
+
+cp_rc cp_b64url_decode(const char *in, uint8_t **out, size_t *outlen)
+{
+	size_t len = strlen(in);
+	char *tmp = malloc(len + 4);
+	cp_rc rc;
+
+	if (!tmp)
+		return CP_ERR_NOMEM;
+	for (size_t i = 0; i < len; i++) {
+		char c = in[i];
+		if (c == '-')
+			c = '+';
+		else if (c == '_')
+			c = '/';
+		else if (c == '+' || c == '/')
+			c = '!'; /* not part of the url alphabet */
+		tmp[i] = c;
+	}
+	while (len % 4)
+		tmp[len++] = '=';
+	tmp[len] = '\0';
+	rc = cp_b64_decode(tmp, out, outlen);
+	free(tmp);
+	return rc;
+}
+
+char *cp_strdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+char *cp_strndup(const char *s, size_t n)
+{
+	return s ? strndup(s, n) : NULL;
+}
+
+char *cp_aprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *out = NULL;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&out, fmt, ap);
+	va_end(ap);
+	return n < 0 ? NULL : out;
+}
+
+bool cp_utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+	while (p < end) {
+		unsigned c = *p, need;
+		uint32_t cp;
+		if (c == 0)
+			return false;
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if ((size_t)(end - p) <= need)
+			return false;
+		for (unsigned i = 1; i <= need; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		/* overlong, surrogate and out-of-range forms */
+		if ((need == 2 && cp < 0x800) || (need == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		p += need + 1;
+	}
+	return true;
+}
+
+cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len)
+{
+	FILE *f = NULL;
+	char *buf = NULL;
+	size_t n = 0, cap = 4096;
+	cp_rc rc = CP_ERR_IO;
+
+	f = fopen(path, "rb");
+	if (!f)
+		goto out;
+	buf = malloc(cap + 1);
+	if (!buf) {
+		rc = CP_ERR_NOMEM;
+		goto out;
+	}
+	for (;;) {
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (n > max) {
+			rc = CP_ERR_TOO_LARGE;
+			goto out;
+		}
+		if (got == 0)
+			break;
+		if (n == cap) {
+			char *nb = realloc(buf, cap * 2 + 1);
+			if (!nb) {
+				rc = CP_ERR_NOMEM;
+				goto out;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	if (ferror(f))
+		goto out;
+	buf[n] = '\0';
+	*out = buf;
+	buf = NULL;
+	if (len)
+		*len = n;
+	rc = CP_OK;
+out:
+	if (f)
+		fclose(f);
+	free(buf);
+	return rc;
+}
+
+cp_rc cp_file_write(const char *path, const void *data, size_t len, int mode)
+{
+	char *tmp = cp_aprintf("%s.tmp.%d", path, (int)getpid());
+	int fd = -1;
+	cp_rc rc = CP_ERR_IO;
+
+	if (!tmp)
+		return CP_ERR_NOMEM;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		goto out;
+	if (fchmod(fd, (mode_t)mode) != 0 || write(fd, data, len) != (ssize_t)len ||
+	    fsync(fd) != 0)
+		goto out;
+	close(fd);
+	fd = -1;
+	if (rename(tmp, path) != 0)
+		goto out;
+	rc = CP_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc != CP_OK)
+		unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+/* -------------------------------------------------------------- hostnames */
+
+bool cp_hostname_is_wildcard(const char *name)
+{
+	return name && name[0] == '*' && name[1] == '.';
+}
+
+bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why)
+{
+	const char *p, *label;
+	size_t len, labels = 0;
+	bool tld_numeric = true;
+
+	*why = NULL;
+	if (!name || !*name) {
+		*why = "must not be empty";
+		return false;
+	}
+	len = strlen(name);
+	if (len > CP_HOSTNAME_MAX) {
+		*why = "must be at most 253 characters";
+		return false;
+	}
+	p = name;
+	if (cp_hostname_is_wildcard(name)) {
+		if (!allow_wildcard) {
+			*why = "wildcard hostnames are not allowed here";
+			return false;
+		}
+		p += 2;
+	}
+	while (*p) {
+		size_t n = 0;
+		label = p;
+		tld_numeric = true;
+		while (*p && *p != '.') {
+			char c = *p;
+			if (c >= 'A' && c <= 'Z') {
+				*why = "must be lowercase";
+				return false;
+			}
+			if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+				*why = "may contain only letters, digits, hyphens and dots (IDN as punycode)";
+				return false;
+			}
+			if (c < '0' || c > '9')
+				tld_numeric = false;
+			p++;
+			n++;
+		}
+		if (n == 0) {
+			*why = "has an empty label";
+			return false;
+		}
+		if (n > 63) {
+			*why = "has a label longer than 63 characters";
+			return false;
+		}
+		if (label[0] == '-' || label[n - 1] == '-') {
+			*why = "has a label that starts or ends with a hyphen";
+			return false;
+		}
+		if (n >= 4 && label[2] == '-' && label[3] == '-' &&
+		    !(label[0] == 'x' && label[1] == 'n')) {
+			*why = "has a label with '--' in positions 3-4 that is not punycode (xn--)";
+			return false;
+		}
+		labels++;
+		if (*p == '.') {
+			p++;
+			if (!*p) {
+				*why = "must not end with a dot";
+				return false;
+			}
+		}
+	}
+	if (labels < 2) {
+		*why = "must be a fully qualified name with at least two labels";
+		return false;
+	}
+	if (tld_numeric) {
+		*why = "must not have an all-numeric top-level label";
+		return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------- JSON spec */
+
+void cp_spec_error(json_t *errors, const char *field, const char *msg)
+{
+	json_array_append_new(errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
+}
+
+static bool spec_known(const struct cp_spec *spec, const char *key)
+{
+	for (const struct cp_spec *s = spec; s->type != CP_SPEC_END; s++)
+		if (strcmp(s->name, key) == 0)
+			return true;
+	return false;
+}
+
+/* Check one present, non-null value against its spec entry and store it. */
+static void spec_field(const struct cp_spec *s, json_t *v, json_t *errors)
+{
+	char msg[160];
+
+	switch (s->type) {
+	case CP_SPEC_STRING: {
+		size_t len;
+		if (!json_is_string(v)) {
+			cp_spec_error(errors, s->name, "must be a string");
+			return;
+		}
+		len = json_string_length(v);
+		if (strlen(json_string_value(v)) != len) {
+			cp_spec_error(errors, s->name, "must not contain NUL characters");
+			return;
+		}
+		if ((json_int_t)len < s->min || (s->max > 0 && (json_int_t)len > s->max)) {
+			snprintf(msg, sizeof(msg), "must be %lld to %lld characters long",
+				 (long long)s->min, (long long)s->max);
+			cp_spec_error(errors, s->name, msg);
+			return;
+		}
+		*(const char **)s->out = json_string_value(v);
+		break;
+	}
+	case CP_SPEC_BOOL:
+		if (!json_is_boolean(v)) {
+			cp_spec_error(errors, s->name, "must be true or false");
+			return;
+		}
+		*(int *)s->out = json_is_true(v);
+		break;
+	case CP_SPEC_INT:
+		if (!json_is_integer(v) || json_integer_value(v) < s->min ||
+		    json_integer_value(v) > s->max) {
+			snprintf(msg, sizeof(msg), "must be an integer from %lld to %lld",
+				 (long long)s->min, (long long)s->max);
+			cp_spec_error(errors, s->name, msg);
+			return;
+		}
+		*(json_int_t *)s->out = json_integer_value(v);
+		break;
+	case CP_SPEC_ENUM: {
+		size_t off = 0;
+		if (json_is_string(v)) {
+			for (const char *const *c = s->choices; *c; c++) {
+				if (strcmp(*c, json_string_value(v)) == 0) {
+					*(const char **)s->out = *c;
+					return;
+				}
+			}
+		}
+		off += (size_t)snprintf(msg, sizeof(msg), "must be one of:");
+		for (const char *const *c = s->choices; *c && off < sizeof(msg); c++)
+			off += (size_t)snprintf(msg + off, sizeof(msg) - off, "%s \"%s\"",
+						c == s->choices ? "" : ",", *c);
+		cp_spec_error(errors, s->name, msg);
+		break;
+	}
+	case CP_SPEC_ARRAY:
+		if (!json_is_array(v)) {
+			cp_spec_error(errors, s->name, "must be an array");
+			return;
+		}
+		if ((json_int_t)json_array_size(v) > s->max) {
+			snprintf(msg, sizeof(msg), "must have at most %lld items", (long long)s->max);
+			cp_spec_error(errors, s->name, msg);
+			return;
+		}
+		*(json_t **)s->out = v;
+		break;
+	case CP_SPEC_OBJECT: {
+		char *enc;
+		size_t elen;
+		if (!json_is_object(v)) {
+			cp_spec_error(errors, s->name, "must be an object");
+			return;
+		}
+		enc = json_dumps(v, JSON_COMPACT);
+		elen = enc ? strlen(enc) : 0;
+		free(enc);
+		if (s->max > 0 && (json_int_t)elen > s->max) {
+			snprintf(msg, sizeof(msg), "must encode to at most %lld bytes",
+				 (long long)s->max);
+			cp_spec_error(errors, s->name, msg);
+			return;
+		}
+		*(json_t **)s->out = v;
+		break;
+	}
+	case CP_SPEC_ANY:
+		*(json_t **)s->out = v;
+		break;
+	case CP_SPEC_END:
+		break;
+	}
+}
+
+cp_rc cp_spec_parse(json_t *body, const struct cp_spec *spec, json_t *errors)
+{
+	size_t before = json_array_size(errors);
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body)) {
+		cp_spec_error(errors, "body", "must be a JSON object");
+		return CP_ERR_INVALID;
+	}
+	json_object_foreach(body, key, v) {
+		if (!spec_known(spec, key)) {
+			cp_spec_error(errors, key, "is not a known field");
+		}
+	}
+	for (const struct cp_spec *s = spec; s->type != CP_SPEC_END; s++) {
+		v = json_object_get(body, s->name);
+		if (!v || json_is_null(v)) {
+			if (s->required)
+				cp_spec_error(errors, s->name, "is required");
+			continue;
+		}
+		if (s->present)
+			*s->present = true;
+		spec_field(s, v, errors);
+	}
+	return json_array_size(errors) == before ? CP_OK : CP_ERR_INVALID;
+}
+
+/* ---------------------------------------------------------------- wake-ups */
+
+static pthread_mutex_t kick_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t kick_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t kick_gen;
+
+void cp_kick(void)
+{
+	pthread_mutex_lock(&kick_lock);
+	kick_gen++;
+	pthread_cond_broadcast(&kick_cond);
+	pthread_mutex_unlock(&kick_lock);
+}
+
+void cp_kick_wait(int ms)
+{
+	struct timespec until;
+	uint64_t gen;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&kick_lock);
+	gen = kick_gen;
+	while (gen == kick_gen)
+		if (pthread_cond_timedwait(&kick_cond, &kick_lock, &until) != 0)
+			break;
+	pthread_mutex_unlock(&kick_lock);
+}

@@ -1,0 +1,277 @@
+/*
+ * config.c - certplane's settings. One table names every key, its type,
+ * where it lives in struct cp_config and its default, so that the JSON file,
+ * the CERTPLANE_<KEY> environment and `certplane check-config` all agree.
+ */
+#include "common/common.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum key_type { K_STR, K_INT, K_BOOL, K_LIST, K_OBJ };
+
+struct key_def {
+	const char *name;   /* JSON key; env var is CERTPLANE_<NAME upper-cased> */
+	enum key_type type;
+	size_t offset;      /* offsetof(struct cp_config, field) */
+	const char *def;    /* default (strings; ints as text; lists/objects JSON) */
+	int min, max;       /* K_INT range */
+	bool secret;        /* redacted by cp_config_json */
+};
+
+#define OFF(f) offsetof(struct cp_config, f)
+static const struct key_def keys[] = {
+	{ "listen", K_STR, OFF(listen), "127.0.0.1:8080", 0, 0, false },
+	{ "http01_listen", K_STR, OFF(http01_listen), "0.0.0.0:80", 0, 0, false },
+	{ "data_dir", K_STR, OFF(data_dir), "./data", 0, 0, false },
+	{ "database", K_STR, OFF(database), "", 0, 0, false },
+	{ "operator_token", K_STR, OFF(operator_token), "", 0, 0, true },
+	{ "master_key", K_STR, OFF(master_key), "", 0, 0, true },
+	{ "edge_zone", K_STR, OFF(edge_zone), "edge.certplane.localhost", 0, 0, false },
+	{ "acme_directory_url", K_STR, OFF(acme_directory_url),
+	  "https://acme-v02.api.letsencrypt.org/directory", 0, 0, false },
+	{ "acme_ca_bundle", K_STR, OFF(acme_ca_bundle), "", 0, 0, false },
+	{ "acme_contact_email", K_STR, OFF(acme_contact_email), "", 0, 0, false },
+	{ "cas", K_OBJ, OFF(cas), "{}", 0, 0, false },
+	{ "dns_resolver", K_STR, OFF(dns_resolver), "", 0, 0, false },
+	{ "renew_before_days", K_INT, OFF(renew_before_days), "25", 1, 365, false },
+	{ "scheduler_interval_seconds", K_INT, OFF(scheduler_interval_seconds), "300", 1, 3600, false },
+	{ "workers", K_INT, OFF(workers), "4", 1, 256, false },
+	{ "http_threads", K_INT, OFF(http_threads), "4", 1, 256, false },
+	{ "dns01_timeout_seconds", K_INT, OFF(dns01_timeout_seconds), "1800", 1, 86400 * 7, false },
+	{ "webhook_allow_private_networks", K_BOOL, OFF(webhook_allow_private_networks), "false", 0, 0, false },
+	{ "cors_origins", K_LIST, OFF(cors_origins), "[]", 0, 0, false },
+	{ "max_body_bytes", K_INT, OFF(max_body_bytes), "1048576", 1024, 64 << 20, false },
+	{ "rate_limit_per_second", K_INT, OFF(rate_limit_per_second), "200", 0, 1000000, false },
+	{ "rate_limit_burst", K_INT, OFF(rate_limit_burst), "400", 1, 1000000, false },
+	{ "webhook_timeout_seconds", K_INT, OFF(webhook_timeout_seconds), "15", 1, 120, false },
+	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
+};
+#undef OFF
+
+static const struct key_def *key_find(const char *name)
+{
+	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+/* Store v (already type-checked JSON) into the field of k. */
+static cp_rc key_store(struct cp_config *cfg, const struct key_def *k, json_t *v, char **err)
+{
+	char *base = (char *)cfg + k->offset;
+
+	switch (k->type) {
+	case K_STR:
+		if (!json_is_string(v))
+			goto bad;
+		free(*(char **)base);
+		*(char **)base = cp_strdup(json_string_value(v));
+		return *(char **)base ? CP_OK : CP_ERR_NOMEM;
+	case K_INT:
+		if (!json_is_integer(v) || json_integer_value(v) < k->min ||
+		    json_integer_value(v) > k->max) {
+			*err = cp_aprintf("%s: must be an integer from %d to %d", k->name, k->min, k->max);
+			return CP_ERR_INVALID;
+		}
+		*(int *)base = (int)json_integer_value(v);
+		return CP_OK;
+	case K_BOOL:
+		if (!json_is_boolean(v))
+			goto bad;
+		*(bool *)base = json_is_true(v);
+		return CP_OK;
+	case K_LIST:
+		if (!json_is_array(v))
+			goto bad;
+		for (size_t i = 0; i < json_array_size(v); i++)
+			if (!json_is_string(json_array_get(v, i)))
+				goto bad;
+		json_decref(*(json_t **)base);
+		*(json_t **)base = json_incref(v);
+		return CP_OK;
+	case K_OBJ:
+		if (!json_is_object(v))
+			goto bad;
+		json_decref(*(json_t **)base);
+		*(json_t **)base = json_incref(v);
+		return CP_OK;
+	}
+bad:
+	*err = cp_aprintf("%s: wrong type", k->name);
+	return CP_ERR_INVALID;
+}
+
+/* Turn an environment string into JSON of the key's type. New reference. */
+static json_t *env_value(const struct key_def *k, const char *s)
+{
+	json_t *v;
+
+	switch (k->type) {
+	case K_STR:
+		return json_string(s);
+	case K_INT: {
+		char *end;
+		long long n = strtoll(s, &end, 10);
+		if (!*s || *end)
+			return json_string(s); /* keeps the type error for key_store */
+		return json_integer(n);
+	}
+	case K_BOOL:
+		if (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"))
+			return json_true();
+		if (!strcmp(s, "0") || !strcasecmp(s, "false") || !strcasecmp(s, "no"))
+			return json_false();
+		return json_string(s);
+	case K_LIST: {
+		const char *p = s;
+		if (*s == '[')
+			return json_loads(s, 0, NULL);
+		v = json_array();
+		while (*p) {
+			const char *c = strchr(p, ',');
+			size_t n = c ? (size_t)(c - p) : strlen(p);
+			while (n && isspace((unsigned char)*p)) {
+				p++;
+				n--;
+			}
+			while (n && isspace((unsigned char)p[n - 1]))
+				n--;
+			if (n)
+				json_array_append_new(v, json_stringn(p, n));
+			p += c ? (size_t)(c - p) + 1 : strlen(p);
+		}
+		return v;
+	}
+	case K_OBJ:
+		return json_loads(s, 0, NULL);
+	}
+	return NULL;
+}
+
+void cp_config_free(struct cp_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++) {
+		char *base = (char *)cfg + keys[i].offset;
+		if (keys[i].type == K_STR)
+			free(*(char **)base);
+		else if (keys[i].type == K_LIST || keys[i].type == K_OBJ)
+			json_decref(*(json_t **)base);
+	}
+	free(cfg);
+}
+
+cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
+{
+	struct cp_config *cfg = calloc(1, sizeof(*cfg));
+	json_t *file = NULL, *v;
+	json_error_t jerr;
+	const char *key;
+	cp_rc rc = CP_ERR_NOMEM;
+
+	*err = NULL;
+	if (!cfg)
+		goto out;
+	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++) {
+		const struct key_def *k = &keys[i];
+		v = k->type == K_STR ? json_string(k->def) : json_loads(k->def, JSON_DECODE_ANY, NULL);
+		rc = key_store(cfg, k, v, err);
+		json_decref(v);
+		if (rc != CP_OK)
+			goto out;
+	}
+	if (path) {
+		file = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+		if (!json_is_object(file)) {
+			*err = cp_aprintf("%s:%d: %s", path, jerr.line,
+					  file ? "top level must be an object" : jerr.text);
+			rc = CP_ERR_INVALID;
+			goto out;
+		}
+		json_object_foreach(file, key, v) {
+			const struct key_def *k = key_find(key);
+			if (!k) {
+				*err = cp_aprintf("%s: unknown key \"%s\"", path, key);
+				rc = CP_ERR_INVALID;
+				goto out;
+			}
+			rc = key_store(cfg, k, v, err);
+			if (rc != CP_OK)
+				goto out;
+		}
+	}
+	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++) {
+		char env[96];
+		const char *s;
+		size_t j;
+		snprintf(env, sizeof(env), "CERTPLANE_%s", keys[i].name);
+		for (j = 10; env[j]; j++)
+			env[j] = (char)toupper((unsigned char)env[j]);
+		s = getenv(env);
+		if (!s)
+			continue;
+		v = env_value(&keys[i], s);
+		if (!v) {
+			*err = cp_aprintf("%s: not valid JSON", env);
+			rc = CP_ERR_INVALID;
+			goto out;
+		}
+		rc = key_store(cfg, &keys[i], v, err);
+		json_decref(v);
+		if (rc != CP_OK)
+			goto out;
+	}
+	if (!cfg->database[0]) {
+		free(cfg->database);
+		cfg->database = cp_aprintf("%s/certplane.db", cfg->data_dir);
+	}
+	if (strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&
+	    strcmp(cfg->log_level, "warn") && strcmp(cfg->log_level, "error")) {
+		*err = cp_aprintf("log_level: must be debug, info, warn or error");
+		rc = CP_ERR_INVALID;
+		goto out;
+	}
+	*out = cfg;
+	cfg = NULL;
+	rc = CP_OK;
+out:
+	if (rc == CP_ERR_NOMEM && !*err)
+		*err = cp_aprintf("out of memory");
+	json_decref(file);
+	cp_config_free(cfg);
+	return rc;
+}
+
+json_t *cp_config_json(const struct cp_config *cfg)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++) {
+		const struct key_def *k = &keys[i];
+		const char *base = (const char *)cfg + k->offset;
+		json_t *v = NULL;
+		switch (k->type) {
+		case K_STR:
+			v = json_string(k->secret && **(char *const *)base ? "<redacted>"
+									    : *(char *const *)base);
+			break;
+		case K_INT:
+			v = json_integer(*(const int *)base);
+			break;
+		case K_BOOL:
+			v = json_boolean(*(const bool *)base);
+			break;
+		case K_LIST:
+		case K_OBJ:
+			v = json_deep_copy(*(json_t *const *)base);
+			break;
+		}
+		json_object_set_new(o, k->name, v);
+	}
+	return o;
+}

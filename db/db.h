@@ -1,0 +1,168 @@
+/*
+ * db.h - certplane's storage interface. Every line of SQL lives behind this
+ * header; callers get domain functions and never see sqlite3. Rows come back
+ * as jansson objects shaped like the API's resources, so that a second
+ * backend (PostgreSQL) can be added behind the same functions.
+ *
+ * Threading: a struct db is one connection and is used by one thread at a
+ * time. db_thread() gives each thread its own connection, opened lazily.
+ * Every function that reads tenant data takes the tenant id explicitly and
+ * scopes its query by it; a row of another tenant is CP_ERR_NOT_FOUND.
+ *
+ * Writes that belong together run between db_begin() (BEGIN IMMEDIATE) and
+ * db_commit(); db_rollback() is safe to call in any state.
+ */
+#ifndef CP_DB_H
+#define CP_DB_H
+
+#include "common/common.h"
+
+struct db;
+
+/* ---- connections, transactions, migrations ---- */
+
+/* Open (creating) the database at path: WAL, foreign keys, busy_timeout. */
+cp_rc db_open(const char *path, struct db **out) CP_WUR;
+void db_close(struct db *db);
+/* Remember the path used by db_thread(). Call once before threads start. */
+void db_set_path(const char *path);
+/* This thread's connection (opened on first use), or NULL if it cannot open. */
+struct db *db_thread(void);
+/* Close this thread's connection (call before a thread exits). */
+void db_thread_close(void);
+
+/* Apply every embedded migration newer than PRAGMA user_version, each in
+ * its own transaction. from and to (may be NULL) get the versions. */
+cp_rc db_migrate(struct db *db, int *from, int *to) CP_WUR;
+/* Number of embedded migrations (the schema version this binary wants). */
+int db_schema_version(void);
+
+cp_rc db_begin(struct db *db) CP_WUR;
+cp_rc db_commit(struct db *db) CP_WUR;
+void db_rollback(struct db *db);
+
+/* Consistent online copy to dest (VACUUM INTO); dest must not exist. */
+cp_rc db_backup(struct db *db, const char *dest) CP_WUR;
+/* PRAGMA integrity_check; *ok true when it says "ok". */
+cp_rc db_integrity_check(struct db *db, bool *ok) CP_WUR;
+/* Cheap liveness query for /readyz. */
+cp_rc db_ping(struct db *db) CP_WUR;
+
+/* ---- secrets at rest ---- */
+
+struct crypto_keyring;
+/* Re-encrypt every sealed column value not under the ring's current key
+ * (master-key rotation), in one transaction; *count = values re-sealed.
+ * Sealed values use "<table>:<row id>" as authenticated data. */
+cp_rc db_secrets_reseal(struct db *db, const struct crypto_keyring *ring, int *count) CP_WUR;
+
+/* ---- pagination: keyset on an insertion sequence ---- */
+
+/* A page request: rows with seq > after, at most limit of them. */
+struct db_page {
+	int64_t after;  /* 0 = from the start */
+	int limit;      /* 1..500 */
+};
+/* A page result: data is a new JSON array; next is the cursor seq (0 = end). */
+struct db_list {
+	json_t *data;
+	int64_t next;
+};
+
+/* ---- tenants and API keys (operator scope) ---- */
+
+cp_rc db_tenant_create(struct db *db, const char *name, json_t **out) CP_WUR;
+cp_rc db_tenant_get(struct db *db, const char *id, json_t **out) CP_WUR;
+cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out) CP_WUR;
+/* Deletes the tenant and everything it owns. */
+cp_rc db_tenant_delete(struct db *db, const char *id) CP_WUR;
+
+/* Store a key by its hash; out is {id, name, prefix, created_at}. */
+cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name,
+		       const char *key_hash, const char *prefix, json_t **out) CP_WUR;
+cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg,
+		     struct db_list *out) CP_WUR;
+cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+/* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id. */
+cp_rc db_apikey_lookup(struct db *db, const char *key_hash,
+		       char tenant_id[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1]) CP_WUR;
+
+/* ---- audit log ---- */
+
+/* Record one change. tenant_id may be NULL (operator-wide); detail is
+ * borrowed and must never hold secrets. Call inside the change's transaction. */
+cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, const char *action,
+		   const char *resource_type, const char *resource_id, json_t *detail) CP_WUR;
+/* tenant_id NULL lists every tenant's entries (operator only). */
+cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg,
+		    struct db_list *out) CP_WUR;
+
+/* ---- idempotency records (24 h) ---- */
+
+/* A stored response to replay. */
+struct db_idem {
+	char body_hash[65];
+	char method[8];
+	char *path;          /* owned */
+	int status;
+	char *content_type;  /* owned */
+	char *response;      /* owned */
+	size_t response_len;
+};
+void db_idem_clear(struct db_idem *r);
+/* Record younger than max_age seconds for (scope, key), or CP_ERR_NOT_FOUND. */
+cp_rc db_idem_get(struct db *db, const char *scope, const char *key, int64_t max_age,
+		  struct db_idem *out) CP_WUR;
+/* Store (first writer wins). */
+cp_rc db_idem_put(struct db *db, const char *scope, const char *key, const struct db_idem *r) CP_WUR;
+/* Delete records older than cutoff. */
+cp_rc db_idem_purge(struct db *db, int64_t cutoff) CP_WUR;
+
+/* ---- job queue ---- */
+
+/* A claimed job; payload owned by the struct (db_job_clear). */
+struct db_job {
+	int64_t id;
+	char kind[32];
+	char tenant_id[CP_UUID_LEN + 1]; /* "" if none */
+	json_t *payload;
+	int attempts;                     /* including this one */
+	char owner[64];                   /* lease owner that claimed it */
+};
+void db_job_clear(struct db_job *job);
+/* Queue a job. dedupe_key (may be NULL): if a queued/running job with the same
+ * key exists nothing is added and CP_OK is returned. payload borrowed. */
+cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, json_t *payload,
+		     int64_t run_at, const char *dedupe_key) CP_WUR;
+/* Claim the next due job (queued and run_at <= now, or running with an
+ * expired lease) for owner, leased until now + lease_seconds. CP_ERR_NOT_FOUND
+ * when nothing is due. */
+cp_rc db_job_claim(struct db *db, const char *owner, int lease_seconds, struct db_job *out) CP_WUR;
+/* Extend the lease of a job this owner holds; CP_ERR_CONFLICT if lost. */
+cp_rc db_job_extend(struct db *db, int64_t id, const char *owner, int lease_seconds) CP_WUR;
+/* Finish: done, or back to queued at run_at with an error, or failed. */
+cp_rc db_job_done(struct db *db, int64_t id, const char *owner) CP_WUR;
+cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at, const char *error) CP_WUR;
+cp_rc db_job_fail(struct db *db, int64_t id, const char *owner, const char *error) CP_WUR;
+/* Release every lease of owner (clean shutdown): jobs run again at once. */
+cp_rc db_job_release_owner(struct db *db, const char *owner) CP_WUR;
+/* Seconds until the next job is due (0 if one is due now, -1 if none). */
+int64_t db_job_next_due(struct db *db);
+/* {"<kind>": {"queued": n, "running": n, "failed": n}, ...} new reference. */
+cp_rc db_job_stats(struct db *db, json_t **out) CP_WUR;
+
+/* ---- events (the outbox) ---- */
+
+/* Write event {"type", "timestamp", "data"} for tenant_id in the current
+ * transaction; data is borrowed. id_out (may be NULL) gets the event id.
+ * Webhook deliveries for the tenant's subscribed endpoints are queued in
+ * the same transaction. */
+cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_t *data,
+		   char id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* The seq of event id of tenant_id (for ?after=<event id>). */
+cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq) CP_WUR;
+/* Events of a tenant, oldest first; type may be NULL; after is a seq. */
+cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
+		    struct db_list *out) CP_WUR;
+
+#endif

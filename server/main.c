@@ -1,0 +1,272 @@
+/*
+ * main.c - the certplane command: serve, migrate, check-config, version,
+ * routes, backup and rotate-master-key. `serve` loads the configuration,
+ * prepares data_dir (database, master key ring, operator token), starts the
+ * API listener, the HTTP-01 responder and the workers, and shuts all of them
+ * down cleanly on SIGTERM or SIGINT.
+ */
+#include "server/server.h"
+#include "crypto/crypto.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#define CERTPLANE_VERSION "0.1.0"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: certplane <command> [--config FILE]\n"
+		"  serve               run the API, the HTTP-01 responder and the workers\n"
+		"  migrate             apply database migrations and exit\n"
+		"  check-config        validate the configuration and print it (secrets redacted)\n"
+		"  version             print the version\n"
+		"  routes              print the route table (METHOD PATTERN)\n"
+		"  backup FILE         write a consistent online copy of the database to FILE\n"
+		"  rotate-master-key   add a new master key and re-encrypt every secret with it\n");
+	return 2;
+}
+
+/* Everything a command needs, set up from the configuration. */
+struct app {
+	struct cp_config *cfg;
+	struct db *db;
+	struct crypto_keyring *keyring;
+	char op_hash[65];
+	struct api_ctx ctx;
+};
+
+static void app_close(struct app *app)
+{
+	db_close(app->db);
+	crypto_keyring_free(app->keyring);
+	cp_config_free(app->cfg);
+}
+
+/* The operator token: configured, or read from (or created in)
+ * data_dir/operator.token with mode 0600. Prints where it is on creation. */
+static cp_rc operator_token(struct app *app)
+{
+	char *path = cp_aprintf("%s/operator.token", app->cfg->data_dir), *tok = NULL;
+	uint8_t raw[32];
+	size_t len;
+	cp_rc rc = CP_ERR_NOMEM;
+
+	if (!path)
+		goto out;
+	if (app->cfg->operator_token[0]) {
+		cp_sha256_hex(app->cfg->operator_token, strlen(app->cfg->operator_token), app->op_hash);
+		rc = CP_OK;
+		goto out;
+	}
+	rc = cp_file_read(path, 4096, &tok, &len);
+	if (rc == CP_OK) {
+		while (len && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
+			tok[--len] = '\0';
+	} else {
+		char *secret;
+		rc = cp_random(raw, sizeof(raw));
+		if (rc != CP_OK)
+			goto out;
+		secret = cp_b64url(raw, sizeof(raw));
+		tok = secret ? cp_aprintf("cpo_%s", secret) : NULL;
+		free(secret);
+		if (!tok) {
+			rc = CP_ERR_NOMEM;
+			goto out;
+		}
+		rc = cp_file_write(path, tok, strlen(tok), 0600);
+		if (rc != CP_OK) {
+			cp_logf(CP_LOG_ERROR, "config.operator_token", "cannot write %s", path);
+			goto out;
+		}
+		cp_logf(CP_LOG_INFO, "config.operator_token", "operator token created in %s", path);
+		len = strlen(tok);
+	}
+	cp_sha256_hex(tok, len, app->op_hash);
+out:
+	crypto_wipe_free(tok);
+	free(path);
+	return rc;
+}
+
+static int app_open(struct app *app, const char *config_path, bool need_keys)
+{
+	char *err = NULL;
+	int from = 0, to = 0;
+
+	memset(app, 0, sizeof(*app));
+	if (cp_config_load(config_path, &app->cfg, &err) != CP_OK) {
+		fprintf(stderr, "certplane: configuration: %s\n", err ? err : "invalid");
+		free(err);
+		return 1;
+	}
+	cp_log_set_level(!strcmp(app->cfg->log_level, "debug")  ? CP_LOG_DEBUG
+			 : !strcmp(app->cfg->log_level, "warn")  ? CP_LOG_WARN
+			 : !strcmp(app->cfg->log_level, "error") ? CP_LOG_ERROR
+								 : CP_LOG_INFO);
+	if (mkdir(app->cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+		fprintf(stderr, "certplane: cannot create data_dir %s\n", app->cfg->data_dir);
+		return 1;
+	}
+	if (db_open(app->cfg->database, &app->db) != CP_OK ||
+	    db_migrate(app->db, &from, &to) != CP_OK) {
+		fprintf(stderr, "certplane: cannot open or migrate %s\n", app->cfg->database);
+		return 1;
+	}
+	db_set_path(app->cfg->database);
+	if (need_keys) {
+		if (crypto_keyring_load(app->cfg->data_dir,
+					app->cfg->master_key[0] ? app->cfg->master_key : NULL,
+					&app->keyring) != CP_OK) {
+			fprintf(stderr, "certplane: cannot load the master key\n");
+			return 1;
+		}
+		if (operator_token(app) != CP_OK)
+			return 1;
+	}
+	app->ctx.cfg = app->cfg;
+	app->ctx.keyring = app->keyring;
+	app->ctx.operator_token_hash = app->op_hash;
+	app->ctx.started_at = cp_now();
+	return 0;
+}
+
+static int cmd_serve(struct app *app)
+{
+	struct server_http *http = NULL;
+	struct server_workers *workers = NULL;
+	struct sigaction sa = { .sa_handler = on_signal };
+	int status = 1;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (server_http_start(&app->ctx, &http) != CP_OK)
+		goto out;
+	if (server_workers_start(&app->ctx, &workers) != CP_OK)
+		goto out;
+	cp_log_json(CP_LOG_INFO, "server.ready",
+		    json_pack("{s:s,s:s,s:i}", "version", CERTPLANE_VERSION, "listen",
+			      app->cfg->listen, "workers", app->cfg->workers));
+	while (!stop_requested)
+		pause();
+	cp_logf(CP_LOG_INFO, "server.stopping", "signal received, shutting down");
+	status = 0;
+out:
+	/* Stop accepting first, then let workers finish or release their jobs. */
+	server_http_stop(http);
+	server_workers_stop(workers);
+	db_thread_close();
+	cp_logf(CP_LOG_INFO, "server.stopped", "clean shutdown");
+	return status;
+}
+
+static int cmd_rotate(struct app *app)
+{
+	cp_rc rc = crypto_keyring_rotate(app->keyring, app->cfg->data_dir);
+	int n = 0;
+
+	if (rc == CP_OK)
+		rc = db_secrets_reseal(app->db, app->keyring, &n);
+	if (rc == CP_OK)
+		rc = crypto_keyring_prune(app->keyring, app->cfg->data_dir);
+	if (rc != CP_OK) {
+		fprintf(stderr, "certplane: rotation failed (%s); old keys are kept\n",
+			cp_rc_str(rc));
+		return 1;
+	}
+	printf("re-encrypted %d secrets under the new master key\n", n);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 ? argv[1] : NULL, *config = NULL, *arg = NULL;
+	struct app app;
+	int status = 1;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			config = argv[++i];
+		else if (!arg && argv[i][0] != '-')
+			arg = argv[i];
+		else
+			return usage();
+	}
+	if (!cmd)
+		return usage();
+	if (strcmp(cmd, "version") == 0) {
+		printf("certplane %s (schema %d)\n", CERTPLANE_VERSION, db_schema_version());
+		return 0;
+	}
+	if (strcmp(cmd, "routes") == 0) {
+		size_t n;
+		const struct server_route *r = server_routes(&n);
+		for (size_t i = 0; i < n; i++)
+			printf("%s %s\n", r[i].method, r[i].pattern);
+		return 0;
+	}
+	if (strcmp(cmd, "check-config") == 0) {
+		struct cp_config *cfg = NULL;
+		char *err = NULL, *text;
+		json_t *j;
+		if (cp_config_load(config, &cfg, &err) != CP_OK) {
+			fprintf(stderr, "certplane: configuration: %s\n", err ? err : "invalid");
+			free(err);
+			return 1;
+		}
+		j = cp_config_json(cfg);
+		text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+		printf("%s\nconfiguration ok\n", text ? text : "{}");
+		free(text);
+		json_decref(j);
+		cp_config_free(cfg);
+		return 0;
+	}
+	if (strcmp(cmd, "serve") && strcmp(cmd, "migrate") && strcmp(cmd, "backup") &&
+	    strcmp(cmd, "rotate-master-key"))
+		return usage();
+	if (strcmp(cmd, "backup") == 0 && !arg)
+		return usage();
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (app_open(&app, config, strcmp(cmd, "migrate") != 0 && strcmp(cmd, "backup") != 0))
+		goto out;
+	if (strcmp(cmd, "serve") == 0) {
+		status = cmd_serve(&app);
+	} else if (strcmp(cmd, "migrate") == 0) {
+		printf("schema version %d\n", db_schema_version());
+		status = 0;
+	} else if (strcmp(cmd, "backup") == 0) {
+		cp_rc rc = db_backup(app.db, arg);
+		if (rc == CP_OK)
+			printf("backup written to %s\n", arg);
+		else
+			fprintf(stderr, "certplane: backup failed: %s\n",
+				rc == CP_ERR_CONFLICT ? "the file exists" : cp_rc_str(rc));
+		status = rc == CP_OK ? 0 : 1;
+	} else {
+		status = cmd_rotate(&app);
+	}
+out:
+	app_close(&app);
+	curl_global_cleanup();
+	return status;
+}

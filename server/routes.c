@@ -1,0 +1,94 @@
+/*
+ * routes.c - the one static route table of the API. Each entry names a
+ * method, a path pattern ({name} matches one path segment), the handler and
+ * whether a key is needed. openapi.yaml must describe exactly these routes;
+ * tests/e2e/test_openapi.py checks that they agree.
+ */
+#include "server/server.h"
+
+#include <string.h>
+
+static const struct server_route routes[] = {
+	{ "GET", "/healthz", api_healthz, SERVER_AUTH_NONE },
+	{ "GET", "/readyz", api_readyz, SERVER_AUTH_NONE },
+	{ "GET", "/openapi.yaml", api_openapi, SERVER_AUTH_NONE },
+
+	{ "POST", "/v1/tenants", api_tenants_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/tenants", api_tenants_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/tenants/{id}", api_tenants_get, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/tenants/{id}", api_tenants_delete, SERVER_AUTH_KEY },
+	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/tenants/{id}/api-keys", api_apikeys_list, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/tenants/{id}/api-keys/{key_id}", api_apikeys_delete, SERVER_AUTH_KEY },
+
+	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
+	/* ROUTES: new entries go above this line, grouped by resource. */
+};
+
+const struct server_route *server_routes(size_t *count)
+{
+	*count = CP_ARRAY_LEN(routes);
+	return routes;
+}
+
+/* Match path against pattern; on success copy parameters into buf. */
+static bool pattern_match(const char *pattern, const char *path, const char *params[3],
+			  char *buf, size_t buflen)
+{
+	const char *p = pattern, *s = path;
+	size_t used = 0;
+	int n = 0;
+
+	while (*p && *s) {
+		if (*p == '{') {
+			const char *end = strchr(s, '/');
+			size_t len = end ? (size_t)(end - s) : strlen(s);
+			if (len == 0 || n == 3 || used + len + 1 > buflen)
+				return false;
+			memcpy(buf + used, s, len);
+			buf[used + len] = '\0';
+			params[n++] = buf + used;
+			used += len + 1;
+			s += len;
+			p = strchr(p, '}');
+			if (!p)
+				return false;
+			p++;
+			continue;
+		}
+		if (*p != *s)
+			return false;
+		p++;
+		s++;
+	}
+	return *p == '\0' && *s == '\0';
+}
+
+const struct server_route *server_route_match(const char *method, const char *path,
+					      const char *params[3], char *params_buf,
+					      size_t params_buf_len, bool *path_known,
+					      char *allow, size_t allow_len)
+{
+	size_t off = 0;
+
+	*path_known = false;
+	allow[0] = '\0';
+	for (size_t i = 0; i < CP_ARRAY_LEN(routes); i++) {
+		const char *tmp[3] = { NULL, NULL, NULL };
+		if (!pattern_match(routes[i].pattern, path, tmp, params_buf, params_buf_len))
+			continue;
+		if (strcmp(routes[i].method, method) == 0) {
+			memcpy(params, tmp, sizeof(tmp));
+			return &routes[i];
+		}
+		*path_known = true;
+		if (off < allow_len)
+			off += (size_t)snprintf(allow + off, allow_len - off, "%s%s",
+						off ? ", " : "", routes[i].method);
+	}
+	/* Every known path answers preflight and HEAD-less OPTIONS too. */
+	if (*path_known && off < allow_len)
+		snprintf(allow + off, allow_len - off, ", OPTIONS");
+	return NULL;
+}

@@ -1,0 +1,75 @@
+/*
+ * server.h - the running process: the API listener and its route table, the
+ * HTTP-01 challenge responder, the worker pool that runs durable jobs and
+ * the scheduler that enqueues due work.
+ */
+#ifndef CP_SERVER_H
+#define CP_SERVER_H
+
+#include <stdio.h>
+
+#include "api/api.h"
+#include "common/common.h"
+#include "db/db.h"
+
+/* ---- route table (routes.c) ---- */
+
+enum server_auth {
+	SERVER_AUTH_NONE,     /* public: health, readiness, OpenAPI */
+	SERVER_AUTH_KEY,      /* any valid key; handlers check the role */
+};
+
+struct server_route {
+	const char *method;       /* "GET", "POST", ... */
+	const char *pattern;      /* "/v1/properties/{id}"; {x} matches one segment */
+	api_handler handler;
+	enum server_auth auth;
+};
+
+/* Find the route for method+path; fills params (up to 3). Returns the
+ * route, or NULL with *path_known telling 405 (true) from 404 (false) and
+ * allow listing the methods the path accepts. */
+const struct server_route *server_route_match(const char *method, const char *path,
+					      const char *params[3], char *params_buf,
+					      size_t params_buf_len, bool *path_known,
+					      char *allow, size_t allow_len);
+/* The whole table (for `certplane routes` and the route/spec test). */
+const struct server_route *server_routes(size_t *count);
+
+/* ---- API listener (http.c) ---- */
+
+struct server_http;
+cp_rc server_http_start(const struct api_ctx *ctx, struct server_http **out) CP_WUR;
+void server_http_stop(struct server_http *h);
+
+/* ---- metrics (metrics.c) ---- */
+
+/* Count one answered request: route pattern (or "unmatched"), status, time. */
+void server_metrics_request(const char *route, int status, double seconds);
+/* Count one webhook delivery attempt by outcome ("success", "failure", ...). */
+void server_metrics_delivery(const char *outcome);
+/* Prometheus text for GET /metrics; new string. */
+char *server_metrics_render(struct db *db);
+
+/* ---- worker pool and scheduler (workers.c) ---- */
+
+/* What a job handler decided. */
+enum server_job_result { SERVER_JOB_DONE, SERVER_JOB_RETRY, SERVER_JOB_FAIL };
+struct server_job_outcome {
+	enum server_job_result result;
+	int64_t run_at;          /* RETRY: when to run again */
+	char error[512];         /* RETRY/FAIL: why (no secrets) */
+};
+/* A job kind's handler. Runs on a worker thread with that thread's db. It
+ * must be idempotent per step: a job may be run again after a crash. */
+typedef void (*server_job_fn)(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+			      struct server_job_outcome *out);
+/* A periodic task run by the scheduler every scheduler_interval_seconds. */
+typedef void (*server_tick_fn)(const struct api_ctx *ctx, struct db *db);
+
+struct server_workers;
+cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **out) CP_WUR;
+/* Stop claiming, let running jobs finish (or release their leases). */
+void server_workers_stop(struct server_workers *w);
+
+#endif

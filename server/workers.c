@@ -1,0 +1,210 @@
+/*
+ * workers.c - the worker pool and the scheduler.
+ *
+ * Workers claim due jobs from the jobs table with a lease and run the
+ * handler registered for the job's kind; the handler's outcome (done, retry
+ * at a time, failed) is written back under the same lease. The scheduler
+ * thread runs periodic tasks (renewals due, expiry reminders, housekeeping)
+ * every scheduler_interval_seconds; those tasks only enqueue jobs, so every
+ * piece of real work is durable and survives a crash.
+ */
+#include "server/server_internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* How long a claim is valid; long jobs extend it with db_job_extend. */
+#define LEASE_SECONDS 120
+
+/* Housekeeping: idempotency records live 24 hours. */
+static void tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
+{
+	(void)ctx;
+	if (db_idem_purge(db, cp_now() - 86400) != CP_OK)
+		cp_logf(CP_LOG_WARN, "scheduler.purge", "idempotency purge failed");
+}
+
+/* Job kinds and their handlers. */
+static const struct {
+	const char *kind;
+	server_job_fn fn;
+} job_kinds[] = {
+	/* JOB KINDS: { "kind", handler }, */
+	{ NULL, NULL },
+};
+
+/* Periodic tasks run by the scheduler. */
+static const server_tick_fn ticks[] = {
+	tick_purge_idempotency,
+	/* TICKS */
+};
+
+struct server_workers {
+	const struct api_ctx *ctx;
+	pthread_t *threads;
+	int n;
+	pthread_t scheduler;
+	bool scheduler_started;
+	atomic_bool stop;
+	char owner_base[48];
+};
+
+struct worker_arg {
+	struct server_workers *w;
+	int index;
+};
+
+static server_job_fn job_handler(const char *kind)
+{
+	for (size_t i = 0; job_kinds[i].kind; i++)
+		if (strcmp(job_kinds[i].kind, kind) == 0)
+			return job_kinds[i].fn;
+	return NULL;
+}
+
+/* Run one claimed job and record its outcome under its lease. */
+static void run_job(struct server_workers *w, struct db *db, struct db_job *job)
+{
+	struct server_job_outcome out = { .result = SERVER_JOB_FAIL };
+	server_job_fn fn = job_handler(job->kind);
+	int64_t t0 = cp_mono_ms();
+	cp_rc rc;
+
+	if (fn)
+		fn(w->ctx, db, job, &out);
+	else
+		snprintf(out.error, sizeof(out.error), "no handler for job kind %s", job->kind);
+	switch (out.result) {
+	case SERVER_JOB_DONE:
+		rc = db_job_done(db, job->id, job->owner);
+		break;
+	case SERVER_JOB_RETRY:
+		rc = db_job_retry(db, job->id, job->owner, out.run_at, out.error);
+		break;
+	default:
+		rc = db_job_fail(db, job->id, job->owner, out.error);
+		break;
+	}
+	cp_log_json(CP_LOG_INFO, "job.run",
+		    json_pack("{s:I,s:s,s:i,s:s,s:I,s:s?}", "job_id", (json_int_t)job->id, "kind",
+			      job->kind, "attempt", job->attempts, "result",
+			      out.result == SERVER_JOB_DONE    ? "done"
+			      : out.result == SERVER_JOB_RETRY ? "retry"
+							       : "failed",
+			      "duration_ms", (json_int_t)(cp_mono_ms() - t0), "error",
+			      out.error[0] ? out.error : NULL));
+	if (rc != CP_OK)
+		cp_logf(CP_LOG_WARN, "job.lease", "job %lld outcome not recorded: %s",
+			(long long)job->id, cp_rc_str(rc));
+}
+
+static void *worker_main(void *p)
+{
+	struct worker_arg *arg = p;
+	struct server_workers *w = arg->w;
+	char owner[64];
+	struct db *db;
+
+	snprintf(owner, sizeof(owner), "%s/%d", w->owner_base, arg->index);
+	free(arg);
+	while (!atomic_load(&w->stop)) {
+		struct db_job job;
+		cp_rc rc;
+		db = db_thread();
+		if (!db) {
+			cp_kick_wait(1000);
+			continue;
+		}
+		rc = db_job_claim(db, owner, LEASE_SECONDS, &job);
+		if (rc == CP_OK) {
+			run_job(w, db, &job);
+			db_job_clear(&job);
+			continue;
+		}
+		if (rc != CP_ERR_NOT_FOUND && rc != CP_ERR_BUSY)
+			cp_logf(CP_LOG_WARN, "job.claim", "claim failed: %s", cp_rc_str(rc));
+		/* Sleep until kicked, or until the next job is due (at most 1 s). */
+		int64_t due = db_job_next_due(db);
+		cp_kick_wait(due == 0 ? 50 : 1000);
+	}
+	db = db_thread();
+	if (db && db_job_release_owner(db, owner) != CP_OK)
+		cp_logf(CP_LOG_WARN, "job.release", "could not release leases of %s", owner);
+	db_thread_close();
+	return NULL;
+}
+
+static void *scheduler_main(void *p)
+{
+	struct server_workers *w = p;
+	int interval_ms = w->ctx->cfg->scheduler_interval_seconds * 1000;
+
+	while (!atomic_load(&w->stop)) {
+		struct db *db = db_thread();
+		if (db)
+			for (size_t i = 0; i < CP_ARRAY_LEN(ticks); i++)
+				ticks[i](w->ctx, db);
+		/* Wake in small steps so that shutdown is prompt. */
+		for (int slept = 0; slept < interval_ms && !atomic_load(&w->stop); slept += 200)
+			usleep(200 * 1000);
+	}
+	db_thread_close();
+	return NULL;
+}
+
+cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **out)
+{
+	struct server_workers *w = calloc(1, sizeof(*w));
+	char rnd[9];
+	uint8_t b[4];
+
+	if (!w)
+		return CP_ERR_NOMEM;
+	w->ctx = ctx;
+	atomic_init(&w->stop, false);
+	if (cp_random(b, sizeof(b)) != CP_OK) {
+		free(w);
+		return CP_ERR_CRYPTO;
+	}
+	cp_hex(b, sizeof(b), rnd);
+	/* A fresh owner name per process: leases of a crashed process are
+	 * never mistaken for ours, they simply expire. */
+	snprintf(w->owner_base, sizeof(w->owner_base), "pid%d-%s", (int)getpid(), rnd);
+	w->threads = calloc((size_t)ctx->cfg->workers, sizeof(pthread_t));
+	if (!w->threads) {
+		free(w);
+		return CP_ERR_NOMEM;
+	}
+	for (int i = 0; i < ctx->cfg->workers; i++) {
+		struct worker_arg *arg = malloc(sizeof(*arg));
+		if (!arg)
+			break;
+		arg->w = w;
+		arg->index = i;
+		if (pthread_create(&w->threads[i], NULL, worker_main, arg) != 0) {
+			free(arg);
+			break;
+		}
+		w->n++;
+	}
+	w->scheduler_started = pthread_create(&w->scheduler, NULL, scheduler_main, w) == 0;
+	*out = w;
+	return CP_OK;
+}
+
+void server_workers_stop(struct server_workers *w)
+{
+	if (!w)
+		return;
+	atomic_store(&w->stop, true);
+	cp_kick();
+	for (int i = 0; i < w->n; i++)
+		pthread_join(w->threads[i], NULL);
+	if (w->scheduler_started)
+		pthread_join(w->scheduler, NULL);
+	free(w->threads);
+	free(w);
+}
