@@ -1,0 +1,344 @@
+"""harness.py - the end-to-end test harness for certplane.
+
+Starts the real `certplane` binary (CERTPLANE_BIN) on a free loopback port
+with a temporary data directory, talks to it over real HTTP, and can stop it
+cleanly (SIGTERM), kill it (-9) and restart it on the same data. Also starts
+the ACME test bed (Pebble + challtestsrv, tests/testbed/acme-testbed) for the
+tests that need a real CA, and offers a tiny test runner: every function
+named test_* in a module runs in order; any failed check fails the module.
+
+Standard library only, so the suite runs on a fresh Debian with python3.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+
+SRC = os.environ.get("CERTPLANE_SRC", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BIN = os.environ.get("CERTPLANE_BIN", os.path.join(SRC, "build", "certplane"))
+TESTBED_SCRIPT = os.path.join(SRC, "tests", "testbed", "acme-testbed")
+TESTBED_DIR = os.environ.get("CERTPLANE_TESTBED_DIR", "/tmp/cp-testbed")
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def check(cond, msg="check failed"):
+    if not cond:
+        raise CheckFailed(msg)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers          # dict, lower-case names
+        self.body = body                # bytes
+        self.text = body.decode("utf-8", "replace")
+        try:
+            self.json = json.loads(self.text) if self.text else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.text[:500])
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+
+def expect(resp, status, msg=""):
+    """Check the status; on a problem response also check its shape."""
+    if resp.status != status:
+        raise CheckFailed("expected %d, got %r %s" % (status, resp, msg))
+    if status >= 400:
+        check(resp.header("content-type") == "application/problem+json",
+              "problem responses are application/problem+json: %r" % resp)
+        j = resp.json
+        check(isinstance(j, dict) and j.get("status") == status and "title" in j
+              and "type" in j and "detail" in j and isinstance(j.get("errors"), list),
+              "problem+json shape: %r" % resp)
+    return resp
+
+
+def field_error(resp, field):
+    """True if the 422 problem names field."""
+    return any(e.get("field") == field for e in (resp.json or {}).get("errors", []))
+
+
+class Server:
+    """One certplane process on a temporary data directory."""
+
+    def __init__(self, env=None, data_dir=None, keep=False):
+        self.port = free_port()
+        self.own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="certplane-e2e-")
+        self.log_path = os.path.join(self.data_dir, "server.log")
+        self.env = dict(os.environ)
+        self.env.update({
+            "CERTPLANE_LISTEN": "127.0.0.1:%d" % self.port,
+            "CERTPLANE_DATA_DIR": self.data_dir,
+            "CERTPLANE_HTTP01_LISTEN": "",
+            "CERTPLANE_SCHEDULER_INTERVAL_SECONDS": "1",
+            "CERTPLANE_RATE_LIMIT_PER_SECOND": "0",
+            "CERTPLANE_WORKERS": "4",
+        })
+        self.env.update(env or {})
+        self.proc = None
+        self.keep = keep
+        self.token = None
+        self._conn = None
+
+    # ---- process control ----
+    def start(self, wait=True):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "serve"], env=self.env, stdout=self.logf,
+                                     stderr=self.logf, cwd=self.data_dir)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise CheckFailed("certplane exited with %s; log:\n%s" % (self.proc.returncode, self.log()[-3000:]))
+            try:
+                if self.request("GET", "/healthz", auth=False).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise CheckFailed("certplane did not become healthy")
+        tok = self.env.get("CERTPLANE_OPERATOR_TOKEN")
+        if not tok:
+            with open(os.path.join(self.data_dir, "operator.token")) as f:
+                tok = f.read().strip()
+        self.token = tok
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise CheckFailed("certplane did not stop within %ds after signal %d" % (timeout, sig))
+        self._close()
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def cleanup(self):
+        self.stop(signal.SIGKILL)
+        if self.own_dir and not self.keep:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def run(self, *args, check_rc=True):
+        """Run a certplane sub-command on this server's configuration."""
+        p = subprocess.run([BIN] + list(args), env=self.env, cwd=self.data_dir,
+                           capture_output=True, text=True, timeout=120)
+        if check_rc and p.returncode != 0:
+            raise CheckFailed("certplane %s failed: %s %s" % (args, p.stdout, p.stderr))
+        return p
+
+    # ---- HTTP ----
+    def _close(self):
+        if self._conn:
+            self._conn.close()
+            self._conn = None
+
+    def request(self, method, path, body=None, token=None, auth=True, headers=None,
+                raw=None, tenant=None, query=None):
+        """One HTTP request over a kept-alive connection. body: JSON value;
+        raw: bytes sent as is. token: API key (default: operator)."""
+        h = {}
+        if auth:
+            h["Authorization"] = "Bearer " + (token or self.token)
+        if tenant:
+            h["X-Tenant-ID"] = tenant
+        data = None
+        if raw is not None:
+            data = raw
+            h["Content-Type"] = "application/json"
+        elif body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        if query:
+            path = path + "?" + urllib.parse.urlencode(query)
+        for attempt in range(2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                self._conn.request(method, path, body=data, headers=h)
+                r = self._conn.getresponse()
+                resp = Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+                if r.getheader("connection", "").lower() == "close":
+                    self._close()
+                return resp
+            except (http.client.HTTPException, ConnectionError, BrokenPipeError):
+                self._close()
+                if attempt == 1:
+                    raise
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+    def patch(self, path, body=None, **kw):
+        return self.request("PATCH", path, body=body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def new_tenant(self, name="tenant"):
+        """Create a tenant and an API key; returns (tenant_id, key)."""
+        t = expect(self.post("/v1/tenants", {"name": name}), 201).json
+        k = expect(self.post("/v1/tenants/%s/api-keys" % t["id"], {"name": "test key"}), 201).json
+        return t["id"], k["key"]
+
+    def list_all(self, path, token=None, limit=50, **kw):
+        """Follow next_cursor through every page; returns all items."""
+        items, cursor = [], None
+        while True:
+            q = dict(kw.pop("query", {}) or {})
+            q["limit"] = str(limit)
+            if cursor:
+                q["cursor"] = cursor
+            r = expect(self.get(path, token=token, query=q, **kw), 200)
+            items += r.json["data"]
+            cursor = r.json["next_cursor"]
+            if not cursor:
+                return items
+
+    def wait_for(self, fn, timeout=60, interval=0.2, what="condition"):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            last = fn()
+            if last:
+                return last
+            time.sleep(interval)
+        raise CheckFailed("timed out waiting for %s (last: %r)" % (what, last))
+
+
+class Testbed:
+    """The ACME test bed (Pebble + challtestsrv) on its fixed loopback ports."""
+
+    def __init__(self, directory=TESTBED_DIR):
+        self.dir = directory
+        self.env = {}
+
+    def start(self, extra_env=None):
+        env = dict(os.environ)
+        env.update(extra_env or {})
+        subprocess.run([TESTBED_SCRIPT, "start", self.dir], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        self.load_env()
+        return self
+
+    def ensure(self):
+        """Reuse a running test bed, or start one."""
+        st = subprocess.run([TESTBED_SCRIPT, "status", self.dir], capture_output=True)
+        if st.returncode == 0 and os.path.exists(os.path.join(self.dir, "env")):
+            self.load_env()
+            return self
+        subprocess.run([TESTBED_SCRIPT, "stop", self.dir], capture_output=True) if os.path.isdir(self.dir) else None
+        return self.start()
+
+    def stop(self):
+        subprocess.run([TESTBED_SCRIPT, "stop", self.dir], capture_output=True, timeout=60)
+
+    def load_env(self):
+        with open(os.path.join(self.dir, "env")) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("export "):
+                    k, v = line[7:].split("=", 1)
+                    self.env[k] = v
+
+    def server_env(self):
+        """The CERTPLANE_* settings that wire a server to this test bed."""
+        return {
+            "CERTPLANE_ACME_DIRECTORY_URL": self.env["ACME_DIRECTORY_URL"],
+            "CERTPLANE_ACME_CA_BUNDLE": self.env["ACME_CA_BUNDLE"],
+            "CERTPLANE_DNS_RESOLVER": self.env["DNS_RESOLVER"],
+            "CERTPLANE_HTTP01_LISTEN": "127.0.0.1:%s" % self.env["ACME_HTTP01_PORT"],
+            "CERTPLANE_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+        }
+
+    def cts(self, path, body):
+        """POST to challtestsrv's management API."""
+        c = http.client.HTTPConnection("127.0.0.1", 8055, timeout=10)
+        c.request("POST", path, body=json.dumps(body))
+        r = c.getresponse()
+        r.read()
+        c.close()
+        check(r.status == 200, "challtestsrv %s -> %d" % (path, r.status))
+
+    def set_cname(self, host, target):
+        self.cts("/set-cname", {"host": host, "target": target})
+
+    def clear_cname(self, host):
+        self.cts("/clear-cname", {"host": host})
+
+    def add_a(self, host, addr="127.0.0.1"):
+        self.cts("/add-a", {"host": host, "addresses": [addr]})
+
+    def set_txt(self, host, value):
+        self.cts("/set-txt", {"host": host if host.endswith(".") else host + ".", "value": value})
+
+    def clear_txt(self, host):
+        self.cts("/clear-txt", {"host": host if host.endswith(".") else host + "."})
+
+
+def run(module_globals):
+    """Run every test_* function of the calling module in definition order."""
+    tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
+    only = os.environ.get("TEST_ONLY")
+    failed = 0
+    for name, fn in tests:
+        if only and only not in name:
+            continue
+        t0 = time.time()
+        try:
+            fn()
+            print("ok   %-55s %.2fs" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %-55s %.2fs" % (name, time.time() - t0), flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (len(tests) - failed, failed))
+    sys.exit(1 if failed else 0)
