@@ -1,0 +1,279 @@
+/*
+ * acme.h - certplane's ACME side: the RFC 8555 client that talks to a CA,
+ * the challenge helpers (HTTP-01 key authorizations, DNS-01 records), the
+ * RFC 9773 renewal-information (ARI) helpers, and the DNS checks made before
+ * an order (CNAME chain to the edge hostname, TXT visibility) through a
+ * configurable resolver.
+ *
+ * The client is deliberately a set of single steps that take URLs as inputs
+ * (new order -> authorization -> challenge -> finalize -> download): the
+ * durable order state machine above it persists every URL it reaches and can
+ * resume at any step after a restart. acme_issue_simple() chains the steps
+ * for tests and benchmarks only.
+ *
+ * Threads: a struct acme_client is used by one thread at a time; separate
+ * clients may run on separate threads in parallel. The program's main must
+ * call curl_global_init(CURL_GLOBAL_DEFAULT) once before any client is made
+ * (libcurl's global init is not thread-safe). A struct acme_resolver is
+ * immutable after creation and may be shared by all threads.
+ *
+ * Bounds: every CA request has a 10 s connect and 30 s total timeout and a
+ * 1 MiB response cap; every DNS query 3 s per try, 2 tries.
+ */
+#ifndef CP_ACME_H
+#define CP_ACME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/common.h"
+
+struct crypto_key;
+
+/* ==== DNS checks ==== */
+
+struct acme_resolver; /* opaque: resolver configuration only */
+
+/*
+ * Make a resolver that queries hostport ("127.0.0.1:8053", "[::1]:53",
+ * comma-separated list allowed) or, when hostport is NULL or "", the system
+ * resolvers of /etc/resolv.conf. *out is new (acme_resolver_free()).
+ * CP_ERR_INVALID for an unparsable hostport.
+ */
+cp_rc acme_resolver_new(const char *hostport, struct acme_resolver **out) CP_WUR;
+/* Release res; NULL-safe. */
+void acme_resolver_free(struct acme_resolver *res);
+/*
+ * TXT values of name (each record's strings concatenated), as a new JSON
+ * array of strings in *values; empty when the name has no TXT record (or
+ * does not exist). CNAMEs are followed by the resolver (delegated DNS-01).
+ * CP_ERR_UPSTREAM on timeout/SERVFAIL/refusal, CP_ERR_INVALID for a bad name.
+ */
+cp_rc acme_dns_txt(struct acme_resolver *res, const char *name, json_t **values) CP_WUR;
+/*
+ * Check that hostname can be validated with HTTP-01 through the edge:
+ * *result is a new object
+ *   {"hostname", "cname_chain": [targets followed, in order],
+ *    "points_to_edge": bool, "wildcard": bool, "ready": bool, "detail": "..."}
+ * Names are compared lowercased without trailing dots. CNAMEs are followed
+ * hop by hop (one CNAME query per hop, at most 8 hops) until the edge
+ * hostname or a name without CNAME; a "*." name is never ready. detail is a
+ * sentence naming the hostname and what it points at.
+ * CP_OK: the lookups answered (ready says the verdict). CP_ERR_UPSTREAM: a
+ * lookup failed (timeout, SERVFAIL, loop, > 8 hops) - *result is still set,
+ * ready=false, detail says what failed; callers treat it as transient.
+ * CP_ERR_INVALID for a bad name (nothing set).
+ */
+cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
+			  const char *edge_hostname, json_t **result) CP_WUR;
+
+/* ==== results of CA exchanges ==== */
+
+/* Why a CA exchange did not succeed. */
+enum acme_fail {
+	ACME_FAIL_NONE = 0,    /* success */
+	ACME_FAIL_UNREACHABLE, /* connect/TLS/timeout/transport error: ca_unreachable */
+	ACME_FAIL_PROBLEM,     /* the CA answered with an RFC 7807 problem document */
+	ACME_FAIL_PROTOCOL,    /* an answer we cannot use: bad JSON, missing field, too large */
+	ACME_FAIL_LOCAL,       /* out of memory, signing failure, bad argument */
+};
+
+#define ACME_PROBLEM_NS "urn:ietf:params:acme:error:"
+
+/*
+ * What the CA said in the last exchange of a call. Every client call takes an
+ * optional (NULL ok) struct acme_result * and fills it on success too: status
+ * and retry_after matter for polling. No heap memory: nothing to free.
+ */
+struct acme_result {
+	enum acme_fail fail; /* ACME_FAIL_NONE on success */
+	long status;         /* HTTP status of the last response, 0 if none */
+	int64_t retry_after; /* seconds to wait per Retry-After, -1 if absent */
+	char type[128];      /* problem type (full URN), "" if none */
+	char detail[512];    /* problem detail (+ first subproblem), or transport error text */
+};
+
+/*
+ * The product's machine-readable failure reason for r: "ca_unreachable",
+ * "ca_rate_limited", "caa_forbids", "challenge_failed" (unauthorized,
+ * connection, dns, incorrectResponse, tls), "ca_account_missing"
+ * (accountDoesNotExist), "ca_rejected_identifier", "ca_bad_csr",
+ * "ca_protocol_error", "ca_error" (any other problem), "internal" (local),
+ * or NULL when r is a success. Static strings.
+ */
+const char *acme_result_reason(const struct acme_result *r);
+/* True if r is a problem of the given short type ("badNonce", "rateLimited"). */
+bool acme_result_is(const struct acme_result *r, const char *short_type);
+/*
+ * Parse a Retry-After value: delta-seconds or an HTTP-date (IMF-fixdate,
+ * RFC 850 or asctime form), relative to now (unix seconds). *secs >= 0
+ * (dates in the past give 0). CP_ERR_INVALID if value is neither.
+ */
+cp_rc acme_parse_retry_after(const char *value, int64_t now, int64_t *secs) CP_WUR;
+/*
+ * Fill r from a problem document body (len bytes, need not be
+ * NUL-terminated) received with HTTP status: fail=ACME_FAIL_PROBLEM, type,
+ * detail (the first subproblem's identifier and detail appended). A body that
+ * is not a JSON object still gives a problem with type "" and a detail
+ * naming the status. r->retry_after is left as is.
+ */
+void acme_parse_problem(const char *body, size_t len, long status, struct acme_result *r);
+
+/* ==== ACME client ==== */
+
+/* What a client is made from. Strings are copied; the key is borrowed. */
+struct acme_config {
+	const char *directory_url;     /* e.g. https://acme-v02.api.letsencrypt.org/directory */
+	const char *ca_bundle;         /* CA file for the CA's HTTPS; NULL = system trust */
+	struct crypto_key *account_key; /* borrowed: must outlive the client */
+	const char *account_url;       /* kid, or NULL until registered */
+};
+
+struct acme_client; /* opaque; one thread at a time */
+
+/*
+ * Make a client (no network traffic yet). *out is new (acme_client_free()).
+ * CP_ERR_INVALID if directory_url or account_key is missing or the URL is
+ * not http(s).
+ */
+cp_rc acme_client_new(const struct acme_config *cfg, struct acme_client **out) CP_WUR;
+/* Release c; NULL-safe. Does not free the account key. */
+void acme_client_free(struct acme_client *c);
+/* The account URL (kid) known to c, or NULL; borrowed, valid until changed. */
+const char *acme_client_account_url(const struct acme_client *c);
+/* The account key c signs with (borrowed from the config). */
+const struct crypto_key *acme_client_key(const struct acme_client *c);
+/*
+ * Set or forget (NULL) the account URL, e.g. after accountDoesNotExist so
+ * that the next acme_account_ensure() registers again.
+ */
+cp_rc acme_client_set_account_url(struct acme_client *c, const char *account_url) CP_WUR;
+
+/*
+ * The CA's directory, fetched once and cached for the client's lifetime.
+ * *dir is borrowed (valid until acme_client_free()).
+ */
+cp_rc acme_directory(struct acme_client *c, const json_t **dir, struct acme_result *r) CP_WUR;
+
+/*
+ * Make sure the account exists: if c already knows its URL, return it
+ * without any request; otherwise POST newAccount {termsOfServiceAgreed:true,
+ * contact:["mailto:<email>"] if contact_email} signed with the jwk, and
+ * remember the Location (an existing account for the key is returned as
+ * is by the CA). *account_url is borrowed from c (may be NULL).
+ */
+cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
+			  const char **account_url, struct acme_result *r) CP_WUR;
+
+/*
+ * POST newOrder for the DNS identifiers names (n >= 1, "*.x" allowed).
+ * replaces: an ARI cert id (acme_ari_cert_id) of the certificate this order
+ * renews, or NULL; a CA without ARI ignores it, and on a 409 alreadyReplaced
+ * the caller retries with NULL. *order_url (new string, caller frees) and
+ * *order (new reference) on success. Rate limits: CP_ERR_RATE_LIMITED.
+ */
+cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
+		     const char *replaces, char **order_url, json_t **order,
+		     struct acme_result *r) CP_WUR;
+/*
+ * POST-as-GET url and return the JSON object it answers with (*obj new
+ * reference). acme_order_get / acme_authz_get / acme_challenge_get are the
+ * same call, named for readability at the call site.
+ */
+cp_rc acme_get_object(struct acme_client *c, const char *url, json_t **obj,
+		      struct acme_result *r) CP_WUR;
+cp_rc acme_order_get(struct acme_client *c, const char *order_url, json_t **order,
+		     struct acme_result *r) CP_WUR;
+cp_rc acme_authz_get(struct acme_client *c, const char *authz_url, json_t **authz,
+		     struct acme_result *r) CP_WUR;
+cp_rc acme_challenge_get(struct acme_client *c, const char *challenge_url, json_t **challenge,
+			 struct acme_result *r) CP_WUR;
+/*
+ * Tell the CA the challenge is ready: POST {} to challenge_url. *challenge
+ * (may be NULL) receives the updated challenge object.
+ */
+cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url,
+			     json_t **challenge, struct acme_result *r) CP_WUR;
+/*
+ * Finalize: POST {"csr": base64url(csr_der)} to finalize_url. *order is the
+ * order as returned (often "processing": poll acme_order_get, honouring
+ * r->retry_after, until "valid" and "certificate" appears).
+ */
+cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url,
+			  const uint8_t *csr_der, size_t csr_len, json_t **order,
+			  struct acme_result *r) CP_WUR;
+/*
+ * Download the certificate chain (POST-as-GET, Accept:
+ * application/pem-certificate-chain). The body must consist of CERTIFICATE
+ * PEM blocks only (leaf first) and fit the 1 MiB cap; anything else is
+ * CP_ERR_UPSTREAM with fail=ACME_FAIL_PROTOCOL. *pem is a new string.
+ */
+cp_rc acme_cert_download(struct acme_client *c, const char *cert_url, char **pem,
+			 struct acme_result *r) CP_WUR;
+
+/* ==== challenges ==== */
+
+/*
+ * The challenge of the given type ("http-01", "dns-01") inside an authz
+ * object, borrowed from authz; NULL if it offers none.
+ */
+const json_t *acme_authz_challenge(const json_t *authz, const char *type);
+/*
+ * HTTP-01 key authorization token "." base64url(JWK thumbprint of key).
+ * *out is a new string. CP_ERR_INVALID for a token that is not base64url.
+ */
+cp_rc acme_key_authorization(const struct crypto_key *key, const char *token,
+			     char **out) CP_WUR;
+/*
+ * DNS-01 record for identifier (a "*.x" identifier uses "x"): *name =
+ * "_acme-challenge.<domain>" (no trailing dot) and *value =
+ * base64url(SHA-256(key authorization)); both new strings.
+ */
+cp_rc acme_dns01_record(const struct crypto_key *key, const char *identifier,
+			const char *token, char **name, char **value) CP_WUR;
+
+/* ==== ACME Renewal Information (RFC 9773) ==== */
+
+/*
+ * ARI certificate identifier of the leaf (first block of cert_pem):
+ * base64url(AKI keyIdentifier) "." base64url(serial number DER content
+ * octets). *out is a new string. CP_ERR_INVALID if the certificate cannot be
+ * parsed or has no authority key identifier.
+ */
+cp_rc acme_ari_cert_id(const char *cert_pem, size_t len, char **out) CP_WUR;
+/*
+ * GET <renewalInfo>/<cert_id> (unauthenticated). *info is the new object
+ * {"suggestedWindow": {"start","end"}, "explanationURL"?}; r->retry_after says
+ * when to ask again. CP_ERR_NOT_FOUND when the directory offers no
+ * renewalInfo ("not offered": fall back to the lifetime rule), without any
+ * request beyond the directory.
+ */
+cp_rc acme_renewal_info(struct acme_client *c, const char *cert_id, json_t **info,
+			struct acme_result *r) CP_WUR;
+
+/* ==== convenience for tests and benchmarks ==== */
+
+/*
+ * Callback that publishes (publish=true) or withdraws a challenge answer for
+ * acme_issue_simple: for http-01 name=token, value=key authorization; for
+ * dns-01 name=TXT record name, value=TXT value. Return CP_OK when done.
+ */
+typedef cp_rc (*acme_solve_fn)(void *arg, bool publish, const char *type, const char *name,
+			       const char *value);
+
+/*
+ * Issue a certificate for names in one blocking call: ensure account, new
+ * order, solve every pending authorization with challenge type via solve,
+ * poll (short growing delay, honouring Retry-After, up to timeout_s),
+ * finalize with csr_der, download. *pem (new string) is the chain.
+ * Not for the service: it keeps no state across a restart.
+ */
+cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t n,
+			const char *type, acme_solve_fn solve, void *arg,
+			const uint8_t *csr_der, size_t csr_len, int timeout_s, char **pem,
+			struct acme_result *r) CP_WUR;
+
+#endif
