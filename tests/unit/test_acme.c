@@ -804,6 +804,68 @@ static struct MHD_Daemon *http01_start(void)
 	return d;
 }
 
+/* One thread's work in the parallel test: its own key, client and order. */
+struct par_job {
+	struct acme_resolver *res; /* shared: resolvers are immutable */
+	char name[96];
+	cp_rc rc;
+	char *pem;
+};
+
+static void *par_issue(void *arg)
+{
+	struct par_job *j = arg;
+	struct crypto_key *k = NULL, *ck = NULL;
+	struct acme_client *c = NULL;
+	struct acme_config cfg = { 0 };
+	struct acme_result r;
+	json_t *hn = json_pack("[s]", j->name);
+	const char *names[] = { j->name };
+	uint8_t *csr = NULL;
+	size_t csr_len = 0;
+
+	j->rc = crypto_key_generate(CRYPTO_KEY_ECDSA_P256, &k);
+	if (j->rc == CP_OK)
+		j->rc = crypto_key_generate(CRYPTO_KEY_ECDSA_P256, &ck);
+	if (j->rc == CP_OK)
+		j->rc = crypto_csr_der(ck, hn, &csr, &csr_len);
+	cfg.directory_url = getenv("ACME_DIRECTORY_URL");
+	cfg.ca_bundle = getenv("ACME_CA_BUNDLE");
+	cfg.account_key = k;
+	if (j->rc == CP_OK)
+		j->rc = acme_client_new(&cfg, &c);
+	if (j->rc == CP_OK)
+		j->rc = acme_issue_simple(c, names, 1, "dns-01", dns01_solve, j->res, csr, csr_len, 60,
+					  &j->pem, &r);
+	acme_client_free(c);
+	crypto_key_free(k);
+	crypto_key_free(ck);
+	free(csr);
+	json_decref(hn);
+	return NULL;
+}
+
+/* Separate clients on separate threads at once (the worker pool's pattern). */
+static void test_parallel(struct acme_resolver *res, const char *lab)
+{
+	struct par_job jobs[4];
+	pthread_t th[4];
+
+	for (int i = 0; i < 4; i++) {
+		memset(&jobs[i], 0, sizeof(jobs[i]));
+		jobs[i].res = res;
+		snprintf(jobs[i].name, sizeof(jobs[i].name), "p%d-%s.acme-unit.test", i, lab);
+		CHECK(pthread_create(&th[i], NULL, par_issue, &jobs[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_RC(jobs[i].rc, CP_OK);
+		CHECK(jobs[i].pem && crypto_chain_check(jobs[i].pem, strlen(jobs[i].pem), NULL, NULL) == CP_OK);
+		free(jobs[i].pem);
+	}
+	printf("  parallel: 4 clients on 4 threads done\n");
+}
+
 static void test_integration(void)
 {
 	const char *dir_url = getenv("ACME_DIRECTORY_URL");
@@ -869,6 +931,8 @@ static void test_integration(void)
 	CHECK(pem != NULL);
 	free(pem);
 	pem = NULL;
+
+	test_parallel(res, lab);
 
 	/* Nobody answers the token: the authorization fails as challenge_failed. */
 	snprintf(n1, sizeof(n1), "fail-%s.acme-unit.test", lab);
