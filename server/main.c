@@ -9,6 +9,8 @@
 #include "crypto/crypto.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,13 +149,34 @@ static int app_open(struct app *app, const char *config_path, bool need_keys)
 	return 0;
 }
 
+/* Take data_dir/certplane.lock so that one data directory has one writer
+ * process (serve, rotate-master-key); the kernel drops it on any exit,
+ * kill -9 included. Returns the fd, or -1 when another process holds it. */
+static int data_dir_lock(const struct app *app)
+{
+	char *path = cp_aprintf("%s/certplane.lock", app->cfg->data_dir);
+	int fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+
+	free(path);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 static int cmd_serve(struct app *app)
 {
 	struct server_http *http = NULL;
 	struct server_workers *workers = NULL;
 	struct sigaction sa = { .sa_handler = on_signal };
-	int status = 1;
+	int status = 1, lock = data_dir_lock(app);
 
+	if (lock < 0) {
+		fprintf(stderr, "certplane: %s is in use by another certplane process\n",
+			app->cfg->data_dir);
+		return 1;
+	}
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -175,14 +198,23 @@ out:
 	server_workers_stop(workers);
 	db_thread_close();
 	cp_logf(CP_LOG_INFO, "server.stopped", "clean shutdown");
+	close(lock);
 	return status;
 }
 
+/* Rotation runs with the server stopped: a running server would keep
+ * sealing new secrets with the key this command prunes. */
 static int cmd_rotate(struct app *app)
 {
-	cp_rc rc = crypto_keyring_rotate(app->keyring, app->cfg->data_dir);
-	int n = 0;
+	int n = 0, lock = data_dir_lock(app);
+	cp_rc rc;
 
+	if (lock < 0) {
+		fprintf(stderr, "certplane: stop the server first (%s is in use)\n",
+			app->cfg->data_dir);
+		return 1;
+	}
+	rc = crypto_keyring_rotate(app->keyring, app->cfg->data_dir);
 	if (rc == CP_OK)
 		rc = db_secrets_reseal(app->db, app->keyring, &n);
 	if (rc == CP_OK)
@@ -190,9 +222,11 @@ static int cmd_rotate(struct app *app)
 	if (rc != CP_OK) {
 		fprintf(stderr, "certplane: rotation failed (%s); old keys are kept\n",
 			cp_rc_str(rc));
+		close(lock);
 		return 1;
 	}
 	printf("re-encrypted %d secrets under the new master key\n", n);
+	close(lock);
 	return 0;
 }
 
