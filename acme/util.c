@@ -14,11 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/asn1.h>
-#include <openssl/bio.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include "crypto/crypto.h"
 
@@ -234,53 +229,6 @@ cp_rc acme_dns01_record(const struct crypto_key *key, const char *identifier,
 
 cp_rc acme_ari_cert_id(const char *cert_pem, size_t len, char **out)
 {
-	BIO *bio = NULL;
-	X509 *x = NULL;
-	const ASN1_OCTET_STRING *kid;
-	const ASN1_INTEGER *serial;
-	unsigned char *sder = NULL;
-	char *a = NULL, *b = NULL;
-	int slen, hdr;
-	cp_rc rc = CP_ERR_INVALID;
-
-	*out = NULL;
-	if (!cert_pem || len == 0 || len > CRYPTO_PEM_MAX || len > INT32_MAX)
-		return CP_ERR_INVALID;
-	bio = BIO_new_mem_buf(cert_pem, (int)len);
-	if (!bio)
-		return CP_ERR_NOMEM;
-	x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-	if (!x)
-		goto out;
-	kid = X509_get0_authority_key_id(x);
-	serial = X509_get0_serialNumber(x);
-	if (!kid || ASN1_STRING_length(kid) <= 0 || !serial)
-		goto out;
-	/*
-	 * RFC 9773 4.1: the serial's DER encoding without tag and length, i.e.
-	 * the INTEGER's content octets (with a leading 0x00 when the high bit is
-	 * set). OpenSSL 3 only exports the full TLV, so skip tag and length.
-	 */
-	slen = i2d_ASN1_INTEGER(serial, &sder);
-	if (slen < 3 || sder[0] != 0x02)
-		goto out;
-	hdr = 2;
-	if (sder[1] & 0x80)
-		hdr += sder[1] & 0x7f;
-	if (slen <= hdr)
-		goto out;
-	rc = CP_ERR_NOMEM;
-	a = cp_b64url(ASN1_STRING_get0_data(kid), (size_t)ASN1_STRING_length(kid));
-	b = cp_b64url(sder + hdr, (size_t)(slen - hdr));
-	if (!a || !b)
-		goto out;
-	*out = cp_aprintf("%s.%s", a, b);
-	rc = *out ? CP_OK : CP_ERR_NOMEM;
-out:
-	free(a);
-	free(b);
-	OPENSSL_free(sder);
-	X509_free(x);
-	BIO_free(bio);
-	return rc;
+	/* X.509 parsing stays inside crypto/, the one module that uses OpenSSL. */
+	return crypto_cert_ari_id(cert_pem, len, out);
 }

@@ -255,4 +255,11 @@ cp_rc crypto_sealed_key_id(const char *sealed, char id[33]) CP_WUR;
 /* Copy r's current key id into id (up to 32 chars + NUL). */
 void crypto_keyring_current_id(const struct crypto_keyring *r, char id[33]);
 
+/*
+ * RFC 9773 (ARI) certificate identifier of the first certificate in pem:
+ * base64url(AuthorityKeyIdentifier keyIdentifier) "." base64url(serial DER
+ * content octets). *out new string. CP_ERR_INVALID without an AKI.
+ */
+cp_rc crypto_cert_ari_id(const char *cert_pem, size_t len, char **out) CP_WUR;
+
 #endif
