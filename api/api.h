@@ -109,6 +109,16 @@ void api_openapi(struct api_req *, struct api_resp *);
 void api_audit_list(struct api_req *, struct api_resp *);
 void api_events_list(struct api_req *, struct api_resp *);
 
+/* certificates.c */
+void api_certificates_create(struct api_req *, struct api_resp *);
+void api_certificates_list(struct api_req *, struct api_resp *);
+void api_certificates_get(struct api_req *, struct api_resp *);
+void api_certificates_update(struct api_req *, struct api_resp *);
+void api_certificates_delete(struct api_req *, struct api_resp *);
+void api_certificates_pem(struct api_req *, struct api_resp *);
+void api_certificates_private_key(struct api_req *, struct api_resp *);
+void api_certificates_versions(struct api_req *, struct api_resp *);
+
 /* API-KEY FORMAT: "cpk_" + base64url(32 random bytes). */
 #define API_KEY_PREFIX "cpk_"
 

@@ -165,4 +165,109 @@ cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t
 cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
 		    struct db_list *out) CP_WUR;
 
+/* ---- certificates ---- */
+
+/* CP_OK if certificate id exists in tenant_id, else CP_ERR_NOT_FOUND. */
+cp_rc db_certificate_exists(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+
+/*
+ * A certificate's own fields at creation, validated by the caller. Strings
+ * are borrowed. status is "pending" for ACME certificates (no version yet)
+ * and "active" when a first version is added in the same transaction.
+ */
+struct db_cert_new {
+	const char *name;
+	const char *type;        /* "server" | "ca" */
+	const char *source;      /* "upload" | "self_signed" | "acme" */
+	const char *status;      /* "pending" | "active" */
+	const char *auto_renew;  /* "none" | "letsencrypt" | a configured CA name */
+	const char *key_type;    /* requested key type, NULL for uploads */
+	json_t *hostnames;       /* requested names (array) or NULL */
+	const char *challenge;   /* ACME only, else NULL */
+	const char *ca;          /* ACME only, else NULL */
+	json_t *metadata;        /* object or NULL ({}) */
+};
+/*
+ * Insert a certificate of tenant_id with no version; id_out gets its new
+ * id. Call inside a transaction, then db_certificate_add_version() unless it
+ * stays pending.
+ */
+cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct db_cert_new *in,
+			    char id_out[CP_UUID_LEN + 1]) CP_WUR;
+
+/* The material of one version; strings borrowed. */
+struct db_cert_material {
+	const char *cert_pem;   /* the leaf certificate (PEM) */
+	const char *chain_pem;  /* intermediates (CERTIFICATE blocks), NULL or "" if none */
+	const char *key_pem;    /* unencrypted private key PEM; sealed here, never stored clear */
+	const char *order_id;   /* ACME order that issued it, or NULL */
+	int64_t renew_after;    /* when renewal becomes due (unix s), 0 = not scheduled */
+};
+/*
+ * Add the next version of certificate id (tenant_id) and make it current:
+ * the leaf's facts (subject_cn, sans, issuer, serial, validity,
+ * fingerprint, key type) are read from cert_pem itself; the key is sealed
+ * under ring with aad "certificate_versions:<version id>". The certificate
+ * becomes status "active" with a clean renewal state (failure_count 0, no
+ * last_error, no next_attempt_at) and renew_after from m. version_out (may
+ * be NULL) gets the new version number. CP_ERR_INVALID if the certificate
+ * does not parse or the key does not match it, CP_ERR_NOT_FOUND if there is
+ * no such certificate. Call inside a transaction.
+ */
+cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *ring,
+				 const char *tenant_id, const char *id,
+				 const struct db_cert_material *m, int *version_out) CP_WUR;
+/*
+ * The API resource of certificate id: {id, name, type, source, status,
+ * auto_renew, key_type, hostnames, challenge, ca, subject_cn, sans, issuer,
+ * serial, not_before, not_after, fingerprint_sha256, version, property_ids,
+ * metadata, renewal {renew_after, next_attempt_at, last_attempt_at,
+ * last_error, last_error_reason, failure_count}, created_at, updated_at}.
+ * status is "expired" when now > not_after, else the stored status.
+ */
+cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* Filters of db_certificate_list; NULL / negative = not filtered. */
+struct db_cert_filter {
+	const char *status;       /* derived status (incl. "expired") */
+	int64_t expiring_within;  /* seconds: not yet expired, not_after <= now + this; < 0 off */
+	const char *hostname;     /* a SAN (or requested name) equal to it or a wildcard covering it */
+};
+cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_cert_filter *f,
+			  struct db_page pg, struct db_list *out) CP_WUR;
+/* Change name / auto_renew / metadata; NULL keeps a field. */
+cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id,
+			    const char *name, const char *auto_renew, json_t *metadata) CP_WUR;
+/* Delete with every version; CP_ERR_CONFLICT while a property of the tenant
+ * has certificate_id = id. Call inside a transaction. */
+cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+/* Versions, oldest first, without keys: {id, version, current, certificate,
+ * chain, key_type, subject_cn, sans, issuer, serial, not_before, not_after,
+ * fingerprint_sha256, order_id, created_at}. The caller checks the certificate. */
+cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *id,
+			      struct db_page pg, struct db_list *out) CP_WUR;
+/* Leaf + chain PEM of the current version; new string (caller frees).
+ * CP_ERR_CONFLICT if the certificate has no version yet. */
+cp_rc db_certificate_pem(struct db *db, const char *tenant_id, const char *id, char **out) CP_WUR;
+/* The current version's private key PEM, opened; new string the caller
+ * releases with crypto_wipe_free(). CP_ERR_CONFLICT if no version yet,
+ * CP_ERR_CRYPTO if it cannot be opened. Only the audited private-key
+ * endpoint and the renewal engine may call this. */
+cp_rc db_certificate_key_pem(struct db *db, const struct crypto_keyring *ring,
+			     const char *tenant_id, const char *id, char **out) CP_WUR;
+/* Set the stored status: "pending" | "active" | "renewing" | "failed". */
+cp_rc db_certificate_set_status(struct db *db, const char *tenant_id, const char *id,
+				const char *status) CP_WUR;
+/* The renewal bookkeeping of a certificate; times are unix s, 0 = none. */
+struct db_cert_renewal {
+	int64_t renew_after;
+	int64_t next_attempt_at;
+	int64_t last_attempt_at;
+	const char *last_error;         /* human detail or NULL */
+	const char *last_error_reason;  /* machine reason or NULL */
+	int failure_count;
+};
+/* Replace every renewal field of certificate id. */
+cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const char *id,
+				 const struct db_cert_renewal *r) CP_WUR;
+
 #endif

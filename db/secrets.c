@@ -15,6 +15,7 @@
 static const struct {
 	const char *table, *id_col, *col;
 } sealed_columns[] = {
+	{ "certificate_versions", "id", "private_key" },
 	/* SEALED COLUMNS: { "table", "id", "column" }, */
 	{ NULL, NULL, NULL },
 };

@@ -23,6 +23,15 @@ static const struct server_route routes[] = {
 
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
+	{ "POST", "/v1/certificates", api_certificates_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates", api_certificates_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates/{id}", api_certificates_get, SERVER_AUTH_KEY },
+	{ "PATCH", "/v1/certificates/{id}", api_certificates_update, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/certificates/{id}", api_certificates_delete, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates/{id}/pem", api_certificates_pem, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates/{id}/private-key", api_certificates_private_key, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates/{id}/versions", api_certificates_versions, SERVER_AUTH_KEY },
+
 	/* ROUTES: new entries go above this line, grouped by resource. */
 };
 

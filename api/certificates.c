@@ -1,0 +1,595 @@
+/*
+ * certificates.c - /v1/certificates: upload a certificate with its key,
+ * create a self-signed one, read, filter, rename, delete, download the
+ * chain, list versions, and the one audited endpoint the private key ever
+ * leaves through.
+ *
+ * Every fact shown for a certificate is read from the certificate itself
+ * (db_certificate_add_version parses it); clients only choose the name,
+ * auto_renew and metadata. Keys are normalised to unencrypted PKCS#8 and
+ * sealed by the db layer before they touch SQL. Error messages never echo
+ * the uploaded PEM, so a key pasted into the wrong field cannot reach a
+ * response or a log.
+ *
+ * source "acme" is validated in full but answered 422 until the ACME
+ * engine ships: the table already stores a pending certificate without a
+ * version for it (db_certificate_create with status "pending").
+ */
+#include "api/api.h"
+#include "crypto/crypto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Bounds of client input. */
+#define CERT_NAME_MAX 200
+#define CERT_HOSTNAMES_MAX 100
+#define CERT_METADATA_MAX 4096
+#define CERT_PASSPHRASE_MAX 1024
+
+static const char *const sources[] = { "upload", "self_signed", "acme", NULL };
+static const char *const types[] = { "server", "ca", NULL };
+static const char *const key_types[] = { "ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072",
+					 "rsa-4096", NULL };
+static const char *const challenges[] = { "http-01", "dns-01", NULL };
+static const char *const statuses[] = { "pending", "active", "renewing", "expired", "failed",
+					NULL };
+
+/* ------------------------------------------------------------ validation */
+
+/* True if name is "letsencrypt" or a CA configured in cas. */
+static bool ca_known(const struct cp_config *cfg, const char *name)
+{
+	return strcmp(name, "letsencrypt") == 0 ||
+	       (json_is_object(cfg->cas) && json_object_get(cfg->cas, name) != NULL);
+}
+
+/* auto_renew is "none", "letsencrypt" or a configured CA; a CA certificate
+ * never renews itself (nothing could issue it). */
+static bool auto_renew_or_reply(struct api_req *req, struct api_resp *resp, const char *type,
+				const char *auto_renew)
+{
+	if (!auto_renew)
+		return true;
+	if (strcmp(auto_renew, "none") != 0 && !ca_known(req->ctx->cfg, auto_renew)) {
+		api_problem_field(resp, "auto_renew",
+				  "must be \"none\", \"letsencrypt\" or a configured CA name");
+		return false;
+	}
+	if (type && strcmp(type, "ca") == 0 && strcmp(auto_renew, "none") != 0) {
+		api_problem_field(resp, "auto_renew",
+				  "must be \"none\" for a CA certificate: CA certificates never "
+				  "auto-renew");
+		return false;
+	}
+	return true;
+}
+
+/* hostnames: 1..100 distinct valid names; wildcards only if allowed. */
+static bool hostnames_or_reply(struct api_resp *resp, json_t *hostnames, bool allow_wildcard,
+			       const char *wildcard_why)
+{
+	char msg[200];
+	size_t i, j;
+	json_t *h;
+
+	if (json_array_size(hostnames) == 0) {
+		api_problem_field(resp, "hostnames", "must hold at least one hostname");
+		return false;
+	}
+	json_array_foreach(hostnames, i, h) {
+		const char *why = NULL, *s = json_string_value(h);
+		if (!s) {
+			snprintf(msg, sizeof(msg), "item %zu must be a string", i);
+			api_problem_field(resp, "hostnames", msg);
+			return false;
+		}
+		if (!cp_hostname_valid(s, true, &why)) {
+			snprintf(msg, sizeof(msg), "item %zu is not a valid hostname: %s", i,
+				 why ? why : "invalid");
+			api_problem_field(resp, "hostnames", msg);
+			return false;
+		}
+		if (!allow_wildcard && cp_hostname_is_wildcard(s)) {
+			snprintf(msg, sizeof(msg), "item %zu: %s", i, wildcard_why);
+			api_problem_field(resp, "hostnames", msg);
+			return false;
+		}
+		for (j = 0; j < i; j++) {
+			if (strcmp(s, json_string_value(json_array_get(hostnames, j))) == 0) {
+				snprintf(msg, sizeof(msg), "item %zu repeats item %zu", i, j);
+				api_problem_field(resp, "hostnames", msg);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/*
+ * When renewal becomes due: renew_before_days before expiry, but never
+ * later than a third of the lifetime left (half for certificates shorter
+ * than 10 days), as reliability.md asks of short-lived certificates.
+ */
+static int64_t renew_after_for(const struct cp_config *cfg, int64_t not_before, int64_t not_after)
+{
+	int64_t life = not_after - not_before;
+	int64_t before = (int64_t)cfg->renew_before_days * 86400;
+	int64_t cap = life < 10 * 86400 ? life / 2 : life / 3;
+
+	if (life <= 0)
+		return not_after;
+	if (before > cap)
+		before = cap;
+	return not_after - before;
+}
+
+/* ------------------------------------------------------------ creation */
+
+/* Everything a new certificate is made of; owned strings. */
+struct new_cert {
+	struct db_cert_new row;
+	char *cert_pem;   /* leaf */
+	char *chain_pem;  /* "" or intermediates */
+	char *key_pem;    /* PKCS#8, wipe on free */
+};
+
+static void new_cert_clear(struct new_cert *nc)
+{
+	free(nc->cert_pem);
+	free(nc->chain_pem);
+	crypto_wipe_free(nc->key_pem);
+	memset(nc, 0, sizeof(*nc));
+}
+
+/* Append the normalised CERTIFICATE blocks of pem to *acc. */
+static cp_rc chain_append(char **acc, const char *pem, const char **why)
+{
+	char *leaf = NULL, *rest = NULL, *joined = NULL;
+	cp_rc rc = crypto_chain_split(pem, strlen(pem), &leaf, &rest, why);
+
+	if (rc != CP_OK)
+		return rc;
+	joined = cp_aprintf("%s%s%s", *acc ? *acc : "", leaf, rest);
+	free(leaf);
+	free(rest);
+	if (!joined)
+		return CP_ERR_NOMEM;
+	free(*acc);
+	*acc = joined;
+	return CP_OK;
+}
+
+/* Validate an upload into nc; false = a 422 is written. */
+static bool upload_or_reply(struct api_req *req, struct api_resp *resp, struct new_cert *nc)
+{
+	const char *source = NULL, *name = NULL, *type = "server", *cert = NULL, *key = NULL,
+		   *chain = NULL, *passphrase = NULL, *auto_renew = "none", *why = NULL;
+	json_t *metadata = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_CHOICE("source", true, &source, sources),
+		CP_SPEC_STR("name", true, &name, 1, CERT_NAME_MAX),
+		CP_SPEC_CHOICE("type", false, &type, types),
+		CP_SPEC_STR("certificate", true, &cert, 1, CRYPTO_PEM_MAX),
+		CP_SPEC_STR("private_key", true, &key, 1, CRYPTO_PEM_MAX),
+		CP_SPEC_STR("chain", false, &chain, 0, CRYPTO_PEM_MAX),
+		CP_SPEC_STR("passphrase", false, &passphrase, 1, CERT_PASSPHRASE_MAX),
+		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
+		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
+		CP_SPEC_DONE,
+	};
+	struct crypto_cert_info ci;
+	struct crypto_key *k = NULL;
+	char *extra = NULL;
+	bool ok = false;
+	cp_rc rc;
+
+	memset(&ci, 0, sizeof(ci));
+	if (!api_body_or_reply(req, resp, spec) || !auto_renew_or_reply(req, resp, type, auto_renew))
+		return false;
+	/* The certificate field may be a bundle (leaf first): the rest joins
+	 * the chain, ahead of anything given in chain. */
+	rc = crypto_chain_split(cert, strlen(cert), &nc->cert_pem, &extra, &why);
+	if (rc != CP_OK) {
+		api_problem_field(resp, "certificate",
+				  why ? why : "must be PEM CERTIFICATE blocks (leaf first)");
+		goto out;
+	}
+	if (crypto_cert_info_parse(nc->cert_pem, strlen(nc->cert_pem), &ci, &why) != CP_OK) {
+		api_problem_field(resp, "certificate", why ? why : "is not a valid certificate");
+		goto out;
+	}
+	if (strcmp(type, "ca") == 0 && !ci.is_ca) {
+		api_problem_field(resp, "type",
+				  "is \"ca\" but the certificate is not a CA certificate "
+				  "(basicConstraints CA:TRUE)");
+		goto out;
+	}
+	nc->chain_pem = extra;
+	extra = NULL;
+	if (chain && chain[strspn(chain, " \t\r\n")] != '\0') {
+		rc = chain_append(&nc->chain_pem, chain, &why);
+		if (rc != CP_OK) {
+			api_problem_field(resp, "chain",
+					  rc == CP_ERR_NOMEM ? "could not be stored"
+							     : why ? why
+								   : "must hold CERTIFICATE blocks only");
+			goto out;
+		}
+	}
+	rc = crypto_key_from_pem(key, strlen(key), passphrase, &k, &why);
+	if (rc != CP_OK) {
+		if (why && strcmp(why, "wrong passphrase") == 0)
+			api_problem_field(resp, "passphrase", "does not decrypt the private key");
+		else if (why && strcmp(why, "encrypted private key needs a passphrase") == 0)
+			api_problem_field(resp, "private_key",
+					  "is encrypted: give its passphrase in \"passphrase\"");
+		else
+			api_problem_field(resp, "private_key", why ? why : "is not a PEM private key");
+		goto out;
+	}
+	if (!crypto_key_matches_cert(k, nc->cert_pem, strlen(nc->cert_pem))) {
+		api_problem_field(resp, "private_key", "does not match the certificate");
+		goto out;
+	}
+	if (crypto_key_to_pem(k, &nc->key_pem) != CP_OK) {
+		api_problem(resp, 500, "could not encode the private key", NULL);
+		goto out;
+	}
+	nc->row.name = name;
+	nc->row.type = type;
+	nc->row.source = source;
+	nc->row.status = "active";
+	nc->row.auto_renew = auto_renew;
+	nc->row.metadata = metadata;
+	ok = true;
+out:
+	crypto_cert_info_clear(&ci);
+	crypto_key_free(k);
+	free(extra);
+	return ok;
+}
+
+/* Validate and generate a self-signed certificate into nc. */
+static bool self_signed_or_reply(struct api_req *req, struct api_resp *resp, struct new_cert *nc)
+{
+	const char *source = NULL, *name = NULL, *key_type = "ecdsa-p256", *auto_renew = "none";
+	json_t *hostnames = NULL, *metadata = NULL;
+	json_int_t days = 90;
+	const struct cp_spec spec[] = {
+		CP_SPEC_CHOICE("source", true, &source, sources),
+		CP_SPEC_STR("name", true, &name, 1, CERT_NAME_MAX),
+		CP_SPEC_ARR("hostnames", true, &hostnames, CERT_HOSTNAMES_MAX),
+		CP_SPEC_CHOICE("key_type", false, &key_type, key_types),
+		CP_SPEC_INTEGER("validity_days", false, &days, 1, 3650),
+		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
+		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
+		CP_SPEC_DONE,
+	};
+	enum crypto_key_type kt;
+	struct crypto_key *k = NULL;
+	bool ok = false;
+
+	if (!api_body_or_reply(req, resp, spec) ||
+	    !auto_renew_or_reply(req, resp, "server", auto_renew) ||
+	    !hostnames_or_reply(resp, hostnames, true, NULL))
+		return false;
+	if (crypto_key_type_parse(key_type, &kt) != CP_OK ||
+	    crypto_key_generate(kt, &k) != CP_OK ||
+	    crypto_self_signed(k, hostnames, (int)days, &nc->cert_pem) != CP_OK ||
+	    crypto_key_to_pem(k, &nc->key_pem) != CP_OK) {
+		api_problem(resp, 500, "could not generate the certificate", NULL);
+		goto out;
+	}
+	nc->chain_pem = cp_strdup("");
+	if (!nc->chain_pem) {
+		api_reply_rc(resp, CP_ERR_NOMEM, NULL);
+		goto out;
+	}
+	nc->row.name = name;
+	nc->row.type = "server";
+	nc->row.source = source;
+	nc->row.status = "active";
+	nc->row.auto_renew = auto_renew;
+	nc->row.key_type = key_type;
+	nc->row.hostnames = hostnames;
+	nc->row.metadata = metadata;
+	ok = true;
+out:
+	crypto_key_free(k);
+	return ok;
+}
+
+/* source "acme": the whole request is checked so clients learn about
+ * mistakes now, then refused until the ACME engine exists. */
+static void acme_reply(struct api_req *req, struct api_resp *resp)
+{
+	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = NULL, *ca = NULL,
+		   *auto_renew = NULL;
+	json_t *hostnames = NULL, *metadata = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_CHOICE("source", true, &source, sources),
+		CP_SPEC_STR("name", true, &name, 1, CERT_NAME_MAX),
+		CP_SPEC_ARR("hostnames", true, &hostnames, CERT_HOSTNAMES_MAX),
+		CP_SPEC_CHOICE("challenge", true, &challenge, challenges),
+		CP_SPEC_CHOICE("key_type", false, &key_type, key_types),
+		CP_SPEC_STR("ca", false, &ca, 1, 64),
+		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
+		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
+		CP_SPEC_DONE,
+	};
+
+	if (!api_body_or_reply(req, resp, spec) ||
+	    !auto_renew_or_reply(req, resp, "server", auto_renew) ||
+	    !hostnames_or_reply(resp, hostnames, strcmp(challenge, "dns-01") == 0,
+				"a wildcard needs challenge \"dns-01\""))
+		return;
+	if (ca && !ca_known(req->ctx->cfg, ca)) {
+		api_problem_field(resp, "ca", "must be \"letsencrypt\" or a configured CA name");
+		return;
+	}
+	api_problem_field(resp, "source", "acme is not available yet");
+}
+
+void api_certificates_create(struct api_req *req, struct api_resp *resp)
+{
+	struct new_cert nc;
+	char id[CP_UUID_LEN + 1];
+	struct db_cert_material m;
+	struct crypto_cert_info ci;
+	json_t *cert = NULL, *detail = NULL;
+	const char *source;
+	cp_rc rc;
+
+	memset(&nc, 0, sizeof(nc));
+	memset(&ci, 0, sizeof(ci));
+	if (!api_tenant_or_reply(req, resp))
+		return;
+	if (!json_is_object(req->body)) {
+		api_problem(resp, req->body ? 422 : 400,
+			    req->body ? "the body must be a JSON object" : "a JSON body is required",
+			    NULL);
+		return;
+	}
+	source = json_string_value(json_object_get(req->body, "source"));
+	if (!source || !(strcmp(source, "upload") == 0 || strcmp(source, "self_signed") == 0 ||
+			 strcmp(source, "acme") == 0)) {
+		api_problem_field(resp, "source",
+				  "is required: one of \"upload\", \"self_signed\", \"acme\"");
+		return;
+	}
+	if (strcmp(source, "acme") == 0)
+		return acme_reply(req, resp);
+	if (strcmp(source, "upload") == 0 ? !upload_or_reply(req, resp, &nc)
+					   : !self_signed_or_reply(req, resp, &nc))
+		goto out;
+
+	memset(&m, 0, sizeof(m));
+	m.cert_pem = nc.cert_pem;
+	m.chain_pem = nc.chain_pem;
+	m.key_pem = nc.key_pem;
+	rc = crypto_cert_info_parse(nc.cert_pem, strlen(nc.cert_pem), &ci, NULL);
+	if (rc != CP_OK)
+		goto fail;
+	m.renew_after = renew_after_for(req->ctx->cfg, ci.not_before, ci.not_after);
+	detail = json_pack("{s:s,s:s}", "source", nc.row.source, "name", nc.row.name);
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_certificate_create(req->db, req->tenant_id, &nc.row, id);
+	if (rc == CP_OK)
+		rc = db_certificate_add_version(req->db, req->ctx->keyring, req->tenant_id, id, &m,
+						NULL);
+	if (rc == CP_OK)
+		rc = api_audit(req, "certificate.create", "certificate", id, detail);
+	if (rc == CP_OK)
+		rc = db_certificate_get(req->db, req->tenant_id, id, &cert);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK)
+		goto fail;
+	api_reply(resp, 201, cert);
+	cert = NULL;
+	goto out;
+fail:
+	db_rollback(req->db);
+	api_reply_rc(resp, rc, "certificate");
+out:
+	crypto_cert_info_clear(&ci);
+	json_decref(cert);
+	json_decref(detail);
+	new_cert_clear(&nc);
+}
+
+/* ------------------------------------------------------------ reading */
+
+void api_certificates_list(struct api_req *req, struct api_resp *resp)
+{
+	struct db_cert_filter f = { .status = NULL, .expiring_within = -1, .hostname = NULL };
+	const char *status = api_query(req, "status"), *days = api_query(req, "expiring_within_days");
+	const char *host = api_query(req, "hostname"), *why = NULL;
+	struct db_page pg;
+	struct db_list list;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
+		return;
+	if (status) {
+		for (const char *const *s = statuses; *s; s++)
+			if (strcmp(*s, status) == 0)
+				f.status = *s;
+		if (!f.status)
+			return api_problem_field(resp, "status",
+						 "must be one of: pending, active, renewing, "
+						 "expired, failed");
+	}
+	if (days) {
+		char *end;
+		long v = strtol(days, &end, 10);
+		if (!*days || *end || v < 0 || v > 3650)
+			return api_problem_field(resp, "expiring_within_days",
+						 "must be an integer from 0 to 3650");
+		f.expiring_within = (int64_t)v * 86400;
+	}
+	if (host) {
+		if (!cp_hostname_valid(host, true, &why))
+			return api_problem_field(resp, "hostname", why ? why : "is not a hostname");
+		f.hostname = host;
+	}
+	rc = db_certificate_list(req->db, req->tenant_id, &f, pg, &list);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "certificate");
+	api_reply_list(resp, &list);
+}
+
+void api_certificates_get(struct api_req *req, struct api_resp *resp)
+{
+	json_t *cert = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "certificate");
+	api_reply(resp, 200, cert);
+}
+
+void api_certificates_versions(struct api_req *req, struct api_resp *resp)
+{
+	struct db_page pg;
+	struct db_list list;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_page_or_reply(req, resp, &pg))
+		return;
+	rc = db_certificate_exists(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = db_certificate_versions(req->db, req->tenant_id, req->params[0], pg, &list);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "certificate");
+	api_reply_list(resp, &list);
+}
+
+void api_certificates_pem(struct api_req *req, struct api_resp *resp)
+{
+	char *pem = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_certificate_pem(req->db, req->tenant_id, req->params[0], &pem);
+	if (rc == CP_ERR_CONFLICT)
+		return api_problem(resp, 409, "the certificate has not been issued yet", NULL);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "certificate");
+	api_reply_text(resp, 200, "application/pem-certificate-chain", pem, strlen(pem));
+	free(pem);
+}
+
+/* The only way a private key leaves certplane: audited, never cached. */
+void api_certificates_private_key(struct api_req *req, struct api_resp *resp)
+{
+	char *pem = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_certificate_key_pem(req->db, req->ctx->keyring, req->tenant_id,
+					    req->params[0], &pem);
+	if (rc == CP_OK)
+		rc = api_audit(req, "certificate.private_key_read", "certificate", req->params[0],
+			       NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		crypto_wipe_free(pem);
+		if (rc == CP_ERR_CONFLICT)
+			return api_problem(resp, 409, "the certificate has not been issued yet",
+					   NULL);
+		if (rc == CP_ERR_CRYPTO)
+			cp_logf(CP_LOG_ERROR, "certificate.key_open",
+				"cannot open the private key of certificate %s", req->params[0]);
+		return api_reply_rc(resp, rc, "certificate");
+	}
+	api_reply_text(resp, 200, "application/x-pem-file", pem, strlen(pem));
+	resp->no_store = true;
+	crypto_wipe_free(pem);
+}
+
+/* ------------------------------------------------------------ changes */
+
+void api_certificates_update(struct api_req *req, struct api_resp *resp)
+{
+	const char *name = NULL, *auto_renew = NULL;
+	json_t *metadata = NULL, *cert = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_STR("name", false, &name, 1, CERT_NAME_MAX),
+		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
+		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
+		CP_SPEC_DONE,
+	};
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_body_or_reply(req, resp, spec))
+		return;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
+	if (rc != CP_OK)
+		goto fail;
+	if (!auto_renew_or_reply(req, resp, json_string_value(json_object_get(cert, "type")),
+				 auto_renew)) {
+		db_rollback(req->db);
+		goto out;
+	}
+	json_decref(cert);
+	cert = NULL;
+	rc = db_certificate_update(req->db, req->tenant_id, req->params[0], name, auto_renew,
+				   metadata);
+	if (rc == CP_OK)
+		rc = api_audit(req, "certificate.update", "certificate", req->params[0], NULL);
+	if (rc == CP_OK)
+		rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK)
+		goto fail;
+	api_reply(resp, 200, cert);
+	cert = NULL;
+	goto out;
+fail:
+	db_rollback(req->db);
+	api_reply_rc(resp, rc, "certificate");
+out:
+	json_decref(cert);
+}
+
+void api_certificates_delete(struct api_req *req, struct api_resp *resp)
+{
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_certificate_delete(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = api_audit(req, "certificate.delete", "certificate", req->params[0], NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		if (rc == CP_ERR_CONFLICT)
+			return api_problem(resp, 409,
+					   "the certificate is attached to a property: detach it "
+					   "first",
+					   NULL);
+		return api_reply_rc(resp, rc, "certificate");
+	}
+	resp->status = 204;
+}

@@ -1,0 +1,476 @@
+/*
+ * certificates.c - certificates and their versions. A certificate row is
+ * the stable id properties point at; each issuance or upload is a row of
+ * certificate_versions and certificates.version names the current one
+ * (0 while an ACME certificate is still pending). The facts shown for a
+ * certificate (subject, SANs, validity, fingerprint) are always read from
+ * the certificate itself when the version is stored, never taken from a
+ * client. Private keys are sealed here, with the version row's identity as
+ * authenticated data, so no caller ever holds a sealed or clear key in SQL.
+ *
+ * Every query binds ?1 = now, so that the derived "expired" status and the
+ * expiry filters agree with one clock reading.
+ */
+#include "db/db_internal.h"
+#include "crypto/crypto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CERT_FROM                          \
+	" FROM certificates c LEFT JOIN certificate_versions v" \
+	" ON v.certificate_id = c.id AND v.version = c.version "
+
+#define CERT_STATUS \
+	"(CASE WHEN v.not_after IS NOT NULL AND ?1 > v.not_after THEN 'expired' ELSE c.status END)"
+
+#define CERT_JSON                                                                               \
+	"json_object('id', c.id, 'name', c.name, 'type', c.type, 'source', c.source, "        \
+	"'status', " CERT_STATUS ", 'auto_renew', c.auto_renew, "                              \
+	"'key_type', coalesce(v.key_type, c.key_type), 'hostnames', json(c.hostnames), "       \
+	"'challenge', c.challenge, 'ca', c.ca, "                                               \
+	"'subject_cn', v.subject_cn, 'sans', json(v.sans), 'issuer', v.issuer, "              \
+	"'serial', v.serial, 'not_before', " DB_TS("v.not_before") ", "                        \
+	"'not_after', " DB_TS("v.not_after") ", 'fingerprint_sha256', v.fingerprint_sha256, "  \
+	"'version', c.version, "                                                               \
+	"'property_ids', json((SELECT json_group_array(p.id) FROM properties p "               \
+	"WHERE p.certificate_id = c.id AND p.tenant_id = c.tenant_id)), "                      \
+	"'metadata', json(c.metadata), "                                                       \
+	"'renewal', json_object('renew_after', " DB_TS("c.renew_after") ", "                   \
+	"'next_attempt_at', " DB_TS("c.next_attempt_at") ", "                                  \
+	"'last_attempt_at', " DB_TS("c.last_attempt_at") ", 'last_error', c.last_error, "      \
+	"'last_error_reason', c.last_error_reason, 'failure_count', c.failure_count), "        \
+	"'created_at', " DB_TS("c.created_at") ", 'updated_at', " DB_TS("c.updated_at") ")"
+
+#define VERSION_JSON                                                                          \
+	"json_object('id', v.id, 'version', v.version, 'current', json(CASE WHEN v.version = " \
+	"c.version THEN 'true' ELSE 'false' END), 'certificate', v.cert_pem, "                 \
+	"'chain', v.chain_pem, 'key_type', v.key_type, 'subject_cn', v.subject_cn, "          \
+	"'sans', json(v.sans), 'issuer', v.issuer, 'serial', v.serial, "                      \
+	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS("v.not_after") ", "    \
+	"'fingerprint_sha256', v.fingerprint_sha256, 'order_id', v.order_id, "                \
+	"'created_at', " DB_TS("v.created_at") ")"
+
+/* Bind a unix time, 0 meaning "none" (SQL NULL). */
+static void bind_time(sqlite3_stmt *st, int idx, int64_t t)
+{
+	if (t)
+		sqlite3_bind_int64(st, idx, t);
+	else
+		sqlite3_bind_null(st, idx);
+}
+
+/* CP_OK when the last statement changed a row, CP_ERR_NOT_FOUND otherwise. */
+static cp_rc changed_or_not_found(struct db *db, cp_rc rc)
+{
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		return CP_ERR_NOT_FOUND;
+	return rc;
+}
+
+cp_rc db_certificate_exists(struct db *db, const char *tenant_id, const char *id)
+{
+	static const char sql[] = "SELECT 1 FROM certificates WHERE tenant_id = ? AND id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	r = sqlite3_step(st);
+	rc = r == SQLITE_ROW ? CP_OK : r == SQLITE_DONE ? CP_ERR_NOT_FOUND : db_rc(db, r);
+	sqlite3_reset(st);
+	return rc;
+}
+
+cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct db_cert_new *in,
+			    char id_out[CP_UUID_LEN + 1])
+{
+	static const char sql[] =
+		"INSERT INTO certificates (id, tenant_id, name, type, source, status, auto_renew, "
+		"key_type, hostnames, challenge, ca, metadata, created_at, updated_at) "
+		"SELECT ?1, id, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, '[]'), ?10, ?11, "
+		"coalesce(?12, '{}'), ?13, ?13 FROM tenants WHERE id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_uuid(id_out);
+	db_bind_text(st, 1, id_out);
+	db_bind_text(st, 2, tenant_id);
+	db_bind_text(st, 3, in->name);
+	db_bind_text(st, 4, in->type ? in->type : "server");
+	db_bind_text(st, 5, in->source);
+	db_bind_text(st, 6, in->status ? in->status : "pending");
+	db_bind_text(st, 7, in->auto_renew ? in->auto_renew : "none");
+	db_bind_text(st, 8, in->key_type);
+	db_bind_json(st, 9, in->hostnames);
+	db_bind_text(st, 10, in->challenge);
+	db_bind_text(st, 11, in->ca);
+	db_bind_json(st, 12, in->metadata);
+	sqlite3_bind_int64(st, 13, cp_now());
+	rc = db_exec_stmt(db, st);
+	return changed_or_not_found(db, rc);
+}
+
+/* The next version number of certificate id, or CP_ERR_NOT_FOUND. */
+static cp_rc next_version(struct db *db, const char *tenant_id, const char *id, int *out)
+{
+	static const char sql[] =
+		"SELECT c.version, (SELECT coalesce(max(version), 0) FROM certificate_versions "
+		"WHERE certificate_id = c.id) FROM certificates c WHERE c.tenant_id = ? AND c.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc = CP_ERR_NOT_FOUND;
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		int cur = sqlite3_column_int(st, 0), max = sqlite3_column_int(st, 1);
+		*out = (cur > max ? cur : max) + 1;
+		rc = CP_OK;
+	} else if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *ring,
+				 const char *tenant_id, const char *id,
+				 const struct db_cert_material *m, int *version_out)
+{
+	static const char ins[] =
+		"INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
+		"chain_pem, private_key, key_type, subject_cn, sans, issuer, serial, not_before, "
+		"not_after, fingerprint_sha256, order_id, created_at) "
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+	static const char upd[] =
+		"UPDATE certificates SET version = ?3, status = 'active', renew_after = ?4, "
+		"next_attempt_at = NULL, last_error = NULL, last_error_reason = NULL, "
+		"failure_count = 0, updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2";
+	struct crypto_cert_info ci;
+	struct crypto_key *key = NULL;
+	char vid[CP_UUID_LEN + 1], *aad = NULL, *sealed = NULL, *sans = NULL, *pkcs8 = NULL;
+	sqlite3_stmt *st;
+	int version = 0;
+	int64_t now = cp_now();
+	cp_rc rc;
+
+	memset(&ci, 0, sizeof(ci));
+	rc = crypto_cert_info_parse(m->cert_pem, strlen(m->cert_pem), &ci, NULL);
+	if (rc != CP_OK)
+		goto out;
+	rc = crypto_key_from_pem(m->key_pem, strlen(m->key_pem), NULL, &key, NULL);
+	if (rc != CP_OK)
+		goto out;
+	if (!crypto_key_matches_cert(key, m->cert_pem, strlen(m->cert_pem))) {
+		rc = CP_ERR_INVALID;
+		goto out;
+	}
+	rc = next_version(db, tenant_id, id, &version);
+	if (rc != CP_OK)
+		goto out;
+	cp_uuid(vid);
+	aad = cp_aprintf("certificate_versions:%s", vid);
+	sans = json_dumps(ci.sans, JSON_COMPACT);
+	if (!aad || !sans) {
+		rc = CP_ERR_NOMEM;
+		goto out;
+	}
+	/* Stored as unencrypted PKCS#8 whatever the input form, so that the
+	 * private-key endpoint always returns one format. */
+	rc = crypto_key_to_pem(key, &pkcs8);
+	if (rc == CP_OK)
+		rc = crypto_seal(ring, aad, pkcs8, strlen(pkcs8), &sealed);
+	if (rc != CP_OK)
+		goto out;
+	st = db_stmt(db, ins);
+	if (!st) {
+		rc = CP_ERR_INTERNAL;
+		goto out;
+	}
+	db_bind_text(st, 1, vid);
+	db_bind_text(st, 2, id);
+	db_bind_text(st, 3, tenant_id);
+	sqlite3_bind_int(st, 4, version);
+	db_bind_text(st, 5, m->cert_pem);
+	db_bind_text(st, 6, m->chain_pem ? m->chain_pem : "");
+	db_bind_text(st, 7, sealed);
+	db_bind_text(st, 8, crypto_key_kind(key));
+	db_bind_text(st, 9, ci.subject_cn);
+	db_bind_text(st, 10, sans);
+	db_bind_text(st, 11, ci.issuer ? ci.issuer : "");
+	db_bind_text(st, 12, ci.serial ? ci.serial : "");
+	sqlite3_bind_int64(st, 13, ci.not_before);
+	sqlite3_bind_int64(st, 14, ci.not_after);
+	db_bind_text(st, 15, ci.fingerprint_sha256);
+	db_bind_text(st, 16, m->order_id);
+	sqlite3_bind_int64(st, 17, now);
+	rc = db_exec_stmt(db, st);
+	if (rc != CP_OK)
+		goto out;
+	st = db_stmt(db, upd);
+	if (!st) {
+		rc = CP_ERR_INTERNAL;
+		goto out;
+	}
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	sqlite3_bind_int(st, 3, version);
+	bind_time(st, 4, m->renew_after);
+	sqlite3_bind_int64(st, 5, now);
+	rc = changed_or_not_found(db, db_exec_stmt(db, st));
+	if (rc == CP_OK && version_out)
+		*version_out = version;
+out:
+	crypto_cert_info_clear(&ci);
+	crypto_key_free(key);
+	free(aad);
+	free(sealed);
+	free(sans);
+	crypto_wipe_free(pkcs8);
+	return rc;
+}
+
+cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	static const char sql[] = "SELECT " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_text(st, 2, tenant_id);
+	db_bind_text(st, 3, id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_cert_filter *f,
+			  struct db_page pg, struct db_list *out)
+{
+	/* One statement for every combination of filters: a NULL parameter
+	 * switches its condition off. A hostname matches a SAN (or, before the
+	 * first issuance, a requested name) exactly or through a wildcard one
+	 * label up. */
+	static const char sql[] =
+		"SELECT c.seq, " CERT_JSON CERT_FROM
+		"WHERE c.tenant_id = ?2 AND c.seq > ?3 "
+		"AND (?4 IS NULL OR " CERT_STATUS " = ?4) "
+		"AND (?5 IS NULL OR (v.not_after IS NOT NULL AND v.not_after >= ?1 "
+		"AND v.not_after <= ?1 + ?5)) "
+		"AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(coalesce(v.sans, c.hostnames)) j "
+		"WHERE j.value = ?6 OR j.value = '*.' || substr(?6, instr(?6, '.') + 1))) "
+		"ORDER BY c.seq LIMIT ?7";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_text(st, 2, tenant_id);
+	sqlite3_bind_int64(st, 3, pg.after);
+	db_bind_text(st, 4, f ? f->status : NULL);
+	if (f && f->expiring_within >= 0)
+		sqlite3_bind_int64(st, 5, f->expiring_within);
+	else
+		sqlite3_bind_null(st, 5);
+	db_bind_text(st, 6, f ? f->hostname : NULL);
+	sqlite3_bind_int(st, 7, pg.limit + 1);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id,
+			    const char *name, const char *auto_renew, json_t *metadata)
+{
+	static const char sql[] =
+		"UPDATE certificates SET name = coalesce(?3, name), "
+		"auto_renew = coalesce(?4, auto_renew), metadata = coalesce(?5, metadata), "
+		"updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	db_bind_text(st, 3, name);
+	db_bind_text(st, 4, auto_renew);
+	db_bind_json(st, 5, metadata);
+	sqlite3_bind_int64(st, 6, cp_now());
+	return changed_or_not_found(db, db_exec_stmt(db, st));
+}
+
+cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id)
+{
+	static const char attached[] =
+		"SELECT 1 FROM properties WHERE certificate_id = ? AND tenant_id = ? LIMIT 1";
+	static const char del[] = "DELETE FROM certificates WHERE tenant_id = ? AND id = ?";
+	sqlite3_stmt *st;
+	cp_rc rc;
+	int r;
+
+	rc = db_certificate_exists(db, tenant_id, id);
+	if (rc != CP_OK)
+		return rc;
+	st = db_stmt(db, attached);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, tenant_id);
+	r = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (r == SQLITE_ROW)
+		return CP_ERR_CONFLICT;
+	if (r != SQLITE_DONE)
+		return db_rc(db, r);
+	st = db_stmt(db, del);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	return changed_or_not_found(db, db_exec_stmt(db, st));
+}
+
+cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *id,
+			      struct db_page pg, struct db_list *out)
+{
+	static const char sql[] =
+		"SELECT v.seq, " VERSION_JSON " FROM certificate_versions v "
+		"JOIN certificates c ON c.id = v.certificate_id "
+		"WHERE v.tenant_id = ?1 AND v.certificate_id = ?2 AND c.tenant_id = ?1 "
+		"AND v.seq > ?3 ORDER BY v.seq LIMIT ?4";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	sqlite3_bind_int64(st, 3, pg.after);
+	sqlite3_bind_int(st, 4, pg.limit + 1);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+/* Copy column 0..1 text of the current version of certificate id; the row
+ * exists but has no version -> CP_ERR_CONFLICT. */
+static cp_rc current_version_row(struct db *db, const char *sql, const char *tenant_id,
+				 const char *id, char **a, char **b)
+{
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc = CP_ERR_NOT_FOUND;
+	int r;
+
+	*a = *b = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+			rc = CP_ERR_CONFLICT;
+		} else {
+			*a = cp_strdup((const char *)sqlite3_column_text(st, 0));
+			*b = cp_strdup((const char *)sqlite3_column_text(st, 1));
+			rc = *a && *b ? CP_OK : CP_ERR_NOMEM;
+			if (rc != CP_OK) {
+				free(*a);
+				free(*b);
+				*a = *b = NULL;
+			}
+		}
+	} else if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+cp_rc db_certificate_pem(struct db *db, const char *tenant_id, const char *id, char **out)
+{
+	static const char sql[] = "SELECT v.cert_pem, v.chain_pem" CERT_FROM
+				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
+	char *leaf = NULL, *chain = NULL;
+	size_t ll;
+	cp_rc rc;
+
+	*out = NULL;
+	rc = current_version_row(db, sql, tenant_id, id, &leaf, &chain);
+	if (rc != CP_OK)
+		return rc;
+	/* PEM blocks must each start on a line of their own. */
+	ll = strlen(leaf);
+	*out = cp_aprintf("%s%s%s", leaf, ll && leaf[ll - 1] != '\n' ? "\n" : "", chain);
+	free(leaf);
+	free(chain);
+	return *out ? CP_OK : CP_ERR_NOMEM;
+}
+
+cp_rc db_certificate_key_pem(struct db *db, const struct crypto_keyring *ring,
+			     const char *tenant_id, const char *id, char **out)
+{
+	static const char sql[] = "SELECT v.private_key, v.id" CERT_FROM
+				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
+	char *sealed = NULL, *vid = NULL, *aad = NULL, *pt = NULL;
+	size_t n = 0;
+	cp_rc rc;
+
+	*out = NULL;
+	rc = current_version_row(db, sql, tenant_id, id, &sealed, &vid);
+	if (rc != CP_OK)
+		return rc;
+	aad = cp_aprintf("certificate_versions:%s", vid);
+	rc = aad ? crypto_open(ring, aad, sealed, &pt, &n) : CP_ERR_NOMEM;
+	if (rc == CP_ERR_INVALID)
+		rc = CP_ERR_CRYPTO; /* stored text that is not sealed is corruption */
+	if (rc == CP_OK)
+		*out = pt;
+	free(sealed);
+	free(vid);
+	free(aad);
+	return rc;
+}
+
+cp_rc db_certificate_set_status(struct db *db, const char *tenant_id, const char *id,
+				const char *status)
+{
+	static const char sql[] = "UPDATE certificates SET status = ?3, updated_at = ?4 "
+				  "WHERE tenant_id = ?1 AND id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	db_bind_text(st, 3, status);
+	sqlite3_bind_int64(st, 4, cp_now());
+	/* The CHECK constraint turns a bad status into CP_ERR_CONFLICT. */
+	return changed_or_not_found(db, db_exec_stmt(db, st));
+}
+
+cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const char *id,
+				 const struct db_cert_renewal *r)
+{
+	static const char sql[] =
+		"UPDATE certificates SET renew_after = ?3, next_attempt_at = ?4, "
+		"last_attempt_at = ?5, last_error = ?6, last_error_reason = ?7, failure_count = ?8, "
+		"updated_at = ?9 WHERE tenant_id = ?1 AND id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	bind_time(st, 3, r->renew_after);
+	bind_time(st, 4, r->next_attempt_at);
+	bind_time(st, 5, r->last_attempt_at);
+	db_bind_text(st, 6, r->last_error);
+	db_bind_text(st, 7, r->last_error_reason);
+	sqlite3_bind_int(st, 8, r->failure_count);
+	sqlite3_bind_int64(st, 9, cp_now());
+	return changed_or_not_found(db, db_exec_stmt(db, st));
+}
