@@ -109,6 +109,21 @@ void api_openapi(struct api_req *, struct api_resp *);
 void api_audit_list(struct api_req *, struct api_resp *);
 void api_events_list(struct api_req *, struct api_resp *);
 
+/* edge_hostnames.c */
+void api_edge_hostnames_create(struct api_req *, struct api_resp *);
+void api_edge_hostnames_list(struct api_req *, struct api_resp *);
+void api_edge_hostnames_get(struct api_req *, struct api_resp *);
+void api_edge_hostnames_delete(struct api_req *, struct api_resp *);
+
+/* properties.c: properties and their deployments */
+void api_properties_create(struct api_req *, struct api_resp *);
+void api_properties_list(struct api_req *, struct api_resp *);
+void api_properties_get(struct api_req *, struct api_resp *);
+void api_properties_update(struct api_req *, struct api_resp *);
+void api_properties_delete(struct api_req *, struct api_resp *);
+void api_deployments_create(struct api_req *, struct api_resp *);
+void api_deployments_list(struct api_req *, struct api_resp *);
+
 /* certificates.c */
 void api_certificates_create(struct api_req *, struct api_resp *);
 void api_certificates_list(struct api_req *, struct api_resp *);

@@ -40,7 +40,7 @@ cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg, str
 	static const char sql_all[] = "SELECT seq, " AUDIT_JSON " FROM audit_log "
 				      "WHERE seq > ? ORDER BY seq LIMIT ?";
 	static const char sql_tenant[] = "SELECT seq, " AUDIT_JSON " FROM audit_log "
-					 "WHERE tenant_id = ?3 AND seq > ? ORDER BY seq LIMIT ?";
+					 "WHERE tenant_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2";
 	sqlite3_stmt *st = db_stmt(db, tenant_id ? sql_tenant : sql_all);
 
 	if (!st)

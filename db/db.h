@@ -165,6 +165,59 @@ cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t
 cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
 		    struct db_list *out) CP_WUR;
 
+/* ---- edge hostnames (the CNAME targets; hostname unique across tenants) ---- */
+
+/* Create {id, hostname, label, created_at}; CP_ERR_CONFLICT if hostname is
+ * taken (by any tenant). */
+cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *label,
+			      const char *hostname, json_t **out) CP_WUR;
+cp_rc db_edge_hostname_get(struct db *db, const char *tenant_id, const char *id,
+			   json_t **out) CP_WUR;
+cp_rc db_edge_hostname_list(struct db *db, const char *tenant_id, struct db_page pg,
+			    struct db_list *out) CP_WUR;
+/* CP_ERR_CONFLICT while a property uses it, CP_ERR_NOT_FOUND if absent. */
+cp_rc db_edge_hostname_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+
+/* ---- properties and their deployments ---- */
+
+/* The writable fields of a property, already validated by the caller. */
+struct db_property_in {
+	const char *name;
+	json_t *hostnames;            /* array of distinct valid hostname strings */
+	const char *edge_hostname_id; /* an edge hostname of the same tenant */
+	const char *certificate_id;   /* NULL = no certificate */
+	bool renew_automation;
+};
+/*
+ * Create a property; out is the API shape {id, name, hostnames,
+ * edge_hostname_id, edge_hostname, certificate_id, certificate_renew_automation,
+ * version, staging, production, created_at, updated_at}. CP_ERR_CONFLICT if a
+ * hostname is used by any property of any tenant: *taken (may be NULL) gets
+ * its index in in->hostnames. Call inside a transaction.
+ */
+cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
+			 size_t *taken, json_t **out) CP_WUR;
+cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* hostname (may be NULL) keeps only the property that has that hostname. */
+cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
+		       struct db_page pg, struct db_list *out) CP_WUR;
+/* Replace every writable field; bump_version adds 1 to version. Same
+ * CP_ERR_CONFLICT / *taken contract as create. Call inside a transaction. */
+cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
+			 const struct db_property_in *in, bool bump_version, size_t *taken,
+			 json_t **out) CP_WUR;
+/* Deletes the property, its hostnames and its deployments. */
+cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+
+/* Freeze the property's current version (hostnames + certificate) as live in
+ * environment ("staging"|"production"); out is {id, property_id,
+ * environment, version, hostnames, certificate_id, created_at}. */
+cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *property_id,
+			   const char *environment, json_t **out) CP_WUR;
+/* Deployments of one property, oldest first (the caller checks the property). */
+cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
+			 struct db_page pg, struct db_list *out) CP_WUR;
+
 /* ---- certificates ---- */
 
 /* CP_OK if certificate id exists in tenant_id, else CP_ERR_NOT_FOUND. */

@@ -23,6 +23,19 @@ static const struct server_route routes[] = {
 
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
+	{ "POST", "/v1/edge-hostnames", api_edge_hostnames_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/edge-hostnames", api_edge_hostnames_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/edge-hostnames/{id}", api_edge_hostnames_get, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/edge-hostnames/{id}", api_edge_hostnames_delete, SERVER_AUTH_KEY },
+
+	{ "POST", "/v1/properties", api_properties_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/properties", api_properties_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/properties/{id}", api_properties_get, SERVER_AUTH_KEY },
+	{ "PATCH", "/v1/properties/{id}", api_properties_update, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/properties/{id}", api_properties_delete, SERVER_AUTH_KEY },
+	{ "POST", "/v1/properties/{id}/deployments", api_deployments_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/properties/{id}/deployments", api_deployments_list, SERVER_AUTH_KEY },
+
 	{ "POST", "/v1/certificates", api_certificates_create, SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates", api_certificates_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates/{id}", api_certificates_get, SERVER_AUTH_KEY },

@@ -1,0 +1,379 @@
+/*
+ * properties.c - properties (the sites a tenant accelerates) and their
+ * deployments.
+ *
+ * A property holds 1..100 hostnames, unique across every tenant (no tenant
+ * can claim another's site), points at one of its tenant's edge hostnames
+ * and may use one of its tenant's certificates. With
+ * certificate_renew_automation the certificate is renewed over HTTP-01,
+ * which cannot validate wildcards, so wildcards are refused then. The
+ * version counts changes of what a deployment freezes (hostnames and
+ * certificate); a deployment marks the current version live in staging or
+ * production.
+ */
+#include "api/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PROPERTY_HOSTNAMES_MAX 100
+#define PROPERTY_NAME_MAX 200
+
+/* ---------------------------------------------------------- validation */
+
+/*
+ * Check a hostnames array: 1..100 valid hostnames, no duplicates, no
+ * wildcard when automation is on. Appends one error per bad item to errors
+ * (field "hostnames[i]"); true if there were none.
+ */
+static bool hostnames_valid(json_t *hostnames, bool automation, json_t *errors)
+{
+	size_t before = json_array_size(errors), i, j;
+	char field[32], msg[96];
+	const char *why;
+	json_t *h;
+
+	if (json_array_size(hostnames) == 0) {
+		cp_spec_error(errors, "hostnames", "must have at least 1 item");
+		return false;
+	}
+	json_array_foreach(hostnames, i, h) {
+		const char *s = json_string_value(h);
+		snprintf(field, sizeof(field), "hostnames[%zu]", i);
+		if (!s || strlen(s) != json_string_length(h)) {
+			cp_spec_error(errors, field, "must be a hostname string");
+			continue;
+		}
+		if (automation && cp_hostname_is_wildcard(s)) {
+			cp_spec_error(errors, field,
+				      "is a wildcard; HTTP-01 cannot validate wildcards, so they are "
+				      "not allowed with certificate_renew_automation");
+			continue;
+		}
+		if (!cp_hostname_valid(s, true, &why)) {
+			cp_spec_error(errors, field, why);
+			continue;
+		}
+		for (j = 0; j < i; j++) {
+			if (json_equal(h, json_array_get(hostnames, j))) {
+				snprintf(msg, sizeof(msg), "duplicates hostnames[%zu]", j);
+				cp_spec_error(errors, field, msg);
+				break;
+			}
+		}
+	}
+	return json_array_size(errors) == before;
+}
+
+/* True if a and b (arrays of distinct strings) hold the same hostnames. */
+static bool same_hostnames(json_t *a, json_t *b)
+{
+	size_t i, j;
+	json_t *x;
+
+	if (json_array_size(a) != json_array_size(b))
+		return false;
+	json_array_foreach(a, i, x) {
+		for (j = 0; j < json_array_size(b); j++)
+			if (json_equal(x, json_array_get(b, j)))
+				break;
+		if (j == json_array_size(b))
+			return false;
+	}
+	return true;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* 422 with every error collected (errors stolen). */
+static void reply_errors(struct api_resp *resp, json_t *errors)
+{
+	api_problem(resp, 422, "the body has invalid fields", errors);
+}
+
+/* -------------------------------------------------------------- writes */
+
+/*
+ * Create (id NULL) or update property id with in, inside the transaction
+ * the caller opened: check the references (edge hostname and certificate of
+ * this tenant), write, audit, commit (or roll back). check_cert: whether
+ * certificate_id must be looked up (it is new). Replies in every case.
+ */
+static void property_write(struct api_req *req, struct api_resp *resp, const char *id,
+			   const struct db_property_in *in, bool check_cert, bool bump)
+{
+	json_t *prop = NULL, *edge = NULL, *detail = NULL, *errors;
+	const char *bad_field = NULL, *bad_msg = NULL;
+	size_t taken = 0;
+	char detail_msg[400], field[32];
+	cp_rc rc;
+
+	/* A foreign tenant's edge hostname is not found, exactly like a missing one. */
+	rc = db_edge_hostname_get(req->db, req->tenant_id, in->edge_hostname_id, &edge);
+	if (rc == CP_ERR_NOT_FOUND) {
+		bad_field = "edge_hostname_id";
+		bad_msg = "is not an edge hostname of this tenant";
+		goto out;
+	}
+	if (rc != CP_OK)
+		goto out;
+	if (check_cert && in->certificate_id) {
+		rc = db_certificate_exists(req->db, req->tenant_id, in->certificate_id);
+		if (rc == CP_ERR_NOT_FOUND) {
+			bad_field = "certificate_id";
+			bad_msg = "is not a certificate of this tenant";
+			goto out;
+		}
+		if (rc != CP_OK)
+			goto out;
+	}
+	if (id)
+		rc = db_property_update(req->db, req->tenant_id, id, in, bump, &taken, &prop);
+	else
+		rc = db_property_create(req->db, req->tenant_id, in, &taken, &prop);
+	if (rc != CP_OK)
+		goto out;
+	detail = json_pack("{s:O,s:O,s:O}", "name", json_object_get(prop, "name"), "hostnames",
+			   json_object_get(prop, "hostnames"), "version",
+			   json_object_get(prop, "version"));
+	rc = api_audit(req, id ? "property.update" : "property.create", "property",
+		       json_string_value(json_object_get(prop, "id")), detail);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+out:
+	if (rc != CP_OK)
+		db_rollback(req->db);
+	if (bad_field) {
+		api_problem_field(resp, bad_field, bad_msg);
+	} else if (rc == CP_ERR_CONFLICT) {
+		errors = json_array();
+		snprintf(field, sizeof(field), "hostnames[%zu]", taken);
+		cp_spec_error(errors, field, "is already used by another property");
+		snprintf(detail_msg, sizeof(detail_msg),
+			 "hostname %s is already used by another property",
+			 json_string_value(json_array_get(in->hostnames, taken)));
+		api_problem(resp, 409, detail_msg, errors);
+	} else if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "property");
+	} else {
+		api_reply(resp, id ? 200 : 201, prop);
+		prop = NULL;
+	}
+	json_decref(prop);
+	json_decref(edge);
+	json_decref(detail);
+}
+
+void api_properties_create(struct api_req *req, struct api_resp *resp)
+{
+	struct db_property_in in = { 0 };
+	int automation = 0;
+	const struct cp_spec spec[] = {
+		CP_SPEC_STR("name", true, &in.name, 1, PROPERTY_NAME_MAX),
+		CP_SPEC_ARR("hostnames", true, &in.hostnames, PROPERTY_HOSTNAMES_MAX),
+		CP_SPEC_STR("edge_hostname_id", true, &in.edge_hostname_id, 1, 64),
+		CP_SPEC_STR("certificate_id", false, &in.certificate_id, 1, 64),
+		CP_SPEC_BOOLEAN("certificate_renew_automation", false, &automation),
+		CP_SPEC_DONE,
+	};
+	json_t *errors;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_body_or_reply(req, resp, spec))
+		return;
+	in.renew_automation = automation;
+	errors = json_array();
+	hostnames_valid(in.hostnames, in.renew_automation, errors);
+	if (!cp_uuid_valid(in.edge_hostname_id))
+		cp_spec_error(errors, "edge_hostname_id", "is not an edge hostname of this tenant");
+	if (in.certificate_id && !cp_uuid_valid(in.certificate_id))
+		cp_spec_error(errors, "certificate_id", "must be a certificate id (UUID)");
+	if (json_array_size(errors))
+		return reply_errors(resp, errors);
+	json_decref(errors);
+	rc = db_begin(req->db);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "property");
+	property_write(req, resp, NULL, &in, true, false);
+}
+
+void api_properties_list(struct api_req *req, struct api_resp *resp)
+{
+	const char *hostname = api_query(req, "hostname"), *why;
+	struct db_page pg;
+	struct db_list list;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
+		return;
+	if (hostname && !cp_hostname_valid(hostname, true, &why))
+		return api_problem_field(resp, "hostname", why);
+	rc = db_property_list(req->db, req->tenant_id, hostname, pg, &list);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "property");
+	api_reply_list(resp, &list);
+}
+
+void api_properties_get(struct api_req *req, struct api_resp *resp)
+{
+	json_t *prop = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_property_get(req->db, req->tenant_id, req->params[0], &prop);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "property");
+	api_reply(resp, 200, prop);
+}
+
+/*
+ * PATCH: any of the writable fields; absent fields keep their value,
+ * certificate_id null detaches the certificate. The merged property is
+ * validated as a whole (turning automation on with a wildcard hostname is
+ * refused like creating it so).
+ */
+void api_properties_update(struct api_req *req, struct api_resp *resp)
+{
+	static const char *const not_null[] = {
+		"name", "hostnames", "edge_hostname_id", "certificate_renew_automation", NULL,
+	};
+	const char *name = NULL, *edge_id = NULL, *cert_id = NULL, *cur_cert;
+	json_t *hostnames = NULL, *cur = NULL, *errors = NULL;
+	int automation = -1;
+	const struct cp_spec spec[] = {
+		CP_SPEC_STR("name", false, &name, 1, PROPERTY_NAME_MAX),
+		CP_SPEC_ARR("hostnames", false, &hostnames, PROPERTY_HOSTNAMES_MAX),
+		CP_SPEC_STR("edge_hostname_id", false, &edge_id, 1, 64),
+		CP_SPEC_STR("certificate_id", false, &cert_id, 1, 64),
+		CP_SPEC_BOOLEAN("certificate_renew_automation", false, &automation),
+		CP_SPEC_DONE,
+	};
+	struct db_property_in in;
+	bool detach, bump;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_body_or_reply(req, resp, spec))
+		return;
+	errors = json_array();
+	for (const char *const *f = not_null; *f; f++)
+		if (json_is_null(json_object_get(req->body, *f)))
+			cp_spec_error(errors, *f, "must not be null");
+	detach = json_is_null(json_object_get(req->body, "certificate_id"));
+	if (cert_id && !cp_uuid_valid(cert_id))
+		cp_spec_error(errors, "certificate_id", "must be a certificate id (UUID) or null");
+	if (edge_id && !cp_uuid_valid(edge_id))
+		cp_spec_error(errors, "edge_hostname_id", "is not an edge hostname of this tenant");
+	if (json_array_size(errors)) {
+		reply_errors(resp, errors);
+		return;
+	}
+	/* Read and merge inside the write transaction: two concurrent PATCHes
+	 * then apply one after the other instead of losing one. */
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_property_get(req->db, req->tenant_id, req->params[0], &cur);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		json_decref(errors);
+		return api_reply_rc(resp, rc, "property");
+	}
+	cur_cert = json_string_value(json_object_get(cur, "certificate_id"));
+	in.name = name ? name : json_string_value(json_object_get(cur, "name"));
+	in.hostnames = hostnames ? hostnames : json_object_get(cur, "hostnames");
+	in.edge_hostname_id =
+		edge_id ? edge_id : json_string_value(json_object_get(cur, "edge_hostname_id"));
+	in.certificate_id = detach ? NULL : cert_id ? cert_id : cur_cert;
+	in.renew_automation = automation >= 0 ? automation
+					      : json_is_true(json_object_get(
+							cur, "certificate_renew_automation"));
+	if (!hostnames_valid(in.hostnames, in.renew_automation, errors)) {
+		db_rollback(req->db);
+		reply_errors(resp, errors);
+		json_decref(cur);
+		return;
+	}
+	json_decref(errors);
+	bump = !same_hostnames(in.hostnames, json_object_get(cur, "hostnames")) ||
+	       !str_eq(in.certificate_id, cur_cert);
+	property_write(req, resp, req->params[0], &in, !str_eq(in.certificate_id, cur_cert), bump);
+	json_decref(cur);
+}
+
+void api_properties_delete(struct api_req *req, struct api_resp *resp)
+{
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_property_delete(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = api_audit(req, "property.delete", "property", req->params[0], NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		return api_reply_rc(resp, rc, "property");
+	}
+	resp->status = 204;
+}
+
+/* --------------------------------------------------------- deployments */
+
+void api_deployments_create(struct api_req *req, struct api_resp *resp)
+{
+	static const char *const envs[] = { "staging", "production", NULL };
+	const char *env = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_CHOICE("environment", true, &env, envs),
+		CP_SPEC_DONE,
+	};
+	json_t *dep = NULL, *detail = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_body_or_reply(req, resp, spec))
+		return;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_deployment_create(req->db, req->tenant_id, req->params[0], env, &dep);
+	if (rc == CP_OK) {
+		detail = json_pack("{s:O,s:s,s:O}", "deployment_id", json_object_get(dep, "id"),
+				   "environment", env, "version", json_object_get(dep, "version"));
+		rc = api_audit(req, "property.deploy", "property", req->params[0], detail);
+	}
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	json_decref(detail);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		json_decref(dep);
+		return api_reply_rc(resp, rc, "property");
+	}
+	api_reply(resp, 201, dep);
+}
+
+void api_deployments_list(struct api_req *req, struct api_resp *resp)
+{
+	struct db_page pg;
+	struct db_list list;
+	json_t *prop = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_page_or_reply(req, resp, &pg))
+		return;
+	rc = db_property_get(req->db, req->tenant_id, req->params[0], &prop);
+	json_decref(prop);
+	if (rc == CP_OK)
+		rc = db_deployment_list(req->db, req->tenant_id, req->params[0], pg, &list);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "property");
+	api_reply_list(resp, &list);
+}

@@ -1,0 +1,225 @@
+/*
+ * properties.c - properties (the sites a tenant accelerates), their
+ * hostnames and their deployments.
+ *
+ * A property's hostnames live in property_hostnames, whose primary key is
+ * the hostname itself: that one constraint is what keeps a hostname unique
+ * across every tenant, even between two concurrent writers. A deployment
+ * copies the property's version, hostnames and certificate at that moment;
+ * the property shows the latest deployment of each environment.
+ */
+#include "db/db_internal.h"
+
+#include <string.h>
+
+/* The hostnames of property p in their given order, as a JSON array. */
+#define PROP_HOSTNAMES                                                                    \
+	"(SELECT json_group_array(hostname) FROM (SELECT hostname FROM property_hostnames " \
+	"h WHERE h.property_id = p.id ORDER BY h.position))"
+
+/* {version, deployed_at} of the latest deployment of p to env, or null. */
+#define PROP_DEPLOYED(env)                                                              \
+	"json((SELECT json_object('version', d.version, 'deployed_at', " DB_TS(         \
+		"d.created_at") ") FROM deployments d WHERE d.property_id = p.id "      \
+				"AND d.environment = '" env "' ORDER BY d.seq DESC LIMIT 1))"
+
+#define PROP_JSON                                                                          \
+	"json_object('id', p.id, 'name', p.name, 'hostnames', json(" PROP_HOSTNAMES "), "  \
+	"'edge_hostname_id', p.edge_hostname_id, "                                         \
+	"'edge_hostname', (SELECT e.hostname FROM edge_hostnames e "                       \
+	"WHERE e.id = p.edge_hostname_id), "                                               \
+	"'certificate_id', p.certificate_id, "                                             \
+	"'certificate_renew_automation', "                                                 \
+	"json(CASE WHEN p.certificate_renew_automation THEN 'true' ELSE 'false' END), "    \
+	"'version', p.version, 'staging', " PROP_DEPLOYED("staging") ", "                  \
+	"'production', " PROP_DEPLOYED("production") ", "                                  \
+	"'created_at', " DB_TS("p.created_at") ", 'updated_at', " DB_TS("p.updated_at") ")"
+
+#define DEPLOY_JSON                                                                        \
+	"json_object('id', id, 'property_id', property_id, 'environment', environment, "   \
+	"'version', version, 'hostnames', json(hostnames), 'certificate_id', certificate_id, " \
+	"'created_at', " DB_TS("created_at") ")"
+
+/* Make in's hostnames the property's hostnames, in order. A hostname held by
+ * any other property (of any tenant) is CP_ERR_CONFLICT with *taken = its
+ * index. */
+static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *property_id,
+			   json_t *hostnames, size_t *taken)
+{
+	static const char sql_clear[] = "DELETE FROM property_hostnames WHERE property_id = ?";
+	static const char sql_add[] = "INSERT INTO property_hostnames (hostname, property_id, "
+				      "tenant_id, position) VALUES (?, ?, ?, ?)";
+	sqlite3_stmt *st = db_stmt(db, sql_clear);
+	json_t *h;
+	size_t i;
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, property_id);
+	rc = db_exec_stmt(db, st);
+	if (rc != CP_OK)
+		return rc;
+	json_array_foreach(hostnames, i, h) {
+		st = db_stmt(db, sql_add);
+		if (!st)
+			return CP_ERR_INTERNAL;
+		db_bind_text(st, 1, json_string_value(h));
+		db_bind_text(st, 2, property_id);
+		db_bind_text(st, 3, tenant_id);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)i);
+		rc = db_exec_stmt(db, st);
+		if (rc == CP_ERR_CONFLICT && taken)
+			*taken = i;
+		if (rc != CP_OK)
+			return rc;
+	}
+	return CP_OK;
+}
+
+cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
+			 size_t *taken, json_t **out)
+{
+	static const char sql[] =
+		"INSERT INTO properties (id, tenant_id, name, edge_hostname_id, certificate_id, "
+		"certificate_renew_automation, version, created_at, updated_at) "
+		"VALUES (?, ?, ?, ?, ?, ?, 1, ?7, ?7)";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	char id[CP_UUID_LEN + 1];
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_uuid(id);
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, tenant_id);
+	db_bind_text(st, 3, in->name);
+	db_bind_text(st, 4, in->edge_hostname_id);
+	db_bind_text(st, 5, in->certificate_id);
+	sqlite3_bind_int(st, 6, in->renew_automation ? 1 : 0);
+	sqlite3_bind_int64(st, 7, cp_now());
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK)
+		rc = set_hostnames(db, tenant_id, id, in->hostnames, taken);
+	if (rc == CP_OK)
+		rc = db_property_get(db, tenant_id, id, out);
+	return rc;
+}
+
+cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	static const char sql[] = "SELECT " PROP_JSON " FROM properties p "
+				  "WHERE p.tenant_id = ? AND p.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
+		       struct db_page pg, struct db_list *out)
+{
+	static const char sql[] =
+		"SELECT p.seq, " PROP_JSON " FROM properties p "
+		"WHERE p.tenant_id = ?1 AND p.seq > ?2 AND (?4 IS NULL OR p.id IN "
+		"(SELECT property_id FROM property_hostnames WHERE hostname = ?4)) "
+		"ORDER BY p.seq LIMIT ?3";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	sqlite3_bind_int64(st, 2, pg.after);
+	sqlite3_bind_int(st, 3, pg.limit + 1);
+	db_bind_text(st, 4, hostname);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
+			 const struct db_property_in *in, bool bump_version, size_t *taken,
+			 json_t **out)
+{
+	static const char sql[] =
+		"UPDATE properties SET name = ?, edge_hostname_id = ?, certificate_id = ?, "
+		"certificate_renew_automation = ?, version = version + ?, updated_at = ? "
+		"WHERE tenant_id = ? AND id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, in->name);
+	db_bind_text(st, 2, in->edge_hostname_id);
+	db_bind_text(st, 3, in->certificate_id);
+	sqlite3_bind_int(st, 4, in->renew_automation ? 1 : 0);
+	sqlite3_bind_int(st, 5, bump_version ? 1 : 0);
+	sqlite3_bind_int64(st, 6, cp_now());
+	db_bind_text(st, 7, tenant_id);
+	db_bind_text(st, 8, id);
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	if (rc == CP_OK)
+		rc = set_hostnames(db, tenant_id, id, in->hostnames, taken);
+	if (rc == CP_OK)
+		rc = db_property_get(db, tenant_id, id, out);
+	return rc;
+}
+
+cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id)
+{
+	static const char sql[] = "DELETE FROM properties WHERE tenant_id = ? AND id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	return rc;
+}
+
+cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *property_id,
+			   const char *environment, json_t **out)
+{
+	static const char sql[] =
+		"INSERT INTO deployments (id, tenant_id, property_id, environment, version, "
+		"hostnames, certificate_id, created_at) "
+		"SELECT ?1, p.tenant_id, p.id, ?2, p.version, " PROP_HOSTNAMES ", p.certificate_id, ?3 "
+		"FROM properties p WHERE p.tenant_id = ?4 AND p.id = ?5 RETURNING " DEPLOY_JSON;
+	sqlite3_stmt *st = db_stmt(db, sql);
+	char id[CP_UUID_LEN + 1];
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_uuid(id);
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, environment);
+	sqlite3_bind_int64(st, 3, cp_now());
+	db_bind_text(st, 4, tenant_id);
+	db_bind_text(st, 5, property_id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
+			 struct db_page pg, struct db_list *out)
+{
+	static const char sql[] = "SELECT seq, " DEPLOY_JSON " FROM deployments "
+				  "WHERE tenant_id = ? AND property_id = ? AND seq > ? "
+				  "ORDER BY seq LIMIT ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, property_id);
+	sqlite3_bind_int64(st, 3, pg.after);
+	sqlite3_bind_int(st, 4, pg.limit + 1);
+	return db_fetch_page(db, st, pg.limit, out);
+}
