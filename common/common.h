@@ -210,6 +210,7 @@ struct cp_config {
 	int rate_limit_burst;
 	int webhook_timeout_seconds;  /* per delivery attempt */
 	char *log_level;              /* debug|info|warn|error */
+	bool metrics_public;          /* GET /metrics without a key (else operator key) */
 };
 #endif
 

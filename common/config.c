@@ -48,6 +48,7 @@ static const struct key_def keys[] = {
 	{ "rate_limit_burst", K_INT, OFF(rate_limit_burst), "400", 1, 1000000, false },
 	{ "webhook_timeout_seconds", K_INT, OFF(webhook_timeout_seconds), "15", 1, 120, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
+	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
 };
 #undef OFF
 

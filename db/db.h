@@ -323,4 +323,18 @@ struct db_cert_renewal {
 cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const char *id,
 				 const struct db_cert_renewal *r) CP_WUR;
 
+/* ---- metrics (metrics.c): operator-wide aggregates for GET /metrics ----
+ * Each reads every tenant and answers counts only. CP_ERR_NOT_FOUND when the
+ * schema has no such table (yet), so a scrape never fails because of it. */
+
+/* {"<status>": n} over orders. */
+cp_rc db_metrics_orders(struct db *db, json_t **out) CP_WUR;
+/* {"<status>": n} over certificates, "expired" derived as the API does. */
+cp_rc db_metrics_certificates(struct db *db, json_t **out) CP_WUR;
+/* The earliest not_after (unix s) of an active or renewing certificate's
+ * current version; CP_ERR_NOT_FOUND when there is none. */
+cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after) CP_WUR;
+/* {"<state>": n} over webhook deliveries. */
+cp_rc db_metrics_webhook_deliveries(struct db *db, json_t **out) CP_WUR;
+
 #endif

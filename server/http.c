@@ -186,11 +186,11 @@ static bool idem_replay(struct api_req *req, struct api_resp *resp, const char *
 	return true;
 }
 
-/* Build, route and run one complete request. Fills resp; *route_name is the
- * matched pattern for logs and metrics. */
+/* Build, route and run one complete request. Fills resp; *matched is the
+ * route (for logs and metrics), left NULL when none matched. */
 static void dispatch(struct server_http *h, struct MHD_Connection *c, const char *method,
 		     const char *url, struct req_state *rs, struct api_req *req,
-		     struct api_resp *resp, const char **route_name, bool *replayed)
+		     struct api_resp *resp, const struct server_route **matched, bool *replayed)
 {
 	char params_buf[512], allow[64], tenant[CP_UUID_LEN + 1], key_id[CP_UUID_LEN + 1];
 	const char *idem = NULL;
@@ -216,7 +216,7 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 		}
 		return;
 	}
-	*route_name = route->pattern;
+	*matched = route;
 	if (rs->too_large) {
 		api_problem(resp, 413, "the request body is larger than max_body_bytes", NULL);
 		return;
@@ -226,7 +226,8 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 		api_problem(resp, 503, "the database cannot be opened", NULL);
 		return;
 	}
-	if (route->auth == SERVER_AUTH_KEY) {
+	if (route->auth == SERVER_AUTH_KEY ||
+	    (route->auth == SERVER_AUTH_METRICS && !h->ctx->cfg->metrics_public)) {
 		rc = authenticate(req, c, tenant, key_id);
 		if (rc == CP_ERR_NOT_FOUND) {
 			api_problem(resp, 404, "no such tenant (X-Tenant-ID)", NULL);
@@ -353,7 +354,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct req_state *rs = *con_cls;
 	struct api_req req = { 0 };
 	struct api_resp resp = { .status = 500 };
-	const char *route_name = "unmatched";
+	const struct server_route *route = NULL;
+	const char *route_name;
 	char request_id[CP_UUID_LEN + 1];
 	bool replayed = false;
 	enum MHD_Result ret;
@@ -399,11 +401,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.request_id = request_id;
 	req.query = json_object();
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_collect, req.query);
-	dispatch(h, c, method, url, rs, &req, &resp, &route_name, &replayed);
+	dispatch(h, c, method, url, rs, &req, &resp, &route, &replayed);
 	ret = send_response(h, c, &resp, request_id, method, replayed);
 
 	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
-	server_metrics_request(route_name, resp.status, secs);
+	server_metrics_request(route, method, resp.status, secs);
+	route_name = route ? route->pattern : "unmatched";
 	/* One line a request. The URL path carries ids only; query strings,
 	 * headers and bodies (keys, PEM) never reach the log. */
 	log = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s?,s:s?}", "request_id", request_id,

@@ -17,6 +17,8 @@
 enum server_auth {
 	SERVER_AUTH_NONE,     /* public: health, readiness, OpenAPI */
 	SERVER_AUTH_KEY,      /* any valid key; handlers check the role */
+	SERVER_AUTH_METRICS,  /* public when metrics_public, else like KEY
+				 (the handler then wants the operator) */
 };
 
 struct server_route {
@@ -44,12 +46,17 @@ void server_http_stop(struct server_http *h);
 
 /* ---- metrics (metrics.c) ---- */
 
-/* Count one answered request: route pattern (or "unmatched"), status, time. */
-void server_metrics_request(const char *route, int status, double seconds);
+/* Count one answered request: the matched route (NULL = none matched), the
+ * request method, the status sent and the time taken. Lock-free; safe from
+ * every listener thread. */
+void server_metrics_request(const struct server_route *route, const char *method, int status,
+			    double seconds);
 /* Count one webhook delivery attempt by outcome ("success", "failure", ...). */
 void server_metrics_delivery(const char *outcome);
-/* Prometheus text for GET /metrics; new string. */
+/* Prometheus text for GET /metrics; new string (NULL on OOM). */
 char *server_metrics_render(struct db *db);
+/* GET /metrics: the Prometheus text; the operator key unless metrics_public. */
+void server_metrics_handler(struct api_req *req, struct api_resp *resp);
 
 /* ---- worker pool and scheduler (workers.c) ---- */
 
