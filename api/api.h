@@ -134,6 +134,15 @@ void api_certificates_pem(struct api_req *, struct api_resp *);
 void api_certificates_private_key(struct api_req *, struct api_resp *);
 void api_certificates_versions(struct api_req *, struct api_resp *);
 
+/* webhooks.c: callback URL endpoints, test events, deliveries */
+void api_webhooks_create(struct api_req *, struct api_resp *);
+void api_webhooks_list(struct api_req *, struct api_resp *);
+void api_webhooks_get(struct api_req *, struct api_resp *);
+void api_webhooks_update(struct api_req *, struct api_resp *);
+void api_webhooks_delete(struct api_req *, struct api_resp *);
+void api_webhooks_test(struct api_req *, struct api_resp *);
+void api_webhooks_deliveries(struct api_req *, struct api_resp *);
+
 /* API-KEY FORMAT: "cpk_" + base64url(32 random bytes). */
 #define API_KEY_PREFIX "cpk_"
 

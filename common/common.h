@@ -209,6 +209,8 @@ struct cp_config {
 	int rate_limit_per_second;    /* per API key; 0 = off */
 	int rate_limit_burst;
 	int webhook_timeout_seconds;  /* per delivery attempt */
+	char *webhook_retry_schedule; /* seconds before each attempt ("[0,5,300,...]") */
+	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
 	char *log_level;              /* debug|info|warn|error */
 	bool metrics_public;          /* GET /metrics without a key (else operator key) */
 };
@@ -224,3 +226,9 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err) CP_WU
 void cp_config_free(struct cp_config *cfg);
 /* The effective configuration as JSON, secrets redacted. New reference. */
 json_t *cp_config_json(const struct cp_config *cfg);
+/* Parse a webhook retry schedule ("[0,5,300]" or "0,5,300": seconds to wait
+ * before attempt 1, 2, ...) into out (at most max entries), *n entries.
+ * CP_ERR_INVALID if empty, malformed, longer than max or an entry is
+ * outside 0..604800. */
+cp_rc cp_config_schedule(const char *s, int64_t *out, size_t max, size_t *n) CP_WUR;
+#define CP_SCHEDULE_MAX 64

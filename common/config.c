@@ -47,6 +47,9 @@ static const struct key_def keys[] = {
 	{ "rate_limit_per_second", K_INT, OFF(rate_limit_per_second), "200", 0, 1000000, false },
 	{ "rate_limit_burst", K_INT, OFF(rate_limit_burst), "400", 1, 1000000, false },
 	{ "webhook_timeout_seconds", K_INT, OFF(webhook_timeout_seconds), "15", 1, 120, false },
+	{ "webhook_retry_schedule", K_STR, OFF(webhook_retry_schedule),
+	  "[0,5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000,36000]", 0, 0, false },
+	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
 };
@@ -237,6 +240,28 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 		rc = CP_ERR_INVALID;
 		goto out;
 	}
+	{
+		int64_t sched[CP_SCHEDULE_MAX];
+		size_t n;
+		if (cp_config_schedule(cfg->webhook_retry_schedule, sched, CP_SCHEDULE_MAX, &n) !=
+		    CP_OK) {
+			*err = cp_aprintf("webhook_retry_schedule: must be a list of 1 to %d "
+					  "integers from 0 to 604800 (seconds)", CP_SCHEDULE_MAX);
+			rc = CP_ERR_INVALID;
+			goto out;
+		}
+	}
+	{
+		int64_t sched[CP_SCHEDULE_MAX];
+		size_t n;
+		if (cp_config_schedule(cfg->renew_backoff_seconds, sched, CP_SCHEDULE_MAX, &n) !=
+		    CP_OK) {
+			*err = cp_aprintf("renew_backoff_seconds: must be a list of 1 to %d "
+					  "integers from 0 to 604800 (seconds)", CP_SCHEDULE_MAX);
+			rc = CP_ERR_INVALID;
+			goto out;
+		}
+	}
 	*out = cfg;
 	cfg = NULL;
 	rc = CP_OK;
@@ -275,4 +300,42 @@ json_t *cp_config_json(const struct cp_config *cfg)
 		json_object_set_new(o, k->name, v);
 	}
 	return o;
+}
+
+cp_rc cp_config_schedule(const char *s, int64_t *out, size_t max, size_t *n)
+{
+	const char *p = s;
+	bool bracket;
+
+	*n = 0;
+	if (!s)
+		return CP_ERR_INVALID;
+	while (isspace((unsigned char)*p))
+		p++;
+	bracket = *p == '[';
+	if (bracket)
+		p++;
+	for (;;) {
+		char *end;
+		long long v;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!isdigit((unsigned char)*p))
+			return CP_ERR_INVALID;
+		v = strtoll(p, &end, 10);
+		if (v < 0 || v > 604800 || *n == max)
+			return CP_ERR_INVALID;
+		out[(*n)++] = v;
+		p = end;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p != ',')
+			break;
+		p++;
+	}
+	if (bracket && *p++ != ']')
+		return CP_ERR_INVALID;
+	while (isspace((unsigned char)*p))
+		p++;
+	return *p == '\0' && *n > 0 ? CP_OK : CP_ERR_INVALID;
 }

@@ -337,4 +337,183 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after) CP_WUR;
 /* {"<state>": n} over webhook deliveries. */
 cp_rc db_metrics_webhook_deliveries(struct db *db, json_t **out) CP_WUR;
 
+/* ---- ACME accounts (accounts.c): one per configured CA ---- */
+
+/* {id, ca, directory_url, key (sealed, aad "acme_accounts:<id>"),
+ * account_url|null}; CP_ERR_NOT_FOUND if the CA has no account yet. */
+cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out) CP_WUR;
+/* Insert the CA's account unless one exists (then nothing happens: read it
+ * back with db_acme_account_get). sealed_key is crypto_seal() output. */
+cp_rc db_acme_account_create(struct db *db, const char *id, const char *ca,
+			     const char *directory_url, const char *sealed_key) CP_WUR;
+/* Remember (or forget, NULL) the CA's account URL. */
+cp_rc db_acme_account_set_url(struct db *db, const char *ca, const char *account_url) CP_WUR;
+
+/* ---- ACME orders (orders.c) ---- */
+
+/* Insert an order (status pending). identifiers borrowed (array of names);
+ * metadata borrowed (object or NULL). CP_ERR_CONFLICT if the certificate
+ * already has an order in flight. Call inside a transaction, with the job. */
+cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
+		      const char *certificate_id, const char *kind, const char *challenge,
+		      const json_t *identifiers, const char *ca, const char *key_type,
+		      const json_t *metadata) CP_WUR;
+/* The API resource {id, certificate_id, kind, status, challenge, identifiers,
+ * ca, key_type, authorizations: [{identifier, status, expires_at, challenge:
+ * {type, token, url, body | txt_record_name, txt_record_value}}], error
+ * {reason, detail}|null, attempts, next_attempt_at, dns01_deadline,
+ * metadata, created_at, updated_at, completed_at}. */
+cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* The certificate's order in flight (API shape), or CP_ERR_NOT_FOUND. */
+cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
+			 json_t **out) CP_WUR;
+/* Orders of a tenant, oldest first; certificate_id / status NULL = any. */
+cp_rc db_order_list(struct db *db, const char *tenant_id, const char *certificate_id,
+		    const char *status, struct db_page pg, struct db_list *out) CP_WUR;
+/* The worker's full view: API fields plus tenant_id, account_url,
+ * order_url, finalize_url, certificate_url, key (sealed), error_reason,
+ * dns_deadline, verify_at, created_at as unix seconds, and authorizations
+ * [{position, url, identifier, status, challenge_type, challenge_url, token,
+ * key_authorization, txt_record_name, txt_record_value, expires_at,
+ * notified, responded, completed}]. Never hand it to a client. */
+cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* Patch columns of order id: status, account_url, order_url, finalize_url,
+ * certificate_url, key, error_reason, error_detail, attempts,
+ * next_attempt_at, dns_deadline, verify_at, completed_at. A member present
+ * sets (null clears), absent keeps. patch borrowed. */
+cp_rc db_order_save(struct db *db, const char *id, const json_t *patch) CP_WUR;
+/* Record authorization url at position (0-based) of order_id (idempotent). */
+cp_rc db_order_authz_add(struct db *db, const char *order_id, int position,
+			 const char *url) CP_WUR;
+/* Patch an authorization: identifier, status, challenge_type,
+ * challenge_url, token, key_authorization, txt_record_name,
+ * txt_record_value, expires_at, notified, responded, completed. */
+cp_rc db_order_authz_save(struct db *db, const char *order_id, int position,
+			  const json_t *patch) CP_WUR;
+/* Forget the CA side of an order (URLs, authorizations) so that the next
+ * run places a new CA order; keeps the key and the attempt count. */
+cp_rc db_order_reset(struct db *db, const char *id) CP_WUR;
+/* HTTP-01: the key authorization for token of an order in flight (new
+ * string), or CP_ERR_NOT_FOUND. Tokens are unguessable: no tenant scope. */
+cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out) CP_WUR;
+/* The edge hostname (new string) of the tenant's property that has
+ * hostname, or CP_ERR_NOT_FOUND when no property has it. */
+cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname,
+		       char **edge) CP_WUR;
+/* {edge_hostname, hostnames: [...]} of a property, for its DNS check. */
+cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
+			      json_t **out) CP_WUR;
+/* Make the queued job with dedupe_key due now (POST /orders/{id}/verify). */
+cp_rc db_job_wake(struct db *db, const char *dedupe_key) CP_WUR;
+/* Up to limit certificates that may be due for renewal, as a new array of
+ * {id, tenant_id, auto_renew, key_type, not_before, not_after, serial,
+ * renew_after, failure_count} (see orders.c for the filter). */
+cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out) CP_WUR;
+/* The SAN of a renewal: every hostname of the production deployments of
+ * renew-automated properties carrying the certificate (new array). */
+cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,
+			   json_t **out) CP_WUR;
+
+/* ---- webhooks: callback URL endpoints and deliveries (webhooks.c) ---- */
+
+/*
+ * Create an endpoint of tenant_id with the caller's id (the sealed secret's
+ * aad is "webhooks:<id>"); events is a JSON array (borrowed). out is the API
+ * shape {id, url, events, description, enabled, disabled_reason,
+ * created_at, updated_at}; the secret is never returned by any db_webhook_*.
+ */
+cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, const char *url,
+			json_t *events, const char *description, const char *sealed_secret,
+			json_t **out) CP_WUR;
+/* Number of endpoints of tenant_id. */
+cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count) CP_WUR;
+cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg,
+		      struct db_list *out) CP_WUR;
+/* PATCH fields; NULL (enabled: -1) leaves a field as it is. */
+struct db_webhook_patch {
+	const char *url;
+	json_t *events;          /* borrowed */
+	const char *description;
+	int enabled;             /* -1 unchanged, 0 disable, 1 enable (clears the reason) */
+};
+cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
+			const struct db_webhook_patch *p, json_t **out) CP_WUR;
+/* Deletes the endpoint with its deliveries and attempts. */
+cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+/* Deliveries of one endpoint (the caller checks the endpoint), oldest
+ * first, each {id, webhook_id, event_id, event_type, state, next_attempt_at,
+ * last_error, attempts: [{attempt, status_code, latency_ms, error, at}],
+ * created_at, updated_at}; state (may be NULL) filters. */
+cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *webhook_id,
+			    const char *state, struct db_page pg, struct db_list *out) CP_WUR;
+/* Queue event event_id (of type) for one endpoint of tenant_id: a delivery
+ * row plus its job, in the caller's transaction. CP_ERR_NOT_FOUND if the
+ * endpoint is not the tenant's. delivery_id_out may be NULL. */
+cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *webhook_id,
+			    const char *event_id, const char *type,
+			    char delivery_id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* Called by db_event_add: deliver to every enabled endpoint of the tenant
+ * subscribed to type ("*" or the type). webhook.test is never fanned out. */
+cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
+			const char *type) CP_WUR;
+
+/* Worker side. Everything one attempt needs: {delivery_id, tenant_id,
+ * webhook_id, event_id, state, attempts, created_at, next_attempt_at (unix
+ * s), url, enabled, secret (sealed), body (the event object)}. */
+cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **out) CP_WUR;
+enum db_webhook_outcome {
+	DB_WEBHOOK_DELIVERED, /* 2xx */
+	DB_WEBHOOK_RETRY,     /* failed; try again at next_attempt_at */
+	DB_WEBHOOK_FAILED,    /* failed and the schedule is exhausted */
+	DB_WEBHOOK_GONE,      /* 410: the delivery fails and the endpoint is disabled */
+	DB_WEBHOOK_SKIPPED,   /* endpoint disabled: fail the delivery without an attempt */
+};
+/* One attempt's result and the disabling policy to apply. */
+struct db_webhook_attempt {
+	enum db_webhook_outcome outcome;
+	int status_code;               /* HTTP status; 0 = no answer */
+	int64_t latency_ms;
+	const char *error;             /* NULL on success; never secrets */
+	int64_t next_attempt_at;       /* RETRY */
+	int disable_after_failed;      /* consecutive failed deliveries that disable (0 = never) */
+	int64_t disable_after_seconds; /* continuous failure that disables (0 = never) */
+};
+/* Record the attempt, move the delivery on, keep the endpoint's failure
+ * counters and disable it (event webhook.disabled) when the policy says so,
+ * all in one transaction of its own. A delivery that is not pending (or no
+ * longer exists) is left alone (CP_OK). *disabled tells if it disabled. */
+cp_rc db_webhook_attempt_record(struct db *db, const char *delivery_id,
+				const struct db_webhook_attempt *a, bool *disabled) CP_WUR;
+
+/* ---- lifecycle events and expiry reminders (cert_events.c) ---- */
+
+/*
+ * Emit a certificate event (certificate.issued, .renewed, .renewal_failed,
+ * .expiring, .expired) in the caller's transaction. data = {certificate_id,
+ * name, type, source, status, hostnames, sans, subject_cn, serial, issuer,
+ * fingerprint_sha256, not_before, not_after, version, auto_renew, metadata}
+ * of the certificate's current version, then every key of extra (borrowed,
+ * may be NULL; e.g. {"reason", "detail", "order_id"}) added or replacing.
+ * CP_ERR_NOT_FOUND if the certificate is not tenant_id's. id_out may be NULL.
+ */
+cp_rc db_event_certificate(struct db *db, const char *tenant_id, const char *type,
+			   const char *certificate_id, json_t *extra,
+			   char id_out[CP_UUID_LEN + 1]) CP_WUR;
+/*
+ * Emit an order event (order.dns_challenge_required, .dns_challenge_completed,
+ * .failed) in the caller's transaction. data = {order_id, certificate_id,
+ * certificate_name, hostnames, metadata} then extra's keys (borrowed, may be
+ * NULL; e.g. {domain, txt_record_name, txt_record_value, expires_at} or
+ * {reason, detail}). certificate_id may be NULL.
+ */
+cp_rc db_event_order(struct db *db, const char *tenant_id, const char *type, const char *order_id,
+		     const char *certificate_id, json_t *extra,
+		     char id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* Send due expiry reminders (at most max, each in its own transaction):
+ * certificate.expiring at 30/14/7/1 days (only the tightest threshold
+ * crossed, once per version and threshold), certificate.expired once per
+ * version. *sent = reminders sent. */
+cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent) CP_WUR;
+
 #endif

@@ -16,6 +16,9 @@ static const struct {
 	const char *table, *id_col, *col;
 } sealed_columns[] = {
 	{ "certificate_versions", "id", "private_key" },
+	{ "acme_accounts", "id", "key" },
+	{ "orders", "id", "key" },
+	{ "webhooks", "id", "secret" },
 	/* SEALED COLUMNS: { "table", "id", "column" }, */
 	{ NULL, NULL, NULL },
 };

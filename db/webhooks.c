@@ -1,16 +1,472 @@
 /*
- * webhooks.c - callback URL endpoints and their deliveries.
- * (Placeholder fan-out until the webhooks capability lands: no endpoints
- * exist yet, so an event has nobody to deliver to.)
+ * webhooks.c - callback URL endpoints ("webhooks"), their deliveries and the
+ * record of every delivery attempt.
+ *
+ * Fan-out is part of the outbox: db_event_add() calls db_webhook_fanout() in
+ * the caller's transaction, which inserts one delivery row and queues one
+ * durable "webhook_delivery" job per enabled endpoint subscribed to the
+ * event's type. Either the change, its event, its deliveries and their jobs
+ * all commit, or none does; a crash after commit loses nothing because the
+ * job queue is a table.
+ *
+ * The worker side (server/webhook_delivery.c) loads what one attempt needs
+ * with db_webhook_delivery_load() and writes the attempt's outcome with
+ * db_webhook_attempt_record(), which also keeps the endpoint's failure
+ * counters and disables an endpoint (emitting webhook.disabled) when the
+ * policy says so. A delivery that is no longer pending is never sent again,
+ * which makes a job that is re-run after a crash harmless.
  */
 #include "db/db_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The API shape of an endpoint (the secret is never part of it). */
+#define WEBHOOK_JSON                                                                        \
+	"json_object('id', id, 'url', url, 'events', json(events), 'description', "         \
+	"description, 'enabled', json(CASE WHEN enabled THEN 'true' ELSE 'false' END), "    \
+	"'disabled_reason', disabled_reason, 'created_at', " DB_TS("created_at") ", "        \
+	"'updated_at', " DB_TS("updated_at") ")"
+
+/* Most endpoints one event fans out to (the API caps endpoints per tenant
+ * lower than this). */
+#define FANOUT_MAX 64
+
+cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, const char *url,
+			json_t *events, const char *description, const char *sealed_secret,
+			json_t **out)
+{
+	static const char sql[] =
+		"INSERT INTO webhooks (id, tenant_id, url, events, description, secret, "
+		"created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) "
+		"RETURNING " WEBHOOK_JSON;
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, tenant_id);
+	db_bind_text(st, 3, url);
+	db_bind_json(st, 4, events);
+	db_bind_text(st, 5, description ? description : "");
+	db_bind_text(st, 6, sealed_secret);
+	sqlite3_bind_int64(st, 7, cp_now());
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count)
+{
+	static const char sql[] = "SELECT count(*) FROM webhooks WHERE tenant_id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	*count = 0;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		*count = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+}
+
+cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	static const char sql[] = "SELECT " WEBHOOK_JSON " FROM webhooks "
+				  "WHERE tenant_id = ? AND id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg,
+		      struct db_list *out)
+{
+	static const char sql[] = "SELECT seq, " WEBHOOK_JSON " FROM webhooks "
+				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	sqlite3_bind_int64(st, 2, pg.after);
+	sqlite3_bind_int(st, 3, pg.limit + 1);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
+			const struct db_webhook_patch *p, json_t **out)
+{
+	/* Re-enabling starts with a clean slate: no reason, no failure
+	 * counters; disabling through the API records that as the reason. */
+	static const char sql[] =
+		"UPDATE webhooks SET url = coalesce(?3, url), events = coalesce(?4, events), "
+		"description = coalesce(?5, description), "
+		"enabled = CASE WHEN ?6 < 0 THEN enabled ELSE ?6 END, "
+		"disabled_reason = CASE WHEN ?6 = 1 THEN NULL "
+		"  WHEN ?6 = 0 THEN coalesce(disabled_reason, 'disabled through the API') "
+		"  ELSE disabled_reason END, "
+		"failed_deliveries = CASE WHEN ?6 = 1 THEN 0 ELSE failed_deliveries END, "
+		"failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END, "
+		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	db_bind_text(st, 3, p->url);
+	db_bind_json(st, 4, p->events);
+	db_bind_text(st, 5, p->description);
+	sqlite3_bind_int(st, 6, p->enabled);
+	sqlite3_bind_int64(st, 7, cp_now());
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id)
+{
+	static const char sql[] = "DELETE FROM webhooks WHERE tenant_id = ? AND id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	return rc;
+}
+
+cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *webhook_id,
+			    const char *state, struct db_page pg, struct db_list *out)
+{
+	/* Attempts are few per delivery (the schedule's length), so they are
+	 * embedded; json() re-parses each object after the sub-select. */
+	static const char sql[] =
+		"SELECT d.seq, json_object('id', d.id, 'webhook_id', d.webhook_id, "
+		"'event_id', d.event_id, 'event_type', d.event_type, 'state', d.state, "
+		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN "
+		DB_TS("d.next_attempt_at") " END, 'last_error', d.last_error, "
+		"'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object("
+		"'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, "
+		"'error', a.error, 'at', " DB_TS("a.created_at") ") AS x FROM webhook_attempts a "
+		"WHERE a.delivery_id = d.id ORDER BY a.seq)), "
+		"'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS("d.updated_at") ") "
+		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
+		"AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, webhook_id);
+	sqlite3_bind_int64(st, 3, pg.after);
+	sqlite3_bind_int(st, 4, pg.limit + 1);
+	db_bind_text(st, 5, state);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *webhook_id,
+			    const char *event_id, const char *type,
+			    char delivery_id_out[CP_UUID_LEN + 1])
+{
+	/* The SELECT scopes the endpoint by tenant: another tenant's id
+	 * inserts nothing and reads as not found. */
+	static const char sql[] =
+		"INSERT INTO webhook_deliveries (id, tenant_id, webhook_id, event_id, event_type, "
+		"next_attempt_at, created_at, updated_at) "
+		"SELECT ?1, tenant_id, id, ?4, ?5, ?6, ?6, ?6 FROM webhooks "
+		"WHERE tenant_id = ?2 AND id = ?3";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	char id[CP_UUID_LEN + 1], dedupe[64];
+	json_t *payload = NULL;
+	int64_t now = cp_now();
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_uuid(id);
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, tenant_id);
+	db_bind_text(st, 3, webhook_id);
+	db_bind_text(st, 4, event_id);
+	db_bind_text(st, 5, type);
+	sqlite3_bind_int64(st, 6, now);
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	if (rc != CP_OK)
+		return rc;
+	payload = json_pack("{s:s}", "delivery_id", id);
+	if (!payload)
+		return CP_ERR_NOMEM;
+	snprintf(dedupe, sizeof(dedupe), "webhook_delivery:%s", id);
+	rc = db_job_enqueue(db, "webhook_delivery", tenant_id, payload, now, dedupe);
+	json_decref(payload);
+	if (rc != CP_OK)
+		return rc;
+	if (delivery_id_out)
+		memcpy(delivery_id_out, id, sizeof(id));
+	/* Workers that wake before our commit find nothing and look again
+	 * within a second; the common case is a prompt pick-up. */
+	cp_kick();
+	return CP_OK;
+}
 
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type)
 {
-	(void)db;
-	(void)tenant_id;
-	(void)event_id;
-	(void)type;
-	return CP_OK;
+	static const char sql[] =
+		"SELECT id FROM webhooks WHERE tenant_id = ?1 AND enabled = 1 AND EXISTS "
+		"(SELECT 1 FROM json_each(webhooks.events) WHERE value IN ('*', ?2)) "
+		"ORDER BY seq LIMIT ?3";
+	sqlite3_stmt *st;
+	char ids[FANOUT_MAX][CP_UUID_LEN + 1];
+	int n = 0, r;
+	cp_rc rc = CP_OK;
+
+	/* A test event goes only to the endpoint it was sent for
+	 * (db_webhook_deliver_to), never to every "*" subscriber. */
+	if (strcmp(type, "webhook.test") == 0)
+		return CP_OK;
+	st = db_stmt(db, sql);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, type);
+	sqlite3_bind_int(st, 3, FANOUT_MAX);
+	/* Collect first: deliver_to runs other statements on this connection. */
+	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+		snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE)
+		return db_rc(db, r);
+	for (int i = 0; i < n && rc == CP_OK; i++)
+		rc = db_webhook_deliver_to(db, tenant_id, ids[i], event_id, type, NULL);
+	return rc;
+}
+
+cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **out)
+{
+	static const char sql[] =
+		"SELECT json_object('delivery_id', d.id, 'tenant_id', d.tenant_id, "
+		"'webhook_id', w.id, 'event_id', d.event_id, 'state', d.state, "
+		"'attempts', d.attempts, 'created_at', d.created_at, "
+		"'next_attempt_at', d.next_attempt_at, 'url', w.url, "
+		"'enabled', json(CASE WHEN w.enabled THEN 'true' ELSE 'false' END), "
+		"'secret', w.secret, 'body', json_insert(e.payload, '$.id', e.id)) "
+		"FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
+		"JOIN events e ON e.id = d.event_id WHERE d.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, delivery_id);
+	return db_fetch_json(db, st, out);
+}
+
+/* Disable endpoint webhook_id with reason and tell the tenant with a
+ * webhook.disabled event (delivered to its other endpoints). */
+static cp_rc webhook_disable(struct db *db, const char *tenant_id, const char *webhook_id,
+			     const char *url, const char *reason)
+{
+	static const char sql[] = "UPDATE webhooks SET enabled = 0, disabled_reason = ?3, "
+				  "updated_at = ?4 WHERE tenant_id = ?1 AND id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	json_t *data = NULL;
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, webhook_id);
+	db_bind_text(st, 3, reason);
+	sqlite3_bind_int64(st, 4, cp_now());
+	rc = db_exec_stmt(db, st);
+	if (rc != CP_OK)
+		return rc;
+	data = json_pack("{s:s,s:s,s:s}", "webhook_id", webhook_id, "url", url, "reason", reason);
+	if (!data)
+		return CP_ERR_NOMEM;
+	rc = db_event_add(db, tenant_id, "webhook.disabled", data, NULL);
+	json_decref(data);
+	if (rc == CP_OK)
+		cp_logf(CP_LOG_WARN, "webhook.disabled", "webhook %s of tenant %s disabled: %s",
+			webhook_id, tenant_id, reason);
+	return rc;
+}
+
+/* The delivery and endpoint facts record_attempt needs. */
+struct attempt_ctx {
+	char state[16];
+	int attempts;
+	char tenant_id[CP_UUID_LEN + 1];
+	char webhook_id[CP_UUID_LEN + 1];
+	char url[2049];
+	bool enabled;
+	int failed_deliveries;
+	int64_t failing_since; /* 0 = not failing */
+};
+
+static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct attempt_ctx *c)
+{
+	static const char sql[] =
+		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.enabled, "
+		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
+		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, delivery_id);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		snprintf(c->state, sizeof(c->state), "%s", (const char *)sqlite3_column_text(st, 0));
+		c->attempts = sqlite3_column_int(st, 1);
+		snprintf(c->tenant_id, sizeof(c->tenant_id), "%s",
+			 (const char *)sqlite3_column_text(st, 2));
+		snprintf(c->webhook_id, sizeof(c->webhook_id), "%s",
+			 (const char *)sqlite3_column_text(st, 3));
+		snprintf(c->url, sizeof(c->url), "%s", (const char *)sqlite3_column_text(st, 4));
+		c->enabled = sqlite3_column_int(st, 5) != 0;
+		c->failed_deliveries = sqlite3_column_int(st, 6);
+		c->failing_since = sqlite3_column_int64(st, 7);
+	}
+	sqlite3_reset(st);
+	if (r == SQLITE_DONE)
+		return CP_ERR_NOT_FOUND;
+	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+}
+
+/* Write the attempt row and the delivery's new state. */
+static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct attempt_ctx *c,
+			   const struct db_webhook_attempt *a, int64_t now)
+{
+	static const char ins[] =
+		"INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, "
+		"error, created_at) VALUES (?, ?, ?, ?, ?, ?)";
+	static const char upd[] =
+		"UPDATE webhook_deliveries SET attempts = ?2, state = ?3, next_attempt_at = ?4, "
+		"last_error = ?5, updated_at = ?6 WHERE id = ?1";
+	const char *state = a->outcome == DB_WEBHOOK_DELIVERED ? "delivered"
+			    : a->outcome == DB_WEBHOOK_RETRY   ? "pending"
+							       : "failed";
+	bool attempted = a->outcome != DB_WEBHOOK_SKIPPED;
+	sqlite3_stmt *st;
+	cp_rc rc;
+
+	if (attempted) {
+		st = db_stmt(db, ins);
+		if (!st)
+			return CP_ERR_INTERNAL;
+		db_bind_text(st, 1, delivery_id);
+		sqlite3_bind_int(st, 2, c->attempts + 1);
+		if (a->status_code > 0)
+			sqlite3_bind_int(st, 3, a->status_code);
+		sqlite3_bind_int64(st, 4, a->latency_ms);
+		db_bind_text(st, 5, a->error);
+		sqlite3_bind_int64(st, 6, now);
+		rc = db_exec_stmt(db, st);
+		if (rc != CP_OK)
+			return rc;
+	}
+	st = db_stmt(db, upd);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, delivery_id);
+	sqlite3_bind_int(st, 2, c->attempts + (attempted ? 1 : 0));
+	db_bind_text(st, 3, state);
+	if (a->outcome == DB_WEBHOOK_RETRY)
+		sqlite3_bind_int64(st, 4, a->next_attempt_at);
+	db_bind_text(st, 5, a->error);
+	sqlite3_bind_int64(st, 6, now);
+	return db_exec_stmt(db, st);
+}
+
+/* Keep the endpoint's failure counters; returns the reason to disable it
+ * (static or in buf), or NULL. */
+static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
+				  const struct db_webhook_attempt *a, int64_t now, cp_rc *rc,
+				  char *buf, size_t buflen)
+{
+	static const char ok[] = "UPDATE webhooks SET failed_deliveries = 0, failing_since = NULL "
+				 "WHERE id = ?1";
+	static const char failing[] = "UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) "
+				      "WHERE id = ?1";
+	static const char failed[] = "UPDATE webhooks SET failed_deliveries = failed_deliveries + 1, "
+				     "failing_since = coalesce(failing_since, ?2) WHERE id = ?1";
+	const char *sql = a->outcome == DB_WEBHOOK_DELIVERED ? ok
+			  : a->outcome == DB_WEBHOOK_RETRY   ? failing
+							     : failed;
+	int64_t since = c->failing_since ? c->failing_since : now;
+	sqlite3_stmt *st;
+
+	*rc = CP_OK;
+	if (a->outcome == DB_WEBHOOK_SKIPPED)
+		return NULL;
+	st = db_stmt(db, sql);
+	if (!st) {
+		*rc = CP_ERR_INTERNAL;
+		return NULL;
+	}
+	db_bind_text(st, 1, c->webhook_id);
+	sqlite3_bind_int64(st, 2, now);
+	*rc = db_exec_stmt(db, st);
+	if (*rc != CP_OK || !c->enabled || a->outcome == DB_WEBHOOK_DELIVERED)
+		return NULL;
+	if (a->outcome == DB_WEBHOOK_GONE)
+		return "the receiver answered 410 Gone";
+	if (a->outcome == DB_WEBHOOK_FAILED && a->disable_after_failed > 0 &&
+	    c->failed_deliveries + 1 >= a->disable_after_failed) {
+		snprintf(buf, buflen, "%d consecutive deliveries failed; last error: %s",
+			 c->failed_deliveries + 1, a->error ? a->error : "unknown");
+		return buf;
+	}
+	if (a->disable_after_seconds > 0 && now - since >= a->disable_after_seconds) {
+		snprintf(buf, buflen, "every delivery attempt failed for %lld hours; last error: %s",
+			 (long long)((now - since) / 3600), a->error ? a->error : "unknown");
+		return buf;
+	}
+	return NULL;
+}
+
+cp_rc db_webhook_attempt_record(struct db *db, const char *delivery_id,
+				const struct db_webhook_attempt *a, bool *disabled)
+{
+	struct attempt_ctx c;
+	char reason[512];
+	const char *disable;
+	int64_t now = cp_now();
+	cp_rc rc;
+
+	*disabled = false;
+	memset(&c, 0, sizeof(c));
+	rc = db_begin(db);
+	if (rc != CP_OK)
+		return rc;
+	rc = attempt_ctx_load(db, delivery_id, &c);
+	/* Already settled (or gone with its endpoint): nothing to record. */
+	if (rc != CP_OK || strcmp(c.state, "pending") != 0)
+		goto out;
+	rc = attempt_write(db, delivery_id, &c, a, now);
+	if (rc != CP_OK)
+		goto out;
+	disable = endpoint_track(db, &c, a, now, &rc, reason, sizeof(reason));
+	if (rc == CP_OK && disable) {
+		rc = webhook_disable(db, c.tenant_id, c.webhook_id, c.url, disable);
+		*disabled = rc == CP_OK;
+	}
+out:
+	if (rc == CP_OK)
+		return db_commit(db);
+	db_rollback(db);
+	return rc == CP_ERR_NOT_FOUND ? CP_OK : rc;
 }

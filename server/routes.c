@@ -46,6 +46,14 @@ static const struct server_route routes[] = {
 	{ "GET", "/v1/certificates/{id}/private-key", api_certificates_private_key, SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates/{id}/versions", api_certificates_versions, SERVER_AUTH_KEY },
 
+	{ "POST", "/v1/webhooks", api_webhooks_create, SERVER_AUTH_KEY },
+	{ "GET", "/v1/webhooks", api_webhooks_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/webhooks/{id}", api_webhooks_get, SERVER_AUTH_KEY },
+	{ "PATCH", "/v1/webhooks/{id}", api_webhooks_update, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/webhooks/{id}", api_webhooks_delete, SERVER_AUTH_KEY },
+	{ "POST", "/v1/webhooks/{id}/test", api_webhooks_test, SERVER_AUTH_KEY },
+	{ "GET", "/v1/webhooks/{id}/deliveries", api_webhooks_deliveries, SERVER_AUTH_KEY },
+
 	/* ROUTES: new entries go above this line, grouped by resource. */
 };
 

@@ -79,4 +79,25 @@ cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **ou
 /* Stop claiming, let running jobs finish (or release their leases). */
 void server_workers_stop(struct server_workers *w);
 
+/* ---- webhooks: SSRF guard (ssrf.c) and delivery (webhook_delivery.c) ---- */
+
+struct sockaddr;
+/* True if sa is a global unicast address a callback may reach: false for
+ * loopback, private, CGNAT, link-local, documentation, multicast, reserved,
+ * unique-local/link-local IPv6 and IPv6 forms embedding such an IPv4. */
+bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len);
+/* Resolve host (name or any numeric spelling) and require every address to
+ * be allowed (unless allow_private). CP_ERR_INVALID with a static *why. */
+cp_rc server_ssrf_host_check(const char *host, bool allow_private, const char **why) CP_WUR;
+/* Check a callback URL: absolute http/https, a host, no credentials, at
+ * most 2048 printable ASCII characters; with resolve, server_ssrf_host_check
+ * on its host. CP_ERR_INVALID with a static *why (for a 422 on "url"). */
+cp_rc server_ssrf_url_check(const char *url, bool allow_private, bool resolve,
+			    const char **why) CP_WUR;
+
+/* Job kind "webhook_delivery": one attempt at sending one delivery. */
+void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+				 struct server_job_outcome *out);
+/* Scheduler tick: certificate.expiring / certificate.expired reminders. */
+void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
 #endif

@@ -32,6 +32,7 @@ static const struct {
 	const char *kind;
 	server_job_fn fn;
 } job_kinds[] = {
+	{ "webhook_delivery", server_job_webhook_delivery },
 	/* JOB KINDS: { "kind", handler }, */
 	{ NULL, NULL },
 };
@@ -39,6 +40,7 @@ static const struct {
 /* Periodic tasks run by the scheduler. */
 static const server_tick_fn ticks[] = {
 	tick_purge_idempotency,
+	server_tick_cert_reminders,
 	/* TICKS */
 };
 

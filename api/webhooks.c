@@ -1,0 +1,302 @@
+/*
+ * webhooks.c - callback URL endpoints of a tenant: create (the signing
+ * secret is shown once, then stored only sealed under the master key with
+ * aad "webhooks:<id>"), list, read, update, delete, send a test event, and
+ * list an endpoint's deliveries with every attempt.
+ *
+ * A callback URL is user input that makes certplane open connections, so it
+ * goes through the SSRF guard (server_ssrf_url_check) at registration and
+ * on every change; delivery checks the connected address again.
+ */
+#include "api/api.h"
+#include "crypto/crypto.h"
+#include "server/server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Endpoints per tenant (as Stripe's 16, with a little room). */
+#define WEBHOOKS_PER_TENANT 20
+
+/* Event types an endpoint may subscribe to (besides "*"). */
+static const char *const event_types[] = {
+	"certificate.issued",
+	"certificate.renewed",
+	"certificate.renewal_failed",
+	"certificate.expiring",
+	"certificate.expired",
+	"order.dns_challenge_required",
+	"order.dns_challenge_completed",
+	"order.failed",
+	"webhook.test",
+	"webhook.disabled",
+	NULL,
+};
+
+/* Reply 422 naming field; returns false for the *_or_reply helpers. */
+static bool field_problem(struct api_resp *resp, const char *field, const char *message)
+{
+	api_problem_field(resp, field, message);
+	return false;
+}
+
+/* Validate events: ["*"] or distinct known types. 422 on "events". */
+static bool events_or_reply(json_t *events, struct api_resp *resp)
+{
+	size_t i, j;
+	json_t *v;
+
+	if (json_array_size(events) == 0)
+		return field_problem(resp, "events", "must list at least one event type");
+	json_array_foreach(events, i, v) {
+		const char *t = json_string_value(v);
+		bool known = false;
+		if (!t)
+			return field_problem(resp, "events", "must be an array of strings");
+		if (strcmp(t, "*") == 0) {
+			if (json_array_size(events) != 1)
+				return field_problem(resp, "events", "\"*\" must be the only entry");
+			continue;
+		}
+		for (const char *const *k = event_types; *k; k++)
+			known |= strcmp(*k, t) == 0;
+		if (!known)
+			return field_problem(resp, "events", "lists an unknown event type");
+		for (j = 0; j < i; j++)
+			if (strcmp(json_string_value(json_array_get(events, j)), t) == 0)
+				return field_problem(resp, "events", "lists a type twice");
+	}
+	return true;
+}
+
+/* Validate a callback URL (syntax and SSRF). 422 on "url". */
+static bool url_or_reply(struct api_req *req, struct api_resp *resp, const char *url)
+{
+	const char *why = NULL;
+	cp_rc rc = server_ssrf_url_check(url, req->ctx->cfg->webhook_allow_private_networks, true,
+					 &why);
+
+	if (rc == CP_OK)
+		return true;
+	if (rc == CP_ERR_INVALID)
+		api_problem_field(resp, "url", why ? why : "is not an allowed callback URL");
+	else
+		api_reply_rc(resp, rc, "webhook");
+	return false;
+}
+
+void api_webhooks_create(struct api_req *req, struct api_resp *resp)
+{
+	const char *url = NULL, *description = "";
+	json_t *events = NULL, *row = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_STR("url", true, &url, 1, 2048),
+		CP_SPEC_ARR("events", true, &events, CP_ARRAY_LEN(event_types)),
+		CP_SPEC_STR("description", false, &description, 0, 500),
+		CP_SPEC_DONE,
+	};
+	char id[CP_UUID_LEN + 1], *aad = NULL, *secret = NULL, *sealed = NULL;
+	int count = 0;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_body_or_reply(req, resp, spec) ||
+	    !events_or_reply(events, resp) || !url_or_reply(req, resp, url))
+		return;
+	cp_uuid(id);
+	aad = cp_aprintf("webhooks:%s", id);
+	rc = aad ? crypto_webhook_secret_new(&secret) : CP_ERR_NOMEM;
+	if (rc == CP_OK)
+		rc = crypto_seal(req->ctx->keyring, aad, secret, strlen(secret), &sealed);
+	if (rc == CP_OK)
+		rc = db_begin(req->db);
+	if (rc != CP_OK)
+		goto out;
+	rc = db_webhook_count(req->db, req->tenant_id, &count);
+	if (rc == CP_OK && count >= WEBHOOKS_PER_TENANT) {
+		db_rollback(req->db);
+		api_problem(resp, 409, "a tenant has at most 20 webhooks; delete one first", NULL);
+		goto out;
+	}
+	if (rc == CP_OK)
+		rc = db_webhook_create(req->db, req->tenant_id, id, url, events, description,
+				       sealed, &row);
+	if (rc == CP_OK)
+		rc = api_audit(req, "webhook.create", "webhook", id, NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK)
+		db_rollback(req->db);
+out:
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "webhook");
+	} else if (row) {
+		json_object_set_new(row, "secret", json_string(secret));
+		api_reply(resp, 201, row);
+		resp->no_store = true;
+		row = NULL;
+	}
+	json_decref(row);
+	free(aad);
+	free(sealed);
+	crypto_wipe_free(secret);
+}
+
+void api_webhooks_list(struct api_req *req, struct api_resp *resp)
+{
+	struct db_page pg;
+	struct db_list list;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
+		return;
+	rc = db_webhook_list(req->db, req->tenant_id, pg, &list);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "webhook");
+	api_reply_list(resp, &list);
+}
+
+void api_webhooks_get(struct api_req *req, struct api_resp *resp)
+{
+	json_t *row = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "webhook");
+	api_reply(resp, 200, row);
+}
+
+void api_webhooks_update(struct api_req *req, struct api_resp *resp)
+{
+	struct db_webhook_patch p = { .enabled = -1 };
+	int enabled = -1;
+	json_t *row = NULL, *detail = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_STR("url", false, &p.url, 1, 2048),
+		CP_SPEC_ARR("events", false, &p.events, CP_ARRAY_LEN(event_types)),
+		CP_SPEC_STR("description", false, &p.description, 0, 500),
+		CP_SPEC_BOOLEAN("enabled", false, &enabled),
+		CP_SPEC_DONE,
+	};
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_body_or_reply(req, resp, spec))
+		return;
+	if (p.events && !events_or_reply(p.events, resp))
+		return;
+	if (p.url && !url_or_reply(req, resp, p.url))
+		return;
+	p.enabled = enabled;
+	/* What changed, without values that could be sensitive (URLs may
+	 * carry tokens in their query). */
+	detail = json_pack("{s:b,s:b,s:b,s:O}", "url", p.url != NULL, "events", p.events != NULL,
+			   "description", p.description != NULL, "enabled",
+			   enabled < 0 ? json_null() : json_boolean(enabled));
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_webhook_update(req->db, req->tenant_id, req->params[0], &p, &row);
+	if (rc == CP_OK)
+		rc = api_audit(req, "webhook.update", "webhook", req->params[0], detail);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	json_decref(detail);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		json_decref(row);
+		return api_reply_rc(resp, rc, "webhook");
+	}
+	api_reply(resp, 200, row);
+}
+
+void api_webhooks_delete(struct api_req *req, struct api_resp *resp)
+{
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_webhook_delete(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = api_audit(req, "webhook.delete", "webhook", req->params[0], NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		return api_reply_rc(resp, rc, "webhook");
+	}
+	resp->status = 204;
+}
+
+void api_webhooks_test(struct api_req *req, struct api_resp *resp)
+{
+	char event_id[CP_UUID_LEN + 1], delivery_id[CP_UUID_LEN + 1];
+	json_t *row = NULL, *data = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	/* An optional body is accepted only if it is empty: nothing to set. */
+	if (req->body && (!json_is_object(req->body) || json_object_size(req->body) != 0))
+		return api_problem_field(resp, "body", "this request takes no body");
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
+	if (rc == CP_OK && !json_is_true(json_object_get(row, "enabled"))) {
+		db_rollback(req->db);
+		json_decref(row);
+		return api_problem(resp, 409, "the webhook is disabled; enable it first", NULL);
+	}
+	if (rc == CP_OK) {
+		data = json_pack("{s:s,s:s}", "webhook_id", req->params[0], "message",
+				 "test event sent from certplane");
+		rc = data ? db_event_add(req->db, req->tenant_id, "webhook.test", data, event_id)
+			  : CP_ERR_NOMEM;
+	}
+	if (rc == CP_OK)
+		rc = db_webhook_deliver_to(req->db, req->tenant_id, req->params[0], event_id,
+					   "webhook.test", delivery_id);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	json_decref(data);
+	json_decref(row);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		return api_reply_rc(resp, rc, "webhook");
+	}
+	api_reply(resp, 202,
+		  json_pack("{s:s,s:s,s:s}", "event_id", event_id, "delivery_id", delivery_id,
+			    "webhook_id", req->params[0]));
+}
+
+void api_webhooks_deliveries(struct api_req *req, struct api_resp *resp)
+{
+	static const char *const states[] = { "pending", "delivered", "failed", NULL };
+	const char *state = api_query(req, "state");
+	struct db_page pg;
+	struct db_list list;
+	json_t *row = NULL;
+	bool known = false;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_page_or_reply(req, resp, &pg))
+		return;
+	if (state) {
+		for (const char *const *s = states; *s; s++)
+			known |= strcmp(*s, state) == 0;
+		if (!known)
+			return api_problem_field(resp, "state",
+						 "must be pending, delivered or failed");
+	}
+	rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
+	json_decref(row);
+	if (rc == CP_OK)
+		rc = db_webhook_deliveries(req->db, req->tenant_id, req->params[0], state, pg, &list);
+	if (rc != CP_OK)
+		return api_reply_rc(resp, rc, "webhook");
+	api_reply_list(resp, &list);
+}

@@ -1,0 +1,200 @@
+/*
+ * cert_events.c - lifecycle events about certificates and orders, and the
+ * expiry reminders.
+ *
+ * db_event_certificate() and db_event_order() build an event's data from the
+ * certificate's current row and version (so every event about a
+ * certificate carries the same facts and the tenant's metadata) and write it
+ * with db_event_add() in the caller's transaction, which also fans it out to
+ * the tenant's callback URLs.
+ *
+ * Reminders: certificate.expiring is sent at 30, 14, 7 and 1 days before
+ * not_after, at most once per certificate version and threshold; when
+ * several thresholds are due at once (a certificate first seen 6 days
+ * before expiry) only the tightest one is sent (7), because "expires in 30
+ * days" is no longer true. certificate.expired is sent once per version after
+ * not_after. The row in certificate_reminders and the event commit together,
+ * so a crash never sends a reminder twice nor loses one.
+ */
+#include "db/db_internal.h"
+
+#include <string.h>
+
+/* The facts every certificate event carries (certificate + current
+ * version, which may not exist yet for a pending ACME certificate). */
+static const char cert_sql[] =
+	"SELECT json_object('certificate_id', c.id, 'name', c.name, 'type', c.type, "
+	"'source', c.source, 'status', c.status, 'hostnames', json(c.hostnames), "
+	"'sans', json(coalesce(v.sans, '[]')), 'subject_cn', v.subject_cn, "
+	"'serial', v.serial, 'issuer', v.issuer, 'fingerprint_sha256', v.fingerprint_sha256, "
+	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS("v.not_after") ", "
+	"'version', c.version, 'auto_renew', c.auto_renew, 'metadata', json(c.metadata)) "
+	"FROM certificates c LEFT JOIN certificate_versions v "
+	"ON v.certificate_id = c.id AND v.version = c.version "
+	"WHERE c.tenant_id = ? AND c.id = ?";
+
+static cp_rc cert_facts(struct db *db, const char *tenant_id, const char *certificate_id,
+			json_t **out)
+{
+	sqlite3_stmt *st = db_stmt(db, cert_sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, certificate_id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_event_certificate(struct db *db, const char *tenant_id, const char *type,
+			   const char *certificate_id, json_t *extra,
+			   char id_out[CP_UUID_LEN + 1])
+{
+	json_t *data = NULL;
+	cp_rc rc;
+
+	rc = cert_facts(db, tenant_id, certificate_id, &data);
+	if (rc != CP_OK)
+		return rc;
+	if (extra && json_object_update(data, extra) != 0)
+		rc = CP_ERR_NOMEM;
+	if (rc == CP_OK)
+		rc = db_event_add(db, tenant_id, type, data, id_out);
+	json_decref(data);
+	return rc;
+}
+
+cp_rc db_event_order(struct db *db, const char *tenant_id, const char *type, const char *order_id,
+		     const char *certificate_id, json_t *extra, char id_out[CP_UUID_LEN + 1])
+{
+	json_t *cert = NULL, *data = NULL;
+	cp_rc rc = CP_OK;
+
+	if (certificate_id) {
+		rc = cert_facts(db, tenant_id, certificate_id, &cert);
+		if (rc != CP_OK)
+			return rc;
+	}
+	data = json_pack("{s:s?,s:s?,s:O?,s:O?,s:O?}", "order_id", order_id, "certificate_id",
+			 certificate_id, "certificate_name", json_object_get(cert, "name"),
+			 "hostnames", json_object_get(cert, "hostnames"), "metadata",
+			 json_object_get(cert, "metadata"));
+	if (!data)
+		rc = CP_ERR_NOMEM;
+	else if (extra && json_object_update(data, extra) != 0)
+		rc = CP_ERR_NOMEM;
+	if (rc == CP_OK)
+		rc = db_event_add(db, tenant_id, type, data, id_out);
+	json_decref(data);
+	json_decref(cert);
+	return rc;
+}
+
+/* The tightest reminder threshold crossed at ?1 (now) for a version that
+ * expires at v.not_after: 0 = expired, else 1, 7, 14 or 30 days. */
+#define REMINDER_DAYS                                                  \
+	"(CASE WHEN v.not_after <= ?1 THEN 0 "                         \
+	"WHEN v.not_after - ?1 <= 86400 THEN 1 "                       \
+	"WHEN v.not_after - ?1 <= 7 * 86400 THEN 7 "                   \
+	"WHEN v.not_after - ?1 <= 14 * 86400 THEN 14 ELSE 30 END)"
+
+/* One reminder that is due. */
+struct reminder {
+	char certificate_id[CP_UUID_LEN + 1];
+	char tenant_id[CP_UUID_LEN + 1];
+	int64_t version;
+	int64_t not_after;
+	int days;
+};
+
+/* Record and announce one reminder in its own transaction. */
+static cp_rc reminder_send(struct db *db, const struct reminder *r, int64_t now, bool *sent)
+{
+	static const char sql[] =
+		"INSERT INTO certificate_reminders (certificate_id, version, days, tenant_id, "
+		"event_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+	sqlite3_stmt *st;
+	char event_id[CP_UUID_LEN + 1] = "";
+	json_t *extra = NULL;
+	cp_rc rc;
+
+	*sent = false;
+	rc = db_begin(db);
+	if (rc != CP_OK)
+		return rc;
+	if (r->days > 0)
+		extra = json_pack("{s:i,s:I}", "threshold_days", r->days, "expires_in_seconds",
+				  (json_int_t)(r->not_after - now));
+	rc = db_event_certificate(db, r->tenant_id,
+				  r->days > 0 ? "certificate.expiring" : "certificate.expired",
+				  r->certificate_id, extra, event_id);
+	st = rc == CP_OK ? db_stmt(db, sql) : NULL;
+	if (rc == CP_OK && !st)
+		rc = CP_ERR_INTERNAL;
+	if (rc == CP_OK) {
+		db_bind_text(st, 1, r->certificate_id);
+		sqlite3_bind_int64(st, 2, r->version);
+		sqlite3_bind_int(st, 3, r->days);
+		db_bind_text(st, 4, r->tenant_id);
+		db_bind_text(st, 5, event_id);
+		sqlite3_bind_int64(st, 6, now);
+		rc = db_exec_stmt(db, st);
+	}
+	/* Another scheduler got there first: drop our event with the rest. */
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_CONFLICT;
+	json_decref(extra);
+	if (rc != CP_OK) {
+		db_rollback(db);
+		/* Deleted meanwhile (NOT_FOUND) or already sent (CONFLICT). */
+		return rc == CP_ERR_CONFLICT || rc == CP_ERR_NOT_FOUND ? CP_OK : rc;
+	}
+	rc = db_commit(db);
+	*sent = rc == CP_OK;
+	return rc;
+}
+
+cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
+{
+	/* Versions expired more than 90 days ago are not announced any more:
+	 * it bounds the scan and such news is stale anyway. */
+	static const char sql[] =
+		"SELECT c.id, c.tenant_id, c.version, v.not_after, " REMINDER_DAYS " AS days "
+		"FROM certificate_versions v JOIN certificates c "
+		"ON c.id = v.certificate_id AND c.version = v.version "
+		"WHERE v.not_after <= ?1 + 30 * 86400 AND v.not_after > ?1 - 90 * 86400 "
+		"AND NOT EXISTS (SELECT 1 FROM certificate_reminders r WHERE "
+		"r.certificate_id = c.id AND r.version = c.version AND r.days = " REMINDER_DAYS ") "
+		"ORDER BY v.not_after LIMIT ?2";
+	struct reminder due[64];
+	sqlite3_stmt *st;
+	int n = 0, r;
+	cp_rc rc = CP_OK;
+
+	*sent = 0;
+	if (max > (int)CP_ARRAY_LEN(due))
+		max = (int)CP_ARRAY_LEN(due);
+	st = db_stmt(db, sql);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int(st, 2, max);
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct reminder *d = &due[n++];
+		snprintf(d->certificate_id, sizeof(d->certificate_id), "%s",
+			 (const char *)sqlite3_column_text(st, 0));
+		snprintf(d->tenant_id, sizeof(d->tenant_id), "%s",
+			 (const char *)sqlite3_column_text(st, 1));
+		d->version = sqlite3_column_int64(st, 2);
+		d->not_after = sqlite3_column_int64(st, 3);
+		d->days = sqlite3_column_int(st, 4);
+	}
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE)
+		return db_rc(db, r);
+	for (int i = 0; i < n && rc == CP_OK; i++) {
+		bool ok = false;
+		rc = reminder_send(db, &due[i], now, &ok);
+		*sent += ok;
+	}
+	return rc;
+}
