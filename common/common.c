@@ -565,6 +565,9 @@ bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why)
 
 /* ------------------------------------------------------------- JSON spec */
 
+/* Unknown fields named one by one before a single summary error. */
+#define CP_SPEC_UNKNOWN_MAX 20
+
 void cp_spec_error(json_t *errors, const char *field, const char *msg)
 {
 	json_array_append_new(errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
@@ -679,7 +682,7 @@ static void spec_field(const struct cp_spec *s, json_t *v, json_t *errors)
 
 cp_rc cp_spec_parse(json_t *body, const struct cp_spec *spec, json_t *errors)
 {
-	size_t before = json_array_size(errors);
+	size_t before = json_array_size(errors), unknown = 0;
 	const char *key;
 	json_t *v;
 
@@ -688,9 +691,15 @@ cp_rc cp_spec_parse(json_t *body, const struct cp_spec *spec, json_t *errors)
 		return CP_ERR_INVALID;
 	}
 	json_object_foreach(body, key, v) {
-		if (!spec_known(spec, key)) {
-			cp_spec_error(errors, key, "is not a known field");
+		if (spec_known(spec, key))
+			continue;
+		/* Name a few, then stop: a body of a million unknown keys must
+		 * not become a response of a million errors. */
+		if (unknown++ == CP_SPEC_UNKNOWN_MAX) {
+			cp_spec_error(errors, "body", "has more unknown fields than these");
+			break;
 		}
+		cp_spec_error(errors, key, "is not a known field");
 	}
 	for (const struct cp_spec *s = spec; s->type != CP_SPEC_END; s++) {
 		v = json_object_get(body, s->name);

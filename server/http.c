@@ -251,7 +251,10 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 			api_problem(resp, 415, "the body must be application/json", NULL);
 			return;
 		}
-		req->body = json_loadb(rs->body, rs->len, JSON_REJECT_DUPLICATES, &err);
+		/* Any JSON text parses (RFC 8259): a well-formed scalar body is then a
+		 * 422 from the handler's spec, not a 400. */
+		req->body = json_loadb(rs->body, rs->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+				       &err);
 		if (!req->body) {
 			char detail[256];
 			snprintf(detail, sizeof(detail), "malformed JSON at line %d column %d: %s",
