@@ -16,7 +16,7 @@ struct db {
 	struct {
 		const char *sql;
 		sqlite3_stmt *stmt;
-	} cache[128];
+	} cache[512];
 };
 
 /* Map a SQLite result code to cp_rc (BUSY, CONFLICT for constraints...). */

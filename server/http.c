@@ -7,6 +7,7 @@
  * answered here so that no handler has to know about browsers.
  */
 #include "server/server_internal.h"
+#include "crypto/crypto.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,6 +25,10 @@ struct req_state {
 	char *body;        /* collected upload */
 	size_t len, cap;
 	bool too_large;    /* over max_body_bytes: discard, answer 413 */
+	/* Identity of the caller; api_req points here, and the request log
+	 * reads it after dispatch, so it lives as long as the request. */
+	char tenant[CP_UUID_LEN + 1];
+	char key_id[CP_UUID_LEN + 1];
 	int64_t start_ms;
 };
 
@@ -192,7 +197,7 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 		     const char *url, struct req_state *rs, struct api_req *req,
 		     struct api_resp *resp, const struct server_route **matched, bool *replayed)
 {
-	char params_buf[512], allow[64], tenant[CP_UUID_LEN + 1], key_id[CP_UUID_LEN + 1];
+	char params_buf[512], allow[64];
 	const char *idem = NULL;
 	char body_hash[65], scope[CP_UUID_LEN + 1];
 	const struct server_route *route;
@@ -228,7 +233,7 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 	}
 	if (route->auth == SERVER_AUTH_KEY ||
 	    (route->auth == SERVER_AUTH_METRICS && !h->ctx->cfg->metrics_public)) {
-		rc = authenticate(req, c, tenant, key_id);
+		rc = authenticate(req, c, rs->tenant, rs->key_id);
 		if (rc == CP_ERR_NOT_FOUND) {
 			api_problem(resp, 404, "no such tenant (X-Tenant-ID)", NULL);
 			return;
@@ -292,6 +297,11 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 	}
 }
 
+static void wipe_free(void *p)
+{
+	crypto_wipe_free(p);
+}
+
 static enum MHD_Result send_response(struct server_http *h, struct MHD_Connection *c,
 				     struct api_resp *resp, const char *request_id,
 				     const char *method, bool replayed)
@@ -310,8 +320,14 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		len = resp->text_len;
 		resp->text = NULL;
 	}
-	r = MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE
-										 : MHD_RESPMEM_PERSISTENT);
+	if (body && resp->no_store)
+		/* A secret (private key, API key, webhook secret): wiped, not just
+		 * freed, once libmicrohttpd has sent it. */
+		r = MHD_create_response_from_buffer_with_free_callback_cls(len, body, wipe_free, body);
+	else
+		r = MHD_create_response_from_buffer(len, body ? body : (char *)"",
+						    body ? MHD_RESPMEM_MUST_FREE
+							 : MHD_RESPMEM_PERSISTENT);
 	if (!r) {
 		free(body);
 		return MHD_NO;
