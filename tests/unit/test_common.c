@@ -1,0 +1,332 @@
+/*
+ * test_common.c - unit tests for common/: the hostname validator every
+ * property, certificate and edge hostname goes through (RFC 1123 labels,
+ * lengths at and just past each limit, case, punycode, wildcards, trailing
+ * dots) and the declarative JSON body spec (each type, required fields,
+ * null, unknown fields, ranges, enums, the "present" flag and the bound on
+ * unknown-field errors).
+ * Exit status is the number of failed checks (capped), 0 on success.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+
+static int failures;
+
+#define CHECK(c)                                                                      \
+	do {                                                                          \
+		if (!(c)) {                                                           \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
+			failures++;                                                   \
+		}                                                                     \
+	} while (0)
+
+/* ---------------------------------------------------------- hostnames */
+
+static void expect_host(const char *name, bool wildcard_ok, bool want, int line)
+{
+	const char *why = "unset";
+	bool got = cp_hostname_valid(name, wildcard_ok, &why);
+
+	if (got != want) {
+		fprintf(stderr, "test_common.c:%d: cp_hostname_valid(\"%.80s\"%s, %d) = %d (%s)\n",
+			line, name ? name : "(null)", name && strlen(name) > 80 ? "..." : "",
+			wildcard_ok, got, why ? why : "-");
+		failures++;
+	}
+	/* A refusal always says why; an acceptance never does. */
+	if (!got && (!why || !*why)) {
+		fprintf(stderr, "test_common.c:%d: no reason for refusing \"%.80s\"\n", line, name);
+		failures++;
+	}
+	if (got && why) {
+		fprintf(stderr, "test_common.c:%d: reason set on success\n", line);
+		failures++;
+	}
+}
+#define GOOD(n) expect_host((n), false, true, __LINE__)
+#define BAD(n) expect_host((n), false, false, __LINE__)
+#define GOOD_WILD(n) expect_host((n), true, true, __LINE__)
+#define BAD_WILD(n) expect_host((n), true, false, __LINE__)
+
+/* A hostname of exactly total characters built from labels of at most 63. */
+static char *host_of_len(size_t total)
+{
+	char *s = malloc(total + 1);
+	size_t i = 0;
+
+	while (i < total) {
+		size_t n = total - i > 63 ? 63 : total - i;
+		/* never leave a label of 0 or end on a dot */
+		if (total - i - n == 1)
+			n--;
+		memset(s + i, i == 0 ? 'a' : 'b', n);
+		i += n;
+		if (i < total)
+			s[i++] = '.';
+	}
+	s[total] = '\0';
+	/* end with a letter label so the TLD is not numeric */
+	return s;
+}
+
+static void test_hostnames(void)
+{
+	char label63[64], label64[65], buf[300];
+	char *h253 = host_of_len(253), *h254 = host_of_len(254);
+
+	GOOD("example.com");
+	GOOD("www.example.com");
+	GOOD("a.b");
+	GOOD("a-b.example.com");
+	GOOD("1.example.com");
+	GOOD("123.example.com");
+	GOOD("xn--caf-dma.example");          /* café, as punycode */
+	GOOD("www.xn--mnchen-3ya.de");
+	GOOD("xn--80ak6aa92e.com");
+	GOOD("example.xn--p1ai");             /* IDN TLD */
+
+	BAD(NULL);
+	BAD("");
+	BAD("localhost");                    /* one label */
+	BAD("Example.com");                  /* uppercase */
+	BAD("www.EXAMPLE.com");
+	BAD("example.com.");                 /* trailing dot */
+	BAD(".example.com");                 /* leading dot */
+	BAD("www..example.com");             /* empty label */
+	BAD("-www.example.com");             /* leading hyphen */
+	BAD("www-.example.com");             /* trailing hyphen */
+	BAD("ww_w.example.com");             /* underscore */
+	BAD("www example.com");
+	BAD("caf\xc3\xa9.example");          /* raw UTF-8, not punycode */
+	BAD("ab--cd.example.com");           /* '--' at 3-4 is reserved for xn-- */
+	BAD("example.123");                  /* numeric TLD */
+	BAD("192.168.0.1");                  /* an address, not a name */
+	BAD("*.example.com");                /* wildcard not allowed here */
+	BAD("exa*mple.com");
+	BAD("example.com/path");
+	BAD("example.com:443");
+
+	/* 63-character labels are the maximum, 64 is one too many. */
+	memset(label63, 'a', 63);
+	label63[63] = '\0';
+	memset(label64, 'a', 64);
+	label64[64] = '\0';
+	snprintf(buf, sizeof(buf), "%s.example.com", label63);
+	GOOD(buf);
+	snprintf(buf, sizeof(buf), "%s.example.com", label64);
+	BAD(buf);
+	snprintf(buf, sizeof(buf), "example.%s", label64);
+	BAD(buf);
+
+	/* 253 characters in total are the maximum, 254 one too many. */
+	CHECK(strlen(h253) == 253 && strlen(h254) == 254);
+	GOOD(h253);
+	BAD(h254);
+	snprintf(buf, sizeof(buf), "*.%s", h253 + 2);
+	CHECK(strlen(buf) == 253);
+	GOOD_WILD(buf);
+
+	/* Wildcards: only a whole leftmost "*." label, only when allowed. */
+	GOOD_WILD("*.example.com");
+	GOOD_WILD("example.com");
+	BAD_WILD("*.com.");
+	BAD_WILD("*example.com");
+	BAD_WILD("*.*.example.com");
+	BAD_WILD("www.*.example.com");
+	BAD_WILD("*");
+	BAD_WILD("*.");
+	BAD_WILD("*.com");                   /* a wildcard over a TLD is one label */
+	BAD_WILD("**.example.com");
+	CHECK(cp_hostname_is_wildcard("*.example.com"));
+	CHECK(!cp_hostname_is_wildcard("www.example.com"));
+	CHECK(!cp_hostname_is_wildcard("*"));
+	free(h253);
+	free(h254);
+}
+
+/* ---------------------------------------------------------------- spec */
+
+/* Parse text against spec; returns the errors array (caller decrefs). */
+static json_t *parse(const char *text, const struct cp_spec *spec, cp_rc *rc)
+{
+	json_t *body = json_loads(text, JSON_DECODE_ANY, NULL), *errors = json_array();
+
+	CHECK(body != NULL);
+	*rc = cp_spec_parse(body, spec, errors);
+	json_decref(body);
+	return errors;
+}
+
+static bool names(json_t *errors, const char *field)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach(errors, i, e)
+		if (strcmp(json_string_value(json_object_get(e, "field")), field) == 0)
+			return json_is_string(json_object_get(e, "message"));
+	return false;
+}
+
+static void test_spec(void)
+{
+	static const char *const colours[] = { "red", "green", NULL };
+	const char *s = NULL, *colour = NULL;
+	int flag = -1;
+	json_int_t n = -7;
+	json_t *arr = NULL, *obj = NULL, *any = NULL, *body, *errors;
+	bool s_present = false;
+	struct cp_spec spec[] = {
+		CP_SPEC_STR("s", true, &s, 2, 5),
+		CP_SPEC_BOOLEAN("flag", false, &flag),
+		CP_SPEC_INTEGER("n", false, &n, 1, 10),
+		CP_SPEC_CHOICE("colour", false, &colour, colours),
+		CP_SPEC_ARR("arr", false, &arr, 3),
+		CP_SPEC_OBJ("obj", false, &obj, 20),
+		CP_SPEC_JSON("any", false, &any),
+		CP_SPEC_DONE,
+	};
+	cp_rc rc;
+
+	spec[0].present = &s_present;
+
+	/* Everything valid: every output filled, borrowed from the body. */
+	body = json_loads("{\"s\":\"abc\",\"flag\":true,\"n\":10,\"colour\":\"green\","
+			  "\"arr\":[1,2,3],\"obj\":{\"k\":1},\"any\":[null]}", 0, NULL);
+	errors = json_array();
+	rc = cp_spec_parse(body, spec, errors);
+	CHECK(rc == CP_OK && json_array_size(errors) == 0);
+	CHECK(s && strcmp(s, "abc") == 0 && s_present);
+	CHECK(flag == 1 && n == 10 && strcmp(colour, "green") == 0 && colour == colours[1]);
+	CHECK(json_array_size(arr) == 3 && json_is_object(obj) && json_is_array(any));
+	json_decref(errors);
+	json_decref(body);
+
+	/* Optional fields absent or null keep the caller's defaults. */
+	flag = -1;
+	n = -7;
+	colour = NULL;
+	body = json_loads("{\"s\":\"ab\",\"flag\":null,\"n\":null}", 0, NULL);
+	errors = json_array();
+	CHECK(cp_spec_parse(body, spec, errors) == CP_OK);
+	CHECK(flag == -1 && n == -7 && colour == NULL);
+	json_decref(errors);
+	json_decref(body);
+
+	/* Required: missing and null are both "is required". */
+	errors = parse("{}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "s") && json_array_size(errors) == 1);
+	json_decref(errors);
+	errors = parse("{\"s\":null}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "s"));
+	json_decref(errors);
+
+	/* Every field's type, each named. */
+	errors = parse("{\"s\":5,\"flag\":1,\"n\":\"3\",\"colour\":3,\"arr\":{},\"obj\":[],"
+		       "\"any\":1}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID);
+	CHECK(names(errors, "s") && names(errors, "flag") && names(errors, "n") &&
+	      names(errors, "colour") && names(errors, "arr") && names(errors, "obj"));
+	CHECK(!names(errors, "any") && json_array_size(errors) == 6);
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"n\":2.0,\"flag\":\"true\"}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "n") && names(errors, "flag"));
+	json_decref(errors);
+
+	/* Ranges: string length, integer bounds, array size, object size. */
+	errors = parse("{\"s\":\"a\"}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "s"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"abcdef\"}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "s"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"abcde\"}", spec, &rc);
+	CHECK(rc == CP_OK);
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"n\":0}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "n"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"n\":11}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "n"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"n\":1}", spec, &rc);
+	CHECK(rc == CP_OK);
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"n\":-9223372036854775808}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "n"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"arr\":[1,2,3,4]}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "arr"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"arr\":[]}", spec, &rc);
+	CHECK(rc == CP_OK);
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"obj\":{\"long key\":\"long value\"}}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "obj"));
+	json_decref(errors);
+
+	/* Enum: only the listed strings. */
+	errors = parse("{\"s\":\"ab\",\"colour\":\"blue\"}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "colour"));
+	json_decref(errors);
+	errors = parse("{\"s\":\"ab\",\"colour\":\"RED\"}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "colour"));
+	json_decref(errors);
+
+	/* Strings with NUL are refused even though JSON allows \u0000. */
+	body = json_object();
+	json_object_set_new(body, "s", json_stringn("a\0b", 3));
+	errors = json_array();
+	CHECK(cp_spec_parse(body, spec, errors) == CP_ERR_INVALID && names(errors, "s"));
+	json_decref(errors);
+	json_decref(body);
+
+	/* Unknown fields are errors, named; many are summarised, not listed. */
+	errors = parse("{\"s\":\"ab\",\"colur\":\"red\"}", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "colur") && json_array_size(errors) == 1);
+	json_decref(errors);
+	body = json_object();
+	json_object_set_new(body, "s", json_string("ab"));
+	for (int i = 0; i < 5000; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "k%d", i);
+		json_object_set_new(body, k, json_integer(i));
+	}
+	errors = json_array();
+	CHECK(cp_spec_parse(body, spec, errors) == CP_ERR_INVALID);
+	CHECK(json_array_size(errors) > 1 && json_array_size(errors) <= 50);
+	CHECK(names(errors, "body"));
+	json_decref(errors);
+	json_decref(body);
+
+	/* Not an object at all. */
+	errors = parse("[1]", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID && names(errors, "body"));
+	json_decref(errors);
+	errors = parse("\"s\"", spec, &rc);
+	CHECK(rc == CP_ERR_INVALID);
+	json_decref(errors);
+
+	/* Errors accumulate after ones already in the array. */
+	errors = json_array();
+	cp_spec_error(errors, "earlier", "problem");
+	body = json_loads("{\"s\":\"ab\"}", 0, NULL);
+	CHECK(cp_spec_parse(body, spec, errors) == CP_OK && json_array_size(errors) == 1);
+	json_decref(body);
+	json_decref(errors);
+}
+
+int main(void)
+{
+	test_hostnames();
+	test_spec();
+	if (failures) {
+		fprintf(stderr, "test_common: %d check(s) failed\n", failures);
+		return failures > 100 ? 100 : failures;
+	}
+	printf("test_common: ok\n");
+	return 0;
+}
