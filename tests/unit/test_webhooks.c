@@ -1,0 +1,411 @@
+/*
+ * test_webhooks.c - unit tests for webhooks: the Standard Webhooks test
+ * vector (sign, and verify by recomputing the HMAC independently), the SSRF
+ * classifier on every refused range and odd spelling and on public
+ * addresses, callback URL checks, the retry schedule parser, and the db
+ * side on a temporary database: fan-out by subscription, the disabling
+ * policy (consecutive failed deliveries, 410) with its webhook.disabled
+ * event, and expiry reminders driven by a fake clock (the tightest threshold
+ * only, once per version and threshold, expired once).
+ *
+ * White-box where it helps: includes db/db_internal.h to insert certificate
+ * rows and count rows directly.
+ * Exit status is the number of failed checks (capped), 0 on success.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/hmac.h>
+
+#include "common/common.h"
+#include "crypto/crypto.h"
+#include "db/db_internal.h"
+#include "server/server.h"
+
+static int failures;
+
+#define CHECK(c)                                                                      \
+	do {                                                                          \
+		if (!(c)) {                                                           \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
+			failures++;                                                   \
+		}                                                                     \
+	} while (0)
+
+/* ---- Standard Webhooks ---- */
+
+static void test_signature_vector(void)
+{
+	static const char secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	static const char body[] = "{\"test\": 2432232314}";
+	static const char expected[] = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+	char *sig = NULL, *b64 = NULL, *msg = NULL;
+	uint8_t *key = NULL, mac[32];
+	size_t keylen = 0;
+	unsigned int maclen = 0;
+
+	CHECK(crypto_webhook_sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+				  strlen(body), &sig) == CP_OK);
+	CHECK(sig && strcmp(sig, expected) == 0);
+	/* Verify as a receiver would, with OpenSSL directly. */
+	CHECK(cp_b64_decode(secret + 6, &key, &keylen) == CP_OK);
+	msg = cp_aprintf("%s.%d.%s", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+	CHECK(key && msg && HMAC(EVP_sha256(), key, (int)keylen, (const uint8_t *)msg,
+				 strlen(msg), mac, &maclen));
+	b64 = cp_b64(mac, maclen);
+	CHECK(b64 && sig && strlen(sig) > 3 && strcmp(sig + 3, b64) == 0);
+	/* A changed body or timestamp no longer verifies. */
+	free(sig);
+	sig = NULL;
+	CHECK(crypto_webhook_sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body,
+				  strlen(body), &sig) == CP_OK);
+	CHECK(sig && strcmp(sig, expected) != 0);
+	free(sig);
+	free(b64);
+	free(msg);
+	free(key);
+}
+
+/* ---- SSRF ---- */
+
+static void test_ssrf_hosts(void)
+{
+	static const char *const refused[] = {
+		"127.0.0.1", "127.1.2.3", "0.0.0.0", "0.1.2.3", "10.0.0.1", "10.255.255.255",
+		"100.64.0.1", "100.127.255.254", "169.254.169.254", "172.16.0.1",
+		"172.31.255.255", "192.0.0.8", "192.0.2.1", "192.168.1.1", "198.18.0.1",
+		"198.19.255.1", "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250",
+		"240.0.0.1", "255.255.255.255",
+		/* odd spellings of loopback and metadata */
+		"2130706433", "0x7f.1", "0177.0.0.1", "0x7f000001", "127.1", "0251.0376.0251.0376",
+		"2852039166",
+		/* IPv6 */
+		"::", "::1", "fc00::1", "fd12:3456::1", "fe80::1", "febf::1", "ff02::1",
+		"::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1",
+		"::10.1.1.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
+		"2002:c0a8:0101::1", "2001:db8::1", "2001:0:4136:e378::1", "64:ff9b:1::1",
+		"100::1",
+		/* names */
+		"localhost",
+	};
+	static const char *const allowed[] = {
+		"8.8.8.8", "1.1.1.1", "93.184.216.34", "100.128.0.1", "172.32.0.1", "192.169.0.1",
+		"198.20.0.1", "2606:4700:4700::1111", "2a00:1450:4001:81b::200e",
+		"::ffff:8.8.8.8", "64:ff9b::808:808", "2002:0808:0808::1",
+	};
+	const char *why;
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(refused); i++) {
+		cp_rc rc = server_ssrf_host_check(refused[i], false, &why);
+		if (rc != CP_ERR_INVALID)
+			fprintf(stderr, "not refused: %s\n", refused[i]);
+		CHECK(rc == CP_ERR_INVALID && why);
+	}
+	for (size_t i = 0; i < CP_ARRAY_LEN(allowed); i++) {
+		cp_rc rc = server_ssrf_host_check(allowed[i], false, &why);
+		if (rc != CP_OK)
+			fprintf(stderr, "not allowed: %s (%s)\n", allowed[i], why ? why : "");
+		CHECK(rc == CP_OK);
+	}
+	/* The lab switch lets private addresses through, not garbage. */
+	CHECK(server_ssrf_host_check("127.0.0.1", true, &why) == CP_OK);
+	CHECK(server_ssrf_host_check("::1", true, &why) == CP_OK);
+	CHECK(server_ssrf_host_check("no-such-host.invalid", true, &why) == CP_ERR_INVALID);
+	CHECK(server_ssrf_host_check("", true, &why) == CP_ERR_INVALID);
+}
+
+static void test_ssrf_urls(void)
+{
+	static const char *const refused[] = {
+		"http://127.0.0.1/hook", "http://10.1.2.3:8080/x", "http://169.254.169.254/latest/",
+		"http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://2130706433/",
+		"http://0x7f.1/", "http://0177.0.0.1/", "http://localhost:9/x",
+		"https://[fe80::1]/", "http://[fd00::1]:8443/",
+	};
+	static const char *const malformed[] = {
+		"ftp://8.8.8.8/", "file:///etc/passwd", "gopher://8.8.8.8/", "8.8.8.8/hook",
+		"http://", "http:///x", "http://user:pw@8.8.8.8/", "http://8.8.8.8/a b",
+		"http://[fe80::1%25eth0]/", "javascript:alert(1)", "",
+	};
+	const char *why;
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(refused); i++) {
+		cp_rc rc = server_ssrf_url_check(refused[i], false, true, &why);
+		if (rc != CP_ERR_INVALID)
+			fprintf(stderr, "URL not refused: %s\n", refused[i]);
+		CHECK(rc == CP_ERR_INVALID && why);
+		/* With private networks allowed they pass (they resolve). */
+		CHECK(server_ssrf_url_check(refused[i], true, true, &why) == CP_OK);
+	}
+	for (size_t i = 0; i < CP_ARRAY_LEN(malformed); i++) {
+		cp_rc rc = server_ssrf_url_check(malformed[i], true, true, &why);
+		if (rc != CP_ERR_INVALID)
+			fprintf(stderr, "URL not rejected: %s\n", malformed[i]);
+		CHECK(rc == CP_ERR_INVALID && why);
+	}
+	CHECK(server_ssrf_url_check("https://8.8.8.8/hooks?x=1", false, true, &why) == CP_OK);
+	CHECK(server_ssrf_url_check("http://[2606:4700:4700::1111]:8080/", false, true, &why) ==
+	      CP_OK);
+}
+
+static void test_schedule_parse(void)
+{
+	int64_t s[CP_SCHEDULE_MAX];
+	size_t n;
+
+	CHECK(cp_config_schedule("[0,5,300]", s, CP_SCHEDULE_MAX, &n) == CP_OK && n == 3 &&
+	      s[0] == 0 && s[1] == 5 && s[2] == 300);
+	CHECK(cp_config_schedule(" 0, 1 ,1 ", s, CP_SCHEDULE_MAX, &n) == CP_OK && n == 3);
+	CHECK(cp_config_schedule("[]", s, CP_SCHEDULE_MAX, &n) == CP_ERR_INVALID);
+	CHECK(cp_config_schedule("[0,1", s, CP_SCHEDULE_MAX, &n) == CP_ERR_INVALID);
+	CHECK(cp_config_schedule("[0,-1]", s, CP_SCHEDULE_MAX, &n) == CP_ERR_INVALID);
+	CHECK(cp_config_schedule("[0,604801]", s, CP_SCHEDULE_MAX, &n) == CP_ERR_INVALID);
+	CHECK(cp_config_schedule("0,x", s, CP_SCHEDULE_MAX, &n) == CP_ERR_INVALID);
+	CHECK(cp_config_schedule("1,2,3", s, 2, &n) == CP_ERR_INVALID);
+}
+
+/* ---- db: fan-out, disabling policy, reminders ---- */
+
+static int64_t count(struct db *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t n = -1;
+
+	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+static char *make_webhook(struct db *db, const char *tenant, const char *events_json)
+{
+	char id[CP_UUID_LEN + 1];
+	json_t *events = json_loads(events_json, 0, NULL), *row = NULL;
+	cp_rc rc;
+
+	cp_uuid(id);
+	rc = db_webhook_create(db, tenant, id, "http://127.0.0.1:9/", events, "", "sealed", &row);
+	CHECK(rc == CP_OK);
+	json_decref(events);
+	json_decref(row);
+	return cp_strdup(id);
+}
+
+/* The id of the oldest pending delivery of webhook w. */
+static char *pending_delivery(struct db *db, const char *w)
+{
+	char *sql = cp_aprintf("SELECT id FROM webhook_deliveries WHERE webhook_id = '%s' "
+			       "AND state = 'pending' ORDER BY seq LIMIT 1", w);
+	sqlite3_stmt *st = NULL;
+	char *id = NULL;
+
+	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		id = cp_strdup((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	free(sql);
+	return id;
+}
+
+static void emit(struct db *db, const char *tenant, const char *type)
+{
+	json_t *data = json_object();
+
+	CHECK(db_begin(db) == CP_OK);
+	CHECK(db_event_add(db, tenant, type, data, NULL) == CP_OK);
+	CHECK(db_commit(db) == CP_OK);
+	json_decref(data);
+}
+
+static void test_fanout_and_policy(struct db *db, const char *tenant)
+{
+	char *all = make_webhook(db, tenant, "[\"*\"]");
+	char *issued = make_webhook(db, tenant, "[\"certificate.issued\"]");
+	char *other = make_webhook(db, tenant, "[\"order.failed\"]");
+	struct db_webhook_attempt a = { .disable_after_failed = 5, .disable_after_seconds = 3 * 86400 };
+	bool disabled = false;
+	char sql[256];
+
+	emit(db, tenant, "certificate.issued");
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'",
+		 all);
+	CHECK(count(db, sql) == 1);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'",
+		 issued);
+	CHECK(count(db, sql) == 1);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'",
+		 other);
+	CHECK(count(db, sql) == 0);
+	CHECK(count(db, "SELECT count(*) FROM jobs WHERE kind = 'webhook_delivery'") == 2);
+	/* Test events are never fanned out. */
+	emit(db, tenant, "webhook.test");
+	CHECK(count(db, "SELECT count(*) FROM webhook_deliveries") == 2);
+
+	/* Five deliveries to "issued" fail for good: it is disabled on the
+	 * fifth, with a webhook.disabled event fanned out to "*" only. */
+	for (int i = 0; i < 5; i++) {
+		char *d;
+		if (i > 0)
+			emit(db, tenant, "certificate.issued");
+		d = pending_delivery(db, issued);
+		CHECK(d != NULL);
+		a.outcome = DB_WEBHOOK_RETRY;
+		a.error = "HTTP 500";
+		a.status_code = 500;
+		a.next_attempt_at = cp_now() + 5;
+		CHECK(db_webhook_attempt_record(db, d, &a, &disabled) == CP_OK && !disabled);
+		a.outcome = DB_WEBHOOK_FAILED;
+		CHECK(db_webhook_attempt_record(db, d, &a, &disabled) == CP_OK);
+		CHECK(disabled == (i == 4));
+		/* A settled delivery is never recorded again. */
+		a.outcome = DB_WEBHOOK_DELIVERED;
+		CHECK(db_webhook_attempt_record(db, d, &a, &disabled) == CP_OK && !disabled);
+		free(d);
+	}
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
+		 "AND disabled_reason LIKE '5 consecutive deliveries failed%%'", issued);
+	CHECK(count(db, sql) == 1);
+	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'webhook.disabled'") == 1);
+	CHECK(count(db, "SELECT count(*) FROM webhook_deliveries WHERE event_type = "
+			"'webhook.disabled'") == 1);
+	CHECK(count(db, "SELECT count(*) FROM webhook_attempts") == 10);
+
+	/* 410 disables at once. */
+	{
+		char *d = pending_delivery(db, all);
+		CHECK(d != NULL);
+		a.outcome = DB_WEBHOOK_GONE;
+		a.status_code = 410;
+		a.error = "HTTP 410";
+		CHECK(db_webhook_attempt_record(db, d, &a, &disabled) == CP_OK && disabled);
+		free(d);
+	}
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
+		 "AND disabled_reason LIKE '%%410%%'", all);
+	CHECK(count(db, sql) == 1);
+
+	/* Re-enabling clears the reason and the counters. */
+	{
+		struct db_webhook_patch p = { .enabled = 1 };
+		json_t *row = NULL;
+		CHECK(db_webhook_update(db, tenant, issued, &p, &row) == CP_OK);
+		CHECK(json_is_true(json_object_get(row, "enabled")) &&
+		      json_is_null(json_object_get(row, "disabled_reason")));
+		json_decref(row);
+	}
+	free(all);
+	free(issued);
+	free(other);
+}
+
+static void add_cert(struct db *db, const char *tenant, const char *id, int64_t not_after,
+		     int version)
+{
+	char *sql = cp_aprintf(
+		"INSERT OR IGNORE INTO certificates (id, tenant_id, name, source, status, version, "
+		"metadata, created_at, updated_at) VALUES ('%s', '%s', 'c-%s', 'upload', 'active', "
+		"%d, '{\"team\":\"x\"}', 0, 0);"
+		"UPDATE certificates SET version = %d WHERE id = '%s';"
+		"INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
+		"private_key, key_type, sans, issuer, serial, not_before, not_after, "
+		"fingerprint_sha256, created_at) VALUES (lower(hex(randomblob(16))), '%s', '%s', %d, "
+		"'pem', 'sealed', 'ecdsa-p256', '[\"a.example\"]', 'CN=x', '01', 0, %lld, 'fp', 0);",
+		id, tenant, id, version, version, id, id, tenant, version, (long long)not_after);
+
+	CHECK(sql && db_exec(db, sql) == CP_OK);
+	free(sql);
+}
+
+static int64_t reminders(struct db *db, const char *cert, int days)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM events WHERE json_extract(payload, '$.data.certificate_id') "
+		 "= '%s' AND (%d < 0 OR json_extract(payload, '$.data.threshold_days') = %d "
+		 "OR (%d = 0 AND type = 'certificate.expired'))",
+		 cert, days, days, days);
+	return count(db, sql);
+}
+
+static void test_reminders(struct db *db, const char *tenant)
+{
+	int64_t now = 1800000000, day = 86400;
+	const char *c29 = "00000000-0000-4000-8000-000000000029";
+	const char *c13 = "00000000-0000-4000-8000-000000000013";
+	const char *c6 = "00000000-0000-4000-8000-000000000006";
+	const char *c90 = "00000000-0000-4000-8000-000000000090";
+	int sent = 0;
+
+	add_cert(db, tenant, c29, now + 29 * day, 1);
+	add_cert(db, tenant, c13, now + 13 * day, 1);
+	add_cert(db, tenant, c6, now + 6 * day, 1);
+	add_cert(db, tenant, c90, now + 90 * day, 1);
+	for (int i = 0; i < 3; i++)
+		CHECK(db_cert_reminders_run(db, now + i * 60, 64, &sent) == CP_OK &&
+		      sent == (i == 0 ? 3 : 0));
+	CHECK(reminders(db, c29, 30) == 1 && reminders(db, c29, -1) == 1);
+	CHECK(reminders(db, c13, 14) == 1 && reminders(db, c13, -1) == 1);
+	CHECK(reminders(db, c6, 7) == 1 && reminders(db, c6, -1) == 1);
+	CHECK(reminders(db, c90, -1) == 0);
+	/* Metadata and facts are echoed. */
+	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
+			"json_extract(payload, '$.data.metadata.team') = 'x' AND "
+			"json_extract(payload, '$.data.sans[0]') = 'a.example'") == 3);
+
+	/* Six days later: c13 (7 days left) gets 7, c6 has expired, c29 (23
+	 * days left) already had its 30. */
+	CHECK(db_cert_reminders_run(db, now + 6 * day + 1, 64, &sent) == CP_OK && sent == 2);
+	CHECK(reminders(db, c29, -1) == 1);
+	CHECK(reminders(db, c13, 7) == 1 && reminders(db, c13, -1) == 2);
+	CHECK(reminders(db, c6, 0) == 1 && reminders(db, c6, -1) == 2);
+	CHECK(db_cert_reminders_run(db, now + 6 * day + 2, 64, &sent) == CP_OK && sent == 0);
+
+	/* A renewal (version 2) starts the reminders afresh. */
+	add_cert(db, tenant, c6, now + 16 * day, 2);
+	CHECK(db_cert_reminders_run(db, now + 6 * day + 3, 64, &sent) == CP_OK && sent == 1);
+	CHECK(reminders(db, c6, 14) == 1);
+}
+
+static void test_db(void)
+{
+	char dir[] = "/tmp/test_webhooks.XXXXXX", path[256];
+	struct db *db = NULL;
+	json_t *tenant = NULL;
+	const char *tid;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/t.db", dir);
+	CHECK(db_open(path, &db) == CP_OK);
+	CHECK(db && db_migrate(db, NULL, NULL) == CP_OK);
+	CHECK(db_tenant_create(db, "t", &tenant) == CP_OK);
+	tid = json_string_value(json_object_get(tenant, "id"));
+	test_fanout_and_policy(db, tid);
+	test_reminders(db, tid);
+	json_decref(tenant);
+	db_close(db);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/t.db-wal", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/t.db-shm", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	cp_log_set_level(CP_LOG_ERROR);
+	test_signature_vector();
+	test_ssrf_hosts();
+	test_ssrf_urls();
+	test_schedule_parse();
+	test_db();
+	if (failures)
+		fprintf(stderr, "%d check(s) failed\n", failures);
+	else
+		printf("test_webhooks: all checks passed\n");
+	return failures > 100 ? 100 : failures;
+}
