@@ -143,6 +143,33 @@ void api_webhooks_delete(struct api_req *, struct api_resp *);
 void api_webhooks_test(struct api_req *, struct api_resp *);
 void api_webhooks_deliveries(struct api_req *, struct api_resp *);
 
+/* orders.c: ACME orders */
+void api_orders_list(struct api_req *, struct api_resp *);
+void api_orders_get(struct api_req *, struct api_resp *);
+void api_orders_verify(struct api_req *, struct api_resp *);
+void api_orders_cancel(struct api_req *, struct api_resp *);
+
+/* certificates_acme.c: source "acme" and renew-now */
+/* A validated source "acme" request; strings and JSON borrowed, NULL = default. */
+struct api_acme_new {
+	const char *name;
+	json_t *hostnames;       /* 1..100 valid names */
+	const char *challenge;   /* "http-01" (default) | "dns-01" */
+	const char *key_type;    /* default "ecdsa-p256" */
+	const char *ca;          /* default "letsencrypt" */
+	const char *auto_renew;  /* default "none" */
+	json_t *metadata;        /* object or NULL */
+};
+/* Create the pending certificate and its first order; 202 {certificate...,
+ * "order": {...}}. Wildcards with http-01 are 422 on "challenge". */
+void api_certificates_acme_create(struct api_req *, struct api_resp *,
+				  const struct api_acme_new *in);
+/* POST /v1/certificates/{id}/renew: 202 with the order it started. */
+void api_certificates_renew(struct api_req *, struct api_resp *);
+
+/* dns_check.c */
+void api_properties_dns_check(struct api_req *, struct api_resp *);
+
 /* API-KEY FORMAT: "cpk_" + base64url(32 random bytes). */
 #define API_KEY_PREFIX "cpk_"
 

@@ -11,9 +11,9 @@
  * the uploaded PEM, so a key pasted into the wrong field cannot reach a
  * response or a log.
  *
- * source "acme" is validated in full but answered 422 until the ACME
- * engine ships: the table already stores a pending certificate without a
- * version for it (db_certificate_create with status "pending").
+ * source "acme" is validated here and handed to the ACME engine
+ * (api/certificates_acme.c): a pending certificate without a version and
+ * its first order.
  */
 #include "api/api.h"
 #include "crypto/crypto.h"
@@ -300,18 +300,18 @@ out:
 	return ok;
 }
 
-/* source "acme": the whole request is checked so clients learn about
- * mistakes now, then refused until the ACME engine exists. */
+/* source "acme": the whole request is checked here, then the ACME side
+ * (certificates_acme.c) creates the pending certificate and its order. */
 static void acme_reply(struct api_req *req, struct api_resp *resp)
 {
-	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = NULL, *ca = NULL,
+	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = "http-01", *ca = NULL,
 		   *auto_renew = NULL;
 	json_t *hostnames = NULL, *metadata = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_CHOICE("source", true, &source, sources),
 		CP_SPEC_STR("name", true, &name, 1, CERT_NAME_MAX),
 		CP_SPEC_ARR("hostnames", true, &hostnames, CERT_HOSTNAMES_MAX),
-		CP_SPEC_CHOICE("challenge", true, &challenge, challenges),
+		CP_SPEC_CHOICE("challenge", false, &challenge, challenges),
 		CP_SPEC_CHOICE("key_type", false, &key_type, key_types),
 		CP_SPEC_STR("ca", false, &ca, 1, 64),
 		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
@@ -328,7 +328,11 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 		api_problem_field(resp, "ca", "must be \"letsencrypt\" or a configured CA name");
 		return;
 	}
-	api_problem_field(resp, "source", "acme is not available yet");
+	/* ACME engine (api/certificates_acme.c) takes over from here. */
+	const struct api_acme_new in = { .name = name, .hostnames = hostnames,
+					 .challenge = challenge, .key_type = key_type, .ca = ca,
+					 .auto_renew = auto_renew, .metadata = metadata };
+	api_certificates_acme_create(req, resp, &in);
 }
 
 void api_certificates_create(struct api_req *req, struct api_resp *resp)

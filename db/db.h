@@ -405,6 +405,15 @@ cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *
 			      json_t **out) CP_WUR;
 /* Make the queued job with dedupe_key due now (POST /orders/{id}/verify). */
 cp_rc db_job_wake(struct db *db, const char *dedupe_key) CP_WUR;
+/* Start an order: insert it (pending), queue its "acme_order" job (dedupe
+ * key "acme_order:<id>") at run_at, and for kind "renew" mark the
+ * certificate "renewing". id_out (may be NULL) gets the order id.
+ * CP_ERR_CONFLICT if the certificate has an order in flight. Call inside a
+ * transaction; cp_kick() after the commit. */
+cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certificate_id,
+		     const char *kind, const char *challenge, const json_t *identifiers,
+		     const char *ca, const char *key_type, const json_t *metadata, int64_t run_at,
+		     char id_out[CP_UUID_LEN + 1]) CP_WUR;
 /* Up to limit certificates that may be due for renewal, as a new array of
  * {id, tenant_id, auto_renew, key_type, not_before, not_after, serial,
  * renew_after, failure_count} (see orders.c for the filter). */

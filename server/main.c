@@ -169,6 +169,7 @@ static int cmd_serve(struct app *app)
 {
 	struct server_http *http = NULL;
 	struct server_workers *workers = NULL;
+	struct server_http01 *http01 = NULL;
 	struct sigaction sa = { .sa_handler = on_signal };
 	int status = 1, lock = data_dir_lock(app);
 
@@ -183,6 +184,12 @@ static int cmd_serve(struct app *app)
 	signal(SIGPIPE, SIG_IGN);
 	if (server_http_start(&app->ctx, &http) != CP_OK)
 		goto out;
+	/* The API must serve even when the HTTP-01 port cannot be bound: the
+	 * error is logged and orders fail their HTTP-01 validation visibly. */
+	if (server_http01_start(&app->ctx, &http01) != CP_OK)
+		cp_logf(CP_LOG_ERROR, "http01.listen",
+			"HTTP-01 responder not running (cannot listen on %s)",
+			app->cfg->http01_listen);
 	if (server_workers_start(&app->ctx, &workers) != CP_OK)
 		goto out;
 	cp_log_json(CP_LOG_INFO, "server.ready",
@@ -195,6 +202,7 @@ static int cmd_serve(struct app *app)
 out:
 	/* Stop accepting first, then let workers finish or release their jobs. */
 	server_http_stop(http);
+	server_http01_stop(http01);
 	server_workers_stop(workers);
 	db_thread_close();
 	cp_logf(CP_LOG_INFO, "server.stopped", "clean shutdown");

@@ -54,6 +54,12 @@ static const struct server_route routes[] = {
 	{ "POST", "/v1/webhooks/{id}/test", api_webhooks_test, SERVER_AUTH_KEY },
 	{ "GET", "/v1/webhooks/{id}/deliveries", api_webhooks_deliveries, SERVER_AUTH_KEY },
 
+	{ "GET", "/v1/orders", api_orders_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/orders/{id}", api_orders_get, SERVER_AUTH_KEY },
+	{ "POST", "/v1/orders/{id}/verify", api_orders_verify, SERVER_AUTH_KEY },
+	{ "POST", "/v1/orders/{id}/cancel", api_orders_cancel, SERVER_AUTH_KEY },
+	{ "POST", "/v1/certificates/{id}/renew", api_certificates_renew, SERVER_AUTH_KEY },
+	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY },
 	/* ROUTES: new entries go above this line, grouped by resource. */
 };
 

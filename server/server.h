@@ -100,4 +100,15 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
 				 struct server_job_outcome *out);
 /* Scheduler tick: certificate.expiring / certificate.expired reminders. */
 void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
+
+/* ---- HTTP-01 challenge responder (http01.c) ---- */
+
+struct server_http01;
+/* Listen on cfg->http01_listen and answer /.well-known/acme-challenge/
+ * tokens of orders in flight. *out is NULL (and CP_OK) when the setting
+ * is "" (off); CP_ERR_IO when it cannot bind (the caller logs and goes on). */
+cp_rc server_http01_start(const struct api_ctx *ctx, struct server_http01 **out) CP_WUR;
+/* Stop and free; NULL-safe. */
+void server_http01_stop(struct server_http01 *h);
+
 #endif

@@ -14,4 +14,33 @@ cp_rc server_listen_daemon(const char *listen, int threads, MHD_AccessHandlerCal
 			   void *cls, MHD_RequestCompletedCallback done,
 			   struct MHD_Daemon **out) CP_WUR;
 
+/* ---- ACME engine (orders.c, renew.c, http01.c) ---- */
+
+struct acme_client;
+struct acme_result;
+/* Directory URL and CA bundle (NULL = system trust) of the CA named ca
+ * ("letsencrypt" or a key of cfg->cas); borrowed from cfg.
+ * CP_ERR_NOT_FOUND if no such CA is configured. */
+cp_rc server_acme_ca(const struct cp_config *cfg, const char *ca, const char **directory_url,
+		     const char **ca_bundle) CP_WUR;
+/* This thread's ACME client for ca with its account registered (the key is
+ * created and sealed on first use, the account URL stored at once).
+ * *client is borrowed from a per-thread cache (freed at thread exit).
+ * CP_ERR_INVALID for an unknown CA; r says what the CA answered. */
+cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *ca,
+			 struct acme_client **client, struct acme_result *r) CP_WUR;
+/* Job kind "acme_order": advance one order (payload {"order_id"}). */
+void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+			   struct server_job_outcome *out);
+/* Renewal retry delay after the n-th failure in a row (renew_backoff_seconds,
+ * the last entry repeating), with ±10 % jitter. */
+int64_t server_renew_backoff(const struct cp_config *cfg, int n);
+/* When a certificate valid from not_before to not_after is due for renewal
+ * (renew_before_days, a third / half of the lifetime, or an earlier
+ * renew_after chosen from the CA's ARI window; 0 = none). */
+int64_t server_renew_due_at(const struct cp_config *cfg, int64_t not_before, int64_t not_after,
+			    int64_t renew_after);
+/* Scheduler tick: start the renewal orders that are due. */
+void server_tick_renew(const struct api_ctx *ctx, struct db *db);
+
 #endif

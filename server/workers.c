@@ -33,6 +33,7 @@ static const struct {
 	server_job_fn fn;
 } job_kinds[] = {
 	{ "webhook_delivery", server_job_webhook_delivery },
+	{ "acme_order", server_job_acme_order },
 	/* JOB KINDS: { "kind", handler }, */
 	{ NULL, NULL },
 };
@@ -41,6 +42,7 @@ static const struct {
 static const server_tick_fn ticks[] = {
 	tick_purge_idempotency,
 	server_tick_cert_reminders,
+	server_tick_renew,
 	/* TICKS */
 };
 

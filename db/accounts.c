@@ -1,0 +1,59 @@
+/*
+ * accounts.c - ACME accounts, one per configured CA. The account key is
+ * stored sealed (aad "acme_accounts:<id>"); the account URL (kid) is kept
+ * once the CA registered it and forgotten when the CA says it no longer
+ * exists, so the next order registers again with the same key.
+ */
+#include "db/db_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ACCOUNT_JSON                                                                  \
+	"json_object('id', id, 'ca', ca, 'directory_url', directory_url, 'key', key, " \
+	"'account_url', account_url)"
+
+cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out)
+{
+	static const char sql[] = "SELECT " ACCOUNT_JSON " FROM acme_accounts WHERE ca = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, ca);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_acme_account_create(struct db *db, const char *id, const char *ca,
+			     const char *directory_url, const char *sealed_key)
+{
+	/* Two workers may race to create the first account of a CA: the
+	 * first insert wins, the loser reads the winner's row. */
+	static const char sql[] =
+		"INSERT INTO acme_accounts (id, ca, directory_url, key, created_at, updated_at) "
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (ca) DO NOTHING";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, ca);
+	db_bind_text(st, 3, directory_url);
+	db_bind_text(st, 4, sealed_key);
+	sqlite3_bind_int64(st, 5, cp_now());
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_acme_account_set_url(struct db *db, const char *ca, const char *account_url)
+{
+	static const char sql[] =
+		"UPDATE acme_accounts SET account_url = ?2, updated_at = ?3 WHERE ca = ?1";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, ca);
+	db_bind_text(st, 2, account_url);
+	sqlite3_bind_int64(st, 3, cp_now());
+	return db_exec_stmt(db, st);
+}

@@ -1,0 +1,420 @@
+/*
+ * orders.c - ACME orders and their authorizations, the lookups the ACME
+ * engine makes around them (HTTP-01 key authorizations by token, the edge
+ * hostname a hostname must point at), and waking an order's job early.
+ *
+ * An order row is the durable memory of one CA order: the worker stores
+ * every URL and state it reaches with db_order_save() before it takes the
+ * next step, so that a process killed at any instant resumes the same CA
+ * order. Patches are JSON objects: a member present sets the column (null
+ * clears it), a member absent keeps it; one static statement serves every
+ * step. A terminal status (valid, failed, canceled) is never changed
+ * again, so a worker racing a cancel cannot revive the order.
+ */
+#include "db/db_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The API's view of an order (no URLs of the CA, no key). */
+#define AUTHZ_JSON                                                                        \
+	"json_object('identifier', identifier, 'status', status, 'expires_at', "          \
+	DB_TS("expires_at") ", 'challenge', CASE WHEN challenge_type IS NULL THEN NULL "  \
+	"WHEN challenge_type = 'dns-01' THEN json_object('type', challenge_type, "         \
+	"'token', token, 'txt_record_name', txt_record_name, 'txt_record_value', "         \
+	"txt_record_value) ELSE json_object('type', challenge_type, 'token', token, "      \
+	"'url', 'http://' || identifier || '/.well-known/acme-challenge/' || token, "      \
+	"'body', key_authorization) END)"
+#define ORDER_JSON                                                                          \
+	"json_object('id', o.id, 'certificate_id', o.certificate_id, 'kind', o.kind, "      \
+	"'status', o.status, 'challenge', o.challenge, 'identifiers', json(o.identifiers), " \
+	"'ca', o.ca, 'key_type', o.key_type, 'authorizations', coalesce(json((SELECT "       \
+	"json_group_array(json(j)) FROM (SELECT " AUTHZ_JSON " AS j FROM "                  \
+	"order_authorizations WHERE order_id = o.id ORDER BY position))), json('[]')), "    \
+	"'error', CASE WHEN o.error_reason IS NULL THEN NULL ELSE json_object('reason', "   \
+	"o.error_reason, 'detail', o.error_detail) END, 'attempts', o.attempts, "           \
+	"'next_attempt_at', " DB_TS("o.next_attempt_at") ", 'dns01_deadline', "             \
+	DB_TS("o.dns_deadline") ", 'metadata', json(coalesce(o.metadata, '{}')), "          \
+	"'created_at', " DB_TS("o.created_at") ", 'updated_at', " DB_TS("o.updated_at")     \
+	", 'completed_at', " DB_TS("o.completed_at") ")"
+
+/* The worker's view: everything, times as unix seconds, CA URLs, sealed key. */
+#define AUTHZ_FULL_JSON                                                                     \
+	"json_object('position', position, 'url', url, 'identifier', identifier, 'status', " \
+	"status, 'challenge_type', challenge_type, 'challenge_url', challenge_url, 'token', " \
+	"token, 'key_authorization', key_authorization, 'txt_record_name', txt_record_name, " \
+	"'txt_record_value', txt_record_value, 'expires_at', expires_at, 'notified', "        \
+	"notified, 'responded', responded, 'completed', completed)"
+#define ORDER_FULL_JSON                                                                      \
+	"json_object('id', o.id, 'tenant_id', o.tenant_id, 'certificate_id', o.certificate_id, " \
+	"'kind', o.kind, 'status', o.status, 'challenge', o.challenge, 'identifiers', "      \
+	"json(o.identifiers), 'ca', o.ca, 'key_type', o.key_type, 'metadata', "             \
+	"json(coalesce(o.metadata, '{}')), 'account_url', o.account_url, 'order_url', "      \
+	"o.order_url, 'finalize_url', o.finalize_url, 'certificate_url', o.certificate_url, " \
+	"'key', o.key, 'error_reason', o.error_reason, 'attempts', o.attempts, "            \
+	"'dns_deadline', o.dns_deadline, 'verify_at', o.verify_at, 'created_at', "           \
+	"o.created_at, 'authorizations', coalesce(json((SELECT json_group_array(json(j)) "   \
+	"FROM (SELECT " AUTHZ_FULL_JSON " AS j FROM order_authorizations WHERE order_id = "  \
+	"o.id ORDER BY position))), json('[]')))"
+
+cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
+		      const char *certificate_id, const char *kind, const char *challenge,
+		      const json_t *identifiers, const char *ca, const char *key_type,
+		      const json_t *metadata)
+{
+	static const char sql[] =
+		"INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, "
+		"ca, key_type, metadata, created_at, updated_at) "
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, id);
+	db_bind_text(st, 2, tenant_id);
+	db_bind_text(st, 3, certificate_id);
+	db_bind_text(st, 4, kind);
+	db_bind_text(st, 5, challenge);
+	db_bind_json(st, 6, identifiers);
+	db_bind_text(st, 7, ca);
+	db_bind_text(st, 8, key_type);
+	db_bind_json(st, 9, metadata);
+	sqlite3_bind_int64(st, 10, cp_now());
+	/* CP_ERR_CONFLICT: orders_in_flight says one is already running. */
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	static const char sql[] =
+		"SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ? AND o.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
+			 json_t **out)
+{
+	static const char sql[] =
+		"SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ? AND "
+		"o.certificate_id = ? AND o.status IN ('pending', 'validating', 'issuing')";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, certificate_id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_order_list(struct db *db, const char *tenant_id, const char *certificate_id,
+		    const char *status, struct db_page pg, struct db_list *out)
+{
+	static const char sql[] =
+		"SELECT o.seq, " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.seq > ?2 "
+		"AND (?4 IS NULL OR o.certificate_id = ?4) AND (?5 IS NULL OR o.status = ?5) "
+		"ORDER BY o.seq LIMIT ?3";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	sqlite3_bind_int64(st, 2, pg.after);
+	sqlite3_bind_int(st, 3, pg.limit + 1);
+	db_bind_text(st, 4, certificate_id);
+	db_bind_text(st, 5, status);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	static const char sql[] =
+		"SELECT " ORDER_FULL_JSON " FROM orders o WHERE o.tenant_id = ? AND o.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, id);
+	return db_fetch_json(db, st, out);
+}
+
+/* SET col = the patch member if present (null clears), else keep it. */
+#define PATCH(col) col " = iif(json_type(?2, '$." col "') IS NULL, " col ", json_extract(?2, '$." col "'))"
+
+cp_rc db_order_save(struct db *db, const char *id, const json_t *patch)
+{
+	static const char sql[] =
+		"UPDATE orders SET status = iif(status IN ('valid', 'failed', 'canceled') OR "
+		"json_type(?2, '$.status') IS NULL, status, json_extract(?2, '$.status')), "
+		PATCH("account_url") ", "
+		PATCH("order_url") ", " PATCH("finalize_url") ", " PATCH("certificate_url") ", "
+		PATCH("key") ", " PATCH("error_reason") ", " PATCH("error_detail") ", "
+		PATCH("attempts") ", " PATCH("next_attempt_at") ", " PATCH("dns_deadline") ", "
+		PATCH("verify_at") ", " PATCH("completed_at") ", updated_at = ?3 WHERE id = ?1";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, id);
+	db_bind_json(st, 2, patch);
+	sqlite3_bind_int64(st, 3, cp_now());
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	return rc;
+}
+
+cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, const char *url)
+{
+	static const char sql[] =
+		"INSERT INTO order_authorizations (order_id, position, url) VALUES (?, ?, ?) "
+		"ON CONFLICT (order_id, position) DO UPDATE SET url = excluded.url";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, order_id);
+	sqlite3_bind_int(st, 2, position);
+	db_bind_text(st, 3, url);
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_order_authz_save(struct db *db, const char *order_id, int position, const json_t *patch)
+{
+	static const char sql[] =
+		"UPDATE order_authorizations SET " PATCH("identifier") ", " PATCH("status") ", "
+		PATCH("challenge_type") ", " PATCH("challenge_url") ", " PATCH("token") ", "
+		PATCH("key_authorization") ", " PATCH("txt_record_name") ", "
+		PATCH("txt_record_value") ", " PATCH("expires_at") ", " PATCH("notified") ", "
+		PATCH("responded") ", " PATCH("completed")
+		" WHERE order_id = ?1 AND position = ?3";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, order_id);
+	db_bind_json(st, 2, patch);
+	sqlite3_bind_int(st, 3, position);
+	return db_exec_stmt(db, st);
+}
+#undef PATCH
+
+cp_rc db_order_reset(struct db *db, const char *id)
+{
+	/* The CA forgot the order (restart, new account): start a fresh one,
+	 * keeping the key (it never left us) and the attempt count. */
+	static const char del[] = "DELETE FROM order_authorizations WHERE order_id = ?";
+	static const char upd[] =
+		"UPDATE orders SET status = 'pending', account_url = NULL, order_url = NULL, "
+		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ? "
+		"WHERE id = ?";
+	sqlite3_stmt *st = db_stmt(db, del);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, id);
+	rc = db_exec_stmt(db, st);
+	if (rc != CP_OK)
+		return rc;
+	st = db_stmt(db, upd);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_text(st, 2, id);
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out)
+{
+	/* Only orders still in flight answer: a finished order's token is dead. */
+	static const char sql[] =
+		"SELECT a.key_authorization FROM order_authorizations a JOIN orders o ON "
+		"o.id = a.order_id WHERE a.token = ? AND a.challenge_type = 'http-01' AND "
+		"a.key_authorization IS NOT NULL AND o.status IN ('pending', 'validating', "
+		"'issuing') LIMIT 1";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc = CP_ERR_NOT_FOUND;
+	int r;
+
+	*out = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, token);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
+		rc = *out ? CP_OK : CP_ERR_NOMEM;
+	} else if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname, char **edge)
+{
+	static const char sql[] =
+		"SELECT e.hostname FROM property_hostnames h JOIN properties p ON p.id = "
+		"h.property_id JOIN edge_hostnames e ON e.id = p.edge_hostname_id "
+		"WHERE h.hostname = ? AND h.tenant_id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc = CP_ERR_NOT_FOUND;
+	int r;
+
+	*edge = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, hostname);
+	db_bind_text(st, 2, tenant_id);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		*edge = cp_strdup((const char *)sqlite3_column_text(st, 0));
+		rc = *edge ? CP_OK : CP_ERR_NOMEM;
+	} else if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
+			      json_t **out)
+{
+	static const char sql[] =
+		"SELECT json_object('edge_hostname', e.hostname, 'hostnames', coalesce(json(("
+		"SELECT json_group_array(hostname) FROM (SELECT hostname FROM property_hostnames "
+		"WHERE property_id = p.id ORDER BY position))), json('[]'))) FROM properties p "
+		"JOIN edge_hostnames e ON e.id = p.edge_hostname_id WHERE p.tenant_id = ? AND "
+		"p.id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, property_id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_job_wake(struct db *db, const char *dedupe_key)
+{
+	static const char sql[] = "UPDATE jobs SET run_at = ?2, updated_at = ?2 "
+				  "WHERE dedupe_key = ?1 AND state = 'queued' AND run_at > ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, dedupe_key);
+	sqlite3_bind_int64(st, 2, cp_now());
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)
+{
+	/* Certificates that may need a renewal order now: auto-renewing server
+	 * certificates with a current version, not expired, whose backoff has
+	 * passed, with no order in flight, used by a property with renew
+	 * automation whose latest production deployment carries them. Whether
+	 * each is due is decided by the caller (lifetime rule, ARI). */
+	static const char sql[] =
+		"SELECT json_object('id', c.id, 'tenant_id', c.tenant_id, 'auto_renew', "
+		"c.auto_renew, 'key_type', coalesce(c.key_type, v.key_type), 'not_before', "
+		"v.not_before, 'not_after', v.not_after, 'serial', v.serial, 'renew_after', "
+		"coalesce(c.renew_after, 0), 'failure_count', c.failure_count) "
+		"FROM certificates c JOIN certificate_versions v ON v.certificate_id = c.id AND "
+		"v.version = c.version WHERE c.type = 'server' AND c.auto_renew != 'none' AND "
+		"v.not_after > ?1 AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?1) AND "
+		"NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.status IN "
+		"('pending', 'validating', 'issuing')) AND EXISTS (SELECT 1 FROM deployments d "
+		"JOIN properties p ON p.id = d.property_id WHERE p.tenant_id = c.tenant_id AND "
+		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND "
+		"d.certificate_id = c.id AND d.seq = (SELECT max(seq) FROM deployments d2 WHERE "
+		"d2.property_id = d.property_id AND d2.environment = 'production')) "
+		"ORDER BY coalesce(c.next_attempt_at, 0), c.seq LIMIT ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	json_t *arr = json_array();
+	int r;
+
+	*out = NULL;
+	if (!st || !arr) {
+		json_decref(arr);
+		return CP_ERR_INTERNAL;
+	}
+	sqlite3_bind_int64(st, 1, cp_now());
+	sqlite3_bind_int(st, 2, limit);
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		json_t *row = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+		if (row)
+			json_array_append_new(arr, row);
+	}
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE) {
+		json_decref(arr);
+		return db_rc(db, r);
+	}
+	*out = arr;
+	return CP_OK;
+}
+
+cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,
+			   json_t **out)
+{
+	/* Every hostname of the production deployments (latest per property,
+	 * renew automation on) that carry the certificate, deduplicated. */
+	static const char sql[] =
+		"SELECT coalesce(json_group_array(h), json('[]')) FROM (SELECT DISTINCT "
+		"j.value AS h FROM deployments d JOIN properties p ON p.id = d.property_id, "
+		"json_each(d.hostnames) j WHERE p.tenant_id = ?1 AND "
+		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND "
+		"d.certificate_id = ?2 AND d.seq = (SELECT max(seq) FROM deployments d2 WHERE "
+		"d2.property_id = d.property_id AND d2.environment = 'production') ORDER BY "
+		"p.seq, j.key)";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	*out = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, certificate_id);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		*out = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+	sqlite3_reset(st);
+	if (r != SQLITE_ROW)
+		return db_rc(db, r);
+	return *out ? CP_OK : CP_ERR_INTERNAL;
+}
+
+cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certificate_id,
+		     const char *kind, const char *challenge, const json_t *identifiers,
+		     const char *ca, const char *key_type, const json_t *metadata, int64_t run_at,
+		     char id_out[CP_UUID_LEN + 1])
+{
+	char id[CP_UUID_LEN + 1], dedupe[64];
+	json_t *payload = NULL;
+	cp_rc rc;
+
+	cp_uuid(id);
+	rc = db_order_create(db, tenant_id, id, certificate_id, kind, challenge, identifiers, ca,
+			     key_type, metadata);
+	if (rc != CP_OK)
+		return rc;
+	payload = json_pack("{s:s}", "order_id", id);
+	snprintf(dedupe, sizeof(dedupe), "acme_order:%s", id);
+	rc = payload ? db_job_enqueue(db, "acme_order", tenant_id, payload, run_at, dedupe)
+		     : CP_ERR_NOMEM;
+	json_decref(payload);
+	if (rc == CP_OK && strcmp(kind, "renew") == 0)
+		rc = db_certificate_set_status(db, tenant_id, certificate_id, "renewing");
+	if (rc == CP_OK && id_out)
+		memcpy(id_out, id, sizeof(id));
+	return rc;
+}
