@@ -146,6 +146,10 @@ cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at,
 cp_rc db_job_fail(struct db *db, int64_t id, const char *owner, const char *error) CP_WUR;
 /* Release every lease of owner (clean shutdown): jobs run again at once. */
 cp_rc db_job_release_owner(struct db *db, const char *owner) CP_WUR;
+/* Requeue every running job at once. Only for a process that knows it is
+ * the only worker process (serve holds the data_dir lock): the leases it
+ * finds were left by a process that died, and need not be waited out. */
+cp_rc db_job_recover_orphans(struct db *db) CP_WUR;
 /* Seconds until the next job is due (0 if one is due now, -1 if none). */
 int64_t db_job_next_due(struct db *db);
 /* {"<kind>": {"queued": n, "running": n, "failed": n}, ...} new reference. */

@@ -195,3 +195,19 @@ cp_rc db_job_stats(struct db *db, json_t **out)
 	*out = o;
 	return CP_OK;
 }
+
+cp_rc db_job_recover_orphans(struct db *db)
+{
+	static const char sql[] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
+				  "lease_until = NULL WHERE state = 'running'";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && sqlite3_changes(db->h) > 0)
+		cp_logf(CP_LOG_INFO, "job.recover", "requeued %d jobs of a previous process",
+			sqlite3_changes(db->h));
+	return rc;
+}

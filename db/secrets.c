@@ -19,6 +19,8 @@ static const struct {
 	{ "acme_accounts", "id", "key" },
 	{ "orders", "id", "key" },
 	{ "webhooks", "id", "secret" },
+	/* Idempotent replays of responses that carried a secret. */
+	{ "idempotency", "scope || ':' || key", "response" },
 	/* SEALED COLUMNS: { "table", "id", "column" }, */
 	{ NULL, NULL, NULL },
 };
@@ -27,7 +29,7 @@ static const struct {
 static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, const char *table,
 			   const char *id_col, const char *col, int *count)
 {
-	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE %s IS NOT NULL", id_col, col, table, col);
+	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE %s LIKE 'cpk1:%%'", id_col, col, table, col);
 	char *upd = cp_aprintf("UPDATE %s SET %s = ? WHERE %s = ?", table, col, id_col);
 	sqlite3_stmt *st = NULL, *up = NULL;
 	cp_rc rc = CP_ERR_NOMEM;

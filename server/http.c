@@ -179,6 +179,19 @@ static bool idem_replay(struct api_req *req, struct api_resp *resp, const char *
 	    strcmp(rec.path, req->path) != 0) {
 		api_problem_field(resp, "Idempotency-Key",
 				  "was already used with a different request in the last 24 hours");
+	} else if (strncmp(rec.response, "cpk1:", 5) == 0) {
+		/* A sealed response (it holds a secret): open it for the replay. */
+		char *aad = cp_aprintf("idempotency:%s:%s", scope, key), *pt = NULL;
+		size_t n = 0;
+		if (aad && crypto_open(req->ctx->keyring, aad, rec.response, &pt, &n) == CP_OK) {
+			api_reply_text(resp, rec.status, "application/json", pt, n);
+			resp->no_store = true;
+			*replayed = true;
+		} else {
+			api_problem(resp, 500, "a stored idempotent response cannot be opened", NULL);
+		}
+		crypto_wipe_free(pt);
+		free(aad);
 	} else {
 		api_reply_text(resp, rec.status, NULL, rec.response, rec.response_len);
 		/* content types are static strings in responses; map the stored one */
@@ -189,6 +202,41 @@ static bool idem_replay(struct api_req *req, struct api_resp *resp, const char *
 	}
 	db_idem_clear(&rec);
 	return true;
+}
+
+/* Record the response to (scope, Idempotency-Key) for replay. A response
+ * carrying a secret (no_store: an API key, a webhook secret) is sealed
+ * under the master key, with the record's identity as authenticated data,
+ * so the idempotency table never holds a secret in clear. */
+static void idem_store(struct api_req *req, struct api_resp *resp, const char *scope,
+		       const char *key, const char *body_hash)
+{
+	struct db_idem rec = { .status = resp->status };
+	char *text = resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
+	char *aad = NULL, *sealed = NULL;
+
+	snprintf(rec.body_hash, sizeof(rec.body_hash), "%s", body_hash);
+	snprintf(rec.method, sizeof(rec.method), "%s", req->method);
+	rec.path = (char *)req->path;
+	rec.content_type = (char *)(resp->content_type ? resp->content_type : "application/json");
+	rec.response = text ? text : resp->text ? resp->text : "";
+	if (resp->no_store) {
+		aad = cp_aprintf("idempotency:%s:%s", scope, key);
+		if (!aad || crypto_seal(req->ctx->keyring, aad, rec.response, strlen(rec.response),
+					&sealed) != CP_OK)
+			goto out;
+		rec.response = sealed;
+	}
+	rec.response_len = strlen(rec.response);
+	if (db_idem_put(req->db, scope, key, &rec) != CP_OK)
+		cp_logf(CP_LOG_WARN, "http.idempotency", "could not store record");
+out:
+	if (resp->no_store)
+		crypto_wipe_free(text);
+	else
+		free(text);
+	free(aad);
+	free(sealed);
 }
 
 /* Build, route and run one complete request. Fills resp; *matched is the
@@ -281,20 +329,8 @@ static void dispatch(struct server_http *h, struct MHD_Connection *c, const char
 			return;
 	}
 	route->handler(req, resp);
-	if (idem && resp->status < 500) {
-		struct db_idem rec = { .status = resp->status };
-		char *text = resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
-		snprintf(rec.body_hash, sizeof(rec.body_hash), "%s", body_hash);
-		snprintf(rec.method, sizeof(rec.method), "%s", method);
-		rec.path = (char *)url;
-		rec.content_type = (char *)(resp->content_type ? resp->content_type
-							       : "application/json");
-		rec.response = text ? text : resp->text ? resp->text : "";
-		rec.response_len = strlen(rec.response);
-		if (db_idem_put(req->db, scope, idem, &rec) != CP_OK)
-			cp_logf(CP_LOG_WARN, "http.idempotency", "could not store record");
-		free(text);
-	}
+	if (idem && resp->status < 500)
+		idem_store(req, resp, scope, idem, body_hash);
 }
 
 static void wipe_free(void *p)

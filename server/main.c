@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,7 @@ static int cmd_serve(struct app *app)
 	struct server_workers *workers = NULL;
 	struct server_http01 *http01 = NULL;
 	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block, old;
 	int status = 1, lock = data_dir_lock(app);
 
 	if (lock < 0) {
@@ -178,10 +180,21 @@ static int cmd_serve(struct app *app)
 			app->cfg->data_dir);
 		return 1;
 	}
+	/* With the lock held no other worker process exists: jobs still marked
+	 * running were cut off by a crash (kill -9) and run again at once. */
+	if (db_job_recover_orphans(app->db) != CP_OK)
+		goto out;
+	/* SIGTERM/SIGINT stay blocked except inside sigsuspend, so a signal can
+	 * never slip in between the flag test and the wait. Threads started
+	 * below inherit the blocked mask and never take them. */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
 	if (server_http_start(&app->ctx, &http) != CP_OK)
 		goto out;
 	/* The API must serve even when the HTTP-01 port cannot be bound: the
@@ -196,7 +209,7 @@ static int cmd_serve(struct app *app)
 		    json_pack("{s:s,s:s,s:i}", "version", CERTPLANE_VERSION, "listen",
 			      app->cfg->listen, "workers", app->cfg->workers));
 	while (!stop_requested)
-		pause();
+		sigsuspend(&old);
 	cp_logf(CP_LOG_INFO, "server.stopping", "signal received, shutting down");
 	status = 0;
 out:
