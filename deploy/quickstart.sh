@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# quickstart.sh - build certplane from this checkout and run it, or test it.
+#
+#   bash deploy/quickstart.sh serve   install what is missing, build (Release)
+#                                     into build/, run `certplane serve` on the
+#                                     embedded SQLite database under ./data
+#   bash deploy/quickstart.sh test    install build + test dependencies, build
+#                                     build/ and build-asan/ (ASan+UBSan), run
+#                                     the whole CTest suite, the unit and the
+#                                     foundation/hostile e2e tests under the
+#                                     sanitizers, and the unit tests under
+#                                     valgrind; exits non-zero on any failure
+#
+# Made for a fresh Debian 12 machine as root with apt reachable (sudo is used
+# when not root). apt-get runs only when a package is missing.
+#
+# Knobs (environment): CERTPLANE_LISTEN (serve; default 127.0.0.1:8080),
+# CERTPLANE_HTTP01_LISTEN (serve; default: port 80 when root, else
+# 127.0.0.1:8081), JOBS (parallel make), CERTPLANE_VALGRIND=0 (skip valgrind).
+set -euo pipefail
+
+MODE=${1:-}
+cd "$(dirname "$0")/.."
+SRC=$PWD
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+case "$MODE" in
+serve | test) ;;
+*)
+	echo "usage: bash deploy/quickstart.sh serve|test" >&2
+	exit 2
+	;;
+esac
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || die "not root and no sudo: install the packages listed in README.md by hand"
+	SUDO=sudo
+fi
+
+# ---------------------------------------------------------------- packages
+
+BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libssl-dev
+	libcurl4-openssl-dev libsqlite3-dev libjansson-dev uuid-dev libc-ares-dev curl)
+# pebble + lego: the ACME test CA and a reference client; bind9-dnsutils: dig;
+# valgrind: memory checks of the unit tests. Node.js runs the OpenAPI linter.
+TEST_PKGS=(pebble lego bind9-dnsutils python3 openssl valgrind)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+ensure_packages() {
+	local missing=() p
+	for p in "$@"; do
+		installed "$p" || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	say "installing ${missing[*]}"
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Node.js >= 18.17 with npm, from Debian unless one is already installed
+# (another Node.js packaging may carry npm inside its nodejs package).
+ensure_node() {
+	if command -v node >/dev/null && command -v npm >/dev/null; then
+		return 0
+	fi
+	ensure_packages nodejs npm
+}
+
+# ------------------------------------------------------------------- build
+
+build() { # DIR TYPE [cmake args...]
+	local dir=$1 type=$2
+	shift 2
+	say "building $dir ($type${*:+ $*})"
+	local log="$SRC/$dir/quickstart-build.log"
+	mkdir -p "$SRC/$dir"
+	if ! { cmake -S "$SRC" -B "$SRC/$dir" -DCMAKE_BUILD_TYPE="$type" "$@" &&
+		cmake --build "$SRC/$dir" -j "$JOBS"; } >"$log" 2>&1; then
+		tail -40 "$log" >&2
+		die "build of $dir failed (full log: $log)"
+	fi
+}
+
+# ------------------------------------------------------------------- serve
+
+port_busy() { # host:port -> true if something accepts connections there
+	local host=${1%:*} port=${1##*:}
+	[ "$host" = "0.0.0.0" ] && host=127.0.0.1
+	(exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+serve() {
+	ensure_packages "${BUILD_PKGS[@]}"
+	build build Release
+	export CERTPLANE_LISTEN=${CERTPLANE_LISTEN:-127.0.0.1:8080}
+	if [ -z "${CERTPLANE_HTTP01_LISTEN+x}" ]; then
+		# Port 80 needs root (or CAP_NET_BIND_SERVICE). Elsewhere a high
+		# loopback port keeps HTTP-01 testable with a local CA; a public CA
+		# needs port 80 reachable from the Internet.
+		if [ "$(id -u)" -eq 0 ] && ! port_busy 127.0.0.1:80; then
+			export CERTPLANE_HTTP01_LISTEN=0.0.0.0:80
+		else
+			export CERTPLANE_HTTP01_LISTEN=127.0.0.1:8081
+		fi
+	fi
+	port_busy "$CERTPLANE_LISTEN" &&
+		die "something already listens on $CERTPLANE_LISTEN (set CERTPLANE_LISTEN=host:port)"
+	mkdir -p data
+	say "starting certplane serve (data in $SRC/data, API on $CERTPLANE_LISTEN, HTTP-01 on $CERTPLANE_HTTP01_LISTEN)"
+	./build/certplane serve &
+	local pid=$! i
+	trap 'kill -TERM $pid 2>/dev/null; wait $pid' INT TERM
+	for i in $(seq 1 100); do
+		curl -fsS "http://$CERTPLANE_LISTEN/healthz" >/dev/null 2>&1 && break
+		kill -0 $pid 2>/dev/null || die "certplane exited; see the log above"
+		sleep 0.1
+	done
+	local token=${CERTPLANE_OPERATOR_TOKEN:-$(cat data/operator.token)}
+	cat <<EOF
+
+certplane is running (pid $pid). Ctrl-C stops it.
+
+Operator token (also in data/operator.token, mode 0600):
+  $token
+
+Try it:
+  export CERTPLANE_URL=http://$CERTPLANE_LISTEN CERTPLANE_TOKEN=$token
+  curl -s -H "Authorization: Bearer \$CERTPLANE_TOKEN" \\
+       -H 'Content-Type: application/json' -d '{"name": "first tenant"}' \\
+       \$CERTPLANE_URL/v1/tenants
+  deploy/scripts/create-tenant.sh "Example Shop"     # a tenant and its API key
+  curl -s \$CERTPLANE_URL/openapi.yaml | head          # the API contract
+
+EOF
+	wait $pid
+}
+
+# -------------------------------------------------------------------- test
+
+test_all() {
+	local t0=$SECONDS failed=0 testbed_was_up=1 asan_dir
+	ensure_packages "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+	ensure_node
+	say "installing the pinned OpenAPI linter (tests/openapi, npm ci)"
+	if ! cmp -s tests/openapi/package-lock.json tests/openapi/node_modules/.package-lock.json 2>/dev/null ||
+		[ ! -x tests/openapi/node_modules/.bin/redocly ]; then
+		(cd tests/openapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	fi
+	# The e2e tests share one ACME test bed in /tmp/cp-testbed; stop it at
+	# the end only if this run started it.
+	tests/testbed/acme-testbed status /tmp/cp-testbed >/dev/null 2>&1 || testbed_was_up=0
+	[ $testbed_was_up -eq 1 ] || trap 'tests/testbed/acme-testbed stop /tmp/cp-testbed >/dev/null 2>&1 || true' EXIT
+
+	build build Debug
+	build build-asan Debug -DCERTPLANE_SANITIZE=ON
+
+	say "CTest: the whole suite on build/"
+	ctest --test-dir build --output-on-failure -j "$JOBS" || failed=1
+
+	# Sanitizers: every report (ASan, LSan, UBSan) from any process, the
+	# server under e2e tests included, goes to a file in asan_dir; a report
+	# fails the run even when the process that wrote it was not checked.
+	asan_dir=$(mktemp -d /tmp/certplane-asan.XXXXXX)
+	export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$asan_dir/asan"
+	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$asan_dir/ubsan"
+	say "ASan+UBSan: unit tests and the foundation/hostile e2e tests on build-asan/"
+	ctest --test-dir build-asan --output-on-failure -j "$JOBS" -L unit || failed=1
+	ctest --test-dir build-asan --output-on-failure -R 'e2e_test_(foundation|hostile)$' || failed=1
+	unset ASAN_OPTIONS UBSAN_OPTIONS
+	if compgen -G "$asan_dir/*" >/dev/null; then
+		echo "sanitizer reports:" >&2
+		cat "$asan_dir"/* >&2
+		failed=1
+	else
+		echo "no sanitizer reports"
+	fi
+	rm -rf "$asan_dir"
+
+	if [ "${CERTPLANE_VALGRIND:-1}" != 0 ]; then
+		say "valgrind: unit tests on build/"
+		local t
+		for t in build/test_*; do
+			[ -x "$t" ] || continue
+			if ! timeout 600 valgrind -q --error-exitcode=99 --leak-check=full \
+				--errors-for-leak-kinds=definite --show-leak-kinds=definite "$t" >/tmp/certplane-valgrind.log 2>&1; then
+				echo "valgrind: $t failed:" >&2
+				tail -50 /tmp/certplane-valgrind.log >&2
+				failed=1
+			else
+				echo "valgrind: $(basename "$t") clean"
+			fi
+		done
+	fi
+
+	say "done in $((SECONDS - t0)) s"
+	if [ $failed -ne 0 ]; then
+		echo "quickstart test: FAILED" >&2
+		return 1
+	fi
+	echo "quickstart test: all passed"
+}
+
+case "$MODE" in
+serve) serve ;;
+test) test_all ;;
+esac
