@@ -47,8 +47,9 @@ fi
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libssl-dev
 	libcurl4-openssl-dev libsqlite3-dev libjansson-dev uuid-dev libc-ares-dev curl)
 # pebble + lego: the ACME test CA and a reference client; bind9-dnsutils: dig;
-# valgrind: memory checks of the unit tests. Node.js runs the OpenAPI linter.
-TEST_PKGS=(pebble lego bind9-dnsutils python3 openssl valgrind)
+# valgrind: memory checks of the unit tests; jq: the operator scripts.
+# Node.js runs the OpenAPI linter.
+TEST_PKGS=(pebble lego bind9-dnsutils python3 openssl valgrind jq)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
