@@ -46,8 +46,43 @@ const char *cp_rc_str(cp_rc rc)
 /* ---------------------------------------------------------------- logging */
 
 static enum cp_log_level log_min = CP_LOG_INFO;
-/* Serialises whole lines so that concurrent threads never interleave. */
+/* Serialises the rare line that one write() could not take whole. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Write text + "\n" to stderr. One write(2) per line: the kernel keeps
+ * concurrent writes of whole lines apart (pipes up to PIPE_BUF, files and
+ * journald streams in practice), so the request log on the hot path takes
+ * no lock and no stdio flush; only a partial write falls back to the lock. */
+static void log_write_line(const char *text)
+{
+	char stackbuf[2048], *buf = stackbuf;
+	size_t len = strlen(text), off = 0;
+	ssize_t n;
+
+	if (len + 1 > sizeof(stackbuf)) {
+		buf = malloc(len + 1);
+		if (!buf)
+			return;
+	}
+	memcpy(buf, text, len);
+	buf[len++] = '\n';
+	n = write(STDERR_FILENO, buf, len);
+	if (n >= 0 && (size_t)n < len) {
+		off = (size_t)n;
+		pthread_mutex_lock(&log_lock);
+		while (off < len) {
+			n = write(STDERR_FILENO, buf + off, len - off);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			off += (size_t)n;
+		}
+		pthread_mutex_unlock(&log_lock);
+	}
+	if (buf != stackbuf)
+		free(buf);
+}
 
 void cp_log_set_level(enum cp_log_level level)
 {
@@ -75,11 +110,7 @@ void cp_log_json(enum cp_log_level level, const char *event, json_t *fields)
 	text = json_dumps(line, JSON_COMPACT | JSON_ENSURE_ASCII);
 	if (!text)
 		goto out;
-	pthread_mutex_lock(&log_lock);
-	fputs(text, stderr);
-	fputc('\n', stderr);
-	fflush(stderr);
-	pthread_mutex_unlock(&log_lock);
+	log_write_line(text);
 out:
 	free(text);
 	json_decref(line);
@@ -103,10 +134,28 @@ void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...)
 
 void cp_uuid(char out[CP_UUID_LEN + 1])
 {
-	uuid_t u;
+	static const char digits[] = "0123456789abcdef";
+	uint8_t u[16];
+	size_t j = 0;
 
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, out);
+	/* OpenSSL's DRBG is per thread; libuuid's uuid_generate_random also
+	 * cranks libc random() under its global lock on every call, which
+	 * serialised the API's threads on the request id alone. */
+	if (RAND_bytes(u, sizeof(u)) != 1) {
+		uuid_t v;
+		uuid_generate_random(v);
+		uuid_unparse_lower(v, out);
+		return;
+	}
+	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* version 4 */
+	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	for (size_t i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[j++] = '-';
+		out[j++] = digits[u[i] >> 4];
+		out[j++] = digits[u[i] & 15];
+	}
+	out[j] = '\0';
 }
 
 bool cp_uuid_valid(const char *s)

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh - certplane's benchmarks (not part of CTest; see README.md
+# in this folder for what each measures and the last numbers).
+#
+#   bash tests/bench/run.sh [reads|writes|memory|issuance|all]   (default all)
+#
+# Builds a Release binary into build-bench/, runs it on a temporary data
+# directory on loopback with rate limiting off, and drives it with wrk.
+# Knobs: DURATION (s, default 10), CONNECTIONS (default 32), THREADS (wrk,
+# default 2), CERTS (memory benchmark, default 100000), CERTPLANE_BIN (skip
+# the build and use this binary).
+set -euo pipefail
+
+WHAT=${1:-all}
+cd "$(dirname "$0")/../.."
+SRC=$PWD
+BENCH=$SRC/tests/bench
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+CERTS=${CERTS:-100000}
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v jq >/dev/null || need+=(jq)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+	SUDO=
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ -z "${CERTPLANE_BIN:-}" ]; then
+	echo "building build-bench (Release)"
+	cmake -S "$SRC" -B "$SRC/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build "$SRC/build-bench" -j "$(nproc)" --target certplane >/dev/null
+	CERTPLANE_BIN=$SRC/build-bench/certplane
+fi
+
+WORK=$(mktemp -d /tmp/certplane-bench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_certplane NAME: a fresh server; sets URL, TOKEN, CP_PID.
+start_certplane() {
+	local dir=$WORK/$1 port
+	port=$(free_port)
+	mkdir -p "$dir"
+	CERTPLANE_LISTEN=127.0.0.1:$port CERTPLANE_DATA_DIR=$dir CERTPLANE_HTTP01_LISTEN= \
+		CERTPLANE_RATE_LIMIT_PER_SECOND=0 CERTPLANE_SCHEDULER_INTERVAL_SECONDS=300 \
+		"$CERTPLANE_BIN" serve 2>"$dir/server.log" &
+	CP_PID=$!
+	PIDS+=("$CP_PID")
+	URL=http://127.0.0.1:$port
+	for _ in $(seq 1 100); do
+		curl -fsS "$URL/healthz" >/dev/null 2>&1 && break
+		sleep 0.05
+	done
+	TOKEN=$(cat "$dir/operator.token")
+}
+
+api() { # METHOD PATH [BODY] [KEY]
+	curl -fsS -X "$1" -H "Authorization: Bearer ${4:-$TOKEN}" \
+		${3:+-H 'Content-Type: application/json' --data-binary "$3"} "$URL$2"
+}
+
+# wrk_rps LOG: the Requests/sec of a wrk run; fails on socket errors or
+# non-2xx answers, which would make the number meaningless.
+wrk_rps() {
+	if grep -q 'Non-2xx or 3xx responses' "$1"; then
+		cat "$1" >&2
+		die "non-2xx responses during the run"
+	fi
+	awk '/Requests\/sec:/ {print $2}' "$1"
+}
+
+tenant_key() { # -> "tenant_id key"
+	local t k
+	t=$(api POST /v1/tenants '{"name":"bench"}' | jq -r .id)
+	k=$(api POST "/v1/tenants/$t/api-keys" '{"name":"bench"}' | jq -r .key)
+	echo "$t $k"
+}
+
+# ------------------------------------------------------------- (a) reads
+
+bench_reads() {
+	echo "== (a) API reads: GET /v1/properties/{id} vs nginx, same size, same wrk settings"
+	start_certplane reads
+	local tk key edge prop body size nport ncfg cp_rps ng_rps
+	tk=$(tenant_key)
+	key=${tk#* }
+	edge=$(api POST /v1/edge-hostnames '{"label":"reads"}' "$key" | jq -r .id)
+	prop=$(api POST /v1/properties "{\"name\":\"reads\",\"hostnames\":[\"www.reads.example.com\",\"reads.example.com\"],\"edge_hostname_id\":\"$edge\",\"certificate_renew_automation\":false}" "$key" | jq -r .id)
+	body=$(api GET "/v1/properties/$prop" "" "$key")
+	size=${#body}
+	mkdir -p "$WORK/www"
+	printf '%s' "$body" >"$WORK/www/property.json"
+	chmod -R a+rX "$WORK/www"
+	nport=$(free_port)
+	ncfg=$WORK/nginx.conf
+	cat >"$ncfg" <<EOF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+	access_log $WORK/nginx-access.log;
+	default_type application/json;
+	keepalive_requests 1000000;
+	server { listen 127.0.0.1:$nport; root $WORK/www; }
+}
+EOF
+	nginx -p "$WORK" -c "$ncfg" -g 'daemon off;' &
+	PIDS+=($!)
+	sleep 0.5
+	curl -fsS "http://127.0.0.1:$nport/property.json" | cmp -s - "$WORK/www/property.json" ||
+		die "nginx does not serve the file"
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$BENCH/get_auth.lua" "$URL" -- "$key" "/v1/properties/$prop" >/dev/null
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH/get_auth.lua" "$URL" -- \
+		"$key" "/v1/properties/$prop" >"$WORK/wrk-cp.log"
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$BENCH/get_auth.lua" "http://127.0.0.1:$nport" -- "$key" /property.json >/dev/null
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH/get_auth.lua" \
+		"http://127.0.0.1:$nport" -- "$key" /property.json >"$WORK/wrk-nginx.log"
+	cp_rps=$(wrk_rps "$WORK/wrk-cp.log")
+	ng_rps=$(wrk_rps "$WORK/wrk-nginx.log")
+	printf 'body %d bytes; wrk -t%d -c%d -d%ss\n' "$size" "$THREADS" "$CONNECTIONS" "$DURATION"
+	printf 'certplane  %10.0f req/s  p50 %s  p99 %s\n' "$cp_rps" \
+		"$(awk '$1=="50%" {print $2}' "$WORK/wrk-cp.log")" "$(awk '$1=="99%" {print $2}' "$WORK/wrk-cp.log")"
+	printf 'nginx      %10.0f req/s  p50 %s  p99 %s\n' "$ng_rps" \
+		"$(awk '$1=="50%" {print $2}' "$WORK/wrk-nginx.log")" "$(awk '$1=="99%" {print $2}' "$WORK/wrk-nginx.log")"
+	awk -v a="$cp_rps" -v b="$ng_rps" 'BEGIN { printf "ratio      %.2f x nginx (target >= 0.70)\n", a / b }'
+	kill "$CP_PID"
+	wait "$CP_PID" 2>/dev/null || true
+}
+
+# ------------------------------------------------------------ (b) writes
+
+bench_writes() {
+	echo "== (b) API writes: POST /v1/properties, a unique hostname each"
+	start_certplane writes
+	local tk key edge rps n
+	tk=$(tenant_key)
+	key=${tk#* }
+	edge=$(api POST /v1/edge-hostnames '{"label":"writes"}' "$key" | jq -r .id)
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH/post_property.lua" "$URL" -- \
+		"$key" "$edge" >"$WORK/wrk-writes.log"
+	rps=$(wrk_rps "$WORK/wrk-writes.log")
+	n=$(curl -fsS -H "Authorization: Bearer $key" "$URL/metrics" -H "Authorization: Bearer $TOKEN" |
+		awk -F'} ' '/^certplane_http_requests_total\{route="\/v1\/properties",method="POST",status="201"\}/ {print $2}')
+	printf 'certplane  %10.0f properties/s  p50 %s  p99 %s  (%s created, each its own transaction + audit row)\n' \
+		"$rps" "$(awk '$1=="50%" {print $2}' "$WORK/wrk-writes.log")" \
+		"$(awk '$1=="99%" {print $2}' "$WORK/wrk-writes.log")" "${n:-?}"
+	kill "$CP_PID"
+	wait "$CP_PID" 2>/dev/null || true
+}
+
+# ------------------------------------------------------------ (c) memory
+
+bench_memory() {
+	echo "== (c) memory: peak RSS with $CERTS certificates while serving list/get traffic"
+	start_certplane memory
+	local tk key t0 have ids hwm rss dbsize rps
+	tk=$(tenant_key)
+	key=${tk#* }
+	# Filled through the real API (self-signed ECDSA P-256, sealed private
+	# key, version row, audit row each), so the database is what production
+	# would hold; see README.md.
+	t0=$SECONDS
+	have=0
+	while [ "$have" -lt "$CERTS" ]; do
+		timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d5s -s "$BENCH/post_certificate.lua" "$URL" -- "$key" >"$WORK/wrk-fill.log" || true
+		have=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/metrics" |
+			awk '/^certplane_certificates\{/ {n += $2} END {print n + 0}')
+	done
+	echo "filled: $have certificates in $((SECONDS - t0)) s through POST /v1/certificates"
+	ids=$(api GET '/v1/certificates?limit=500' "" "$key" | jq -r '.data[].id' | head -50)
+	# shellcheck disable=SC2086
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s "$BENCH/get_auth.lua" "$URL" -- "$key" \
+		'/v1/certificates?limit=100' '/v1/certificates?limit=500' '/v1/certificates?expiring_within_days=30&limit=100' \
+		$(printf '/v1/certificates/%s ' $ids) >"$WORK/wrk-mem.log"
+	rps=$(wrk_rps "$WORK/wrk-mem.log")
+	hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$CP_PID/status")
+	rss=$(awk '/^VmRSS/ {print $2}' "/proc/$CP_PID/status")
+	dbsize=$(du -k "$WORK/memory/certplane.db" | cut -f1)
+	printf 'list/get traffic: %.0f req/s\n' "$rps"
+	printf 'VmHWM %d MiB (peak, including the fill), VmRSS %d MiB after, database %d MiB\n' \
+		$((hwm / 1024)) $((rss / 1024)) $((dbsize / 1024))
+	kill "$CP_PID"
+	wait "$CP_PID" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------- (d) issuance
+
+bench_issuance() {
+	echo "== (d) issuance vs lego against Pebble"
+	if [ -x "$BENCH/issuance.sh" ]; then
+		CERTPLANE_BIN=$CERTPLANE_BIN "$BENCH/issuance.sh"
+	else
+		echo "not measured yet: tests/bench/issuance.sh (the hook) does not exist"
+	fi
+}
+
+case "$WHAT" in
+reads) bench_reads ;;
+writes) bench_writes ;;
+memory) bench_memory ;;
+issuance) bench_issuance ;;
+all)
+	bench_reads
+	bench_writes
+	bench_memory
+	bench_issuance
+	;;
+*) die "usage: run.sh [reads|writes|memory|issuance|all]" ;;
+esac
