@@ -157,7 +157,7 @@ bench_writes() {
 	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH/post_property.lua" "$URL" -- \
 		"$key" "$edge" >"$WORK/wrk-writes.log"
 	rps=$(wrk_rps "$WORK/wrk-writes.log")
-	n=$(curl -fsS -H "Authorization: Bearer $key" "$URL/metrics" -H "Authorization: Bearer $TOKEN" |
+	n=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/metrics" |
 		awk -F'} ' '/^certplane_http_requests_total\{route="\/v1\/properties",method="POST",status="201"\}/ {print $2}')
 	printf 'certplane  %10.0f properties/s  p50 %s  p99 %s  (%s created, each its own transaction + audit row)\n' \
 		"$rps" "$(awk '$1=="50%" {print $2}' "$WORK/wrk-writes.log")" \
