@@ -91,6 +91,14 @@ void api_reply_list(struct api_resp *resp, struct db_list *list);
 cp_rc api_audit(struct api_req *req, const char *action, const char *resource_type,
 		const char *resource_id, json_t *detail) CP_WUR;
 
+/* A domain delete: CP_ERR_NOT_FOUND, CP_ERR_CONFLICT (still in use), ... */
+typedef cp_rc (*api_delete_fn)(struct db *db, const char *tenant_id, const char *id);
+/* The tenant-scoped DELETE /{id} every resource shares: del and the audit
+ * record "<resource_type>.delete" in one transaction, then 204; 404 naming
+ * what; 409 with conflict_detail when the object is still in use. */
+void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_fn del,
+			 const char *resource_type, const char *what, const char *conflict_detail);
+
 /* ---- handlers (one file per resource) ---- */
 
 /* tenants.c: operator endpoints */

@@ -575,25 +575,6 @@ out:
 
 void api_certificates_delete(struct api_req *req, struct api_resp *resp)
 {
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_certificate_delete(req->db, req->tenant_id, req->params[0]);
-	if (rc == CP_OK)
-		rc = api_audit(req, "certificate.delete", "certificate", req->params[0], NULL);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK) {
-		db_rollback(req->db);
-		if (rc == CP_ERR_CONFLICT)
-			return api_problem(resp, 409,
-					   "the certificate is attached to a property: detach it "
-					   "first",
-					   NULL);
-		return api_reply_rc(resp, rc, "certificate");
-	}
-	resp->status = 204;
+	api_delete_resource(req, resp, db_certificate_delete, "certificate", "certificate",
+			    "the certificate is attached to a property: detach it first");
 }

@@ -135,25 +135,7 @@ void api_edge_hostnames_get(struct api_req *req, struct api_resp *resp)
 
 void api_edge_hostnames_delete(struct api_req *req, struct api_resp *resp)
 {
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_edge_hostname_delete(req->db, req->tenant_id, req->params[0]);
-	if (rc == CP_OK)
-		rc = api_audit(req, "edge_hostname.delete", "edge_hostname", req->params[0], NULL);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK) {
-		db_rollback(req->db);
-		if (rc == CP_ERR_CONFLICT)
-			return api_problem(resp, 409,
-					   "the edge hostname is used by a property; "
-					   "move or delete the property first",
-					   NULL);
-		return api_reply_rc(resp, rc, "edge hostname");
-	}
-	resp->status = 204;
+	api_delete_resource(req, resp, db_edge_hostname_delete, "edge_hostname", "edge hostname",
+			    "the edge hostname is used by a property; move or delete the "
+			    "property first");
 }

@@ -217,3 +217,29 @@ cp_rc api_audit(struct api_req *req, const char *action, const char *resource_ty
 	return db_audit_add(req->db, req->tenant_id, req->actor, action, resource_type,
 			    resource_id, detail);
 }
+
+void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_fn del,
+			 const char *resource_type, const char *what, const char *conflict_detail)
+{
+	char action[64];
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	snprintf(action, sizeof(action), "%s.delete", resource_type);
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = del(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = api_audit(req, action, resource_type, req->params[0], NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc == CP_OK) {
+		resp->status = 204;
+		return;
+	}
+	db_rollback(req->db);
+	if (rc == CP_ERR_CONFLICT && conflict_detail)
+		return api_problem(resp, 409, conflict_detail, NULL);
+	api_reply_rc(resp, rc, what);
+}

@@ -306,22 +306,7 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 
 void api_properties_delete(struct api_req *req, struct api_resp *resp)
 {
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_property_delete(req->db, req->tenant_id, req->params[0]);
-	if (rc == CP_OK)
-		rc = api_audit(req, "property.delete", "property", req->params[0], NULL);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK) {
-		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "property");
-	}
-	resp->status = 204;
+	api_delete_resource(req, resp, db_property_delete, "property", "property", NULL);
 }
 
 /* --------------------------------------------------------- deployments */

@@ -213,22 +213,7 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 
 void api_webhooks_delete(struct api_req *req, struct api_resp *resp)
 {
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_webhook_delete(req->db, req->tenant_id, req->params[0]);
-	if (rc == CP_OK)
-		rc = api_audit(req, "webhook.delete", "webhook", req->params[0], NULL);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK) {
-		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "webhook");
-	}
-	resp->status = 204;
+	api_delete_resource(req, resp, db_webhook_delete, "webhook", "webhook", NULL);
 }
 
 void api_webhooks_test(struct api_req *req, struct api_resp *resp)
