@@ -548,7 +548,6 @@ cp_rc server_listen_daemon(const char *listen, int threads, MHD_AccessHandlerCal
 				MHD_OPTION_NOTIFY_COMPLETED, done, NULL,
 				MHD_OPTION_CONNECTION_TIMEOUT, 30u,
 				MHD_OPTION_CONNECTION_LIMIT, 4096u,
-				MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
 				MHD_OPTION_END);
 	if (!*out) {
 		cp_logf(CP_LOG_ERROR, "http.listen", "cannot listen on %s", listen);
