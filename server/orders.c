@@ -59,6 +59,7 @@ struct thread_clients {
 };
 
 static pthread_key_t clients_key;
+static pthread_mutex_t register_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t clients_once = PTHREAD_ONCE_INIT;
 
 static void clients_free(void *p)
@@ -195,14 +196,28 @@ cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *c
 		if ((rc = acme_client_set_account_url(slot->c, acct_url)) != CP_OK)
 			goto out;
 	if (!acct_url) {
+		/* One registration at a time per process: concurrent newAccount
+		 * requests for one key hang Pebble, and one is all we need. The
+		 * winner stores the URL; the others find it under the lock. */
 		const char *email = ctx->cfg->acme_contact_email;
-		rc = acme_account_ensure(slot->c, email && *email ? email : NULL, &url, r);
+		json_t *again = NULL;
+		pthread_mutex_lock(&register_lock);
+		rc = db_acme_account_get(db, ca, &again);
+		acct_url = json_string_value(json_object_get(again, "account_url"));
+		if (rc == CP_OK && acct_url) {
+			rc = acme_client_set_account_url(slot->c, acct_url);
+		} else if (rc == CP_OK) {
+			rc = acme_account_ensure(slot->c, email && *email ? email : NULL, &url, r);
+			if (rc == CP_OK)
+				rc = db_acme_account_set_url(db, ca, url);
+			if (rc == CP_OK)
+				cp_log_json(CP_LOG_INFO, "acme.account",
+					    json_pack("{s:s,s:s}", "ca", ca, "account_url", url));
+		}
+		pthread_mutex_unlock(&register_lock);
+		json_decref(again);
 		if (rc != CP_OK)
 			goto out;
-		if ((rc = db_acme_account_set_url(db, ca, url)) != CP_OK)
-			goto out;
-		cp_log_json(CP_LOG_INFO, "acme.account",
-			    json_pack("{s:s,s:s}", "ca", ca, "account_url", url));
 	}
 	*client = slot->c;
 out:
@@ -562,6 +577,15 @@ static enum step authz_failed(struct run *run, const char *ident, json_t *authz)
 	memset(&pr, 0, sizeof(pr));
 	acme_parse_problem(s, s ? strlen(s) : 0, 403, &pr);
 	free(s);
+	/* The CA could not connect to us. When our own process died while the
+	 * CA was validating (kill -9, deploy), that is our fault, not the
+	 * tenant's: place a fresh CA order, at most twice per order. */
+	if (acme_result_is(&pr, "connection") && oint(run->order, "attempts") < 2) {
+		snprintf(run->reason, sizeof(run->reason), "challenge_retry");
+		snprintf(run->detail, sizeof(run->detail), "validation of %.200s: %.280s", ident,
+			 pr.detail);
+		return STEP_RESET;
+	}
 	reason = err ? acme_result_reason(&pr) : "challenge_failed";
 	if (!reason || !strcmp(reason, "ca_error"))
 		reason = "challenge_failed";
@@ -1150,6 +1174,12 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		cp_log_json(CP_LOG_WARN, "acme.order_reset",
 			    json_pack("{s:s,s:s,s:s}", "order_id", run.id, "reason", run.reason,
 				      "detail", run.detail));
+		if (!strcmp(run.reason, "challenge_retry") &&
+		    save(&run, json_pack("{s:I}", "attempts",
+					 (json_int_t)oint(run.order, "attempts") + 1)) != CP_OK) {
+			step = fail(&run, "internal", "cannot store the order");
+			break;
+		}
 		if (acme_result_is(&run.r, "accountDoesNotExist"))
 			if (db_acme_account_set_url(db, ostr(run.order, "ca"), NULL) != CP_OK)
 				cp_logf(CP_LOG_WARN, "acme.account", "cannot forget the account URL");
