@@ -62,10 +62,25 @@ cp_rc db_exec(struct db *db, const char *sql)
 	return db_rc(db, rc);
 }
 
+static pthread_once_t library_once = PTHREAD_ONCE_INIT;
+
+/* Library-wide settings, before SQLite initialises itself. Memory statistics
+ * off: they take one process-wide mutex on every allocation, which every
+ * request thread would queue on. Multi-thread mode: a connection is never
+ * used by two threads at once (one per thread), so no per-connection lock. */
+static void library_init(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+}
+
 cp_rc db_open(const char *path, struct db **out)
 {
-	struct db *db = calloc(1, sizeof(*db));
+	struct db *db;
 	cp_rc rc = CP_ERR_NOMEM;
+
+	pthread_once(&library_once, library_init);
+	db = calloc(1, sizeof(*db));
 
 	if (!db)
 		goto out;
