@@ -418,11 +418,6 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
 		     const char *kind, const char *challenge, const json_t *identifiers,
 		     const char *ca, const char *key_type, const json_t *metadata, int64_t run_at,
 		     char id_out[CP_UUID_LEN + 1]) CP_WUR;
-/* Put every running job back in the queue at once. Only for start-up, when
- * this process holds the data directory lock, so every lease found belongs
- * to a process that died (kill -9): its orders resume now instead of after
- * the lease runs out. *count = jobs released. */
-cp_rc db_job_release_all(struct db *db, int *count) CP_WUR;
 /* Up to limit certificates that may be due for renewal, as a new array of
  * {id, tenant_id, auto_renew, key_type, not_before, not_after, serial,
  * renew_after, failure_count} (see orders.c for the filter). */

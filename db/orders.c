@@ -418,20 +418,3 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
 		memcpy(id_out, id, sizeof(id));
 	return rc;
 }
-
-cp_rc db_job_release_all(struct db *db, int *count)
-{
-	static const char sql[] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
-				  "lease_until = NULL, updated_at = ?1 WHERE state = 'running'";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-
-	*count = 0;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK)
-		*count = sqlite3_changes(db->h);
-	return rc;
-}

@@ -197,16 +197,6 @@ static int cmd_serve(struct app *app)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	if (server_http_start(&app->ctx, &http) != CP_OK)
 		goto out;
-	/* We hold the data_dir lock: any leased job was left by a dead process
-	 * (kill -9, crash). Resume those jobs now, not when the lease expires. */
-	{
-		int released = 0;
-		if (db_job_release_all(app->db, &released) != CP_OK)
-			cp_logf(CP_LOG_WARN, "jobs.release", "cannot release stale job leases");
-		else if (released)
-			cp_logf(CP_LOG_INFO, "jobs.release",
-				"%d job(s) of a previous process resumed", released);
-	}
 	/* The API must serve even when the HTTP-01 port cannot be bound: the
 	 * error is logged and orders fail their HTTP-01 validation visibly. */
 	if (server_http01_start(&app->ctx, &http01) != CP_OK)
