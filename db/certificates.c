@@ -21,8 +21,11 @@
 	" FROM certificates c LEFT JOIN certificate_versions v" \
 	" ON v.certificate_id = c.id AND v.version = c.version "
 
-#define CERT_STATUS \
-	"(CASE WHEN v.not_after IS NOT NULL AND ?1 > v.not_after THEN 'expired' ELSE c.status END)"
+/* "failed" (auto-renewal gave up: the certificate expired while every
+ * attempt failed) wins over the derived "expired". */
+#define CERT_STATUS                                                                   \
+	"(CASE WHEN c.status = 'failed' THEN 'failed' WHEN v.not_after IS NOT NULL AND " \
+	"?1 > v.not_after THEN 'expired' ELSE c.status END)"
 
 #define CERT_JSON                                                                               \
 	"json_object('id', c.id, 'name', c.name, 'type', c.type, 'source', c.source, "        \

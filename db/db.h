@@ -422,6 +422,9 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
  * {id, tenant_id, auto_renew, key_type, not_before, not_after, serial,
  * renew_after, failure_count} (see orders.c for the filter). */
 cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out) CP_WUR;
+/* Mark "failed" every auto-renewing certificate that expired after failed
+ * renewal attempts; *count = certificates marked. */
+cp_rc db_renewal_give_up_expired(struct db *db, int *count) CP_WUR;
 /* The SAN of a renewal: every hostname of the production deployments of
  * renew-automated properties carrying the certificate (new array). */
 cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,

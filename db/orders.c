@@ -337,7 +337,9 @@ cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)
 		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND "
 		"d.certificate_id = c.id AND d.seq = (SELECT max(seq) FROM deployments d2 WHERE "
 		"d2.property_id = d.property_id AND d2.environment = 'production')) "
-		"ORDER BY coalesce(c.next_attempt_at, 0), c.seq LIMIT ?2";
+		/* Earliest due first: a LIMIT must never hide a due certificate
+		 * behind ones that are not due yet. */
+		"ORDER BY coalesce(c.renew_after, 0), c.seq LIMIT ?2";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	json_t *arr = json_array();
 	int r;
@@ -416,5 +418,28 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
 		rc = db_certificate_set_status(db, tenant_id, certificate_id, "renewing");
 	if (rc == CP_OK && id_out)
 		memcpy(id_out, id, sizeof(id));
+	return rc;
+}
+
+cp_rc db_renewal_give_up_expired(struct db *db, int *count)
+{
+	/* Auto-renewal retries until the certificate expires; an expired
+	 * certificate whose last attempt failed is then "failed". A later
+	 * successful renewal (POST .../renew) makes it active again. */
+	static const char sql[] =
+		"UPDATE certificates SET status = 'failed', updated_at = ?1 WHERE type = 'server' "
+		"AND auto_renew != 'none' AND failure_count > 0 AND status != 'failed' AND "
+		"EXISTS (SELECT 1 FROM certificate_versions v WHERE v.certificate_id = "
+		"certificates.id AND v.version = certificates.version AND v.not_after < ?1)";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	cp_rc rc;
+
+	*count = 0;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, cp_now());
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK)
+		*count = sqlite3_changes(db->h);
 	return rc;
 }

@@ -168,6 +168,10 @@ void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 	int started = 0;
 	size_t i;
 
+	if (db_renewal_give_up_expired(db, &started) == CP_OK && started)
+		cp_logf(CP_LOG_WARN, "renew.expired", "%d certificate(s) expired while renewal failed",
+			started);
+	started = 0;
 	if (db_renewal_candidates(db, 500, &list) != CP_OK)
 		return;
 	spread = ctx->cfg->scheduler_interval_seconds < RENEW_SPREAD_MAX

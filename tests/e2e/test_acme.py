@@ -111,6 +111,32 @@ def bootstrap(s, key, names, **kw):
     return expect(s.post("/v1/certificates", body, token=key), 201).json
 
 
+def short_lived_cert(names, seconds):
+    """A certificate (PEM, key PEM) valid from an hour ago until `seconds`
+    from now: `openssl ca -selfsign` is the CLI that takes exact dates."""
+    d = tempfile.mkdtemp(prefix="acme-short-")
+    j = lambda n: os.path.join(d, n)
+    open(j("index.txt"), "w").close()
+    with open(j("serial"), "w") as f:
+        f.write("1000\n")
+    with open(j("ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = t\n[t]\ndir = %s\ndatabase = $dir/index.txt\n"
+                "new_certs_dir = $dir\nserial = $dir/serial\ndefault_md = sha256\n"
+                "policy = any\nunique_subject = no\ncopy_extensions = copy\n"
+                "[any]\ncommonName = supplied\n" % d)
+    fmt = lambda t: time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
+    san = "subjectAltName=" + ",".join("DNS:" + n for n in names)
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", j("k.pem"), "-out",
+                    j("c.csr"), "-subj", "/CN=" + names[0], "-addext", san],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", "-batch", "-selfsign", "-config", j("ca.cnf"), "-keyfile",
+                    j("k.pem"), "-in", j("c.csr"), "-out", j("c.pem"), "-notext",
+                    "-startdate", fmt(time.time() - 3600), "-enddate",
+                    fmt(time.time() + seconds)], check=True, capture_output=True)
+    return open(j("c.pem")).read(), open(j("k.pem")).read()
+
+
 # ---------------------------------------------------------------- 1. seed flow
 
 def test_seed_flow_renewed_by_scheduler():
@@ -153,6 +179,31 @@ def test_seed_flow_renewed_by_scheduler():
         check(len(s.list_all("/v1/orders", token=key)) == 1, "no second renewal")
         # The new key never leaves except through its own endpoint; the order has no key.
         check("key" not in orders[0] and "PRIVATE" not in json.dumps(orders[0]), orders[0])
+    finally:
+        s.cleanup()
+
+
+def test_expired_while_renewal_fails_is_failed():
+    # Renewal retries with backoff until the certificate expires; then the
+    # certificate is "failed" (not merely "expired"), and stays so.
+    s = server()
+    try:
+        tid, key = s.new_tenant()
+        name = "gone." + rnd("exp") + ".test"
+        pem, kpem = short_lived_cert([name], 8)
+        cert = expect(s.post("/v1/certificates", {
+            "source": "upload", "name": "short", "certificate": pem, "private_key": kpem,
+            "auto_renew": "letsencrypt"}, token=key), 201).json
+        eh, prop = seed_property(s, key, [name], cname=False, cert_id=cert["id"])
+        TB.set_cname(name, "elsewhere." + name)
+        s.wait_for(lambda: events(s, key, "certificate.renewal_failed"), timeout=30,
+                   what="a failed renewal attempt")
+        c = s.wait_for(lambda: (lambda c: c if c["status"] == "failed" else None)(
+            expect(s.get("/v1/certificates/" + cert["id"], token=key), 200).json),
+            timeout=30, what="status failed after expiry")
+        check(c["renewal"]["failure_count"] >= 1, c)
+        check(cert["id"] in {x["id"] for x in s.list_all(
+            "/v1/certificates", token=key, query={"status": "failed"})}, "status filter")
     finally:
         s.cleanup()
 
