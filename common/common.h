@@ -54,6 +54,26 @@ void cp_log_json(enum cp_log_level level, const char *event, json_t *fields);
 void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...)
 	CP_PRINTF(3, 4);
 
+/*
+ * A log line built in place, for the hot path (one line per request): no
+ * JSON tree, no allocation. Values are escaped as JSON; bytes outside
+ * printable ASCII become \u00XX, so a line is always valid JSON even for an
+ * invalid-UTF-8 URL. A line longer than the buffer is cut and marked.
+ */
+struct cp_logline {
+	char buf[2048];
+	size_t len;
+	bool on;  /* false when the level is filtered out: every call is a no-op */
+	bool cut; /* ran out of room: the rest is dropped, the line marked */
+};
+void cp_logline_begin(struct cp_logline *l, enum cp_log_level level, const char *event);
+/* "key": "val" (NULL val writes null). */
+void cp_logline_str(struct cp_logline *l, const char *key, const char *val);
+void cp_logline_int(struct cp_logline *l, const char *key, long long val);
+void cp_logline_num(struct cp_logline *l, const char *key, double val);
+/* Close the object and write the line. */
+void cp_logline_end(struct cp_logline *l);
+
 /* ---- ids, time, randomness ---- */
 
 #define CP_UUID_LEN 36

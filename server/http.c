@@ -414,7 +414,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	char request_id[CP_UUID_LEN + 1];
 	bool replayed = false;
 	enum MHD_Result ret;
-	json_t *log;
+	struct cp_logline log;
 	double secs;
 
 	(void)version;
@@ -464,11 +464,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	route_name = route ? route->pattern : "unmatched";
 	/* One line a request. The URL path carries ids only; query strings,
 	 * headers and bodies (keys, PEM) never reach the log. */
-	log = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s?,s:s?}", "request_id", request_id,
-			"method", method, "path", url, "route", route_name, "status", resp.status,
-			"duration_ms", secs * 1000.0, "tenant_id", req.tenant_id, "actor",
-			req.actor);
-	cp_log_json(CP_LOG_INFO, "http.request", log);
+	cp_logline_begin(&log, CP_LOG_INFO, "http.request");
+	cp_logline_str(&log, "request_id", request_id);
+	cp_logline_str(&log, "method", method);
+	cp_logline_str(&log, "path", url);
+	cp_logline_str(&log, "route", route_name);
+	cp_logline_int(&log, "status", resp.status);
+	cp_logline_num(&log, "duration_ms", secs * 1000.0);
+	cp_logline_str(&log, "tenant_id", req.tenant_id);
+	cp_logline_str(&log, "actor", req.actor);
+	cp_logline_end(&log);
 
 	json_decref(req.query);
 	json_decref(req.body);

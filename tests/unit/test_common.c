@@ -319,8 +319,53 @@ static void test_spec(void)
 	json_decref(errors);
 }
 
+/* The hot-path log line: always one valid JSON object, whatever the input. */
+static void test_logline(void)
+{
+	struct cp_logline l;
+	char big[6000];
+	json_t *j;
+
+	cp_logline_begin(&l, CP_LOG_INFO, "t");
+	cp_logline_str(&l, "path", "/v1/a\"b\\c\n\x01\xff\xc3(");
+	cp_logline_str(&l, "none", NULL);
+	cp_logline_int(&l, "status", 404);
+	cp_logline_num(&l, "ms", 1.5);
+	cp_logline_end(&l);
+	j = json_loads(l.buf, 0, NULL);
+	CHECK(j != NULL);
+	CHECK(j && strcmp(json_string_value(json_object_get(j, "path")),
+			  "/v1/a\"b\\c\n\x01\xc3\xbf\xc3\x83(") == 0);
+	CHECK(j && json_is_null(json_object_get(j, "none")));
+	CHECK(j && json_integer_value(json_object_get(j, "status")) == 404);
+	CHECK(j && strcmp(json_string_value(json_object_get(j, "event")), "t") == 0);
+	json_decref(j);
+
+	/* Too long: the field is dropped whole and the line says it was cut. */
+	memset(big, '\x01', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cp_logline_begin(&l, CP_LOG_INFO, "t");
+	cp_logline_str(&l, "a", "kept");
+	cp_logline_str(&l, "big", big);
+	cp_logline_int(&l, "after", 1);
+	cp_logline_end(&l);
+	j = json_loads(l.buf, 0, NULL);
+	CHECK(j != NULL);
+	CHECK(j && json_is_true(json_object_get(j, "cut")));
+	CHECK(j && !json_object_get(j, "big") && json_object_get(j, "a"));
+	json_decref(j);
+
+	/* Filtered out by level: nothing is built. */
+	cp_log_set_level(CP_LOG_WARN);
+	cp_logline_begin(&l, CP_LOG_INFO, "t");
+	cp_logline_str(&l, "a", "b");
+	CHECK(l.len == 0);
+	cp_log_set_level(CP_LOG_INFO);
+}
+
 int main(void)
 {
+	test_logline();
 	test_hostnames();
 	test_spec();
 	if (failures) {
