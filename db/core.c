@@ -213,6 +213,15 @@ cp_rc db_exec_stmt(struct db *db, sqlite3_stmt *st)
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? CP_OK : db_rc(db, rc);
 }
 
+cp_rc db_exec_one(struct db *db, sqlite3_stmt *st)
+{
+	cp_rc rc = db_exec_stmt(db, st);
+
+	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	return rc;
+}
+
 cp_rc db_fetch_json(struct db *db, sqlite3_stmt *st, json_t **out)
 {
 	cp_rc rc;

@@ -30,6 +30,9 @@ void db_bind_text(sqlite3_stmt *st, int idx, const char *s);
 void db_bind_json(sqlite3_stmt *st, int idx, const json_t *v);
 /* Step a statement that returns no rows; CP_ERR_CONFLICT on constraint. */
 cp_rc db_exec_stmt(struct db *db, sqlite3_stmt *st) CP_WUR;
+/* db_exec_stmt for a statement that must change a row (UPDATE/DELETE of
+ * one tenant's object): CP_ERR_NOT_FOUND when it changed none. */
+cp_rc db_exec_one(struct db *db, sqlite3_stmt *st) CP_WUR;
 /* Execute a statement whose first column is a JSON object text; one row
  * -> *out, no row -> CP_ERR_NOT_FOUND. */
 cp_rc db_fetch_json(struct db *db, sqlite3_stmt *st, json_t **out) CP_WUR;

@@ -83,8 +83,6 @@ cp_rc db_edge_hostname_delete(struct db *db, const char *tenant_id, const char *
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, id);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	return rc;
 }

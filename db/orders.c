@@ -165,9 +165,7 @@ cp_rc db_order_save(struct db *db, const char *id, const json_t *patch)
 	db_bind_text(st, 1, id);
 	db_bind_json(st, 2, patch);
 	sqlite3_bind_int64(st, 3, cp_now());
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	return rc;
 }
 

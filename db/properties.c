@@ -159,9 +159,7 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 	sqlite3_bind_int64(st, 6, cp_now());
 	db_bind_text(st, 7, tenant_id);
 	db_bind_text(st, 8, id);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	if (rc == CP_OK)
 		rc = set_hostnames(db, tenant_id, id, in->hostnames, taken);
 	if (rc == CP_OK)
@@ -179,9 +177,7 @@ cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, id);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	return rc;
 }
 

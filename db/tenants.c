@@ -61,9 +61,7 @@ cp_rc db_tenant_delete(struct db *db, const char *id)
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, id);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	return rc;
 }
 
@@ -112,9 +110,7 @@ cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, id);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	return rc;
 }
 

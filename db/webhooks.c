@@ -138,9 +138,7 @@ cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, id);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	return rc;
 }
 
@@ -199,9 +197,7 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 	db_bind_text(st, 4, event_id);
 	db_bind_text(st, 5, type);
 	sqlite3_bind_int64(st, 6, now);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		rc = CP_ERR_NOT_FOUND;
+	rc = db_exec_one(db, st);
 	if (rc != CP_OK)
 		return rc;
 	payload = json_pack("{s:s}", "delivery_id", id);
