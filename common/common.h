@@ -223,6 +223,7 @@ struct cp_config {
 	int workers;                  /* job worker threads */
 	int http_threads;             /* libmicrohttpd thread pool size */
 	int dns01_timeout_seconds;
+	int order_deadline_hours;     /* an order meeting only transient CA errors fails after this */
 	bool webhook_allow_private_networks;
 	json_t *cors_origins;         /* array of allowed origins */
 	int max_body_bytes;           /* request body cap (413 above) */

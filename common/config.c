@@ -41,6 +41,7 @@ static const struct key_def keys[] = {
 	{ "workers", K_INT, OFF(workers), "4", 1, 256, false },
 	{ "http_threads", K_INT, OFF(http_threads), "4", 1, 256, false },
 	{ "dns01_timeout_seconds", K_INT, OFF(dns01_timeout_seconds), "1800", 1, 86400 * 7, false },
+	{ "order_deadline_hours", K_INT, OFF(order_deadline_hours), "24", 1, 24 * 30, false },
 	{ "webhook_allow_private_networks", K_BOOL, OFF(webhook_allow_private_networks), "false", 0, 0, false },
 	{ "cors_origins", K_LIST, OFF(cors_origins), "[]", 0, 0, false },
 	{ "max_body_bytes", K_INT, OFF(max_body_bytes), "1048576", 1024, 64 << 20, false },

@@ -40,7 +40,6 @@
 #define POLL_BUDGET_MS 90000     /* one job run polls a CA object at most this long */
 #define DNS01_RECHECK_SECONDS 2  /* TXT visibility polling */
 #define BACKOFF_MAX_SECONDS 600  /* transient CA failures: 2 s doubling up to this */
-#define MAX_TRANSIENT_ATTEMPTS 200
 #define MAX_RESETS 3             /* fresh CA orders after the CA forgot one, per run */
 
 /* ==== ACME clients: one per CA per worker thread, kept across jobs ==== */
@@ -295,30 +294,33 @@ static enum step fail(struct run *run, const char *reason, const char *fmt, ...)
 	return STEP_FAIL;
 }
 
-/* Classify a failed CA exchange (rc != CP_OK, run->r filled). */
+/*
+ * A failed CA exchange (rc != CP_OK, run->r filled) as the step it leads
+ * to, by acme_classify()'s table (the one place that decides): transient ->
+ * STEP_BACKOFF (the order keeps its state; its deadline bounds the
+ * retries), reset -> STEP_RESET, definitive -> STEP_FAIL. run->reason and
+ * run->detail say what, run->retry_after what the CA asked for.
+ */
 static enum step ca_failure(struct run *run, cp_rc rc, const char *what)
 {
-	const char *reason = acme_result_reason(&run->r);
+	struct acme_verdict v = acme_classify(&run->r);
+	const char *reason = v.reason ? v.reason : "internal";
 
-	if (!reason)
-		reason = rc == CP_ERR_NOMEM ? "internal" : "ca_protocol_error";
 	snprintf(run->reason, sizeof(run->reason), "%s", reason);
 	snprintf(run->detail, sizeof(run->detail), "%.40s: %.360s%s%.100s", what,
 		 run->r.detail[0] ? run->r.detail : cp_rc_str(rc), run->r.type[0] ? " " : "",
 		 run->r.type);
 	run->retry_after = run->r.retry_after;
-	if (strcmp(reason, "ca_unreachable") == 0 || strcmp(reason, "ca_rate_limited") == 0 ||
-	    strcmp(reason, "internal") == 0)
-		return STEP_BACKOFF;
-	if (strcmp(reason, "ca_account_missing") == 0)
+	switch (v.outcome) {
+	case ACME_OUTCOME_DEFINITIVE:
+		return STEP_FAIL;
+	case ACME_OUTCOME_RESET:
 		return STEP_RESET;
-	/* The CA lost the order itself (404 on a stored URL). */
-	if (run->r.status == 404)
-		return STEP_RESET;
-	/* 5xx from the CA is transient too. */
-	if (run->r.status >= 500)
+	case ACME_OUTCOME_TRANSIENT:
+	case ACME_OUTCOME_OK: /* rc said failure without a CA outcome: ours */
+	default:
 		return STEP_BACKOFF;
-	return STEP_FAIL;
+	}
 }
 
 /* Save a patch (stolen) to the order inside its own transaction. */
@@ -565,32 +567,34 @@ static enum step authz_learn(struct run *run, json_t *a, json_t *authz)
 	return rc == CP_OK ? STEP_DONE : fail(run, "internal", "cannot store an authorization");
 }
 
-/* The problem of an invalid authorization, as a failure. */
-static enum step authz_failed(struct run *run, const char *ident, json_t *authz)
+/*
+ * An authorization the CA did not make valid (a: its row, authz: the CA's
+ * object), as a failure classified by acme_classify().
+ */
+static enum step authz_failed(struct run *run, json_t *a, json_t *authz)
 {
-	const json_t *ch = acme_authz_challenge(authz, ostr(run->order, "challenge"));
-	json_t *err = json_object_get(ch, "error");
-	char *s = err ? json_dumps(err, JSON_COMPACT) : NULL;
+	const char *ident = ostr(a, "identifier") ? ostr(a, "identifier") : ostr(a, "url");
+	int64_t responded = oint(a, "responded");
 	struct acme_result pr;
-	const char *reason;
+	struct acme_verdict v;
 
-	memset(&pr, 0, sizeof(pr));
-	acme_parse_problem(s, s ? strlen(s) : 0, 403, &pr);
-	free(s);
-	/* The CA could not connect to us. When our own process died while the
-	 * CA was validating (kill -9, deploy), that is our fault, not the
-	 * tenant's: place a fresh CA order, at most twice per order. */
-	if (acme_result_is(&pr, "connection") && oint(run->order, "attempts") < 2) {
+	acme_authz_problem(authz, ostr(run->order, "challenge"), &pr);
+	v = acme_classify(&pr);
+	/* The CA could not connect to us. If we answered the challenge in an
+	 * earlier life of this process (responded is when; 0: killed before it
+	 * was stored), our own process died while the CA was validating (kill
+	 * -9, deploy): our fault, not the tenant's - place a fresh CA order.
+	 * With this process up the whole time, the name does not reach us. */
+	if (acme_result_is(&pr, "connection") && responded <= run->ctx->started_at) {
 		snprintf(run->reason, sizeof(run->reason), "challenge_retry");
 		snprintf(run->detail, sizeof(run->detail), "validation of %.200s: %.280s", ident,
 			 pr.detail);
 		return STEP_RESET;
 	}
-	reason = err ? acme_result_reason(&pr) : "challenge_failed";
-	if (!reason || !strcmp(reason, "ca_error"))
-		reason = "challenge_failed";
-	return fail(run, reason, "validation of %s failed: %s", ident,
-		    pr.detail[0] ? pr.detail : "the authorization is invalid");
+	snprintf(run->reason, sizeof(run->reason), "%s", v.reason ? v.reason : "challenge_failed");
+	snprintf(run->detail, sizeof(run->detail), "validation of %.150s failed: %.250s%s%.60s",
+		 ident, pr.detail, pr.type[0] ? " " : "", pr.type);
+	return v.outcome == ACME_OUTCOME_TRANSIENT ? STEP_BACKOFF : STEP_FAIL;
 }
 
 /* DNS-01: tell the tenant what to publish (once per authorization). */
@@ -647,7 +651,6 @@ static bool txt_visible(struct run *run, struct acme_resolver **res, json_t *a)
 static enum step authz_poll(struct run *run, json_t *a)
 {
 	int64_t delay = POLL_FIRST_MS, deadline = cp_mono_ms() + POLL_BUDGET_MS;
-	const char *ident = ostr(a, "identifier");
 	json_t *authz = NULL;
 	enum step step = STEP_DONE;
 	cp_rc rc;
@@ -664,7 +667,7 @@ static enum step authz_poll(struct run *run, json_t *a)
 		st = ostr(authz, "status");
 		if (st && strcmp(st, "pending") != 0) {
 			if (strcmp(st, "valid") != 0) {
-				step = authz_failed(run, ident, authz);
+				step = authz_failed(run, a, authz);
 				break;
 			}
 			rc = authz_save(run, (int)oint(a, "position"),
@@ -771,8 +774,11 @@ static enum step authorizations(struct run *run)
 				step = ca_failure(run, rc, "challenge");
 				break;
 			}
+			/* When, not just whether: authz_failed() tells a CA that
+			 * found us down (our crash) from one that could not reach
+			 * the name. */
 			if (authz_save(run, (int)oint(a, "position"),
-				       json_pack("{s:i}", "responded", 1)) != CP_OK) {
+				       json_pack("{s:I}", "responded", (json_int_t)cp_now())) != CP_OK) {
 				step = fail(run, "internal", "cannot store an authorization");
 				break;
 			}
@@ -977,38 +983,43 @@ static enum step advance(struct run *run)
 				return fail(run, "internal", "cannot store the order");
 			continue;
 		}
-		json_decref(o);
 		if (!strcmp(st, "pending")) {
+			json_decref(o);
 			if ((step = authorizations(run)) != STEP_DONE)
 				return step;
 			delay = POLL_FIRST_MS;
 			continue;
 		}
 		if (!strcmp(st, "ready")) {
+			json_decref(o);
 			if ((step = finalize(run)) != STEP_DONE)
 				return step;
 			continue;
 		}
 		if (!strcmp(st, "invalid")) {
-			/* Find which authorization broke it, for the detail. */
+			/* Find which authorization broke it, for the reason. */
 			json_t *a, *authz = NULL;
 			size_t i;
 			json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
-				if (acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r) == CP_OK &&
-				    strcmp(ostr(authz, "status") ? ostr(authz, "status") : "",
-					   "valid") != 0) {
-					step = authz_failed(run, ostr(a, "identifier")
-									 ? ostr(a, "identifier")
-									 : ostr(a, "url"),
-							    authz);
+				rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
+				if (rc != CP_OK) {
+					json_decref(o);
+					return ca_failure(run, rc, "authorization");
+				}
+				if (strcmp(ostr(authz, "status") ? ostr(authz, "status") : "", "valid")) {
+					step = authz_failed(run, a, authz);
 					json_decref(authz);
+					json_decref(o);
 					return step;
 				}
 				json_decref(authz);
 				authz = NULL;
 			}
-			return fail(run, "ca_error", "the CA marked the order invalid");
+			acme_order_problem(o, &run->r);
+			json_decref(o);
+			return ca_failure(run, CP_ERR_UPSTREAM, "order");
 		}
+		json_decref(o);
 		/* processing (or valid without the URL yet): poll. */
 		if (cp_mono_ms() > deadline) {
 			run->run_at = cp_now() + 5;
@@ -1110,12 +1121,26 @@ static cp_rc record_failure(struct run *run)
 	return rc;
 }
 
-/* A transient failure: count it, store when we try again. */
-static int64_t record_backoff(struct run *run)
+/*
+ * A transient failure: count it and store when we try again (2 s doubling
+ * to BACKOFF_MAX_SECONDS, jittered to [d/2, d], never before the CA's
+ * Retry-After). The order's own deadline (created_at + order_deadline_hours)
+ * bounds the retries in time, not in attempts: the last try is at the
+ * deadline, and a Retry-After beyond it ends the order now. Returns true and
+ * *run_at when the order goes on; false when its deadline has passed - then
+ * run->detail says so, run->reason keeps the transient reason
+ * (ca_unreachable, ca_rate_limited, ...) and the caller records the failure.
+ */
+static bool record_backoff(struct run *run, int64_t *run_at)
 {
 	int attempts = (int)oint(run->order, "attempts") + 1;
-	int64_t d = 2;
+	int64_t d = 2, now = cp_now();
+	int64_t deadline = oint(run->order, "created_at") +
+			   (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
+	char last[sizeof(run->detail)];
 
+	if (!run->reason[0]) /* a busy database, say: ours, not the CA's */
+		snprintf(run->reason, sizeof(run->reason), "internal");
 	for (int i = 1; i < attempts && d < BACKOFF_MAX_SECONDS; i++)
 		d *= 2;
 	if (d > BACKOFF_MAX_SECONDS)
@@ -1123,14 +1148,24 @@ static int64_t record_backoff(struct run *run)
 	d = d / 2 + (int64_t)cp_random_below((uint64_t)d / 2 + 1); /* jitter: [d/2, d] */
 	if (run->retry_after > d)
 		d = run->retry_after;
+	if (now >= deadline || (run->retry_after > 0 && now + run->retry_after > deadline)) {
+		snprintf(last, sizeof(last), "%s", run->detail);
+		snprintf(run->detail, sizeof(run->detail),
+			 "the CA kept failing for %d h (order_deadline_hours), %d attempts; last: %.400s",
+			 run->ctx->cfg->order_deadline_hours, attempts, last);
+		return false;
+	}
+	if (now + d > deadline)
+		d = deadline - now;
 	(void)save(run, json_pack("{s:i,s:I,s:s,s:s}", "attempts", attempts, "next_attempt_at",
-				  (json_int_t)(cp_now() + d), "error_reason", run->reason,
+				  (json_int_t)(now + d), "error_reason", run->reason,
 				  "error_detail", run->detail));
 	cp_log_json(CP_LOG_WARN, "acme.order_backoff",
 		    json_pack("{s:s,s:i,s:I,s:s,s:s}", "order_id", run->id, "attempts", attempts,
 			      "retry_in", (json_int_t)d, "reason", run->reason, "detail",
 			      run->detail));
-	return cp_now() + d;
+	*run_at = now + d;
+	return true;
 }
 
 void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_job *job,
@@ -1190,8 +1225,8 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 	}
 	if (step == STEP_RESET)
 		step = STEP_BACKOFF;
-	if (step == STEP_BACKOFF && oint(run.order, "attempts") + 1 > MAX_TRANSIENT_ATTEMPTS)
-		step = STEP_FAIL;
+	if (step == STEP_BACKOFF && !record_backoff(&run, &out->run_at))
+		step = STEP_FAIL; /* the order's deadline passed: the CA kept failing */
 	switch (step) {
 	case STEP_DONE:
 		break;
@@ -1201,7 +1236,6 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		break;
 	case STEP_BACKOFF:
 		out->result = SERVER_JOB_RETRY;
-		out->run_at = record_backoff(&run);
 		snprintf(out->error, sizeof(out->error), "%.60s: %.440s", run.reason, run.detail);
 		break;
 	case STEP_FAIL:
