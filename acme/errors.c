@@ -28,7 +28,7 @@ struct row {
 	const char *name;
 	enum acme_fail fail;        /* kind of outcome */
 	enum acme_net net;          /* UNREACHABLE only: ACME_NET_NONE = any */
-	const char *type;           /* short ACME problem type; NULL = any, "" = none */
+	const char *type;           /* short ACME problem type; NULL = any, "*" = any ACME one */
 	long status_lo, status_hi;  /* HTTP status range; 0, 0 = any */
 	enum acme_outcome outcome;
 	const char *reason;
@@ -84,7 +84,11 @@ static const struct row table[] = {
 	{ "caa", PB, ACME_NET_NONE, "caa", 0, 0, D, "caa_forbids", false },
 	{ "badCSR", PB, ACME_NET_NONE, "badCSR", 0, 0, D, "ca_bad_csr", false },
 	{ "malformed", PB, ACME_NET_NONE, "malformed", 0, 0, D, "ca_malformed", false },
-	{ "other ACME problem", PB, ACME_NET_NONE, NULL, 400, 499, D, "ca_refused", false },
+	{ "other ACME problem", PB, ACME_NET_NONE, "*", 400, 499, D, "ca_refused", false },
+	/* A 4xx without an ACME problem document is no ACME answer: a proxy's
+	 * page, or a HEAD newNonce (which cannot carry a body). Try again. */
+	{ "HTTP 4xx without ACME problem", PB, ACME_NET_NONE, NULL, 400, 499, T, "ca_protocol_error",
+	  false },
 	/* A 1xx/3xx "problem" (we follow no redirects): a broken answer. */
 	{ "other status", PB, ACME_NET_NONE, NULL, 0, 0, T, "ca_protocol_error", false },
 
@@ -126,7 +130,9 @@ static bool row_matches(const struct row *w, const struct acme_result *r, const 
 		return false;
 	if (w->net != ACME_NET_NONE && w->net != r->net)
 		return false;
-	if (w->type && strcmp(w->type, type) != 0)
+	if (w->type && strcmp(w->type, "*") == 0 && !*type)
+		return false;
+	if (w->type && strcmp(w->type, "*") != 0 && strcmp(w->type, type) != 0)
 		return false;
 	if (w->status_lo && (r->status < w->status_lo || r->status > w->status_hi))
 		return false;

@@ -717,6 +717,28 @@ static cp_rc dns_completed(struct run *run, json_t *a)
 	return rc;
 }
 
+/*
+ * A challenge POST was refused: had an earlier run already answered it (the
+ * CA's reply lost to a crash or a dropped connection, so "responded" was
+ * never stored)? Then the refusal is about a second answer, not the name.
+ */
+static bool already_answered(struct run *run, json_t *a)
+{
+	json_t *authz = NULL;
+	struct acme_result keep = run->r;
+	const char *st, *cst;
+	bool yes = false;
+
+	if (acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r) == CP_OK) {
+		st = ostr(authz, "status");
+		cst = ostr(acme_authz_challenge(authz, ostr(run->order, "challenge")), "status");
+		yes = (st && strcmp(st, "pending") != 0) || (cst && strcmp(cst, "pending") != 0);
+	}
+	run->r = keep;
+	json_decref(authz);
+	return yes;
+}
+
 /* The CA order is "pending": get every authorization answered and valid. */
 static enum step authorizations(struct run *run)
 {
@@ -772,7 +794,9 @@ static enum step authorizations(struct run *run)
 			rc = acme_challenge_respond(run->c, ostr(a, "challenge_url"), NULL, &run->r);
 			if (rc != CP_OK) {
 				step = ca_failure(run, rc, "challenge");
-				break;
+				if (step != STEP_FAIL || !already_answered(run, a))
+					break;
+				step = STEP_DONE; /* our earlier answer's reply was lost */
 			}
 			/* When, not just whether: authz_failed() tells a CA that
 			 * found us down (our crash) from one that could not reach
