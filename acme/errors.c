@@ -26,10 +26,10 @@
 /* One row: what it matches, and the verdict. */
 struct row {
 	const char *name;
-	enum acme_fail fail;        /* kind of outcome */
-	enum acme_net net;          /* UNREACHABLE only: ACME_NET_NONE = any */
-	const char *type;           /* short ACME problem type; NULL = any, "*" = any ACME one */
-	long status_lo, status_hi;  /* HTTP status range; 0, 0 = any */
+	enum acme_fail fail;	   /* kind of outcome */
+	enum acme_net net;	   /* UNREACHABLE only: ACME_NET_NONE = any */
+	const char *type;	   /* short ACME problem type; NULL = any, "*" = any ACME one */
+	long status_lo, status_hi; /* HTTP status range; 0, 0 = any */
 	enum acme_outcome outcome;
 	const char *reason;
 	bool retry_now;
@@ -43,6 +43,8 @@ struct row {
 #define AZ ACME_FAIL_AUTHZ_INVALID
 #define OR ACME_FAIL_ORDER_INVALID
 
+/* One row a line reads as a table. */
+/* clang-format off */
 static const struct row table[] = {
 	/* The path to the CA failed: nothing was decided. */
 	{ "connection refused", NET, ACME_NET_REFUSED, NULL, 0, 0, T, "ca_unreachable", false },
@@ -107,6 +109,7 @@ static const struct row table[] = {
 	{ "validation: other", AZ, ACME_NET_NONE, NULL, 0, 0, D, "challenge_failed", false },
 	{ "invalid order", OR, ACME_NET_NONE, NULL, 0, 0, D, "ca_order_invalid", false },
 };
+/* clang-format on */
 
 #undef T
 #undef R
@@ -141,7 +144,7 @@ static bool row_matches(const struct row *w, const struct acme_result *r, const 
 
 struct acme_verdict acme_classify(const struct acme_result *r)
 {
-	struct acme_verdict v = { ACME_OUTCOME_OK, NULL, false, "success" };
+	struct acme_verdict v = {ACME_OUTCOME_OK, NULL, false, "success"};
 	const char *type;
 
 	if (!r || r->fail == ACME_FAIL_NONE)
@@ -197,8 +200,8 @@ void acme_authz_problem(const json_t *authz, const char *challenge_type, struct 
 {
 	const json_t *ch = acme_authz_challenge(authz, challenge_type ? challenge_type : "");
 	const json_t *err = json_object_get(ch, "error");
-	const char *ident = json_string_value(json_object_get(json_object_get(authz, "identifier"),
-							      "value"));
+	const char *ident =
+	    json_string_value(json_object_get(json_object_get(authz, "identifier"), "value"));
 	const char *st = json_string_value(json_object_get(authz, "status"));
 
 	memset(r, 0, sizeof(*r));
