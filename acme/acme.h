@@ -80,7 +80,7 @@ enum acme_fail {
 	ACME_FAIL_PROTOCOL,    /* an answer we cannot use: bad JSON, missing field, too large */
 	ACME_FAIL_LOCAL,       /* out of memory, signing failure, bad argument */
 	ACME_FAIL_AUTHZ_INVALID, /* the CA marked an authorization invalid: type/detail its error */
-	ACME_FAIL_ORDER_INVALID, /* the CA marked the order invalid: type/detail its error, if any */
+	ACME_FAIL_ORDER_INVALID, /* the CA marked the order invalid: type/detail its error */
 };
 
 /* What kind of transport failure an ACME_FAIL_UNREACHABLE was (from libcurl). */

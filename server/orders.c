@@ -802,7 +802,8 @@ static enum step authorizations(struct run *run)
 			 * found us down (our crash) from one that could not reach
 			 * the name. */
 			if (authz_save(run, (int)oint(a, "position"),
-				       json_pack("{s:I}", "responded", (json_int_t)cp_now())) != CP_OK) {
+				       json_pack("{s:I}", "responded", (json_int_t)cp_now())) !=
+			    CP_OK) {
 				step = fail(run, "internal", "cannot store an authorization");
 				break;
 			}
@@ -1030,7 +1031,8 @@ static enum step advance(struct run *run)
 					json_decref(o);
 					return ca_failure(run, rc, "authorization");
 				}
-				if (strcmp(ostr(authz, "status") ? ostr(authz, "status") : "", "valid")) {
+				if (strcmp(ostr(authz, "status") ? ostr(authz, "status") : "",
+					   "valid")) {
 					step = authz_failed(run, a, authz);
 					json_decref(authz);
 					json_decref(o);
@@ -1159,8 +1161,8 @@ static bool record_backoff(struct run *run, int64_t *run_at)
 {
 	int attempts = (int)oint(run->order, "attempts") + 1;
 	int64_t d = 2, now = cp_now();
-	int64_t deadline = oint(run->order, "created_at") +
-			   (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
+	int64_t deadline =
+	    oint(run->order, "created_at") + (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
 	char last[sizeof(run->detail)];
 
 	if (!run->reason[0]) /* a busy database, say: ours, not the CA's */
@@ -1175,7 +1177,8 @@ static bool record_backoff(struct run *run, int64_t *run_at)
 	if (now >= deadline || (run->retry_after > 0 && now + run->retry_after > deadline)) {
 		snprintf(last, sizeof(last), "%s", run->detail);
 		snprintf(run->detail, sizeof(run->detail),
-			 "the CA kept failing for %d h (order_deadline_hours), %d attempts; last: %.400s",
+			 "the CA kept failing for %d h (order_deadline_hours), %d attempts; last: "
+			 "%.400s",
 			 run->ctx->cfg->order_deadline_hours, attempts, last);
 		return false;
 	}

@@ -12,7 +12,12 @@
    Retry-After, serverInternal problems, drops and resets connections, first
    for a share of the requests and then for all of them: the orders back off
    with transient reasons only (never failed), and every one completes once
-   the front passes everything again.
+   the front passes everything again;
+5. the CA's final word (rejectedIdentifier) fails an order at once with its
+   reason; 503s keep an order pending until its deadline (hours, not
+   attempts: created_at moved back 25 h) and only then fail it with
+   ca_unreachable; a Retry-After of 2 h is honoured, and one that ends past
+   the deadline fails the order with ca_rate_limited.
 
 The test bed's ports are fixed, so 2 and 3 restart the shared test bed with
 the env and restore the default one afterwards (as test_acme_outage.py
@@ -204,13 +209,15 @@ class Front:
     503 with Retry-After: 1, a serverInternal problem, a rateLimited 429
     with and one without Retry-After, a badNonce (with a nonce Pebble never
     issued), a dropped connection (no answer) and a reset; the rest are
-    forwarded. 'badnonce' answers every POST with badNonce."""
+    forwarded. 'badnonce' answers every POST with badNonce; 'fixed' answers
+    every request under only_path with the kind `fixed`."""
     KINDS = ("500", "503", "serverInternal", "429", "429 bare", "badNonce", "drop", "reset")
 
     def __init__(self):
         self.mode = "pass"
         self.fail_ratio = 1.0
         self.seq = 0
+        self.fixed, self.only_path = None, "/"
         self.lock = threading.Lock()
         self.failures = {}
         front = self
@@ -225,7 +232,7 @@ class Front:
             def handle_any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
-                how = front.pick(self.command)
+                how = front.pick(self.command, self.path)
                 if how == "drop":
                     self.close_connection = True
                     self.connection.close()
@@ -246,6 +253,10 @@ class Front:
                             "rateLimited", "slow down")),
                         "429 bare": (429, "application/problem+json", {}, problem(
                             "rateLimited", "slow down, no hint")),
+                        "429 long": (429, "application/problem+json", {"Retry-After": "7200"},
+                                     problem("rateLimited", "come back in two hours")),
+                        "rejectedIdentifier": (400, "application/problem+json", {}, problem(
+                            "rejectedIdentifier", "the front refuses this name")),
                         "badNonce": (400, "application/problem+json", {
                             "Replay-Nonce": "bogus%d" % random.randrange(1 << 30)}, problem(
                             "badNonce", "the front rejects your nonce")),
@@ -290,9 +301,11 @@ class Front:
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-    def pick(self, method):
+    def pick(self, method, path):
         with self.lock:
-            if self.mode == "badnonce":
+            if self.mode == "fixed":
+                how = self.fixed if path.startswith(self.only_path) else None
+            elif self.mode == "badnonce":
                 how = "badNonce" if method == "POST" else None
             elif self.mode == "pass" or random.random() >= self.fail_ratio:
                 return None
@@ -352,6 +365,77 @@ def test_ca_answers_500s_and_drops_connections_then_recovers():
         wait_all_valid(s, key, ids, 120)
         print("  all 20 valid %.1f s after the CA recovered" % (time.time() - t0))
         check_outcome(s, key, ids)
+    finally:
+        s.cleanup()
+        front.close()
+
+
+def order_of(s, key, cid):
+    os_ = [o for o in s.list_all("/v1/orders", token=key, limit=500) if o["certificate_id"] == cid]
+    check(len(os_) == 1, os_)
+    return os_[0]
+
+
+def age_order(s, order_id, seconds):
+    """Move an order's creation back in time (its deadline with it) and make
+    its job due now, as if that much time had passed."""
+    db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
+    try:
+        db.execute("UPDATE orders SET created_at = created_at - ? WHERE id = ?", (seconds, order_id))
+        db.execute("UPDATE jobs SET run_at = CAST(strftime('%s','now') AS INTEGER) WHERE kind = "
+                   "'acme_order' AND state = 'queued' AND json_extract(payload, '$.order_id') = ?",
+                   (order_id,))
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_deadline_in_hours_and_the_cas_final_word():
+    front = Front()
+    s = server(CERTPLANE_ACME_DIRECTORY_URL="https://127.0.0.1:%d/dir" % front.port)
+    try:
+        tid, key = s.new_tenant()
+        warm_up(s, key)
+
+        # A definitive answer fails the order at once, naming it.
+        front.mode, front.fixed, front.only_path = "fixed", "rejectedIdentifier", "/order-plz"
+        cid = create(s, key, 1, "r")[0]
+        o = s.wait_for(lambda: (lambda o: o if o["status"] == "failed" else None)(
+            order_of(s, key, cid)), timeout=30, what="rejected order failed")
+        check(o["error"]["reason"] == "ca_rejected_identifier" and o["attempts"] == 0, o)
+        check("refuses this name" in o["error"]["detail"], o)
+
+        # 503s: the order backs off, keeps trying for hours, not attempts ...
+        front.fixed, front.only_path = "503", "/"
+        cid = create(s, key, 1, "u")[0]
+        o = s.wait_for(lambda: (lambda o: o if o["attempts"] >= 2 else None)(
+            order_of(s, key, cid)), timeout=30, what="order backing off")
+        check(o["status"] == "pending" and o["error"]["reason"] == "ca_unreachable", o)
+        check(s.get("/v1/certificates/" + cid, token=key).json["status"] == "pending", cid)
+        # ... until its deadline (24 h by default) has passed.
+        age_order(s, o["id"], 25 * 3600)
+        o = s.wait_for(lambda: (lambda o: o if o["status"] == "failed" else None)(
+            order_of(s, key, cid)), timeout=30, what="order failed at its deadline")
+        check(o["error"]["reason"] == "ca_unreachable", o)
+        check(o["error"]["detail"].startswith("the CA kept failing for 24 h"), o)
+        check(s.get("/v1/certificates/" + cid, token=key).json["status"] == "failed", cid)
+
+        # rateLimited with a Retry-After: never asked again before it, and a
+        # Retry-After beyond the deadline ends the order with ca_rate_limited.
+        front.fixed, front.only_path = "429 long", "/order-plz"
+        cid = create(s, key, 1, "l")[0]
+        o = s.wait_for(lambda: (lambda o: o if o["attempts"] >= 1 else None)(
+            order_of(s, key, cid)), timeout=30, what="rate-limited order backing off")
+        check(o["status"] == "pending" and o["error"]["reason"] == "ca_rate_limited", o)
+        nxt = time.mktime(time.strptime(o["next_attempt_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        check(nxt >= time.time() + 7000, "Retry-After honoured: %s" % o["next_attempt_at"])
+        age_order(s, o["id"], 23 * 3600)  # one hour left, the CA asks for two
+        o = s.wait_for(lambda: (lambda o: o if o["status"] == "failed" else None)(
+            order_of(s, key, cid)), timeout=30, what="order failed: Retry-After past deadline")
+        check(o["error"]["reason"] == "ca_rate_limited" and o["attempts"] == 1, o)
+        check("kept failing" in o["error"]["detail"], o)
+        check(not any(x["error"] and x["error"]["reason"] == "ca_error"
+                      for x in s.list_all("/v1/orders", token=key, limit=500)), "no ca_error")
     finally:
         s.cleanup()
         front.close()

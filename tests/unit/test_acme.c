@@ -257,6 +257,7 @@ struct cls_case {
 #define RS ACME_OUTCOME_RESET
 #define DF ACME_OUTCOME_DEFINITIVE
 
+/* clang-format off */
 static const struct cls_case cls_cases[] = {
 	{ "connection refused", ACME_FAIL_UNREACHABLE, ACME_NET_REFUSED, NULL, 0, TR, "ca_unreachable" },
 	{ "connection reset", ACME_FAIL_UNREACHABLE, ACME_NET_RESET, NULL, 0, TR, "ca_unreachable" },
@@ -314,6 +315,7 @@ static const struct cls_case cls_cases[] = {
 	{ "invalid order", ACME_FAIL_ORDER_INVALID, 0, NULL, 0, DF, "ca_order_invalid" },
 	{ "invalid order", ACME_FAIL_ORDER_INVALID, 0, "badCSR", 0, DF, "ca_order_invalid" },
 };
+/* clang-format on */
 
 static void test_classify(void)
 {
@@ -339,10 +341,11 @@ static void test_classify(void)
 		else if (k->type)
 			snprintf(r.type, sizeof(r.type), "%s%s", ACME_PROBLEM_NS, k->type);
 		v = acme_classify(&r);
-		if (!streq(v.row, k->row) || v.outcome != k->outcome || !streq(v.reason, k->reason) ||
-		    v.retry_now != streq(k->row, "badNonce")) {
+		if (!streq(v.row, k->row) || v.outcome != k->outcome ||
+		    !streq(v.reason, k->reason) || v.retry_now != streq(k->row, "badNonce")) {
 			failures++;
-			fprintf(stderr, "FAIL classify case %zu (%s): row %s outcome %d reason %s\n", i,
+			fprintf(stderr,
+				"FAIL classify case %zu (%s): row %s outcome %d reason %s\n", i,
 				k->row, v.row, (int)v.outcome, v.reason ? v.reason : "(null)");
 		}
 		checks++;
