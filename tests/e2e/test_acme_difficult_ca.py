@@ -192,8 +192,10 @@ def test_100_orders_at_50_percent_with_20_kills():
         dt, log = hundred_orders(kills=KILLS)
     finally:
         restart_testbed()
-    print("  100 orders at 50 %% badNonce, %d x SIGKILL: %.1f s (%d badNonce retries)"
-          % (KILLS, dt, log.count('"event":"acme_bad_nonce"')))
+    print("  100 orders at 50 %% badNonce, %d x SIGKILL: %.1f s (%d badNonce retries, "
+          "%d backoffs, %d fresh CA orders after a validation met us down)"
+          % (KILLS, dt, log.count('"event":"acme_bad_nonce"'),
+             log.count('"event":"acme.order_backoff"'), log.count('"reason":"challenge_retry"')))
 
 
 # ------------------------------------------------------------ a failing front
@@ -334,10 +336,10 @@ def test_ca_answers_500s_and_drops_connections_then_recovers():
         s.wait_for(lambda: any(o["status"] != "pending" for o in
                                s.list_all("/v1/orders", token=key, limit=500)),
                    timeout=30, interval=0.05, what="orders under way")
-        # Half the requests fail, then all of them, then every POST is a
-        # badNonce (more than the client's immediate retries).
+        # Every POST is a badNonce (more than the client's immediate
+        # retries), then half the requests fail, then all of them.
         seen = set()
-        for mode, ratio, secs in (("fail", 0.5, 6), ("fail", 1.0, 8), ("badnonce", 1.0, 4)):
+        for mode, ratio, secs in (("badnonce", 1.0, 3), ("fail", 0.5, 6), ("fail", 1.0, 6)):
             front.mode, front.fail_ratio = mode, ratio
             t_end = time.time() + secs
             while time.time() < t_end:

@@ -3,7 +3,8 @@
  *
  * Always: the pure helpers (ARI cert id against the RFC 9773 example, key
  * authorizations, DNS-01 records, Retry-After, problem documents and their
- * reasons) and the client's error paths against a small mock CA served by
+ * reasons; the classification table of errors.c, one case per row, every
+ * row covered) and the client's error paths against a small mock CA served by
  * libmicrohttpd on a random loopback port (badNonce retries, rateLimited with
  * Retry-After, oversized answers, a chain holding a private key, a CA that is
  * not there, ARI present).
