@@ -104,6 +104,19 @@ def seed_property(s, key, names, cname=True, cert_id=None):
     return eh, prop
 
 
+def served(s, key, names):
+    """names on a property of this tenant, CNAMEd to its edge hostname: what
+    an HTTP-01 order needs (issuance scope: every identifier a hostname of
+    the tenant verified by CNAME, checked live before the CA is asked)."""
+    eh = expect(s.post("/v1/edge-hostnames", {"label": rnd("e")}, token=key), 201).json
+    TB.add_a(eh["hostname"])
+    for n in names:
+        TB.set_cname(n, eh["hostname"])
+    expect(s.post("/v1/properties", {"name": "served", "hostnames": names,
+                                     "edge_hostname_id": eh["id"]}, token=key), 201)
+    return eh
+
+
 def bootstrap(s, key, names, **kw):
     body = {"source": "self_signed", "name": "bootstrap", "hostnames": names,
             "validity_days": 10, "auto_renew": "letsencrypt", "metadata": {"team": "seed"}}
@@ -411,6 +424,7 @@ def test_http01_responder_and_issue():
     try:
         tid, key = s.new_tenant()
         name = rnd("one") + ".test"
+        served(s, key, [name])
         r = expect(s.post("/v1/certificates", {"source": "acme", "name": "one", "hostnames": [name],
                                                "key_type": "rsa-2048"}, token=key), 202).json
         c = s.wait_for(lambda: (lambda c: c if c["status"] == "active" else None)(
@@ -443,9 +457,11 @@ def test_kill9_during_20_orders():
     try:
         tid, key = s.new_tenant()
         ids = []
+        names = [rnd("k") + ".test" for i in range(20)]
+        served(s, key, names)
         for i in range(20):
             r = expect(s.post("/v1/certificates", {"source": "acme", "name": "k%d" % i,
-                                                   "hostnames": [rnd("k") + ".test"]},
+                                                   "hostnames": [names[i]]},
                               token=key), 202).json
             ids.append(r["id"])
         # Kill while orders are in flight (the first ones may be done).

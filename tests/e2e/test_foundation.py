@@ -88,7 +88,11 @@ def test_properties_crud_and_deployments():
     p = prop(key, e1["id"], ["www.crud.example", "*.crud.example"], name="crud site")
     check(set(p) == {"id", "name", "hostnames", "edge_hostname_id", "edge_hostname",
                      "certificate_id", "certificate_renew_automation", "version", "staging",
-                     "production", "created_at", "updated_at"}, p)
+                     "production", "created_at", "updated_at", "hostname_verification"}, p)
+    # Each hostname is a pending claim until DNS verifies it (test_tenant_isolation.py).
+    check([v["hostname"] for v in p["hostname_verification"]] == p["hostnames"], p)
+    check(all(v["status"] == "pending" and len(v["token"]) == 32 for v in
+              p["hostname_verification"]), p)
     check(p["hostnames"] == ["www.crud.example", "*.crud.example"] and p["version"] == 1, p)
     check(p["edge_hostname"] == e1["hostname"] and p["certificate_id"] is None, p)
     check(p["certificate_renew_automation"] is False and p["staging"] is None
@@ -227,14 +231,18 @@ def test_error_statuses():
     check("GET" in allow and "POST" in allow and "DELETE" not in allow, r.headers)
     r = expect(S.request("PUT", "/v1/properties/" + FOREIGN_ID, {"name": "x"}, token=key), 405)
     check("PATCH" in r.header("allow"), r.headers)
-    # 409: a hostname taken by another tenant; an edge hostname in use
+    # 409: a hostname on another property of the same tenant; an edge hostname
+    # in use. (Another tenant's PENDING claim blocks nothing; its VERIFIED
+    # claim is a 409: test_tenant_isolation.py.)
     prop(key, e["id"], ["taken.errors.example"])
+    r = expect(S.post("/v1/properties", {"name": "again", "hostnames": ["mine.errors.example",
+               "taken.errors.example"], "edge_hostname_id": e["id"]}, token=key), 409)
+    check("taken.errors.example" in r.json["detail"] and field_error(r, "hostnames[1]"), r)
+    check(len(S.list_all("/v1/properties", token=key)) == 1, "nothing half-written")
     _, key2 = S.new_tenant("errors 2")
     e2 = edge(key2)
-    r = expect(S.post("/v1/properties", {"name": "steal", "hostnames": ["mine.errors.example",
-               "taken.errors.example"], "edge_hostname_id": e2["id"]}, token=key2), 409)
-    check("taken.errors.example" in r.json["detail"] and field_error(r, "hostnames[1]"), r)
-    check(S.list_all("/v1/properties", token=key2) == [], "nothing half-written")
+    expect(S.post("/v1/properties", {"name": "pending too", "hostnames": ["taken.errors.example"],
+                                     "edge_hostname_id": e2["id"]}, token=key2), 201)
     expect(S.delete("/v1/edge-hostnames/" + e["id"], token=key), 409)
     label = e["label"]
     r = expect(S.post("/v1/edge-hostnames", {"label": label}, token=key2), 409)
