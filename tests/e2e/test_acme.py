@@ -187,6 +187,11 @@ def test_seed_flow_renewed_by_scheduler():
         check(len(orders) == 1 and orders[0]["kind"] == "renew" and orders[0]["status"] == "valid",
               orders)
         check(sorted(orders[0]["identifiers"]) == sorted(names), orders[0])
+        # Verification happened by itself once the CNAMEs were in place.
+        p = expect(s.get("/v1/properties/" + prop["id"], token=key), 200).json
+        check(p["hostnames"] == names and all(
+            v["status"] == "verified" and v["method"] == "cname" and v["checked_at"]
+            for v in p["hostname_verification"]), p)
         # Renewed: nothing more is due, no second order appears.
         time.sleep(3)
         check(len(s.list_all("/v1/orders", token=key)) == 1, "no second renewal")

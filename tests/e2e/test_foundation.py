@@ -441,6 +441,11 @@ def test_restart_keeps_data_and_audit():
                       token=key), 201)
         e2 = expect(s.post("/v1/edge-hostnames", {}, token=key), 201).json
         expect(s.delete("/v1/edge-hostnames/" + e2["id"], token=key), 204)
+        # The property's verification job records its check once (then the
+        # next one is minutes away): snapshot after it.
+        s.wait_for(lambda: expect(s.get("/v1/properties/" + p["id"], token=key), 200)
+                   .json["hostname_verification"][0]["checked_at"], timeout=30,
+                   what="the create-time verification recorded")
         before = {path: s.list_all(path, token=key) for path in
                   ["/v1/edge-hostnames", "/v1/properties", "/v1/properties/%s/deployments" % p["id"]]}
         tenants = s.list_all("/v1/tenants")
