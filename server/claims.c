@@ -11,23 +11,23 @@
  * a re-check; dns-check and the order engine record what their own lookups
  * found through server_claim_verify(). Every run has a hard DNS deadline.
  */
-#include "server/server_internal.h"
 #include "acme/acme.h"
+#include "server/server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define VERIFY_JOB_BUDGET_MS 20000 /* one job's DNS lookups, all hostnames together */
-#define TICK_EXPIRE_LIMIT 500      /* expired claims released per tick */
-#define TICK_DUE_LIMIT 200         /* claims re-checked per tick */
+#define TICK_EXPIRE_LIMIT 500	   /* expired claims released per tick */
+#define TICK_DUE_LIMIT 200	   /* claims re-checked per tick */
 
 struct db_claim_policy server_claim_policy(const struct cp_config *cfg)
 {
 	struct db_claim_policy p = {
-		.ttl_seconds = cfg->hostname_claim_ttl_seconds > 0
-				       ? cfg->hostname_claim_ttl_seconds
-				       : (int64_t)cfg->hostname_claim_ttl_days * 86400,
-		.recheck_seconds = cfg->hostname_recheck_seconds,
+	    .ttl_seconds = cfg->hostname_claim_ttl_seconds > 0
+			       ? cfg->hostname_claim_ttl_seconds
+			       : (int64_t)cfg->hostname_claim_ttl_days * 86400,
+	    .recheck_seconds = cfg->hostname_recheck_seconds,
 	};
 	return p;
 }
@@ -36,9 +36,9 @@ cp_rc server_claims_enqueue(struct db *db, const char *tenant_id, const char *pr
 {
 	json_t *payload = json_pack("{s:s}", "property_id", property_id);
 	char *key = cp_aprintf("hostname_verify:%s", property_id);
-	cp_rc rc = payload && key ? db_job_enqueue(db, "hostname_verify", tenant_id, payload,
-						   cp_now(), key)
-				  : CP_ERR_NOMEM;
+	cp_rc rc = payload && key
+		       ? db_job_enqueue(db, "hostname_verify", tenant_id, payload, cp_now(), key)
+		       : CP_ERR_NOMEM;
 
 	json_decref(payload);
 	free(key);
@@ -51,9 +51,8 @@ static bool txt_holds(json_t *values, const char *token)
 	json_t *v;
 	size_t i;
 
-	json_array_foreach(values, i, v)
-		if (json_string_value(v) && strcmp(json_string_value(v), token) == 0)
-			return true;
+	json_array_foreach(values, i, v) if (json_string_value(v) &&
+					     strcmp(json_string_value(v), token) == 0) return true;
 	return false;
 }
 
@@ -62,7 +61,7 @@ cp_rc server_claim_verify(const struct api_ctx *ctx, struct db *db, struct acme_
 			  cp_rc check_rc, const char **status, const char **method)
 {
 	struct db_claim_policy pol = server_claim_policy(ctx->cfg);
-	struct db_claim_check chk = { .outcome = DB_CLAIM_NOT_VERIFIED };
+	struct db_claim_check chk = {.outcome = DB_CLAIM_NOT_VERIFIED};
 	json_t *claim = NULL, *values = NULL;
 	const char *cdetail = check ? json_string_value(json_object_get(check, "detail")) : NULL;
 	const char *base = cp_hostname_is_wildcard(hostname) ? hostname + 2 : hostname;
@@ -142,7 +141,8 @@ void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct
 	if (rc != CP_OK)
 		goto out;
 	acme_resolver_set_deadline(res, cp_mono_ms() + VERIFY_JOB_BUDGET_MS);
-	json_array_foreach(claims, i, c) {
+	json_array_foreach(claims, i, c)
+	{
 		const char *name = json_string_value(json_object_get(c, "hostname"));
 		const char *status, *method;
 		json_t *claim = NULL, *check = NULL;
@@ -155,9 +155,8 @@ void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct
 		}
 		if (rc != CP_OK)
 			break;
-		crc = acme_check_hostname(res, name,
-					  json_string_value(json_object_get(claim, "edge_hostname")),
-					  &check);
+		crc = acme_check_hostname(
+		    res, name, json_string_value(json_object_get(claim, "edge_hostname")), &check);
 		json_decref(claim);
 		rc = server_claim_verify(ctx, db, res, job->tenant_id, name, check, crc, &status,
 					 &method);
@@ -196,7 +195,8 @@ void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db)
 		cp_logf(CP_LOG_WARN, "claims.due", "listing hostname claims due failed");
 		return;
 	}
-	json_array_foreach(due, i, d) {
+	json_array_foreach(due, i, d)
+	{
 		if (server_claims_enqueue(db, json_string_value(json_object_get(d, "tenant_id")),
 					  json_string_value(json_object_get(d, "property_id"))) ==
 		    CP_OK)

@@ -13,10 +13,13 @@ challtestsrv, harness.Testbed().ensure()).
 4. TXT-token verification; dns-check records and shows verification.
 5. Background verification (no dns-check) once the CNAME appears; claim TTL
    expiry (hostname_claim_ttl_seconds) releases a pending claim only.
+6. The DNS budget is a deadline: dns-check against a resolver that never
+   answers returns at 20 s, not after every per-query timeout.
 
 Fresh random hostnames everywhere: Pebble reuses valid authorizations.
 """
 import os
+import socket
 import statistics
 import sys
 import time
@@ -320,6 +323,34 @@ def test_background_verification_and_ttl_expiry():
         prop(s, kb, edge(s, kb), [never])
     finally:
         s.cleanup()
+
+
+# ------------------------------------------------------ 6. DNS deadline
+
+def test_dns_check_deadline_enforced():
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # never read: every query times out
+    s = server(CERTPLANE_DNS_RESOLVER="127.0.0.1:%d" % silent.getsockname()[1])
+    try:
+        _, ka = s.new_tenant("slow dns")
+        ea = edge(s, ka)
+        zone = rnd("slow") + ".test"
+        names = ["a." + zone, "b." + zone, "c." + zone]
+        p = prop(s, ka, ea, names).json
+        t0 = time.monotonic()
+        dc = dns_check(s, ka, p["id"])
+        took = time.monotonic() - t0
+        print("  dns-check against a silent resolver: %.1f s (budget 20 s; the per-query "
+              "timeouts alone add up to 36 s)" % took)
+        check(19.0 <= took <= 21.5, "took %.1f s" % took)
+        check(dc["ready"] is False and [h["hostname"] for h in dc["hostnames"]] == names, dc)
+        check(all(not h["ready"] for h in dc["hostnames"]), dc)
+        check("ran out of time" in dc["hostnames"][-1]["detail"], dc)
+        # A DNS failure proves nothing: every claim stays pending.
+        check(all(h["verification"]["status"] == "pending" for h in dc["hostnames"]), dc)
+    finally:
+        s.cleanup()
+        silent.close()
 
 
 if __name__ == "__main__":
