@@ -236,6 +236,7 @@ struct cp_config {
 	int hostname_claim_ttl_days;    /* pending hostname claims are released after this */
 	int hostname_claim_ttl_seconds; /* the same TTL in seconds, when > 0 (overrides days) */
 	int hostname_recheck_seconds;   /* pending claims re-checked this often */
+	int hostname_verified_recheck_seconds; /* verified claims re-checked this often */
 };
 #endif
 

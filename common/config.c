@@ -55,6 +55,7 @@ static const struct key_def keys[] = {
 	{ "hostname_claim_ttl_days", K_INT, OFF(hostname_claim_ttl_days), "7", 1, 365, false },
 	{ "hostname_claim_ttl_seconds", K_INT, OFF(hostname_claim_ttl_seconds), "0", 0, 86400 * 365, false },
 	{ "hostname_recheck_seconds", K_INT, OFF(hostname_recheck_seconds), "300", 1, 86400, false },
+	{ "hostname_verified_recheck_seconds", K_INT, OFF(hostname_verified_recheck_seconds), "86400", 1, 86400 * 30, false },
 };
 #undef OFF
 

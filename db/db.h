@@ -247,6 +247,7 @@ struct db_claim_check {
 struct db_claim_policy {
 	int64_t ttl_seconds;     /* pending claims are released after this */
 	int64_t recheck_seconds; /* pending (and failing verified) claims re-checked this often */
+	int64_t verified_recheck_seconds; /* verified claims re-checked this often */
 };
 /*
  * Record a check of tenant_id's claim of hostname (inside a transaction):
@@ -278,8 +279,8 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain) CP_WUR;
 /* Claims due for a background re-check (at most limit): their next check is
  * pushed back by lease_seconds, and *out gets [{tenant_id, property_id}]
- * (one per property). Verified claims are due once a day, pending ones every
- * recheck_seconds. */
+ * (one per property). Verified claims are due every verified_recheck_seconds,
+ * pending ones every recheck_seconds. */
 cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out) CP_WUR;
 /* Remove pending claims past their expiry (at most limit), each with event
  * property.hostname_released (reason claim_expired) and the property's

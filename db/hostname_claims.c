@@ -11,7 +11,8 @@
  *
  * Re-checks, so that a verified claim is neither kept for ever after its
  * DNS moved away nor lost to one bad lookup: verified claims are re-checked
- * once a day; a check that ANSWERS and proves nothing counts a failure and
+ * every verified_recheck_seconds (a day by default); a check that ANSWERS and
+ * proves nothing counts a failure and
  * brings the next check forward to recheck_seconds; the third such check in
  * a row demotes the claim to pending (a fresh TTL to fix its DNS), and the
  * hostname can then be taken by a tenant that proves it. A DNS error or
@@ -24,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CLAIM_VERIFIED_RECHECK_SECONDS 86400
 #define CLAIM_DEMOTE_AFTER 3
 
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
@@ -185,7 +185,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		db_bind_text(st, 2, hostname);
 		db_bind_text(st, 3, chk->method);
 		sqlite3_bind_int64(st, 4, now);
-		sqlite3_bind_int64(st, 5, now + CLAIM_VERIFIED_RECHECK_SECONDS);
+		sqlite3_bind_int64(st, 5, now + pol->verified_recheck_seconds);
 		db_bind_text(st, 6, chk->detail);
 		rc = db_exec_stmt(db, st);
 		if (rc == CP_OK)
@@ -226,7 +226,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	 * that only failed to resolve keeps its daily cadence. */
 	sqlite3_bind_int64(
 	    st, 4,
-	    now + (verified && !failures ? CLAIM_VERIFIED_RECHECK_SECONDS : pol->recheck_seconds));
+	    now + (verified && !failures ? pol->verified_recheck_seconds : pol->recheck_seconds));
 	if (other) {
 		char *d =
 		    cp_aprintf("%s: but another tenant holds %s verified",

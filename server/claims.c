@@ -19,7 +19,7 @@
 
 #define VERIFY_JOB_BUDGET_MS 20000 /* one job's DNS lookups, all hostnames together */
 #define TICK_EXPIRE_LIMIT 500	   /* expired claims released per tick */
-#define TICK_DUE_LIMIT 200	   /* claims re-checked per tick */
+#define TICK_DUE_LIMIT 1000	   /* claims re-checked per tick */
 
 struct db_claim_policy server_claim_policy(const struct cp_config *cfg)
 {
@@ -28,6 +28,7 @@ struct db_claim_policy server_claim_policy(const struct cp_config *cfg)
 			       ? cfg->hostname_claim_ttl_seconds
 			       : (int64_t)cfg->hostname_claim_ttl_days * 86400,
 	    .recheck_seconds = cfg->hostname_recheck_seconds,
+	    .verified_recheck_seconds = cfg->hostname_verified_recheck_seconds,
 	};
 	return p;
 }

@@ -13,6 +13,9 @@ challtestsrv, harness.Testbed().ensure()).
 4. TXT-token verification; dns-check records and shows verification.
 5. Background verification (no dns-check) once the CNAME appears; claim TTL
    expiry (hostname_claim_ttl_seconds) releases a pending claim only.
+   A verified claim is re-checked: a DNS error (a CNAME loop) never counts,
+   three answered negative checks demote it to pending (event), and another
+   tenant can then take the hostname.
 6. The DNS budget is a deadline: dns-check against a resolver that never
    answers returns at 20 s, not after every per-query timeout.
 
@@ -321,6 +324,47 @@ def test_background_verification_and_ttl_expiry():
         # Another tenant may now claim the released name.
         _, kb = s.new_tenant("next")
         prop(s, kb, edge(s, kb), [never])
+    finally:
+        s.cleanup()
+
+
+def test_verified_claim_recheck_demotes_but_not_on_dns_error():
+    s = server(CERTPLANE_HOSTNAME_RECHECK_SECONDS="1",
+               CERTPLANE_HOSTNAME_VERIFIED_RECHECK_SECONDS="1")
+    try:
+        _, ka = s.new_tenant("was owner")
+        _, kb = s.new_tenant("new owner")
+        ea, eb = edge(s, ka), edge(s, kb)
+        zone = rnd("mv") + ".test"
+        name, loop = "www." + zone, "loop." + zone
+        pa = verified_owner(s, ka, ea, name)
+        first = verification(s, ka, pa["id"], name)
+        # A CNAME loop is a lookup failure, not an answer: nothing counts.
+        TB.set_cname(name, loop)
+        TB.set_cname(loop, name)
+        time.sleep(6)
+        v = verification(s, ka, pa["id"], name)
+        check(v["status"] == "verified" and v["checked_at"] > first["checked_at"], v)
+        check("loop" in v["detail"], v)
+        check(events(s, ka, "property.hostname_unverified") == [], "no demotion on DNS errors")
+        # An answer that proves nothing, three times in a row: back to pending.
+        TB.set_cname(name, "elsewhere." + zone)
+        s.wait_for(lambda: verification(s, ka, pa["id"], name)["status"] == "pending",
+                   timeout=30, what="demoted")
+        v = verification(s, ka, pa["id"], name)
+        check(v["method"] is None and v["expires_at"] and "elsewhere." + zone in v["detail"], v)
+        ev = events(s, ka, "property.hostname_unverified")
+        check(len(ev) == 1 and ev[0]["data"]["hostname"] == name, ev)
+        # The hostname's new owner proves it and takes it over.
+        TB.set_cname(name, eb["hostname"])
+        pb = prop(s, kb, eb, [name]).json
+        dc = dns_check(s, kb, pb["id"])
+        check(dc["hostnames"][0]["verification"]["status"] == "verified", dc)
+        check(name not in expect(s.get("/v1/properties/" + pa["id"], token=ka), 200)
+              .json["hostnames"], "A's claim released")
+        ev = events(s, ka, "property.hostname_released")
+        check(len(ev) == 1 and ev[0]["data"]["reason"] == "verified_by_another_tenant", ev)
+        TB.clear_cname(loop)
     finally:
         s.cleanup()
 
