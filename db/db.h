@@ -481,10 +481,6 @@ cp_rc db_order_reset(struct db *db, const char *id) CP_WUR;
 /* HTTP-01: the key authorization for token of an order in flight (new
  * string), or CP_ERR_NOT_FOUND. Tokens are unguessable: no tenant scope. */
 cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out) CP_WUR;
-/* The edge hostname (new string) of the tenant's property that has
- * hostname, or CP_ERR_NOT_FOUND when no property has it. */
-cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname,
-		       char **edge) CP_WUR;
 /* {edge_hostname, hostnames: [...]} of a property, for its DNS check. */
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
 			      json_t **out) CP_WUR;
