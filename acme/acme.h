@@ -15,7 +15,8 @@
  * clients may run on separate threads in parallel. The program's main must
  * call curl_global_init(CURL_GLOBAL_DEFAULT) once before any client is made
  * (libcurl's global init is not thread-safe). A struct acme_resolver is
- * immutable after creation and may be shared by all threads.
+ * immutable after creation (unless given a deadline) and may be shared by
+ * all threads.
  *
  * Bounds: every CA request has a 10 s connect and 30 s total timeout and a
  * 1 MiB response cap; every DNS query 3 s per try, 2 tries.
@@ -46,6 +47,14 @@ struct acme_resolver; /* opaque: resolver configuration only */
 cp_rc acme_resolver_new(const char *hostport, struct acme_resolver **out) CP_WUR;
 /* Release res; NULL-safe. */
 void acme_resolver_free(struct acme_resolver *res);
+/*
+ * Give res a hard overall deadline, deadline_ms on cp_mono_ms()'s clock (0 =
+ * none): each query's timeout becomes min(its own, time left), and lookups
+ * still running at the deadline fail as timeouts (CP_ERR_UPSTREAM). This
+ * mutates res: set it only on a resolver one caller owns (one per check
+ * run), never on one shared between threads.
+ */
+void acme_resolver_set_deadline(struct acme_resolver *res, int64_t deadline_ms);
 /*
  * TXT values of name (each record's strings concatenated), as a new JSON
  * array of strings in *values; empty when the name has no TXT record (or

@@ -234,6 +234,10 @@ struct cp_config {
 	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
 	char *log_level;              /* debug|info|warn|error */
 	bool metrics_public;          /* GET /metrics without a key (else operator key) */
+	int hostname_claim_ttl_days;    /* pending hostname claims are released after this */
+	int hostname_claim_ttl_seconds; /* the same TTL in seconds, when > 0 (overrides days) */
+	int hostname_recheck_seconds;   /* pending claims re-checked this often */
+	int hostname_verified_recheck_seconds; /* verified claims re-checked this often */
 };
 #endif
 

@@ -53,6 +53,10 @@ static const struct key_def keys[] = {
 	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
+	{ "hostname_claim_ttl_days", K_INT, OFF(hostname_claim_ttl_days), "7", 1, 365, false },
+	{ "hostname_claim_ttl_seconds", K_INT, OFF(hostname_claim_ttl_seconds), "0", 0, 86400 * 365, false },
+	{ "hostname_recheck_seconds", K_INT, OFF(hostname_recheck_seconds), "300", 1, 86400, false },
+	{ "hostname_verified_recheck_seconds", K_INT, OFF(hostname_verified_recheck_seconds), "86400", 1, 86400 * 30, false },
 };
 #undef OFF
 

@@ -191,6 +191,14 @@ struct db_property_in {
 	const char *edge_hostname_id; /* an edge hostname of the same tenant */
 	const char *certificate_id;   /* NULL = no certificate */
 	bool renew_automation;
+	int64_t claim_ttl_seconds;    /* a new hostname's pending claim lives this long */
+};
+/* Why a property write was refused (CP_ERR_CONFLICT): hostnames[index] is
+ * verified by another tenant (other_tenant) or on another property of the
+ * same tenant. */
+struct db_hostname_taken {
+	size_t index;
+	bool other_tenant;
 };
 /*
  * Create a property; out is the API shape {id, name, hostnames,
@@ -200,7 +208,7 @@ struct db_property_in {
  * its index in in->hostnames. Call inside a transaction.
  */
 cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
-			 size_t *taken, json_t **out) CP_WUR;
+			 struct db_hostname_taken *taken, json_t **out) CP_WUR;
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
 /* hostname (may be NULL) keeps only the property that has that hostname. */
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
@@ -208,8 +216,8 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 /* Replace every writable field; bump_version adds 1 to version. Same
  * CP_ERR_CONFLICT / *taken contract as create. Call inside a transaction. */
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
-			 const struct db_property_in *in, bool bump_version, size_t *taken,
-			 json_t **out) CP_WUR;
+			 const struct db_property_in *in, bool bump_version,
+			 struct db_hostname_taken *taken, json_t **out) CP_WUR;
 /* Deletes the property, its hostnames and its deployments. */
 cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
 
@@ -221,6 +229,79 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 /* Deployments of one property, oldest first (the caller checks the property). */
 cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
 			 struct db_page pg, struct db_list *out) CP_WUR;
+
+/* ---- hostname claims (db/hostname_claims.c; migration 005) ---- */
+
+/* What one DNS check of a claim found. */
+enum db_claim_outcome {
+	DB_CLAIM_VERIFIED,     /* CNAME to one of the tenant's edges, or TXT token */
+	DB_CLAIM_NOT_VERIFIED, /* DNS answered, and proves nothing */
+	DB_CLAIM_DNS_ERROR,    /* DNS failed or ran out of time: proves nothing either way */
+};
+struct db_claim_check {
+	enum db_claim_outcome outcome;
+	const char *method; /* "cname" | "txt" when VERIFIED, else NULL */
+	const char *detail; /* sentence for the tenant (may be NULL) */
+};
+/* Timing of the claim rules, from the configuration. */
+struct db_claim_policy {
+	int64_t ttl_seconds;     /* pending claims are released after this */
+	int64_t recheck_seconds; /* pending (and failing verified) claims re-checked this often */
+	int64_t verified_recheck_seconds; /* verified claims re-checked this often */
+};
+/*
+ * Record a check of tenant_id's claim of hostname (inside a transaction):
+ *  VERIFIED: the claim becomes verified (method, checked_at); every other
+ *    tenant's (pending) claim of the hostname is removed from its property
+ *    (version + 1) with event property.hostname_released to that tenant. If
+ *    another tenant already holds it verified the claim stays pending and
+ *    *status_out is "owned_by_another_tenant".
+ *  NOT_VERIFIED: a pending claim stays pending; a verified one counts a
+ *    failure and, at the 3rd negative check in a row (re-checked every
+ *    recheck_seconds), is demoted to pending with a fresh TTL and event
+ *    property.hostname_unverified.
+ *  DNS_ERROR: nothing changes but checked_at, detail and the next check.
+ * *status_out (may be NULL): "verified" | "pending" | "owned_by_another_tenant"
+ * (static). CP_ERR_NOT_FOUND if the tenant has no claim of hostname.
+ */
+cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname,
+		      const struct db_claim_check *chk, const struct db_claim_policy *pol,
+		      const char **status_out) CP_WUR;
+/* tenant_id's claim of hostname: {property_id, status, method, token,
+ * edge_hostname (of its property)}; CP_ERR_NOT_FOUND if none. */
+cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname,
+		   json_t **out) CP_WUR;
+/* The hostnames of a property to verify: [{hostname, token}], in order. */
+cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,
+			    json_t **out) CP_WUR;
+/* CP_OK if a name of chain (JSON array of names) is an edge hostname of
+ * tenant_id, CP_ERR_NOT_FOUND if none is. */
+cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain) CP_WUR;
+/* Claims due for a background re-check (at most limit): their next check is
+ * pushed back by lease_seconds, and *out gets [{tenant_id, property_id}]
+ * (one per property). Verified claims are due every verified_recheck_seconds,
+ * pending ones every recheck_seconds. */
+cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out) CP_WUR;
+/* Remove pending claims past their expiry (at most limit), each with event
+ * property.hostname_released (reason claim_expired) and the property's
+ * version + 1; *removed gets the count. Runs its own transaction. */
+cp_rc db_claims_expire(struct db *db, int limit, int *removed) CP_WUR;
+/*
+ * Issuance scope: the one rule deciding which names tenant_id may have in a
+ * certificate order, whatever the source, kind or challenge. A name (a
+ * wildcard's base) equal to or under edge_zone or any edge hostname is
+ * refused with reason "hostname_in_edge_zone"; a name another tenant has
+ * verified with "hostname_owned_by_another_tenant". CP_OK with
+ * v->reason NULL when every name is allowed; otherwise v->reason, v->index
+ * (into names) and v->detail (a sentence naming the host) are set.
+ */
+struct db_scope_verdict {
+	const char *reason; /* static */
+	size_t index;
+	char detail[640];
+};
+cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id,
+			json_t *names, struct db_scope_verdict *v) CP_WUR;
 
 /* ---- certificates ---- */
 
@@ -400,10 +481,6 @@ cp_rc db_order_reset(struct db *db, const char *id) CP_WUR;
 /* HTTP-01: the key authorization for token of an order in flight (new
  * string), or CP_ERR_NOT_FOUND. Tokens are unguessable: no tenant scope. */
 cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out) CP_WUR;
-/* The edge hostname (new string) of the tenant's property that has
- * hostname, or CP_ERR_NOT_FOUND when no property has it. */
-cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname,
-		       char **edge) CP_WUR;
 /* {edge_hostname, hostnames: [...]} of a property, for its DNS check. */
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
 			      json_t **out) CP_WUR;

@@ -257,32 +257,6 @@ cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out)
 	return rc;
 }
 
-cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname, char **edge)
-{
-	static const char sql[] =
-		"SELECT e.hostname FROM property_hostnames h JOIN properties p ON p.id = "
-		"h.property_id JOIN edge_hostnames e ON e.id = p.edge_hostname_id "
-		"WHERE h.hostname = ? AND h.tenant_id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
-
-	*edge = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, hostname);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*edge = cp_strdup((const char *)sqlite3_column_text(st, 0));
-		rc = *edge ? CP_OK : CP_ERR_NOMEM;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
-	sqlite3_reset(st);
-	return rc;
-}
-
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
 			      json_t **out)
 {

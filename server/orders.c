@@ -41,6 +41,7 @@
 #define DNS01_RECHECK_SECONDS 2  /* TXT visibility polling */
 #define BACKOFF_MAX_SECONDS 600  /* transient CA failures: 2 s doubling up to this */
 #define MAX_RESETS 3             /* fresh CA orders after the CA forgot one, per run */
+#define HOSTNAME_CHECK_BUDGET_MS 30000 /* every DNS lookup of the pre-order checks together */
 
 /* ==== ACME clients: one per CA per worker thread, kept across jobs ==== */
 
@@ -368,37 +369,64 @@ static json_t *event_base(struct run *run)
 
 /* ---- step 0: checks, key, new CA order ---- */
 
-/* HTTP-01 checks: no wildcard; every hostname a property of the tenant
- * has must CNAME (eventually) to that property's edge hostname. */
+/*
+ * The checks before any CA request. Every challenge: the issuance scope
+ * (db_issuance_scope: no edge name, no name another tenant verified). HTTP-01
+ * also: no wildcard, and every identifier a hostname claimed by this tenant
+ * whose CNAME chain reaches one of its edge hostnames, checked live here.
+ * That live check is a verification too: it is recorded, so a claim still
+ * pending whose CNAME is now in place verifies here (the renewal triggers
+ * the verification instead of failing), and one another tenant holds stops
+ * the order.
+ */
 static enum step hostname_checks(struct run *run)
 {
 	json_t *ids = json_object_get(run->order, "identifiers"), *v;
 	struct acme_resolver *res = NULL;
+	struct db_scope_verdict scope;
 	enum step step = STEP_DONE;
 	size_t i;
+	cp_rc rc;
+
+	rc = db_issuance_scope(run->db, run->ctx->cfg->edge_zone, run->tenant_id, ids, &scope);
+	if (rc != CP_OK)
+		return fail(run, "internal", "database error checking the order's hostnames");
+	if (scope.reason)
+		return fail(run, scope.reason, "%s", scope.detail);
+	if (strcmp(ostr(run->order, "challenge"), "http-01") != 0)
+		return STEP_DONE; /* DNS-01 proves control of each name by itself */
 
 	json_array_foreach(ids, i, v) {
-		const char *name = json_string_value(v);
-		char *edge = NULL;
-		json_t *check = NULL;
-		cp_rc rc;
+		const char *name = json_string_value(v), *status = NULL, *method = NULL;
+		json_t *check = NULL, *claim = NULL;
+		const char *edge;
+		bool reaches;
 
 		if (cp_hostname_is_wildcard(name)) {
 			step = fail(run, "wildcard_needs_dns01",
 				    "%s is a wildcard: HTTP-01 cannot validate it, use dns-01", name);
 			break;
 		}
-		rc = db_hostname_edge(run->db, run->tenant_id, name, &edge);
-		if (rc == CP_ERR_NOT_FOUND)
-			continue; /* not served through a property: nothing to point at */
+		rc = db_claim_get(run->db, run->tenant_id, name, &claim);
+		if (rc == CP_ERR_NOT_FOUND) {
+			step = fail(run, "hostname_not_verified",
+				    "%s is on no property of this tenant: HTTP-01 needs it on a "
+				    "property, CNAMEd to the property's edge hostname",
+				    name);
+			break;
+		}
 		if (rc != CP_OK) {
 			step = fail(run, "internal", "database error checking %s", name);
 			break;
 		}
-		if (!res && acme_resolver_new(run->ctx->cfg->dns_resolver, &res) != CP_OK) {
-			free(edge);
-			step = fail(run, "internal", "bad dns_resolver setting");
-			break;
+		edge = ostr(claim, "edge_hostname");
+		if (!res) {
+			if (acme_resolver_new(run->ctx->cfg->dns_resolver, &res) != CP_OK) {
+				json_decref(claim);
+				step = fail(run, "internal", "bad dns_resolver setting");
+				break;
+			}
+			acme_resolver_set_deadline(res, cp_mono_ms() + HOSTNAME_CHECK_BUDGET_MS);
 		}
 		rc = acme_check_hostname(res, name, edge, &check);
 		if (rc == CP_ERR_UPSTREAM) {
@@ -408,16 +436,25 @@ static enum step hostname_checks(struct run *run)
 			step = STEP_BACKOFF;
 		} else if (rc != CP_OK) {
 			step = fail(run, "invalid_hostname", "%s is not a valid hostname", name);
-		} else if (!json_is_true(json_object_get(check, "ready"))) {
-			const char *d = ostr(check, "detail");
-			if (d)
-				step = fail(run, "dns_not_pointed_to_edge", "%s", d);
-			else
-				step = fail(run, "dns_not_pointed_to_edge",
-					    "%s does not point at the edge hostname %s", name, edge);
+		} else {
+			reaches = json_is_true(json_object_get(check, "ready")) ||
+				  db_edge_in_chain(run->db, run->tenant_id,
+						   json_object_get(check, "cname_chain")) == CP_OK;
+			rc = server_claim_verify(run->ctx, run->db, res, run->tenant_id, name, check,
+						 CP_OK, &status, &method);
+			if (rc != CP_OK && rc != CP_ERR_NOT_FOUND)
+				step = fail(run, "internal", "cannot record the verification of %s",
+					    name);
+			else if (status && !strcmp(status, "owned_by_another_tenant"))
+				step = fail(run, "hostname_owned_by_another_tenant",
+					    "%s is verified by another tenant", name);
+			else if (!reaches)
+				step = fail(run, "dns_not_pointed_to_edge", "%s",
+					    ostr(check, "detail") ? ostr(check, "detail")
+								  : "does not point at the edge");
 		}
 		json_decref(check);
-		free(edge);
+		json_decref(claim);
 		if (step != STEP_DONE)
 			break;
 	}
@@ -478,8 +515,7 @@ static enum step place_order(struct run *run)
 
 	if (n == 0 || n > CP_ARRAY_LEN(names))
 		return fail(run, "invalid_identifiers", "an order needs 1 to 100 hostnames");
-	if (!strcmp(ostr(run->order, "challenge"), "http-01") &&
-	    (step = hostname_checks(run)) != STEP_DONE)
+	if ((step = hostname_checks(run)) != STEP_DONE)
 		return step;
 	/* order_key() reloads run->order: take the names from the new copy. */
 	if ((rc = order_key(run, &key)) != CP_OK)

@@ -42,5 +42,10 @@ int64_t server_renew_due_at(const struct cp_config *cfg, int64_t not_before, int
 			    int64_t renew_after);
 /* Scheduler tick: start the renewal orders that are due. */
 void server_tick_renew(const struct api_ctx *ctx, struct db *db);
+/* Job kind "hostname_verify": check every claim of a property ({"property_id"}). */
+void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+				struct server_job_outcome *out);
+/* Scheduler tick: release expired pending claims, queue the re-checks due. */
+void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db);
 
 #endif

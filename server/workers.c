@@ -34,6 +34,7 @@ static const struct {
 } job_kinds[] = {
 	{ "webhook_delivery", server_job_webhook_delivery },
 	{ "acme_order", server_job_acme_order },
+	{ "hostname_verify", server_job_hostname_verify },
 	/* JOB KINDS: { "kind", handler }, */
 	{ NULL, NULL },
 };
@@ -43,6 +44,7 @@ static const server_tick_fn ticks[] = {
 	tick_purge_idempotency,
 	server_tick_cert_reminders,
 	server_tick_renew,
+	server_tick_hostname_claims,
 	/* TICKS */
 };
 

@@ -4,6 +4,7 @@ of the contract; tenant isolation on every route that takes an id;
 idempotent POST replay; keyset pagination under inserts; CORS; restart
 durability, the audit log and the `check-config` / `migrate` commands.
 """
+import json
 import os
 import subprocess
 import sys
@@ -88,12 +89,24 @@ def test_properties_crud_and_deployments():
     p = prop(key, e1["id"], ["www.crud.example", "*.crud.example"], name="crud site")
     check(set(p) == {"id", "name", "hostnames", "edge_hostname_id", "edge_hostname",
                      "certificate_id", "certificate_renew_automation", "version", "staging",
-                     "production", "created_at", "updated_at"}, p)
+                     "production", "created_at", "updated_at", "hostname_verification"}, p)
+    # Each hostname is a pending claim until DNS verifies it (test_tenant_isolation.py).
+    check([v["hostname"] for v in p["hostname_verification"]] == p["hostnames"], p)
+    check(all(v["status"] == "pending" and len(v["token"]) == 32 for v in
+              p["hostname_verification"]), p)
     check(p["hostnames"] == ["www.crud.example", "*.crud.example"] and p["version"] == 1, p)
     check(p["edge_hostname"] == e1["hostname"] and p["certificate_id"] is None, p)
     check(p["certificate_renew_automation"] is False and p["staging"] is None
           and p["production"] is None, p)
-    check(expect(S.get("/v1/properties/" + p["id"], token=key), 200).json == p)
+    # The same resource on read, but for what the (asynchronous) verification
+    # job may have recorded meanwhile.
+    def settled(x):
+        x = json.loads(json.dumps(x))
+        for v in x["hostname_verification"]:
+            v.pop("checked_at")
+            v.pop("detail")
+        return x
+    check(settled(expect(S.get("/v1/properties/" + p["id"], token=key), 200).json) == settled(p))
     got = S.list_all("/v1/properties", token=key, query={"hostname": "www.crud.example"})
     check([x["id"] for x in got] == [p["id"]], got)
     check(S.list_all("/v1/properties", token=key, query={"hostname": "nope.crud.example"}) == [])
@@ -227,14 +240,18 @@ def test_error_statuses():
     check("GET" in allow and "POST" in allow and "DELETE" not in allow, r.headers)
     r = expect(S.request("PUT", "/v1/properties/" + FOREIGN_ID, {"name": "x"}, token=key), 405)
     check("PATCH" in r.header("allow"), r.headers)
-    # 409: a hostname taken by another tenant; an edge hostname in use
+    # 409: a hostname on another property of the same tenant; an edge hostname
+    # in use. (Another tenant's PENDING claim blocks nothing; its VERIFIED
+    # claim is a 409: test_tenant_isolation.py.)
     prop(key, e["id"], ["taken.errors.example"])
+    r = expect(S.post("/v1/properties", {"name": "again", "hostnames": ["mine.errors.example",
+               "taken.errors.example"], "edge_hostname_id": e["id"]}, token=key), 409)
+    check("taken.errors.example" in r.json["detail"] and field_error(r, "hostnames[1]"), r)
+    check(len(S.list_all("/v1/properties", token=key)) == 1, "nothing half-written")
     _, key2 = S.new_tenant("errors 2")
     e2 = edge(key2)
-    r = expect(S.post("/v1/properties", {"name": "steal", "hostnames": ["mine.errors.example",
-               "taken.errors.example"], "edge_hostname_id": e2["id"]}, token=key2), 409)
-    check("taken.errors.example" in r.json["detail"] and field_error(r, "hostnames[1]"), r)
-    check(S.list_all("/v1/properties", token=key2) == [], "nothing half-written")
+    expect(S.post("/v1/properties", {"name": "pending too", "hostnames": ["taken.errors.example"],
+                                     "edge_hostname_id": e2["id"]}, token=key2), 201)
     expect(S.delete("/v1/edge-hostnames/" + e["id"], token=key), 409)
     label = e["label"]
     r = expect(S.post("/v1/edge-hostnames", {"label": label}, token=key2), 409)
@@ -433,6 +450,11 @@ def test_restart_keeps_data_and_audit():
                       token=key), 201)
         e2 = expect(s.post("/v1/edge-hostnames", {}, token=key), 201).json
         expect(s.delete("/v1/edge-hostnames/" + e2["id"], token=key), 204)
+        # The property's verification job records its check once (then the
+        # next one is minutes away): snapshot after it.
+        s.wait_for(lambda: expect(s.get("/v1/properties/" + p["id"], token=key), 200)
+                   .json["hostname_verification"][0]["checked_at"], timeout=30,
+                   what="the create-time verification recorded")
         before = {path: s.list_all(path, token=key) for path in
                   ["/v1/edge-hostnames", "/v1/properties", "/v1/properties/%s/deployments" % p["id"]]}
         tenants = s.list_all("/v1/tenants")

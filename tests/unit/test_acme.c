@@ -20,7 +20,9 @@
  */
 #include <curl/curl.h>
 #include <microhttpd.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1133,6 +1135,46 @@ static void test_integration(void)
 	acme_resolver_free(res);
 }
 
+/*
+ * A resolver that never answers (a bound UDP socket nobody reads): a check
+ * given a 700 ms deadline returns within it plus slack, as a lookup failure,
+ * although c-ares alone would wait 3 s x 2 tries per hop; a deadline already
+ * passed sends nothing at all.
+ */
+static void test_dns_deadline(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct acme_resolver *res = NULL;
+	socklen_t len = sizeof(sa);
+	json_t *out = NULL, *txt = NULL;
+	char hostport[32];
+	int64_t t0, took;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	      getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+	snprintf(hostport, sizeof(hostport), "127.0.0.1:%d", ntohs(sa.sin_port));
+	CHECK_RC(acme_resolver_new(hostport, &res), CP_OK);
+	if (!res) {
+		close(fd);
+		return;
+	}
+	acme_resolver_set_deadline(res, cp_mono_ms() + 700);
+	t0 = cp_mono_ms();
+	CHECK_RC(acme_check_hostname(res, "www.silent.test", "e.edge.test", &out), CP_ERR_UPSTREAM);
+	took = cp_mono_ms() - t0;
+	CHECK(took >= 650 && took < 1000);
+	CHECK(out && !json_is_true(json_object_get(out, "ready")));
+	json_decref(out);
+	t0 = cp_mono_ms();
+	CHECK_RC(acme_dns_txt(res, "_x.silent.test", &txt), CP_ERR_UPSTREAM);
+	CHECK(cp_mono_ms() - t0 < 50);
+	printf("  dns deadline: check stopped after %lld ms (deadline 700 ms)\n", (long long)took);
+	acme_resolver_free(res);
+	close(fd);
+}
+
 int main(void)
 {
 	/* Per acme.h: libcurl's global init is the program's job, once. */
@@ -1146,6 +1188,7 @@ int main(void)
 	test_problems();
 	test_classify();
 	test_client_mock();
+	test_dns_deadline();
 	test_integration();
 
 	curl_global_cleanup();
