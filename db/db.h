@@ -41,7 +41,8 @@ cp_rc db_begin(struct db *db) CP_WUR;
 cp_rc db_commit(struct db *db) CP_WUR;
 void db_rollback(struct db *db);
 
-/* Consistent online copy to dest (VACUUM INTO); dest must not exist. */
+/* Consistent online copy to dest (VACUUM INTO), created 0600 and fsynced;
+ * CP_ERR_CONFLICT if dest exists (a symlink included). */
 cp_rc db_backup(struct db *db, const char *dest) CP_WUR;
 /* PRAGMA integrity_check; *ok true when it says "ok". */
 cp_rc db_integrity_check(struct db *db, bool *ok) CP_WUR;
