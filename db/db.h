@@ -56,6 +56,17 @@ struct crypto_keyring;
  * (master-key rotation), in one transaction; *count = values re-sealed.
  * Sealed values use "<table>:<row id>" as authenticated data. */
 cp_rc db_secrets_reseal(struct db *db, const struct crypto_keyring *ring, int *count) CP_WUR;
+/* *stale = sealed values in every sealed column not under ring's current key. */
+cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring,
+			     int64_t *stale) CP_WUR;
+/* The master-key rotation: add a new current key to data_dir/master.keys,
+ * re-seal every value, count the values left under older keys in the
+ * committed database, and prune the older keys only when that count is 0.
+ * On any failure (*stale says how many remain, -1 if not counted) the older
+ * keys stay in the file and in ring, so every value still opens; ring's
+ * current key is the new one. *count = values re-sealed. */
+cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *data_dir,
+			int *count, int64_t *stale) CP_WUR;
 
 /* ---- pagination: keyset on an insertion sequence ---- */
 

@@ -317,6 +317,7 @@ out:
 static int cmd_rotate(struct app *app)
 {
 	int n = 0, lock = data_dir_lock(app);
+	int64_t stale = -1;
 	cp_rc rc;
 
 	if (lock < 0) {
@@ -324,14 +325,12 @@ static int cmd_rotate(struct app *app)
 			app->cfg->data_dir);
 		return 1;
 	}
-	rc = crypto_keyring_rotate(app->keyring, app->cfg->data_dir);
-	if (rc == CP_OK)
-		rc = db_secrets_reseal(app->db, app->keyring, &n);
-	if (rc == CP_OK)
-		rc = crypto_keyring_prune(app->keyring, app->cfg->data_dir);
+	rc = db_secrets_rotate(app->db, app->keyring, app->cfg->data_dir, &n, &stale);
 	if (rc != CP_OK) {
-		fprintf(stderr, "certplane: rotation failed (%s); old keys are kept\n",
-			cp_rc_str(rc));
+		fprintf(stderr,
+			"certplane: rotation failed (%s; %lld values under an older key, -1 = not counted); "
+			"old keys are kept, every secret still opens\n",
+			cp_rc_str(rc), (long long)stale);
 		close(lock);
 		return 1;
 	}
