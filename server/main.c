@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/crypto.h>
 
 #define CERTPLANE_VERSION "0.1.0"
 
@@ -167,7 +166,7 @@ static cp_rc operator_token(struct app *app)
 		if (rc != CP_OK)
 			goto out;
 		secret = cp_b64url(raw, sizeof(raw));
-		OPENSSL_cleanse(raw, sizeof(raw));
+		crypto_wipe(raw, sizeof(raw));
 		tok = secret ? cp_aprintf("cpo_%s", secret) : NULL;
 		crypto_wipe_free(secret);
 		if (!tok) {
@@ -345,6 +344,8 @@ int main(int argc, char **argv)
 	struct app app;
 	int status = 1;
 
+	/* Before any JSON exists: jansson wipes what it frees (bodies with keys). */
+	crypto_json_wipe_on_free();
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
 			config = argv[++i];
