@@ -955,11 +955,13 @@ out:
 	 * the database was busy: nothing was stored, try again or stop. */
 	if (load_rc != CP_OK)
 		return db_failure(run, load_rc, "reloading the order");
-	if (rc == CP_ERR_BUSY)
-		return db_failure(run, rc, "storing the certificate");
-	if (rc != CP_OK)
+	/* The chain or key refused, or the certificate deleted meanwhile: the
+	 * order fails. Busy, I/O and other database errors: try again. */
+	if (rc == CP_ERR_INVALID || rc == CP_ERR_NOT_FOUND || rc == CP_ERR_CONFLICT)
 		return fail(run, rc == CP_ERR_INVALID ? "ca_protocol_error" : "internal",
 			    "cannot store the certificate: %s", cp_rc_str(rc));
+	if (rc != CP_OK)
+		return db_failure(run, rc, "storing the certificate");
 	return STEP_DONE;
 }
 
