@@ -2,10 +2,10 @@
  * test_orders.c - the acme_order job (server/orders.c) when the database
  * fails. Only a missing order ends the job; a busy or failing database
  * (a statement that cannot run, a row the query fails on; busy is handled
- * the same way, as every error but CP_ERR_NOT_FOUND) must retry the job later and leave the order exactly as it
- * was. Before the fix any error of db_order_load was taken for "the order
- * is gone": the job was marked done and the order stayed pending for ever.
- * Exit status is the number of failed checks (capped), 0 on success.
+ * the same way, as every error but CP_ERR_NOT_FOUND) must retry the job later and leave the order
+ * exactly as it was. Before the fix any error of db_order_load was taken for "the order is gone":
+ * the job was marked done and the order stayed pending for ever. Exit status is the number of
+ * failed checks (capped), 0 on success.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,12 +20,12 @@
 
 static int failures;
 
-#define CHECK(c)                                                                              \
-	do {                                                                                  \
-		if (!(c)) {                                                                   \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			failures++;                                                           \
-		}                                                                             \
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
+			failures++;                                                                \
+		}                                                                                  \
 	} while (0)
 
 #define ORDER_ID "0b9e7c52-5f7e-4a51-9d0e-3a1f00000001"
@@ -34,8 +34,8 @@ static int failures;
 static struct server_job_outcome run_job(const struct api_ctx *ctx, struct db *db,
 					 const char *tenant_id, const char *order_id)
 {
-	struct server_job_outcome out = { .result = SERVER_JOB_FAIL };
-	struct db_job job = { .id = 1, .kind = "acme_order", .attempts = 1, .owner = "test" };
+	struct server_job_outcome out = {.result = SERVER_JOB_FAIL};
+	struct db_job job = {.id = 1, .kind = "acme_order", .attempts = 1, .owner = "test"};
 
 	snprintf(job.tenant_id, sizeof(job.tenant_id), "%s", tenant_id);
 	job.payload = json_pack("{s:s}", "order_id", order_id);
@@ -50,10 +50,11 @@ static void order_state(sqlite3 *h, char *out, size_t n)
 	sqlite3_stmt *st = NULL;
 
 	snprintf(out, n, "(none)");
-	if (sqlite3_prepare_v2(h,
-			       "SELECT status || '|' || attempts || '|' || "
-			       "ifnull(error_reason, '-') || '|' || updated_at FROM orders WHERE id = ?",
-			       -1, &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(
+		h,
+		"SELECT status || '|' || attempts || '|' || "
+		"ifnull(error_reason, '-') || '|' || updated_at FROM orders WHERE id = ?",
+		-1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 1, ORDER_ID, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -97,7 +98,7 @@ int main(void)
 		fprintf(stderr, "test_orders: setup failed: %s\n", err ? err : "");
 		return 1;
 	}
-	struct api_ctx ctx = { .cfg = cfg, .keyring = ring };
+	struct api_ctx ctx = {.cfg = cfg, .keyring = ring};
 	tid = json_string_value(json_object_get(tenant, "id"));
 	sql = cp_aprintf("INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, "
 			 "identifiers, ca, key_type, created_at, updated_at) VALUES ('" ORDER_ID

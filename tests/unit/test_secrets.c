@@ -25,12 +25,12 @@
 
 static int failures;
 
-#define CHECK(c)                                                                              \
-	do {                                                                                  \
-		if (!(c)) {                                                                   \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			failures++;                                                           \
-		}                                                                             \
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
+			failures++;                                                                \
+		}                                                                                  \
 	} while (0)
 
 #define ROWS 3 /* per sealed column */
@@ -49,25 +49,25 @@ static size_t nplanted;
 static const struct {
 	const char *table, *id_sql, *col, *insert;
 } tables[] = {
-	{ "certificate_versions", "id", "private_key",
-	  "INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
-	  "private_key, key_type, issuer, serial, not_before, not_after, fingerprint_sha256, "
-	  "created_at) VALUES (?1, 'c-' || ?1, 't', 1, 'pem', ?2, 'ecdsa-p256', 'i', 's', 0, 1, "
-	  "'f', 0)" },
-	{ "acme_accounts", "id", "key",
-	  "INSERT INTO acme_accounts (id, ca, directory_url, key, created_at, updated_at) "
-	  "VALUES (?1, 'ca-' || ?1, 'https://ca.test/dir', ?2, 0, 0)" },
-	{ "orders", "id", "key",
-	  "INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, ca, "
-	  "key_type, key, created_at, updated_at) VALUES (?1, 't', 'c-' || ?1, 'issue', "
-	  "'http-01', '[\"a.test\"]', 'letsencrypt', 'ecdsa-p256', ?2, 0, 0)" },
-	{ "webhooks", "id", "secret",
-	  "INSERT INTO webhooks (id, tenant_id, url, secret, created_at, updated_at) "
-	  "VALUES (?1, 't', 'https://hook.test/', ?2, 0, 0)" },
-	{ "idempotency", "scope || ':' || key", "response",
-	  "INSERT INTO idempotency (scope, key, method, path, body_hash, status, content_type, "
-	  "response, created_at) VALUES ('operator', ?1, 'POST', '/v1/x', 'h', 201, "
-	  "'application/json', ?2, 0)" },
+    {"certificate_versions", "id", "private_key",
+     "INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
+     "private_key, key_type, issuer, serial, not_before, not_after, fingerprint_sha256, "
+     "created_at) VALUES (?1, 'c-' || ?1, 't', 1, 'pem', ?2, 'ecdsa-p256', 'i', 's', 0, 1, "
+     "'f', 0)"},
+    {"acme_accounts", "id", "key",
+     "INSERT INTO acme_accounts (id, ca, directory_url, key, created_at, updated_at) "
+     "VALUES (?1, 'ca-' || ?1, 'https://ca.test/dir', ?2, 0, 0)"},
+    {"orders", "id", "key",
+     "INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, ca, "
+     "key_type, key, created_at, updated_at) VALUES (?1, 't', 'c-' || ?1, 'issue', "
+     "'http-01', '[\"a.test\"]', 'letsencrypt', 'ecdsa-p256', ?2, 0, 0)"},
+    {"webhooks", "id", "secret",
+     "INSERT INTO webhooks (id, tenant_id, url, secret, created_at, updated_at) "
+     "VALUES (?1, 't', 'https://hook.test/', ?2, 0, 0)"},
+    {"idempotency", "scope || ':' || key", "response",
+     "INSERT INTO idempotency (scope, key, method, path, body_hash, status, content_type, "
+     "response, created_at) VALUES ('operator', ?1, 'POST', '/v1/x', 'h', 201, "
+     "'application/json', ?2, 0)"},
 };
 
 static bool exec_ok(struct db *db, const char *sql)
@@ -87,8 +87,7 @@ static bool fixture(const char *dir)
 	nplanted = 0;
 	snprintf(path, sizeof(path), "%s/certplane.db", dir);
 	if (mkdir(dir, 0700) != 0 || db_open(path, &db) != CP_OK ||
-	    db_migrate(db, NULL, NULL) != CP_OK ||
-	    crypto_keyring_load(dir, NULL, &ring) != CP_OK)
+	    db_migrate(db, NULL, NULL) != CP_OK || crypto_keyring_load(dir, NULL, &ring) != CP_OK)
 		goto out;
 	/* Rows without their parents: this test is about the sealed columns. */
 	if (!exec_ok(db, "PRAGMA foreign_keys=OFF"))
@@ -103,26 +102,31 @@ static bool fixture(const char *dir)
 			p->id_sql = tables[t].id_sql;
 			p->col = tables[t].col;
 			snprintf(p->id, sizeof(p->id), "%s-%d", tables[t].table, i);
-			snprintf(p->plain, sizeof(p->plain), "secret of %s row %d", tables[t].table, i);
+			snprintf(p->plain, sizeof(p->plain), "secret of %s row %d", tables[t].table,
+				 i);
 			/* The idempotency aad is "scope:key". */
 			aad = !strcmp(p->table, "idempotency")
-				      ? cp_aprintf("idempotency:operator:%s", p->id)
-				      : cp_aprintf("%s:%s", p->table, p->id);
-			row_ok = aad &&
-				 crypto_seal(ring, aad, p->plain, strlen(p->plain), &sealed) == CP_OK &&
-				 sqlite3_prepare_v2(db->h, tables[t].insert, -1, &st, NULL) == SQLITE_OK &&
-				 sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
-				 sqlite3_bind_text(st, 2, sealed, -1, SQLITE_STATIC) == SQLITE_OK &&
-				 sqlite3_step(st) == SQLITE_DONE;
+				  ? cp_aprintf("idempotency:operator:%s", p->id)
+				  : cp_aprintf("%s:%s", p->table, p->id);
+			row_ok =
+			    aad &&
+			    crypto_seal(ring, aad, p->plain, strlen(p->plain), &sealed) == CP_OK &&
+			    sqlite3_prepare_v2(db->h, tables[t].insert, -1, &st, NULL) ==
+				SQLITE_OK &&
+			    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
+			    sqlite3_bind_text(st, 2, sealed, -1, SQLITE_STATIC) == SQLITE_OK &&
+			    sqlite3_step(st) == SQLITE_DONE;
 			if (!row_ok)
-				fprintf(stderr, "fixture %s: %s\n", p->table, sqlite3_errmsg(db->h));
+				fprintf(stderr, "fixture %s: %s\n", p->table,
+					sqlite3_errmsg(db->h));
 			sqlite3_finalize(st);
 			free(aad);
 			free(sealed);
 			if (!row_ok)
 				goto out;
 			if (!strcmp(p->table, "idempotency"))
-				snprintf(p->id, sizeof(p->id), "operator:%s-%d", tables[t].table, i);
+				snprintf(p->id, sizeof(p->id), "operator:%s-%d", tables[t].table,
+					 i);
 		}
 	}
 	ok = true;
@@ -180,7 +184,8 @@ static bool all_readable(struct db *db, const char *dir, int *current)
 		return false;
 	for (size_t i = 0; i < nplanted; i++) {
 		const struct planted *p = &planted[i];
-		char *sql = cp_aprintf("SELECT %s FROM %s WHERE %s = ?", p->col, p->table, p->id_sql);
+		char *sql =
+		    cp_aprintf("SELECT %s FROM %s WHERE %s = ?", p->col, p->table, p->id_sql);
 		char *aad = cp_aprintf("%s:%s", p->table, p->id), *pt = NULL;
 		sqlite3_stmt *st = NULL;
 		size_t n = 0;
@@ -252,7 +257,7 @@ static long trial(const char *base, long at, cp_rc *rc_out, bool *fired)
 	char dir[128], path[256], orig[256];
 	struct db *db = NULL;
 	struct crypto_keyring *ring = NULL;
-	struct fault f = { .at = at };
+	struct fault f = {.at = at};
 	int count = 0, current = 0, lines;
 	int64_t stale = 0;
 	bool has_orig = false;
@@ -288,7 +293,8 @@ static long trial(const char *base, long at, cp_rc *rc_out, bool *fired)
 	} else {
 		/* Failed anywhere: the original key is still there. */
 		if (!has_orig)
-			fprintf(stderr, "fault at %ld: %s, original key pruned\n", at, cp_rc_str(rc));
+			fprintf(stderr, "fault at %ld: %s, original key pruned\n", at,
+				cp_rc_str(rc));
 		CHECK(has_orig);
 		CHECK(lines >= 1);
 	}
