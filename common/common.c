@@ -676,8 +676,8 @@ static int tmp_create(const char *path, int mode, char **tmp)
 static cp_rc dir_sync(const char *path)
 {
 	const char *slash = strrchr(path, '/');
-	char *dir = slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path))
-			  : cp_strdup(".");
+	char *dir =
+	    slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : cp_strdup(".");
 	int fd;
 	cp_rc rc = CP_ERR_IO;
 

@@ -79,8 +79,9 @@ static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, con
 				(*count)++;
 		}
 		if (rc != CP_OK)
-			cp_logf(CP_LOG_ERROR, "secrets.reseal", "cannot re-seal %s.%s of row %.200s: %s",
-				table, col, id, cp_rc_str(rc));
+			cp_logf(CP_LOG_ERROR, "secrets.reseal",
+				"cannot re-seal %s.%s of row %.200s: %s", table, col, id,
+				cp_rc_str(rc));
 		free(aad);
 		free(resealed);
 		crypto_wipe_free_buf(pt, n);

@@ -87,16 +87,16 @@ static int path_tighten(const char *path, mode_t want, const char *what)
 	}
 	snprintf(was, sizeof(was), "%04o", (unsigned)(st.st_mode & 0777));
 	snprintf(now, sizeof(now), "%04o", (unsigned)(st.st_mode & want));
-	cp_log_json(CP_LOG_WARN, "data_dir.mode",
-		    json_pack("{s:s,s:s,s:s,s:s}", "path", path, "what", what, "was", was, "now",
-			      now));
+	cp_log_json(
+	    CP_LOG_WARN, "data_dir.mode",
+	    json_pack("{s:s,s:s,s:s,s:s}", "path", path, "what", what, "was", was, "now", now));
 	return 0;
 }
 
 /* The database file and SQLite's -wal and -shm beside it: 0600. */
 static int database_tighten(const char *database)
 {
-	static const char *const suffix[] = { "", "-wal", "-shm" };
+	static const char *const suffix[] = {"", "-wal", "-shm"};
 
 	for (size_t i = 0; i < CP_ARRAY_LEN(suffix); i++) {
 		char *p = cp_aprintf("%s%s", database, suffix[i]);
@@ -151,7 +151,8 @@ static cp_rc operator_token(struct app *app)
 		while (len && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
 			tok[--len] = '\0';
 		if (len == 0) {
-			fprintf(stderr, "certplane: %s is empty; remove it to have a new token made\n",
+			fprintf(stderr,
+				"certplane: %s is empty; remove it to have a new token made\n",
 				path);
 			rc = CP_ERR_INVALID;
 			goto out;
@@ -182,10 +183,11 @@ static cp_rc operator_token(struct app *app)
 		cp_logf(CP_LOG_INFO, "config.operator_token", "operator token created in %s", path);
 		len = strlen(tok);
 	} else {
-		fprintf(stderr,
-			"certplane: cannot read the operator token %s (%s); fix it (a regular file, "
-			"readable, at most 4096 bytes) or remove it to have a new one made\n",
-			path, cp_rc_str(rc));
+		fprintf(
+		    stderr,
+		    "certplane: cannot read the operator token %s (%s); fix it (a regular file, "
+		    "readable, at most 4096 bytes) or remove it to have a new one made\n",
+		    path, cp_rc_str(rc));
 		goto out;
 	}
 	cp_sha256_hex(tok, len, app->op_hash);
@@ -326,10 +328,13 @@ static int cmd_rotate(struct app *app)
 	}
 	rc = db_secrets_rotate(app->db, app->keyring, app->cfg->data_dir, &n, &stale);
 	if (rc != CP_OK) {
+		if (stale > 0)
+			fprintf(stderr, "certplane: %lld values are still under an older key\n",
+				(long long)stale);
 		fprintf(stderr,
-			"certplane: rotation failed (%s; %lld values under an older key, -1 = not counted); "
-			"old keys are kept, every secret still opens\n",
-			cp_rc_str(rc), (long long)stale);
+			"certplane: rotation failed (%s); old keys are kept, every secret "
+			"still opens\n",
+			cp_rc_str(rc));
 		close(lock);
 		return 1;
 	}

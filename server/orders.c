@@ -1192,8 +1192,8 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		int64_t d = job->attempts < 6 ? (int64_t)1 << job->attempts : 60;
 		out->result = SERVER_JOB_RETRY;
 		out->run_at = cp_now() + d / 2 + (int64_t)cp_random_below((uint64_t)d / 2 + 1);
-		snprintf(out->error, sizeof(out->error), "internal: database error loading the order: %s",
-			 cp_rc_str(rc));
+		snprintf(out->error, sizeof(out->error),
+			 "internal: database error loading the order: %s", cp_rc_str(rc));
 		cp_log_json(CP_LOG_WARN, "acme.order_backoff",
 			    json_pack("{s:s,s:s,s:s}", "order_id", order_id, "reason", "internal",
 				      "detail", out->error));
@@ -1216,8 +1216,9 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 			bool db_err = rc == CP_ERR_BUSY || rc == CP_ERR_IO || rc == CP_ERR_NOMEM ||
 				      rc == CP_ERR_INTERNAL;
 			step = run.r.fail != ACME_FAIL_NONE ? ca_failure(&run, rc, "account")
-			       : db_err ? db_failure(&run, rc, "account setup")
-					: fail(&run, "internal", "account setup: %s", cp_rc_str(rc));
+			       : db_err
+				   ? db_failure(&run, rc, "account setup")
+				   : fail(&run, "internal", "account setup: %s", cp_rc_str(rc));
 			if (step == STEP_RESET)
 				step = STEP_BACKOFF; /* registration itself said no account */
 			break;
@@ -1233,7 +1234,8 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 				      "detail", run.detail));
 		if (!strcmp(run.reason, "challenge_retry") &&
 		    (rc = save(&run, json_pack("{s:I}", "attempts",
-					       (json_int_t)oint(run.order, "attempts") + 1))) != CP_OK) {
+					       (json_int_t)oint(run.order, "attempts") + 1))) !=
+			CP_OK) {
 			step = db_failure(&run, rc, "storing the order");
 			break;
 		}
@@ -1257,7 +1259,8 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		break;
 	case STEP_GONE:
 		/* Deleted while we ran (tenant deleted): nothing left to record. */
-		cp_log_json(CP_LOG_INFO, "acme.order_gone", json_pack("{s:s}", "order_id", order_id));
+		cp_log_json(CP_LOG_INFO, "acme.order_gone",
+			    json_pack("{s:s}", "order_id", order_id));
 		break;
 	case STEP_WAIT:
 		out->result = SERVER_JOB_RETRY;
