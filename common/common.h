@@ -117,9 +117,14 @@ char *cp_strndup(const char *s, size_t n);
 char *cp_aprintf(const char *fmt, ...) CP_PRINTF(1, 2);
 /* True if s (len bytes) is valid UTF-8 without NUL bytes. */
 bool cp_utf8_valid(const char *s, size_t len);
-/* Read a whole file (at most max bytes) into a new NUL-terminated buffer. */
+/* Read a whole regular file (at most max bytes) into a new NUL-terminated
+ * buffer (caller frees). CP_ERR_NOT_FOUND only when path does not exist;
+ * CP_ERR_IO for any other failure (not a regular file, permission, read
+ * error), CP_ERR_TOO_LARGE above max. */
 cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len) CP_WUR;
-/* Atomically write a file with the given mode (tmp + fsync + rename). */
+/* Atomically replace path with data, mode `mode`: a new temporary file with a
+ * random name (O_CREAT | O_EXCL | O_NOFOLLOW, never a planted file or
+ * symlink), fsync, rename over path, fsync of the directory. */
 cp_rc cp_file_write(const char *path, const void *data, size_t len, int mode) CP_WUR;
 
 /* ---- wake-ups: tell idle workers that a job was just queued ---- */

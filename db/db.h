@@ -41,7 +41,8 @@ cp_rc db_begin(struct db *db) CP_WUR;
 cp_rc db_commit(struct db *db) CP_WUR;
 void db_rollback(struct db *db);
 
-/* Consistent online copy to dest (VACUUM INTO); dest must not exist. */
+/* Consistent online copy to dest (VACUUM INTO), created 0600 and fsynced;
+ * CP_ERR_CONFLICT if dest exists (a symlink included). */
 cp_rc db_backup(struct db *db, const char *dest) CP_WUR;
 /* PRAGMA integrity_check; *ok true when it says "ok". */
 cp_rc db_integrity_check(struct db *db, bool *ok) CP_WUR;
@@ -55,6 +56,17 @@ struct crypto_keyring;
  * (master-key rotation), in one transaction; *count = values re-sealed.
  * Sealed values use "<table>:<row id>" as authenticated data. */
 cp_rc db_secrets_reseal(struct db *db, const struct crypto_keyring *ring, int *count) CP_WUR;
+/* *stale = sealed values in every sealed column not under ring's current key. */
+cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring,
+			     int64_t *stale) CP_WUR;
+/* The master-key rotation: add a new current key to data_dir/master.keys,
+ * re-seal every value, count the values left under older keys in the
+ * committed database, and prune the older keys only when that count is 0.
+ * On any failure (*stale says how many remain, -1 if not counted) the older
+ * keys stay in the file and in ring, so every value still opens; ring's
+ * current key is the new one. *count = values re-sealed. */
+cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *data_dir,
+			int *count, int64_t *stale) CP_WUR;
 
 /* ---- pagination: keyset on an insertion sequence ---- */
 

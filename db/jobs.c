@@ -70,9 +70,20 @@ cp_rc db_job_claim(struct db *db, const char *owner, int lease_seconds, struct d
 		out->attempts = sqlite3_column_int(st, 4);
 		snprintf(out->owner, sizeof(out->owner), "%s", owner);
 		rc = out->payload ? CP_OK : CP_ERR_INTERNAL;
-		/* Step to completion so the UPDATE is finished before reset. */
-		while (sqlite3_step(st) == SQLITE_ROW)
+		/* Step to completion so the UPDATE is finished (and, outside a
+		 * transaction, committed) before reset: an error there means
+		 * the claim did not happen, whatever the first row said. */
+		while ((r = sqlite3_step(st)) == SQLITE_ROW)
 			;
+		if (r != SQLITE_DONE) {
+			rc = db_rc(db, r);
+			if (rc == CP_OK)
+				rc = CP_ERR_INTERNAL;
+		}
+		if (rc != CP_OK) {
+			json_decref(out->payload);
+			out->payload = NULL;
+		}
 	} else if (r != SQLITE_DONE) {
 		rc = db_rc(db, r);
 	}

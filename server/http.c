@@ -434,10 +434,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			rs->too_large = true;
 		if (!rs->too_large) {
 			if (rs->len + *upload_size + 1 > rs->cap) {
+				/* Not realloc: the old buffer may hold a private key or a
+				 * passphrase and is wiped, not left in the heap. */
 				size_t cap = (rs->len + *upload_size + 1) * 2;
-				char *nb = realloc(rs->body, cap);
+				char *nb = malloc(cap);
 				if (!nb)
 					return MHD_NO;
+				if (rs->len)
+					memcpy(nb, rs->body, rs->len);
+				crypto_wipe_free_buf(rs->body, rs->cap);
 				rs->body = nb;
 				rs->cap = cap;
 			}
@@ -478,7 +483,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	json_decref(req.query);
 	json_decref(req.body);
 	json_decref(resp.json);
-	free(resp.text);
+	if (resp.no_store)
+		crypto_wipe_free_buf(resp.text, resp.text_len);
+	else
+		free(resp.text);
 	return ret;
 }
 
@@ -491,7 +499,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)c;
 	(void)toe;
 	if (rs) {
-		free(rs->body);
+		crypto_wipe_free_buf(rs->body, rs->cap); /* uploads carry keys and passphrases */
 		free(rs);
 	}
 	*con_cls = NULL;

@@ -28,6 +28,7 @@
 #include "acme/acme.h"
 #include "crypto/crypto.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -117,6 +118,9 @@ static cp_rc account_row(const struct api_ctx *ctx, struct db *db, const char *c
 		rc = crypto_seal(ctx->keyring, aad, pem, strlen(pem), &sealed);
 	if (rc == CP_OK)
 		rc = db_acme_account_create(db, id, ca, directory_url, sealed);
+	/* Another worker created the CA's row first (ca is unique): use theirs. */
+	if (rc == CP_ERR_CONFLICT)
+		rc = CP_OK;
 	if (rc == CP_OK)
 		rc = db_acme_account_get(db, ca, row);
 	crypto_key_free(k);
@@ -236,6 +240,7 @@ enum step {
 	STEP_BACKOFF, /* transient failure: reason/detail, retry with backoff */
 	STEP_FAIL,    /* permanent failure: reason/detail */
 	STEP_RESET,   /* the CA forgot the order or account: start a fresh one */
+	STEP_GONE,    /* the order row was deleted meanwhile: record nothing */
 };
 
 struct run {
@@ -293,6 +298,31 @@ static enum step fail(struct run *run, const char *reason, const char *fmt, ...)
 	vsnprintf(run->detail, sizeof(run->detail), fmt, ap);
 	va_end(ap);
 	return STEP_FAIL;
+}
+
+/* Classify a failed database call of the run (rc != CP_OK). Only
+ * CP_ERR_NOT_FOUND means the order is gone (deleted with its tenant); any
+ * other error (busy, I/O, out of memory, a failed statement) says nothing
+ * about the order, so the job runs again later with backoff and the order
+ * keeps its state: a database hiccup never fails or drops an order. */
+static enum step db_failure(struct run *run, cp_rc rc, const char *what)
+{
+	assert(rc != CP_OK);
+	if (rc == CP_ERR_NOT_FOUND)
+		return STEP_GONE;
+	snprintf(run->reason, sizeof(run->reason), "internal");
+	snprintf(run->detail, sizeof(run->detail), "database error %.200s: %s", what,
+		 cp_rc_str(rc));
+	return STEP_BACKOFF;
+}
+
+/* order_key() failed: a key that does not open (or cannot be built) is
+ * the order's problem; a database error storing it is transient. */
+static enum step key_failure(struct run *run, cp_rc rc, const char *what)
+{
+	if (rc == CP_ERR_CRYPTO || rc == CP_ERR_INVALID)
+		return fail(run, "internal", "%s: %s", what, cp_rc_str(rc));
+	return db_failure(run, rc, what);
 }
 
 /*
@@ -390,7 +420,7 @@ static enum step hostname_checks(struct run *run)
 
 	rc = db_issuance_scope(run->db, run->ctx->cfg->edge_zone, run->tenant_id, ids, &scope);
 	if (rc != CP_OK)
-		return fail(run, "internal", "database error checking the order's hostnames");
+		return db_failure(run, rc, "checking the order's hostnames");
 	if (scope.reason)
 		return fail(run, scope.reason, "%s", scope.detail);
 	if (strcmp(ostr(run->order, "challenge"), "http-01") != 0)
@@ -416,7 +446,7 @@ static enum step hostname_checks(struct run *run)
 			break;
 		}
 		if (rc != CP_OK) {
-			step = fail(run, "internal", "database error checking %s", name);
+			step = db_failure(run, rc, "checking a hostname's claim");
 			break;
 		}
 		edge = ostr(claim, "edge_hostname");
@@ -443,8 +473,7 @@ static enum step hostname_checks(struct run *run)
 			rc = server_claim_verify(run->ctx, run->db, res, run->tenant_id, name, check,
 						 CP_OK, &status, &method);
 			if (rc != CP_OK && rc != CP_ERR_NOT_FOUND)
-				step = fail(run, "internal", "cannot record the verification of %s",
-					    name);
+				step = db_failure(run, rc, "recording a hostname's verification");
 			else if (status && !strcmp(status, "owned_by_another_tenant"))
 				step = fail(run, "hostname_owned_by_another_tenant",
 					    "%s is verified by another tenant", name);
@@ -519,7 +548,7 @@ static enum step place_order(struct run *run)
 		return step;
 	/* order_key() reloads run->order: take the names from the new copy. */
 	if ((rc = order_key(run, &key)) != CP_OK)
-		return fail(run, "internal", "cannot prepare the certificate key: %s", cp_rc_str(rc));
+		return key_failure(run, rc, "preparing the certificate key");
 	crypto_key_free(key);
 	ids = json_object_get(run->order, "identifiers");
 	for (i = 0; i < n; i++)
@@ -548,7 +577,7 @@ static enum step place_order(struct run *run)
 	json_decref(ca_order);
 	if (rc == CP_OK)
 		rc = reload(run);
-	return rc == CP_OK ? STEP_DONE : fail(run, "internal", "cannot store the order");
+	return rc == CP_OK ? STEP_DONE : db_failure(run, rc, "storing the new CA order");
 }
 
 /* ---- authorizations ---- */
@@ -600,7 +629,7 @@ static enum step authz_learn(struct run *run, json_t *a, json_t *authz)
 	free(ka);
 	free(txt_name);
 	free(txt_value);
-	return rc == CP_OK ? STEP_DONE : fail(run, "internal", "cannot store an authorization");
+	return rc == CP_OK ? STEP_DONE : db_failure(run, rc, "storing an authorization");
 }
 
 /*
@@ -709,7 +738,7 @@ static enum step authz_poll(struct run *run, json_t *a)
 			rc = authz_save(run, (int)oint(a, "position"),
 					json_pack("{s:s}", "status", "valid"));
 			if (rc != CP_OK)
-				step = fail(run, "internal", "cannot store an authorization");
+				step = db_failure(run, rc, "storing an authorization");
 			break;
 		}
 		if (cp_mono_ms() > deadline) {
@@ -719,7 +748,7 @@ static enum step authz_poll(struct run *run, json_t *a)
 			break;
 		}
 		if (!keep_lease(run)) {
-			step = fail(run, "internal", "job lease lost");
+			step = db_failure(run, CP_ERR_BUSY, "extending the job lease");
 			break;
 		}
 		sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
@@ -784,11 +813,11 @@ static enum step authorizations(struct run *run)
 	bool waiting = false;
 	json_t *a;
 	size_t i;
+	cp_rc rc;
 
 	/* Learn what each authorization needs. */
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
 		json_t *authz = NULL;
-		cp_rc rc;
 		if (ostr(a, "identifier"))
 			continue;
 		rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
@@ -797,11 +826,11 @@ static enum step authorizations(struct run *run)
 		if (step != STEP_DONE)
 			return step;
 	}
-	if (reload(run) != CP_OK)
-		return fail(run, "internal", "cannot reload the order");
+	if ((rc = reload(run)) != CP_OK)
+		return db_failure(run, rc, "reloading the order");
 	if (!strcmp(ostr(run->order, "status"), "pending") &&
-	    save(run, json_pack("{s:s}", "status", "validating")) != CP_OK)
-		return fail(run, "internal", "cannot store the order");
+	    (rc = save(run, json_pack("{s:s}", "status", "validating"))) != CP_OK)
+		return db_failure(run, rc, "storing the order");
 
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
 		const char *st = ostr(a, "status");
@@ -816,10 +845,9 @@ static enum step authorizations(struct run *run)
 			break;
 		}
 		if (!oint(a, "responded")) {
-			cp_rc rc;
 			if (dns) {
-				if (!oint(a, "notified") && dns_notify(run, a) != CP_OK) {
-					step = fail(run, "internal", "cannot record the DNS challenge");
+				if (!oint(a, "notified") && (rc = dns_notify(run, a)) != CP_OK) {
+					step = db_failure(run, rc, "recording the DNS challenge");
 					break;
 				}
 				if (!txt_visible(run, &res, a)) {
@@ -837,10 +865,10 @@ static enum step authorizations(struct run *run)
 			/* When, not just whether: authz_failed() tells a CA that
 			 * found us down (our crash) from one that could not reach
 			 * the name. */
-			if (authz_save(run, (int)oint(a, "position"),
-				       json_pack("{s:I}", "responded", (json_int_t)cp_now())) !=
+			if ((rc = authz_save(run, (int)oint(a, "position"),
+					     json_pack("{s:I}", "responded", (json_int_t)cp_now()))) !=
 			    CP_OK) {
-				step = fail(run, "internal", "cannot store an authorization");
+				step = db_failure(run, rc, "storing an authorization");
 				break;
 			}
 		}
@@ -848,16 +876,16 @@ static enum step authorizations(struct run *run)
 	acme_resolver_free(res);
 	if (step != STEP_DONE)
 		return step;
-	if (reload(run) != CP_OK)
-		return fail(run, "internal", "cannot reload the order");
+	if ((rc = reload(run)) != CP_OK)
+		return db_failure(run, rc, "reloading the order");
 	/* Poll what was answered. */
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
 		if (strcmp(ostr(a, "status"), "pending") != 0 || !oint(a, "responded"))
 			continue;
 		if ((step = authz_poll(run, a)) != STEP_DONE)
 			return step;
-		if (dns && dns_completed(run, a) != CP_OK)
-			return fail(run, "internal", "cannot record the DNS challenge");
+		if (dns && (rc = dns_completed(run, a)) != CP_OK)
+			return db_failure(run, rc, "recording the DNS challenge");
 	}
 	if (waiting) {
 		int64_t deadline = oint(run->order, "dns_deadline");
@@ -883,10 +911,10 @@ static enum step finalize(struct run *run)
 	json_t *o = NULL;
 	cp_rc rc;
 
-	if (save(run, json_pack("{s:s}", "status", "issuing")) != CP_OK)
-		return fail(run, "internal", "cannot store the order");
+	if ((rc = save(run, json_pack("{s:s}", "status", "issuing"))) != CP_OK)
+		return db_failure(run, rc, "storing the order");
 	if ((rc = order_key(run, &key)) != CP_OK)
-		return fail(run, "internal", "cannot open the certificate key: %s", cp_rc_str(rc));
+		return key_failure(run, rc, "opening the certificate key");
 	rc = crypto_csr_der(key, json_object_get(run->order, "identifiers"), &csr, &csr_len);
 	crypto_key_free(key);
 	if (rc != CP_OK)
@@ -912,7 +940,7 @@ static enum step complete(struct run *run, const char *pem)
 	json_t *fresh = NULL, *data = NULL;
 	int version = 0;
 	int64_t life, renew_after;
-	cp_rc rc;
+	cp_rc rc, load_rc = CP_OK;
 
 	memset(&ci, 0, sizeof(ci));
 	rc = crypto_chain_split(pem, strlen(pem), &leaf, &chain, &why);
@@ -944,7 +972,7 @@ static enum step complete(struct run *run, const char *pem)
 	cp_time_fmt(cp_now(), nowts);
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
-		rc = db_order_load(run->db, run->tenant_id, run->id, &fresh);
+		rc = load_rc = db_order_load(run->db, run->tenant_id, run->id, &fresh);
 	if (rc == CP_OK && terminal(ostr(fresh, "status"))) {
 		/* Canceled (or finished elsewhere) meanwhile: store nothing. */
 		db_rollback(run->db);
@@ -989,11 +1017,17 @@ out:
 	crypto_wipe_free(key_pem);
 	crypto_key_free(key);
 	crypto_cert_info_clear(&ci);
-	if (rc == CP_ERR_BUSY)
-		return STEP_BACKOFF;
-	if (rc != CP_OK)
+	/* The order could not be read back (gone, or a database error), or
+	 * the database was busy: nothing was stored, try again or stop. */
+	if (load_rc != CP_OK)
+		return db_failure(run, load_rc, "reloading the order");
+	/* The chain or key refused, or the certificate deleted meanwhile: the
+	 * order fails. Busy, I/O and other database errors: try again. */
+	if (rc == CP_ERR_INVALID || rc == CP_ERR_NOT_FOUND || rc == CP_ERR_CONFLICT)
 		return fail(run, rc == CP_ERR_INVALID ? "ca_protocol_error" : "internal",
 			    "cannot store the certificate: %s", cp_rc_str(rc));
+	if (rc != CP_OK)
+		return db_failure(run, rc, "storing the certificate");
 	return STEP_DONE;
 }
 
@@ -1040,8 +1074,10 @@ static enum step advance(struct run *run)
 			rc = save(run, json_pack("{s:s,s:s}", "status", "issuing", "certificate_url",
 						 cert_url));
 			json_decref(o);
-			if (rc != CP_OK || reload(run) != CP_OK)
-				return fail(run, "internal", "cannot store the order");
+			if (rc == CP_OK)
+				rc = reload(run);
+			if (rc != CP_OK)
+				return db_failure(run, rc, "storing the certificate URL");
 			continue;
 		}
 		if (!strcmp(st, "pending")) {
@@ -1088,11 +1124,11 @@ static enum step advance(struct run *run)
 			return STEP_WAIT;
 		}
 		if (!keep_lease(run))
-			return fail(run, "internal", "job lease lost");
+			return db_failure(run, CP_ERR_BUSY, "extending the job lease");
 		sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
 		delay = delay * 2 > POLL_MAX_MS ? POLL_MAX_MS : delay * 2;
-		if (reload(run) != CP_OK)
-			return fail(run, "internal", "cannot reload the order");
+		if ((rc = reload(run)) != CP_OK)
+			return db_failure(run, rc, "reloading the order");
 		if (terminal(ostr(run->order, "status")))
 			return STEP_DONE;
 	}
@@ -1242,8 +1278,24 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 	cp_rc rc;
 
 	out->result = SERVER_JOB_DONE;
-	if (!order_id || db_order_load(db, job->tenant_id, order_id, &run.order) != CP_OK)
+	if (!order_id)
+		return; /* not an order job anyone can run */
+	rc = db_order_load(db, job->tenant_id, order_id, &run.order);
+	if (rc == CP_ERR_NOT_FOUND)
 		return; /* the order (or its tenant) is gone: nothing to do */
+	if (rc != CP_OK) {
+		/* Busy or failing database: the order is still there, untouched;
+		 * run the job again soon (2..60 s, growing with the attempts). */
+		int64_t d = job->attempts < 6 ? (int64_t)1 << job->attempts : 60;
+		out->result = SERVER_JOB_RETRY;
+		out->run_at = cp_now() + d / 2 + (int64_t)cp_random_below((uint64_t)d / 2 + 1);
+		snprintf(out->error, sizeof(out->error),
+			 "internal: database error loading the order: %s", cp_rc_str(rc));
+		cp_log_json(CP_LOG_WARN, "acme.order_backoff",
+			    json_pack("{s:s,s:s,s:s}", "order_id", order_id, "reason", "internal",
+				      "detail", out->error));
+		return;
+	}
 	run.id = ostr(run.order, "id");
 	if (terminal(ostr(run.order, "status")))
 		goto out;
@@ -1256,9 +1308,14 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 			break;
 		}
 		if (rc != CP_OK) {
+			/* A busy or failing database while reading or storing the
+			 * account is transient like any other database error. */
+			bool db_err = rc == CP_ERR_BUSY || rc == CP_ERR_IO || rc == CP_ERR_NOMEM ||
+				      rc == CP_ERR_INTERNAL;
 			step = run.r.fail != ACME_FAIL_NONE ? ca_failure(&run, rc, "account")
-							    : fail(&run, "internal", "account setup: %s",
-								   cp_rc_str(rc));
+			       : db_err
+				   ? db_failure(&run, rc, "account setup")
+				   : fail(&run, "internal", "account setup: %s", cp_rc_str(rc));
 			if (step == STEP_RESET)
 				step = STEP_BACKOFF; /* registration itself said no account */
 			break;
@@ -1273,16 +1330,20 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 			    json_pack("{s:s,s:s,s:s}", "order_id", run.id, "reason", run.reason,
 				      "detail", run.detail));
 		if (!strcmp(run.reason, "challenge_retry") &&
-		    save(&run, json_pack("{s:I}", "attempts",
-					 (json_int_t)oint(run.order, "attempts") + 1)) != CP_OK) {
-			step = fail(&run, "internal", "cannot store the order");
+		    (rc = save(&run, json_pack("{s:I}", "attempts",
+					       (json_int_t)oint(run.order, "attempts") + 1))) !=
+			CP_OK) {
+			step = db_failure(&run, rc, "storing the order");
 			break;
 		}
 		if (acme_result_is(&run.r, "accountDoesNotExist"))
 			if (db_acme_account_set_url(db, ostr(run.order, "ca"), NULL) != CP_OK)
 				cp_logf(CP_LOG_WARN, "acme.account", "cannot forget the account URL");
-		if (db_order_reset(db, run.id) != CP_OK || reload(&run) != CP_OK) {
-			step = fail(&run, "internal", "cannot reset the order");
+		rc = db_order_reset(db, run.id);
+		if (rc == CP_OK)
+			rc = reload(&run);
+		if (rc != CP_OK) {
+			step = db_failure(&run, rc, "resetting the order");
 			break;
 		}
 	}
@@ -1292,6 +1353,11 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		step = STEP_FAIL; /* the order's deadline passed: the CA kept failing */
 	switch (step) {
 	case STEP_DONE:
+		break;
+	case STEP_GONE:
+		/* Deleted while we ran (tenant deleted): nothing left to record. */
+		cp_log_json(CP_LOG_INFO, "acme.order_gone",
+			    json_pack("{s:s}", "order_id", order_id));
 		break;
 	case STEP_WAIT:
 		out->result = SERVER_JOB_RETRY;
