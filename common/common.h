@@ -233,6 +233,11 @@ struct cp_config {
 	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
 	char *log_level;              /* debug|info|warn|error */
 	bool metrics_public;          /* GET /metrics without a key (else operator key) */
+	int http_client_connection_limit; /* open connections per client address */
+	int http_request_deadline_seconds; /* to receive a request's headers and body */
+	int http_idle_timeout_seconds;     /* keep-alive / inactivity timeout */
+	int net_threads;                   /* threads for requests that wait on the network */
+	int net_tenant_concurrency;        /* such requests in flight per tenant (429 above) */
 };
 #endif
 

@@ -52,6 +52,11 @@ static const struct key_def keys[] = {
 	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
+	{ "http_client_connection_limit", K_INT, OFF(http_client_connection_limit), "64", 1, 4096, false },
+	{ "http_request_deadline_seconds", K_INT, OFF(http_request_deadline_seconds), "10", 1, 600, false },
+	{ "http_idle_timeout_seconds", K_INT, OFF(http_idle_timeout_seconds), "5", 1, 600, false },
+	{ "net_threads", K_INT, OFF(net_threads), "8", 1, 256, false },
+	{ "net_tenant_concurrency", K_INT, OFF(net_tenant_concurrency), "2", 1, 256, false },
 };
 #undef OFF
 
