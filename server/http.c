@@ -349,7 +349,7 @@ static void run_handler(struct req_state *rs)
 }
 
 /* A net thread's turn (netpool.c): run the handler with that thread's own
- * database connection, then hand the connection back to libmicrohttpd. */
+ * database connection. */
 static void net_run(void *arg, bool run)
 {
 	struct req_state *rs = arg;
@@ -365,6 +365,14 @@ static void net_run(void *arg, bool run)
 	} else {
 		run_handler(rs);
 	}
+}
+
+/* After net_run, with the tenant's slot free: hand the connection back to
+ * libmicrohttpd, which calls the access handler again to answer. */
+static void net_done(void *arg)
+{
+	struct req_state *rs = arg;
+
 	rs->phase = RS_NET_DONE;
 	MHD_resume_connection(rs->c);
 }
@@ -485,7 +493,7 @@ static bool dispatch(struct req_state *rs)
 	rs->phase = RS_NET;
 	/* Suspend before the job can possibly finish and resume. */
 	MHD_suspend_connection(c);
-	server_netpool_submit(h->net, rs->slot_tenant, net_run, rs);
+	server_netpool_submit(h->net, rs->slot_tenant, net_run, net_done, rs);
 	return true;
 }
 

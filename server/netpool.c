@@ -24,6 +24,7 @@
 struct net_job {
 	struct net_job *next;
 	server_net_fn fn;
+	server_net_done done;
 	void *arg;
 	char tenant[CP_UUID_LEN + 1];
 };
@@ -87,19 +88,20 @@ static void slot_release(struct server_netpool *p, const char *tenant)
 }
 
 void server_netpool_submit(struct server_netpool *p, const char *tenant, server_net_fn fn,
-			   void *arg)
+			   server_net_done done, void *arg)
 {
 	struct net_job *j = calloc(1, sizeof(*j));
 	bool run_now = false;
 
 	pthread_mutex_lock(&p->lock);
 	if (!j || p->stopping) {
-		/* No thread will take it: the caller's callback answers at once
+		/* No thread will take it: the caller's callbacks answer at once
 		 * (run = false) and the slot goes back. */
 		slot_release(p, tenant);
 		run_now = true;
 	} else {
 		j->fn = fn;
+		j->done = done;
 		j->arg = arg;
 		snprintf(j->tenant, sizeof(j->tenant), "%s", tenant);
 		if (p->tail)
@@ -113,6 +115,7 @@ void server_netpool_submit(struct server_netpool *p, const char *tenant, server_
 	if (run_now) {
 		free(j);
 		fn(arg, false);
+		done(arg);
 	}
 }
 
@@ -140,9 +143,12 @@ static void *net_main(void *arg)
 		run = !p->stopping;
 		pthread_mutex_unlock(&p->lock);
 		j->fn(j->arg, run);
+		/* The slot goes back before done answers the client, so that
+		 * its next request finds it free. */
 		pthread_mutex_lock(&p->lock);
 		slot_release(p, j->tenant);
 		pthread_mutex_unlock(&p->lock);
+		j->done(j->arg);
 		free(j);
 	}
 	db_thread_close();

@@ -41,8 +41,11 @@ int server_listener_check(struct MHD_Connection *c, long long max_body, const ch
 
 struct server_netpool;
 /* A request to run on a net thread: run is false when the pool is stopping
- * (answer without running). Must eventually resume its connection. */
+ * (answer without running). */
 typedef void (*server_net_fn)(void *arg, bool run);
+/* Called after fn, once the tenant's slot is free again (resumes the
+ * connection). */
+typedef void (*server_net_done)(void *arg);
 /* Start threads net threads; a tenant holds at most cap slots. */
 cp_rc server_netpool_start(int threads, int cap, struct server_netpool **out) CP_WUR;
 /* Take a slot for tenant (a tenant id or "operator"): CP_OK, or
@@ -50,10 +53,10 @@ cp_rc server_netpool_start(int threads, int cap, struct server_netpool **out) CP
  * CP_ERR_BUSY when the pool stops or its tenant table is full (503). */
 cp_rc server_netpool_acquire(struct server_netpool *p, const char *tenant) CP_WUR;
 /* Queue fn(arg) on the slot acquired for tenant; the slot is given back
- * after fn returns. Never fails: when it cannot queue, fn(arg, false) runs
- * at once on this thread. */
+ * after fn returns, then done(arg) runs. Never fails: when it cannot queue,
+ * fn(arg, false) and done(arg) run at once on this thread. */
 void server_netpool_submit(struct server_netpool *p, const char *tenant, server_net_fn fn,
-			   void *arg);
+			   server_net_done done, void *arg);
 /* Answer the queued requests (run = false) and wait for the running ones;
  * afterwards acquire says CP_ERR_BUSY. NULL-safe, may be called twice. */
 void server_netpool_stop(struct server_netpool *p);
