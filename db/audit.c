@@ -171,7 +171,9 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 	db_bind_text(st, 6, owner);
 	sqlite3_bind_int(st, 7, r->status);
 	db_bind_text(st, 8, r->content_type);
-	sqlite3_bind_blob(st, 9, r->response ? r->response : "", (int)r->response_len,
+	/* As text, not a blob: key rotation (db/secrets.c) finds sealed values
+	 * with LIKE 'cpk1:%', which never matches a blob. */
+	sqlite3_bind_text(st, 9, r->response ? r->response : "", (int)r->response_len,
 			  SQLITE_TRANSIENT);
 	return db_exec_one(db, st);
 }

@@ -211,7 +211,8 @@ static cp_rc authenticate(struct api_req *req, struct MHD_Connection *c,
 
 /* ---------------------------------------------------------- idempotency */
 
-/* The authenticated data that binds a sealed stored response to its key. */
+/* The authenticated data that binds a sealed stored response to its key:
+ * "<table>:<row id>" as db/secrets.c re-seals it on key rotation. */
 static char *idem_aad(const struct req_state *rs)
 {
 	return cp_aprintf("idempotency:%s:%s:%s:%s:%s", rs->scope.actor,
@@ -303,13 +304,13 @@ static void idem_end(struct req_state *rs)
 	struct api_resp *resp = &rs->resp;
 	struct db_idem rec = {.status = resp->status};
 	char *text = NULL, *aad = NULL, *sealed = NULL;
-	cp_rc rc = CP_ERR_INTERNAL;
+	bool stored = false;
 
 	if (!rs->idem_held)
 		return;
 	rs->idem_held = false;
 	if (resp->status >= 500 || resp->status == 429)
-		goto release;
+		goto out;
 	text = resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
 	snprintf(rec.body_hash, sizeof(rec.body_hash), "%s", rs->body_hash);
 	rec.content_type = (char *)(resp->content_type ? resp->content_type : "application/json");
@@ -318,19 +319,17 @@ static void idem_end(struct req_state *rs)
 		aad = idem_aad(rs);
 		if (!aad || crypto_seal(req->ctx->keyring, aad, rec.response, strlen(rec.response),
 					&sealed) != CP_OK)
-			goto release;
+			goto out;
 		rec.response = sealed;
 	}
 	rec.response_len = strlen(rec.response);
-	rc = db_idem_finish(req->db, &rs->scope, rs->request_id, &rec);
-	if (rc != CP_OK)
-		cp_logf(CP_LOG_WARN, "http.idempotency", "could not store record: %s",
-			cp_rc_str(rc));
-	goto out;
-release:
-	if (db_idem_release(req->db, &rs->scope, rs->request_id) != CP_OK)
-		cp_logf(CP_LOG_WARN, "http.idempotency", "could not release a reservation");
+	stored = db_idem_finish(req->db, &rs->scope, rs->request_id, &rec) == CP_OK;
+	if (!stored)
+		cp_logf(CP_LOG_WARN, "http.idempotency", "could not store a record");
 out:
+	/* Not recorded: free the key, so that a retry runs again. */
+	if (!stored && db_idem_release(req->db, &rs->scope, rs->request_id) != CP_OK)
+		cp_logf(CP_LOG_WARN, "http.idempotency", "could not release a reservation");
 	if (resp->no_store)
 		crypto_wipe_free(text);
 	else

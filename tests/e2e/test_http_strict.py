@@ -563,6 +563,23 @@ def test_idempotency_key_under_concurrency():
         db.close()
         r = expect(s.post("/v1/certificates", body, token=key, headers={"Idempotency-Key": stale}), 201)
         check(r.header("idempotent-replayed") is None, r)
+        # A response holding a secret (a new API key) is stored sealed, and
+        # its replay survives a master key rotation.
+        kk = "apikey-" + uuid.uuid4().hex
+        k1 = expect(s.post("/v1/tenants/%s/api-keys" % tid, {"name": "sealed"},
+                           headers={"Idempotency-Key": kk}), 201)
+        db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
+        stored = db.execute("SELECT response FROM idempotency WHERE key = ?", (kk,)).fetchone()[0]
+        db.close()
+        stored = stored.encode() if isinstance(stored, str) else bytes(stored)
+        check(stored.startswith(b"cpk1:") and k1.json["key"].encode() not in stored,
+              "the stored replay of a new API key is not sealed")
+        s.stop()
+        s.run("rotate-master-key")
+        s.start()
+        k2 = expect(s.post("/v1/tenants/%s/api-keys" % tid, {"name": "sealed"},
+                           headers={"Idempotency-Key": kk}), 201)
+        check(k2.json["key"] == k1.json["key"] and k2.header("idempotent-replayed") == "true", k2)
     finally:
         s.cleanup()
 
