@@ -412,7 +412,7 @@ def flood_and_measure(port, victim, what, rounds=3):
 
 
 def test_floods_from_another_address():
-    raise_nofile(12000)
+    raise_nofile(4500)  # 4000 idle connections and the drips, with room
     s = server()
     try:
         _, key = s.new_tenant("victim")
@@ -452,10 +452,8 @@ def test_dead_resolver_one_tenant_only():
                                          "edge_hostname_id": edge_b["id"]}, token=kb), 201)
         victim = victim_api(s, kb)
         victim()
-        idle_p50, idle_max = timed(victim, 100)
-        results = []
 
-        def check_dns():
+        def check_dns(results):
             c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
             t0 = time.time()
             c.request("GET", "/v1/properties/%s/dns-check" % prop["id"],
@@ -464,25 +462,36 @@ def test_dead_resolver_one_tenant_only():
             body = r.read()
             results.append((r.status, time.time() - t0, r.getheader("Retry-After"), body))
             c.close()
-        threads = [threading.Thread(target=check_dns) for _ in range(10)]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
-        p50, mx = timed(victim, 100)
-        for t in threads:
-            t.join(60)
-        print("  bystander idle p50 %.2f ms max %.2f ms; during 10 dns-checks p50 %.2f ms "
-              "max %.2f ms" % (idle_p50, idle_max, p50, mx))
-        codes = sorted(r[0] for r in results)
-        print("  dns-check answers: %s, slowest %.1fs" % (codes, max(r[1] for r in results)))
-        check(len(results) == 10, results)
-        limited = [r for r in results if r[0] == 429]
-        ran = [r for r in results if r[0] == 200]
-        check(len(ran) == 2 and len(limited) == 8, codes)
-        for st, took, ra, body in limited:
-            check(ra == "1" and b"net_tenant_concurrency" in body and took < 1, (st, took, ra, body))
-        check(p50 <= 2 * idle_p50, "bystander p50 %.2f ms > 2x idle %.2f ms" % (p50, idle_p50))
-        check(mx <= 2 * idle_max, "bystander max %.2f ms > 2x idle %.2f ms" % (mx, idle_max))
+        # As for the floods: p50 in every round, the max in one of 3.
+        for attempt in range(1, 4):
+            before = timed_samples(victim, 60, 0.01)
+            results = []
+            threads = [threading.Thread(target=check_dns, args=(results,)) for _ in range(10)]
+            for t in threads:
+                t.start()
+            time.sleep(0.3)
+            during = timed_samples(victim, 150, 0.02)  # 3 s of the dns-checks' wait
+            for t in threads:
+                t.join(60)
+            after = timed_samples(victim, 60, 0.01)
+            idle_p50, idle_max = statistics.median(before + after), max(before + after)
+            p50, mx = statistics.median(during), max(during)
+            codes = sorted(r[0] for r in results)
+            print("  round %d: bystander idle p50 %.2f ms max %.2f ms; during 10 dns-checks "
+                  "p50 %.2f ms max %.2f ms; dns-check answers %s, slowest %.1fs"
+                  % (attempt, idle_p50, idle_max, p50, mx, codes, max(r[1] for r in results)))
+            check(len(results) == 10, results)
+            limited = [r for r in results if r[0] == 429]
+            ran = [r for r in results if r[0] == 200]
+            check(len(ran) == 2 and len(limited) == 8, codes)
+            for st, took, ra, body in limited:
+                check(ra == "1" and b"net_tenant_concurrency" in body and took < 1,
+                      (st, took, ra, body))
+            check(p50 <= 2 * idle_p50, "bystander p50 %.2f ms > 2x idle %.2f ms" % (p50, idle_p50))
+            if mx <= 2 * idle_max:
+                break
+        else:
+            check(False, "bystander max %.2f ms > 2x idle %.2f ms in 3 rounds" % (mx, idle_max))
     finally:
         stop.set()
         s.cleanup()
