@@ -243,6 +243,11 @@ struct cp_config {
 	int hostname_claim_ttl_seconds; /* the same TTL in seconds, when > 0 (overrides days) */
 	int hostname_recheck_seconds;   /* pending claims re-checked this often */
 	int hostname_verified_recheck_seconds; /* verified claims re-checked this often */
+	int http_client_connection_limit; /* open connections per client address */
+	int http_request_deadline_seconds; /* to receive a request's headers and body */
+	int http_idle_timeout_seconds;     /* keep-alive / inactivity timeout */
+	int net_threads;                   /* threads for requests that wait on the network */
+	int net_tenant_concurrency;        /* such requests in flight per tenant (429 above) */
 };
 #endif
 

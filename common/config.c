@@ -57,6 +57,11 @@ static const struct key_def keys[] = {
 	{ "hostname_claim_ttl_seconds", K_INT, OFF(hostname_claim_ttl_seconds), "0", 0, 86400 * 365, false },
 	{ "hostname_recheck_seconds", K_INT, OFF(hostname_recheck_seconds), "300", 1, 86400, false },
 	{ "hostname_verified_recheck_seconds", K_INT, OFF(hostname_verified_recheck_seconds), "86400", 1, 86400 * 30, false },
+	{ "http_client_connection_limit", K_INT, OFF(http_client_connection_limit), "64", 1, 4096, false },
+	{ "http_request_deadline_seconds", K_INT, OFF(http_request_deadline_seconds), "10", 1, 600, false },
+	{ "http_idle_timeout_seconds", K_INT, OFF(http_idle_timeout_seconds), "5", 1, 600, false },
+	{ "net_threads", K_INT, OFF(net_threads), "8", 1, 256, false },
+	{ "net_tenant_concurrency", K_INT, OFF(net_tenant_concurrency), "2", 1, 256, false },
 };
 #undef OFF
 

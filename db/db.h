@@ -111,22 +111,46 @@ cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg,
 
 /* ---- idempotency records (24 h) ---- */
 
-/* A stored response to replay. */
+/* What an Idempotency-Key is scoped by: who, in which tenant, which
+ * request. All borrowed; tenant_id NULL = none (the operator without
+ * X-Tenant-ID). */
+struct db_idem_scope {
+	const char *actor;
+	const char *tenant_id;
+	const char *method;
+	const char *path;
+	const char *key;
+};
+/* A stored response to replay (or, for a pending one, only body_hash). */
 struct db_idem {
 	char body_hash[65];
-	char method[8];
-	char *path;          /* owned */
 	int status;
 	char *content_type;  /* owned */
 	char *response;      /* owned */
 	size_t response_len;
 };
 void db_idem_clear(struct db_idem *r);
-/* Record younger than max_age seconds for (scope, key), or CP_ERR_NOT_FOUND. */
-cp_rc db_idem_get(struct db *db, const char *scope, const char *key, int64_t max_age,
-		  struct db_idem *out) CP_WUR;
-/* Store (first writer wins). */
-cp_rc db_idem_put(struct db *db, const char *scope, const char *key, const struct db_idem *r) CP_WUR;
+enum db_idem_claim {
+	DB_IDEM_RESERVED, /* the caller holds it: run, then finish or release */
+	DB_IDEM_PENDING,  /* another request holds it (out->body_hash set) */
+	DB_IDEM_DONE,     /* answered before: out is the response to replay */
+};
+/* Reserve scope for owner (a request id) with one INSERT of a 'pending'
+ * row under the unique key, or take over a pending row past its lease
+ * (its holder died) or a record older than max_age seconds. Otherwise
+ * *claim and out say what holds the key. CP_ERR_BUSY if the row keeps
+ * vanishing under us. */
+cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const char *owner,
+		      const char *body_hash, int64_t lease_seconds, int64_t max_age,
+		      enum db_idem_claim *claim, struct db_idem *out) CP_WUR;
+/* Record the response in owner's reservation (state 'done').
+ * CP_ERR_NOT_FOUND if owner no longer holds it. r borrowed. */
+cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const char *owner,
+		     const struct db_idem *r) CP_WUR;
+/* Drop owner's reservation (the request failed retryably; a retry runs
+ * again). CP_ERR_NOT_FOUND if owner no longer holds it. */
+cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope,
+		      const char *owner) CP_WUR;
 /* Delete records older than cutoff. */
 cp_rc db_idem_purge(struct db *db, int64_t cutoff) CP_WUR;
 
@@ -490,9 +514,12 @@ cp_rc db_order_authz_save(struct db *db, const char *order_id, int position,
 /* Forget the CA side of an order (URLs, authorizations) so that the next
  * run places a new CA order; keeps the key and the attempt count. */
 cp_rc db_order_reset(struct db *db, const char *id) CP_WUR;
-/* HTTP-01: the key authorization for token of an order in flight (new
- * string), or CP_ERR_NOT_FOUND. Tokens are unguessable: no tenant scope. */
-cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out) CP_WUR;
+/* HTTP-01: the key authorization (new string) for token when host
+ * (lower case, no port, no trailing dot) is the identifier of the token's
+ * authorization, that authorization is still pending and its order in
+ * flight; else CP_ERR_NOT_FOUND. */
+cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host,
+				  char **out) CP_WUR;
 /* {edge_hostname, hostnames: [...]} of a property, for its DNS check. */
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
 			      json_t **out) CP_WUR;

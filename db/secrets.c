@@ -21,7 +21,8 @@ static const struct {
 	{ "orders", "id", "key" },
 	{ "webhooks", "id", "secret" },
 	/* Idempotent replays of responses that carried a secret. */
-	{ "idempotency", "scope || ':' || key", "response" },
+	{ "idempotency",
+	  "actor || ':' || tenant_id || ':' || method || ':' || path || ':' || key", "response" },
 	/* SEALED COLUMNS: { "table", "id", "column" }, */
 	{ NULL, NULL, NULL },
 };

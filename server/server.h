@@ -26,6 +26,13 @@ struct server_route {
 	const char *pattern;      /* "/v1/properties/{id}"; {x} matches one segment */
 	api_handler handler;
 	enum server_auth auth;
+	/* Only the operator may call it: a tenant key gets 403 before any
+	 * idempotent replay is looked up. */
+	bool operator_only;
+	/* May wait on the network (DNS, a webhook receiver): run on a net
+	 * thread (netpool.c) with the connection suspended, at most
+	 * net_tenant_concurrency at once per tenant. */
+	bool offload;
 };
 
 /* Find the route for method+path; fills params (up to 3). Returns the
