@@ -64,10 +64,11 @@ static const struct {
     {"webhooks", "id", "secret",
      "INSERT INTO webhooks (id, tenant_id, url, secret, created_at, updated_at) "
      "VALUES (?1, 't', 'https://hook.test/', ?2, 0, 0)"},
-    {"idempotency", "scope || ':' || key", "response",
-     "INSERT INTO idempotency (scope, key, method, path, body_hash, status, content_type, "
-     "response, created_at) VALUES ('operator', ?1, 'POST', '/v1/x', 'h', 201, "
-     "'application/json', ?2, 0)"},
+    {"idempotency", "actor || ':' || tenant_id || ':' || method || ':' || path || ':' || key",
+     "response",
+     "INSERT INTO idempotency (actor, tenant_id, method, path, key, state, owner, lease_until, "
+     "body_hash, status, content_type, response, created_at) VALUES ('operator', '', 'POST', "
+     "'/v1/x', ?1, 'done', 'r', 0, 'h', 201, 'application/json', ?2, 0)"},
 };
 
 static bool exec_ok(struct db *db, const char *sql)
@@ -104,9 +105,9 @@ static bool fixture(const char *dir)
 			snprintf(p->id, sizeof(p->id), "%s-%d", tables[t].table, i);
 			snprintf(p->plain, sizeof(p->plain), "secret of %s row %d", tables[t].table,
 				 i);
-			/* The idempotency aad is "scope:key". */
+			/* The idempotency aad is "actor:tenant:method:path:key". */
 			aad = !strcmp(p->table, "idempotency")
-				  ? cp_aprintf("idempotency:operator:%s", p->id)
+				  ? cp_aprintf("idempotency:operator::POST:/v1/x:%s", p->id)
 				  : cp_aprintf("%s:%s", p->table, p->id);
 			row_ok =
 			    aad &&
@@ -125,8 +126,8 @@ static bool fixture(const char *dir)
 			if (!row_ok)
 				goto out;
 			if (!strcmp(p->table, "idempotency"))
-				snprintf(p->id, sizeof(p->id), "operator:%s-%d", tables[t].table,
-					 i);
+				snprintf(p->id, sizeof(p->id), "operator::POST:/v1/x:%s-%d",
+					 tables[t].table, i);
 		}
 	}
 	ok = true;
