@@ -233,6 +233,15 @@ struct cp_config {
 	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
 	char *log_level;              /* debug|info|warn|error */
 	bool metrics_public;          /* GET /metrics without a key (else operator key) */
+	int webhook_workers;          /* worker threads of the webhook lane */
+	int general_workers;          /* worker threads of the general lane */
+	int tenant_max_running_jobs;  /* one tenant's running jobs per lane (<= half its workers) */
+	int quota_properties;         /* per-tenant quota defaults (operator overrides per tenant) */
+	int quota_hostnames;          /* property hostnames, over all the tenant's properties */
+	int quota_certificates;
+	int quota_orders_in_flight;   /* ACME orders pending, validating or issuing */
+	int quota_webhooks;
+	int quota_edge_hostnames;
 };
 #endif
 
