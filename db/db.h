@@ -162,8 +162,6 @@ cp_rc db_job_release_owner(struct db *db, const char *owner) CP_WUR;
  * the only worker process (serve holds the data_dir lock): the leases it
  * finds were left by a process that died, and need not be waited out. */
 cp_rc db_job_recover_orphans(struct db *db) CP_WUR;
-/* Seconds until the next job of lane is due (0 if one is due now, -1 if none). */
-int64_t db_job_next_due(struct db *db, const char *lane);
 /* {"<kind>": {"queued": n, "running": n, "failed": n}, ...} new reference. */
 cp_rc db_job_stats(struct db *db, json_t **out) CP_WUR;
 
