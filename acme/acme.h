@@ -15,7 +15,8 @@
  * clients may run on separate threads in parallel. The program's main must
  * call curl_global_init(CURL_GLOBAL_DEFAULT) once before any client is made
  * (libcurl's global init is not thread-safe). A struct acme_resolver is
- * immutable after creation and may be shared by all threads.
+ * immutable after creation (unless given a deadline) and may be shared by
+ * all threads.
  *
  * Bounds: every CA request has a 10 s connect and 30 s total timeout and a
  * 1 MiB response cap; every DNS query 3 s per try, 2 tries.
@@ -46,6 +47,14 @@ struct acme_resolver; /* opaque: resolver configuration only */
 cp_rc acme_resolver_new(const char *hostport, struct acme_resolver **out) CP_WUR;
 /* Release res; NULL-safe. */
 void acme_resolver_free(struct acme_resolver *res);
+/*
+ * Give res a hard overall deadline, deadline_ms on cp_mono_ms()'s clock (0 =
+ * none): each query's timeout becomes min(its own, time left), and lookups
+ * still running at the deadline fail as timeouts (CP_ERR_UPSTREAM). This
+ * mutates res: set it only on a resolver one caller owns (one per check
+ * run), never on one shared between threads.
+ */
+void acme_resolver_set_deadline(struct acme_resolver *res, int64_t deadline_ms);
 /*
  * TXT values of name (each record's strings concatenated), as a new JSON
  * array of strings in *values; empty when the name has no TXT record (or
@@ -79,6 +88,19 @@ enum acme_fail {
 	ACME_FAIL_PROBLEM,     /* the CA answered with an RFC 7807 problem document */
 	ACME_FAIL_PROTOCOL,    /* an answer we cannot use: bad JSON, missing field, too large */
 	ACME_FAIL_LOCAL,       /* out of memory, signing failure, bad argument */
+	ACME_FAIL_AUTHZ_INVALID, /* the CA marked an authorization invalid: type/detail its error */
+	ACME_FAIL_ORDER_INVALID, /* the CA marked the order invalid: type/detail its error */
+};
+
+/* What kind of transport failure an ACME_FAIL_UNREACHABLE was (from libcurl). */
+enum acme_net {
+	ACME_NET_NONE = 0, /* not a transport failure */
+	ACME_NET_REFUSED,  /* connection refused / could not connect */
+	ACME_NET_RESET,    /* connection reset, dropped, or closed without an answer */
+	ACME_NET_TIMEOUT,  /* connect or total timeout */
+	ACME_NET_TLS,      /* TLS handshake or certificate verification */
+	ACME_NET_RESOLVE,  /* the CA's host name did not resolve */
+	ACME_NET_OTHER,    /* any other transport error */
 };
 
 #define ACME_PROBLEM_NS "urn:ietf:params:acme:error:"
@@ -94,18 +116,56 @@ struct acme_result {
 	int64_t retry_after; /* seconds to wait per Retry-After, -1 if absent */
 	char type[128];      /* problem type (full URN), "" if none */
 	char detail[512];    /* problem detail (+ first subproblem), or transport error text */
+	enum acme_net net;   /* which transport failure, for ACME_FAIL_UNREACHABLE */
+};
+
+/* ==== classification of CA outcomes (errors.c) ==== */
+
+/* What an outcome means for the order that met it. */
+enum acme_outcome {
+	ACME_OUTCOME_OK = 0,     /* success */
+	ACME_OUTCOME_TRANSIENT,  /* not the CA's final word: keep the order's state, try later */
+	ACME_OUTCOME_RESET,      /* the CA forgot the account or the order: register/place again */
+	ACME_OUTCOME_DEFINITIVE, /* the CA's final word: the order fails with the reason */
+};
+
+/* The verdict of the one classification table. Static strings. */
+struct acme_verdict {
+	enum acme_outcome outcome;
+	const char *reason; /* the order's failure reason; for TRANSIENT the one shown while it
+			       backs off and the final one if its deadline passes; NULL for OK */
+	bool retry_now;     /* the protocol says retry at once (badNonce, with the error's nonce) */
+	const char *row;    /* name of the table row that matched ("badNonce", "HTTP 429") */
 };
 
 /*
- * The product's machine-readable failure reason for r: "ca_unreachable",
- * "ca_rate_limited", "caa_forbids", "challenge_failed" (unauthorized,
- * connection, dns, incorrectResponse, tls), "ca_account_missing"
- * (accountDoesNotExist), "ca_rejected_identifier", "ca_bad_csr",
- * "ca_protocol_error", "ca_error" (any other problem), "internal" (local),
- * or NULL when r is a success. Static strings.
+ * Classify r (NULL or a success: outcome OK) with the table in errors.c,
+ * first matching row wins. Every CA request and every invalid order or
+ * authorization goes through this one function; nothing else decides
+ * whether a CA outcome is transient.
  */
+struct acme_verdict acme_classify(const struct acme_result *r);
+/* Rows of the table, for tests that prove each row is exercised. */
+size_t acme_classify_rows(void);
+/* Name of row i (< acme_classify_rows()), NULL beyond. */
+const char *acme_classify_row_name(size_t i);
+/*
+ * Fill r (reset first) from an authorization the CA did not make valid:
+ * fail=ACME_FAIL_AUTHZ_INVALID, type/detail from the error of its
+ * challenge of challenge_type (first subproblem appended), or a detail
+ * naming the identifier and its status when it carries none.
+ */
+void acme_authz_problem(const json_t *authz, const char *challenge_type, struct acme_result *r);
+/*
+ * Fill r (reset first) from an order the CA marked invalid:
+ * fail=ACME_FAIL_ORDER_INVALID, type/detail from its "error" if any.
+ */
+void acme_order_problem(const json_t *order, struct acme_result *r);
+
+/* acme_classify(r).reason: the product's failure reason, NULL on success. */
 const char *acme_result_reason(const struct acme_result *r);
-/* True if r is a problem of the given short type ("badNonce", "rateLimited"). */
+/* True if r carries a problem of the given short type ("badNonce", "rateLimited"):
+ * an answered problem, or the error of an invalid order or authorization. */
 bool acme_result_is(const struct acme_result *r, const char *short_type);
 /*
  * Parse a Retry-After value: delta-seconds or an HTTP-date (IMF-fixdate,

@@ -26,7 +26,10 @@
 #define ACME_TOTAL_TIMEOUT_S 30L
 #define ACME_NONCE_POOL 8             /* nonces kept for later requests */
 #define ACME_NONCE_MAX 160            /* longest nonce accepted */
-#define ACME_BADNONCE_RETRIES 5       /* extra attempts after badNonce */
+/* Extra attempts after badNonce, each with the nonce of the error. At
+ * Pebble's 50 % rejection ten give a 1/2048 chance that one request still
+ * ends in badNonce; the order engine then backs off and tries again. */
+#define ACME_BADNONCE_RETRIES 10
 #define ACME_USER_AGENT "certplane-acme/1 (+libcurl)"
 
 struct acme_client {
@@ -201,6 +204,40 @@ static bool content_type_is(const struct http_resp *h, const char *mt)
 	       (h->content_type[n] == '\0' || h->content_type[n] == ';' || h->content_type[n] == ' ');
 }
 
+/* Which transport failure a libcurl code is (for acme_classify's table). */
+static enum acme_net net_kind(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_COULDNT_CONNECT:
+		return ACME_NET_REFUSED;
+	case CURLE_OPERATION_TIMEDOUT:
+		return ACME_NET_TIMEOUT;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return ACME_NET_RESOLVE;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return ACME_NET_RESET;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+	case CURLE_SSL_CRL_BADFILE:
+		return ACME_NET_TLS;
+	default:
+		return ACME_NET_OTHER;
+	}
+}
+
 /*
  * One bounded HTTP exchange. method is "GET", "HEAD" or "POST" (body sent
  * as application/jose+json). Fills resp (caller clears it) and r->status,
@@ -272,6 +309,7 @@ static cp_rc http_exchange(struct acme_client *c, const char *method, const char
 			rc = result_local(r, CP_ERR_NOMEM, "out of memory");
 		} else {
 			r->fail = ACME_FAIL_UNREACHABLE;
+			r->net = net_kind(cc);
 			snprintf(r->detail, sizeof(r->detail), "%s %s: %s", method, url,
 				 errbuf[0] ? errbuf : curl_easy_strerror(cc));
 			rc = CP_ERR_UPSTREAM;
@@ -454,8 +492,9 @@ static cp_rc nonce_fetch(struct acme_client *c, struct acme_result *r)
 /*
  * Signed POST of payload ("" for POST-as-GET) to url, with jwk when
  * use_jwk (newAccount) and kid otherwise. On badNonce the same request is
- * signed again at once with the nonce the error carried, up to
- * ACME_BADNONCE_RETRIES times. Returns the judged status; *resp holds the
+ * signed again at once with the nonce the error carried (RFC 8555 6.5), up
+ * to ACME_BADNONCE_RETRIES times; what still fails is the caller's to
+ * classify (acme_classify: transient). Returns the judged status; *resp holds the
  * last response (caller clears).
  */
 static cp_rc signed_post(struct acme_client *c, const char *url, const char *payload, bool use_jwk,
@@ -504,7 +543,7 @@ static cp_rc signed_post(struct acme_client *c, const char *url, const char *pay
 		if ((rc = http_exchange(c, "POST", url, jws, accept, resp, r)) != CP_OK)
 			goto out;
 		rc = judge_status(resp, r);
-		if (rc != CP_OK && acme_result_is(r, "badNonce") && attempt < ACME_BADNONCE_RETRIES) {
+		if (rc != CP_OK && acme_classify(r).retry_now && attempt < ACME_BADNONCE_RETRIES) {
 			cp_logf(CP_LOG_DEBUG, "acme_bad_nonce", "badNonce from %s, retrying (%d)", url,
 				attempt + 1);
 			continue;

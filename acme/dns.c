@@ -11,16 +11,24 @@
  * only holds configuration) can be shared by any number of threads at once.
  * Waiting uses ares_getsock + poll + ares_process_fd, never select(), because
  * a busy server may own descriptors above FD_SETSIZE.
+ *
+ * Deadline: a resolver may carry an overall deadline (monotonic ms). Every
+ * query's c-ares timeout is then min(DNS_TIMEOUT_MS, time left), every poll
+ * waits at most the time left, and a query still unanswered at the deadline
+ * is abandoned (ARES_ETIMEOUT): a caller's budget is a bound, not a hope
+ * (per-query timeouts * tries * hops used to add up past it).
  */
 #include "acme/acme.h"
 
 #include <ares.h>
+#include <assert.h>
 #include <arpa/nameser.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +38,8 @@
 #define DNS_NAME_MAX 256    /* 253 + trailing dot + NUL, rounded */
 
 struct acme_resolver {
-	char *servers; /* "host:port[,host:port]" for c-ares, or NULL = system */
+	char *servers;       /* "host:port[,host:port]" for c-ares, or NULL = system */
+	int64_t deadline_ms; /* cp_mono_ms() after which no query runs; 0 = none */
 };
 
 /* One query's outcome, filled by the c-ares callback. */
@@ -90,6 +99,21 @@ out:
 	return rc;
 }
 
+void acme_resolver_set_deadline(struct acme_resolver *res, int64_t deadline_ms)
+{
+	assert(res);
+	res->deadline_ms = deadline_ms;
+}
+
+/* Milliseconds left before res's deadline (INT32_MAX-ish when none); <= 0
+ * when it has passed. */
+static int64_t dns_left_ms(const struct acme_resolver *res)
+{
+	if (res->deadline_ms == 0)
+		return INT32_MAX;
+	return res->deadline_ms - cp_mono_ms();
+}
+
 void acme_resolver_free(struct acme_resolver *res)
 {
 	if (!res)
@@ -118,7 +142,8 @@ static void dns_on_answer(void *arg, int status, int timeouts, unsigned char *ab
 
 /*
  * Run one query (class IN, type qtype) for name and wait for it, bounded by
- * c-ares' own timeout * tries. Returns the ARES_* status; on ARES_SUCCESS
+ * c-ares' own timeout * tries and by res's deadline (ARES_ETIMEOUT once it
+ * has passed, without sending anything). Returns the ARES_* status; on ARES_SUCCESS
  * ans->abuf holds the raw answer (caller frees).
  */
 static int dns_query(const struct acme_resolver *res, const char *name, int qtype,
@@ -126,10 +151,13 @@ static int dns_query(const struct acme_resolver *res, const char *name, int qtyp
 {
 	ares_channel ch = NULL;
 	struct ares_options opts = { 0 };
+	int64_t left = dns_left_ms(res);
 	int st;
 
 	memset(ans, 0, sizeof(*ans));
-	opts.timeout = DNS_TIMEOUT_MS;
+	if (left <= 0)
+		return ARES_ETIMEOUT;
+	opts.timeout = left < DNS_TIMEOUT_MS ? (int)left : DNS_TIMEOUT_MS;
 	opts.tries = DNS_TRIES;
 	/* EDNS lets long TXT sets arrive over UDP; TCP fallback stays on. */
 	opts.flags = ARES_FLAG_EDNS;
@@ -168,8 +196,15 @@ static int dns_query(const struct acme_resolver *res, const char *name, int qtyp
 			pfd[n].revents = 0;
 			n++;
 		}
+		left = dns_left_ms(res);
+		if (left <= 0) {
+			st = ARES_ETIMEOUT;
+			goto out;
+		}
 		tvp = ares_timeout(ch, NULL, &tv);
 		ms = tvp ? (int)(tvp->tv_sec * 1000 + tvp->tv_usec / 1000) + 1 : DNS_TIMEOUT_MS;
+		if (ms > left)
+			ms = (int)left;
 		if (poll(pfd, n, ms) < 0 && errno != EINTR) {
 			st = ARES_ECONNREFUSED;
 			goto out;
@@ -362,6 +397,11 @@ cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
 		if (hops == DNS_MAX_HOPS) {
 			st = ARES_ESERVFAIL;
 			failure = "CNAME chain longer than 8 hops";
+			break;
+		}
+		if (dns_left_ms(res) <= 0) {
+			st = ARES_ETIMEOUT;
+			failure = "the DNS check ran out of time";
 			break;
 		}
 		st = dns_cname(res, cur, next);

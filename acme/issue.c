@@ -53,21 +53,6 @@ static int64_t poll_delay(const struct acme_result *r, int64_t *ours, int64_t de
 	return d;
 }
 
-/* Turn an authorization's failed challenge into r (problem from its "error"). */
-static void authz_failure(const json_t *authz, const char *type, struct acme_result *r)
-{
-	const json_t *ch = acme_authz_challenge(authz, type);
-	json_t *err = json_object_get(ch, "error");
-	char *s = err ? json_dumps(err, JSON_COMPACT) : NULL;
-
-	acme_parse_problem(s, s ? strlen(s) : 0, 0, r);
-	if (!s)
-		snprintf(r->detail, sizeof(r->detail), "authorization for %s is %s",
-			 json_string_value(json_object_get(json_object_get(authz, "identifier"), "value")),
-			 json_string_value(json_object_get(authz, "status")));
-	free(s);
-}
-
 /* Poll url until its "status" leaves the given waiting states. */
 static cp_rc poll_until(struct acme_client *c, const char *url, const char *const *waiting,
 			int64_t deadline_ms, json_t **obj, struct acme_result *r)
@@ -172,7 +157,7 @@ cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t 
 		if ((rc = poll_until(c, url, authz_waiting, deadline, &authz, r)) != CP_OK)
 			goto out;
 		if (strcmp(status_of(authz), "valid") != 0) {
-			authz_failure(authz, type, r);
+			acme_authz_problem(authz, type, r);
 			rc = CP_ERR_UPSTREAM;
 			goto out;
 		}
@@ -190,9 +175,10 @@ cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t 
 		goto out;
 	url = json_string_value(json_object_get(done, "certificate"));
 	if (!url) {
-		acme_parse_problem(NULL, 0, 0, r);
-		snprintf(r->detail, sizeof(r->detail), "order %s ended %s without a certificate", order_url,
-			 json_string_value(json_object_get(done, "status")));
+		acme_order_problem(done, r);
+		if (!r->type[0])
+			snprintf(r->detail, sizeof(r->detail), "order %s ended %s without a certificate",
+				 order_url, status_of(done));
 		rc = CP_ERR_UPSTREAM;
 		goto out;
 	}

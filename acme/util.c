@@ -1,6 +1,6 @@
 /*
  * util.c - the pure parts of the ACME module, with no network: problem
- * documents and their mapping to the product's failure reasons, Retry-After
+ * documents (their classification is errors.c), Retry-After
  * parsing, challenge lookup in an authorization, HTTP-01 key authorizations,
  * DNS-01 records and the RFC 9773 certificate identifier.
  *
@@ -31,46 +31,12 @@ bool acme_result_is(const struct acme_result *r, const char *short_name)
 {
 	const char *t;
 
-	if (!r || r->fail != ACME_FAIL_PROBLEM || !(t = short_type(r)))
+	/* Invalid orders and authorizations carry the CA's problem type too. */
+	if (!r || (r->fail != ACME_FAIL_PROBLEM && r->fail != ACME_FAIL_AUTHZ_INVALID &&
+		   r->fail != ACME_FAIL_ORDER_INVALID) ||
+	    !(t = short_type(r)))
 		return false;
 	return strcmp(t, short_name) == 0;
-}
-
-const char *acme_result_reason(const struct acme_result *r)
-{
-	/* Problem types that mean "the CA could not validate the name". */
-	static const char *const challenge[] = { "unauthorized", "connection", "dns",
-						  "incorrectResponse", "tls", NULL };
-
-	if (!r || r->fail == ACME_FAIL_NONE)
-		return NULL;
-	switch (r->fail) {
-	case ACME_FAIL_UNREACHABLE:
-		return "ca_unreachable";
-	case ACME_FAIL_PROTOCOL:
-		return "ca_protocol_error";
-	case ACME_FAIL_LOCAL:
-		return "internal";
-	default:
-		break;
-	}
-	if (acme_result_is(r, "rateLimited"))
-		return "ca_rate_limited";
-	if (acme_result_is(r, "caa"))
-		return "caa_forbids";
-	if (acme_result_is(r, "accountDoesNotExist"))
-		return "ca_account_missing";
-	if (acme_result_is(r, "rejectedIdentifier") || acme_result_is(r, "unsupportedIdentifier"))
-		return "ca_rejected_identifier";
-	if (acme_result_is(r, "badCSR"))
-		return "ca_bad_csr";
-	for (int i = 0; challenge[i]; i++)
-		if (acme_result_is(r, challenge[i]))
-			return "challenge_failed";
-	/* 5xx without a useful problem: the CA is not really there for us. */
-	if (r->status >= 500 && !short_type(r))
-		return "ca_unreachable";
-	return "ca_error";
 }
 
 cp_rc acme_parse_retry_after(const char *value, int64_t now, int64_t *secs)

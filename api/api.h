@@ -64,6 +64,11 @@ void api_reply_text(struct api_resp *resp, int status, const char *content_type,
 void api_problem(struct api_resp *resp, int status, const char *detail, json_t *errors);
 /* 422 naming one field. */
 void api_problem_field(struct api_resp *resp, const char *field, const char *message);
+/* The problem for a name outside the issuance scope (v->reason set):
+ * 422 hostname_in_edge_zone, 409 hostname_owned_by_another_tenant, with
+ * "reason" and the field "<array>[index]" named. */
+void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v,
+		       const char *array);
 /* Map a cp_rc from the domain to the one HTTP answer for it; what names the
  * object for 404/409 details ("property", "certificate"...). */
 void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what);

@@ -42,6 +42,7 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	};
 	char cert_id[CP_UUID_LEN + 1], order_id[CP_UUID_LEN + 1];
 	json_t *out = NULL, *detail = NULL, *meta = in->metadata;
+	struct db_scope_verdict scope;
 	size_t i;
 	json_t *h;
 	cp_rc rc;
@@ -58,6 +59,15 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	detail = json_pack("{s:s,s:s,s:s}", "source", "acme", "name", in->name, "challenge",
 			   challenge);
 	rc = db_begin(req->db);
+	/* Refused here already; the order engine checks again before the CA. */
+	if (rc == CP_OK)
+		rc = db_issuance_scope(req->db, req->ctx->cfg->edge_zone, req->tenant_id,
+				       in->hostnames, &scope);
+	if (rc == CP_OK && scope.reason) {
+		db_rollback(req->db);
+		json_decref(detail);
+		return api_scope_problem(resp, &scope, "hostnames");
+	}
 	if (rc == CP_OK &&
 	    !api_quota_or_reply(
 		req, resp, &(struct db_quota_change){.certificates = 1, .orders_in_flight = 1})) {
@@ -91,6 +101,7 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 	json_t *cert = NULL, *names = NULL, *out = NULL, *h;
 	char order_id[CP_UUID_LEN + 1];
 	bool has_version, wildcard = false;
+	struct db_scope_verdict scope;
 	size_t i;
 	cp_rc rc;
 
@@ -127,6 +138,15 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		json_decref(names);
 		return api_problem(resp, 422,
 				   "the certificate needs 1 to 100 hostnames to be renewed", NULL);
+	}
+	rc = db_issuance_scope(req->db, req->ctx->cfg->edge_zone, req->tenant_id, names, &scope);
+	if (rc != CP_OK)
+		goto fail;
+	if (scope.reason) {
+		db_rollback(req->db);
+		json_decref(cert);
+		json_decref(names);
+		return api_scope_problem(resp, &scope, "hostnames");
 	}
 	json_array_foreach(names, i, h)
 		wildcard = wildcard || cp_hostname_is_wildcard(json_string_value(h));

@@ -4,16 +4,39 @@
  * it reaches the property's edge hostname, whether it is a wildcard, and
  * whether HTTP-01 renewal can work (ready). The same check the order
  * engine makes before an HTTP-01 order (acme_check_hostname), so the portal
- * shows exactly what renewal will find.
+ * shows exactly what renewal will find. Each result is also a verification
+ * of the tenant's claim (server_claim_verify: CNAME to one of its edges, or
+ * its TXT token), recorded, and shown as "verification" per hostname. The
+ * budget is a hard deadline on the resolver.
  */
 #include "api/api.h"
 #include "acme/acme.h"
+#include "server/server.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* Lookups stop after this long; the rest is reported as not checked. */
 #define DNS_CHECK_BUDGET_MS 20000
+
+/* Give each result its claim's verification (as the property shows it). */
+static void attach_verification(struct api_req *req, json_t *results)
+{
+	json_t *prop = NULL, *r, *v;
+	size_t i, j;
+
+	if (db_property_get(req->db, req->tenant_id, req->params[0], &prop) != CP_OK)
+		return;
+	json_array_foreach(results, i, r) {
+		json_array_foreach(json_object_get(prop, "hostname_verification"), j, v) {
+			if (json_equal(json_object_get(v, "hostname"), json_object_get(r, "hostname"))) {
+				json_object_set(r, "verification", v);
+				break;
+			}
+		}
+	}
+	json_decref(prop);
+}
 
 void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 {
@@ -34,6 +57,7 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 		json_decref(targets);
 		return api_problem(resp, 500, "the dns_resolver setting is unusable", NULL);
 	}
+	acme_resolver_set_deadline(res, deadline);
 	edge = json_string_value(json_object_get(targets, "edge_hostname"));
 	results = json_array();
 	json_array_foreach(json_object_get(targets, "hostnames"), i, h) {
@@ -46,6 +70,14 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 					  "not checked: the DNS check ran out of time");
 		} else {
 			rc = acme_check_hostname(res, name, edge, &check);
+			if (rc == CP_OK || rc == CP_ERR_UPSTREAM) {
+				const char *status, *method;
+				/* Best effort: the check's answer stands even if recording fails. */
+				if (server_claim_verify(req->ctx, req->db, res, req->tenant_id, name,
+							check, rc, &status, &method) != CP_OK)
+					cp_logf(CP_LOG_WARN, "dns_check.verify",
+						"cannot record the verification of %s", name);
+			}
 			if (rc != CP_OK && rc != CP_ERR_UPSTREAM) {
 				json_decref(check);
 				check = json_pack("{s:s,s:[],s:b,s:b,s:b,s:s}", "hostname", name,
@@ -60,6 +92,7 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 		json_array_append_new(results, check);
 	}
 	acme_resolver_free(res);
+	attach_verification(req, results);
 	api_reply(resp, 200,
 		  json_pack("{s:s,s:s,s:b,s:o}", "property_id", req->params[0], "edge_hostname",
 			    edge ? edge : "", "ready", all_ready, "hostnames", results));

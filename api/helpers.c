@@ -44,6 +44,7 @@ static const char *status_title(int status)
 	case 422: return "Unprocessable Content";
 	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	default: return "Error";
@@ -74,6 +75,21 @@ void api_problem_field(struct api_resp *resp, const char *field, const char *mes
 	cp_spec_error(errors, field, message);
 	snprintf(detail, sizeof(detail), "%s %s", field, message);
 	api_problem(resp, 422, detail, errors);
+}
+
+void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v,
+		       const char *array)
+{
+	bool owned = strcmp(v->reason, "hostname_owned_by_another_tenant") == 0;
+	json_t *errors = json_array();
+	char field[48];
+
+	snprintf(field, sizeof(field), "%s[%zu]", array, v->index);
+	cp_spec_error(errors, field,
+		      owned ? "is verified by another tenant" : "is an edge name of the service");
+	api_problem(resp, owned ? 409 : 422, v->detail, errors);
+	if (resp->json)
+		json_object_set_new(resp->json, "reason", json_string(v->reason));
 }
 
 void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what)

@@ -54,7 +54,8 @@ void api_events_list(struct api_req *req, struct api_resp *resp)
 		"certificate.issued", "certificate.renewed", "certificate.renewal_failed",
 		"certificate.expiring", "certificate.expired", "order.dns_challenge_required",
 		"order.dns_challenge_completed", "order.failed", "webhook.test",
-		"webhook.disabled", NULL,
+		"webhook.disabled", "property.hostname_released", "property.hostname_unverified",
+		NULL,
 	};
 	const char *type = api_query(req, "type"), *after = api_query(req, "after");
 	struct db_page pg;

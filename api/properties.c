@@ -2,8 +2,12 @@
  * properties.c - properties (the sites a tenant accelerates) and their
  * deployments.
  *
- * A property holds 1..100 hostnames, unique across every tenant (no tenant
- * can claim another's site), points at one of its tenant's edge hostnames
+ * A property holds 1..100 hostnames, each a claim of its tenant (pending
+ * until DNS verifies it, see db/hostname_claims.c and server/claims.c): a
+ * hostname another tenant has verified is a 409, a name of the edge zone a
+ * 422, another tenant's pending claim blocks nothing. Every write queues the
+ * property's verification job (never DNS on the API thread). It points at
+ * one of its tenant's edge hostnames
  * and may use one of its tenant's certificates. With
  * certificate_renew_automation the certificate is renewed over HTTP-01,
  * which cannot validate wildcards, so wildcards are refused then. The
@@ -12,6 +16,7 @@
  * production.
  */
 #include "api/api.h"
+#include "server/server.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -106,9 +111,12 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 			   const struct db_property_in *in, bool check_cert, bool bump)
 {
 	json_t *prop = NULL, *edge = NULL, *detail = NULL, *errors;
-	const char *bad_field = NULL, *bad_msg = NULL;
-	size_t taken = 0;
+	const char *bad_field = NULL, *bad_msg = NULL, *pid;
+	struct db_hostname_taken taken = { 0 };
+	struct db_scope_verdict scope = { 0 };
+	struct db_property_in w = *in;
 	char detail_msg[400], field[32];
+	bool verify_queued = false;
 	cp_rc rc;
 
 	if (!api_quota_or_reply(
@@ -136,10 +144,25 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 		if (rc != CP_OK)
 			goto out;
 	}
+	/* Edge names are the service's; another tenant's verified name is the
+	 * 409 below (set_hostnames refuses it inside this transaction). */
+	rc = db_issuance_scope(req->db, req->ctx->cfg->edge_zone, req->tenant_id, in->hostnames,
+			       &scope);
+	if (rc != CP_OK)
+		goto out;
+	if (scope.reason && strcmp(scope.reason, "hostname_in_edge_zone") == 0)
+		goto out;
+	scope.reason = NULL;
+	w.claim_ttl_seconds = server_claim_policy(req->ctx->cfg).ttl_seconds;
 	if (id)
-		rc = db_property_update(req->db, req->tenant_id, id, in, bump, &taken, &prop);
+		rc = db_property_update(req->db, req->tenant_id, id, &w, bump, &taken, &prop);
 	else
-		rc = db_property_create(req->db, req->tenant_id, in, &taken, &prop);
+		rc = db_property_create(req->db, req->tenant_id, &w, &taken, &prop);
+	if (rc != CP_OK)
+		goto out;
+	pid = json_string_value(json_object_get(prop, "id"));
+	rc = server_claims_enqueue(req->db, req->tenant_id, pid);
+	verify_queued = rc == CP_OK;
 	if (rc != CP_OK)
 		goto out;
 	detail = json_pack("{s:O,s:O,s:O}", "name", json_object_get(prop, "name"), "hostnames",
@@ -150,18 +173,26 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 out:
-	if (rc != CP_OK)
+	if (rc != CP_OK || scope.reason)
 		db_rollback(req->db);
+	else if (verify_queued)
+		cp_kick();
 	if (bad_field) {
 		api_problem_field(resp, bad_field, bad_msg);
+	} else if (rc == CP_OK && scope.reason) {
+		api_scope_problem(resp, &scope, "hostnames");
 	} else if (rc == CP_ERR_CONFLICT) {
+		const char *why = taken.other_tenant ? "is verified by another tenant"
+						     : "is already used by another property";
 		errors = json_array();
-		snprintf(field, sizeof(field), "hostnames[%zu]", taken);
-		cp_spec_error(errors, field, "is already used by another property");
-		snprintf(detail_msg, sizeof(detail_msg),
-			 "hostname %s is already used by another property",
-			 json_string_value(json_array_get(in->hostnames, taken)));
+		snprintf(field, sizeof(field), "hostnames[%zu]", taken.index);
+		cp_spec_error(errors, field, why);
+		snprintf(detail_msg, sizeof(detail_msg), "hostname %s %s",
+			 json_string_value(json_array_get(in->hostnames, taken.index)), why);
 		api_problem(resp, 409, detail_msg, errors);
+		if (resp->json && taken.other_tenant)
+			json_object_set_new(resp->json, "reason",
+					    json_string("hostname_owned_by_another_tenant"));
 	} else if (rc != CP_OK) {
 		api_reply_rc(resp, rc, "property");
 	} else {

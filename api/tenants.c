@@ -4,6 +4,7 @@
  * is stored.
  */
 #include "api/api.h"
+#include "crypto/crypto.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,7 @@ void api_apikeys_create(struct api_req *req, struct api_resp *resp)
 	if (rc != CP_OK)
 		goto out;
 	secret = cp_b64url(raw, sizeof(raw));
+	crypto_wipe(raw, sizeof(raw));
 	key = secret ? cp_aprintf(API_KEY_PREFIX "%s", secret) : NULL;
 	if (!key) {
 		rc = CP_ERR_NOMEM;
@@ -132,8 +134,9 @@ out:
 	if (rc != CP_OK)
 		api_reply_rc(resp, rc, "tenant");
 	json_decref(row);
-	free(secret);
-	free(key);
+	/* The key exists in clear only here and in the response (wiped when sent). */
+	crypto_wipe_free(secret);
+	crypto_wipe_free(key);
 }
 
 void api_apikeys_list(struct api_req *req, struct api_resp *resp)

@@ -27,6 +27,8 @@ static const char *const event_types[] = {
 	"order.failed",
 	"webhook.test",
 	"webhook.disabled",
+	"property.hostname_released",
+	"property.hostname_unverified",
 	NULL,
 };
 

@@ -117,9 +117,14 @@ char *cp_strndup(const char *s, size_t n);
 char *cp_aprintf(const char *fmt, ...) CP_PRINTF(1, 2);
 /* True if s (len bytes) is valid UTF-8 without NUL bytes. */
 bool cp_utf8_valid(const char *s, size_t len);
-/* Read a whole file (at most max bytes) into a new NUL-terminated buffer. */
+/* Read a whole regular file (at most max bytes) into a new NUL-terminated
+ * buffer (caller frees). CP_ERR_NOT_FOUND only when path does not exist;
+ * CP_ERR_IO for any other failure (not a regular file, permission, read
+ * error), CP_ERR_TOO_LARGE above max. */
 cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len) CP_WUR;
-/* Atomically write a file with the given mode (tmp + fsync + rename). */
+/* Atomically replace path with data, mode `mode`: a new temporary file with a
+ * random name (O_CREAT | O_EXCL | O_NOFOLLOW, never a planted file or
+ * symlink), fsync, rename over path, fsync of the directory. */
 cp_rc cp_file_write(const char *path, const void *data, size_t len, int mode) CP_WUR;
 
 /* ---- wake-ups: tell idle workers that a job was just queued ---- */
@@ -223,6 +228,7 @@ struct cp_config {
 	int workers;                  /* job worker threads */
 	int http_threads;             /* libmicrohttpd thread pool size */
 	int dns01_timeout_seconds;
+	int order_deadline_hours;     /* an order meeting only transient CA errors fails after this */
 	bool webhook_allow_private_networks;
 	json_t *cors_origins;         /* array of allowed origins */
 	int max_body_bytes;           /* request body cap (413 above) */
@@ -233,6 +239,15 @@ struct cp_config {
 	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
 	char *log_level;              /* debug|info|warn|error */
 	bool metrics_public;          /* GET /metrics without a key (else operator key) */
+	int hostname_claim_ttl_days;    /* pending hostname claims are released after this */
+	int hostname_claim_ttl_seconds; /* the same TTL in seconds, when > 0 (overrides days) */
+	int hostname_recheck_seconds;   /* pending claims re-checked this often */
+	int hostname_verified_recheck_seconds; /* verified claims re-checked this often */
+	int http_client_connection_limit; /* open connections per client address */
+	int http_request_deadline_seconds; /* to receive a request's headers and body */
+	int http_idle_timeout_seconds;     /* keep-alive / inactivity timeout */
+	int net_threads;                   /* threads for requests that wait on the network */
+	int net_tenant_concurrency;        /* such requests in flight per tenant (429 above) */
 	int webhook_workers;          /* worker threads of the webhook lane */
 	int general_workers;          /* worker threads of the general lane */
 	int tenant_max_running_jobs;  /* one tenant's running jobs per lane (<= half its workers) */

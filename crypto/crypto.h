@@ -87,6 +87,13 @@ void crypto_key_free(struct crypto_key *k);
 void crypto_wipe_free(char *s);
 /* Zero n bytes at p, then free p; NULL-safe. For binary secrets. */
 void crypto_wipe_free_buf(void *p, size_t n);
+/* Zero n bytes at p in a way the compiler cannot drop (a stack buffer that
+ * held a secret); NULL-safe. */
+void crypto_wipe(void *p, size_t n);
+/* Make jansson zero every buffer it frees (parsed request bodies holding a
+ * private key or a passphrase, the lexer's copies of them, API keys in
+ * response objects). Call once, before the first JSON allocation. */
+void crypto_json_wipe_on_free(void);
 
 /* ---- certificates ---- */
 

@@ -8,6 +8,7 @@
  * CAs issue for and what every TLS terminator we deploy to understands.
  */
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,26 @@ void crypto_wipe_free(char *s)
 		return;
 	OPENSSL_cleanse(s, strlen(s));
 	free(s);
+}
+
+void crypto_wipe(void *p, size_t n)
+{
+	if (p && n)
+		OPENSSL_cleanse(p, n);
+}
+
+/* jansson's free: wipe the whole allocation (its size is not passed). */
+static void json_wipe_free(void *p)
+{
+	if (!p)
+		return;
+	OPENSSL_cleanse(p, malloc_usable_size(p));
+	free(p);
+}
+
+void crypto_json_wipe_on_free(void)
+{
+	json_set_alloc_funcs(malloc, json_wipe_free);
 }
 
 void crypto_wipe_free_buf(void *p, size_t n)

@@ -68,7 +68,8 @@ out:
 	ERR_clear_error();
 	OPENSSL_free(name);
 	OPENSSL_free(header);
-	OPENSSL_free(data);
+	/* A tenant may paste a PRIVATE KEY block where a certificate belongs. */
+	OPENSSL_clear_free(data, dlen > 0 ? (size_t)dlen : 0);
 	return rc;
 }
 

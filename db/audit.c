@@ -56,43 +56,51 @@ void db_idem_clear(struct db_idem *r)
 {
 	if (!r)
 		return;
-	free(r->path);
 	free(r->content_type);
 	free(r->response);
 	memset(r, 0, sizeof(*r));
 }
 
-cp_rc db_idem_get(struct db *db, const char *scope, const char *key, int64_t max_age,
-		  struct db_idem *out)
+static void idem_bind_scope(sqlite3_stmt *st, const struct db_idem_scope *s)
 {
-	static const char sql[] = "SELECT body_hash, method, path, status, content_type, response "
-				  "FROM idempotency WHERE scope = ? AND key = ? AND created_at >= ?";
+	db_bind_text(st, 1, s->actor);
+	db_bind_text(st, 2, s->tenant_id ? s->tenant_id : "");
+	db_bind_text(st, 3, s->method);
+	db_bind_text(st, 4, s->path);
+	db_bind_text(st, 5, s->key);
+}
+
+/* Read the row of scope into out; *claim PENDING or DONE. */
+static cp_rc idem_read(struct db *db, const struct db_idem_scope *scope, enum db_idem_claim *claim,
+		       struct db_idem *out)
+{
+	static const char sql[] = "SELECT state, body_hash, status, content_type, response "
+				  "FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
+				  "method = ?3 AND path = ?4 AND key = ?5";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc = CP_ERR_NOT_FOUND;
 	int r;
 
-	memset(out, 0, sizeof(*out));
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, scope);
-	db_bind_text(st, 2, key);
-	sqlite3_bind_int64(st, 3, cp_now() - max_age);
+	idem_bind_scope(st, scope);
 	r = sqlite3_step(st);
 	if (r == SQLITE_ROW) {
+		*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0
+				 ? DB_IDEM_DONE
+				 : DB_IDEM_PENDING;
 		snprintf(out->body_hash, sizeof(out->body_hash), "%s",
-			 (const char *)sqlite3_column_text(st, 0));
-		snprintf(out->method, sizeof(out->method), "%s",
 			 (const char *)sqlite3_column_text(st, 1));
-		out->path = cp_strdup((const char *)sqlite3_column_text(st, 2));
-		out->status = sqlite3_column_int(st, 3);
-		out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 4));
-		out->response_len = (size_t)sqlite3_column_bytes(st, 5);
+		out->status = sqlite3_column_int(st, 2);
+		out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 3));
+		out->response_len = (size_t)sqlite3_column_bytes(st, 4);
 		out->response = malloc(out->response_len + 1);
 		if (out->response) {
-			memcpy(out->response, sqlite3_column_blob(st, 5), out->response_len);
+			if (out->response_len)
+				memcpy(out->response, sqlite3_column_blob(st, 4), out->response_len);
 			out->response[out->response_len] = '\0';
 		}
-		rc = out->path && out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
+		rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
 		if (rc != CP_OK)
 			db_idem_clear(out);
 	} else if (r != SQLITE_DONE) {
@@ -102,31 +110,86 @@ cp_rc db_idem_get(struct db *db, const char *scope, const char *key, int64_t max
 	return rc;
 }
 
-cp_rc db_idem_put(struct db *db, const char *scope, const char *key, const struct db_idem *r)
+cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const char *owner,
+		      const char *body_hash, int64_t lease_seconds, int64_t max_age,
+		      enum db_idem_claim *claim, struct db_idem *out)
+{
+	/* One statement under SQLite's write lock: of any number of twins,
+	 * exactly one inserts (or takes over an expired row); the others see
+	 * no change and read what holds the key. */
+	static const char sql[] =
+		"INSERT INTO idempotency (actor, tenant_id, method, path, key, state, owner, "
+		"lease_until, body_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, "
+		"?7, ?8, ?9) ON CONFLICT (actor, tenant_id, method, path, key) DO UPDATE SET "
+		"state = 'pending', owner = excluded.owner, lease_until = excluded.lease_until, "
+		"body_hash = excluded.body_hash, status = 0, content_type = '', response = x'', "
+		"created_at = excluded.created_at WHERE (idempotency.state = 'pending' AND "
+		"idempotency.lease_until < ?9) OR idempotency.created_at < ?10";
+	int64_t now = cp_now();
+	cp_rc rc = CP_ERR_BUSY;
+
+	memset(out, 0, sizeof(*out));
+	for (int attempt = 0; attempt < 3; attempt++) {
+		sqlite3_stmt *st = db_stmt(db, sql);
+		if (!st)
+			return CP_ERR_INTERNAL;
+		idem_bind_scope(st, scope);
+		db_bind_text(st, 6, owner);
+		sqlite3_bind_int64(st, 7, now + lease_seconds);
+		db_bind_text(st, 8, body_hash);
+		sqlite3_bind_int64(st, 9, now);
+		sqlite3_bind_int64(st, 10, now - max_age);
+		rc = db_exec_stmt(db, st);
+		if (rc != CP_OK)
+			return rc;
+		if (sqlite3_changes(db->h) == 1) {
+			*claim = DB_IDEM_RESERVED;
+			snprintf(out->body_hash, sizeof(out->body_hash), "%s", body_hash);
+			return CP_OK;
+		}
+		rc = idem_read(db, scope, claim, out);
+		if (rc != CP_ERR_NOT_FOUND)
+			return rc;
+		/* Released or purged between the two statements: try again. */
+		rc = CP_ERR_BUSY;
+	}
+	return rc;
+}
+
+cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const char *owner,
+		     const struct db_idem *r)
 {
 	static const char sql[] =
-		"INSERT INTO idempotency (scope, key, method, path, body_hash, status, "
-		"content_type, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-		"ON CONFLICT (scope, key) DO UPDATE SET method = excluded.method, "
-		"path = excluded.path, body_hash = excluded.body_hash, status = excluded.status, "
-		"content_type = excluded.content_type, response = excluded.response, "
-		"created_at = excluded.created_at WHERE idempotency.created_at < ?10";
+		"UPDATE idempotency SET state = 'done', status = ?7, content_type = ?8, "
+		"response = ?9 WHERE actor = ?1 AND tenant_id = ?2 AND method = ?3 AND "
+		"path = ?4 AND key = ?5 AND owner = ?6 AND state = 'pending'";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, scope);
-	db_bind_text(st, 2, key);
-	db_bind_text(st, 3, r->method);
-	db_bind_text(st, 4, r->path);
-	db_bind_text(st, 5, r->body_hash);
-	sqlite3_bind_int(st, 6, r->status);
-	db_bind_text(st, 7, r->content_type);
-	sqlite3_bind_blob(st, 8, r->response, (int)r->response_len, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 9, cp_now());
-	/* An expired record (older than 24 h) may be replaced by a new one. */
-	sqlite3_bind_int64(st, 10, cp_now() - 86400);
-	return db_exec_stmt(db, st);
+	idem_bind_scope(st, scope);
+	db_bind_text(st, 6, owner);
+	sqlite3_bind_int(st, 7, r->status);
+	db_bind_text(st, 8, r->content_type);
+	/* As text, not a blob: key rotation (db/secrets.c) finds sealed values
+	 * with LIKE 'cpk1:%', which never matches a blob. */
+	sqlite3_bind_text(st, 9, r->response ? r->response : "", (int)r->response_len,
+			  SQLITE_TRANSIENT);
+	return db_exec_one(db, st);
+}
+
+cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope, const char *owner)
+{
+	static const char sql[] = "DELETE FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
+				  "method = ?3 AND path = ?4 AND key = ?5 AND owner = ?6 AND "
+				  "state = 'pending'";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	idem_bind_scope(st, scope);
+	db_bind_text(st, 6, owner);
+	return db_exec_one(db, st);
 }
 
 cp_rc db_idem_purge(struct db *db, int64_t cutoff)

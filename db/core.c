@@ -10,9 +10,12 @@
  */
 #include "db/db_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct db_migration {
@@ -357,15 +360,36 @@ cp_rc db_migrate(struct db *db, int *from, int *to)
 cp_rc db_backup(struct db *db, const char *dest)
 {
 	sqlite3_stmt *st = NULL;
-	cp_rc rc;
+	cp_rc rc = CP_ERR_IO;
+	int fd;
 
-	if (access(dest, F_OK) == 0)
-		return CP_ERR_CONFLICT;
-	if (sqlite3_prepare_v2(db->h, "VACUUM INTO ?", -1, &st, NULL) != SQLITE_OK)
-		return db_rc(db, sqlite3_errcode(db->h));
+	/* The copy holds every sealed secret and hash: create it here, empty,
+	 * exclusively and 0600 (VACUUM INTO accepts an empty file), so it is
+	 * never an existing file or a symlink's target nor readable by others,
+	 * whatever the umask. */
+	fd = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno == EEXIST ? CP_ERR_CONFLICT : CP_ERR_IO;
+	if (fchmod(fd, 0600) != 0 || close(fd) != 0)
+		goto out;
+	fd = -1;
+	if (sqlite3_prepare_v2(db->h, "VACUUM INTO ?", -1, &st, NULL) != SQLITE_OK) {
+		rc = db_rc(db, sqlite3_errcode(db->h));
+		goto out;
+	}
 	sqlite3_bind_text(st, 1, dest, -1, SQLITE_STATIC);
 	rc = db_rc(db, sqlite3_step(st));
+	/* Durable before we say "written". */
+	if (rc == CP_OK) {
+		fd = open(dest, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		rc = fd >= 0 && fsync(fd) == 0 ? CP_OK : CP_ERR_IO;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
 	sqlite3_finalize(st);
+	if (rc != CP_OK)
+		unlink(dest); /* ours: created above */
 	return rc;
 }
 

@@ -41,7 +41,8 @@ cp_rc db_begin(struct db *db) CP_WUR;
 cp_rc db_commit(struct db *db) CP_WUR;
 void db_rollback(struct db *db);
 
-/* Consistent online copy to dest (VACUUM INTO); dest must not exist. */
+/* Consistent online copy to dest (VACUUM INTO), created 0600 and fsynced;
+ * CP_ERR_CONFLICT if dest exists (a symlink included). */
 cp_rc db_backup(struct db *db, const char *dest) CP_WUR;
 /* PRAGMA integrity_check; *ok true when it says "ok". */
 cp_rc db_integrity_check(struct db *db, bool *ok) CP_WUR;
@@ -55,6 +56,17 @@ struct crypto_keyring;
  * (master-key rotation), in one transaction; *count = values re-sealed.
  * Sealed values use "<table>:<row id>" as authenticated data. */
 cp_rc db_secrets_reseal(struct db *db, const struct crypto_keyring *ring, int *count) CP_WUR;
+/* *stale = sealed values in every sealed column not under ring's current key. */
+cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring,
+			     int64_t *stale) CP_WUR;
+/* The master-key rotation: add a new current key to data_dir/master.keys,
+ * re-seal every value, count the values left under older keys in the
+ * committed database, and prune the older keys only when that count is 0.
+ * On any failure (*stale says how many remain, -1 if not counted) the older
+ * keys stay in the file and in ring, so every value still opens; ring's
+ * current key is the new one. *count = values re-sealed. */
+cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *data_dir,
+			int *count, int64_t *stale) CP_WUR;
 
 /* ---- pagination: keyset on an insertion sequence ---- */
 
@@ -99,22 +111,46 @@ cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg,
 
 /* ---- idempotency records (24 h) ---- */
 
-/* A stored response to replay. */
+/* What an Idempotency-Key is scoped by: who, in which tenant, which
+ * request. All borrowed; tenant_id NULL = none (the operator without
+ * X-Tenant-ID). */
+struct db_idem_scope {
+	const char *actor;
+	const char *tenant_id;
+	const char *method;
+	const char *path;
+	const char *key;
+};
+/* A stored response to replay (or, for a pending one, only body_hash). */
 struct db_idem {
 	char body_hash[65];
-	char method[8];
-	char *path;          /* owned */
 	int status;
 	char *content_type;  /* owned */
 	char *response;      /* owned */
 	size_t response_len;
 };
 void db_idem_clear(struct db_idem *r);
-/* Record younger than max_age seconds for (scope, key), or CP_ERR_NOT_FOUND. */
-cp_rc db_idem_get(struct db *db, const char *scope, const char *key, int64_t max_age,
-		  struct db_idem *out) CP_WUR;
-/* Store (first writer wins). */
-cp_rc db_idem_put(struct db *db, const char *scope, const char *key, const struct db_idem *r) CP_WUR;
+enum db_idem_claim {
+	DB_IDEM_RESERVED, /* the caller holds it: run, then finish or release */
+	DB_IDEM_PENDING,  /* another request holds it (out->body_hash set) */
+	DB_IDEM_DONE,     /* answered before: out is the response to replay */
+};
+/* Reserve scope for owner (a request id) with one INSERT of a 'pending'
+ * row under the unique key, or take over a pending row past its lease
+ * (its holder died) or a record older than max_age seconds. Otherwise
+ * *claim and out say what holds the key. CP_ERR_BUSY if the row keeps
+ * vanishing under us. */
+cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const char *owner,
+		      const char *body_hash, int64_t lease_seconds, int64_t max_age,
+		      enum db_idem_claim *claim, struct db_idem *out) CP_WUR;
+/* Record the response in owner's reservation (state 'done').
+ * CP_ERR_NOT_FOUND if owner no longer holds it. r borrowed. */
+cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const char *owner,
+		     const struct db_idem *r) CP_WUR;
+/* Drop owner's reservation (the request failed retryably; a retry runs
+ * again). CP_ERR_NOT_FOUND if owner no longer holds it. */
+cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope,
+		      const char *owner) CP_WUR;
 /* Delete records older than cutoff. */
 cp_rc db_idem_purge(struct db *db, int64_t cutoff) CP_WUR;
 
@@ -245,6 +281,14 @@ struct db_property_in {
 	const char *edge_hostname_id; /* an edge hostname of the same tenant */
 	const char *certificate_id;   /* NULL = no certificate */
 	bool renew_automation;
+	int64_t claim_ttl_seconds;    /* a new hostname's pending claim lives this long */
+};
+/* Why a property write was refused (CP_ERR_CONFLICT): hostnames[index] is
+ * verified by another tenant (other_tenant) or on another property of the
+ * same tenant. */
+struct db_hostname_taken {
+	size_t index;
+	bool other_tenant;
 };
 /*
  * Create a property; out is the API shape {id, name, hostnames,
@@ -254,7 +298,7 @@ struct db_property_in {
  * its index in in->hostnames. Call inside a transaction.
  */
 cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
-			 size_t *taken, json_t **out) CP_WUR;
+			 struct db_hostname_taken *taken, json_t **out) CP_WUR;
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
 /* hostname (may be NULL) keeps only the property that has that hostname. */
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
@@ -262,8 +306,8 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 /* Replace every writable field; bump_version adds 1 to version. Same
  * CP_ERR_CONFLICT / *taken contract as create. Call inside a transaction. */
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
-			 const struct db_property_in *in, bool bump_version, size_t *taken,
-			 json_t **out) CP_WUR;
+			 const struct db_property_in *in, bool bump_version,
+			 struct db_hostname_taken *taken, json_t **out) CP_WUR;
 /* Deletes the property, its hostnames and its deployments. */
 cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
 
@@ -275,6 +319,79 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 /* Deployments of one property, oldest first (the caller checks the property). */
 cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
 			 struct db_page pg, struct db_list *out) CP_WUR;
+
+/* ---- hostname claims (db/hostname_claims.c; migration 005) ---- */
+
+/* What one DNS check of a claim found. */
+enum db_claim_outcome {
+	DB_CLAIM_VERIFIED,     /* CNAME to one of the tenant's edges, or TXT token */
+	DB_CLAIM_NOT_VERIFIED, /* DNS answered, and proves nothing */
+	DB_CLAIM_DNS_ERROR,    /* DNS failed or ran out of time: proves nothing either way */
+};
+struct db_claim_check {
+	enum db_claim_outcome outcome;
+	const char *method; /* "cname" | "txt" when VERIFIED, else NULL */
+	const char *detail; /* sentence for the tenant (may be NULL) */
+};
+/* Timing of the claim rules, from the configuration. */
+struct db_claim_policy {
+	int64_t ttl_seconds;     /* pending claims are released after this */
+	int64_t recheck_seconds; /* pending (and failing verified) claims re-checked this often */
+	int64_t verified_recheck_seconds; /* verified claims re-checked this often */
+};
+/*
+ * Record a check of tenant_id's claim of hostname (inside a transaction):
+ *  VERIFIED: the claim becomes verified (method, checked_at); every other
+ *    tenant's (pending) claim of the hostname is removed from its property
+ *    (version + 1) with event property.hostname_released to that tenant. If
+ *    another tenant already holds it verified the claim stays pending and
+ *    *status_out is "owned_by_another_tenant".
+ *  NOT_VERIFIED: a pending claim stays pending; a verified one counts a
+ *    failure and, at the 3rd negative check in a row (re-checked every
+ *    recheck_seconds), is demoted to pending with a fresh TTL and event
+ *    property.hostname_unverified.
+ *  DNS_ERROR: nothing changes but checked_at, detail and the next check.
+ * *status_out (may be NULL): "verified" | "pending" | "owned_by_another_tenant"
+ * (static). CP_ERR_NOT_FOUND if the tenant has no claim of hostname.
+ */
+cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname,
+		      const struct db_claim_check *chk, const struct db_claim_policy *pol,
+		      const char **status_out) CP_WUR;
+/* tenant_id's claim of hostname: {property_id, status, method, token,
+ * edge_hostname (of its property)}; CP_ERR_NOT_FOUND if none. */
+cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname,
+		   json_t **out) CP_WUR;
+/* The hostnames of a property to verify: [{hostname, token}], in order. */
+cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,
+			    json_t **out) CP_WUR;
+/* CP_OK if a name of chain (JSON array of names) is an edge hostname of
+ * tenant_id, CP_ERR_NOT_FOUND if none is. */
+cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain) CP_WUR;
+/* Claims due for a background re-check (at most limit): their next check is
+ * pushed back by lease_seconds, and *out gets [{tenant_id, property_id}]
+ * (one per property). Verified claims are due every verified_recheck_seconds,
+ * pending ones every recheck_seconds. */
+cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out) CP_WUR;
+/* Remove pending claims past their expiry (at most limit), each with event
+ * property.hostname_released (reason claim_expired) and the property's
+ * version + 1; *removed gets the count. Runs its own transaction. */
+cp_rc db_claims_expire(struct db *db, int limit, int *removed) CP_WUR;
+/*
+ * Issuance scope: the one rule deciding which names tenant_id may have in a
+ * certificate order, whatever the source, kind or challenge. A name (a
+ * wildcard's base) equal to or under edge_zone or any edge hostname is
+ * refused with reason "hostname_in_edge_zone"; a name another tenant has
+ * verified with "hostname_owned_by_another_tenant". CP_OK with
+ * v->reason NULL when every name is allowed; otherwise v->reason, v->index
+ * (into names) and v->detail (a sentence naming the host) are set.
+ */
+struct db_scope_verdict {
+	const char *reason; /* static */
+	size_t index;
+	char detail[640];
+};
+cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id,
+			json_t *names, struct db_scope_verdict *v) CP_WUR;
 
 /* ---- certificates ---- */
 
@@ -451,13 +568,12 @@ cp_rc db_order_authz_save(struct db *db, const char *order_id, int position,
 /* Forget the CA side of an order (URLs, authorizations) so that the next
  * run places a new CA order; keeps the key and the attempt count. */
 cp_rc db_order_reset(struct db *db, const char *id) CP_WUR;
-/* HTTP-01: the key authorization for token of an order in flight (new
- * string), or CP_ERR_NOT_FOUND. Tokens are unguessable: no tenant scope. */
-cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out) CP_WUR;
-/* The edge hostname (new string) of the tenant's property that has
- * hostname, or CP_ERR_NOT_FOUND when no property has it. */
-cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname,
-		       char **edge) CP_WUR;
+/* HTTP-01: the key authorization (new string) for token when host
+ * (lower case, no port, no trailing dot) is the identifier of the token's
+ * authorization, that authorization is still pending and its order in
+ * flight; else CP_ERR_NOT_FOUND. */
+cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host,
+				  char **out) CP_WUR;
 /* {edge_hostname, hostnames: [...]} of a property, for its DNS check. */
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
 			      json_t **out) CP_WUR;

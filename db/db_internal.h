@@ -42,6 +42,11 @@ cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *
 /* Raw SQL (multiple statements), for migrations and maintenance. */
 cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
 
+/* *other = whether a tenant other than tenant_id holds hostname verified
+ * (hostname_claims.c). */
+cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
+				     bool *other) CP_WUR;
+
 /* SQL fragment rendering a unix-seconds column as RFC 3339 text. */
 #define DB_TS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
 

@@ -103,9 +103,20 @@ static cp_rc job_take(struct db *db, sqlite3_stmt *st, const char *owner, struct
 
 	if (r == SQLITE_ROW) {
 		rc = job_from_row(st, owner, out);
-		/* Step to completion so the UPDATE is finished before reset. */
-		while (sqlite3_step(st) == SQLITE_ROW)
+		/* Step to completion so the UPDATE is finished (and, outside a
+		 * transaction, committed) before reset: an error there means
+		 * the claim did not happen, whatever the first row said. */
+		while ((r = sqlite3_step(st)) == SQLITE_ROW)
 			;
+		if (r != SQLITE_DONE) {
+			rc = db_rc(db, r);
+			if (rc == CP_OK)
+				rc = CP_ERR_INTERNAL;
+		}
+		if (rc != CP_OK) {
+			json_decref(out->payload);
+			out->payload = NULL;
+		}
 	} else if (r != SQLITE_DONE) {
 		rc = db_rc(db, r);
 	}

@@ -230,14 +230,19 @@ cp_rc db_order_reset(struct db *db, const char *id)
 	return db_exec_stmt(db, st);
 }
 
-cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out)
+cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host,
+				  char **out)
 {
-	/* Only orders still in flight answer: a finished order's token is dead. */
+	/* Only a pending authorization of an order still in flight answers,
+	 * and only to its own name: a token is no licence to answer for any
+	 * Host (another tenant's name would validate through this responder).
+	 * The CA shows identifiers in lower case; lower() keeps the compare
+	 * exact for any other spelling. Range scan on the token index. */
 	static const char sql[] =
 		"SELECT a.key_authorization FROM order_authorizations a JOIN orders o ON "
 		"o.id = a.order_id WHERE a.token = ? AND a.challenge_type = 'http-01' AND "
-		"a.key_authorization IS NOT NULL AND o.status IN ('pending', 'validating', "
-		"'issuing') LIMIT 1";
+		"a.key_authorization IS NOT NULL AND a.status = 'pending' AND "
+		"lower(a.identifier) = ? AND o.status IN ('pending', 'validating') LIMIT 1";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc = CP_ERR_NOT_FOUND;
 	int r;
@@ -246,36 +251,11 @@ cp_rc db_http01_key_authorization(struct db *db, const char *token, char **out)
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, token);
+	db_bind_text(st, 2, host);
 	r = sqlite3_step(st);
 	if (r == SQLITE_ROW) {
 		*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
 		rc = *out ? CP_OK : CP_ERR_NOMEM;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
-	sqlite3_reset(st);
-	return rc;
-}
-
-cp_rc db_hostname_edge(struct db *db, const char *tenant_id, const char *hostname, char **edge)
-{
-	static const char sql[] =
-		"SELECT e.hostname FROM property_hostnames h JOIN properties p ON p.id = "
-		"h.property_id JOIN edge_hostnames e ON e.id = p.edge_hostname_id "
-		"WHERE h.hostname = ? AND h.tenant_id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
-
-	*edge = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, hostname);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*edge = cp_strdup((const char *)sqlite3_column_text(st, 0));
-		rc = *edge ? CP_OK : CP_ERR_NOMEM;
 	} else if (r != SQLITE_DONE) {
 		rc = db_rc(db, r);
 	}

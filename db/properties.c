@@ -2,9 +2,12 @@
  * properties.c - properties (the sites a tenant accelerates), their
  * hostnames and their deployments.
  *
- * A property's hostnames live in property_hostnames, whose primary key is
- * the hostname itself: that one constraint is what keeps a hostname unique
- * across every tenant, even between two concurrent writers. A deployment
+ * A property's hostnames live in property_hostnames, one row per claim
+ * (migration 005): a tenant holds a hostname at most once, and a hostname
+ * that another tenant has VERIFIED cannot be added (its pending claims never
+ * block anyone). The claim rules themselves are in hostname_claims.c; here
+ * a write only adds new claims as pending and keeps the kept ones (with
+ * their status and token) in their new order. A deployment
  * copies the property's version, hostnames and certificate at that moment;
  * the property shows the latest deployment of each environment.
  */
@@ -16,6 +19,16 @@
 #define PROP_HOSTNAMES                                                                    \
 	"(SELECT json_group_array(hostname) FROM (SELECT hostname FROM property_hostnames " \
 	"h WHERE h.property_id = p.id ORDER BY h.position))"
+
+/* The claim of each hostname of property pid, in order: what verifies it
+ * (TXT name and token) and where it stands. */
+#define DB_CLAIMS_JSON(pid)                                                                  \
+	"(SELECT json_group_array(json_object('hostname', hostname, 'status', status, "     \
+	"'method', method, 'token', token, 'txt_record_name', '_certplane-verify.' || "     \
+	"(CASE WHEN hostname LIKE '*.%' THEN substr(hostname, 3) ELSE hostname END), "      \
+	"'checked_at', " DB_TS("checked_at") ", 'expires_at', " DB_TS("expires_at") ", "    \
+	"'verified_at', " DB_TS("verified_at") ", 'detail', detail)) FROM (SELECT * FROM "  \
+	"property_hostnames c WHERE c.property_id = " pid " ORDER BY c.position))"
 
 /* {version, deployed_at} of the latest deployment of p to env, or null. */
 #define PROP_DEPLOYED(env)                                                              \
@@ -29,6 +42,7 @@
 	"'edge_hostname', (SELECT e.hostname FROM edge_hostnames e "                       \
 	"WHERE e.id = p.edge_hostname_id), "                                               \
 	"'certificate_id', p.certificate_id, "                                             \
+	"'hostname_verification', json(" DB_CLAIMS_JSON("p.id") "), "                     \
 	"'certificate_renew_automation', "                                                 \
 	"json(CASE WHEN p.certificate_renew_automation THEN 'true' ELSE 'false' END), "    \
 	"'version', p.version, 'staging', " PROP_DEPLOYED("staging") ", "                  \
@@ -40,16 +54,24 @@
 	"'version', version, 'hostnames', json(hostnames), 'certificate_id', certificate_id, " \
 	"'created_at', " DB_TS("created_at") ")"
 
-/* Make in's hostnames the property's hostnames, in order. A hostname held by
- * any other property (of any tenant) is CP_ERR_CONFLICT with *taken = its
- * index. */
+/* Make in's hostnames the property's hostnames, in order: claims of
+ * hostnames no longer listed are dropped, kept ones move to their new
+ * position with their status, new ones are pending claims expiring after
+ * in->claim_ttl_seconds. A hostname verified by another tenant, or held by
+ * another property of this tenant, is CP_ERR_CONFLICT with *taken set. */
 static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *property_id,
-			   json_t *hostnames, size_t *taken)
+			   const struct db_property_in *in, struct db_hostname_taken *taken)
 {
-	static const char sql_clear[] = "DELETE FROM property_hostnames WHERE property_id = ?";
-	static const char sql_add[] = "INSERT INTO property_hostnames (hostname, property_id, "
-				      "tenant_id, position) VALUES (?, ?, ?, ?)";
-	sqlite3_stmt *st = db_stmt(db, sql_clear);
+	static const char sql_drop[] =
+		"DELETE FROM property_hostnames WHERE property_id = ?1 AND hostname NOT IN "
+		"(SELECT value FROM json_each(?2))";
+	static const char sql_add[] =
+		"INSERT INTO property_hostnames (property_id, tenant_id, hostname, position, token, "
+		"claimed_at, expires_at, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6) "
+		"ON CONFLICT (tenant_id, hostname) DO UPDATE SET position = excluded.position "
+		"WHERE property_id = excluded.property_id";
+	int64_t now = cp_now();
+	sqlite3_stmt *st = db_stmt(db, sql_drop);
 	json_t *h;
 	size_t i;
 	cp_rc rc;
@@ -57,28 +79,50 @@ static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *pro
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, property_id);
+	db_bind_json(st, 2, in->hostnames);
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
-	json_array_foreach(hostnames, i, h) {
-		st = db_stmt(db, sql_add);
-		if (!st)
-			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, json_string_value(h));
-		db_bind_text(st, 2, property_id);
-		db_bind_text(st, 3, tenant_id);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)i);
-		rc = db_exec_stmt(db, st);
-		if (rc == CP_ERR_CONFLICT && taken)
-			*taken = i;
+	json_array_foreach(in->hostnames, i, h) {
+		uint8_t rnd[16];
+		char token[33];
+		bool other = false;
+
+		rc = db_hostname_verified_elsewhere(db, tenant_id, json_string_value(h), &other);
 		if (rc != CP_OK)
 			return rc;
+		if (!other && cp_random(rnd, sizeof(rnd)) != CP_OK)
+			return CP_ERR_CRYPTO;
+		st = other ? NULL : db_stmt(db, sql_add);
+		if (!other && !st)
+			return CP_ERR_INTERNAL;
+		if (st) {
+			cp_hex(rnd, sizeof(rnd), token);
+			db_bind_text(st, 1, property_id);
+			db_bind_text(st, 2, tenant_id);
+			db_bind_text(st, 3, json_string_value(h));
+			sqlite3_bind_int64(st, 4, (sqlite3_int64)i);
+			db_bind_text(st, 5, token);
+			sqlite3_bind_int64(st, 6, now);
+			sqlite3_bind_int64(st, 7, now + in->claim_ttl_seconds);
+			rc = db_exec_stmt(db, st);
+			if (rc != CP_OK)
+				return rc;
+		}
+		/* No row changed: another property of this tenant holds it. */
+		if (other || sqlite3_changes(db->h) == 0) {
+			if (taken) {
+				taken->index = i;
+				taken->other_tenant = other;
+			}
+			return CP_ERR_CONFLICT;
+		}
 	}
 	return CP_OK;
 }
 
 cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
-			 size_t *taken, json_t **out)
+			 struct db_hostname_taken *taken, json_t **out)
 {
 	static const char sql[] =
 		"INSERT INTO properties (id, tenant_id, name, edge_hostname_id, certificate_id, "
@@ -100,7 +144,7 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 	sqlite3_bind_int64(st, 7, cp_now());
 	rc = db_exec_stmt(db, st);
 	if (rc == CP_OK)
-		rc = set_hostnames(db, tenant_id, id, in->hostnames, taken);
+		rc = set_hostnames(db, tenant_id, id, in, taken);
 	if (rc == CP_OK)
 		rc = db_property_get(db, tenant_id, id, out);
 	return rc;
@@ -139,8 +183,8 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 }
 
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
-			 const struct db_property_in *in, bool bump_version, size_t *taken,
-			 json_t **out)
+			 const struct db_property_in *in, bool bump_version,
+			 struct db_hostname_taken *taken, json_t **out)
 {
 	static const char sql[] =
 		"UPDATE properties SET name = ?, edge_hostname_id = ?, certificate_id = ?, "
@@ -161,7 +205,7 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 	db_bind_text(st, 8, id);
 	rc = db_exec_one(db, st);
 	if (rc == CP_OK)
-		rc = set_hostnames(db, tenant_id, id, in->hostnames, taken);
+		rc = set_hostnames(db, tenant_id, id, in, taken);
 	if (rc == CP_OK)
 		rc = db_property_get(db, tenant_id, id, out);
 	return rc;

@@ -1,7 +1,8 @@
 /*
  * secrets.c - master-key rotation: every encrypted column of every table is
  * listed here, and db_secrets_reseal re-encrypts each value that is not yet
- * under the current master key, in one transaction. The authenticated data
+ * under the current master key, in one transaction; db_secrets_rotate is the
+ * whole rotation (new key, re-seal, count what is left, prune). The authenticated data
  * of a sealed value is always "<table>:<row id>", so a ciphertext copied into
  * another row no longer opens.
  */
@@ -20,12 +21,16 @@ static const struct {
 	{ "orders", "id", "key" },
 	{ "webhooks", "id", "secret" },
 	/* Idempotent replays of responses that carried a secret. */
-	{ "idempotency", "scope || ':' || key", "response" },
+	{ "idempotency",
+	  "actor || ':' || tenant_id || ':' || method || ':' || path || ':' || key", "response" },
 	/* SEALED COLUMNS: { "table", "id", "column" }, */
 	{ NULL, NULL, NULL },
 };
 
-/* Re-seal one column's stale values. */
+/* Re-seal one column's stale values (inside the caller's transaction).
+ * Every SQLite call is checked: a failed step of the SELECT must not look
+ * like the end of the rows, or a half-done rotation would be committed and
+ * its old key pruned. CP_OK only when every stale value was re-sealed. */
 static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, const char *table,
 			   const char *id_col, const char *col, int *count)
 {
@@ -33,20 +38,27 @@ static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, con
 	char *upd = cp_aprintf("UPDATE %s SET %s = ? WHERE %s = ?", table, col, id_col);
 	sqlite3_stmt *st = NULL, *up = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
-	int r;
+	int r = SQLITE_DONE;
 
 	if (!sel || !upd)
 		goto out;
-	rc = CP_ERR_INTERNAL;
 	if (sqlite3_prepare_v2(db->h, sel, -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db->h, upd, -1, &up, NULL) != SQLITE_OK)
+	    sqlite3_prepare_v2(db->h, upd, -1, &up, NULL) != SQLITE_OK) {
+		rc = db_rc(db, sqlite3_errcode(db->h));
+		if (rc == CP_OK)
+			rc = CP_ERR_INTERNAL;
 		goto out;
+	}
 	rc = CP_OK;
 	while (rc == CP_OK && (r = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *id = (const char *)sqlite3_column_text(st, 0);
 		const char *sealed = (const char *)sqlite3_column_text(st, 1);
 		char *aad = NULL, *pt = NULL, *resealed = NULL;
 		size_t n = 0;
+		if (!id || !sealed) {
+			rc = CP_ERR_NOMEM; /* NULL text of a non-NULL column: out of memory */
+			break;
+		}
 		if (crypto_sealed_is_current(ring, sealed))
 			continue;
 		aad = cp_aprintf("%s:%s", table, id);
@@ -55,14 +67,34 @@ static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, con
 			rc = crypto_seal(ring, aad, pt, n, &resealed);
 		if (rc == CP_OK) {
 			sqlite3_reset(up);
-			sqlite3_bind_text(up, 1, resealed, -1, SQLITE_TRANSIENT);
-			sqlite3_bind_text(up, 2, id, -1, SQLITE_TRANSIENT);
-			rc = db_rc(db, sqlite3_step(up));
-			(*count)++;
+			if (sqlite3_bind_text(up, 1, resealed, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+			    sqlite3_bind_text(up, 2, id, -1, SQLITE_TRANSIENT) != SQLITE_OK)
+				rc = CP_ERR_NOMEM;
 		}
+		if (rc == CP_OK) {
+			int u = sqlite3_step(up);
+			rc = u == SQLITE_DONE ? CP_OK : db_rc(db, u);
+			if (rc == CP_OK)
+				rc = sqlite3_changes(db->h) == 1 ? CP_OK : CP_ERR_INTERNAL;
+			if (rc == CP_OK)
+				(*count)++;
+		}
+		if (rc != CP_OK)
+			cp_logf(CP_LOG_ERROR, "secrets.reseal",
+				"cannot re-seal %s.%s of row %.200s: %s", table, col, id,
+				cp_rc_str(rc));
 		free(aad);
 		free(resealed);
-		crypto_wipe_free(pt);
+		crypto_wipe_free_buf(pt, n);
+	}
+	/* The loop ends on a failed row (rc), on SQLITE_DONE, or on an error of
+	 * the SELECT itself (busy, interrupt, I/O, corruption): that is a failure. */
+	if (rc == CP_OK && r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+		if (rc == CP_OK)
+			rc = CP_ERR_INTERNAL;
+		cp_logf(CP_LOG_ERROR, "secrets.reseal", "reading %s.%s failed: %s", table, col,
+			sqlite3_errmsg(db->h));
 	}
 out:
 	sqlite3_finalize(st);
@@ -84,5 +116,73 @@ cp_rc db_secrets_reseal(struct db *db, const struct crypto_keyring *ring, int *c
 	if (rc == CP_OK)
 		return db_commit(db);
 	db_rollback(db);
+	*count = 0;
+	return rc;
+}
+
+cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring, int64_t *stale)
+{
+	char cur[33], *prefix = NULL;
+	cp_rc rc = CP_ERR_NOMEM;
+
+	*stale = 0;
+	crypto_keyring_current_id(ring, cur);
+	prefix = cp_aprintf("cpk1:%s:", cur);
+	if (!prefix)
+		return CP_ERR_NOMEM;
+	rc = CP_OK;
+	for (size_t i = 0; rc == CP_OK && sealed_columns[i].table; i++) {
+		/* substr, not LIKE: exact and case-sensitive on the key id. */
+		char *sql = cp_aprintf("SELECT count(*) FROM %s WHERE %s LIKE 'cpk1:%%' AND "
+				       "substr(%s, 1, length(?1)) IS NOT ?1",
+				       sealed_columns[i].table, sealed_columns[i].col,
+				       sealed_columns[i].col);
+		sqlite3_stmt *st = NULL;
+		int r;
+		if (!sql) {
+			rc = CP_ERR_NOMEM;
+			break;
+		}
+		if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK ||
+		    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC) != SQLITE_OK) {
+			rc = db_rc(db, sqlite3_errcode(db->h));
+			if (rc == CP_OK)
+				rc = CP_ERR_INTERNAL;
+		} else if ((r = sqlite3_step(st)) == SQLITE_ROW) {
+			*stale += sqlite3_column_int64(st, 0);
+		} else {
+			rc = db_rc(db, r);
+			if (rc == CP_OK)
+				rc = CP_ERR_INTERNAL;
+		}
+		sqlite3_finalize(st);
+		free(sql);
+	}
+	free(prefix);
+	return rc;
+}
+
+cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *data_dir,
+			int *count, int64_t *stale)
+{
+	cp_rc rc;
+
+	*count = 0;
+	*stale = -1;
+	rc = crypto_keyring_rotate(ring, data_dir);
+	if (rc == CP_OK)
+		rc = db_secrets_reseal(db, ring, count);
+	/* Count what the committed database really holds: prune only when no
+	 * value is left under any older key, whatever the re-seal reported. */
+	if (rc == CP_OK)
+		rc = db_secrets_count_stale(db, ring, stale);
+	if (rc == CP_OK && *stale != 0) {
+		cp_logf(CP_LOG_ERROR, "secrets.rotate",
+			"%lld sealed values are still under an older key; older keys kept",
+			(long long)*stale);
+		rc = CP_ERR_INTERNAL;
+	}
+	if (rc == CP_OK)
+		rc = crypto_keyring_prune(ring, data_dir);
 	return rc;
 }

@@ -121,6 +121,6 @@ CREATE TABLE tenant_quotas (
 );
 
 -- Usage counts by tenant that had no index yet.
-CREATE INDEX property_hostnames_tenant ON property_hostnames(tenant_id, property_id);
+CREATE INDEX property_hostnames_tenant_property ON property_hostnames(tenant_id, property_id);
 CREATE INDEX orders_tenant_in_flight ON orders(tenant_id)
     WHERE status IN ('pending', 'validating', 'issuing');

@@ -3,9 +3,12 @@
  * production; edge servers forward /.well-known/acme-challenge/ to it)
  * answering GET /.well-known/acme-challenge/{token} with the key
  * authorization of an order in flight, read from the database so that any
- * process, after any restart, answers for every order. Any Host header is
- * accepted (the CA sends "name:port"); the token alone identifies the
- * challenge. Everything else is 404. Bodies are ignored and never read.
+ * process, after any restart, answers for every order. A token is answered
+ * only to the Host its authorization is for (case-folded, port and trailing
+ * dot removed; the CA sends "name:port") and only while that authorization
+ * is pending: a token is no licence to validate some other name through
+ * this responder. Everything else is 404. Bodies are ignored and never
+ * read. The listener has the API's limits (server_listener_*).
  */
 #include "server/server_internal.h"
 
@@ -17,8 +20,10 @@
 #define CHALLENGE_PREFIX "/.well-known/acme-challenge/"
 #define TOKEN_MAX 256
 
+#define HOST_MAX 253
+
 struct server_http01 {
-	struct MHD_Daemon *daemon;
+	struct server_listener *listener;
 };
 
 static bool token_valid(const char *t)
@@ -34,16 +39,50 @@ static bool token_valid(const char *t)
 	return true;
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body)
+/* The Host header as an identifier: lower case, without port and trailing
+ * dot, into out. False when absent, empty or too long. */
+static bool host_normalize(const char *host, char out[HOST_MAX + 2])
+{
+	const char *end;
+	size_t n;
+
+	if (!host)
+		return false;
+	if (host[0] == '[') {
+		/* An IPv6 literal: the name is inside the brackets. */
+		host++;
+		end = strchr(host, ']');
+		if (!end)
+			return false;
+	} else {
+		end = strrchr(host, ':');
+		if (!end)
+			end = host + strlen(host);
+	}
+	n = (size_t)(end - host);
+	if (n > 0 && host[n - 1] == '.')
+		n--;
+	if (n == 0 || n > HOST_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (host[i] >= 'A' && host[i] <= 'Z') ? (char)(host[i] - 'A' + 'a') : host[i];
+	out[n] = '\0';
+	return true;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body,
+			     bool close)
 {
 	struct MHD_Response *r =
-		MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	    MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result ret;
 
 	if (!r)
 		return MHD_NO;
 	MHD_add_response_header(r, "Content-Type", "text/plain");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (close)
+		MHD_add_response_header(r, "Connection", "close");
 	ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -54,10 +93,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 				  size_t *upload_size, void **con_cls)
 {
 	static int marker;
-	const char *token;
+	const char *token, *why = NULL;
+	char host[HOST_MAX + 2];
 	char *ka = NULL;
 	struct db *db;
 	enum MHD_Result ret;
+	int bad;
 	cp_rc rc;
 
 	(void)cls;
@@ -65,32 +106,43 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)upload;
 	if (!*con_cls) {
 		*con_cls = &marker;
+		/* No body is ever read here, so the limit is 0 bytes. */
+		bad = server_listener_check(c, 0, &why);
+		if (bad && bad != 413) {
+			server_listener_answer_early(c);
+			return reply(c, (unsigned)bad,
+				     bad == 501 ? "not implemented\n" : "bad request\n", true);
+		}
 		return MHD_YES;
 	}
 	if (*upload_size) {
 		*upload_size = 0; /* discard any body */
 		return MHD_YES;
 	}
+	server_listener_received(c);
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		return reply(c, MHD_HTTP_NOT_FOUND, "not found\n", false);
 	if (strncmp(url, CHALLENGE_PREFIX, strlen(CHALLENGE_PREFIX)) != 0)
-		return reply(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		return reply(c, MHD_HTTP_NOT_FOUND, "not found\n", false);
 	token = url + strlen(CHALLENGE_PREFIX);
-	if (!token_valid(token))
-		return reply(c, MHD_HTTP_NOT_FOUND, "not found\n");
+	if (!token_valid(token) ||
+	    !host_normalize(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"), host))
+		return reply(c, MHD_HTTP_NOT_FOUND, "not found\n", false);
 	db = db_thread();
 	if (!db)
-		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable\n");
-	rc = db_http01_key_authorization(db, token, &ka);
+		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable\n", false);
+	rc = db_http01_key_authorization(db, token, host, &ka);
 	if (rc == CP_ERR_NOT_FOUND)
-		ret = reply(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		ret = reply(c, MHD_HTTP_NOT_FOUND, "not found\n", false);
 	else if (rc != CP_OK)
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable\n");
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable\n", false);
 	else
-		ret = reply(c, MHD_HTTP_OK, ka);
+		ret = reply(c, MHD_HTTP_OK, ka, false);
 	cp_log_json(CP_LOG_DEBUG, "http01.request",
-		    json_pack("{s:s,s:i}", "token", token,
-			      "status", rc == CP_OK ? 200 : rc == CP_ERR_NOT_FOUND ? 404 : 503));
+		    json_pack("{s:s,s:s,s:i}", "token", token, "host", host, "status",
+			      rc == CP_OK	       ? 200
+			      : rc == CP_ERR_NOT_FOUND ? 404
+						       : 503));
 	free(ka);
 	return ret;
 }
@@ -106,7 +158,8 @@ cp_rc server_http01_start(const struct api_ctx *ctx, struct server_http01 **out)
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return CP_ERR_NOMEM;
-	rc = server_listen_daemon(ctx->cfg->http01_listen, 4, on_request, h, NULL, &h->daemon);
+	rc = server_listener_start(ctx->cfg, ctx->cfg->http01_listen, 4, on_request, h, NULL,
+				   &h->listener);
 	if (rc != CP_OK) {
 		free(h);
 		return rc;
@@ -121,6 +174,6 @@ void server_http01_stop(struct server_http01 *h)
 {
 	if (!h)
 		return;
-	MHD_stop_daemon(h->daemon);
+	server_listener_stop(h->listener);
 	free(h);
 }

@@ -61,8 +61,77 @@ static void app_close(struct app *app)
 	cp_config_free(app->cfg);
 }
 
+/*
+ * Give path at most the permissions in want (0600 for a file, 0700 for a
+ * directory): a file from an older install, or one made under a loose
+ * umask, is tightened and a log line says so. A missing path is fine (0).
+ * -1 (after a message on stderr) if it cannot be inspected or changed.
+ */
+static int path_tighten(const char *path, mode_t want, const char *what)
+{
+	char was[16], now[16];
+	struct stat st;
+
+	if (stat(path, &st) != 0) {
+		if (errno == ENOENT)
+			return 0;
+		fprintf(stderr, "certplane: cannot stat %s %s\n", what, path);
+		return -1;
+	}
+	if ((st.st_mode & 0777 & ~want) == 0)
+		return 0;
+	if (chmod(path, st.st_mode & want) != 0) {
+		fprintf(stderr, "certplane: cannot restrict %s %s to %04o\n", what, path,
+			(unsigned)want);
+		return -1;
+	}
+	snprintf(was, sizeof(was), "%04o", (unsigned)(st.st_mode & 0777));
+	snprintf(now, sizeof(now), "%04o", (unsigned)(st.st_mode & want));
+	cp_log_json(
+	    CP_LOG_WARN, "data_dir.mode",
+	    json_pack("{s:s,s:s,s:s,s:s}", "path", path, "what", what, "was", was, "now", now));
+	return 0;
+}
+
+/* The database file and SQLite's -wal and -shm beside it: 0600. */
+static int database_tighten(const char *database)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(suffix); i++) {
+		char *p = cp_aprintf("%s%s", database, suffix[i]);
+		int r = p ? path_tighten(p, 0600, "database file") : -1;
+		free(p);
+		if (r != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* data_dir exists, is a directory and is 0700 (created so, or tightened
+ * with a log line); the database and its -wal/-shm files are 0600. */
+static int data_dir_prepare(const struct cp_config *cfg)
+{
+	struct stat st;
+
+	if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+		fprintf(stderr, "certplane: cannot create data_dir %s\n", cfg->data_dir);
+		return -1;
+	}
+	if (stat(cfg->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "certplane: data_dir %s is not a directory\n", cfg->data_dir);
+		return -1;
+	}
+	if (path_tighten(cfg->data_dir, 0700, "data_dir") != 0)
+		return -1;
+	return database_tighten(cfg->database);
+}
+
 /* The operator token: configured, or read from (or created in)
- * data_dir/operator.token with mode 0600. Prints where it is on creation. */
+ * data_dir/operator.token with mode 0600. Prints where it is on creation.
+ * Only a missing file makes a new token: any other read error (a directory
+ * in its place, permissions, I/O, an oversized or empty file) stops start-up,
+ * because replacing the token would lock out every operator that has it. */
 static cp_rc operator_token(struct app *app)
 {
 	char *path = cp_aprintf("%s/operator.token", app->cfg->data_dir), *tok = NULL;
@@ -81,14 +150,26 @@ static cp_rc operator_token(struct app *app)
 	if (rc == CP_OK) {
 		while (len && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
 			tok[--len] = '\0';
-	} else {
+		if (len == 0) {
+			fprintf(stderr,
+				"certplane: %s is empty; remove it to have a new token made\n",
+				path);
+			rc = CP_ERR_INVALID;
+			goto out;
+		}
+		if (path_tighten(path, 0600, "operator token") != 0) {
+			rc = CP_ERR_IO;
+			goto out;
+		}
+	} else if (rc == CP_ERR_NOT_FOUND) {
 		char *secret;
 		rc = cp_random(raw, sizeof(raw));
 		if (rc != CP_OK)
 			goto out;
 		secret = cp_b64url(raw, sizeof(raw));
+		crypto_wipe(raw, sizeof(raw));
 		tok = secret ? cp_aprintf("cpo_%s", secret) : NULL;
-		free(secret);
+		crypto_wipe_free(secret);
 		if (!tok) {
 			rc = CP_ERR_NOMEM;
 			goto out;
@@ -96,10 +177,18 @@ static cp_rc operator_token(struct app *app)
 		rc = cp_file_write(path, tok, strlen(tok), 0600);
 		if (rc != CP_OK) {
 			cp_logf(CP_LOG_ERROR, "config.operator_token", "cannot write %s", path);
+			fprintf(stderr, "certplane: cannot write the operator token %s\n", path);
 			goto out;
 		}
 		cp_logf(CP_LOG_INFO, "config.operator_token", "operator token created in %s", path);
 		len = strlen(tok);
+	} else {
+		fprintf(
+		    stderr,
+		    "certplane: cannot read the operator token %s (%s); fix it (a regular file, "
+		    "readable, at most 4096 bytes) or remove it to have a new one made\n",
+		    path, cp_rc_str(rc));
+		goto out;
 	}
 	cp_sha256_hex(tok, len, app->op_hash);
 out:
@@ -123,15 +212,16 @@ static int app_open(struct app *app, const char *config_path, bool need_keys)
 			 : !strcmp(app->cfg->log_level, "warn")  ? CP_LOG_WARN
 			 : !strcmp(app->cfg->log_level, "error") ? CP_LOG_ERROR
 								 : CP_LOG_INFO);
-	if (mkdir(app->cfg->data_dir, 0700) != 0 && errno != EEXIST) {
-		fprintf(stderr, "certplane: cannot create data_dir %s\n", app->cfg->data_dir);
+	if (data_dir_prepare(app->cfg) != 0)
 		return 1;
-	}
 	if (db_open(app->cfg->database, &app->db) != CP_OK ||
 	    db_migrate(app->db, &from, &to) != CP_OK) {
 		fprintf(stderr, "certplane: cannot open or migrate %s\n", app->cfg->database);
 		return 1;
 	}
+	/* Created under umask 077 (main); a file SQLite made before is tightened. */
+	if (database_tighten(app->cfg->database) != 0)
+		return 1;
 	db_set_path(app->cfg->database);
 	if (need_keys) {
 		if (crypto_keyring_load(app->cfg->data_dir,
@@ -228,6 +318,7 @@ out:
 static int cmd_rotate(struct app *app)
 {
 	int n = 0, lock = data_dir_lock(app);
+	int64_t stale = -1;
 	cp_rc rc;
 
 	if (lock < 0) {
@@ -235,13 +326,14 @@ static int cmd_rotate(struct app *app)
 			app->cfg->data_dir);
 		return 1;
 	}
-	rc = crypto_keyring_rotate(app->keyring, app->cfg->data_dir);
-	if (rc == CP_OK)
-		rc = db_secrets_reseal(app->db, app->keyring, &n);
-	if (rc == CP_OK)
-		rc = crypto_keyring_prune(app->keyring, app->cfg->data_dir);
+	rc = db_secrets_rotate(app->db, app->keyring, app->cfg->data_dir, &n, &stale);
 	if (rc != CP_OK) {
-		fprintf(stderr, "certplane: rotation failed (%s); old keys are kept\n",
+		if (stale > 0)
+			fprintf(stderr, "certplane: %lld values are still under an older key\n",
+				(long long)stale);
+		fprintf(stderr,
+			"certplane: rotation failed (%s); old keys are kept, every secret "
+			"still opens\n",
 			cp_rc_str(rc));
 		close(lock);
 		return 1;
@@ -257,6 +349,8 @@ int main(int argc, char **argv)
 	struct app app;
 	int status = 1;
 
+	/* Before any JSON exists: jansson wipes what it frees (bodies with keys). */
+	crypto_json_wipe_on_free();
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
 			config = argv[++i];
@@ -301,6 +395,9 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "backup") == 0 && !arg)
 		return usage();
 
+	/* Every file these commands create (database, -wal, -shm, backups,
+	 * master.keys, operator.token, locks) is for this user only. */
+	umask(077);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (app_open(&app, config, strcmp(cmd, "migrate") != 0 && strcmp(cmd, "backup") != 0))
 		goto out;

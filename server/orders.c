@@ -28,6 +28,7 @@
 #include "acme/acme.h"
 #include "crypto/crypto.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -40,8 +41,8 @@
 #define POLL_BUDGET_MS 90000     /* one job run polls a CA object at most this long */
 #define DNS01_RECHECK_SECONDS 2  /* TXT visibility polling */
 #define BACKOFF_MAX_SECONDS 600  /* transient CA failures: 2 s doubling up to this */
-#define MAX_TRANSIENT_ATTEMPTS 200
 #define MAX_RESETS 3             /* fresh CA orders after the CA forgot one, per run */
+#define HOSTNAME_CHECK_BUDGET_MS 30000 /* every DNS lookup of the pre-order checks together */
 
 /* ==== ACME clients: one per CA per worker thread, kept across jobs ==== */
 
@@ -117,6 +118,9 @@ static cp_rc account_row(const struct api_ctx *ctx, struct db *db, const char *c
 		rc = crypto_seal(ctx->keyring, aad, pem, strlen(pem), &sealed);
 	if (rc == CP_OK)
 		rc = db_acme_account_create(db, id, ca, directory_url, sealed);
+	/* Another worker created the CA's row first (ca is unique): use theirs. */
+	if (rc == CP_ERR_CONFLICT)
+		rc = CP_OK;
 	if (rc == CP_OK)
 		rc = db_acme_account_get(db, ca, row);
 	crypto_key_free(k);
@@ -236,6 +240,7 @@ enum step {
 	STEP_BACKOFF, /* transient failure: reason/detail, retry with backoff */
 	STEP_FAIL,    /* permanent failure: reason/detail */
 	STEP_RESET,   /* the CA forgot the order or account: start a fresh one */
+	STEP_GONE,    /* the order row was deleted meanwhile: record nothing */
 };
 
 struct run {
@@ -295,30 +300,58 @@ static enum step fail(struct run *run, const char *reason, const char *fmt, ...)
 	return STEP_FAIL;
 }
 
-/* Classify a failed CA exchange (rc != CP_OK, run->r filled). */
+/* Classify a failed database call of the run (rc != CP_OK). Only
+ * CP_ERR_NOT_FOUND means the order is gone (deleted with its tenant); any
+ * other error (busy, I/O, out of memory, a failed statement) says nothing
+ * about the order, so the job runs again later with backoff and the order
+ * keeps its state: a database hiccup never fails or drops an order. */
+static enum step db_failure(struct run *run, cp_rc rc, const char *what)
+{
+	assert(rc != CP_OK);
+	if (rc == CP_ERR_NOT_FOUND)
+		return STEP_GONE;
+	snprintf(run->reason, sizeof(run->reason), "internal");
+	snprintf(run->detail, sizeof(run->detail), "database error %.200s: %s", what,
+		 cp_rc_str(rc));
+	return STEP_BACKOFF;
+}
+
+/* order_key() failed: a key that does not open (or cannot be built) is
+ * the order's problem; a database error storing it is transient. */
+static enum step key_failure(struct run *run, cp_rc rc, const char *what)
+{
+	if (rc == CP_ERR_CRYPTO || rc == CP_ERR_INVALID)
+		return fail(run, "internal", "%s: %s", what, cp_rc_str(rc));
+	return db_failure(run, rc, what);
+}
+
+/*
+ * A failed CA exchange (rc != CP_OK, run->r filled) as the step it leads
+ * to, by acme_classify()'s table (the one place that decides): transient ->
+ * STEP_BACKOFF (the order keeps its state; its deadline bounds the
+ * retries), reset -> STEP_RESET, definitive -> STEP_FAIL. run->reason and
+ * run->detail say what, run->retry_after what the CA asked for.
+ */
 static enum step ca_failure(struct run *run, cp_rc rc, const char *what)
 {
-	const char *reason = acme_result_reason(&run->r);
+	struct acme_verdict v = acme_classify(&run->r);
+	const char *reason = v.reason ? v.reason : "internal";
 
-	if (!reason)
-		reason = rc == CP_ERR_NOMEM ? "internal" : "ca_protocol_error";
 	snprintf(run->reason, sizeof(run->reason), "%s", reason);
 	snprintf(run->detail, sizeof(run->detail), "%.40s: %.360s%s%.100s", what,
 		 run->r.detail[0] ? run->r.detail : cp_rc_str(rc), run->r.type[0] ? " " : "",
 		 run->r.type);
 	run->retry_after = run->r.retry_after;
-	if (strcmp(reason, "ca_unreachable") == 0 || strcmp(reason, "ca_rate_limited") == 0 ||
-	    strcmp(reason, "internal") == 0)
-		return STEP_BACKOFF;
-	if (strcmp(reason, "ca_account_missing") == 0)
+	switch (v.outcome) {
+	case ACME_OUTCOME_DEFINITIVE:
+		return STEP_FAIL;
+	case ACME_OUTCOME_RESET:
 		return STEP_RESET;
-	/* The CA lost the order itself (404 on a stored URL). */
-	if (run->r.status == 404)
-		return STEP_RESET;
-	/* 5xx from the CA is transient too. */
-	if (run->r.status >= 500)
+	case ACME_OUTCOME_TRANSIENT:
+	case ACME_OUTCOME_OK: /* rc said failure without a CA outcome: ours */
+	default:
 		return STEP_BACKOFF;
-	return STEP_FAIL;
+	}
 }
 
 /* Save a patch (stolen) to the order inside its own transaction. */
@@ -366,37 +399,64 @@ static json_t *event_base(struct run *run)
 
 /* ---- step 0: checks, key, new CA order ---- */
 
-/* HTTP-01 checks: no wildcard; every hostname a property of the tenant
- * has must CNAME (eventually) to that property's edge hostname. */
+/*
+ * The checks before any CA request. Every challenge: the issuance scope
+ * (db_issuance_scope: no edge name, no name another tenant verified). HTTP-01
+ * also: no wildcard, and every identifier a hostname claimed by this tenant
+ * whose CNAME chain reaches one of its edge hostnames, checked live here.
+ * That live check is a verification too: it is recorded, so a claim still
+ * pending whose CNAME is now in place verifies here (the renewal triggers
+ * the verification instead of failing), and one another tenant holds stops
+ * the order.
+ */
 static enum step hostname_checks(struct run *run)
 {
 	json_t *ids = json_object_get(run->order, "identifiers"), *v;
 	struct acme_resolver *res = NULL;
+	struct db_scope_verdict scope;
 	enum step step = STEP_DONE;
 	size_t i;
+	cp_rc rc;
+
+	rc = db_issuance_scope(run->db, run->ctx->cfg->edge_zone, run->tenant_id, ids, &scope);
+	if (rc != CP_OK)
+		return db_failure(run, rc, "checking the order's hostnames");
+	if (scope.reason)
+		return fail(run, scope.reason, "%s", scope.detail);
+	if (strcmp(ostr(run->order, "challenge"), "http-01") != 0)
+		return STEP_DONE; /* DNS-01 proves control of each name by itself */
 
 	json_array_foreach(ids, i, v) {
-		const char *name = json_string_value(v);
-		char *edge = NULL;
-		json_t *check = NULL;
-		cp_rc rc;
+		const char *name = json_string_value(v), *status = NULL, *method = NULL;
+		json_t *check = NULL, *claim = NULL;
+		const char *edge;
+		bool reaches;
 
 		if (cp_hostname_is_wildcard(name)) {
 			step = fail(run, "wildcard_needs_dns01",
 				    "%s is a wildcard: HTTP-01 cannot validate it, use dns-01", name);
 			break;
 		}
-		rc = db_hostname_edge(run->db, run->tenant_id, name, &edge);
-		if (rc == CP_ERR_NOT_FOUND)
-			continue; /* not served through a property: nothing to point at */
-		if (rc != CP_OK) {
-			step = fail(run, "internal", "database error checking %s", name);
+		rc = db_claim_get(run->db, run->tenant_id, name, &claim);
+		if (rc == CP_ERR_NOT_FOUND) {
+			step = fail(run, "hostname_not_verified",
+				    "%s is on no property of this tenant: HTTP-01 needs it on a "
+				    "property, CNAMEd to the property's edge hostname",
+				    name);
 			break;
 		}
-		if (!res && acme_resolver_new(run->ctx->cfg->dns_resolver, &res) != CP_OK) {
-			free(edge);
-			step = fail(run, "internal", "bad dns_resolver setting");
+		if (rc != CP_OK) {
+			step = db_failure(run, rc, "checking a hostname's claim");
 			break;
+		}
+		edge = ostr(claim, "edge_hostname");
+		if (!res) {
+			if (acme_resolver_new(run->ctx->cfg->dns_resolver, &res) != CP_OK) {
+				json_decref(claim);
+				step = fail(run, "internal", "bad dns_resolver setting");
+				break;
+			}
+			acme_resolver_set_deadline(res, cp_mono_ms() + HOSTNAME_CHECK_BUDGET_MS);
 		}
 		rc = acme_check_hostname(res, name, edge, &check);
 		if (rc == CP_ERR_UPSTREAM) {
@@ -406,16 +466,24 @@ static enum step hostname_checks(struct run *run)
 			step = STEP_BACKOFF;
 		} else if (rc != CP_OK) {
 			step = fail(run, "invalid_hostname", "%s is not a valid hostname", name);
-		} else if (!json_is_true(json_object_get(check, "ready"))) {
-			const char *d = ostr(check, "detail");
-			if (d)
-				step = fail(run, "dns_not_pointed_to_edge", "%s", d);
-			else
-				step = fail(run, "dns_not_pointed_to_edge",
-					    "%s does not point at the edge hostname %s", name, edge);
+		} else {
+			reaches = json_is_true(json_object_get(check, "ready")) ||
+				  db_edge_in_chain(run->db, run->tenant_id,
+						   json_object_get(check, "cname_chain")) == CP_OK;
+			rc = server_claim_verify(run->ctx, run->db, res, run->tenant_id, name, check,
+						 CP_OK, &status, &method);
+			if (rc != CP_OK && rc != CP_ERR_NOT_FOUND)
+				step = db_failure(run, rc, "recording a hostname's verification");
+			else if (status && !strcmp(status, "owned_by_another_tenant"))
+				step = fail(run, "hostname_owned_by_another_tenant",
+					    "%s is verified by another tenant", name);
+			else if (!reaches)
+				step = fail(run, "dns_not_pointed_to_edge", "%s",
+					    ostr(check, "detail") ? ostr(check, "detail")
+								  : "does not point at the edge");
 		}
 		json_decref(check);
-		free(edge);
+		json_decref(claim);
 		if (step != STEP_DONE)
 			break;
 	}
@@ -476,12 +544,11 @@ static enum step place_order(struct run *run)
 
 	if (n == 0 || n > CP_ARRAY_LEN(names))
 		return fail(run, "invalid_identifiers", "an order needs 1 to 100 hostnames");
-	if (!strcmp(ostr(run->order, "challenge"), "http-01") &&
-	    (step = hostname_checks(run)) != STEP_DONE)
+	if ((step = hostname_checks(run)) != STEP_DONE)
 		return step;
 	/* order_key() reloads run->order: take the names from the new copy. */
 	if ((rc = order_key(run, &key)) != CP_OK)
-		return fail(run, "internal", "cannot prepare the certificate key: %s", cp_rc_str(rc));
+		return key_failure(run, rc, "preparing the certificate key");
 	crypto_key_free(key);
 	ids = json_object_get(run->order, "identifiers");
 	for (i = 0; i < n; i++)
@@ -510,7 +577,7 @@ static enum step place_order(struct run *run)
 	json_decref(ca_order);
 	if (rc == CP_OK)
 		rc = reload(run);
-	return rc == CP_OK ? STEP_DONE : fail(run, "internal", "cannot store the order");
+	return rc == CP_OK ? STEP_DONE : db_failure(run, rc, "storing the new CA order");
 }
 
 /* ---- authorizations ---- */
@@ -562,35 +629,37 @@ static enum step authz_learn(struct run *run, json_t *a, json_t *authz)
 	free(ka);
 	free(txt_name);
 	free(txt_value);
-	return rc == CP_OK ? STEP_DONE : fail(run, "internal", "cannot store an authorization");
+	return rc == CP_OK ? STEP_DONE : db_failure(run, rc, "storing an authorization");
 }
 
-/* The problem of an invalid authorization, as a failure. */
-static enum step authz_failed(struct run *run, const char *ident, json_t *authz)
+/*
+ * An authorization the CA did not make valid (a: its row, authz: the CA's
+ * object), as a failure classified by acme_classify().
+ */
+static enum step authz_failed(struct run *run, json_t *a, json_t *authz)
 {
-	const json_t *ch = acme_authz_challenge(authz, ostr(run->order, "challenge"));
-	json_t *err = json_object_get(ch, "error");
-	char *s = err ? json_dumps(err, JSON_COMPACT) : NULL;
+	const char *ident = ostr(a, "identifier") ? ostr(a, "identifier") : ostr(a, "url");
+	int64_t responded = oint(a, "responded");
 	struct acme_result pr;
-	const char *reason;
+	struct acme_verdict v;
 
-	memset(&pr, 0, sizeof(pr));
-	acme_parse_problem(s, s ? strlen(s) : 0, 403, &pr);
-	free(s);
-	/* The CA could not connect to us. When our own process died while the
-	 * CA was validating (kill -9, deploy), that is our fault, not the
-	 * tenant's: place a fresh CA order, at most twice per order. */
-	if (acme_result_is(&pr, "connection") && oint(run->order, "attempts") < 2) {
+	acme_authz_problem(authz, ostr(run->order, "challenge"), &pr);
+	v = acme_classify(&pr);
+	/* The CA could not connect to us. If we answered the challenge in an
+	 * earlier life of this process (responded is when; 0: killed before it
+	 * was stored), our own process died while the CA was validating (kill
+	 * -9, deploy): our fault, not the tenant's - place a fresh CA order.
+	 * With this process up the whole time, the name does not reach us. */
+	if (acme_result_is(&pr, "connection") && responded <= run->ctx->started_at) {
 		snprintf(run->reason, sizeof(run->reason), "challenge_retry");
 		snprintf(run->detail, sizeof(run->detail), "validation of %.200s: %.280s", ident,
 			 pr.detail);
 		return STEP_RESET;
 	}
-	reason = err ? acme_result_reason(&pr) : "challenge_failed";
-	if (!reason || !strcmp(reason, "ca_error"))
-		reason = "challenge_failed";
-	return fail(run, reason, "validation of %s failed: %s", ident,
-		    pr.detail[0] ? pr.detail : "the authorization is invalid");
+	snprintf(run->reason, sizeof(run->reason), "%s", v.reason ? v.reason : "challenge_failed");
+	snprintf(run->detail, sizeof(run->detail), "validation of %.150s failed: %.250s%s%.60s",
+		 ident, pr.detail, pr.type[0] ? " " : "", pr.type);
+	return v.outcome == ACME_OUTCOME_TRANSIENT ? STEP_BACKOFF : STEP_FAIL;
 }
 
 /* DNS-01: tell the tenant what to publish (once per authorization). */
@@ -647,7 +716,6 @@ static bool txt_visible(struct run *run, struct acme_resolver **res, json_t *a)
 static enum step authz_poll(struct run *run, json_t *a)
 {
 	int64_t delay = POLL_FIRST_MS, deadline = cp_mono_ms() + POLL_BUDGET_MS;
-	const char *ident = ostr(a, "identifier");
 	json_t *authz = NULL;
 	enum step step = STEP_DONE;
 	cp_rc rc;
@@ -664,13 +732,13 @@ static enum step authz_poll(struct run *run, json_t *a)
 		st = ostr(authz, "status");
 		if (st && strcmp(st, "pending") != 0) {
 			if (strcmp(st, "valid") != 0) {
-				step = authz_failed(run, ident, authz);
+				step = authz_failed(run, a, authz);
 				break;
 			}
 			rc = authz_save(run, (int)oint(a, "position"),
 					json_pack("{s:s}", "status", "valid"));
 			if (rc != CP_OK)
-				step = fail(run, "internal", "cannot store an authorization");
+				step = db_failure(run, rc, "storing an authorization");
 			break;
 		}
 		if (cp_mono_ms() > deadline) {
@@ -680,7 +748,7 @@ static enum step authz_poll(struct run *run, json_t *a)
 			break;
 		}
 		if (!keep_lease(run)) {
-			step = fail(run, "internal", "job lease lost");
+			step = db_failure(run, CP_ERR_BUSY, "extending the job lease");
 			break;
 		}
 		sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
@@ -714,6 +782,28 @@ static cp_rc dns_completed(struct run *run, json_t *a)
 	return rc;
 }
 
+/*
+ * A challenge POST was refused: had an earlier run already answered it (the
+ * CA's reply lost to a crash or a dropped connection, so "responded" was
+ * never stored)? Then the refusal is about a second answer, not the name.
+ */
+static bool already_answered(struct run *run, json_t *a)
+{
+	json_t *authz = NULL;
+	struct acme_result keep = run->r;
+	const char *st, *cst;
+	bool yes = false;
+
+	if (acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r) == CP_OK) {
+		st = ostr(authz, "status");
+		cst = ostr(acme_authz_challenge(authz, ostr(run->order, "challenge")), "status");
+		yes = (st && strcmp(st, "pending") != 0) || (cst && strcmp(cst, "pending") != 0);
+	}
+	run->r = keep;
+	json_decref(authz);
+	return yes;
+}
+
 /* The CA order is "pending": get every authorization answered and valid. */
 static enum step authorizations(struct run *run)
 {
@@ -723,11 +813,11 @@ static enum step authorizations(struct run *run)
 	bool waiting = false;
 	json_t *a;
 	size_t i;
+	cp_rc rc;
 
 	/* Learn what each authorization needs. */
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
 		json_t *authz = NULL;
-		cp_rc rc;
 		if (ostr(a, "identifier"))
 			continue;
 		rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
@@ -736,11 +826,11 @@ static enum step authorizations(struct run *run)
 		if (step != STEP_DONE)
 			return step;
 	}
-	if (reload(run) != CP_OK)
-		return fail(run, "internal", "cannot reload the order");
+	if ((rc = reload(run)) != CP_OK)
+		return db_failure(run, rc, "reloading the order");
 	if (!strcmp(ostr(run->order, "status"), "pending") &&
-	    save(run, json_pack("{s:s}", "status", "validating")) != CP_OK)
-		return fail(run, "internal", "cannot store the order");
+	    (rc = save(run, json_pack("{s:s}", "status", "validating"))) != CP_OK)
+		return db_failure(run, rc, "storing the order");
 
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
 		const char *st = ostr(a, "status");
@@ -755,10 +845,9 @@ static enum step authorizations(struct run *run)
 			break;
 		}
 		if (!oint(a, "responded")) {
-			cp_rc rc;
 			if (dns) {
-				if (!oint(a, "notified") && dns_notify(run, a) != CP_OK) {
-					step = fail(run, "internal", "cannot record the DNS challenge");
+				if (!oint(a, "notified") && (rc = dns_notify(run, a)) != CP_OK) {
+					step = db_failure(run, rc, "recording the DNS challenge");
 					break;
 				}
 				if (!txt_visible(run, &res, a)) {
@@ -769,11 +858,17 @@ static enum step authorizations(struct run *run)
 			rc = acme_challenge_respond(run->c, ostr(a, "challenge_url"), NULL, &run->r);
 			if (rc != CP_OK) {
 				step = ca_failure(run, rc, "challenge");
-				break;
+				if (step != STEP_FAIL || !already_answered(run, a))
+					break;
+				step = STEP_DONE; /* our earlier answer's reply was lost */
 			}
-			if (authz_save(run, (int)oint(a, "position"),
-				       json_pack("{s:i}", "responded", 1)) != CP_OK) {
-				step = fail(run, "internal", "cannot store an authorization");
+			/* When, not just whether: authz_failed() tells a CA that
+			 * found us down (our crash) from one that could not reach
+			 * the name. */
+			if ((rc = authz_save(run, (int)oint(a, "position"),
+					     json_pack("{s:I}", "responded", (json_int_t)cp_now()))) !=
+			    CP_OK) {
+				step = db_failure(run, rc, "storing an authorization");
 				break;
 			}
 		}
@@ -781,16 +876,16 @@ static enum step authorizations(struct run *run)
 	acme_resolver_free(res);
 	if (step != STEP_DONE)
 		return step;
-	if (reload(run) != CP_OK)
-		return fail(run, "internal", "cannot reload the order");
+	if ((rc = reload(run)) != CP_OK)
+		return db_failure(run, rc, "reloading the order");
 	/* Poll what was answered. */
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
 		if (strcmp(ostr(a, "status"), "pending") != 0 || !oint(a, "responded"))
 			continue;
 		if ((step = authz_poll(run, a)) != STEP_DONE)
 			return step;
-		if (dns && dns_completed(run, a) != CP_OK)
-			return fail(run, "internal", "cannot record the DNS challenge");
+		if (dns && (rc = dns_completed(run, a)) != CP_OK)
+			return db_failure(run, rc, "recording the DNS challenge");
 	}
 	if (waiting) {
 		int64_t deadline = oint(run->order, "dns_deadline");
@@ -816,10 +911,10 @@ static enum step finalize(struct run *run)
 	json_t *o = NULL;
 	cp_rc rc;
 
-	if (save(run, json_pack("{s:s}", "status", "issuing")) != CP_OK)
-		return fail(run, "internal", "cannot store the order");
+	if ((rc = save(run, json_pack("{s:s}", "status", "issuing"))) != CP_OK)
+		return db_failure(run, rc, "storing the order");
 	if ((rc = order_key(run, &key)) != CP_OK)
-		return fail(run, "internal", "cannot open the certificate key: %s", cp_rc_str(rc));
+		return key_failure(run, rc, "opening the certificate key");
 	rc = crypto_csr_der(key, json_object_get(run->order, "identifiers"), &csr, &csr_len);
 	crypto_key_free(key);
 	if (rc != CP_OK)
@@ -845,7 +940,7 @@ static enum step complete(struct run *run, const char *pem)
 	json_t *fresh = NULL, *data = NULL;
 	int version = 0;
 	int64_t life, renew_after;
-	cp_rc rc;
+	cp_rc rc, load_rc = CP_OK;
 
 	memset(&ci, 0, sizeof(ci));
 	rc = crypto_chain_split(pem, strlen(pem), &leaf, &chain, &why);
@@ -877,7 +972,7 @@ static enum step complete(struct run *run, const char *pem)
 	cp_time_fmt(cp_now(), nowts);
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
-		rc = db_order_load(run->db, run->tenant_id, run->id, &fresh);
+		rc = load_rc = db_order_load(run->db, run->tenant_id, run->id, &fresh);
 	if (rc == CP_OK && terminal(ostr(fresh, "status"))) {
 		/* Canceled (or finished elsewhere) meanwhile: store nothing. */
 		db_rollback(run->db);
@@ -922,11 +1017,17 @@ out:
 	crypto_wipe_free(key_pem);
 	crypto_key_free(key);
 	crypto_cert_info_clear(&ci);
-	if (rc == CP_ERR_BUSY)
-		return STEP_BACKOFF;
-	if (rc != CP_OK)
+	/* The order could not be read back (gone, or a database error), or
+	 * the database was busy: nothing was stored, try again or stop. */
+	if (load_rc != CP_OK)
+		return db_failure(run, load_rc, "reloading the order");
+	/* The chain or key refused, or the certificate deleted meanwhile: the
+	 * order fails. Busy, I/O and other database errors: try again. */
+	if (rc == CP_ERR_INVALID || rc == CP_ERR_NOT_FOUND || rc == CP_ERR_CONFLICT)
 		return fail(run, rc == CP_ERR_INVALID ? "ca_protocol_error" : "internal",
 			    "cannot store the certificate: %s", cp_rc_str(rc));
+	if (rc != CP_OK)
+		return db_failure(run, rc, "storing the certificate");
 	return STEP_DONE;
 }
 
@@ -973,53 +1074,61 @@ static enum step advance(struct run *run)
 			rc = save(run, json_pack("{s:s,s:s}", "status", "issuing", "certificate_url",
 						 cert_url));
 			json_decref(o);
-			if (rc != CP_OK || reload(run) != CP_OK)
-				return fail(run, "internal", "cannot store the order");
+			if (rc == CP_OK)
+				rc = reload(run);
+			if (rc != CP_OK)
+				return db_failure(run, rc, "storing the certificate URL");
 			continue;
 		}
-		json_decref(o);
 		if (!strcmp(st, "pending")) {
+			json_decref(o);
 			if ((step = authorizations(run)) != STEP_DONE)
 				return step;
 			delay = POLL_FIRST_MS;
 			continue;
 		}
 		if (!strcmp(st, "ready")) {
+			json_decref(o);
 			if ((step = finalize(run)) != STEP_DONE)
 				return step;
 			continue;
 		}
 		if (!strcmp(st, "invalid")) {
-			/* Find which authorization broke it, for the detail. */
+			/* Find which authorization broke it, for the reason. */
 			json_t *a, *authz = NULL;
 			size_t i;
 			json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
-				if (acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r) == CP_OK &&
-				    strcmp(ostr(authz, "status") ? ostr(authz, "status") : "",
-					   "valid") != 0) {
-					step = authz_failed(run, ostr(a, "identifier")
-									 ? ostr(a, "identifier")
-									 : ostr(a, "url"),
-							    authz);
+				rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
+				if (rc != CP_OK) {
+					json_decref(o);
+					return ca_failure(run, rc, "authorization");
+				}
+				if (strcmp(ostr(authz, "status") ? ostr(authz, "status") : "",
+					   "valid")) {
+					step = authz_failed(run, a, authz);
 					json_decref(authz);
+					json_decref(o);
 					return step;
 				}
 				json_decref(authz);
 				authz = NULL;
 			}
-			return fail(run, "ca_error", "the CA marked the order invalid");
+			acme_order_problem(o, &run->r);
+			json_decref(o);
+			return ca_failure(run, CP_ERR_UPSTREAM, "order");
 		}
+		json_decref(o);
 		/* processing (or valid without the URL yet): poll. */
 		if (cp_mono_ms() > deadline) {
 			run->run_at = cp_now() + 5;
 			return STEP_WAIT;
 		}
 		if (!keep_lease(run))
-			return fail(run, "internal", "job lease lost");
+			return db_failure(run, CP_ERR_BUSY, "extending the job lease");
 		sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
 		delay = delay * 2 > POLL_MAX_MS ? POLL_MAX_MS : delay * 2;
-		if (reload(run) != CP_OK)
-			return fail(run, "internal", "cannot reload the order");
+		if ((rc = reload(run)) != CP_OK)
+			return db_failure(run, rc, "reloading the order");
 		if (terminal(ostr(run->order, "status")))
 			return STEP_DONE;
 	}
@@ -1110,12 +1219,26 @@ static cp_rc record_failure(struct run *run)
 	return rc;
 }
 
-/* A transient failure: count it, store when we try again. */
-static int64_t record_backoff(struct run *run)
+/*
+ * A transient failure: count it and store when we try again (2 s doubling
+ * to BACKOFF_MAX_SECONDS, jittered to [d/2, d], never before the CA's
+ * Retry-After). The order's own deadline (created_at + order_deadline_hours)
+ * bounds the retries in time, not in attempts: the last try is at the
+ * deadline, and a Retry-After beyond it ends the order now. Returns true and
+ * *run_at when the order goes on; false when its deadline has passed - then
+ * run->detail says so, run->reason keeps the transient reason
+ * (ca_unreachable, ca_rate_limited, ...) and the caller records the failure.
+ */
+static bool record_backoff(struct run *run, int64_t *run_at)
 {
 	int attempts = (int)oint(run->order, "attempts") + 1;
-	int64_t d = 2;
+	int64_t d = 2, now = cp_now();
+	int64_t deadline =
+	    oint(run->order, "created_at") + (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
+	char last[sizeof(run->detail)];
 
+	if (!run->reason[0]) /* a busy database, say: ours, not the CA's */
+		snprintf(run->reason, sizeof(run->reason), "internal");
 	for (int i = 1; i < attempts && d < BACKOFF_MAX_SECONDS; i++)
 		d *= 2;
 	if (d > BACKOFF_MAX_SECONDS)
@@ -1123,14 +1246,25 @@ static int64_t record_backoff(struct run *run)
 	d = d / 2 + (int64_t)cp_random_below((uint64_t)d / 2 + 1); /* jitter: [d/2, d] */
 	if (run->retry_after > d)
 		d = run->retry_after;
+	if (now >= deadline || (run->retry_after > 0 && now + run->retry_after > deadline)) {
+		snprintf(last, sizeof(last), "%s", run->detail);
+		snprintf(run->detail, sizeof(run->detail),
+			 "the CA kept failing for %d h (order_deadline_hours), %d attempts; last: "
+			 "%.400s",
+			 run->ctx->cfg->order_deadline_hours, attempts, last);
+		return false;
+	}
+	if (now + d > deadline)
+		d = deadline - now;
 	(void)save(run, json_pack("{s:i,s:I,s:s,s:s}", "attempts", attempts, "next_attempt_at",
-				  (json_int_t)(cp_now() + d), "error_reason", run->reason,
+				  (json_int_t)(now + d), "error_reason", run->reason,
 				  "error_detail", run->detail));
 	cp_log_json(CP_LOG_WARN, "acme.order_backoff",
 		    json_pack("{s:s,s:i,s:I,s:s,s:s}", "order_id", run->id, "attempts", attempts,
 			      "retry_in", (json_int_t)d, "reason", run->reason, "detail",
 			      run->detail));
-	return cp_now() + d;
+	*run_at = now + d;
+	return true;
 }
 
 void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_job *job,
@@ -1144,8 +1278,24 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 	cp_rc rc;
 
 	out->result = SERVER_JOB_DONE;
-	if (!order_id || db_order_load(db, job->tenant_id, order_id, &run.order) != CP_OK)
+	if (!order_id)
+		return; /* not an order job anyone can run */
+	rc = db_order_load(db, job->tenant_id, order_id, &run.order);
+	if (rc == CP_ERR_NOT_FOUND)
 		return; /* the order (or its tenant) is gone: nothing to do */
+	if (rc != CP_OK) {
+		/* Busy or failing database: the order is still there, untouched;
+		 * run the job again soon (2..60 s, growing with the attempts). */
+		int64_t d = job->attempts < 6 ? (int64_t)1 << job->attempts : 60;
+		out->result = SERVER_JOB_RETRY;
+		out->run_at = cp_now() + d / 2 + (int64_t)cp_random_below((uint64_t)d / 2 + 1);
+		snprintf(out->error, sizeof(out->error),
+			 "internal: database error loading the order: %s", cp_rc_str(rc));
+		cp_log_json(CP_LOG_WARN, "acme.order_backoff",
+			    json_pack("{s:s,s:s,s:s}", "order_id", order_id, "reason", "internal",
+				      "detail", out->error));
+		return;
+	}
 	run.id = ostr(run.order, "id");
 	if (terminal(ostr(run.order, "status")))
 		goto out;
@@ -1158,9 +1308,14 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 			break;
 		}
 		if (rc != CP_OK) {
+			/* A busy or failing database while reading or storing the
+			 * account is transient like any other database error. */
+			bool db_err = rc == CP_ERR_BUSY || rc == CP_ERR_IO || rc == CP_ERR_NOMEM ||
+				      rc == CP_ERR_INTERNAL;
 			step = run.r.fail != ACME_FAIL_NONE ? ca_failure(&run, rc, "account")
-							    : fail(&run, "internal", "account setup: %s",
-								   cp_rc_str(rc));
+			       : db_err
+				   ? db_failure(&run, rc, "account setup")
+				   : fail(&run, "internal", "account setup: %s", cp_rc_str(rc));
 			if (step == STEP_RESET)
 				step = STEP_BACKOFF; /* registration itself said no account */
 			break;
@@ -1175,25 +1330,34 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 			    json_pack("{s:s,s:s,s:s}", "order_id", run.id, "reason", run.reason,
 				      "detail", run.detail));
 		if (!strcmp(run.reason, "challenge_retry") &&
-		    save(&run, json_pack("{s:I}", "attempts",
-					 (json_int_t)oint(run.order, "attempts") + 1)) != CP_OK) {
-			step = fail(&run, "internal", "cannot store the order");
+		    (rc = save(&run, json_pack("{s:I}", "attempts",
+					       (json_int_t)oint(run.order, "attempts") + 1))) !=
+			CP_OK) {
+			step = db_failure(&run, rc, "storing the order");
 			break;
 		}
 		if (acme_result_is(&run.r, "accountDoesNotExist"))
 			if (db_acme_account_set_url(db, ostr(run.order, "ca"), NULL) != CP_OK)
 				cp_logf(CP_LOG_WARN, "acme.account", "cannot forget the account URL");
-		if (db_order_reset(db, run.id) != CP_OK || reload(&run) != CP_OK) {
-			step = fail(&run, "internal", "cannot reset the order");
+		rc = db_order_reset(db, run.id);
+		if (rc == CP_OK)
+			rc = reload(&run);
+		if (rc != CP_OK) {
+			step = db_failure(&run, rc, "resetting the order");
 			break;
 		}
 	}
 	if (step == STEP_RESET)
 		step = STEP_BACKOFF;
-	if (step == STEP_BACKOFF && oint(run.order, "attempts") + 1 > MAX_TRANSIENT_ATTEMPTS)
-		step = STEP_FAIL;
+	if (step == STEP_BACKOFF && !record_backoff(&run, &out->run_at))
+		step = STEP_FAIL; /* the order's deadline passed: the CA kept failing */
 	switch (step) {
 	case STEP_DONE:
+		break;
+	case STEP_GONE:
+		/* Deleted while we ran (tenant deleted): nothing left to record. */
+		cp_log_json(CP_LOG_INFO, "acme.order_gone",
+			    json_pack("{s:s}", "order_id", order_id));
 		break;
 	case STEP_WAIT:
 		out->result = SERVER_JOB_RETRY;
@@ -1201,7 +1365,6 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		break;
 	case STEP_BACKOFF:
 		out->result = SERVER_JOB_RETRY;
-		out->run_at = record_backoff(&run);
 		snprintf(out->error, sizeof(out->error), "%.60s: %.440s", run.reason, run.detail);
 		break;
 	case STEP_FAIL:

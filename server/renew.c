@@ -86,8 +86,14 @@ static void ari_check(const struct api_ctx *ctx, struct db *db, const json_t *c)
 	if (db_certificate_pem(db, tenant, id, &pem) != CP_OK ||
 	    acme_ari_cert_id(pem, strlen(pem), &cert_id) != CP_OK)
 		goto out; /* e.g. self-signed without an AKI: the lifetime rule applies */
-	if (acme_renewal_info(client, cert_id, &info, &r) != CP_OK)
-		goto out; /* not offered (CP_ERR_NOT_FOUND) or failed: lifetime rule */
+	if (acme_renewal_info(client, cert_id, &info, &r) != CP_OK) {
+		/* Not offered (CP_ERR_NOT_FOUND) or failed: the lifetime rule
+		 * stands. A transient failure (acme_classify) asks again sooner,
+		 * never before the CA's Retry-After. */
+		if (acme_classify(&r).outcome == ACME_OUTCOME_TRANSIENT)
+			ari_cache[h].next_check = now + (r.retry_after > 0 ? r.retry_after : 600);
+		goto out;
+	}
 	if (r.retry_after > 0)
 		ari_cache[h].next_check = now + r.retry_after;
 	window_s = jstr(json_object_get(info, "suggestedWindow"), "start");

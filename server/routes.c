@@ -1,29 +1,34 @@
 /*
  * routes.c - the one static route table of the API. Each entry names a
- * method, a path pattern ({name} matches one path segment), the handler and
- * whether a key is needed. openapi.yaml must describe exactly these routes;
+ * method, a path pattern ({name} matches one path segment), the handler,
+ * whether a key is needed, whether only the operator may call it and
+ * whether it may wait on the network (run off the listener threads). openapi.yaml must describe exactly these routes;
  * tests/e2e/test_openapi.py checks that they agree.
  */
 #include "server/server.h"
 
 #include <string.h>
 
+/* The flags (operator_only, offload) are named where set and false
+ * elsewhere; positional rows leave them out on purpose. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct server_route routes[] = {
 	{ "GET", "/healthz", api_healthz, SERVER_AUTH_NONE },
 	{ "GET", "/readyz", api_readyz, SERVER_AUTH_NONE },
 	{ "GET", "/openapi.yaml", api_openapi, SERVER_AUTH_NONE },
 	{ "GET", "/metrics", server_metrics_handler, SERVER_AUTH_METRICS },
 
-	{ "POST", "/v1/tenants", api_tenants_create, SERVER_AUTH_KEY },
-	{ "GET", "/v1/tenants", api_tenants_list, SERVER_AUTH_KEY },
-	{ "GET", "/v1/tenants/{id}", api_tenants_get, SERVER_AUTH_KEY },
-	{ "DELETE", "/v1/tenants/{id}", api_tenants_delete, SERVER_AUTH_KEY },
-	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY },
-	{ "GET", "/v1/tenants/{id}/api-keys", api_apikeys_list, SERVER_AUTH_KEY },
-	{ "DELETE", "/v1/tenants/{id}/api-keys/{key_id}", api_apikeys_delete, SERVER_AUTH_KEY },
+	{ "POST", "/v1/tenants", api_tenants_create, SERVER_AUTH_KEY, .operator_only = true },
+	{ "GET", "/v1/tenants", api_tenants_list, SERVER_AUTH_KEY, .operator_only = true },
+	{ "GET", "/v1/tenants/{id}", api_tenants_get, SERVER_AUTH_KEY, .operator_only = true },
+	{ "DELETE", "/v1/tenants/{id}", api_tenants_delete, SERVER_AUTH_KEY, .operator_only = true },
+	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY, .operator_only = true },
+	{ "GET", "/v1/tenants/{id}/api-keys", api_apikeys_list, SERVER_AUTH_KEY, .operator_only = true },
+	{ "DELETE", "/v1/tenants/{id}/api-keys/{key_id}", api_apikeys_delete, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants/{id}/quotas", api_tenants_quotas_get, SERVER_AUTH_KEY },
-	{ "PUT", "/v1/tenants/{id}/quotas", api_tenants_quotas_put, SERVER_AUTH_KEY },
-	{ "PATCH", "/v1/tenants/{id}/quotas", api_tenants_quotas_patch, SERVER_AUTH_KEY },
+	{ "PUT", "/v1/tenants/{id}/quotas", api_tenants_quotas_put, SERVER_AUTH_KEY, .operator_only = true },
+	{ "PATCH", "/v1/tenants/{id}/quotas", api_tenants_quotas_patch, SERVER_AUTH_KEY, .operator_only = true },
 
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
@@ -49,12 +54,12 @@ static const struct server_route routes[] = {
 	{ "GET", "/v1/certificates/{id}/private-key", api_certificates_private_key, SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates/{id}/versions", api_certificates_versions, SERVER_AUTH_KEY },
 
-	{ "POST", "/v1/webhooks", api_webhooks_create, SERVER_AUTH_KEY },
+	{ "POST", "/v1/webhooks", api_webhooks_create, SERVER_AUTH_KEY, .offload = true },
 	{ "GET", "/v1/webhooks", api_webhooks_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/webhooks/{id}", api_webhooks_get, SERVER_AUTH_KEY },
-	{ "PATCH", "/v1/webhooks/{id}", api_webhooks_update, SERVER_AUTH_KEY },
+	{ "PATCH", "/v1/webhooks/{id}", api_webhooks_update, SERVER_AUTH_KEY, .offload = true },
 	{ "DELETE", "/v1/webhooks/{id}", api_webhooks_delete, SERVER_AUTH_KEY },
-	{ "POST", "/v1/webhooks/{id}/test", api_webhooks_test, SERVER_AUTH_KEY },
+	{ "POST", "/v1/webhooks/{id}/test", api_webhooks_test, SERVER_AUTH_KEY, .offload = true },
 	{ "GET", "/v1/webhooks/{id}/deliveries", api_webhooks_deliveries, SERVER_AUTH_KEY },
 
 	{ "GET", "/v1/orders", api_orders_list, SERVER_AUTH_KEY },
@@ -62,9 +67,10 @@ static const struct server_route routes[] = {
 	{ "POST", "/v1/orders/{id}/verify", api_orders_verify, SERVER_AUTH_KEY },
 	{ "POST", "/v1/orders/{id}/cancel", api_orders_cancel, SERVER_AUTH_KEY },
 	{ "POST", "/v1/certificates/{id}/renew", api_certificates_renew, SERVER_AUTH_KEY },
-	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY },
+	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY, .offload = true },
 	/* ROUTES: new entries go above this line, grouped by resource. */
 };
+#pragma GCC diagnostic pop
 
 const struct server_route *server_routes(size_t *count)
 {

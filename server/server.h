@@ -26,6 +26,13 @@ struct server_route {
 	const char *pattern;      /* "/v1/properties/{id}"; {x} matches one segment */
 	api_handler handler;
 	enum server_auth auth;
+	/* Only the operator may call it: a tenant key gets 403 before any
+	 * idempotent replay is looked up. */
+	bool operator_only;
+	/* May wait on the network (DNS, a webhook receiver): run on a net
+	 * thread (netpool.c) with the connection suspended, at most
+	 * net_tenant_concurrency at once per tenant. */
+	bool offload;
 };
 
 /* Find the route for method+path; fills params (up to 3). Returns the
@@ -57,6 +64,28 @@ void server_metrics_delivery(const char *outcome);
 char *server_metrics_render(struct db *db);
 /* GET /metrics: the Prometheus text; the operator key unless metrics_public. */
 void server_metrics_handler(struct api_req *req, struct api_resp *resp);
+
+/* ---- hostname verification (claims.c) ---- */
+
+struct acme_resolver;
+/* The claim timing configured (hostname_claim_ttl_*, hostname_recheck_seconds). */
+struct db_claim_policy server_claim_policy(const struct cp_config *cfg);
+/* Queue the "hostname_verify" job of a property (deduplicated), inside the
+ * caller's transaction; the caller cp_kick()s after committing. */
+cp_rc server_claims_enqueue(struct db *db, const char *tenant_id,
+			    const char *property_id) CP_WUR;
+/*
+ * Verify tenant_id's claim of hostname from check, the acme_check_hostname
+ * result for it (NULL if none; check_rc its return code): CNAME chain to one
+ * of the tenant's edges, else TXT _certplane-verify.<hostname> through res;
+ * records the outcome in its own transaction (db_claim_record). *status:
+ * "verified" | "pending" | "owned_by_another_tenant"; *method: "cname" |
+ * "txt" when this check verified it, else NULL (both static).
+ * CP_ERR_NOT_FOUND if the tenant has no claim of hostname.
+ */
+cp_rc server_claim_verify(const struct api_ctx *ctx, struct db *db, struct acme_resolver *res,
+			  const char *tenant_id, const char *hostname, json_t *check,
+			  cp_rc check_rc, const char **status, const char **method) CP_WUR;
 
 /* ---- worker pool and scheduler (workers.c) ---- */
 

@@ -8,11 +8,60 @@
 
 #include <microhttpd.h>
 
-/* Start a libmicrohttpd daemon on listen ("host:port") with a thread pool;
- * shared by the API listener and the HTTP-01 responder. */
-cp_rc server_listen_daemon(const char *listen, int threads, MHD_AccessHandlerCallback cb,
-			   void *cls, MHD_RequestCompletedCallback done,
-			   struct MHD_Daemon **out) CP_WUR;
+/* A libmicrohttpd daemon with certplane's limits, shared by the API
+ * listener and the HTTP-01 responder (http.c): per-client-address
+ * connection limit, idle timeout, and an absolute deadline for receiving a
+ * request (a reaper thread shuts down connections past it). */
+struct server_listener;
+/* Listen on listen ("host:port") with threads; cb/cls/done as for
+ * MHD_start_daemon (done may be NULL). *out owned by the caller
+ * (server_listener_stop). CP_ERR_INVALID for a bad address, CP_ERR_IO when
+ * it cannot listen. */
+cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int threads,
+			    MHD_AccessHandlerCallback cb, void *cls,
+			    MHD_RequestCompletedCallback done,
+			    struct server_listener **out) CP_WUR;
+/* Stop the daemon and the reaper; NULL-safe. */
+void server_listener_stop(struct server_listener *l);
+/* The access handler has the whole request (headers and body): from now
+ * on it is the server's turn, and the receive deadline no longer applies. */
+void server_listener_received(struct MHD_Connection *c);
+/* The access handler answers before the body is read (and closes): as
+ * server_listener_received, and after the close the rest of what the
+ * client sends is read and dropped for a moment, so that it gets the
+ * answer rather than a reset. */
+void server_listener_answer_early(struct MHD_Connection *c);
+/* Framing and header checks libmicrohttpd 0.9.75 does not make, for the
+ * first call of an access handler (headers received, body not read). 0 if
+ * the request may go on; else the status to answer and close with (400,
+ * 413, 501) and a static *why. */
+int server_listener_check(struct MHD_Connection *c, long long max_body, const char **why);
+
+/* ---- net pool (netpool.c): API requests that wait on the network ---- */
+
+struct server_netpool;
+/* A request to run on a net thread: run is false when the pool is stopping
+ * (answer without running). */
+typedef void (*server_net_fn)(void *arg, bool run);
+/* Called after fn, once the tenant's slot is free again (resumes the
+ * connection). */
+typedef void (*server_net_done)(void *arg);
+/* Start threads net threads; a tenant holds at most cap slots. */
+cp_rc server_netpool_start(int threads, int cap, struct server_netpool **out) CP_WUR;
+/* Take a slot for tenant (a tenant id or "operator"): CP_OK, or
+ * CP_ERR_RATE_LIMITED when the tenant already holds cap slots (answer 429),
+ * CP_ERR_BUSY when the pool stops or its tenant table is full (503). */
+cp_rc server_netpool_acquire(struct server_netpool *p, const char *tenant) CP_WUR;
+/* Queue fn(arg) on the slot acquired for tenant; the slot is given back
+ * after fn returns, then done(arg) runs. Never fails: when it cannot queue,
+ * fn(arg, false) and done(arg) run at once on this thread. */
+void server_netpool_submit(struct server_netpool *p, const char *tenant, server_net_fn fn,
+			   server_net_done done, void *arg);
+/* Answer the queued requests (run = false) and wait for the running ones;
+ * afterwards acquire says CP_ERR_BUSY. NULL-safe, may be called twice. */
+void server_netpool_stop(struct server_netpool *p);
+/* Stop (if not yet) and free; NULL-safe. */
+void server_netpool_free(struct server_netpool *p);
 
 /* ---- ACME engine (orders.c, renew.c, http01.c) ---- */
 
@@ -42,5 +91,10 @@ int64_t server_renew_due_at(const struct cp_config *cfg, int64_t not_before, int
 			    int64_t renew_after);
 /* Scheduler tick: start the renewal orders that are due. */
 void server_tick_renew(const struct api_ctx *ctx, struct db *db);
+/* Job kind "hostname_verify": check every claim of a property ({"property_id"}). */
+void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+				struct server_job_outcome *out);
+/* Scheduler tick: release expired pending claims, queue the re-checks due. */
+void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db);
 
 #endif

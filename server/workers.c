@@ -47,6 +47,7 @@ static const struct {
 } job_kinds[] = {
 	{ "webhook_delivery", server_job_webhook_delivery, LANE_WEBHOOK },
 	{ "acme_order", server_job_acme_order, LANE_ACME },
+	{ "hostname_verify", server_job_hostname_verify, LANE_ACME },
 	/* JOB KINDS: { "kind", handler, lane (NULL = general) }, */
 	{ NULL, NULL, NULL },
 };
@@ -91,6 +92,7 @@ static const server_tick_fn ticks[] = {
 	tick_purge_idempotency,
 	server_tick_cert_reminders,
 	server_tick_renew,
+	server_tick_hostname_claims,
 	/* TICKS */
 };
 

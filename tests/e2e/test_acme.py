@@ -104,6 +104,19 @@ def seed_property(s, key, names, cname=True, cert_id=None):
     return eh, prop
 
 
+def served(s, key, names):
+    """names on a property of this tenant, CNAMEd to its edge hostname: what
+    an HTTP-01 order needs (issuance scope: every identifier a hostname of
+    the tenant verified by CNAME, checked live before the CA is asked)."""
+    eh = expect(s.post("/v1/edge-hostnames", {"label": rnd("e")}, token=key), 201).json
+    TB.add_a(eh["hostname"])
+    for n in names:
+        TB.set_cname(n, eh["hostname"])
+    expect(s.post("/v1/properties", {"name": "served", "hostnames": names,
+                                     "edge_hostname_id": eh["id"]}, token=key), 201)
+    return eh
+
+
 def bootstrap(s, key, names, **kw):
     body = {"source": "self_signed", "name": "bootstrap", "hostnames": names,
             "validity_days": 10, "auto_renew": "letsencrypt", "metadata": {"team": "seed"}}
@@ -174,6 +187,11 @@ def test_seed_flow_renewed_by_scheduler():
         check(len(orders) == 1 and orders[0]["kind"] == "renew" and orders[0]["status"] == "valid",
               orders)
         check(sorted(orders[0]["identifiers"]) == sorted(names), orders[0])
+        # Verification happened by itself once the CNAMEs were in place.
+        p = expect(s.get("/v1/properties/" + prop["id"], token=key), 200).json
+        check(p["hostnames"] == names and all(
+            v["status"] == "verified" and v["method"] == "cname" and v["checked_at"]
+            for v in p["hostname_verification"]), p)
         # Renewed: nothing more is due, no second order appears.
         time.sleep(3)
         check(len(s.list_all("/v1/orders", token=key)) == 1, "no second renewal")
@@ -411,6 +429,7 @@ def test_http01_responder_and_issue():
     try:
         tid, key = s.new_tenant()
         name = rnd("one") + ".test"
+        served(s, key, [name])
         r = expect(s.post("/v1/certificates", {"source": "acme", "name": "one", "hostnames": [name],
                                                "key_type": "rsa-2048"}, token=key), 202).json
         c = s.wait_for(lambda: (lambda c: c if c["status"] == "active" else None)(
@@ -443,9 +462,11 @@ def test_kill9_during_20_orders():
     try:
         tid, key = s.new_tenant()
         ids = []
+        names = [rnd("k") + ".test" for i in range(20)]
+        served(s, key, names)
         for i in range(20):
             r = expect(s.post("/v1/certificates", {"source": "acme", "name": "k%d" % i,
-                                                   "hostnames": [rnd("k") + ".test"]},
+                                                   "hostnames": [names[i]]},
                               token=key), 202).json
             ids.append(r["id"])
         # Kill while orders are in flight (the first ones may be done).

@@ -6,13 +6,15 @@ or sealed private keys could not be read."""
 import os
 import shutil
 import sqlite3
+import stat
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, check, expect, run  # noqa: E402
+from harness import BIN, Server, check, expect, run  # noqa: E402
 
 srv = None
 work = tempfile.mkdtemp(prefix="certplane-backup-")
@@ -76,6 +78,24 @@ def test_backup_while_writing():
         th.join()
     check(len(acked) > 20, "writes kept going during the backup: %d" % len(acked))
     check(integrity(dest) == [("ok",)], integrity(dest))
+    # the copy holds every sealed secret: 0600 whatever the caller's umask
+    check(stat.S_IMODE(os.stat(dest).st_mode) == 0o600, "backup is 0600: %o" % os.stat(dest).st_mode)
+    loose = os.path.join(work, "loose-umask.db")
+    p = subprocess.run([BIN, "backup", loose], env=srv.env, cwd=srv.data_dir, capture_output=True,
+                       text=True, timeout=120, umask=0)
+    check(p.returncode == 0, p)
+    check(stat.S_IMODE(os.stat(loose).st_mode) == 0o600, "backup under umask 0 is 0600: %o"
+          % os.stat(loose).st_mode)
+    # a symlink at the destination is never followed (nor replaced)
+    target = os.path.join(work, "not-a-backup")
+    with open(target, "w") as f:
+        f.write("keep")
+    link = os.path.join(work, "link.db")
+    os.symlink(target, link)
+    p = srv.run("backup", link, check_rc=False)
+    check(p.returncode != 0 and "exists" in p.stderr, p)
+    with open(target) as f:
+        check(f.read() == "keep")
     con = sqlite3.connect("file:%s?mode=ro" % dest, uri=True)
     ids = {row[0] for row in con.execute("SELECT id FROM tenants")}
     con.close()

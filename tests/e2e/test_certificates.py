@@ -479,6 +479,50 @@ def test_master_key_rotation_keeps_keys_readable():
     check(("cpk1:%s:" % after[0]).encode() in data, "rows sealed under the new key")
 
 
+def test_master_key_rotation_that_fails_keeps_old_key():
+    """A value that cannot be re-sealed (a damaged row) stops the rotation:
+    exit 1, nothing pruned, every private key still opens; once the row is
+    repaired the rotation completes and prunes."""
+    import sqlite3
+    keys_file = os.path.join(S.data_dir, "master.keys")
+    db = os.path.join(S.data_dir, "certplane.db")
+    old = [l.split()[0] for l in open(keys_file) if l.strip() and not l.startswith("#")]
+    check(len(old) == 1, old)
+    S.stop()
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO webhooks (id, tenant_id, url, secret, created_at, updated_at) "
+                "VALUES ('damaged-row', ?, 'https://hook.example/', ?, 0, 0)",
+                (A["id"], "cpk1:%s:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" % old[0]))
+    con.commit()
+    con.close()
+    p = S.run("rotate-master-key", check_rc=False)
+    check(p.returncode == 1 and "old keys are kept" in p.stderr, p)
+    now = [l.split()[0] for l in open(keys_file) if l.strip() and not l.startswith("#")]
+    check(len(now) == 2 and now[0] == old[0], "the old key stays: %r" % now)
+    S.start()
+    for cid, key in KEYS.items():
+        r = S.get("/v1/certificates/%s/private-key" % cid, token=A["key"])
+        if r.status in (404, 409):
+            continue  # deleted, or the default certificate without a key of ours
+        expect(r, 200)
+        check(r.text == key, "key of %s readable after a failed rotation" % cid)
+    S.stop()
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM webhooks WHERE id = 'damaged-row'")
+    con.commit()
+    con.close()
+    S.run("rotate-master-key")
+    after = [l.split()[0] for l in open(keys_file) if l.strip() and not l.startswith("#")]
+    check(len(after) == 1 and after[0] not in old, (old, now, after))
+    S.start()
+    for cid, key in KEYS.items():
+        r = S.get("/v1/certificates/%s/private-key" % cid, token=A["key"])
+        if r.status in (404, 409):
+            continue
+        expect(r, 200)
+        check(r.text == key, "key of %s readable after the repaired rotation" % cid)
+
+
 def test_zz_cleanup():
     S.cleanup()
 

@@ -2,9 +2,15 @@
 edge hostnames, properties and deployments over real HTTP; every error status
 of the contract; tenant isolation on every route that takes an id;
 idempotent POST replay; keyset pagination under inserts; CORS; restart
-durability, the audit log and the `check-config` / `migrate` commands.
+durability, the audit log and the `check-config` / `migrate` commands;
+file modes in data_dir (0700, its files 0600, whatever the umask, and
+tightened when an older install left them looser), and an operator token
+that cannot be read stops start-up instead of being replaced.
 """
+import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import time
@@ -88,12 +94,24 @@ def test_properties_crud_and_deployments():
     p = prop(key, e1["id"], ["www.crud.example", "*.crud.example"], name="crud site")
     check(set(p) == {"id", "name", "hostnames", "edge_hostname_id", "edge_hostname",
                      "certificate_id", "certificate_renew_automation", "version", "staging",
-                     "production", "created_at", "updated_at"}, p)
+                     "production", "created_at", "updated_at", "hostname_verification"}, p)
+    # Each hostname is a pending claim until DNS verifies it (test_tenant_isolation.py).
+    check([v["hostname"] for v in p["hostname_verification"]] == p["hostnames"], p)
+    check(all(v["status"] == "pending" and len(v["token"]) == 32 for v in
+              p["hostname_verification"]), p)
     check(p["hostnames"] == ["www.crud.example", "*.crud.example"] and p["version"] == 1, p)
     check(p["edge_hostname"] == e1["hostname"] and p["certificate_id"] is None, p)
     check(p["certificate_renew_automation"] is False and p["staging"] is None
           and p["production"] is None, p)
-    check(expect(S.get("/v1/properties/" + p["id"], token=key), 200).json == p)
+    # The same resource on read, but for what the (asynchronous) verification
+    # job may have recorded meanwhile.
+    def settled(x):
+        x = json.loads(json.dumps(x))
+        for v in x["hostname_verification"]:
+            v.pop("checked_at")
+            v.pop("detail")
+        return x
+    check(settled(expect(S.get("/v1/properties/" + p["id"], token=key), 200).json) == settled(p))
     got = S.list_all("/v1/properties", token=key, query={"hostname": "www.crud.example"})
     check([x["id"] for x in got] == [p["id"]], got)
     check(S.list_all("/v1/properties", token=key, query={"hostname": "nope.crud.example"}) == [])
@@ -227,14 +245,18 @@ def test_error_statuses():
     check("GET" in allow and "POST" in allow and "DELETE" not in allow, r.headers)
     r = expect(S.request("PUT", "/v1/properties/" + FOREIGN_ID, {"name": "x"}, token=key), 405)
     check("PATCH" in r.header("allow"), r.headers)
-    # 409: a hostname taken by another tenant; an edge hostname in use
+    # 409: a hostname on another property of the same tenant; an edge hostname
+    # in use. (Another tenant's PENDING claim blocks nothing; its VERIFIED
+    # claim is a 409: test_tenant_isolation.py.)
     prop(key, e["id"], ["taken.errors.example"])
+    r = expect(S.post("/v1/properties", {"name": "again", "hostnames": ["mine.errors.example",
+               "taken.errors.example"], "edge_hostname_id": e["id"]}, token=key), 409)
+    check("taken.errors.example" in r.json["detail"] and field_error(r, "hostnames[1]"), r)
+    check(len(S.list_all("/v1/properties", token=key)) == 1, "nothing half-written")
     _, key2 = S.new_tenant("errors 2")
     e2 = edge(key2)
-    r = expect(S.post("/v1/properties", {"name": "steal", "hostnames": ["mine.errors.example",
-               "taken.errors.example"], "edge_hostname_id": e2["id"]}, token=key2), 409)
-    check("taken.errors.example" in r.json["detail"] and field_error(r, "hostnames[1]"), r)
-    check(S.list_all("/v1/properties", token=key2) == [], "nothing half-written")
+    expect(S.post("/v1/properties", {"name": "pending too", "hostnames": ["taken.errors.example"],
+                                     "edge_hostname_id": e2["id"]}, token=key2), 201)
     expect(S.delete("/v1/edge-hostnames/" + e["id"], token=key), 409)
     label = e["label"]
     r = expect(S.post("/v1/edge-hostnames", {"label": label}, token=key2), 409)
@@ -433,6 +455,11 @@ def test_restart_keeps_data_and_audit():
                       token=key), 201)
         e2 = expect(s.post("/v1/edge-hostnames", {}, token=key), 201).json
         expect(s.delete("/v1/edge-hostnames/" + e2["id"], token=key), 204)
+        # The property's verification job records its check once (then the
+        # next one is minutes away): snapshot after it.
+        s.wait_for(lambda: expect(s.get("/v1/properties/" + p["id"], token=key), 200)
+                   .json["hostname_verification"][0]["checked_at"], timeout=30,
+                   what="the create-time verification recorded")
         before = {path: s.list_all(path, token=key) for path in
                   ["/v1/edge-hostnames", "/v1/properties", "/v1/properties/%s/deployments" % p["id"]]}
         tenants = s.list_all("/v1/tenants")
@@ -471,6 +498,103 @@ def test_restart_keeps_data_and_audit():
         check(bad.returncode != 0, "a wrongly typed setting is an error")
     finally:
         fresh.cleanup()
+
+
+# ------------------------------------------------------------------ files
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_file_modes():
+    s = Server()
+    old = os.umask(0)  # the server must not depend on its parent's umask
+    try:
+        os.chmod(s.data_dir, 0o755)  # as an older install or a loose mkdir left it
+        s.start()
+        d = s.data_dir
+        check(mode(d) == 0o700, "data_dir is 0700: %o" % mode(d))
+        check("data_dir.mode" in s.log(), "tightening data_dir is logged")
+        files = ["certplane.db", "certplane.db-wal", "certplane.db-shm", "master.keys",
+                 "operator.token", "certplane.lock"]
+        for f in files:
+            p = os.path.join(d, f)
+            check(os.path.exists(p), "%s exists while serving" % f)
+            check(mode(p) == 0o600, "%s is 0600: %o" % (f, mode(p)))
+        t, _ = s.new_tenant("modes")  # writes through the WAL
+        s.stop()
+        # Files made looser while stopped are tightened on the next start.
+        for f in ("certplane.db", "operator.token"):
+            os.chmod(os.path.join(d, f), 0o644)
+        s.start()
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.exists(p):
+                check(mode(p) == 0o600, "%s is 0600 after restart: %o" % (f, mode(p)))
+        expect(s.get("/v1/tenants/" + t), 200)  # same token, same data
+        m = s.run("migrate")
+        check(m.returncode == 0)
+        for name in os.listdir(d):
+            p = os.path.join(d, name)
+            if os.path.isfile(p) and name != "server.log":  # the harness's own log
+                check(mode(p) & 0o077 == 0, "%s is private: %o" % (name, mode(p)))
+    finally:
+        os.umask(old)
+        s.cleanup()
+
+
+def serve_must_refuse(s, what):
+    """Start `serve` on s's data directory: it must exit non-zero by itself."""
+    p = subprocess.Popen([BIN, "serve"], env=s.env, cwd=s.data_dir, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        raise AssertionError("serve started although the operator token is %s" % what)
+    check(p.returncode != 0, "serve exits non-zero when the token is %s" % what)
+    check("operator token" in err or "operator.token" in err,
+          "the message names the token (%s): %r" % (what, err[-500:]))
+
+
+def test_operator_token_read_error_stops_startup():
+    s = Server()
+    try:
+        tok = os.path.join(s.data_dir, "operator.token")
+        # A directory in its place: the read fails with EISDIR, even as root.
+        os.mkdir(tok)
+        serve_must_refuse(s, "a directory")
+        check(os.path.isdir(tok), "the directory is left as it was")
+        os.rmdir(tok)
+        # Too large to be a token (a read error other than ENOENT): the old
+        # code replaced it with a new token, locking every operator out.
+        big = "cpo_" + "x" * 5000
+        with open(tok, "w") as f:
+            f.write(big)
+        serve_must_refuse(s, "oversized")
+        with open(tok) as f:
+            check(f.read() == big, "an unreadable token file is not replaced")
+        os.remove(tok)
+        # A symlink loop (ELOOP) is an error too, and stays.
+        os.symlink(tok, tok)
+        serve_must_refuse(s, "a symlink loop")
+        check(os.path.islink(tok), "the link is left as it was")
+        os.remove(tok)
+        # An empty file would hash to the empty token.
+        open(tok, "w").close()
+        serve_must_refuse(s, "empty")
+        check(os.path.getsize(tok) == 0)
+        os.remove(tok)
+        # Missing: a new one is made (0600) and the server starts.
+        s.start()
+        check(mode(tok) == 0o600)
+        expect(s.get("/v1/tenants"), 200)
+        first = s.token
+        s.restart()
+        check(s.token == first, "an existing token is kept across restarts")
+    finally:
+        s.cleanup()
 
 
 def test_server_healthy_after_all():

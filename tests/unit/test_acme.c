@@ -3,7 +3,8 @@
  *
  * Always: the pure helpers (ARI cert id against the RFC 9773 example, key
  * authorizations, DNS-01 records, Retry-After, problem documents and their
- * reasons) and the client's error paths against a small mock CA served by
+ * reasons; the classification table of errors.c, one case per row, every
+ * row covered) and the client's error paths against a small mock CA served by
  * libmicrohttpd on a random loopback port (badNonce retries, rateLimited with
  * Retry-After, oversized answers, a chain holding a private key, a CA that is
  * not there, ARI present).
@@ -19,7 +20,9 @@
  */
 #include <curl/curl.h>
 #include <microhttpd.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,9 +232,9 @@ static void test_problems(void)
 
 	acme_parse_problem("{\"type\":\"urn:ietf:params:acme:error:unauthorized\",\"detail\":\"x\"}", 63,
 			   403, &r);
-	CHECK(streq(acme_result_reason(&r), "challenge_failed"));
+	CHECK(streq(acme_result_reason(&r), "ca_unauthorized"));
 	acme_parse_problem("{\"type\":\"urn:ietf:params:acme:error:serverInternal\"}", 52, 500, &r);
-	CHECK(streq(acme_result_reason(&r), "ca_error"));
+	CHECK(streq(acme_result_reason(&r), "ca_server_error"));
 	CHECK(strstr(r.detail, "serverInternal") != NULL);
 
 	r.fail = ACME_FAIL_UNREACHABLE;
@@ -239,6 +242,163 @@ static void test_problems(void)
 	r.fail = ACME_FAIL_PROTOCOL;
 	CHECK(streq(acme_result_reason(&r), "ca_protocol_error"));
 }
+
+/* ==== the classification table: one case per row ==== */
+
+/* One outcome and the verdict acme_classify() must give it. */
+struct cls_case {
+	const char *row; /* the table row that must match */
+	enum acme_fail fail;
+	enum acme_net net;
+	const char *type; /* short ACME type, NULL none, "x:" prefix = not ACME */
+	long status;
+	enum acme_outcome outcome;
+	const char *reason;
+};
+
+#define TR ACME_OUTCOME_TRANSIENT
+#define RS ACME_OUTCOME_RESET
+#define DF ACME_OUTCOME_DEFINITIVE
+
+/* clang-format off */
+static const struct cls_case cls_cases[] = {
+	{ "connection refused", ACME_FAIL_UNREACHABLE, ACME_NET_REFUSED, NULL, 0, TR, "ca_unreachable" },
+	{ "connection reset", ACME_FAIL_UNREACHABLE, ACME_NET_RESET, NULL, 0, TR, "ca_unreachable" },
+	{ "timeout", ACME_FAIL_UNREACHABLE, ACME_NET_TIMEOUT, NULL, 0, TR, "ca_unreachable" },
+	{ "TLS error", ACME_FAIL_UNREACHABLE, ACME_NET_TLS, NULL, 0, TR, "ca_unreachable" },
+	{ "name resolution", ACME_FAIL_UNREACHABLE, ACME_NET_RESOLVE, NULL, 0, TR, "ca_unreachable" },
+	{ "transport error", ACME_FAIL_UNREACHABLE, ACME_NET_OTHER, NULL, 0, TR, "ca_unreachable" },
+	{ "unusable answer", ACME_FAIL_PROTOCOL, 0, NULL, 200, TR, "ca_protocol_error" },
+	{ "local failure", ACME_FAIL_LOCAL, 0, NULL, 0, TR, "internal" },
+	{ "badNonce", ACME_FAIL_PROBLEM, 0, "badNonce", 400, TR, "ca_bad_nonce" },
+	{ "rateLimited", ACME_FAIL_PROBLEM, 0, "rateLimited", 429, TR, "ca_rate_limited" },
+	{ "rateLimited", ACME_FAIL_PROBLEM, 0, "rateLimited", 403, TR, "ca_rate_limited" },
+	{ "HTTP 429", ACME_FAIL_PROBLEM, 0, NULL, 429, TR, "ca_rate_limited" },
+	{ "HTTP 429", ACME_FAIL_PROBLEM, 0, "x:throttled", 429, TR, "ca_rate_limited" },
+	{ "serverInternal", ACME_FAIL_PROBLEM, 0, "serverInternal", 500, TR, "ca_server_error" },
+	{ "serverInternal", ACME_FAIL_PROBLEM, 0, "serverInternal", 503, TR, "ca_server_error" },
+	{ "HTTP 502-504", ACME_FAIL_PROBLEM, 0, NULL, 503, TR, "ca_unreachable" },
+	{ "HTTP 502-504", ACME_FAIL_PROBLEM, 0, NULL, 502, TR, "ca_unreachable" },
+	{ "HTTP 502-504", ACME_FAIL_PROBLEM, 0, NULL, 504, TR, "ca_unreachable" },
+	{ "HTTP 5xx", ACME_FAIL_PROBLEM, 0, NULL, 500, TR, "ca_server_error" },
+	{ "HTTP 5xx", ACME_FAIL_PROBLEM, 0, "malformed", 501, TR, "ca_server_error" },
+	{ "HTTP 408", ACME_FAIL_PROBLEM, 0, NULL, 408, TR, "ca_unreachable" },
+	{ "orderNotReady", ACME_FAIL_PROBLEM, 0, "orderNotReady", 403, TR, "ca_order_not_ready" },
+	{ "accountDoesNotExist", ACME_FAIL_PROBLEM, 0, "accountDoesNotExist", 400, RS,
+	  "ca_account_missing" },
+	{ "HTTP 404", ACME_FAIL_PROBLEM, 0, "malformed", 404, RS, "ca_order_missing" },
+	{ "unauthorized", ACME_FAIL_PROBLEM, 0, "unauthorized", 403, DF, "ca_unauthorized" },
+	{ "rejectedIdentifier", ACME_FAIL_PROBLEM, 0, "rejectedIdentifier", 400, DF,
+	  "ca_rejected_identifier" },
+	{ "unsupportedIdentifier", ACME_FAIL_PROBLEM, 0, "unsupportedIdentifier", 400, DF,
+	  "ca_rejected_identifier" },
+	{ "caa", ACME_FAIL_PROBLEM, 0, "caa", 403, DF, "caa_forbids" },
+	{ "badCSR", ACME_FAIL_PROBLEM, 0, "badCSR", 400, DF, "ca_bad_csr" },
+	{ "malformed", ACME_FAIL_PROBLEM, 0, "malformed", 400, DF, "ca_malformed" },
+	{ "other ACME problem", ACME_FAIL_PROBLEM, 0, "userActionRequired", 403, DF, "ca_refused" },
+	{ "other ACME problem", ACME_FAIL_PROBLEM, 0, "externalAccountRequired", 401, DF, "ca_refused" },
+	{ "HTTP 4xx without ACME problem", ACME_FAIL_PROBLEM, 0, NULL, 403, TR, "ca_protocol_error" },
+	{ "HTTP 4xx without ACME problem", ACME_FAIL_PROBLEM, 0, "x:blocked", 400, TR,
+	  "ca_protocol_error" },
+	{ "other status", ACME_FAIL_PROBLEM, 0, NULL, 301, TR, "ca_protocol_error" },
+	{ "validation: caa", ACME_FAIL_AUTHZ_INVALID, 0, "caa", 0, DF, "caa_forbids" },
+	{ "validation: rejectedIdentifier", ACME_FAIL_AUTHZ_INVALID, 0, "rejectedIdentifier", 0, DF,
+	  "ca_rejected_identifier" },
+	{ "validation: connection", ACME_FAIL_AUTHZ_INVALID, 0, "connection", 0, DF,
+	  "challenge_failed" },
+	{ "validation: dns", ACME_FAIL_AUTHZ_INVALID, 0, "dns", 0, DF, "challenge_failed" },
+	{ "validation: unauthorized", ACME_FAIL_AUTHZ_INVALID, 0, "unauthorized", 0, DF,
+	  "challenge_failed" },
+	{ "validation: incorrectResponse", ACME_FAIL_AUTHZ_INVALID, 0, "incorrectResponse", 0, DF,
+	  "challenge_failed" },
+	{ "validation: tls", ACME_FAIL_AUTHZ_INVALID, 0, "tls", 0, DF, "challenge_failed" },
+	{ "validation: other", ACME_FAIL_AUTHZ_INVALID, 0, NULL, 0, DF, "challenge_failed" },
+	{ "validation: other", ACME_FAIL_AUTHZ_INVALID, 0, "serverInternal", 0, DF,
+	  "challenge_failed" },
+	{ "invalid order", ACME_FAIL_ORDER_INVALID, 0, NULL, 0, DF, "ca_order_invalid" },
+	{ "invalid order", ACME_FAIL_ORDER_INVALID, 0, "badCSR", 0, DF, "ca_order_invalid" },
+};
+/* clang-format on */
+
+static void test_classify(void)
+{
+	struct acme_result r;
+	struct acme_verdict v;
+	json_t *authz, *order;
+
+	memset(&r, 0, sizeof(r));
+	v = acme_classify(&r);
+	CHECK(v.outcome == ACME_OUTCOME_OK && v.reason == NULL);
+	v = acme_classify(NULL);
+	CHECK(v.outcome == ACME_OUTCOME_OK);
+	for (size_t i = 0; i < CP_ARRAY_LEN(cls_cases); i++) {
+		const struct cls_case *k = &cls_cases[i];
+
+		memset(&r, 0, sizeof(r));
+		r.fail = k->fail;
+		r.net = k->net;
+		r.status = k->status;
+		r.retry_after = -1;
+		if (k->type && strncmp(k->type, "x:", 2) == 0)
+			snprintf(r.type, sizeof(r.type), "about:%s", k->type + 2);
+		else if (k->type)
+			snprintf(r.type, sizeof(r.type), "%s%s", ACME_PROBLEM_NS, k->type);
+		v = acme_classify(&r);
+		if (!streq(v.row, k->row) || v.outcome != k->outcome ||
+		    !streq(v.reason, k->reason) || v.retry_now != streq(k->row, "badNonce")) {
+			failures++;
+			fprintf(stderr,
+				"FAIL classify case %zu (%s): row %s outcome %d reason %s\n", i,
+				k->row, v.row, (int)v.outcome, v.reason ? v.reason : "(null)");
+		}
+		checks++;
+		/* Never the old catch-all for something that is not the CA's final word. */
+		CHECK(!streq(v.reason, "ca_error"));
+	}
+	/* Every row of the table has a case above. */
+	for (size_t i = 0; i < acme_classify_rows(); i++) {
+		const char *name = acme_classify_row_name(i);
+		bool seen = false;
+
+		for (size_t j = 0; j < CP_ARRAY_LEN(cls_cases) && !seen; j++)
+			seen = streq(cls_cases[j].row, name);
+		if (!seen) {
+			failures++;
+			fprintf(stderr, "FAIL classify: row \"%s\" has no test case\n", name);
+		}
+		checks++;
+	}
+	CHECK(acme_classify_row_name(acme_classify_rows()) == NULL);
+
+	/* Real documents: an invalid authorization's challenge error, an
+	 * invalid order without one, a 503 page with Retry-After. */
+	authz = json_loads("{\"status\":\"invalid\",\"identifier\":{\"type\":\"dns\",\"value\":"
+			   "\"a.test\"},\"challenges\":[{\"type\":\"http-01\",\"url\":\"u\","
+			   "\"token\":\"t\",\"error\":{\"type\":\"urn:ietf:params:acme:error:"
+			   "connection\",\"detail\":\"refused\"}}]}",
+			   0, NULL);
+	acme_authz_problem(authz, "http-01", &r);
+	CHECK(r.fail == ACME_FAIL_AUTHZ_INVALID && acme_result_is(&r, "connection"));
+	CHECK(streq(r.detail, "refused"));
+	CHECK(streq(acme_result_reason(&r), "challenge_failed"));
+	acme_authz_problem(authz, "dns-01", &r); /* no such challenge: no error to quote */
+	CHECK(strstr(r.detail, "a.test") && strstr(r.detail, "invalid"));
+	CHECK(streq(acme_classify(&r).row, "validation: other"));
+	json_decref(authz);
+	order = json_loads("{\"status\":\"invalid\"}", 0, NULL);
+	acme_order_problem(order, &r);
+	CHECK(streq(acme_result_reason(&r), "ca_order_invalid"));
+	CHECK(streq(r.detail, "the CA marked the order invalid"));
+	json_decref(order);
+	acme_parse_problem("<html>maintenance</html>", 24, 503, &r);
+	r.retry_after = 120;
+	v = acme_classify(&r);
+	CHECK(v.outcome == ACME_OUTCOME_TRANSIENT && streq(v.reason, "ca_unreachable"));
+}
+
+#undef TR
+#undef RS
+#undef DF
 
 /* ==== mock CA: error paths of the client ==== */
 
@@ -402,7 +562,7 @@ static void test_client_mock(void)
 	cfg.directory_url = "http://127.0.0.1:9/dir";
 	CHECK_RC(acme_client_new(&cfg, &c), CP_OK);
 	CHECK_RC(acme_directory(c, &dir, &r), CP_ERR_UPSTREAM);
-	CHECK(r.fail == ACME_FAIL_UNREACHABLE);
+	CHECK(r.fail == ACME_FAIL_UNREACHABLE && r.net == ACME_NET_REFUSED);
 	CHECK(streq(acme_result_reason(&r), "ca_unreachable"));
 	acme_client_free(c);
 	c = NULL;
@@ -428,14 +588,16 @@ static void test_client_mock(void)
 	CHECK(streq(acme_result_reason(&r), "ca_rate_limited"));
 	CHECK(order_url == NULL && obj == NULL);
 
-	/* badNonce: the first try plus five retries, each with the error's nonce. */
+	/* badNonce: the first try plus ten retries, each with the error's nonce;
+	 * what still fails is transient, never a failed order. */
 	free(url);
 	url = cp_aprintf("http://127.0.0.1:%d/badnonce", m.port);
 	int heads_before = m.head_nonce;
 	CHECK_RC(acme_get_object(c, url, &obj, &r), CP_ERR_UPSTREAM);
-	CHECK(m.badnonce_hits == 6);
+	CHECK(m.badnonce_hits == 11);
 	CHECK(m.head_nonce == heads_before); /* pooled nonces used, no extra HEADs */
 	CHECK(acme_result_is(&r, "badNonce"));
+	CHECK(acme_classify(&r).outcome == ACME_OUTCOME_TRANSIENT);
 
 	/* An order needs identifiers. */
 	CHECK_RC(acme_order_new(c, names, 0, NULL, &order_url, &obj, &r), CP_ERR_INVALID);
@@ -973,6 +1135,46 @@ static void test_integration(void)
 	acme_resolver_free(res);
 }
 
+/*
+ * A resolver that never answers (a bound UDP socket nobody reads): a check
+ * given a 700 ms deadline returns within it plus slack, as a lookup failure,
+ * although c-ares alone would wait 3 s x 2 tries per hop; a deadline already
+ * passed sends nothing at all.
+ */
+static void test_dns_deadline(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct acme_resolver *res = NULL;
+	socklen_t len = sizeof(sa);
+	json_t *out = NULL, *txt = NULL;
+	char hostport[32];
+	int64_t t0, took;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	      getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+	snprintf(hostport, sizeof(hostport), "127.0.0.1:%d", ntohs(sa.sin_port));
+	CHECK_RC(acme_resolver_new(hostport, &res), CP_OK);
+	if (!res) {
+		close(fd);
+		return;
+	}
+	acme_resolver_set_deadline(res, cp_mono_ms() + 700);
+	t0 = cp_mono_ms();
+	CHECK_RC(acme_check_hostname(res, "www.silent.test", "e.edge.test", &out), CP_ERR_UPSTREAM);
+	took = cp_mono_ms() - t0;
+	CHECK(took >= 650 && took < 1000);
+	CHECK(out && !json_is_true(json_object_get(out, "ready")));
+	json_decref(out);
+	t0 = cp_mono_ms();
+	CHECK_RC(acme_dns_txt(res, "_x.silent.test", &txt), CP_ERR_UPSTREAM);
+	CHECK(cp_mono_ms() - t0 < 50);
+	printf("  dns deadline: check stopped after %lld ms (deadline 700 ms)\n", (long long)took);
+	acme_resolver_free(res);
+	close(fd);
+}
+
 int main(void)
 {
 	/* Per acme.h: libcurl's global init is the program's job, once. */
@@ -984,7 +1186,9 @@ int main(void)
 	test_challenge_helpers();
 	test_retry_after();
 	test_problems();
+	test_classify();
 	test_client_mock();
+	test_dns_deadline();
 	test_integration();
 
 	curl_global_cleanup();

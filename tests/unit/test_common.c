@@ -4,12 +4,18 @@
  * lengths at and just past each limit, case, punycode, wildcards, trailing
  * dots) and the declarative JSON body spec (each type, required fields,
  * null, unknown fields, ranges, enums, the "present" flag and the bound on
- * unknown-field errors).
+ * unknown-field errors), and the file helpers (a symlink planted where
+ * the temporary file used to be is never followed; only a missing file is
+ * "not found").
  * Exit status is the number of failed checks (capped), 0 on success.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/common.h"
 
@@ -363,8 +369,106 @@ static void test_logline(void)
 	cp_log_set_level(CP_LOG_INFO);
 }
 
+/* ---------------------------------------------------------- files */
+
+static bool file_is(const char *path, const char *want)
+{
+	char *got = NULL;
+	size_t n = 0;
+	bool ok = cp_file_read(path, 4096, &got, &n) == CP_OK && n == strlen(want) &&
+		  memcmp(got, want, n) == 0;
+
+	free(got);
+	return ok;
+}
+
+static void test_files(void)
+{
+	char dir[] = "/tmp/cp-test-files-XXXXXX";
+	char path[128], victim[128], planted[256], big[5000];
+	struct stat st;
+	char *buf = NULL;
+	size_t n = 0;
+	DIR *d;
+	struct dirent *e;
+	int entries = 0;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/operator.token", dir);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	CHECK(cp_file_write(victim, "precious", 8, 0644) == CP_OK);
+	/* The old helper wrote "<path>.tmp.<pid>" with O_CREAT | O_TRUNC and
+	 * no O_EXCL: a symlink planted there made it truncate and overwrite
+	 * the link's target. Plant one for this pid (and a few neighbours). */
+	for (int i = -2; i <= 2; i++) {
+		snprintf(planted, sizeof(planted), "%s.tmp.%d", path, (int)getpid() + i);
+		CHECK(symlink(victim, planted) == 0);
+	}
+	CHECK(cp_file_write(path, "secret-1", 8, 0600) == CP_OK);
+	CHECK(file_is(victim, "precious"));
+	CHECK(file_is(path, "secret-1"));
+	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600);
+	/* Replacing keeps the mode asked for, whatever the old file had. */
+	CHECK(chmod(path, 0644) == 0);
+	CHECK(cp_file_write(path, "secret-2", 8, 0600) == CP_OK);
+	CHECK(file_is(path, "secret-2"));
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+	CHECK(stat(victim, &st) == 0 && st.st_size == 8);
+	/* A symlink at path itself is replaced, not written through. */
+	CHECK(unlink(path) == 0 && symlink(victim, path) == 0);
+	CHECK(cp_file_write(path, "secret-3", 8, 0600) == CP_OK);
+	CHECK(file_is(victim, "precious"));
+	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
+	/* No temporary file is left behind: the five planted links, victim,
+	 * path, and nothing else. */
+	d = opendir(dir);
+	CHECK(d != NULL);
+	while (d && (e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			entries++;
+	if (d)
+		closedir(d);
+	CHECK(entries == 7);
+	/* A missing directory is an I/O error, and nothing is created. */
+	snprintf(planted, sizeof(planted), "%s/no/such/file", dir);
+	CHECK(cp_file_write(planted, "x", 1, 0600) == CP_ERR_IO);
+
+	/* cp_file_read: only a missing file is NOT_FOUND. */
+	snprintf(planted, sizeof(planted), "%s/missing", dir);
+	CHECK(cp_file_read(planted, 4096, &buf, &n) == CP_ERR_NOT_FOUND);
+	snprintf(planted, sizeof(planted), "%s/adir", dir);
+	CHECK(mkdir(planted, 0700) == 0);
+	CHECK(cp_file_read(planted, 4096, &buf, &n) == CP_ERR_IO);
+	rmdir(planted);
+	snprintf(planted, sizeof(planted), "%s/loop", dir);
+	CHECK(symlink(planted, planted) == 0);
+	CHECK(cp_file_read(planted, 4096, &buf, &n) == CP_ERR_IO);
+	unlink(planted);
+	snprintf(planted, sizeof(planted), "%s/fifo", dir);
+	CHECK(mkfifo(planted, 0600) == 0);
+	CHECK(cp_file_read(planted, 4096, &buf, &n) == CP_ERR_IO); /* and does not hang */
+	unlink(planted);
+	memset(big, 'a', sizeof(big));
+	snprintf(planted, sizeof(planted), "%s/big", dir);
+	CHECK(cp_file_write(planted, big, sizeof(big), 0600) == CP_OK);
+	CHECK(cp_file_read(planted, 4096, &buf, &n) == CP_ERR_TOO_LARGE);
+	unlink(planted);
+
+	for (int i = -2; i <= 2; i++) {
+		snprintf(planted, sizeof(planted), "%s.tmp.%d", path, (int)getpid() + i);
+		unlink(planted);
+	}
+	unlink(path);
+	unlink(victim);
+	CHECK(rmdir(dir) == 0);
+}
+
 int main(void)
 {
+	test_files();
 	test_logline();
 	test_hostnames();
 	test_spec();

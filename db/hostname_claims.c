@@ -1,0 +1,496 @@
+/*
+ * hostname_claims.c - who may have a hostname: the claim rules (verify,
+ * take over, release, demote, expire) and the issuance scope.
+ *
+ * A row of property_hostnames is one tenant's claim of a hostname for one
+ * property (migration 005). It is pending until a DNS check (made by
+ * server/claims.c, never here) proves the tenant controls the name; the
+ * first tenant whose claim verifies takes the hostname, and every other
+ * tenant's pending claim of it is released. A pending claim that never
+ * verifies is released after the TTL.
+ *
+ * Re-checks, so that a verified claim is neither kept for ever after its
+ * DNS moved away nor lost to one bad lookup: verified claims are re-checked
+ * every verified_recheck_seconds (a day by default); a check that ANSWERS and
+ * proves nothing counts a failure and
+ * brings the next check forward to recheck_seconds; the third such check in
+ * a row demotes the claim to pending (a fresh TTL to fix its DNS), and the
+ * hostname can then be taken by a tenant that proves it. A DNS error or
+ * timeout counts nothing.
+ */
+#include "db/db_internal.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLAIM_DEMOTE_AFTER 3
+
+cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
+				     bool *other)
+{
+	static const char sql[] = "SELECT 1 FROM property_hostnames WHERE hostname = ?1 AND "
+				  "status = 'verified' AND tenant_id != ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	*other = false;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, hostname);
+	db_bind_text(st, 2, tenant_id);
+	r = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (r == SQLITE_ROW)
+		*other = true;
+	else if (r != SQLITE_DONE)
+		return db_rc(db, r);
+	return CP_OK;
+}
+
+/* Remove one claim (tenant, hostname), bump its property's version and tell
+ * the tenant why (reason). Inside the caller's transaction. */
+static cp_rc claim_release(struct db *db, const char *tenant_id, const char *property_id,
+			   const char *hostname, const char *reason)
+{
+	static const char sql_del[] =
+	    "DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
+	static const char sql_bump[] = "UPDATE properties SET version = version + 1, "
+				       "updated_at = ? WHERE id = ?";
+	sqlite3_stmt *st = db_stmt(db, sql_del);
+	json_t *data = NULL;
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, hostname);
+	rc = db_exec_stmt(db, st);
+	if (rc != CP_OK)
+		return rc;
+	st = db_stmt(db, sql_bump);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_text(st, 2, property_id);
+	rc = db_exec_stmt(db, st);
+	if (rc != CP_OK)
+		return rc;
+	data = json_pack("{s:s,s:s,s:s}", "property_id", property_id, "hostname", hostname,
+			 "reason", reason);
+	rc = data ? db_event_add(db, tenant_id, "property.hostname_released", data, NULL)
+		  : CP_ERR_NOMEM;
+	json_decref(data);
+	return rc;
+}
+
+/* Release every other tenant's claim of hostname (they are all pending:
+ * the verified one is tenant_id's). */
+static cp_rc release_others(struct db *db, const char *tenant_id, const char *hostname)
+{
+	static const char sql[] = "SELECT tenant_id, property_id FROM property_hostnames "
+				  "WHERE hostname = ?1 AND tenant_id != ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	json_t *others = json_array(), *o;
+	size_t i;
+	cp_rc rc = CP_OK;
+	int r;
+
+	if (!st || !others) {
+		json_decref(others);
+		return st ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
+	}
+	db_bind_text(st, 1, hostname);
+	db_bind_text(st, 2, tenant_id);
+	/* Collect first: releasing writes the table being read. */
+	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(others,
+				      json_pack("[s,s]", (const char *)sqlite3_column_text(st, 0),
+						(const char *)sqlite3_column_text(st, 1)));
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE)
+		rc = db_rc(db, r);
+	json_array_foreach(others, i, o)
+	{
+		if (rc != CP_OK)
+			break;
+		rc = claim_release(db, json_string_value(json_array_get(o, 0)),
+				   json_string_value(json_array_get(o, 1)), hostname,
+				   "verified_by_another_tenant");
+	}
+	json_decref(others);
+	return rc;
+}
+
+cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname,
+		      const struct db_claim_check *chk, const struct db_claim_policy *pol,
+		      const char **status_out)
+{
+	static const char sql_get[] = "SELECT status, failures, property_id FROM "
+				      "property_hostnames WHERE tenant_id = ? AND hostname = ?";
+	static const char sql_verify[] =
+	    "UPDATE property_hostnames SET status = 'verified', method = ?3, checked_at = ?4, "
+	    "verified_at = CASE WHEN status = 'verified' THEN verified_at ELSE ?4 END, "
+	    "expires_at = NULL, failures = 0, next_check_at = ?5, detail = ?6 "
+	    "WHERE tenant_id = ?1 AND hostname = ?2";
+	/* Pending (or verified and not yet demoted): note the check only. */
+	static const char sql_note[] =
+	    "UPDATE property_hostnames SET checked_at = ?3, next_check_at = ?4, detail = ?5, "
+	    "failures = ?6 WHERE tenant_id = ?1 AND hostname = ?2";
+	static const char sql_demote[] =
+	    "UPDATE property_hostnames SET status = 'pending', method = NULL, claimed_at = ?3, "
+	    "expires_at = ?4, checked_at = ?3, next_check_at = ?5, failures = 0, detail = ?6 "
+	    "WHERE tenant_id = ?1 AND hostname = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql_get);
+	int64_t now = cp_now();
+	char status[16] = "", property_id[CP_UUID_LEN + 1] = "";
+	const char *result = "pending";
+	bool other = false, verified;
+	json_t *data = NULL;
+	int failures = 0, r;
+	cp_rc rc;
+
+	assert(chk && pol);
+	if (status_out)
+		*status_out = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, hostname);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		snprintf(status, sizeof(status), "%s", (const char *)sqlite3_column_text(st, 0));
+		failures = sqlite3_column_int(st, 1);
+		snprintf(property_id, sizeof(property_id), "%s",
+			 (const char *)sqlite3_column_text(st, 2));
+	}
+	sqlite3_reset(st);
+	if (r == SQLITE_DONE)
+		return CP_ERR_NOT_FOUND;
+	if (r != SQLITE_ROW)
+		return db_rc(db, r);
+	verified = strcmp(status, "verified") == 0;
+
+	if (chk->outcome == DB_CLAIM_VERIFIED) {
+		rc = db_hostname_verified_elsewhere(db, tenant_id, hostname, &other);
+		if (rc != CP_OK)
+			return rc;
+	}
+	if (chk->outcome == DB_CLAIM_VERIFIED && !other) {
+		st = db_stmt(db, sql_verify);
+		if (!st)
+			return CP_ERR_INTERNAL;
+		db_bind_text(st, 1, tenant_id);
+		db_bind_text(st, 2, hostname);
+		db_bind_text(st, 3, chk->method);
+		sqlite3_bind_int64(st, 4, now);
+		sqlite3_bind_int64(st, 5, now + pol->verified_recheck_seconds);
+		db_bind_text(st, 6, chk->detail);
+		rc = db_exec_stmt(db, st);
+		if (rc == CP_OK)
+			rc = release_others(db, tenant_id, hostname);
+		result = "verified";
+		goto out;
+	}
+	if (chk->outcome == DB_CLAIM_NOT_VERIFIED && verified &&
+	    failures + 1 >= CLAIM_DEMOTE_AFTER) {
+		st = db_stmt(db, sql_demote);
+		if (!st)
+			return CP_ERR_INTERNAL;
+		db_bind_text(st, 1, tenant_id);
+		db_bind_text(st, 2, hostname);
+		sqlite3_bind_int64(st, 3, now);
+		sqlite3_bind_int64(st, 4, now + pol->ttl_seconds);
+		sqlite3_bind_int64(st, 5, now + pol->recheck_seconds);
+		db_bind_text(st, 6, chk->detail);
+		rc = db_exec_stmt(db, st);
+		data = json_pack("{s:s,s:s,s:s?}", "property_id", property_id, "hostname", hostname,
+				 "detail", chk->detail);
+		if (rc == CP_OK)
+			rc = data ? db_event_add(db, tenant_id, "property.hostname_unverified",
+						 data, NULL)
+				  : CP_ERR_NOMEM;
+		goto out;
+	}
+	/* A claim another tenant holds verified, a negative check, or a DNS error. */
+	if (verified && chk->outcome == DB_CLAIM_NOT_VERIFIED)
+		failures++;
+	st = db_stmt(db, sql_note);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, hostname);
+	sqlite3_bind_int64(st, 3, now);
+	/* A verified claim answering "not verified" is re-checked soon; one
+	 * that only failed to resolve keeps its daily cadence. */
+	sqlite3_bind_int64(
+	    st, 4,
+	    now + (verified && !failures ? pol->verified_recheck_seconds : pol->recheck_seconds));
+	if (other) {
+		char *d =
+		    cp_aprintf("%s: but another tenant holds %s verified",
+			       chk->detail ? chk->detail : "DNS verifies the claim", hostname);
+		db_bind_text(st, 5, d);
+		free(d);
+	} else {
+		db_bind_text(st, 5, chk->detail);
+	}
+	sqlite3_bind_int(st, 6, failures);
+	rc = db_exec_stmt(db, st);
+	result = other ? "owned_by_another_tenant" : verified ? "verified" : "pending";
+out:
+	json_decref(data);
+	if (rc == CP_OK && status_out)
+		*status_out = result;
+	return rc;
+}
+
+cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, json_t **out)
+{
+	static const char sql[] =
+	    "SELECT json_object('property_id', c.property_id, 'status', c.status, 'method', "
+	    "c.method, 'token', c.token, 'edge_hostname', e.hostname) FROM property_hostnames c "
+	    "JOIN properties p ON p.id = c.property_id JOIN edge_hostnames e ON e.id = "
+	    "p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, hostname);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,
+			    json_t **out)
+{
+	static const char sql[] =
+	    "SELECT json_object('claims', json((SELECT json_group_array(json_object('hostname', "
+	    "hostname, 'token', token)) FROM (SELECT hostname, token FROM property_hostnames "
+	    "WHERE property_id = ?2 AND tenant_id = ?1 ORDER BY position)))) "
+	    "FROM properties WHERE tenant_id = ?1 AND id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	json_t *o = NULL;
+	cp_rc rc;
+
+	*out = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, tenant_id);
+	db_bind_text(st, 2, property_id);
+	rc = db_fetch_json(db, st, &o);
+	if (rc == CP_OK) {
+		*out = json_incref(json_object_get(o, "claims"));
+		rc = *out ? CP_OK : CP_ERR_NOMEM;
+	}
+	json_decref(o);
+	return rc;
+}
+
+cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
+{
+	/* "+tenant_id": look the (at most 8) names up in the hostname index,
+	 * never scan the tenant's edge hostnames. */
+	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
+				  "(SELECT value FROM json_each(?1)) AND +tenant_id = ?2";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	if (json_array_size(chain) == 0)
+		return CP_ERR_NOT_FOUND;
+	db_bind_json(st, 1, chain);
+	db_bind_text(st, 2, tenant_id);
+	r = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (r == SQLITE_ROW)
+		return CP_OK;
+	return r == SQLITE_DONE ? CP_ERR_NOT_FOUND : db_rc(db, r);
+}
+
+cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out)
+{
+	static const char sql[] =
+	    "UPDATE property_hostnames SET next_check_at = ?1 + ?3 WHERE rowid IN "
+	    "(SELECT rowid FROM property_hostnames WHERE next_check_at <= ?1 "
+	    "ORDER BY next_check_at LIMIT ?2) RETURNING tenant_id, property_id";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	json_t *arr = json_array(), *seen = json_object();
+	cp_rc rc = CP_OK;
+	int r;
+
+	*out = NULL;
+	if (!st || !arr || !seen) {
+		json_decref(arr);
+		json_decref(seen);
+		return st ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
+	}
+	sqlite3_bind_int64(st, 1, cp_now());
+	sqlite3_bind_int(st, 2, limit);
+	sqlite3_bind_int64(st, 3, lease_seconds);
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *pid = (const char *)sqlite3_column_text(st, 1);
+
+		if (json_object_get(seen, pid))
+			continue;
+		json_object_set_new(seen, pid, json_true());
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "tenant_id",
+						     (const char *)sqlite3_column_text(st, 0),
+						     "property_id", pid));
+	}
+	sqlite3_reset(st);
+	json_decref(seen);
+	if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+		json_decref(arr);
+		return rc;
+	}
+	*out = arr;
+	return CP_OK;
+}
+
+cp_rc db_claims_expire(struct db *db, int limit, int *removed)
+{
+	static const char sql[] = "SELECT tenant_id, property_id, hostname FROM property_hostnames "
+				  "WHERE status = 'pending' AND expires_at <= ? "
+				  "ORDER BY expires_at LIMIT ?";
+	sqlite3_stmt *st = NULL;
+	json_t *rows = json_array(), *o;
+	size_t i;
+	cp_rc rc;
+	int r;
+
+	*removed = 0;
+	if (!rows)
+		return CP_ERR_NOMEM;
+	rc = db_begin(db);
+	if (rc != CP_OK)
+		goto out;
+	st = db_stmt(db, sql);
+	if (!st) {
+		rc = CP_ERR_INTERNAL;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, cp_now());
+	sqlite3_bind_int(st, 2, limit);
+	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(rows,
+				      json_pack("[s,s,s]", (const char *)sqlite3_column_text(st, 0),
+						(const char *)sqlite3_column_text(st, 1),
+						(const char *)sqlite3_column_text(st, 2)));
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+		goto out;
+	}
+	json_array_foreach(rows, i, o)
+	{
+		rc = claim_release(db, json_string_value(json_array_get(o, 0)),
+				   json_string_value(json_array_get(o, 1)),
+				   json_string_value(json_array_get(o, 2)), "claim_expired");
+		if (rc != CP_OK)
+			goto out;
+	}
+	rc = db_commit(db);
+	if (rc == CP_OK)
+		*removed = (int)json_array_size(rows);
+out:
+	if (rc != CP_OK)
+		db_rollback(db);
+	json_decref(rows);
+	return rc;
+}
+
+/* True if name is zone or a name under zone. */
+static bool name_under(const char *name, const char *zone)
+{
+	size_t n = strlen(name), z = strlen(zone);
+
+	if (z == 0 || n < z)
+		return false;
+	return strcmp(name + n - z, zone) == 0 && (n == z || name[n - z - 1] == '.');
+}
+
+/* The edge hostname (of any tenant) equal to name or a parent of it, copied
+ * to found; CP_ERR_NOT_FOUND if none. One unique-index lookup per label. */
+static cp_rc edge_above(struct db *db, const char *name, char *found, size_t cap)
+{
+	static const char sql[] = "SELECT hostname FROM edge_hostnames WHERE hostname = ?";
+	const char *p = name;
+	int r;
+
+	while (p && *p) {
+		sqlite3_stmt *st = db_stmt(db, sql);
+
+		if (!st)
+			return CP_ERR_INTERNAL;
+		db_bind_text(st, 1, p);
+		r = sqlite3_step(st);
+		if (r == SQLITE_ROW)
+			snprintf(found, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+		sqlite3_reset(st);
+		if (r == SQLITE_ROW)
+			return CP_OK;
+		if (r != SQLITE_DONE)
+			return db_rc(db, r);
+		p = strchr(p, '.');
+		if (p)
+			p++;
+	}
+	return CP_ERR_NOT_FOUND;
+}
+
+cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id, json_t *names,
+			struct db_scope_verdict *v)
+{
+	char edge[CP_HOSTNAME_MAX + 2];
+	json_t *h;
+	size_t i;
+	cp_rc rc;
+
+	memset(v, 0, sizeof(*v));
+	json_array_foreach(names, i, h)
+	{
+		const char *name = json_string_value(h), *base;
+		bool other = false;
+
+		if (!name)
+			continue; /* callers validated the names; nothing to scope */
+		base = cp_hostname_is_wildcard(name) ? name + 2 : name;
+		v->index = i;
+		if (edge_zone && name_under(base, edge_zone)) {
+			v->reason = "hostname_in_edge_zone";
+			snprintf(v->detail, sizeof(v->detail),
+				 "%s is in the edge zone %s: edge names are the service's, not a "
+				 "tenant's",
+				 name, edge_zone);
+			return CP_OK;
+		}
+		rc = edge_above(db, base, edge, sizeof(edge));
+		if (rc == CP_OK) {
+			v->reason = "hostname_in_edge_zone";
+			snprintf(v->detail, sizeof(v->detail),
+				 "%s is (or is under) the edge hostname %s: edge names are the "
+				 "service's, not a tenant's",
+				 name, edge);
+			return CP_OK;
+		}
+		if (rc != CP_ERR_NOT_FOUND)
+			return rc;
+		rc = db_hostname_verified_elsewhere(db, tenant_id, name, &other);
+		if (rc != CP_OK)
+			return rc;
+		if (other) {
+			v->reason = "hostname_owned_by_another_tenant";
+			snprintf(v->detail, sizeof(v->detail),
+				 "%s is verified by another tenant; it cannot be in this tenant's "
+				 "certificates",
+				 name);
+			return CP_OK;
+		}
+	}
+	v->index = 0;
+	return CP_OK;
+}
