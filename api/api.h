@@ -180,6 +180,19 @@ void api_certificates_acme_create(struct api_req *, struct api_resp *,
 /* POST /v1/certificates/{id}/renew: 202 with the order it started. */
 void api_certificates_renew(struct api_req *, struct api_resp *);
 
+/* quotas.c: per-tenant quotas */
+/* The quota check of a create or update, inside its open write transaction
+ * and before it writes: true if c fits the tenant's quotas; false after
+ * rolling the transaction back and replying 409 (429 + Retry-After for
+ * orders_in_flight) naming "quota.<name>". Needs req->tenant_id. */
+bool api_quota_or_reply(struct api_req *req, struct api_resp *resp,
+			const struct db_quota_change *c);
+/* GET (operator, or the tenant's own key), PUT and PATCH (operator)
+ * /v1/tenants/{id}/quotas. */
+void api_tenants_quotas_get(struct api_req *, struct api_resp *);
+void api_tenants_quotas_put(struct api_req *, struct api_resp *);
+void api_tenants_quotas_patch(struct api_req *, struct api_resp *);
+
 /* dns_check.c */
 void api_properties_dns_check(struct api_req *, struct api_resp *);
 

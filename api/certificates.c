@@ -378,6 +378,9 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 	m.renew_after = renew_after_for(req->ctx->cfg, ci.not_before, ci.not_after);
 	detail = json_pack("{s:s,s:s}", "source", nc.row.source, "name", nc.row.name);
 	rc = db_begin(req->db);
+	if (rc == CP_OK &&
+	    !api_quota_or_reply(req, resp, &(struct db_quota_change){.certificates = 1}))
+		goto out;
 	if (rc == CP_OK)
 		rc = db_certificate_create(req->db, req->tenant_id, &nc.row, id);
 	if (rc == CP_OK)

@@ -68,6 +68,12 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 		json_decref(detail);
 		return api_scope_problem(resp, &scope, "hostnames");
 	}
+	if (rc == CP_OK &&
+	    !api_quota_or_reply(
+		req, resp, &(struct db_quota_change){.certificates = 1, .orders_in_flight = 1})) {
+		json_decref(detail);
+		return;
+	}
 	if (rc == CP_OK)
 		rc = db_certificate_create(req->db, req->tenant_id, &row, cert_id);
 	if (rc == CP_OK)
@@ -103,6 +109,9 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		return;
 	id = req->params[0];
 	rc = db_begin(req->db);
+	if (rc == CP_OK &&
+	    !api_quota_or_reply(req, resp, &(struct db_quota_change){.orders_in_flight = 1}))
+		return;
 	if (rc == CP_OK)
 		rc = db_certificate_get(req->db, req->tenant_id, id, &cert);
 	if (rc != CP_OK)

@@ -23,13 +23,20 @@ static void gen_label(char out[GEN_LABEL_LEN + 1])
 	out[GEN_LABEL_LEN] = '\0';
 }
 
-/* Insert label.zone with its audit record in one transaction. */
-static cp_rc create_one(struct api_req *req, const char *label, const char *hostname,
-			json_t **out)
+/* Insert label.zone with its audit record in one transaction. *refused:
+ * the tenant's quota is used up, the reply is written (rc is then CP_OK
+ * and *out NULL). */
+static cp_rc create_one(struct api_req *req, struct api_resp *resp, const char *label,
+			const char *hostname, json_t **out, bool *refused)
 {
 	json_t *row = NULL, *detail = NULL;
 	cp_rc rc = db_begin(req->db);
 
+	*out = NULL;
+	*refused = rc == CP_OK &&
+		   !api_quota_or_reply(req, resp, &(struct db_quota_change){.edge_hostnames = 1});
+	if (*refused)
+		return CP_OK;
 	if (rc == CP_OK)
 		rc = db_edge_hostname_create(req->db, req->tenant_id, label, hostname, &row);
 	if (rc == CP_OK) {
@@ -59,6 +66,7 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 	const char *zone = req->ctx->cfg->edge_zone;
 	char gen[GEN_LABEL_LEN + 1], *hostname = NULL, detail[400];
 	json_t *row = NULL;
+	bool refused = false;
 	cp_rc rc = CP_ERR_CONFLICT;
 
 	if (!api_tenant_or_reply(req, resp))
@@ -76,7 +84,7 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 			api_problem_field(resp, "label", why);
 			goto out;
 		}
-		rc = create_one(req, label, hostname, &row);
+		rc = create_one(req, resp, label, hostname, &row, &refused);
 		if (rc == CP_ERR_CONFLICT) {
 			json_t *errors = json_array();
 			cp_spec_error(errors, "label", "is already taken in the edge zone");
@@ -94,9 +102,11 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 				rc = CP_ERR_NOMEM;
 				break;
 			}
-			rc = create_one(req, gen, hostname, &row);
+			rc = create_one(req, resp, gen, hostname, &row, &refused);
 		}
 	}
+	if (refused)
+		goto out;
 	if (rc != CP_OK) {
 		api_reply_rc(resp, rc, "edge hostname");
 		goto out;

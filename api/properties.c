@@ -119,6 +119,12 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 	bool verify_queued = false;
 	cp_rc rc;
 
+	if (!api_quota_or_reply(
+		req, resp,
+		&(struct db_quota_change){.properties = !id,
+					  .hostnames = (int)json_array_size(in->hostnames),
+					  .property_id = id}))
+		return;
 	/* A foreign tenant's edge hostname is not found, exactly like a missing one. */
 	rc = db_edge_hostname_get(req->db, req->tenant_id, in->edge_hostname_id, &edge);
 	if (rc == CP_ERR_NOT_FOUND) {

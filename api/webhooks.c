@@ -15,9 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Endpoints per tenant (as Stripe's 16, with a little room). */
-#define WEBHOOKS_PER_TENANT 20
-
 /* Event types an endpoint may subscribe to (besides "*"). */
 static const char *const event_types[] = {
 	"certificate.issued",
@@ -98,7 +95,6 @@ void api_webhooks_create(struct api_req *req, struct api_resp *resp)
 		CP_SPEC_DONE,
 	};
 	char id[CP_UUID_LEN + 1], *aad = NULL, *secret = NULL, *sealed = NULL;
-	int count = 0;
 	cp_rc rc;
 
 	if (!api_tenant_or_reply(req, resp) || !api_body_or_reply(req, resp, spec) ||
@@ -113,15 +109,9 @@ void api_webhooks_create(struct api_req *req, struct api_resp *resp)
 		rc = db_begin(req->db);
 	if (rc != CP_OK)
 		goto out;
-	rc = db_webhook_count(req->db, req->tenant_id, &count);
-	if (rc == CP_OK && count >= WEBHOOKS_PER_TENANT) {
-		db_rollback(req->db);
-		api_problem(resp, 409, "a tenant has at most 20 webhooks; delete one first", NULL);
+	if (!api_quota_or_reply(req, resp, &(struct db_quota_change){.webhooks = 1}))
 		goto out;
-	}
-	if (rc == CP_OK)
-		rc = db_webhook_create(req->db, req->tenant_id, id, url, events, description,
-				       sealed, &row);
+	rc = db_webhook_create(req->db, req->tenant_id, id, url, events, description, sealed, &row);
 	if (rc == CP_OK)
 		rc = api_audit(req, "webhook.create", "webhook", id, NULL);
 	if (rc == CP_OK)

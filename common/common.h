@@ -248,6 +248,15 @@ struct cp_config {
 	int http_idle_timeout_seconds;     /* keep-alive / inactivity timeout */
 	int net_threads;                   /* threads for requests that wait on the network */
 	int net_tenant_concurrency;        /* such requests in flight per tenant (429 above) */
+	int webhook_workers;          /* worker threads of the webhook lane */
+	int general_workers;          /* worker threads of the general lane */
+	int tenant_max_running_jobs;  /* one tenant's running jobs per lane (<= half its workers) */
+	int quota_properties;         /* per-tenant quota defaults (operator overrides per tenant) */
+	int quota_hostnames;          /* property hostnames, over all the tenant's properties */
+	int quota_certificates;
+	int quota_orders_in_flight;   /* ACME orders pending, validating or issuing */
+	int quota_webhooks;
+	int quota_edge_hostnames;
 };
 #endif
 

@@ -62,6 +62,15 @@ static const struct key_def keys[] = {
 	{ "http_idle_timeout_seconds", K_INT, OFF(http_idle_timeout_seconds), "5", 1, 600, false },
 	{ "net_threads", K_INT, OFF(net_threads), "8", 1, 256, false },
 	{ "net_tenant_concurrency", K_INT, OFF(net_tenant_concurrency), "2", 1, 256, false },
+	{ "webhook_workers", K_INT, OFF(webhook_workers), "4", 1, 256, false },
+	{ "general_workers", K_INT, OFF(general_workers), "2", 1, 256, false },
+	{ "tenant_max_running_jobs", K_INT, OFF(tenant_max_running_jobs), "2", 1, 256, false },
+	{ "quota_properties", K_INT, OFF(quota_properties), "1000", 0, 1000000000, false },
+	{ "quota_hostnames", K_INT, OFF(quota_hostnames), "5000", 0, 1000000000, false },
+	{ "quota_certificates", K_INT, OFF(quota_certificates), "1000", 0, 1000000000, false },
+	{ "quota_orders_in_flight", K_INT, OFF(quota_orders_in_flight), "50", 0, 1000000000, false },
+	{ "quota_webhooks", K_INT, OFF(quota_webhooks), "20", 0, 1000000000, false },
+	{ "quota_edge_hostnames", K_INT, OFF(quota_edge_hostnames), "100", 0, 1000000000, false },
 };
 #undef OFF
 

@@ -170,10 +170,22 @@ void db_job_clear(struct db_job *job);
  * key exists nothing is added and CP_OK is returned. payload borrowed. */
 cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, json_t *payload,
 		     int64_t run_at, const char *dedupe_key) CP_WUR;
-/* Claim the next due job (queued and run_at <= now, or running with an
- * expired lease) for owner, leased until now + lease_seconds. CP_ERR_NOT_FOUND
- * when nothing is due. */
-cp_rc db_job_claim(struct db *db, const char *owner, int lease_seconds, struct db_job *out) CP_WUR;
+/* Lanes: each has its own workers. A kind's lane comes from the function
+ * set with db_job_set_lanes (server/workers.c holds the table); NULL from it,
+ * or no function, means DB_JOB_LANE_GENERAL. Set it before jobs are queued;
+ * the function must be safe to call from any thread. */
+#define DB_JOB_LANE_GENERAL "general"
+typedef const char *(*db_job_lane_fn)(const char *kind);
+void db_job_set_lanes(db_job_lane_fn fn);
+/* Move the queued and running jobs of kind to lane (jobs queued before the
+ * lanes were set, or under another table). */
+cp_rc db_job_relane(struct db *db, const char *kind, const char *lane) CP_WUR;
+/* Claim for owner, leased until now + lease_seconds, in one transaction of
+ * its own: a job of lane whose lease expired, else the earliest due job of
+ * the lane's tenant served least recently among those with fewer than
+ * tenant_cap (> 0) running jobs. CP_ERR_NOT_FOUND when nothing may run. */
+cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *owner,
+		   int lease_seconds, struct db_job *out) CP_WUR;
 /* Extend the lease of a job this owner holds; CP_ERR_CONFLICT if lost. */
 cp_rc db_job_extend(struct db *db, int64_t id, const char *owner, int lease_seconds) CP_WUR;
 /* Finish: done, or back to queued at run_at with an error, or failed. */
@@ -186,10 +198,52 @@ cp_rc db_job_release_owner(struct db *db, const char *owner) CP_WUR;
  * the only worker process (serve holds the data_dir lock): the leases it
  * finds were left by a process that died, and need not be waited out. */
 cp_rc db_job_recover_orphans(struct db *db) CP_WUR;
-/* Seconds until the next job is due (0 if one is due now, -1 if none). */
-int64_t db_job_next_due(struct db *db);
 /* {"<kind>": {"queued": n, "running": n, "failed": n}, ...} new reference. */
 cp_rc db_job_stats(struct db *db, json_t **out) CP_WUR;
+
+/* ---- quotas per tenant (quotas.c) ---- */
+
+enum db_quota {
+	DB_QUOTA_PROPERTIES,
+	DB_QUOTA_HOSTNAMES,        /* property hostnames over all the tenant's properties */
+	DB_QUOTA_CERTIFICATES,
+	DB_QUOTA_ORDERS_IN_FLIGHT, /* ACME orders pending, validating or issuing */
+	DB_QUOTA_WEBHOOKS,
+	DB_QUOTA_EDGE_HOSTNAMES,
+	DB_QUOTA_COUNT
+};
+/* The API name of q ("properties", ..., "edge_hostnames"); static. */
+const char *db_quota_name(enum db_quota q);
+/* The quota named name, or -1. */
+int db_quota_find(const char *name);
+/* What a change adds. hostnames is the count a property will hold; with
+ * property_id (an update) it replaces what that property holds now. */
+struct db_quota_change {
+	int properties, hostnames, certificates, orders_in_flight, webhooks, edge_hostnames;
+	const char *property_id;
+};
+/* The quota a change would break. */
+struct db_quota_refusal {
+	enum db_quota quota;
+	int64_t limit, used, requested;
+};
+/* Effective limits of tenant_id: its overrides, else defaults (indexed by
+ * enum db_quota); overridden[q] tells which. */
+cp_rc db_quota_limits(struct db *db, const char *tenant_id, const int64_t defaults[DB_QUOTA_COUNT],
+		      int64_t limits[DB_QUOTA_COUNT], bool overridden[DB_QUOTA_COUNT]) CP_WUR;
+/* CP_OK if change c fits every quota of tenant_id, CP_ERR_CONFLICT with
+ * *refused filled if it does not: only growth past a limit is refused. Call
+ * inside the write transaction that then makes the change. */
+cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t defaults[DB_QUOTA_COUNT],
+		     const struct db_quota_change *c, struct db_quota_refusal *refused) CP_WUR;
+/* {tenant_id, quotas: {"<name>": {limit, used, default, overridden}}}. */
+cp_rc db_quota_get(struct db *db, const char *tenant_id, const int64_t defaults[DB_QUOTA_COUNT],
+		   json_t **out) CP_WUR;
+/* Set the overrides of tenant_id: for each q with present[q], values[q]
+ * (>= 0), or back to the default when values[q] < 0; others are kept.
+ * CP_ERR_NOT_FOUND if there is no such tenant. */
+cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB_QUOTA_COUNT],
+		   const bool present[DB_QUOTA_COUNT]) CP_WUR;
 
 /* ---- events (the outbox) ---- */
 

@@ -1,13 +1,21 @@
 /*
- * jobs.c - the durable job queue. A job is claimed in one write statement
+ * jobs.c - the durable job queue. A job is claimed in one write transaction
  * that sets a lease; a worker that dies leaves a lease that expires, after
- * which another worker claims the job again. Because the claim is a single
- * UPDATE ... RETURNING under SQLite's one-writer lock (and would be
- * FOR UPDATE SKIP LOCKED on PostgreSQL), no job is ever run by two workers
- * at once while its lease is held.
+ * which another worker claims the job again. Because the claim runs under
+ * SQLite's one-writer lock (and would be FOR UPDATE SKIP LOCKED on
+ * PostgreSQL), no job is ever run by two workers at once while its lease
+ * is held.
+ *
+ * Capacity is shared fairly (migration 006): each job belongs to a lane
+ * with its own workers, and within a lane the claim serves tenants round
+ * robin, never more than the cap of one tenant's jobs at once. The queued
+ * and running counts per (lane, tenant) are kept by triggers, so every
+ * state change below (and any other) keeps them right by itself.
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
+#include <stdatomic.h>
 #include <string.h>
 
 void db_job_clear(struct db_job *job)
@@ -18,12 +26,30 @@ void db_job_clear(struct db_job *job)
 	memset(job, 0, sizeof(*job));
 }
 
+/* The lane of each kind, decided by server/workers.c (db_job_set_lanes). */
+static _Atomic(db_job_lane_fn) lane_of;
+
+void db_job_set_lanes(db_job_lane_fn fn)
+{
+	atomic_store(&lane_of, fn);
+}
+
+/* Lane of kind: the registered table's answer, else the general lane. */
+static const char *job_lane(const char *kind)
+{
+	db_job_lane_fn fn = atomic_load(&lane_of);
+	const char *lane = fn ? fn(kind) : NULL;
+
+	return lane ? lane : DB_JOB_LANE_GENERAL;
+}
+
 cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, json_t *payload,
 		     int64_t run_at, const char *dedupe_key)
 {
 	static const char sql[] =
 		"INSERT INTO jobs (kind, tenant_id, payload, dedupe_key, run_at, created_at, "
-		"updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING";
+		"updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+		"ON CONFLICT (dedupe_key) DO NOTHING";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	int64_t now = cp_now();
 
@@ -39,37 +65,44 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 	sqlite3_bind_int64(st, 5, run_at);
 	sqlite3_bind_int64(st, 6, now);
 	sqlite3_bind_int64(st, 7, now);
+	db_bind_text(st, 8, job_lane(kind));
 	return db_exec_stmt(db, st);
 }
 
-cp_rc db_job_claim(struct db *db, const char *owner, int lease_seconds, struct db_job *out)
+cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)
 {
-	static const char sql[] =
-		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
-		"attempts = attempts + 1, updated_at = ?2 "
-		"WHERE id = (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= ?2) "
-		"OR (state = 'running' AND lease_until < ?2) ORDER BY run_at, id LIMIT 1) "
-		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
+	static const char sql[] = "UPDATE jobs SET lane = ?2 WHERE state IN ('queued', 'running') "
+				  "AND kind = ?1 AND lane != ?2";
 	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
 
-	memset(out, 0, sizeof(*out));
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, owner);
-	sqlite3_bind_int64(st, 2, cp_now());
-	sqlite3_bind_int(st, 3, lease_seconds);
-	r = sqlite3_step(st);
+	db_bind_text(st, 1, kind);
+	db_bind_text(st, 2, lane);
+	return db_exec_stmt(db, st);
+}
+
+/* Fill out from a row (id, kind, tenant, payload, attempts) of st. */
+static cp_rc job_from_row(sqlite3_stmt *st, const char *owner, struct db_job *out)
+{
+	out->id = sqlite3_column_int64(st, 0);
+	snprintf(out->kind, sizeof(out->kind), "%s", (const char *)sqlite3_column_text(st, 1));
+	snprintf(out->tenant_id, sizeof(out->tenant_id), "%s",
+		 (const char *)sqlite3_column_text(st, 2));
+	out->payload = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
+	out->attempts = sqlite3_column_int(st, 4);
+	snprintf(out->owner, sizeof(out->owner), "%s", owner);
+	return out->payload ? CP_OK : CP_ERR_INTERNAL;
+}
+
+/* Run an UPDATE ... RETURNING job row; CP_ERR_NOT_FOUND when it changed none. */
+static cp_rc job_take(struct db *db, sqlite3_stmt *st, const char *owner, struct db_job *out)
+{
+	cp_rc rc = CP_ERR_NOT_FOUND;
+	int r = sqlite3_step(st);
+
 	if (r == SQLITE_ROW) {
-		out->id = sqlite3_column_int64(st, 0);
-		snprintf(out->kind, sizeof(out->kind), "%s", (const char *)sqlite3_column_text(st, 1));
-		snprintf(out->tenant_id, sizeof(out->tenant_id), "%s",
-			 (const char *)sqlite3_column_text(st, 2));
-		out->payload = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
-		out->attempts = sqlite3_column_int(st, 4);
-		snprintf(out->owner, sizeof(out->owner), "%s", owner);
-		rc = out->payload ? CP_OK : CP_ERR_INTERNAL;
+		rc = job_from_row(st, owner, out);
 		/* Step to completion so the UPDATE is finished (and, outside a
 		 * transaction, committed) before reset: an error there means
 		 * the claim did not happen, whatever the first row said. */
@@ -88,6 +121,197 @@ cp_rc db_job_claim(struct db *db, const char *owner, int lease_seconds, struct d
 		rc = db_rc(db, r);
 	}
 	sqlite3_reset(st);
+	return rc;
+}
+
+/* A job of lane whose lease expired (its worker died or hung): claim it
+ * again. It is still counted as running for its tenant, so the cap does not
+ * apply. ?1 owner, ?2 now, ?3 lease seconds, ?4 lane. */
+static cp_rc claim_expired(struct db *db, const char *lane, const char *owner, int lease_seconds,
+			   int64_t now, struct db_job *out)
+{
+	static const char sql[] =
+		"UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
+		"attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs WHERE lane = ?4 AND state = 'running' "
+		"AND lease_until < ?2 ORDER BY lease_until LIMIT 1) "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, owner);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_int(st, 3, lease_seconds);
+	db_bind_text(st, 4, lane);
+	return job_take(db, st, owner, out);
+}
+
+/* Step a one-column tenant query; CP_ERR_NOT_FOUND when it has no row. */
+static cp_rc pick_tenant(struct db *db, sqlite3_stmt *st, const char *lane, int cap, int64_t now,
+			 char tenant[CP_UUID_LEN + 1])
+{
+	cp_rc rc = CP_ERR_NOT_FOUND;
+	int r;
+
+	db_bind_text(st, 1, lane);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_int(st, 3, cap);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		snprintf(tenant, CP_UUID_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 0));
+		rc = CP_OK;
+	} else if (r != SQLITE_DONE) {
+		rc = db_rc(db, r);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+/*
+ * The round-robin pick: the least recently served tenant of the lane that
+ * has a job due by now and fewer than cap running; then that tenant's
+ * earliest due job (jobs_lane_tenant_due, one probe). Two index ranges
+ * find the tenant, idle tenants being in neither:
+ * - the PICK_WINDOW least recently served tenants with queued work
+ *   (job_tenants_rr): usually the first of them is due and under the cap;
+ * - if none of those is, every tenant with work due by now
+ *   (job_tenants_due), sorted by last_served.
+ * The answer is the same either way (a qualifying tenant served earlier
+ * than the window's end would be in the window), and the cost is bounded
+ * by the window or by the tenants with due work, never by the jobs.
+ * INDEXED BY pins the plans measured by tests/bench/job_claim.sh; SQLite
+ * refuses the statement rather than scan if an index is gone.
+ */
+#define PICK_WINDOW "64"
+static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now, int64_t *job_id,
+			char tenant[CP_UUID_LEN + 1])
+{
+	static const char lru[] =
+		"SELECT tenant_id FROM (SELECT tenant_id, next_run_at, running, last_served "
+		"FROM job_tenants INDEXED BY job_tenants_rr WHERE lane = ?1 AND queued > 0 "
+		"ORDER BY last_served LIMIT " PICK_WINDOW ") "
+		"WHERE next_run_at <= ?2 AND running < ?3 ORDER BY last_served LIMIT 1";
+	static const char due[] =
+		"SELECT tenant_id FROM job_tenants INDEXED BY job_tenants_due "
+		"WHERE lane = ?1 AND queued > 0 AND next_run_at <= ?2 AND running < ?3 "
+		"ORDER BY last_served LIMIT 1";
+	static const char first[] =
+		"SELECT id FROM jobs INDEXED BY jobs_lane_tenant_due WHERE state = 'queued' "
+		"AND lane = ?1 AND ifnull(tenant_id, '') = ?2 AND run_at <= ?3 "
+		"ORDER BY run_at, id LIMIT 1";
+	sqlite3_stmt *st = db_stmt(db, lru);
+	cp_rc rc;
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	rc = pick_tenant(db, st, lane, cap, now, tenant);
+	if (rc == CP_ERR_NOT_FOUND) {
+		st = db_stmt(db, due);
+		rc = st ? pick_tenant(db, st, lane, cap, now, tenant) : CP_ERR_INTERNAL;
+	}
+	if (rc != CP_OK)
+		return rc;
+	st = db_stmt(db, first);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, lane);
+	db_bind_text(st, 2, tenant);
+	sqlite3_bind_int64(st, 3, now);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		*job_id = sqlite3_column_int64(st, 0);
+	/* No row: next_run_at promised one; the counts are kept by triggers
+	 * in the same transaction, so this is a bug, not a race. */
+	rc = r == SQLITE_ROW ? CP_OK : r == SQLITE_DONE ? CP_ERR_INTERNAL : db_rc(db, r);
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* Lease the picked queued job id (the trigger moves it from queued to
+ * running in job_tenants). */
+static cp_rc claim_queued(struct db *db, int64_t id, const char *owner, int lease_seconds,
+			  int64_t now, struct db_job *out)
+{
+	static const char sql[] =
+		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
+		"attempts = attempts + 1, updated_at = ?2 WHERE id = ?4 AND state = 'queued' "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, owner);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_int(st, 3, lease_seconds);
+	sqlite3_bind_int64(st, 4, id);
+	return job_take(db, st, owner, out);
+}
+
+/* Stamp tenant as served last in lane: the next claim in the lane looks
+ * at every other waiting tenant first. */
+static cp_rc claim_mark_served(struct db *db, const char *lane, const char *tenant)
+{
+	static const char bump[] = "INSERT INTO job_lanes (lane, served) VALUES (?1, 1) "
+				   "ON CONFLICT (lane) DO UPDATE SET served = served + 1 "
+				   "RETURNING served";
+	static const char mark[] = "UPDATE job_tenants SET last_served = ?3 "
+				   "WHERE lane = ?1 AND tenant_id = ?2";
+	sqlite3_stmt *st = db_stmt(db, bump);
+	int64_t served = 0;
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, lane);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		served = sqlite3_column_int64(st, 0);
+	while (r == SQLITE_ROW)
+		r = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE)
+		return db_rc(db, r);
+	st = db_stmt(db, mark);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, lane);
+	db_bind_text(st, 2, tenant);
+	sqlite3_bind_int64(st, 3, served);
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *owner,
+		   int lease_seconds, struct db_job *out)
+{
+	char tenant[CP_UUID_LEN + 1] = "";
+	int64_t now = cp_now(), id = 0;
+	cp_rc rc;
+
+	assert(lane && owner && tenant_cap > 0);
+	memset(out, 0, sizeof(*out));
+	/* One write transaction: on PostgreSQL the pick would be SELECT ...
+	 * FOR UPDATE SKIP LOCKED on job_tenants and on the job row. */
+	rc = db_begin(db);
+	if (rc != CP_OK)
+		return rc;
+	rc = claim_expired(db, lane, owner, lease_seconds, now, out);
+	if (rc == CP_ERR_NOT_FOUND) {
+		rc = claim_pick(db, lane, tenant_cap, now, &id, tenant);
+		if (rc == CP_OK)
+			rc = claim_queued(db, id, owner, lease_seconds, now, out);
+	} else if (rc == CP_OK) {
+		snprintf(tenant, sizeof(tenant), "%s", out->tenant_id);
+	}
+	if (rc == CP_OK)
+		rc = claim_mark_served(db, lane, tenant);
+	if (rc == CP_OK)
+		rc = db_commit(db);
+	if (rc != CP_OK) {
+		db_rollback(db);
+		db_job_clear(out);
+	}
 	return rc;
 }
 
@@ -156,24 +380,6 @@ cp_rc db_job_release_owner(struct db *db, const char *owner)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, owner);
 	return db_exec_stmt(db, st);
-}
-
-int64_t db_job_next_due(struct db *db)
-{
-	static const char sql[] =
-		"SELECT min(CASE state WHEN 'queued' THEN run_at ELSE lease_until END) FROM jobs "
-		"WHERE state IN ('queued', 'running')";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int64_t when = -1, now = cp_now();
-
-	if (!st)
-		return -1;
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-		when = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	if (when < 0)
-		return -1;
-	return when <= now ? 0 : when - now;
 }
 
 cp_rc db_job_stats(struct db *db, json_t **out)

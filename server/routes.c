@@ -26,6 +26,9 @@ static const struct server_route routes[] = {
 	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants/{id}/api-keys", api_apikeys_list, SERVER_AUTH_KEY, .operator_only = true },
 	{ "DELETE", "/v1/tenants/{id}/api-keys/{key_id}", api_apikeys_delete, SERVER_AUTH_KEY, .operator_only = true },
+	{ "GET", "/v1/tenants/{id}/quotas", api_tenants_quotas_get, SERVER_AUTH_KEY },
+	{ "PUT", "/v1/tenants/{id}/quotas", api_tenants_quotas_put, SERVER_AUTH_KEY, .operator_only = true },
+	{ "PATCH", "/v1/tenants/{id}/quotas", api_tenants_quotas_patch, SERVER_AUTH_KEY, .operator_only = true },
 
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },

@@ -2,8 +2,11 @@
  * workers.c - the worker pool and the scheduler.
  *
  * Workers claim due jobs from the jobs table with a lease and run the
- * handler registered for the job's kind; the handler's outcome (done, retry
- * at a time, failed) is written back under the same lease. The scheduler
+ * handler registered for the job's kind. Each lane (job_kinds says which
+ * kind runs where) has its own workers, and a claim serves the lane's
+ * tenants round robin with a cap on each one's running jobs (db/jobs.c).
+ * The handler's outcome (done, retry at a time, failed) is written back
+ * under the same lease. The scheduler
  * thread runs periodic tasks (renewals due, expiry reminders, housekeeping)
  * every scheduler_interval_seconds; those tasks only enqueue jobs, so every
  * piece of real work is durable and survives a crash.
@@ -12,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,17 +31,61 @@ static void tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
 		cp_logf(CP_LOG_WARN, "scheduler.purge", "idempotency purge failed");
 }
 
-/* Job kinds and their handlers. */
+/*
+ * Job kinds, their handlers and their lanes: the one table that decides
+ * which pool of workers runs a kind. Webhook deliveries wait on receivers
+ * the tenant controls, so they get a lane of their own and never hold the
+ * workers that run ACME orders. A kind listed without a lane (NULL) runs in
+ * the general lane.
+ */
+#define LANE_ACME "acme"
+#define LANE_WEBHOOK "webhook"
 static const struct {
 	const char *kind;
 	server_job_fn fn;
+	const char *lane;
 } job_kinds[] = {
-	{ "webhook_delivery", server_job_webhook_delivery },
-	{ "acme_order", server_job_acme_order },
-	{ "hostname_verify", server_job_hostname_verify },
-	/* JOB KINDS: { "kind", handler }, */
-	{ NULL, NULL },
+	{ "webhook_delivery", server_job_webhook_delivery, LANE_WEBHOOK },
+	{ "acme_order", server_job_acme_order, LANE_ACME },
+	{ "hostname_verify", server_job_hostname_verify, LANE_ACME },
+	/* JOB KINDS: { "kind", handler, lane (NULL = general) }, */
+	{ NULL, NULL, NULL },
 };
+
+/* The lanes and the config key that sizes each one's pool. */
+static const struct lane_def {
+	const char *name;
+	size_t workers_offset; /* offsetof(struct cp_config, <int>) */
+} lanes[] = {
+	{ LANE_ACME, offsetof(struct cp_config, workers) },
+	{ LANE_WEBHOOK, offsetof(struct cp_config, webhook_workers) },
+	{ DB_JOB_LANE_GENERAL, offsetof(struct cp_config, general_workers) },
+};
+
+static int lane_workers(const struct cp_config *cfg, const struct lane_def *l)
+{
+	return *(const int *)((const char *)cfg + l->workers_offset);
+}
+
+/* At most tenant_max_running_jobs of one tenant at once, and never more
+ * than half the lane's workers, so that a second tenant always finds one. */
+static int lane_tenant_cap(const struct cp_config *cfg, const struct lane_def *l)
+{
+	int half = lane_workers(cfg, l) / 2;
+
+	if (half < 1)
+		half = 1;
+	return cfg->tenant_max_running_jobs < half ? cfg->tenant_max_running_jobs : half;
+}
+
+/* db_job_lane_fn over job_kinds. */
+static const char *job_lane(const char *kind)
+{
+	for (size_t i = 0; job_kinds[i].kind; i++)
+		if (strcmp(job_kinds[i].kind, kind) == 0)
+			return job_kinds[i].lane;
+	return NULL;
+}
 
 /* Periodic tasks run by the scheduler. */
 static const server_tick_fn ticks[] = {
@@ -60,6 +108,7 @@ struct server_workers {
 
 struct worker_arg {
 	struct server_workers *w;
+	const struct lane_def *lane;
 	int index;
 };
 
@@ -111,10 +160,12 @@ static void *worker_main(void *p)
 {
 	struct worker_arg *arg = p;
 	struct server_workers *w = arg->w;
+	const char *lane = arg->lane->name;
+	int cap = lane_tenant_cap(w->ctx->cfg, arg->lane);
 	char owner[64];
 	struct db *db;
 
-	snprintf(owner, sizeof(owner), "%s/%d", w->owner_base, arg->index);
+	snprintf(owner, sizeof(owner), "%s/%s/%d", w->owner_base, lane, arg->index);
 	free(arg);
 	while (!atomic_load(&w->stop)) {
 		struct db_job job;
@@ -124,7 +175,7 @@ static void *worker_main(void *p)
 			cp_kick_wait(1000);
 			continue;
 		}
-		rc = db_job_claim(db, owner, LEASE_SECONDS, &job);
+		rc = db_job_claim(db, lane, cap, owner, LEASE_SECONDS, &job);
 		if (rc == CP_OK) {
 			run_job(w, db, &job);
 			db_job_clear(&job);
@@ -132,9 +183,10 @@ static void *worker_main(void *p)
 		}
 		if (rc != CP_ERR_NOT_FOUND && rc != CP_ERR_BUSY)
 			cp_logf(CP_LOG_WARN, "job.claim", "claim failed: %s", cp_rc_str(rc));
-		/* Sleep until kicked, or until the next job is due (at most 1 s). */
-		int64_t due = db_job_next_due(db);
-		cp_kick_wait(due == 0 ? 50 : 1000);
+		/* Nothing may run now (none due, or only tenants at their cap,
+		 * whose own workers claim again as they finish): sleep until
+		 * kicked (a job was queued) or for a second. */
+		cp_kick_wait(rc == CP_ERR_BUSY ? 50 : 1000);
 	}
 	db = db_thread();
 	if (db && db_job_release_owner(db, owner) != CP_OK)
@@ -143,11 +195,25 @@ static void *worker_main(void *p)
 	return NULL;
 }
 
+/* Jobs queued before the lanes were set (by an older binary, or by the API
+ * between its start and ours) move to the lane of their kind. */
+static void relane_jobs(struct db *db)
+{
+	for (size_t i = 0; job_kinds[i].kind; i++)
+		if (db_job_relane(db, job_kinds[i].kind,
+				  job_kinds[i].lane ? job_kinds[i].lane : DB_JOB_LANE_GENERAL) !=
+		    CP_OK)
+			cp_logf(CP_LOG_WARN, "job.lane", "could not re-lane %s jobs",
+				job_kinds[i].kind);
+}
+
 static void *scheduler_main(void *p)
 {
 	struct server_workers *w = p;
 	int interval_ms = w->ctx->cfg->scheduler_interval_seconds * 1000;
 
+	if (db_thread())
+		relane_jobs(db_thread());
 	while (!atomic_load(&w->stop)) {
 		struct db *db = db_thread();
 		if (db)
@@ -166,6 +232,7 @@ cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **ou
 	struct server_workers *w = calloc(1, sizeof(*w));
 	char rnd[9];
 	uint8_t b[4];
+	int total = 0;
 
 	if (!w)
 		return CP_ERR_NOMEM;
@@ -179,22 +246,28 @@ cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **ou
 	/* A fresh owner name per process: leases of a crashed process are
 	 * never mistaken for ours, they simply expire. */
 	snprintf(w->owner_base, sizeof(w->owner_base), "pid%d-%s", (int)getpid(), rnd);
-	w->threads = calloc((size_t)ctx->cfg->workers, sizeof(pthread_t));
+	db_job_set_lanes(job_lane);
+	for (size_t l = 0; l < CP_ARRAY_LEN(lanes); l++)
+		total += lane_workers(ctx->cfg, &lanes[l]);
+	w->threads = calloc((size_t)total, sizeof(pthread_t));
 	if (!w->threads) {
 		free(w);
 		return CP_ERR_NOMEM;
 	}
-	for (int i = 0; i < ctx->cfg->workers; i++) {
-		struct worker_arg *arg = malloc(sizeof(*arg));
-		if (!arg)
-			break;
-		arg->w = w;
-		arg->index = i;
-		if (pthread_create(&w->threads[i], NULL, worker_main, arg) != 0) {
-			free(arg);
-			break;
+	for (size_t l = 0; l < CP_ARRAY_LEN(lanes); l++) {
+		for (int i = 0; i < lane_workers(ctx->cfg, &lanes[l]); i++) {
+			struct worker_arg *arg = malloc(sizeof(*arg));
+			if (!arg)
+				break;
+			arg->w = w;
+			arg->lane = &lanes[l];
+			arg->index = i;
+			if (pthread_create(&w->threads[w->n], NULL, worker_main, arg) != 0) {
+				free(arg);
+				break;
+			}
+			w->n++;
 		}
-		w->n++;
 	}
 	w->scheduler_started = pthread_create(&w->scheduler, NULL, scheduler_main, w) == 0;
 	*out = w;

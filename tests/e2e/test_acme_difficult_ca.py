@@ -55,7 +55,10 @@ def rnd(prefix="h"):
 
 def server(**extra):
     env = TB.server_env()
-    env.update({"CERTPLANE_WORKERS": "4", "CERTPLANE_LOG_LEVEL": "debug"})
+    # One tenant places 100 orders at once here: lift its in-flight quota
+    # (default 50, test_fairness.py tests it).
+    env.update({"CERTPLANE_WORKERS": "4", "CERTPLANE_LOG_LEVEL": "debug",
+                "CERTPLANE_QUOTA_ORDERS_IN_FLIGHT": "1000"})
     env.update(extra)
     return Server(env=env).start()
 
