@@ -567,7 +567,6 @@ static cp_rc checked(cp_rc rc, json_t **obj, cp_rc (*check)(const json_t *, cons
 	return result_protocol(r, why, url);
 }
 
-
 cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
 			  const char **account_url, struct acme_result *r)
 {

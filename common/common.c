@@ -322,8 +322,9 @@ int64_t cp_mono_ms(void)
 
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
 {
-	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so a corrupt or far-future value still gives 20 characters
-	 * (gmtime_r fails past int years, strftime's %Y does not pad). */
+	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
+	 * a corrupt or far-future value still gives 20 characters (gmtime_r
+	 * fails past int years, strftime's %Y does not pad). */
 	time_t tt = (time_t)(t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t);
 	struct tm tm;
 	char buf[80]; /* room for any int fields, so the compiler sees no truncation */

@@ -449,8 +449,8 @@ cp_rc crypto_chain_upload_check(const char *pem, size_t len, const char **why)
 	*why = NULL;
 	if (len > CRYPTO_PEM_MAX)
 		return CP_ERR_TOO_LARGE;
-	while (pem && ws < len && (pem[ws] == ' ' || pem[ws] == '\t' || pem[ws] == '\r' ||
-				   pem[ws] == '\n'))
+	while (pem && ws < len &&
+	       (pem[ws] == ' ' || pem[ws] == '\t' || pem[ws] == '\r' || pem[ws] == '\n'))
 		ws++;
 	if (!pem || ws == len)
 		return CP_OK; /* no chain */

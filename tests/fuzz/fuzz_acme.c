@@ -51,11 +51,10 @@ static void order(const json_t *o)
 			abort();
 		return;
 	}
-	if (!json_is_string(json_object_get(o, "status")) || !is_url(json_object_get(o, "finalize")))
+	if (!json_is_string(json_object_get(o, "status")) ||
+	    !is_url(json_object_get(o, "finalize")))
 		abort();
-	json_array_foreach(json_object_get(o, "authorizations"), i, v)
-		if (!is_url(v))
-			abort();
+	json_array_foreach(json_object_get(o, "authorizations"), i, v) if (!is_url(v)) abort();
 }
 
 static void authz(const json_t *a)
@@ -68,9 +67,9 @@ static void authz(const json_t *a)
 			abort();
 		return;
 	}
-	if (!cp_hostname_valid(json_string_value(json_object_get(json_object_get(a, "identifier"),
-								  "value")),
-			       false, &hwhy) ||
+	if (!cp_hostname_valid(
+		json_string_value(json_object_get(json_object_get(a, "identifier"), "value")),
+		false, &hwhy) ||
 	    !json_is_string(json_object_get(a, "status")))
 		abort();
 	for (int i = 0; i < 2; i++) {
@@ -84,7 +83,7 @@ static void authz(const json_t *a)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const long statuses[] = { 400, 403, 404, 429, 500, 503, 200, 201 };
+	static const long statuses[] = {400, 403, 404, 429, 500, 503, 200, 201};
 	const char *body = (const char *)data + 1, *why = NULL;
 	size_t len;
 	json_t *o = NULL;
@@ -99,7 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 1:
 		o = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
 		if (acme_directory_check(o, &why) == CP_OK &&
-		    (!is_url(json_object_get(o, "newNonce")) || !is_url(json_object_get(o, "newOrder"))))
+		    (!is_url(json_object_get(o, "newNonce")) ||
+		     !is_url(json_object_get(o, "newOrder"))))
 			abort();
 		break;
 	case 2:

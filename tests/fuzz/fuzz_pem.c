@@ -20,8 +20,8 @@
 #include "common/common.h"
 #include "crypto/crypto.h"
 
-static const char *const block_types[] = { "CERTIFICATE", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
-					   "EC PRIVATE KEY", "RSA PRIVATE KEY" };
+static const char *const block_types[] = {"CERTIFICATE", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
+					  "EC PRIVATE KEY", "RSA PRIVATE KEY"};
 
 /* "-----BEGIN t-----\n<base64 of der, 64 a line>\n-----END t-----\n" */
 static char *armour(const char *t, const uint8_t *der, size_t n)
@@ -101,7 +101,8 @@ static void key(const char *pem, size_t len, const char *cert)
 	char *out = NULL;
 
 	for (int i = 0; i < 2; i++) {
-		if (crypto_key_from_pem(pem, len, i ? "fuzz-passphrase" : NULL, &k, &why) != CP_OK) {
+		if (crypto_key_from_pem(pem, len, i ? "fuzz-passphrase" : NULL, &k, &why) !=
+		    CP_OK) {
 			if (!why)
 				abort(); /* a refusal names its reason */
 			continue;

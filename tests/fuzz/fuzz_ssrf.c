@@ -83,7 +83,7 @@ static void v4_forms(const uint8_t v4[4])
 	a[0] = 0x20, a[1] = 0x02;
 	memcpy(a + 2, v4, 4);
 	if (ok ? 0 : v6_verdict(a))
-		abort(); /* a refused IPv4 stays refused behind 6to4 */
+		abort();	 /* a refused IPv4 stays refused behind 6to4 */
 	memset(a, 0, sizeof(a)); /* ::a.b.c.d, deprecated compatible form */
 	memcpy(a + 12, v4, 4);
 	if (v6_verdict(a))
@@ -114,8 +114,8 @@ static void addr_mode(const uint8_t *data, size_t size)
 
 		memcpy(a, data, 16);
 		/* ::1, fe80::/10, fc00::/7 and multicast are never allowed. */
-		if (v6_verdict(a) && ((a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) ||
-				      a[0] == 0xff))
+		if (v6_verdict(a) && ((a[0] & 0xfe) == 0xfc ||
+				      (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || a[0] == 0xff))
 			abort();
 	}
 }
