@@ -67,7 +67,9 @@ cp_rc crypto_key_generate(enum crypto_key_type t, struct crypto_key **out) CP_WU
  * CP_ERR_TOO_LARGE (len > CRYPTO_PEM_MAX) or CP_ERR_INVALID with *why set to
  * a static reason: "not a PEM private key", "encrypted private key needs a
  * passphrase", "wrong passphrase", "unsupported key type" (anything but EC
- * P-256/P-384 or RSA 2048..8192 bits). why may be NULL.
+ * P-256/P-384 or RSA 2048..8192 bits), or, before any decryption, that an
+ * encrypted key's derivation costs too much (over 1000000 PBKDF2/PBE
+ * iterations, scrypt N*r*p over 2^22). why may be NULL.
  */
 cp_rc crypto_key_from_pem(const char *pem, size_t len, const char *passphrase,
 			  struct crypto_key **out, const char **why) CP_WUR;

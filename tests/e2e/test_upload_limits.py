@@ -7,13 +7,16 @@
 - no MD5 or SHA-1 signature on the leaf ("certificate") or in the chain
   ("chain"),
 - no CA certificate (basicConstraints CA:TRUE) uploaded as type "server",
-  the default ("certificate"); the same certificate is fine as type "ca".
+  the default ("certificate"); the same certificate is fine as type "ca",
+- no encrypted private key whose key derivation would pin a thread for
+  minutes (PBKDF2 with 2^31 iterations: refused at once, "private_key").
 
 The limits at their edge (100 SANs, 10 chain certificates) are accepted.
 While one tenant keeps sending refused uploads, another tenant's reads stay
 within 2x their idle latency and its certificates are unchanged.
 Every certificate here is made by the `openssl` command in the test.
 """
+import base64
 import os
 import statistics
 import subprocess
@@ -90,6 +93,62 @@ def make_fixtures():
     signed_by("weak-leaf", "weak-inter", san="weak.example.com")
 
 
+def der_tree(b, i=0):
+    """Parse DER into [tag, bytes | [children]] (enough for PKCS#8)."""
+    t, n = b[i], b[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7f
+        n = int.from_bytes(b[i:i + k], "big")
+        i += k
+    v = b[i:i + n]
+    if t & 0x20:
+        kids, j = [], 0
+        while j < len(v):
+            kid, j = der_tree(v, j)
+            kids.append(kid)
+        return [t, kids], i + n
+    return [t, v], i + n
+
+
+def der_bytes(node):
+    t, v = node
+    body = b"".join(der_bytes(k) for k in v) if isinstance(v, list) else v
+    n = len(body)
+    if n < 128:
+        head = bytes([n])
+    else:
+        nb = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(nb)]) + nb
+    return bytes([t]) + head + body
+
+
+def set_integer(node, old, new):
+    """Replace the first INTEGER equal to old with new; True if found."""
+    t, v = node
+    if t == 2 and int.from_bytes(v, "big") == old:
+        node[1] = new.to_bytes(4, "big")
+        return True
+    return isinstance(v, list) and any(set_integer(k, old, new) for k in v)
+
+
+def costly_encrypted_key(keyfile, iterations):
+    """keyfile as encrypted PKCS#8 (passphrase "pw") claiming `iterations`
+    PBKDF2 iterations: made with 2048 by openssl, then the count rewritten."""
+    sh("openssl", "pkcs8", "-topk8", "-in", keyfile, "-v2", "aes-256-cbc", "-iter", "2048",
+       "-passout", "pass:pw", "-outform", "DER", "-out", "costly.der")
+    with open(os.path.join(TMP, "costly.der"), "rb") as f:
+        tree, _ = der_tree(f.read())
+    check(set_integer(tree, 2048, iterations), "PBKDF2 iteration count found")
+    der = der_bytes(tree)
+    with open(os.path.join(TMP, "costly-patched.der"), "wb") as f:
+        f.write(der)
+    b64 = base64.b64encode(der).decode()
+    return ("-----BEGIN ENCRYPTED PRIVATE KEY-----\n" +
+            "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64)) +
+            "\n-----END ENCRYPTED PRIVATE KEY-----\n")
+
+
 def upload(token, name, cert, key, status, **extra):
     body = {"source": "upload", "name": name, "certificate": cert, "private_key": key}
     body.update(extra)
@@ -155,9 +214,25 @@ def test_ca_as_server():
     check(c["type"] == "ca", c)
 
 
+def test_costly_encrypted_key():
+    ka = A["key"]
+    key = costly_encrypted_key("sans100.key", 2**31 - 1)
+    text = sh("openssl", "asn1parse", "-in", "costly-patched.der", "-inform", "DER")
+    check("7FFFFFFF" in text, "the fixture really claims 2^31-1 iterations")
+    t0 = time.monotonic()
+    r = upload(ka, "costly", read("sans100.crt"), key, 422, passphrase="pw")
+    took = time.monotonic() - t0
+    check(field_error(r, "private_key") and "too costly" in r.text, r)
+    check(took < 2, "refused in %.1f s, not after deriving the key" % took)
+    # The same key with its real 2048 iterations is accepted.
+    sh("openssl", "pkcs8", "-topk8", "-in", "sans100.key", "-v2", "aes-256-cbc", "-iter", "2048",
+       "-passout", "pass:pw", "-out", "cheap.pem")
+    upload(ka, "cheap", read("sans100.crt"), read("cheap.pem"), 201, passphrase="pw")
+
+
 def test_nothing_stored_for_refusals():
     names = sorted(c["name"] for c in S.list_all("/v1/certificates", token=A["key"]))
-    check(names == ["ca-as-ca", "chain10", "sans100"], names)
+    check(names == ["ca-as-ca", "chain10", "cheap", "sans100"], names)
 
 
 def latencies(token, n=40):

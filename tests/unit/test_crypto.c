@@ -465,6 +465,64 @@ out:
 	free(weak);
 }
 
+/*
+ * An ENCRYPTED PRIVATE KEY whose PBKDF2 asks for iter iterations. Only the
+ * parameters are built (no derivation runs here); the ciphertext is junk,
+ * which is fine: the cost check must refuse it before any decryption.
+ */
+static char *costly_key_pem(int iter)
+{
+	X509_SIG *sig = X509_SIG_new();
+	X509_ALGOR *alg = NULL, *pbe = NULL;
+	ASN1_OCTET_STRING *ct = NULL;
+	BIO *b = BIO_new(BIO_s_mem());
+	char *pem = NULL, *data = NULL;
+	long n;
+
+	pbe = PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), iter, NULL, 0, NULL, NID_hmacWithSHA256);
+	if (sig && b && pbe) {
+		X509_SIG_getm(sig, &alg, &ct);
+		if (X509_ALGOR_copy(alg, pbe) == 1 &&
+		    ASN1_OCTET_STRING_set(ct, (const unsigned char *)"0123456789abcdef", 16) == 1 &&
+		    PEM_write_bio_PKCS8(b, sig) == 1 && (n = BIO_get_mem_data(b, &data)) > 0)
+			pem = cp_strndup(data, (size_t)n);
+	}
+	X509_ALGOR_free(pbe);
+	X509_SIG_free(sig);
+	BIO_free(b);
+	return pem;
+}
+
+static void test_kdf_cost(void)
+{
+	char *huge = costly_key_pem(2147483647), *fine = costly_key_pem(2048), *enc = NULL;
+	struct crypto_key *k = NULL;
+	const char *why = NULL;
+	int64_t t0;
+
+	CHECK(huge && fine);
+	if (!huge || !fine)
+		goto out;
+	t0 = cp_mono_ms();
+	CHECK(crypto_key_from_pem(huge, strlen(huge), "pw", &k, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "too costly"));
+	CHECK(cp_mono_ms() - t0 < 1000); /* refused before 2^31 iterations ran */
+	/* Affordable parameters reach the decryption (and fail it: junk data). */
+	CHECK(crypto_key_from_pem(fine, strlen(fine), "pw", &k, &why) == CP_ERR_INVALID);
+	CHECK(why && strcmp(why, "wrong passphrase") == 0);
+	/* Without a passphrase nothing is derived, so the usual reason. */
+	CHECK(crypto_key_from_pem(huge, strlen(huge), NULL, &k, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "needs a passphrase"));
+	/* A real encrypted key (OpenSSL's default 2048 iterations) still loads. */
+	enc = pkey_pem(keys[0]->pkey, 1, EVP_aes_128_cbc(), "s3cret");
+	CHECK(enc && crypto_key_from_pem(enc, strlen(enc), "s3cret", &k, &why) == CP_OK);
+	crypto_key_free(k);
+out:
+	free(huge);
+	free(fine);
+	free(enc);
+}
+
 static uint8_t *b64u_dec(const char *s, size_t *n)
 {
 	uint8_t *out = NULL;
@@ -864,6 +922,7 @@ int main(void)
 	test_pem_import();
 	test_chain();
 	test_upload_limits();
+	test_kdf_cost();
 	test_jws();
 	test_thumbprint();
 	test_hmac_webhooks();
