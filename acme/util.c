@@ -139,7 +139,8 @@ void acme_parse_problem(const char *body, size_t len, long status, struct acme_r
 	detail = json_string_value(json_object_get(o, "detail"));
 	snprintf(r->type, sizeof(r->type), "%s", type ? type : "");
 	snprintf(r->detail, sizeof(r->detail), "%s", detail ? detail : "");
-	if (!detail)
+	/* An empty detail explains as little as none: a failure must say something. */
+	if (!detail || !*detail)
 		snprintf(r->detail, sizeof(r->detail), "CA answered HTTP %ld (%s)", status,
 			 type ? type : "no type");
 	/* RFC 8555 6.7.1: the first subproblem usually names the identifier at fault. */
