@@ -182,6 +182,36 @@ cp_rc acme_parse_retry_after(const char *value, int64_t now, int64_t *secs) CP_W
  */
 void acme_parse_problem(const char *body, size_t len, long status, struct acme_result *r);
 
+/* ==== checks of what a CA answers (pure; fuzzed in tests/fuzz/fuzz_acme.c) ==== */
+
+/*
+ * Shape checks of RFC 8555 objects received from a CA, made by the client
+ * before anything is stored or acted on, so a broken or hostile CA gets a
+ * ca_protocol_error instead of NULL strings and unbounded arrays further
+ * on. Every URL must be an http(s) URL of at most 2048 printable ASCII
+ * characters. CP_OK, or CP_ERR_INVALID with *why (static) naming the field.
+ *
+ * directory: newNonce, newAccount, newOrder URLs; renewalInfo a URL if given.
+ * order: status one of pending|ready|processing|valid|invalid,
+ *   authorizations an array of 1..100 URLs, finalize a URL, certificate a
+ *   URL if given, expires a string if given.
+ * authorization: identifier {type "dns", value a hostname}, status one of
+ *   pending|valid|invalid|deactivated|expired|revoked, expires a string if
+ *   given, wildcard a boolean if given, challenges an array of at most 16
+ *   objects each with a string type, a URL and, if given, a string status
+ *   and a base64url token of at most 512 characters.
+ */
+cp_rc acme_directory_check(const json_t *dir, const char **why) CP_WUR;
+cp_rc acme_order_check(const json_t *order, const char **why) CP_WUR;
+cp_rc acme_authz_check(const json_t *authz, const char **why) CP_WUR;
+/*
+ * True if body (len bytes, need not be NUL-terminated) is valid UTF-8 made
+ * only of CERTIFICATE PEM blocks separated by whitespace, every one parsing
+ * as X.509 (a CA that slips a key, a CRL or HTML into the chain is
+ * refused). *why (static) says what is wrong.
+ */
+bool acme_chain_pem_valid(const char *body, size_t len, const char **why);
+
 /* ==== ACME client ==== */
 
 /* What a client is made from. Strings are copied; the key is borrowed. */

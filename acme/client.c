@@ -435,6 +435,7 @@ cp_rc acme_directory(struct acme_client *c, const json_t **dir, struct acme_resu
 	struct acme_result tmp;
 	struct http_resp h = { 0 };
 	json_t *d = NULL;
+	const char *why = NULL;
 	cp_rc rc;
 
 	if (!r)
@@ -449,10 +450,8 @@ cp_rc acme_directory(struct acme_client *c, const json_t **dir, struct acme_resu
 		goto out;
 	if ((rc = parse_object(&h, c->directory_url, &d, r)) != CP_OK)
 		goto out;
-	if (!json_is_string(json_object_get(d, "newNonce")) ||
-	    !json_is_string(json_object_get(d, "newAccount")) ||
-	    !json_is_string(json_object_get(d, "newOrder"))) {
-		rc = result_protocol(r, "directory lacks newNonce/newAccount/newOrder", c->directory_url);
+	if (acme_directory_check(d, &why) != CP_OK) {
+		rc = result_protocol(r, why, c->directory_url);
 		goto out;
 	}
 	c->dir = d;
@@ -591,6 +590,22 @@ out:
 
 /* ---- protocol steps ---- */
 
+/*
+ * Shape-check an object a step returned (acme_order_check and friends); a
+ * failing one is dropped (*obj NULL) and the step fails with a protocol error.
+ */
+static cp_rc checked(cp_rc rc, json_t **obj, cp_rc (*check)(const json_t *, const char **),
+		     const char *url, struct acme_result *r)
+{
+	const char *why = NULL;
+
+	if (rc != CP_OK || !*obj || check(*obj, &why) == CP_OK)
+		return rc;
+	json_decref(*obj);
+	*obj = NULL;
+	return result_protocol(r, why, url);
+}
+
 cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
 			  const char **account_url, struct acme_result *r)
 {
@@ -649,7 +664,7 @@ cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 		     struct acme_result *r)
 {
 	struct acme_result tmp;
-	json_t *payload = NULL, *ids = NULL;
+	json_t *payload = NULL, *ids = NULL, *o = NULL;
 	char *body = NULL;
 	cp_rc rc;
 
@@ -682,11 +697,20 @@ cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 	body = json_dumps(payload, JSON_COMPACT);
 	if (!body)
 		goto oom;
-	rc = post_object(c, dir_url(c, "newOrder"), body, false, order, order_url, r);
+	rc = post_object(c, dir_url(c, "newOrder"), body, false, &o, order_url, r);
+	rc = checked(rc, &o, acme_order_check, *order_url, r);
+	if (rc != CP_OK) {
+		free(*order_url);
+		*order_url = NULL;
+	} else if (order) {
+		*order = o;
+		o = NULL;
+	}
 	goto out;
 oom:
 	rc = result_local(r, CP_ERR_NOMEM, "out of memory");
 out:
+	json_decref(o);
 	json_decref(ids);
 	json_decref(payload);
 	free(body);
@@ -708,13 +732,23 @@ cp_rc acme_get_object(struct acme_client *c, const char *url, json_t **obj,
 cp_rc acme_order_get(struct acme_client *c, const char *order_url, json_t **order,
 		     struct acme_result *r)
 {
-	return acme_get_object(c, order_url, order, r);
+	struct acme_result tmp;
+
+	if (!r)
+		r = &tmp;
+	return checked(acme_get_object(c, order_url, order, r), order, acme_order_check, order_url,
+		       r);
 }
 
 cp_rc acme_authz_get(struct acme_client *c, const char *authz_url, json_t **authz,
 		     struct acme_result *r)
 {
-	return acme_get_object(c, authz_url, authz, r);
+	struct acme_result tmp;
+
+	if (!r)
+		r = &tmp;
+	return checked(acme_get_object(c, authz_url, authz, r), authz, acme_authz_check, authz_url,
+		       r);
 }
 
 cp_rc acme_challenge_get(struct acme_client *c, const char *challenge_url, json_t **challenge,
@@ -741,7 +775,7 @@ cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url,
 			  struct acme_result *r)
 {
 	struct acme_result tmp;
-	json_t *payload = NULL;
+	json_t *payload = NULL, *o = NULL;
 	char *csr = NULL, *body = NULL;
 	cp_rc rc;
 
@@ -758,43 +792,17 @@ cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url,
 	if (!body)
 		rc = result_local(r, CP_ERR_NOMEM, "out of memory");
 	else
-		rc = post_object(c, finalize_url, body, false, order, NULL, r);
+		rc = post_object(c, finalize_url, body, false, &o, NULL, r);
+	rc = checked(rc, &o, acme_order_check, finalize_url, r);
+	if (rc == CP_OK && order) {
+		*order = o;
+		o = NULL;
+	}
+	json_decref(o);
 	json_decref(payload);
 	free(csr);
 	free(body);
 	return rc;
-}
-
-/*
- * True if text holds only CERTIFICATE PEM blocks separated by whitespace:
- * a CA that slips a key, a CRL or HTML into the chain is refused.
- */
-static bool only_certificate_blocks(const char *s)
-{
-	static const char begin[] = "-----BEGIN CERTIFICATE-----";
-	static const char end[] = "-----END CERTIFICATE-----";
-	int blocks = 0;
-
-	for (;;) {
-		const char *e;
-
-		while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
-			s++;
-		if (!*s)
-			return blocks > 0;
-		if (strncmp(s, begin, sizeof(begin) - 1) != 0)
-			return false;
-		s += sizeof(begin) - 1;
-		e = strstr(s, end);
-		if (!e)
-			return false;
-		/* The base64 body may not contain another armour line. */
-		for (const char *p = s; p < e; p++)
-			if (*p == '-')
-				return false;
-		s = e + sizeof(end) - 1;
-		blocks++;
-	}
 }
 
 cp_rc acme_cert_download(struct acme_client *c, const char *cert_url, char **pem,
@@ -803,7 +811,6 @@ cp_rc acme_cert_download(struct acme_client *c, const char *cert_url, char **pem
 	struct acme_result tmp;
 	struct http_resp h = { 0 };
 	const char *why = NULL;
-	int count = 0;
 	cp_rc rc;
 
 	if (!r)
@@ -819,10 +826,8 @@ cp_rc acme_cert_download(struct acme_client *c, const char *cert_url, char **pem
 		rc = result_protocol(r, "certificate has an unexpected Content-Type", cert_url);
 		goto out;
 	}
-	if (!cp_utf8_valid(h.body, h.len) || !only_certificate_blocks(h.body) ||
-	    crypto_chain_check(h.body, h.len, &count, &why) != CP_OK) {
-		rc = result_protocol(r, why ? why : "certificate chain holds something else than CERTIFICATE blocks",
-				     cert_url);
+	if (!acme_chain_pem_valid(h.body, h.len, &why)) {
+		rc = result_protocol(r, why, cert_url);
 		goto out;
 	}
 	*pem = h.body;

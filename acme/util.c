@@ -105,7 +105,8 @@ void acme_parse_problem(const char *body, size_t len, long status, struct acme_r
 	detail = json_string_value(json_object_get(o, "detail"));
 	snprintf(r->type, sizeof(r->type), "%s", type ? type : "");
 	snprintf(r->detail, sizeof(r->detail), "%s", detail ? detail : "");
-	if (!detail)
+	/* An empty detail explains as little as none: a failure must say something. */
+	if (!detail || !*detail)
 		snprintf(r->detail, sizeof(r->detail), "CA answered HTTP %ld (%s)", status,
 			 type ? type : "no type");
 	/* RFC 8555 6.7.1: the first subproblem usually names the identifier at fault. */
@@ -197,4 +198,210 @@ cp_rc acme_ari_cert_id(const char *cert_pem, size_t len, char **out)
 {
 	/* X.509 parsing stays inside crypto/, the one module that uses OpenSSL. */
 	return crypto_cert_ari_id(cert_pem, len, out);
+}
+
+/* ---- shape checks of CA answers ---- */
+
+#define ACME_URL_MAX 2048
+#define ACME_AUTHZ_MAX 100     /* an order names at most 100 identifiers */
+#define ACME_CHALLENGES_MAX 16 /* CAs offer three or four */
+
+/* True if v is an http(s) URL string of printable ASCII, bounded. */
+static bool url_ok(const json_t *v)
+{
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+
+	if (!s || n == 0 || n > ACME_URL_MAX || strlen(s) != n)
+		return false;
+	if (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
+/* True if v is a string equal to one of choices (NULL-ended). */
+static bool one_of(const json_t *v, const char *const *choices)
+{
+	const char *s = json_string_value(v);
+
+	for (; s && *choices; choices++)
+		if (strcmp(s, *choices) == 0)
+			return true;
+	return false;
+}
+
+/* An optional member: absent is fine, present must satisfy ok. */
+static bool opt_url(const json_t *o, const char *k)
+{
+	const json_t *v = json_object_get(o, k);
+
+	return !v || url_ok(v);
+}
+
+cp_rc acme_directory_check(const json_t *dir, const char **why)
+{
+	static const char *const required[] = { "newNonce", "newAccount", "newOrder", NULL };
+
+	*why = NULL;
+	if (!json_is_object(dir)) {
+		*why = "directory is not a JSON object";
+		return CP_ERR_INVALID;
+	}
+	for (int i = 0; required[i]; i++) {
+		if (!url_ok(json_object_get(dir, required[i]))) {
+			*why = "directory lacks newNonce/newAccount/newOrder URLs";
+			return CP_ERR_INVALID;
+		}
+	}
+	if (!opt_url(dir, "renewalInfo")) {
+		*why = "directory renewalInfo is not a URL";
+		return CP_ERR_INVALID;
+	}
+	return CP_OK;
+}
+
+cp_rc acme_order_check(const json_t *order, const char **why)
+{
+	static const char *const statuses[] = { "pending", "ready", "processing", "valid",
+						"invalid", NULL };
+	const json_t *authzs = json_object_get(order, "authorizations"), *v;
+	const json_t *expires = json_object_get(order, "expires");
+	size_t i;
+
+	*why = NULL;
+	if (!json_is_object(order)) {
+		*why = "order is not a JSON object";
+		return CP_ERR_INVALID;
+	}
+	if (!one_of(json_object_get(order, "status"), statuses)) {
+		*why = "order status is missing or unknown";
+		return CP_ERR_INVALID;
+	}
+	if (!json_is_array(authzs) || json_array_size(authzs) == 0 ||
+	    json_array_size(authzs) > ACME_AUTHZ_MAX) {
+		*why = "order authorizations is not an array of 1 to 100 URLs";
+		return CP_ERR_INVALID;
+	}
+	json_array_foreach(authzs, i, v) {
+		if (!url_ok(v)) {
+			*why = "order authorizations holds something else than a URL";
+			return CP_ERR_INVALID;
+		}
+	}
+	if (!url_ok(json_object_get(order, "finalize"))) {
+		*why = "order finalize is not a URL";
+		return CP_ERR_INVALID;
+	}
+	if (!opt_url(order, "certificate")) {
+		*why = "order certificate is not a URL";
+		return CP_ERR_INVALID;
+	}
+	if (expires && !json_is_string(expires)) {
+		*why = "order expires is not a string";
+		return CP_ERR_INVALID;
+	}
+	return CP_OK;
+}
+
+/* One challenge object of an authorization. */
+static bool challenge_ok(const json_t *ch)
+{
+	const json_t *st = json_object_get(ch, "status"), *tok = json_object_get(ch, "token");
+
+	if (!json_is_object(ch) || !json_is_string(json_object_get(ch, "type")) ||
+	    !url_ok(json_object_get(ch, "url")))
+		return false;
+	if (st && !json_is_string(st))
+		return false;
+	/* The token ends up in a URL path and a DNS record: base64url only. */
+	return !tok || b64url_token(json_string_value(tok));
+}
+
+cp_rc acme_authz_check(const json_t *authz, const char **why)
+{
+	static const char *const statuses[] = { "pending",  "valid",   "invalid",
+						"deactivated", "expired", "revoked", NULL };
+	const json_t *id = json_object_get(authz, "identifier");
+	const json_t *chs = json_object_get(authz, "challenges"), *v;
+	const json_t *expires = json_object_get(authz, "expires");
+	const json_t *wildcard = json_object_get(authz, "wildcard");
+	const char *value = json_string_value(json_object_get(id, "value")), *hwhy;
+	size_t i;
+
+	*why = NULL;
+	if (!json_is_object(authz)) {
+		*why = "authorization is not a JSON object";
+		return CP_ERR_INVALID;
+	}
+	if (!one_of(json_object_get(id, "type"), (const char *const[]){ "dns", NULL }) || !value ||
+	    strlen(value) != json_string_length(json_object_get(id, "value")) ||
+	    !cp_hostname_valid(value, false, &hwhy)) {
+		*why = "authorization identifier is not a DNS hostname";
+		return CP_ERR_INVALID;
+	}
+	if (!one_of(json_object_get(authz, "status"), statuses)) {
+		*why = "authorization status is missing or unknown";
+		return CP_ERR_INVALID;
+	}
+	if ((expires && !json_is_string(expires)) || (wildcard && !json_is_boolean(wildcard))) {
+		*why = "authorization expires or wildcard has the wrong type";
+		return CP_ERR_INVALID;
+	}
+	if (!json_is_array(chs) || json_array_size(chs) > ACME_CHALLENGES_MAX) {
+		*why = "authorization challenges is not an array of at most 16";
+		return CP_ERR_INVALID;
+	}
+	json_array_foreach(chs, i, v) {
+		if (!challenge_ok(v)) {
+			*why = "authorization holds a malformed challenge";
+			return CP_ERR_INVALID;
+		}
+	}
+	return CP_OK;
+}
+
+bool acme_chain_pem_valid(const char *body, size_t len, const char **why)
+{
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	static const char end[] = "-----END CERTIFICATE-----";
+	const size_t bl = sizeof(begin) - 1, el = sizeof(end) - 1;
+	const char *p = body, *stop = body + len;
+	int blocks = 0, count = 0;
+
+	*why = "certificate chain holds something else than CERTIFICATE blocks";
+	if (!body || !cp_utf8_valid(body, len))
+		return false;
+	for (;;) {
+		const char *e;
+
+		while (p < stop && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+			p++;
+		if (p == stop)
+			break;
+		if ((size_t)(stop - p) < bl || memcmp(p, begin, bl) != 0)
+			return false;
+		p += bl;
+		e = memmem(p, (size_t)(stop - p), end, el);
+		if (!e)
+			return false;
+		/* The base64 body may not contain another armour line. */
+		if (memchr(p, '-', (size_t)(e - p)))
+			return false;
+		p = e + el;
+		blocks++;
+	}
+	if (blocks == 0)
+		return false;
+	if (crypto_chain_check(body, len, &count, why) != CP_OK)
+		return false;
+	/* Text between blocks is skipped by the PEM reader: counts must agree. */
+	if (count != blocks) {
+		*why = "certificate chain does not parse";
+		return false;
+	}
+	*why = NULL;
+	return true;
 }

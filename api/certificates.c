@@ -205,6 +205,12 @@ static bool upload_or_reply(struct api_req *req, struct api_resp *resp, struct n
 				  "(basicConstraints CA:TRUE)");
 		goto out;
 	}
+	/* Upload limits (SANs, weak signatures, a CA posing as a server). */
+	if (crypto_cert_upload_check(nc->cert_pem, strlen(nc->cert_pem),
+				     strcmp(type, "server") == 0, &why) != CP_OK) {
+		api_problem_field(resp, "certificate", why ? why : "breaks the upload limits");
+		goto out;
+	}
 	nc->chain_pem = extra;
 	extra = NULL;
 	if (chain && chain[strspn(chain, " \t\r\n")] != '\0') {
@@ -216,6 +222,13 @@ static bool upload_or_reply(struct api_req *req, struct api_resp *resp, struct n
 								   : "must hold CERTIFICATE blocks only");
 			goto out;
 		}
+	}
+	/* The chain is what the certificate field carried after the leaf plus
+	 * the chain field: at most 10 certificates, none signed with MD5/SHA-1. */
+	if (nc->chain_pem &&
+	    crypto_chain_upload_check(nc->chain_pem, strlen(nc->chain_pem), &why) != CP_OK) {
+		api_problem_field(resp, "chain", why ? why : "breaks the upload limits");
+		goto out;
 	}
 	rc = crypto_key_from_pem(key, strlen(key), passphrase, &k, &why);
 	if (rc != CP_OK) {

@@ -323,11 +323,19 @@ int64_t cp_mono_ms(void)
 
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
 {
-	time_t tt = (time_t)t;
+	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
+	 * a corrupt or far-future value still gives 20 characters (gmtime_r
+	 * fails past int years, strftime's %Y does not pad). */
+	time_t tt = (time_t)(t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t);
 	struct tm tm;
+	char buf[80]; /* room for any int fields, so the compiler sees no truncation */
 
-	gmtime_r(&tt, &tm);
-	strftime(out, CP_TIME_LEN + 1, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!gmtime_r(&tt, &tm))
+		memset(&tm, 0, sizeof(tm));
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	memcpy(out, buf, CP_TIME_LEN);
+	out[CP_TIME_LEN] = '\0';
 }
 
 /* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
@@ -355,9 +363,19 @@ static bool parse_digits(const char **p, int n, int *out)
 	return true;
 }
 
+/* Days in month mo (1..12) of year y, proleptic Gregorian. */
+static int days_in_month(int y, int mo)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return mo == 2 && leap ? 29 : days[mo - 1];
+}
+
 cp_rc cp_time_parse(const char *s, int64_t *out)
 {
 	int y, mo, d, h, mi, se, oh = 0, om = 0, sign = 0;
+	int64_t t;
 	const char *p = s;
 
 	if (!s)
@@ -386,10 +404,15 @@ cp_rc cp_time_parse(const char *s, int64_t *out)
 	} else {
 		return CP_ERR_INVALID;
 	}
-	if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+	if (*p || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+	    se > 60 || oh > 23 || om > 59)
 		return CP_ERR_INVALID;
-	*out = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 +
-	       se - sign * (oh * 3600 + om * 60);
+	t = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
+	    sign * (oh * 3600 + om * 60);
+	/* An offset must not carry the instant outside what cp_time_fmt writes. */
+	if (t < CP_TIME_MIN || t > CP_TIME_MAX)
+		return CP_ERR_INVALID;
+	*out = t;
 	return CP_OK;
 }
 

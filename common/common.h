@@ -87,9 +87,13 @@ int64_t cp_now(void);
 /* Monotonic milliseconds, for latency measurements. */
 int64_t cp_mono_ms(void);
 #define CP_TIME_LEN 20
-/* Format t as RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ" (21 bytes incl. NUL). */
+#define CP_TIME_MIN (-62167219200LL) /* 0000-01-01T00:00:00Z */
+#define CP_TIME_MAX 253402300799LL    /* 9999-12-31T23:59:59Z */
+/* Format t as RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ" (21 bytes incl. NUL);
+ * t is clamped to CP_TIME_MIN..CP_TIME_MAX, so the text is always 20 chars. */
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1]);
-/* Parse RFC 3339 (Z or offset; fractional seconds ignored). */
+/* Parse RFC 3339 (Z or offset; fractional seconds ignored). Refuses days a
+ * month does not have and instants outside CP_TIME_MIN..CP_TIME_MAX. */
 cp_rc cp_time_parse(const char *s, int64_t *out) CP_WUR;
 
 /* Fill buf with n cryptographically secure random bytes. */

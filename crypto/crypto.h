@@ -67,7 +67,9 @@ cp_rc crypto_key_generate(enum crypto_key_type t, struct crypto_key **out) CP_WU
  * CP_ERR_TOO_LARGE (len > CRYPTO_PEM_MAX) or CP_ERR_INVALID with *why set to
  * a static reason: "not a PEM private key", "encrypted private key needs a
  * passphrase", "wrong passphrase", "unsupported key type" (anything but EC
- * P-256/P-384 or RSA 2048..8192 bits). why may be NULL.
+ * P-256/P-384 or RSA 2048..8192 bits), or, before any decryption, that an
+ * encrypted key's derivation costs too much (over 1000000 PBKDF2/PBE
+ * iterations, scrypt N*r*p over 2^22). why may be NULL.
  */
 cp_rc crypto_key_from_pem(const char *pem, size_t len, const char *passphrase,
 			  struct crypto_key **out, const char **why) CP_WUR;
@@ -133,6 +135,24 @@ cp_rc crypto_chain_check(const char *pem, size_t len, int *count, const char **w
  */
 cp_rc crypto_chain_split(const char *pem, size_t len, char **leaf, char **chain,
 			 const char **why) CP_WUR;
+/* Upload limits (POST /v1/certificates, source "upload"). */
+#define CRYPTO_UPLOAD_SANS_MAX 100 /* subjectAltName entries of an uploaded certificate */
+#define CRYPTO_UPLOAD_CHAIN_MAX 10 /* certificates besides the leaf */
+/*
+ * The upload rules for the certificate in the first PEM block of pem,
+ * uploaded as a server certificate (server) or as a CA certificate: at
+ * most CRYPTO_UPLOAD_SANS_MAX subjectAltName entries, not signed with MD5
+ * or SHA-1 (nor MD2/MD4), and, when server, not a CA (basicConstraints
+ * CA:TRUE). CP_OK, CP_ERR_TOO_LARGE, or CP_ERR_INVALID with *why (static).
+ */
+cp_rc crypto_cert_upload_check(const char *pem, size_t len, bool server, const char **why) CP_WUR;
+/*
+ * The upload rules for a chain (the certificates after the leaf; "" or
+ * whitespace is an empty chain): at most CRYPTO_UPLOAD_CHAIN_MAX
+ * certificates, none signed with MD5 or SHA-1 (nor MD2/MD4). Same
+ * validation as crypto_chain_check otherwise.
+ */
+cp_rc crypto_chain_upload_check(const char *pem, size_t len, const char **why) CP_WUR;
 /*
  * True if k's public part equals the public key of the first certificate in
  * cert_pem. False on any parse failure.

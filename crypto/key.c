@@ -20,6 +20,7 @@
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "crypto/crypto_internal.h"
 
@@ -173,6 +174,106 @@ static int pw_cb(char *buf, int size, int rwflag, void *u)
 	return (int)n;
 }
 
+/* What decrypting one uploaded key may cost: OpenSSL writes 2048 PBKDF2
+ * iterations, careful tools up to 600000; 2^31 would pin a thread for
+ * minutes. scrypt: N*r*p bounds the work (OpenSSL's default is 2^17). */
+#define KDF_PBKDF2_ITER_MAX 1000000L
+#define KDF_SCRYPT_WORK_MAX (1L << 22)
+
+/* An ASN.1 INTEGER as a long in 0..max, or -1 (absent, negative, larger). */
+static long asn1_small(const ASN1_INTEGER *i, long max)
+{
+	long v;
+
+	if (!i)
+		return -1;
+	v = ASN1_INTEGER_get(i);
+	ERR_clear_error();
+	return v >= 0 && v <= max ? v : -1;
+}
+
+/* False if alg (an EncryptedPrivateKeyInfo's algorithm) asks for more work
+ * than the limits above; unknown schemes are left to OpenSSL to refuse. */
+static bool kdf_cost_ok(const X509_ALGOR *alg)
+{
+	const ASN1_OBJECT *oid;
+	int ptype, nid;
+	bool ok = true;
+
+	X509_ALGOR_get0(&oid, &ptype, NULL, alg);
+	nid = OBJ_obj2nid(oid);
+	if (nid == NID_pbes2) {
+		PBE2PARAM *pbe2 =
+		    ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
+		const ASN1_OBJECT *kdf_oid = NULL;
+
+		if (!pbe2)
+			return true; /* unparsable: OpenSSL refuses it without deriving */
+		X509_ALGOR_get0(&kdf_oid, NULL, NULL, pbe2->keyfunc);
+		if (OBJ_obj2nid(kdf_oid) == NID_id_pbkdf2) {
+			PBKDF2PARAM *kdf = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM),
+								     pbe2->keyfunc->parameter);
+			ok = !kdf || asn1_small(kdf->iter, KDF_PBKDF2_ITER_MAX) >= 0;
+			PBKDF2PARAM_free(kdf);
+		} else if (OBJ_obj2nid(kdf_oid) == NID_id_scrypt) {
+			SCRYPT_PARAMS *sp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS),
+								      pbe2->keyfunc->parameter);
+			long n = sp ? asn1_small(sp->costParameter, KDF_SCRYPT_WORK_MAX) : 0;
+			long r = sp ? asn1_small(sp->blockSize, KDF_SCRYPT_WORK_MAX) : 0;
+			long q =
+			    sp ? asn1_small(sp->parallelizationParameter, KDF_SCRYPT_WORK_MAX) : 0;
+
+			ok = !sp ||
+			     (n >= 0 && r >= 0 && q >= 0 &&
+			      (double)n * (double)r * (double)q <= (double)KDF_SCRYPT_WORK_MAX);
+			SCRYPT_PARAMS_free(sp);
+		}
+		PBE2PARAM_free(pbe2);
+	} else if (ptype == V_ASN1_SEQUENCE) {
+		/* PKCS#5 v1 / PKCS#12 PBE: PBEParameter { salt, iterationCount }. */
+		PBEPARAM *pbe = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBEPARAM), alg->parameter);
+
+		ok = !pbe || asn1_small(pbe->iter, KDF_PBKDF2_ITER_MAX) >= 0;
+		PBEPARAM_free(pbe);
+	}
+	ERR_clear_error();
+	return ok;
+}
+
+/* False if any ENCRYPTED PRIVATE KEY block of pem is too costly to decrypt. */
+static bool encrypted_keys_affordable(const char *pem, size_t len)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	char *name = NULL, *header = NULL;
+	unsigned char *data = NULL;
+	long dlen = 0;
+	bool ok = true;
+
+	if (!bio)
+		return false;
+	while (ok && PEM_read_bio(bio, &name, &header, &data, &dlen) == 1) {
+		if (strcmp(name, PEM_STRING_PKCS8) == 0) {
+			const unsigned char *p = data;
+			X509_SIG *sig = d2i_X509_SIG(NULL, &p, dlen);
+			const X509_ALGOR *alg = NULL;
+
+			if (sig) {
+				X509_SIG_get0(sig, &alg, NULL);
+				ok = kdf_cost_ok(alg);
+			}
+			X509_SIG_free(sig);
+		}
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_free(data);
+		name = header = NULL;
+		data = NULL;
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	return ok;
+}
+
 cp_rc crypto_key_from_pem(const char *pem, size_t len, const char *passphrase,
 			  struct crypto_key **out, const char **why)
 {
@@ -189,6 +290,12 @@ cp_rc crypto_key_from_pem(const char *pem, size_t len, const char *passphrase,
 		return CP_ERR_TOO_LARGE;
 	if (!pem || len == 0)
 		return CP_ERR_INVALID;
+	/* Only a passphrase makes OpenSSL run the key derivation: bound it first. */
+	if (passphrase && !encrypted_keys_affordable(pem, len)) {
+		*why = "encrypted private key's key derivation is too costly "
+		       "(more than 1000000 PBKDF2 iterations or scrypt N*r*p above 2^22)";
+		return CP_ERR_INVALID;
+	}
 	bio = BIO_new_mem_buf(pem, (int)len);
 	if (!bio) {
 		rc = CP_ERR_NOMEM;

@@ -385,6 +385,101 @@ out:
 	return rc;
 }
 
+/* ---------------------------------------------------------- upload rules */
+
+/* True if x is signed with a broken digest (MD2, MD4, MD5, MD5+SHA-1, SHA-1). */
+static bool weak_signature(const X509 *x)
+{
+	int md = NID_undef, pk = NID_undef;
+
+	if (!OBJ_find_sigid_algs(X509_get_signature_nid(x), &md, &pk))
+		return false; /* RSA-PSS, Ed25519...: no separate weak digest to name */
+	return md == NID_md2 || md == NID_md4 || md == NID_md5 || md == NID_md5_sha1 ||
+	       md == NID_sha1;
+}
+
+cp_rc crypto_cert_upload_check(const char *pem, size_t len, bool server, const char **why)
+{
+	const char *dummy;
+	GENERAL_NAMES *gens = NULL;
+	BASIC_CONSTRAINTS *bc = NULL;
+	X509 *x = NULL;
+	cp_rc rc;
+
+	if (!why)
+		why = &dummy;
+	*why = NULL;
+	rc = first_cert(pem, len, &x, why);
+	if (rc != CP_OK)
+		goto out;
+	rc = CP_ERR_INVALID;
+	gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	if (gens && sk_GENERAL_NAME_num(gens) > CRYPTO_UPLOAD_SANS_MAX) {
+		*why = "has more than 100 subjectAltName entries";
+		goto out;
+	}
+	if (weak_signature(x)) {
+		*why = "is signed with MD5 or SHA-1, which are broken";
+		goto out;
+	}
+	bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
+	if (server && bc && bc->ca) {
+		*why = "is a CA certificate (basicConstraints CA:TRUE): upload it with type \"ca\"";
+		goto out;
+	}
+	rc = CP_OK;
+out:
+	ERR_clear_error();
+	BASIC_CONSTRAINTS_free(bc);
+	GENERAL_NAMES_free(gens);
+	X509_free(x);
+	return rc;
+}
+
+cp_rc crypto_chain_upload_check(const char *pem, size_t len, const char **why)
+{
+	const char *dummy;
+	BIO *bio = NULL;
+	X509 *x = NULL;
+	size_t ws = 0;
+	int n = 0;
+	cp_rc rc;
+
+	if (!why)
+		why = &dummy;
+	*why = NULL;
+	if (len > CRYPTO_PEM_MAX)
+		return CP_ERR_TOO_LARGE;
+	while (pem && ws < len &&
+	       (pem[ws] == ' ' || pem[ws] == '\t' || pem[ws] == '\r' || pem[ws] == '\n'))
+		ws++;
+	if (!pem || ws == len)
+		return CP_OK; /* no chain */
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (!bio)
+		return CP_ERR_NOMEM;
+	for (;;) {
+		rc = next_cert(bio, &x, why);
+		if (rc != CP_OK || !x)
+			break;
+		rc = CP_ERR_INVALID;
+		if (++n > CRYPTO_UPLOAD_CHAIN_MAX) {
+			*why = "holds more than 10 certificates";
+			break;
+		}
+		if (weak_signature(x)) {
+			*why = "holds a certificate signed with MD5 or SHA-1, which are broken";
+			break;
+		}
+		X509_free(x);
+		x = NULL;
+	}
+	ERR_clear_error();
+	X509_free(x);
+	BIO_free(bio);
+	return rc;
+}
+
 bool crypto_key_matches_cert(const struct crypto_key *k, const char *cert_pem, size_t len)
 {
 	const char *why;

@@ -7,8 +7,9 @@
 #   bash deploy/quickstart.sh test    install build + test dependencies, build
 #                                     build/ and build-asan/ (ASan+UBSan), run
 #                                     the whole CTest suite, then the whole
-#                                     suite again under the sanitizers, and
-#                                     the unit tests under
+#                                     suite again under the sanitizers, the
+#                                     libFuzzer targets (build-fuzz/, 20 s
+#                                     each), and the unit tests under
 #                                     valgrind; exits non-zero on any failure
 #
 # Made for a fresh Debian 12 machine as root with apt reachable (sudo is used
@@ -50,6 +51,8 @@ BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libssl-dev
 # valgrind: memory checks of the unit tests; jq: the operator scripts.
 # Node.js runs the OpenAPI linter.
 TEST_PKGS=(pebble lego bind9-dnsutils python3 openssl valgrind jq)
+# clang + libclang-rt-14-dev (libclang_rt.fuzzer): the libFuzzer targets.
+TEST_PKGS+=(clang libclang-rt-14-dev)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -189,6 +192,11 @@ test_all() {
 		echo "no sanitizer reports"
 	fi
 	rm -rf "$asan_dir"
+
+	# libFuzzer: each target of tests/fuzz/ for 20 s on a copy of its seed
+	# corpus (clang build in build-fuzz/); any crash, leak or timeout fails.
+	say "libFuzzer: tests/fuzz/run.sh (build-fuzz/)"
+	JOBS=$JOBS FUZZ_SECONDS=${CERTPLANE_FUZZ_SECONDS:-20} tests/fuzz/run.sh || failed=1
 
 	if [ "${CERTPLANE_VALGRIND:-1}" != 0 ]; then
 		say "valgrind: unit tests on build/"

@@ -22,6 +22,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <curl/curl.h>
@@ -113,7 +114,8 @@ static bool v6_allowed(const uint8_t *a)
 
 bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len)
 {
-	if (!sa)
+	/* len may be anything a caller was handed: not even a family is there. */
+	if (!sa || len < sizeof(sa->sa_family))
 		return false;
 	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
@@ -170,6 +172,13 @@ cp_rc server_ssrf_url_check(const char *url, bool allow_private, bool resolve, c
 			*why = "must not contain spaces, control or non-ASCII characters";
 			return CP_ERR_INVALID;
 		}
+	}
+	/* libcurl also takes "http:/host" and "http:host"; a stored URL must
+	 * mean the same host to every other parser that reads it (dashboards,
+	 * the tenant's tools), so the text itself must spell the authority. */
+	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) {
+		*why = "must be an absolute http or https URL";
+		return CP_ERR_INVALID;
 	}
 	u = curl_url();
 	if (!u) {

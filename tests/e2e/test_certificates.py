@@ -23,6 +23,7 @@ B = {}        # tenant B
 CERTS = {}    # name -> certificate resource (tenant A)
 RESPONSES = []  # every response text except the private-key endpoint's
 KEYS = {}     # cert id -> private key PEM from /private-key
+NOT_CA = "basicConstraints=critical,CA:FALSE"
 
 
 def sh(*args, input=None, ok=True):
@@ -94,13 +95,15 @@ def leaf_cert(cid, token):
 def make_fixtures():
     """ECDSA and RSA self-signed leaves, a root -> intermediate -> leaf chain,
     an encrypted key, a CA certificate and an expired certificate."""
+    # `openssl req -x509` makes CA:TRUE certificates unless told otherwise,
+    # and a CA certificate is refused as type "server".
     san = "subjectAltName=DNS:%s"
     sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
        "-nodes", "-keyout", "ec.key", "-out", "ec.crt", "-days", "30", "-subj",
-       "/CN=ec.example.com", "-addext", san % "ec.example.com")
+       "/CN=ec.example.com", "-addext", san % "ec.example.com", "-addext", NOT_CA)
     sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsa.key",
        "-out", "rsa.crt", "-days", "60", "-subj", "/CN=rsa.example.com", "-addext",
-       "subjectAltName=DNS:rsa.example.com,DNS:*.rsa.example.com")
+       "subjectAltName=DNS:rsa.example.com,DNS:*.rsa.example.com", "-addext", NOT_CA)
     # root -> intermediate -> leaf
     write("ca.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
     write("leaf.ext", "basicConstraints=CA:FALSE\nsubjectAltName=DNS:chain.example.com\n"

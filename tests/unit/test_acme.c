@@ -237,6 +237,12 @@ static void test_problems(void)
 	CHECK(streq(acme_result_reason(&r), "ca_server_error"));
 	CHECK(strstr(r.detail, "serverInternal") != NULL);
 
+	/* An empty detail is as good as none: the failure still says something
+	 * (found by fuzz_acme, corpus bug_empty_detail). */
+	acme_parse_problem("{\"type\":\"urn:ietf:params:acme:error:rateLimited\",\"detail\":\"\"}",
+			   61, 429, &r);
+	CHECK(r.detail[0] && strstr(r.detail, "429") && strstr(r.detail, "rateLimited"));
+
 	r.fail = ACME_FAIL_UNREACHABLE;
 	CHECK(streq(acme_result_reason(&r), "ca_unreachable"));
 	r.fail = ACME_FAIL_PROTOCOL;
@@ -400,6 +406,76 @@ static void test_classify(void)
 #undef RS
 #undef DF
 
+/* Shape checks of directory, order and authorization objects. */
+#define ID_A "\"identifier\":{\"type\":\"dns\",\"value\":\"a.example.com\"}"
+static void test_shape_checks(void)
+{
+	static const char *const good_authz =
+		"{\"status\":\"pending\"," ID_A ","
+		"\"challenges\":[{\"type\":\"http-01\",\"url\":\"https://ca.test/c/1\","
+		"\"token\":\"abc_-1\"}]}";
+	static const char *const bad_authzs[] = {
+		"{\"status\":\"pending\",\"identifier\":{\"type\":\"ip\",\"value\":\"1.2.3.4\"},"
+		"\"challenges\":[]}",
+		"{\"status\":\"pending\",\"identifier\":{\"type\":\"dns\",\"value\":\"A.example.com\"},"
+		"\"challenges\":[]}",
+		"{\"status\":\"weird\"," ID_A ","
+		"\"challenges\":[]}",
+		"{\"status\":\"pending\"," ID_A "}",
+		"{\"status\":\"pending\"," ID_A ","
+		"\"challenges\":[{\"type\":\"http-01\",\"url\":\"https://ca.test/c\","
+		"\"token\":\"../x\"}]}",
+		"{\"status\":\"pending\"," ID_A ","
+		"\"challenges\":[{\"type\":\"http-01\",\"url\":\"ftp://ca.test/c\"}]}",
+		"{\"status\":\"pending\"," ID_A ","
+		"\"challenges\":[],\"wildcard\":\"yes\"}",
+	};
+	static const char *const good_order =
+		"{\"status\":\"valid\",\"authorizations\":[\"https://ca.test/a/1\"],"
+		"\"finalize\":\"https://ca.test/f/1\",\"certificate\":\"https://ca.test/cert/1\"}";
+	static const char *const bad_orders[] = {
+		"{\"status\":\"valid\",\"authorizations\":[],\"finalize\":\"https://ca.test/f\"}",
+		"{\"status\":\"valid\",\"authorizations\":[\"https://ca.test/a b\"],"
+		"\"finalize\":\"https://ca.test/f\"}",
+		"{\"status\":\"valid\",\"authorizations\":[\"https://ca.test/a\"]}",
+		"{\"status\":7,\"authorizations\":[\"https://ca.test/a\"],"
+		"\"finalize\":\"https://ca.test/f\"}",
+		"{\"status\":\"valid\",\"authorizations\":[\"https://ca.test/a\"],"
+		"\"finalize\":\"https://ca.test/f\",\"certificate\":\"javascript:x\"}",
+	};
+	const char *why = NULL;
+	json_t *o;
+
+	o = json_loads(good_authz, 0, NULL);
+	CHECK_RC(acme_authz_check(o, &why), CP_OK);
+	json_decref(o);
+	for (size_t i = 0; i < sizeof(bad_authzs) / sizeof(bad_authzs[0]); i++) {
+		o = json_loads(bad_authzs[i], 0, NULL);
+		CHECK(o != NULL);
+		CHECK_RC(acme_authz_check(o, &why), CP_ERR_INVALID);
+		CHECK(why != NULL);
+		json_decref(o);
+	}
+	o = json_loads(good_order, 0, NULL);
+	CHECK_RC(acme_order_check(o, &why), CP_OK);
+	json_decref(o);
+	for (size_t i = 0; i < sizeof(bad_orders) / sizeof(bad_orders[0]); i++) {
+		o = json_loads(bad_orders[i], 0, NULL);
+		CHECK(o != NULL);
+		CHECK_RC(acme_order_check(o, &why), CP_ERR_INVALID);
+		json_decref(o);
+	}
+	o = json_loads("{\"newNonce\":\"https://ca.test/n\",\"newAccount\":\"https://ca.test/a\","
+		       "\"newOrder\":\"https://ca.test/o\"}", 0, NULL);
+	CHECK_RC(acme_directory_check(o, &why), CP_OK);
+	json_object_set_new(o, "renewalInfo", json_integer(3));
+	CHECK_RC(acme_directory_check(o, &why), CP_ERR_INVALID);
+	json_decref(o);
+	CHECK_RC(acme_directory_check(NULL, &why), CP_ERR_INVALID);
+	CHECK(!acme_chain_pem_valid("", 0, &why) && why);
+	CHECK(!acme_chain_pem_valid("-----BEGIN CERTIFICATE-----\nMIIB\n", 32, &why));
+}
+
 /* ==== mock CA: error paths of the client ==== */
 
 struct mock {
@@ -508,6 +584,19 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *conn, cons
 	if (strcmp(url, "/cert-html") == 0)
 		return mock_reply(conn, m, 200, "application/pem-certificate-chain", "<html></html>", 13,
 				  NULL, NULL);
+	if (strcmp(url, "/authz-hostile") == 0) {
+		/* The identifier ends up in "_acme-challenge.<value>" and in events. */
+		const char *b = "{\"status\":\"pending\",\"identifier\":{\"type\":\"dns\","
+				"\"value\":\"a.test/../x\"},\"challenges\":[]}";
+
+		return mock_reply(conn, m, 200, "application/json", b, strlen(b), NULL, NULL);
+	}
+	if (strcmp(url, "/order-hostile") == 0) {
+		const char *b = "{\"status\":\"pending\",\"authorizations\":[1],"
+				"\"finalize\":\"file:///etc/passwd\"}";
+
+		return mock_reply(conn, m, 200, "application/json", b, strlen(b), NULL, NULL);
+	}
 	if (strncmp(url, "/ari/", 5) == 0) {
 		const char *b = "{\"suggestedWindow\":{\"start\":\"2025-01-02T04:00:00Z\","
 				"\"end\":\"2025-01-03T04:00:00Z\"}}";
@@ -606,6 +695,21 @@ static void test_client_mock(void)
 	url = cp_aprintf("http://127.0.0.1:%d/notjson", m.port);
 	CHECK_RC(acme_get_object(c, url, &obj, &r), CP_ERR_UPSTREAM);
 	CHECK(r.fail == ACME_FAIL_PROTOCOL);
+
+	/* Objects that break their shape are refused before anyone reads them. */
+	free(url);
+	url = cp_aprintf("http://127.0.0.1:%d/authz-hostile", m.port);
+	CHECK_RC(acme_authz_get(c, url, &obj, &r), CP_ERR_UPSTREAM);
+	CHECK(obj == NULL && r.fail == ACME_FAIL_PROTOCOL && strstr(r.detail, "identifier"));
+	CHECK(streq(acme_result_reason(&r), "ca_protocol_error"));
+	free(url);
+	url = cp_aprintf("http://127.0.0.1:%d/order-hostile", m.port);
+	CHECK_RC(acme_order_get(c, url, &obj, &r), CP_ERR_UPSTREAM);
+	CHECK(obj == NULL && r.fail == ACME_FAIL_PROTOCOL && strstr(r.detail, "authorizations"));
+	/* The same body through the generic call is just an object. */
+	CHECK_RC(acme_get_object(c, url, &obj, &r), CP_OK);
+	json_decref(obj);
+	obj = NULL;
 
 	/* Response cap. */
 	free(url);
@@ -1187,6 +1291,7 @@ int main(void)
 	test_retry_after();
 	test_problems();
 	test_classify();
+	test_shape_checks();
 	test_client_mock();
 	test_dns_deadline();
 	test_integration();

@@ -7,6 +7,7 @@
  * unknown-field errors), and the file helpers (a symlink planted where
  * the temporary file used to be is never followed; only a missing file is
  * "not found").
+ * unknown-field errors), and the RFC 3339 time parser and formatter.
  * Exit status is the number of failed checks (capped), 0 on success.
  */
 #include <dirent.h>
@@ -466,9 +467,47 @@ static void test_files(void)
 	CHECK(rmdir(dir) == 0);
 }
 
+/* ---------------------------------------------------------- time */
+
+static void test_time(void)
+{
+	static const char *const refused[] = {
+		"2026-02-29T00:00:00Z", /* not a leap year */
+		"2026-02-31T00:00:00Z", "2026-04-31T12:00:00Z", "2026-13-01T00:00:00Z",
+		"2026-00-10T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:00:00+24:00",
+		"0000-01-01T00:00:00+00:01", /* before year 0 */
+		"9999-12-31T23:59:59-00:01", /* after year 9999 */
+		"2026-01-01T00:00:00", "2026-01-01 00:00:00Z", "2026-01-01T00:00:00.Z", "",
+	};
+	char out[CP_TIME_LEN + 1];
+	int64_t t = 0;
+
+	CHECK(cp_time_parse("2024-02-29T23:59:59Z", &t) == CP_OK && t == 1709251199);
+	CHECK(cp_time_parse("2000-02-29T00:00:00Z", &t) == CP_OK);
+	CHECK(cp_time_parse("1970-01-01T01:00:00+01:00", &t) == CP_OK && t == 0);
+	CHECK(cp_time_parse("2026-12-01T16:47:08.5z", &t) == CP_OK);
+	for (size_t i = 0; i < CP_ARRAY_LEN(refused); i++) {
+		if (cp_time_parse(refused[i], &t) != CP_ERR_INVALID) {
+			fprintf(stderr, "time accepted: %s\n", refused[i]);
+			failures++;
+		}
+	}
+	/* Formatting clamps to four-digit years and always writes 20 characters
+	 * (found by fuzz_time: gmtime_r fails past int years and left out unset). */
+	cp_time_fmt(0, out);
+	CHECK(strcmp(out, "1970-01-01T00:00:00Z") == 0);
+	cp_time_fmt(INT64_MAX, out);
+	CHECK(strcmp(out, "9999-12-31T23:59:59Z") == 0);
+	cp_time_fmt(INT64_MIN, out);
+	CHECK(strcmp(out, "0000-01-01T00:00:00Z") == 0);
+	cp_time_fmt(-62135596800LL + 86400LL * 365 * 5, out); /* year 5 pads to 0005 */
+	CHECK(strncmp(out, "0005-", 5) == 0);
+}
+
 int main(void)
 {
 	test_files();
+	test_time();
 	test_logline();
 	test_hostnames();
 	test_spec();

@@ -357,6 +357,172 @@ out:
 	json_decref(h2);
 }
 
+/*
+ * A self-signed certificate built here with OpenSSL directly (crypto.h
+ * refuses to make the bad ones): nsans DNS names, signed with md, CA:TRUE
+ * when ca. New PEM string or NULL.
+ */
+static char *odd_cert(EVP_PKEY *k, int nsans, const EVP_MD *md, bool ca)
+{
+	X509 *x = X509_new();
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext = NULL;
+	GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+	BIO *b = BIO_new(BIO_s_mem());
+	char *pem = NULL, *data = NULL, name[64];
+	long n;
+	bool ok = x && gens && b;
+
+	for (int i = 0; ok && i < nsans; i++) {
+		GENERAL_NAME *g = GENERAL_NAME_new();
+		ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+		snprintf(name, sizeof(name), "n%d.example.com", i);
+		ok = g && s && ASN1_STRING_set(s, name, -1) == 1;
+		if (ok) {
+			GENERAL_NAME_set0_value(g, GEN_DNS, s);
+			s = NULL;
+			ok = sk_GENERAL_NAME_push(gens, g) > 0;
+			if (ok)
+				g = NULL;
+		}
+		ASN1_IA5STRING_free(s);
+		GENERAL_NAME_free(g);
+	}
+	ok = ok && X509_set_version(x, X509_VERSION_3) == 1 &&
+	     ASN1_INTEGER_set(X509_get_serialNumber(x), 7) == 1 &&
+	     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+					(const unsigned char *)"odd.example.com", -1, -1, 0) == 1 &&
+	     X509_set_issuer_name(x, X509_get_subject_name(x)) == 1 &&
+	     X509_gmtime_adj(X509_getm_notBefore(x), 0) && X509_gmtime_adj(X509_getm_notAfter(x), 86400) &&
+	     X509_set_pubkey(x, k) == 1 &&
+	     (nsans == 0 || X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) == 1);
+	if (ok) {
+		X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+		ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints,
+					  ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+		ok = ext && X509_add_ext(x, ext, -1) == 1 && X509_sign(x, k, md) > 0 &&
+		     PEM_write_bio_X509(b, x) == 1;
+	}
+	if (ok && (n = BIO_get_mem_data(b, &data)) > 0)
+		pem = cp_strndup(data, (size_t)n);
+	X509_EXTENSION_free(ext);
+	GENERAL_NAMES_free(gens);
+	BIO_free(b);
+	X509_free(x);
+	return pem;
+}
+
+static void test_upload_limits(void)
+{
+	char *ok100 = odd_cert(keys[0]->pkey, 100, EVP_sha256(), false);
+	char *sans101 = odd_cert(keys[0]->pkey, 101, EVP_sha256(), false);
+	char *sha1 = odd_cert(keys[0]->pkey, 1, EVP_sha1(), false);
+	char *md5 = odd_cert(keys[2]->pkey, 1, EVP_md5(), false);
+	char *ca = odd_cert(keys[1]->pkey, 0, EVP_sha384(), true);
+	char *chain10 = NULL, *chain11 = NULL, *weak = NULL;
+	const char *why = NULL;
+
+	CHECK(ok100 && sans101 && sha1 && md5 && ca);
+	if (!ok100 || !sans101 || !sha1 || !md5 || !ca)
+		goto out;
+	CHECK(crypto_cert_upload_check(ok100, strlen(ok100), true, &why) == CP_OK && !why);
+	CHECK(crypto_cert_upload_check(sans101, strlen(sans101), true, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "100 subjectAltName"));
+	CHECK(crypto_cert_upload_check(sha1, strlen(sha1), true, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "MD5 or SHA-1"));
+	CHECK(crypto_cert_upload_check(md5, strlen(md5), false, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "MD5 or SHA-1"));
+	/* A CA certificate: refused as a server certificate, fine as a CA. */
+	CHECK(crypto_cert_upload_check(ca, strlen(ca), true, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "CA certificate"));
+	CHECK(crypto_cert_upload_check(ca, strlen(ca), false, &why) == CP_OK);
+	CHECK(crypto_cert_upload_check("nope", 4, true, &why) == CP_ERR_INVALID);
+
+	/* Chains: empty is fine, ten is the most, a weak signature anywhere is not. */
+	chain10 = cp_aprintf("%s%s%s%s%s%s%s%s%s%s", ca, ca, ca, ca, ca, ca, ca, ca, ca, ca);
+	chain11 = chain10 ? cp_aprintf("%s\n%s", chain10, ca) : NULL;
+	weak = cp_aprintf("%s%s", ca, sha1);
+	CHECK(chain10 && chain11 && weak);
+	if (!chain10 || !chain11 || !weak)
+		goto out;
+	CHECK(crypto_chain_upload_check("", 0, &why) == CP_OK);
+	CHECK(crypto_chain_upload_check(" \r\n", 3, &why) == CP_OK);
+	CHECK(crypto_chain_upload_check(chain10, strlen(chain10), &why) == CP_OK);
+	CHECK(crypto_chain_upload_check(chain11, strlen(chain11), &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "more than 10"));
+	CHECK(crypto_chain_upload_check(weak, strlen(weak), &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "MD5 or SHA-1"));
+	CHECK(crypto_chain_upload_check(md5, strlen(md5), &why) == CP_ERR_INVALID);
+out:
+	free(ok100);
+	free(sans101);
+	free(sha1);
+	free(md5);
+	free(ca);
+	free(chain10);
+	free(chain11);
+	free(weak);
+}
+
+/*
+ * An ENCRYPTED PRIVATE KEY whose PBKDF2 asks for iter iterations. Only the
+ * parameters are built (no derivation runs here); the ciphertext is junk,
+ * which is fine: the cost check must refuse it before any decryption.
+ */
+static char *costly_key_pem(int iter)
+{
+	X509_SIG *sig = X509_SIG_new();
+	X509_ALGOR *alg = NULL, *pbe = NULL;
+	ASN1_OCTET_STRING *ct = NULL;
+	BIO *b = BIO_new(BIO_s_mem());
+	char *pem = NULL, *data = NULL;
+	long n;
+
+	pbe = PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), iter, NULL, 0, NULL, NID_hmacWithSHA256);
+	if (sig && b && pbe) {
+		X509_SIG_getm(sig, &alg, &ct);
+		if (X509_ALGOR_copy(alg, pbe) == 1 &&
+		    ASN1_OCTET_STRING_set(ct, (const unsigned char *)"0123456789abcdef", 16) == 1 &&
+		    PEM_write_bio_PKCS8(b, sig) == 1 && (n = BIO_get_mem_data(b, &data)) > 0)
+			pem = cp_strndup(data, (size_t)n);
+	}
+	X509_ALGOR_free(pbe);
+	X509_SIG_free(sig);
+	BIO_free(b);
+	return pem;
+}
+
+static void test_kdf_cost(void)
+{
+	char *huge = costly_key_pem(2147483647), *fine = costly_key_pem(2048), *enc = NULL;
+	struct crypto_key *k = NULL;
+	const char *why = NULL;
+	int64_t t0;
+
+	CHECK(huge && fine);
+	if (!huge || !fine)
+		goto out;
+	t0 = cp_mono_ms();
+	CHECK(crypto_key_from_pem(huge, strlen(huge), "pw", &k, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "too costly"));
+	CHECK(cp_mono_ms() - t0 < 1000); /* refused before 2^31 iterations ran */
+	/* Affordable parameters reach the decryption (and fail it: junk data). */
+	CHECK(crypto_key_from_pem(fine, strlen(fine), "pw", &k, &why) == CP_ERR_INVALID);
+	CHECK(why && strcmp(why, "wrong passphrase") == 0);
+	/* Without a passphrase nothing is derived, so the usual reason. */
+	CHECK(crypto_key_from_pem(huge, strlen(huge), NULL, &k, &why) == CP_ERR_INVALID);
+	CHECK(why && strstr(why, "needs a passphrase"));
+	/* A real encrypted key (OpenSSL's default 2048 iterations) still loads. */
+	enc = pkey_pem(keys[0]->pkey, 1, EVP_aes_128_cbc(), "s3cret");
+	CHECK(enc && crypto_key_from_pem(enc, strlen(enc), "s3cret", &k, &why) == CP_OK);
+	crypto_key_free(k);
+out:
+	free(huge);
+	free(fine);
+	free(enc);
+}
+
 static uint8_t *b64u_dec(const char *s, size_t *n)
 {
 	uint8_t *out = NULL;
@@ -755,6 +921,8 @@ int main(void)
 	test_expired();
 	test_pem_import();
 	test_chain();
+	test_upload_limits();
+	test_kdf_cost();
 	test_jws();
 	test_thumbprint();
 	test_hmac_webhooks();

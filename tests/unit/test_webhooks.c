@@ -12,6 +12,8 @@
  * rows and count rows directly.
  * Exit status is the number of failed checks (capped), 0 on success.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +118,26 @@ static void test_ssrf_hosts(void)
 	CHECK(server_ssrf_host_check("", true, &why) == CP_ERR_INVALID);
 }
 
+/* Addresses of any length: too short for even a family is refused, not
+ * read past (found by fuzz_ssrf, corpus bug_short_sockaddr). */
+static void test_ssrf_short_sockaddr(void)
+{
+	uint8_t *one = malloc(1);
+	struct sockaddr_in in = { .sin_family = AF_INET };
+
+	CHECK(one != NULL);
+	if (one) {
+		one[0] = AF_INET;
+		CHECK(!server_ssrf_addr_allowed((const struct sockaddr *)one, 1));
+		free(one);
+	}
+	in.sin_addr.s_addr = htonl(0x08080808);
+	CHECK(server_ssrf_addr_allowed((const struct sockaddr *)&in, sizeof(in)));
+	CHECK(!server_ssrf_addr_allowed((const struct sockaddr *)&in, sizeof(in) - 1));
+	CHECK(!server_ssrf_addr_allowed((const struct sockaddr *)&in, 0));
+	CHECK(!server_ssrf_addr_allowed(NULL, sizeof(in)));
+}
+
 static void test_ssrf_urls(void)
 {
 	static const char *const refused[] = {
@@ -128,6 +150,7 @@ static void test_ssrf_urls(void)
 		"ftp://8.8.8.8/", "file:///etc/passwd", "gopher://8.8.8.8/", "8.8.8.8/hook",
 		"http://", "http:///x", "http://user:pw@8.8.8.8/", "http://8.8.8.8/a b",
 		"http://[fe80::1%25eth0]/", "javascript:alert(1)", "",
+		"http:/8.8.8.8/", "http:8.8.8.8/", /* libcurl takes them; other parsers do not */
 	};
 	const char *why;
 
@@ -400,6 +423,7 @@ int main(void)
 	cp_log_set_level(CP_LOG_ERROR);
 	test_signature_vector();
 	test_ssrf_hosts();
+	test_ssrf_short_sockaddr();
 	test_ssrf_urls();
 	test_schedule_parse();
 	test_db();
