@@ -513,6 +513,8 @@ struct dns_addrs {
 	bool too_many; /* the name had more than max addresses */
 };
 
+/* ares_getaddrinfo callback: copy the IPv4/IPv6 addresses of ai (owned
+ * here, freed) into arg's array, noting an overflow. */
 static void dns_on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 {
 	struct dns_addrs *a = arg;
@@ -557,8 +559,10 @@ cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host,
 	st = dns_channel(res, &ch);
 	if (st != ARES_SUCCESS)
 		return st == ARES_ENOMEM ? CP_ERR_NOMEM : CP_ERR_UPSTREAM;
-	/* May call back at once (numeric names, /etc/hosts). */
-	ares_getaddrinfo(ch, name, NULL, &hints, dns_on_addrinfo, &a);
+	/* name only bounds host; host goes as given, so that "x." stays
+	 * absolute (no search list), as for libcurl's resolver. May call back
+	 * at once (numeric names, /etc/hosts). */
+	ares_getaddrinfo(ch, host, NULL, &hints, dns_on_addrinfo, &a);
 	st = dns_wait(res, ch, &a.done);
 	if (st == ARES_SUCCESS)
 		st = a.status;
