@@ -120,7 +120,7 @@ bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len);
 /* How the SSRF guard resolves names. */
 struct server_ssrf_dns {
 	const char *resolver; /* dns_resolver "host:port[,...]", or NULL/"" = /etc/resolv.conf */
-	int timeout_ms;	      /* hard deadline for the whole lookup (> 0) */
+	int timeout_ms;        /* hard deadline for the whole lookup (> 0) */
 };
 /* Resolve host (numeric spellings parsed locally, never sent to DNS; a name
  * through dns, within dns->timeout_ms) and require every address to be

@@ -104,8 +104,8 @@ def one_request(port, key, method, path, body=None):
 
 def deadline_detail(j):
     msg = "host did not resolve within %d ms" % BUDGET_MS
-    return isinstance(j, dict) and any(e.get("field") == "url" and e.get("message") == msg
-                                       for e in j.get("errors", []))
+    return isinstance(j, dict) and j.get("detail") == "url " + msg and any(
+        e.get("field") == "url" and e.get("message") == msg for e in j.get("errors", []))
 
 
 def test_deadline_is_a_422_on_url():
