@@ -79,6 +79,23 @@ cp_rc acme_dns_txt(struct acme_resolver *res, const char *name, json_t **values)
 cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
 			  const char *edge_hostname, json_t **result) CP_WUR;
 
+struct sockaddr_storage;
+/*
+ * The addresses of host (A and AAAA; CNAMEs followed by the resolver;
+ * /etc/hosts consulted first as nsswitch says), bounded by res's deadline
+ * like every lookup here. Numeric spellings are not this function's job:
+ * callers that must understand "2130706433" parse them first. Copies up to
+ * max addresses (sockaddr_in / sockaddr_in6, port 0) into out, *n their
+ * count. CP_OK with *n >= 1; CP_ERR_NOT_FOUND when the name has no
+ * address (NXDOMAIN, no data); CP_ERR_TOO_LARGE when it has more than max
+ * (nothing usable: a caller checking every address must refuse);
+ * CP_ERR_UPSTREAM when the resolver failed or the deadline passed (no
+ * lookup is left running: the channel is destroyed before returning);
+ * CP_ERR_INVALID for a bad name.
+ */
+cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host,
+			 struct sockaddr_storage *out, size_t max, size_t *n) CP_WUR;
+
 /* ==== results of CA exchanges ==== */
 
 /* Why a CA exchange did not succeed. */

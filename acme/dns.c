@@ -2,7 +2,8 @@
  * dns.c - the DNS checks certplane makes before and during an ACME order:
  * TXT lookups (is the tenant's DNS-01 record visible yet?) and the hostname
  * check (is the name a wildcard, and does its CNAME chain reach the
- * property's edge hostname?).
+ * property's edge hostname?); and the address lookup of the webhook SSRF
+ * guard (acme_dns_addresses). All of them share one c-ares loop (dns_wait).
  *
  * Queries go through c-ares to a configured "host:port" resolver, because
  * glibc's resolv.conf cannot name a port and treats the empty, non-recursive
@@ -31,6 +32,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define DNS_TIMEOUT_MS 3000 /* per try, per server */
 #define DNS_TRIES 2
@@ -141,20 +143,19 @@ static void dns_on_answer(void *arg, int status, int timeouts, unsigned char *ab
 }
 
 /*
- * Run one query (class IN, type qtype) for name and wait for it, bounded by
- * c-ares' own timeout * tries and by res's deadline (ARES_ETIMEOUT once it
- * has passed, without sending anything). Returns the ARES_* status; on ARES_SUCCESS
- * ans->abuf holds the raw answer (caller frees).
+ * A new channel for one lookup on res (*out; ares_destroy() it): c-ares'
+ * per-try timeout min(DNS_TIMEOUT_MS, time left), DNS_TRIES tries, EDNS,
+ * and res's servers (else /etc/resolv.conf). ARES_ETIMEOUT without a
+ * channel once res's deadline has passed.
  */
-static int dns_query(const struct acme_resolver *res, const char *name, int qtype,
-		     struct dns_answer *ans)
+static int dns_channel(const struct acme_resolver *res, ares_channel *out)
 {
 	ares_channel ch = NULL;
 	struct ares_options opts = { 0 };
 	int64_t left = dns_left_ms(res);
 	int st;
 
-	memset(ans, 0, sizeof(*ans));
+	*out = NULL;
 	if (left <= 0)
 		return ARES_ETIMEOUT;
 	opts.timeout = left < DNS_TIMEOUT_MS ? (int)left : DNS_TIMEOUT_MS;
@@ -168,14 +169,29 @@ static int dns_query(const struct acme_resolver *res, const char *name, int qtyp
 		return st;
 	if (res->servers) {
 		st = ares_set_servers_ports_csv(ch, res->servers);
-		if (st != ARES_SUCCESS)
-			goto out;
+		if (st != ARES_SUCCESS) {
+			ares_destroy(ch);
+			return st;
+		}
 	}
-	ares_query(ch, name, ns_c_in, qtype, dns_on_answer, ans);
-	while (!ans->done) {
+	*out = ch;
+	return ARES_SUCCESS;
+}
+
+/*
+ * The one c-ares event loop of certplane: drive ch until *done (set by the
+ * callback of the lookup started on it) or res's deadline. ARES_SUCCESS
+ * once *done (the callback's own status says how the lookup went),
+ * ARES_ETIMEOUT at the deadline (the lookup is still pending; the caller's
+ * ares_destroy cancels it), ARES_ECONNREFUSED if poll fails.
+ */
+static int dns_wait(const struct acme_resolver *res, ares_channel ch, const bool *done)
+{
+	while (!*done) {
 		ares_socket_t socks[ARES_GETSOCK_MAXNUM];
 		struct pollfd pfd[ARES_GETSOCK_MAXNUM];
 		struct timeval tv, *tvp;
+		int64_t left;
 		nfds_t n = 0;
 		unsigned bits;
 		int ms, i;
@@ -197,18 +213,14 @@ static int dns_query(const struct acme_resolver *res, const char *name, int qtyp
 			n++;
 		}
 		left = dns_left_ms(res);
-		if (left <= 0) {
-			st = ARES_ETIMEOUT;
-			goto out;
-		}
+		if (left <= 0)
+			return ARES_ETIMEOUT;
 		tvp = ares_timeout(ch, NULL, &tv);
 		ms = tvp ? (int)(tvp->tv_sec * 1000 + tvp->tv_usec / 1000) + 1 : DNS_TIMEOUT_MS;
 		if (ms > left)
 			ms = (int)left;
-		if (poll(pfd, n, ms) < 0 && errno != EINTR) {
-			st = ARES_ECONNREFUSED;
-			goto out;
-		}
+		if (poll(pfd, n, ms) < 0 && errno != EINTR)
+			return ARES_ECONNREFUSED;
 		if (n == 0) {
 			/* No sockets: let c-ares run its timers (it may give up). */
 			ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
@@ -223,8 +235,29 @@ static int dns_query(const struct acme_resolver *res, const char *name, int qtyp
 		/* Timers (retries, give-up) also advance with no ready socket. */
 		ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 	}
-	st = ans->status;
-out:
+	return ARES_SUCCESS;
+}
+
+/*
+ * Run one query (class IN, type qtype) for name and wait for it, bounded by
+ * c-ares' own timeout * tries and by res's deadline (ARES_ETIMEOUT once it
+ * has passed, without sending anything). Returns the ARES_* status; on ARES_SUCCESS
+ * ans->abuf holds the raw answer (caller frees).
+ */
+static int dns_query(const struct acme_resolver *res, const char *name, int qtype,
+		     struct dns_answer *ans)
+{
+	ares_channel ch = NULL;
+	int st;
+
+	memset(ans, 0, sizeof(*ans));
+	st = dns_channel(res, &ch);
+	if (st != ARES_SUCCESS)
+		return st;
+	ares_query(ch, name, ns_c_in, qtype, dns_on_answer, ans);
+	st = dns_wait(res, ch, &ans->done);
+	if (st == ARES_SUCCESS)
+		st = ans->status;
 	/* Destroying runs the callback with ARES_EDESTRUCTION if still pending. */
 	ares_destroy(ch);
 	if (st != ARES_SUCCESS) {
@@ -469,4 +502,80 @@ out:
 	json_decref(chain);
 	json_decref(obj);
 	return rc;
+}
+
+/* The outcome of one ares_getaddrinfo, filled by its callback. */
+struct dns_addrs {
+	bool done;                    /* callback ran */
+	int status;                   /* ARES_* status of the lookup */
+	struct sockaddr_storage *out; /* caller's array of max entries */
+	size_t max, n;
+	bool too_many; /* the name had more than max addresses */
+};
+
+/* ares_getaddrinfo callback: copy the IPv4/IPv6 addresses of ai (owned
+ * here, freed) into arg's array, noting an overflow. */
+static void dns_on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
+{
+	struct dns_addrs *a = arg;
+
+	(void)timeouts;
+	a->done = true;
+	a->status = status;
+	for (const struct ares_addrinfo_node *nd = ai && status == ARES_SUCCESS ? ai->nodes : NULL;
+	     nd; nd = nd->ai_next) {
+		size_t len = (size_t)nd->ai_addrlen;
+
+		if ((nd->ai_family != AF_INET && nd->ai_family != AF_INET6) || !nd->ai_addr ||
+		    len > sizeof(*a->out))
+			continue;
+		if (a->n == a->max) {
+			a->too_many = true;
+			break;
+		}
+		memset(&a->out[a->n], 0, sizeof(*a->out));
+		memcpy(&a->out[a->n], nd->ai_addr, len);
+		a->n++;
+	}
+	if (ai)
+		ares_freeaddrinfo(ai);
+}
+
+cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host,
+			 struct sockaddr_storage *out, size_t max, size_t *n)
+{
+	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+					     /* No RFC 6724 sorting: it connect()s probe
+					      * sockets, and every address is checked anyway. */
+					     .ai_flags = ARES_AI_NOSORT };
+	struct dns_addrs a = { .out = out, .max = max };
+	char name[DNS_NAME_MAX];
+	ares_channel ch = NULL;
+	int st;
+
+	*n = 0;
+	if (!res || !host || !out || max == 0 || !dns_norm(host, name))
+		return CP_ERR_INVALID;
+	st = dns_channel(res, &ch);
+	if (st != ARES_SUCCESS)
+		return st == ARES_ENOMEM ? CP_ERR_NOMEM : CP_ERR_UPSTREAM;
+	/* name only bounds host; host goes as given, so that "x." stays
+	 * absolute (no search list), as for libcurl's resolver. May call back
+	 * at once (numeric names, /etc/hosts). */
+	ares_getaddrinfo(ch, host, NULL, &hints, dns_on_addrinfo, &a);
+	st = dns_wait(res, ch, &a.done);
+	if (st == ARES_SUCCESS)
+		st = a.status;
+	/* Cancels a lookup still pending at the deadline: its callback runs now
+	 * with ARES_EDESTRUCTION, and nothing of it outlives this call. */
+	ares_destroy(ch);
+	if (st == ARES_SUCCESS && a.too_many)
+		return CP_ERR_TOO_LARGE;
+	if (st == ARES_SUCCESS && a.n > 0) {
+		*n = a.n;
+		return CP_OK;
+	}
+	if (st == ARES_SUCCESS || dns_no_data(st))
+		return CP_ERR_NOT_FOUND;
+	return st == ARES_ENOMEM ? CP_ERR_NOMEM : CP_ERR_UPSTREAM;
 }

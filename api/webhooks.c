@@ -68,17 +68,20 @@ static bool events_or_reply(json_t *events, struct api_resp *resp)
 	return true;
 }
 
-/* Validate a callback URL (syntax and SSRF). 422 on "url". */
+/* Validate a callback URL (syntax and SSRF). 422 on "url", also when its
+ * host does not resolve within webhook_dns_timeout_ms. */
 static bool url_or_reply(struct api_req *req, struct api_resp *resp, const char *url)
 {
-	const char *why = NULL;
-	cp_rc rc = server_ssrf_url_check(url, req->ctx->cfg->webhook_allow_private_networks, true,
-					 &why);
+	const struct cp_config *cfg = req->ctx->cfg;
+	const struct server_ssrf_dns dns = { .resolver = cfg->dns_resolver,
+					     .timeout_ms = cfg->webhook_dns_timeout_ms };
+	char why[SERVER_SSRF_WHY_MAX];
+	cp_rc rc = server_ssrf_url_check(url, cfg->webhook_allow_private_networks, &dns, why);
 
 	if (rc == CP_OK)
 		return true;
 	if (rc == CP_ERR_INVALID)
-		api_problem_field(resp, "url", why ? why : "is not an allowed callback URL");
+		api_problem_field(resp, "url", why[0] ? why : "is not an allowed callback URL");
 	else
 		api_reply_rc(resp, rc, "webhook");
 	return false;

@@ -239,6 +239,7 @@ struct cp_config {
 	int rate_limit_per_second;    /* per API key; 0 = off */
 	int rate_limit_burst;
 	int webhook_timeout_seconds;  /* per delivery attempt */
+	int webhook_dns_timeout_ms;   /* callback host lookup at registration, hard deadline */
 	char *webhook_retry_schedule; /* seconds before each attempt ("[0,5,300,...]") */
 	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
 	char *log_level;              /* debug|info|warn|error */

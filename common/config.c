@@ -48,6 +48,7 @@ static const struct key_def keys[] = {
 	{ "rate_limit_per_second", K_INT, OFF(rate_limit_per_second), "200", 0, 1000000, false },
 	{ "rate_limit_burst", K_INT, OFF(rate_limit_burst), "400", 1, 1000000, false },
 	{ "webhook_timeout_seconds", K_INT, OFF(webhook_timeout_seconds), "15", 1, 120, false },
+	{ "webhook_dns_timeout_ms", K_INT, OFF(webhook_dns_timeout_ms), "5000", 100, 60000, false },
 	{ "webhook_retry_schedule", K_STR, OFF(webhook_retry_schedule),
 	  "[0,5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000,36000]", 0, 0, false },
 	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0, false },

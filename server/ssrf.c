@@ -6,21 +6,32 @@
  * address (mapped, compatible, 6to4, NAT64).
  *
  * Decisions are made on resolved numeric addresses only, never on the text
- * of the URL: getaddrinfo() turns odd spellings ("2130706433", "0x7f.1",
- * "0177.0.0.1") into the address they mean, and a hostname may resolve to
- * anything. The same classifier runs at registration (every address the
- * name resolves to) and again on the address each delivery actually
- * connects to (CURLOPT_OPENSOCKETFUNCTION in webhook_delivery.c), so DNS
- * rebinding between the two checks gains nothing.
+ * of the URL: inet_aton/inet_pton turn odd spellings ("2130706433",
+ * "0x7f.1", "0177.0.0.1") into the address they mean, exactly as the
+ * system resolver libcurl uses does, and a hostname may resolve to
+ * anything. Names are resolved with c-ares (acme_dns_addresses) under a
+ * hard deadline: the check runs on a net thread (routes.c .offload), and a
+ * callback host whose DNS never answers must cost that thread the deadline,
+ * not the system resolver's 5 s x attempts x servers. The same classifier
+ * runs at registration (every address the name resolves to) and again on
+ * the address each delivery actually connects to (CURLOPT_OPENSOCKETFUNCTION
+ * in webhook_delivery.c), so DNS rebinding between the two checks gains
+ * nothing. Names go to dns_resolver when it is set (the resolver of the
+ * CNAME/TXT checks and of the test bed), else to /etc/resolv.conf, which is
+ * what libcurl uses at delivery.
  *
  * The URL is parsed with libcurl's own parser (CURLU) so that the host we
  * check is the host libcurl will connect to.
  */
 #include "server/server.h"
+#include "acme/acme.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -29,6 +40,8 @@
 
 /* Longest callback URL accepted. */
 #define SSRF_URL_MAX 2048
+/* Most addresses a callback host may resolve to (each one is checked). */
+#define SSRF_ADDRS_MAX 32
 
 /* An IPv4 prefix (host byte order) and its length. */
 struct v4_net {
@@ -128,57 +141,134 @@ bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len)
 	return false; /* AF_UNIX and anything else */
 }
 
-cp_rc server_ssrf_host_check(const char *host, bool allow_private, const char **why)
+/* Set why (printf-style) and return CP_ERR_INVALID, for a 422 on the URL. */
+static cp_rc ssrf_refuse(char why[SERVER_SSRF_WHY_MAX], const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static cp_rc ssrf_refuse(char why[SERVER_SSRF_WHY_MAX], const char *fmt, ...)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res = NULL;
-	cp_rc rc = CP_OK;
-	int n = 0;
+	va_list ap;
 
-	*why = NULL;
-	if (!host || !*host || strlen(host) > CP_HOSTNAME_MAX) {
-		*why = "must name a host";
-		return CP_ERR_INVALID;
-	}
-	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
-		*why = "host does not resolve";
-		return CP_ERR_INVALID;
-	}
-	for (const struct addrinfo *ai = res; ai; ai = ai->ai_next, n++) {
-		if (!allow_private && !server_ssrf_addr_allowed(ai->ai_addr, ai->ai_addrlen)) {
-			*why = "host resolves to a loopback, private, link-local or reserved address";
-			rc = CP_ERR_INVALID;
-			break;
-		}
-	}
-	freeaddrinfo(res);
-	return rc;
+	va_start(ap, fmt);
+	vsnprintf(why, SERVER_SSRF_WHY_MAX, fmt, ap);
+	va_end(ap);
+	return CP_ERR_INVALID;
 }
 
-cp_rc server_ssrf_url_check(const char *url, bool allow_private, bool resolve, const char **why)
+/*
+ * If host is a numeric address in any spelling the system resolver (and so
+ * libcurl) accepts, store it in *ss and return true. Never touches the
+ * network. inet_aton takes what getaddrinfo took: "2130706433", "0x7f.1",
+ * "0177.0.0.1", "127.1"; it also ignores anything after a space, so it only
+ * sees strings made of the characters a numeric IPv4 can have.
+ */
+static bool ssrf_numeric(const char *host, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *in = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (strspn(host, "0123456789abcdefABCDEFxX.") == strlen(host) &&
+	    inet_aton(host, &in->sin_addr)) {
+		in->sin_family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+/* RFC 6761: "localhost" and every name under it are loopback (libcurl
+ * answers them itself, without DNS). */
+static bool ssrf_localhost(const char *host)
+{
+	size_t n = strlen(host);
+
+	if (n && host[n - 1] == '.')
+		n--;
+	return (n == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+	       (n > 10 && strncasecmp(host + n - 10, ".localhost", 10) == 0);
+}
+
+cp_rc server_ssrf_host_check(const char *host, bool allow_private,
+			     const struct server_ssrf_dns *dns, char why[SERVER_SSRF_WHY_MAX])
+{
+	struct sockaddr_storage addrs[SSRF_ADDRS_MAX];
+	struct acme_resolver *res = NULL;
+	int64_t deadline;
+	size_t n = 0;
+	cp_rc rc;
+
+	assert(dns && dns->timeout_ms > 0);
+	why[0] = '\0';
+	if (!host || !*host || strlen(host) > CP_HOSTNAME_MAX)
+		return ssrf_refuse(why, "must name a host");
+	if (ssrf_numeric(host, &addrs[0])) {
+		n = 1;
+	} else if (ssrf_localhost(host)) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&addrs[0];
+
+		memset(addrs, 0, 2 * sizeof(addrs[0]));
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		((struct sockaddr_in6 *)&addrs[1])->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)&addrs[1])->sin6_addr = in6addr_loopback;
+		n = 2;
+	} else {
+		/* A name: c-ares under a hard deadline, never the blocking
+		 * getaddrinfo(), so a resolver that never answers costs this
+		 * thread timeout_ms and not a second more. */
+		rc = acme_resolver_new(dns->resolver, &res);
+		if (rc != CP_OK)
+			return rc == CP_ERR_NOMEM ? rc : CP_ERR_INTERNAL;
+		deadline = cp_mono_ms() + dns->timeout_ms;
+		acme_resolver_set_deadline(res, deadline);
+		rc = acme_dns_addresses(res, host, addrs, SSRF_ADDRS_MAX, &n);
+		acme_resolver_free(res);
+		if (rc == CP_ERR_NOMEM)
+			return rc;
+		if (rc == CP_ERR_UPSTREAM && cp_mono_ms() >= deadline)
+			return ssrf_refuse(why, "host did not resolve within %d ms", dns->timeout_ms);
+		if (rc == CP_ERR_TOO_LARGE)
+			return ssrf_refuse(why, "host resolves to more than %d addresses",
+					   SSRF_ADDRS_MAX);
+		if (rc != CP_OK)
+			return ssrf_refuse(why, "host does not resolve");
+	}
+	assert(n >= 1 && n <= SSRF_ADDRS_MAX);
+	for (size_t i = 0; i < n && !allow_private; i++) {
+		socklen_t len = addrs[i].ss_family == AF_INET ? sizeof(struct sockaddr_in)
+							       : sizeof(struct sockaddr_in6);
+
+		if (!server_ssrf_addr_allowed((const struct sockaddr *)&addrs[i], len))
+			return ssrf_refuse(why, "host resolves to a loopback, private, link-local or reserved address");
+	}
+	return CP_OK;
+}
+
+cp_rc server_ssrf_url_check(const char *url, bool allow_private,
+			    const struct server_ssrf_dns *dns, char why[SERVER_SSRF_WHY_MAX])
 {
 	CURLU *u = NULL;
 	char *scheme = NULL, *host = NULL, *user = NULL, *zone = NULL;
 	cp_rc rc = CP_ERR_INVALID;
 	size_t hl;
 
-	*why = NULL;
+	why[0] = '\0';
 	if (!url || strlen(url) > SSRF_URL_MAX) {
-		*why = "must be at most 2048 characters";
-		return CP_ERR_INVALID;
+		return ssrf_refuse(why, "must be at most 2048 characters");
 	}
 	for (const char *p = url; *p; p++) {
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			*why = "must not contain spaces, control or non-ASCII characters";
-			return CP_ERR_INVALID;
+			return ssrf_refuse(why, "must not contain spaces, control or non-ASCII characters");
 		}
 	}
 	/* libcurl also takes "http:/host" and "http:host"; a stored URL must
 	 * mean the same host to every other parser that reads it (dashboards,
 	 * the tenant's tools), so the text itself must spell the authority. */
 	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) {
-		*why = "must be an absolute http or https URL";
-		return CP_ERR_INVALID;
+		return ssrf_refuse(why, "must be an absolute http or https URL");
 	}
 	u = curl_url();
 	if (!u) {
@@ -187,24 +277,24 @@ cp_rc server_ssrf_url_check(const char *url, bool allow_private, bool resolve, c
 	}
 	/* No guessing of a missing scheme: "example.com/x" is not a URL here. */
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-		*why = "must be an absolute http or https URL";
+		ssrf_refuse(why, "must be an absolute http or https URL");
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-		*why = "must use http or https";
+		ssrf_refuse(why, "must use http or https");
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
-		*why = "must not contain credentials";
+		ssrf_refuse(why, "must not contain credentials");
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_ZONEID, &zone, 0) == CURLUE_OK) {
-		*why = "must not contain an IPv6 zone id";
+		ssrf_refuse(why, "must not contain an IPv6 zone id");
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
-		*why = "must name a host";
+		ssrf_refuse(why, "must name a host");
 		goto out;
 	}
 	/* CURLU keeps the brackets of an IPv6 literal. */
@@ -213,7 +303,7 @@ cp_rc server_ssrf_url_check(const char *url, bool allow_private, bool resolve, c
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = '\0';
 	}
-	rc = resolve ? server_ssrf_host_check(host, allow_private, why) : CP_OK;
+	rc = dns ? server_ssrf_host_check(host, allow_private, dns, why) : CP_OK;
 out:
 	curl_free(scheme);
 	curl_free(host);

@@ -1,6 +1,6 @@
 /*
  * fuzz_ssrf.c - libFuzzer target for the callback URL guard (server/ssrf.c):
- * server_ssrf_url_check with resolve=false (the URL syntax rules; no DNS in
+ * server_ssrf_url_check with dns NULL (the URL syntax rules; no DNS in
  * a fuzzer) and server_ssrf_addr_allowed on arbitrary sockaddr bytes (the
  * classifier every delivery's connect goes through).
  *
@@ -23,16 +23,16 @@
 static void url_mode(const uint8_t *data, size_t size)
 {
 	char *url = malloc(size + 1);
-	const char *why = NULL, *why2 = NULL;
+	char why[SERVER_SSRF_WHY_MAX], why2[SERVER_SSRF_WHY_MAX];
 	cp_rc rc, rc2;
 
 	if (!url)
 		return;
 	memcpy(url, data, size);
 	url[size] = '\0';
-	rc = server_ssrf_url_check(url, false, false, &why);
-	rc2 = server_ssrf_url_check(url, true, false, &why2);
-	if (rc != rc2 || (rc != CP_OK && (!why || !*why)) || (rc == CP_OK && why))
+	rc = server_ssrf_url_check(url, false, NULL, why);
+	rc2 = server_ssrf_url_check(url, true, NULL, why2);
+	if (rc != rc2 || (rc != CP_OK && !why[0]) || (rc == CP_OK && why[0]))
 		abort();
 	if (rc == CP_OK) {
 		if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
