@@ -13,6 +13,7 @@
  */
 #include "db/db_internal.h"
 #include "crypto/crypto.h"
+#include "lifecycle/lifecycle.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +22,8 @@
 	" FROM certificates c LEFT JOIN certificate_versions v" \
 	" ON v.certificate_id = c.id AND v.version = c.version "
 
-/* "failed" (auto-renewal gave up: the certificate expired while every
- * attempt failed) wins over the derived "expired". */
-#define CERT_STATUS                                                                   \
-	"(CASE WHEN c.status = 'failed' THEN 'failed' WHEN v.not_after IS NOT NULL AND " \
-	"?1 > v.not_after THEN 'expired' ELSE c.status END)"
+/* The derived status (lifecycle.h: "failed" wins over "expired"). */
+#define CERT_STATUS LIFECYCLE_STATUS_SQL("c.status", "v.not_after")
 
 #define CERT_JSON                                                                               \
 	"json_object('id', c.id, 'name', c.name, 'type', c.type, 'source', c.source, "        \
