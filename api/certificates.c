@@ -17,6 +17,7 @@
  */
 #include "api/api.h"
 #include "crypto/crypto.h"
+#include "lifecycle/lifecycle.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -104,24 +105,6 @@ static bool hostnames_or_reply(struct api_resp *resp, json_t *hostnames, bool al
 		}
 	}
 	return true;
-}
-
-/*
- * When renewal becomes due: renew_before_days before expiry, but never
- * later than a third of the lifetime left (half for certificates shorter
- * than 10 days), as reliability.md asks of short-lived certificates.
- */
-static int64_t renew_after_for(const struct cp_config *cfg, int64_t not_before, int64_t not_after)
-{
-	int64_t life = not_after - not_before;
-	int64_t before = (int64_t)cfg->renew_before_days * 86400;
-	int64_t cap = life < 10 * 86400 ? life / 2 : life / 3;
-
-	if (life <= 0)
-		return not_after;
-	if (before > cap)
-		before = cap;
-	return not_after - before;
 }
 
 /* ------------------------------------------------------------ creation */
@@ -388,7 +371,10 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 	rc = crypto_cert_info_parse(nc.cert_pem, strlen(nc.cert_pem), &ci, NULL);
 	if (rc != CP_OK)
 		goto fail;
-	m.renew_after = renew_after_for(req->ctx->cfg, ci.not_before, ci.not_after);
+	/* An upload or a self-signed certificate is a bootstrap version. */
+	m.renew_after = lifecycle_renew_at(
+		&(struct lifecycle_version){ ci.not_before, ci.not_after, LIFECYCLE_BOOTSTRAP },
+		req->ctx->cfg->renew_before_days);
 	detail = json_pack("{s:s,s:s}", "source", nc.row.source, "name", nc.row.name);
 	rc = db_begin(req->db);
 	if (rc == CP_OK &&

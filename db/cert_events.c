@@ -8,15 +8,16 @@
  * with db_event_add() in the caller's transaction, which also fans it out to
  * the tenant's callback URLs.
  *
- * Reminders: certificate.expiring is sent at 30, 14, 7 and 1 days before
- * not_after, at most once per certificate version and threshold; when
- * several thresholds are due at once (a certificate first seen 6 days
- * before expiry) only the tightest one is sent (7), because "expires in 30
- * days" is no longer true. certificate.expired is sent once per version after
- * not_after. The row in certificate_reminders and the event commit together,
+ * Reminders (the rule is lifecycle_reminder, lifecycle/lifecycle.h):
+ * certificate.expiring is sent when 1/3, 1/6 and 1/30 of the version's
+ * lifetime is left, at most once per certificate version and threshold;
+ * when several thresholds are due at once only the tightest one is sent.
+ * certificate.expired is sent once per version after not_after. The row in
+ * certificate_reminders and the event commit together,
  * so a crash never sends a reminder twice nor loses one.
  */
 #include "db/db_internal.h"
+#include "lifecycle/lifecycle.h"
 
 #include <string.h>
 
@@ -89,21 +90,18 @@ cp_rc db_event_order(struct db *db, const char *tenant_id, const char *type, con
 	return rc;
 }
 
-/* The tightest reminder threshold crossed at ?1 (now) for a version that
- * expires at v.not_after: 0 = expired, else 1, 7, 14 or 30 days. */
-#define REMINDER_DAYS                                                  \
-	"(CASE WHEN v.not_after <= ?1 THEN 0 "                         \
-	"WHEN v.not_after - ?1 <= 86400 THEN 1 "                       \
-	"WHEN v.not_after - ?1 <= 7 * 86400 THEN 7 "                   \
-	"WHEN v.not_after - ?1 <= 14 * 86400 THEN 14 ELSE 30 END)"
+/* The tightest reminder threshold crossed at ?1 (now): 0 = expired, else
+ * the denominator of the fraction of the lifetime left (30, 6, 3); -1 none. */
+#define REMINDER_DAYS LIFECYCLE_REMINDER_SQL("v.not_before", "v.not_after")
 
 /* One reminder that is due. */
 struct reminder {
 	char certificate_id[CP_UUID_LEN + 1];
 	char tenant_id[CP_UUID_LEN + 1];
 	int64_t version;
+	int64_t not_before;
 	int64_t not_after;
-	int days;
+	int days; /* the threshold: 30, 6, 3 or 0 (expired) */
 };
 
 /* Record and announce one reminder in its own transaction. */
@@ -121,9 +119,16 @@ static cp_rc reminder_send(struct db *db, const struct reminder *r, int64_t now,
 	rc = db_begin(db);
 	if (rc != CP_OK)
 		return rc;
-	if (r->days > 0)
-		extra = json_pack("{s:i,s:I}", "threshold_days", r->days, "expires_in_seconds",
-				  (json_int_t)(r->not_after - now));
+	if (r->days > 0) {
+		/* threshold "1/6": a sixth of the lifetime left, i.e.
+		 * threshold_seconds (threshold_days, rounded down) before expiry. */
+		int64_t at = lifecycle_reminder_seconds(r->not_before, r->not_after, r->days);
+		char frac[8];
+		snprintf(frac, sizeof(frac), "1/%d", r->days);
+		extra = json_pack("{s:s,s:I,s:I,s:I}", "threshold", frac, "threshold_seconds",
+				  (json_int_t)at, "threshold_days", (json_int_t)(at / 86400),
+				  "expires_in_seconds", (json_int_t)(r->not_after - now));
+	}
 	rc = db_event_certificate(db, r->tenant_id,
 				  r->days > 0 ? "certificate.expiring" : "certificate.expired",
 				  r->certificate_id, extra, event_id);
@@ -158,11 +163,11 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 	/* Versions expired more than 90 days ago are not announced any more:
 	 * it bounds the scan and such news is stale anyway. */
 	static const char sql[] =
-		"SELECT c.id, c.tenant_id, c.version, v.not_after, " REMINDER_DAYS " AS days "
-		"FROM certificate_versions v JOIN certificates c "
+		"SELECT c.id, c.tenant_id, c.version, v.not_before, v.not_after, " REMINDER_DAYS
+		" AS days FROM certificate_versions v JOIN certificates c "
 		"ON c.id = v.certificate_id AND c.version = v.version "
-		"WHERE v.not_after <= ?1 + 30 * 86400 AND v.not_after > ?1 - 90 * 86400 "
-		"AND NOT EXISTS (SELECT 1 FROM certificate_reminders r WHERE "
+		"WHERE v.not_after <= ?1 + ?3 AND v.not_after > ?1 - 90 * 86400 "
+		"AND " REMINDER_DAYS " >= 0 AND NOT EXISTS (SELECT 1 FROM certificate_reminders r WHERE "
 		"r.certificate_id = c.id AND r.version = c.version AND r.days = " REMINDER_DAYS ") "
 		"ORDER BY v.not_after LIMIT ?2";
 	struct reminder due[64];
@@ -178,6 +183,7 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, now);
 	sqlite3_bind_int(st, 2, max);
+	sqlite3_bind_int64(st, 3, LIFECYCLE_REMINDER_HORIZON);
 	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
 		struct reminder *d = &due[n++];
 		snprintf(d->certificate_id, sizeof(d->certificate_id), "%s",
@@ -185,8 +191,9 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 		snprintf(d->tenant_id, sizeof(d->tenant_id), "%s",
 			 (const char *)sqlite3_column_text(st, 1));
 		d->version = sqlite3_column_int64(st, 2);
-		d->not_after = sqlite3_column_int64(st, 3);
-		d->days = sqlite3_column_int(st, 4);
+		d->not_before = sqlite3_column_int64(st, 3);
+		d->not_after = sqlite3_column_int64(st, 4);
+		d->days = sqlite3_column_int(st, 5);
 	}
 	sqlite3_reset(st);
 	if (r != SQLITE_DONE)

@@ -13,7 +13,9 @@
  */
 #include "db/db_internal.h"
 #include "crypto/crypto.h"
+#include "lifecycle/lifecycle.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,11 +23,8 @@
 	" FROM certificates c LEFT JOIN certificate_versions v" \
 	" ON v.certificate_id = c.id AND v.version = c.version "
 
-/* "failed" (auto-renewal gave up: the certificate expired while every
- * attempt failed) wins over the derived "expired". */
-#define CERT_STATUS                                                                   \
-	"(CASE WHEN c.status = 'failed' THEN 'failed' WHEN v.not_after IS NOT NULL AND " \
-	"?1 > v.not_after THEN 'expired' ELSE c.status END)"
+/* The derived status (lifecycle.h: "failed" wins over "expired"). */
+#define CERT_STATUS LIFECYCLE_STATUS_SQL("c.status", "v.not_after")
 
 #define CERT_JSON                                                                               \
 	"json_object('id', c.id, 'name', c.name, 'type', c.type, 'source', c.source, "        \
@@ -145,9 +144,72 @@ static cp_rc next_version(struct db *db, const char *tenant_id, const char *id, 
 	return rc;
 }
 
-cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *ring,
-				 const char *tenant_id, const char *id,
-				 const struct db_cert_material *m, int *version_out)
+/* A version's material read once: the leaf's facts and the key as PKCS#8. */
+struct db_cert_prepared {
+	struct crypto_cert_info ci;
+	char *cert_pem;
+	char *chain_pem;
+	char *sans;  /* JSON text */
+	char *pkcs8; /* unencrypted PKCS#8 PEM: wipe on free */
+	char key_kind[16];
+};
+
+void db_cert_prepared_free(struct db_cert_prepared *p)
+{
+	if (!p)
+		return;
+	crypto_cert_info_clear(&p->ci);
+	free(p->cert_pem);
+	free(p->chain_pem);
+	free(p->sans);
+	crypto_wipe_free(p->pkcs8);
+	free(p);
+}
+
+cp_rc db_cert_prepare(const struct db_cert_material *m, struct db_cert_prepared **out)
+{
+	struct db_cert_prepared *p = calloc(1, sizeof(*p));
+	struct crypto_key *key = NULL;
+	cp_rc rc = CP_ERR_NOMEM;
+
+	*out = NULL;
+	if (!p)
+		goto out;
+	rc = crypto_cert_info_parse(m->cert_pem, strlen(m->cert_pem), &p->ci, NULL);
+	if (rc != CP_OK)
+		goto out;
+	rc = crypto_key_from_pem(m->key_pem, strlen(m->key_pem), NULL, &key, NULL);
+	if (rc != CP_OK)
+		goto out;
+	if (!crypto_key_matches_cert(key, m->cert_pem, strlen(m->cert_pem))) {
+		rc = CP_ERR_INVALID;
+		goto out;
+	}
+	snprintf(p->key_kind, sizeof(p->key_kind), "%s", crypto_key_kind(key));
+	p->cert_pem = strdup(m->cert_pem);
+	p->chain_pem = strdup(m->chain_pem ? m->chain_pem : "");
+	p->sans = json_dumps(p->ci.sans, JSON_COMPACT);
+	if (!p->cert_pem || !p->chain_pem || !p->sans) {
+		rc = CP_ERR_NOMEM;
+		goto out;
+	}
+	/* Stored as unencrypted PKCS#8 whatever the input form, so that the
+	 * private-key endpoint always returns one format. */
+	rc = crypto_key_to_pem(key, &p->pkcs8);
+	if (rc != CP_OK)
+		goto out;
+	*out = p;
+	p = NULL;
+out:
+	crypto_key_free(key);
+	db_cert_prepared_free(p);
+	return rc;
+}
+
+cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ring,
+				  const char *tenant_id, const char *id,
+				  const struct db_cert_prepared *p, const char *order_id,
+				  int64_t renew_after, int *version_out)
 {
 	static const char ins[] =
 		"INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
@@ -158,40 +220,24 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 		"UPDATE certificates SET version = ?3, status = 'active', renew_after = ?4, "
 		"next_attempt_at = NULL, last_error = NULL, last_error_reason = NULL, "
 		"failure_count = 0, updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2";
-	struct crypto_cert_info ci;
-	struct crypto_key *key = NULL;
-	char vid[CP_UUID_LEN + 1], *aad = NULL, *sealed = NULL, *sans = NULL, *pkcs8 = NULL;
+	char vid[CP_UUID_LEN + 1], *aad = NULL, *sealed = NULL;
 	sqlite3_stmt *st;
 	int version = 0;
 	int64_t now = cp_now();
 	cp_rc rc;
 
-	memset(&ci, 0, sizeof(ci));
-	rc = crypto_cert_info_parse(m->cert_pem, strlen(m->cert_pem), &ci, NULL);
-	if (rc != CP_OK)
-		goto out;
-	rc = crypto_key_from_pem(m->key_pem, strlen(m->key_pem), NULL, &key, NULL);
-	if (rc != CP_OK)
-		goto out;
-	if (!crypto_key_matches_cert(key, m->cert_pem, strlen(m->cert_pem))) {
-		rc = CP_ERR_INVALID;
-		goto out;
-	}
+	assert(p && p->pkcs8);
 	rc = next_version(db, tenant_id, id, &version);
 	if (rc != CP_OK)
 		goto out;
 	cp_uuid(vid);
 	aad = cp_aprintf("certificate_versions:%s", vid);
-	sans = json_dumps(ci.sans, JSON_COMPACT);
-	if (!aad || !sans) {
+	if (!aad) {
 		rc = CP_ERR_NOMEM;
 		goto out;
 	}
-	/* Stored as unencrypted PKCS#8 whatever the input form, so that the
-	 * private-key endpoint always returns one format. */
-	rc = crypto_key_to_pem(key, &pkcs8);
-	if (rc == CP_OK)
-		rc = crypto_seal(ring, aad, pkcs8, strlen(pkcs8), &sealed);
+	/* Sealed per version (its own nonce and aad), never shared. */
+	rc = crypto_seal(ring, aad, p->pkcs8, strlen(p->pkcs8), &sealed);
 	if (rc != CP_OK)
 		goto out;
 	st = db_stmt(db, ins);
@@ -203,18 +249,18 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 	db_bind_text(st, 2, id);
 	db_bind_text(st, 3, tenant_id);
 	sqlite3_bind_int(st, 4, version);
-	db_bind_text(st, 5, m->cert_pem);
-	db_bind_text(st, 6, m->chain_pem ? m->chain_pem : "");
+	db_bind_text(st, 5, p->cert_pem);
+	db_bind_text(st, 6, p->chain_pem);
 	db_bind_text(st, 7, sealed);
-	db_bind_text(st, 8, crypto_key_kind(key));
-	db_bind_text(st, 9, ci.subject_cn);
-	db_bind_text(st, 10, sans);
-	db_bind_text(st, 11, ci.issuer ? ci.issuer : "");
-	db_bind_text(st, 12, ci.serial ? ci.serial : "");
-	sqlite3_bind_int64(st, 13, ci.not_before);
-	sqlite3_bind_int64(st, 14, ci.not_after);
-	db_bind_text(st, 15, ci.fingerprint_sha256);
-	db_bind_text(st, 16, m->order_id);
+	db_bind_text(st, 8, p->key_kind);
+	db_bind_text(st, 9, p->ci.subject_cn);
+	db_bind_text(st, 10, p->sans);
+	db_bind_text(st, 11, p->ci.issuer ? p->ci.issuer : "");
+	db_bind_text(st, 12, p->ci.serial ? p->ci.serial : "");
+	sqlite3_bind_int64(st, 13, p->ci.not_before);
+	sqlite3_bind_int64(st, 14, p->ci.not_after);
+	db_bind_text(st, 15, p->ci.fingerprint_sha256);
+	db_bind_text(st, 16, order_id);
 	sqlite3_bind_int64(st, 17, now);
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
@@ -227,18 +273,28 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, id);
 	sqlite3_bind_int(st, 3, version);
-	bind_time(st, 4, m->renew_after);
+	bind_time(st, 4, renew_after);
 	sqlite3_bind_int64(st, 5, now);
 	rc = changed_or_not_found(db, db_exec_stmt(db, st));
 	if (rc == CP_OK && version_out)
 		*version_out = version;
 out:
-	crypto_cert_info_clear(&ci);
-	crypto_key_free(key);
 	free(aad);
 	free(sealed);
-	free(sans);
-	crypto_wipe_free(pkcs8);
+	return rc;
+}
+
+cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *ring,
+				 const char *tenant_id, const char *id,
+				 const struct db_cert_material *m, int *version_out)
+{
+	struct db_cert_prepared *p = NULL;
+	cp_rc rc = db_cert_prepare(m, &p);
+
+	if (rc == CP_OK)
+		rc = db_certificate_add_prepared(db, ring, tenant_id, id, p, m->order_id,
+						 m->renew_after, version_out);
+	db_cert_prepared_free(p);
 	return rc;
 }
 

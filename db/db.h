@@ -446,6 +446,21 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 				 const char *tenant_id, const char *id,
 				 const struct db_cert_material *m, int *version_out) CP_WUR;
 /*
+ * The same in two steps, for bulk writers that store one material many
+ * times (tests/bench/seed): db_cert_prepare reads the facts and checks the
+ * key once (*out new, db_cert_prepared_free; CP_ERR_INVALID as above);
+ * db_certificate_add_prepared adds it as the next version of id, sealing
+ * the key afresh (own nonce, own aad) for every version. order_id may be
+ * NULL. Call inside a transaction.
+ */
+struct db_cert_prepared;
+cp_rc db_cert_prepare(const struct db_cert_material *m, struct db_cert_prepared **out) CP_WUR;
+void db_cert_prepared_free(struct db_cert_prepared *p);
+cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ring,
+				  const char *tenant_id, const char *id,
+				  const struct db_cert_prepared *p, const char *order_id,
+				  int64_t renew_after, int *version_out) CP_WUR;
+/*
  * The API resource of certificate id: {id, name, type, source, status,
  * auto_renew, key_type, hostnames, challenge, ca, subject_cn, sans, issuer,
  * serial, not_before, not_after, fingerprint_sha256, version, property_ids,

@@ -13,6 +13,7 @@
  * database error on every scrape. A scrape every 15 s can afford a prepare.
  */
 #include "db/db_internal.h"
+#include "lifecycle/lifecycle.h"
 
 /* Prepare sql without logging; NULL if the schema has no such table. */
 static sqlite3_stmt *prepare_quiet(struct db *db, const char *sql)
@@ -62,13 +63,13 @@ cp_rc db_metrics_orders(struct db *db, json_t **out)
 	return fetch_counts(db, st, out);
 }
 
-/* The derived status must be computed exactly as db/certificates.c does for
- * the API ("expired" is not stored: it is a current version past not_after). */
+/* The derived status is the lifecycle rule the API shows too
+ * (LIFECYCLE_STATUS_SQL: "expired" is not stored, "failed" wins over it). */
 cp_rc db_metrics_certificates(struct db *db, json_t **out)
 {
 	sqlite3_stmt *st = prepare_quiet(
-		db, "SELECT (CASE WHEN v.not_after IS NOT NULL AND ?1 > v.not_after THEN 'expired' "
-		    "ELSE c.status END) AS s, count(*) FROM certificates c "
+		db, "SELECT " LIFECYCLE_STATUS_SQL("c.status", "v.not_after") " AS s, count(*) "
+		    "FROM certificates c "
 		    "LEFT JOIN certificate_versions v ON v.certificate_id = c.id "
 		    "AND v.version = c.version GROUP BY s");
 

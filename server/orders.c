@@ -27,6 +27,7 @@
 #include "server/server_internal.h"
 #include "acme/acme.h"
 #include "crypto/crypto.h"
+#include "lifecycle/lifecycle.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -939,7 +940,7 @@ static enum step complete(struct run *run, const char *pem)
 	const char *kind = ostr(run->order, "kind");
 	json_t *fresh = NULL, *data = NULL;
 	int version = 0;
-	int64_t life, renew_after;
+	int64_t renew_after;
 	cp_rc rc, load_rc = CP_OK;
 
 	memset(&ci, 0, sizeof(ci));
@@ -959,14 +960,10 @@ static enum step complete(struct run *run, const char *pem)
 		crypto_cert_info_clear(&ci);
 		return fail(run, "internal", "cannot prepare the new version");
 	}
-	/* Renewal due at two thirds of the lifetime (half when short), or
-	 * renew_before_days before the end, whichever comes first. */
-	life = ci.not_after - ci.not_before;
-	renew_after = ci.not_after - (life < 10 * 86400 ? life / 2 : life / 3);
-	if (ci.not_after - (int64_t)run->ctx->cfg->renew_before_days * 86400 < renew_after)
-		renew_after = ci.not_after - (int64_t)run->ctx->cfg->renew_before_days * 86400;
-	if (renew_after < ci.not_before)
-		renew_after = ci.not_before;
+	/* A version from the CA: the lifecycle rule for CA-issued ones. */
+	renew_after = lifecycle_renew_at(
+		&(struct lifecycle_version){ ci.not_before, ci.not_after, LIFECYCLE_CA },
+		run->ctx->cfg->renew_before_days);
 	struct db_cert_material m = { .cert_pem = leaf, .chain_pem = chain, .key_pem = key_pem,
 				      .order_id = run->id, .renew_after = renew_after };
 	cp_time_fmt(cp_now(), nowts);

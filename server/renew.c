@@ -4,12 +4,12 @@
  * with renew automation carry (db_renewal_candidates: backoff passed, no
  * order in flight) and starts a renewal order for each one that is due:
  *
- *   - renew_before_days before not_after, or when a third of the lifetime
- *     is left (half for certificates shorter than 10 days), whichever is
- *     first (Let's Encrypt's integration guide);
- *   - earlier when the CA offers ACME Renewal Information (RFC 9773): a
- *     uniformly random moment inside its suggested window, chosen once per
- *     window and stored as the certificate's renew_after.
+ *   - at the certificate's stored renew_after: the lifecycle rule
+ *     (lifecycle/lifecycle.h) chosen when its version was stored, the same
+ *     moment the API shows as renewal.renew_after;
+ *   - or, when the CA offers ACME Renewal Information (RFC 9773), a moment
+ *     inside its suggested window (lifecycle_ari_at), chosen once per
+ *     window and stored as renew_after in its place.
  *
  * The order's SAN is every hostname of those production deployments. The
  * hostname checks run in the order job; a failure there is reported as
@@ -19,6 +19,7 @@
  */
 #include "server/server_internal.h"
 #include "acme/acme.h"
+#include "lifecycle/lifecycle.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,20 +45,6 @@ static const char *jstr(const json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
-int64_t server_renew_due_at(const struct cp_config *cfg, int64_t not_before, int64_t not_after,
-			    int64_t renew_after)
-{
-	int64_t life = not_after - not_before, due, window;
-
-	due = not_after - (life < 10 * 86400 ? life / 2 : life / 3);
-	window = not_after - (int64_t)cfg->renew_before_days * 86400;
-	if (window < due)
-		due = window;
-	if (renew_after > 0 && renew_after < due)
-		due = renew_after;
-	return due;
-}
-
 /*
  * ARI: if the CA suggests a window for this certificate, pick a random
  * moment in it and store it as renew_after. At most one request per
@@ -72,6 +59,7 @@ static void ari_check(const struct api_ctx *ctx, struct db *db, const json_t *c)
 	struct acme_client *client = NULL;
 	struct acme_result r;
 	int64_t now = cp_now(), start = 0, end = 0;
+	uint64_t rnd = 0;
 
 	for (const char *p = id; *p; p++)
 		h = h * 31 + (unsigned char)*p;
@@ -101,12 +89,13 @@ static void ari_check(const struct api_ctx *ctx, struct db *db, const json_t *c)
 	if (!window_s || !window_e || cp_time_parse(window_s, &start) != CP_OK ||
 	    cp_time_parse(window_e, &end) != CP_OK || end <= start)
 		goto out;
-	if (jint(c, "renew_after") >= start && jint(c, "renew_after") <= end)
+	if (lifecycle_ari_kept(jint(c, "renew_after"), start, end))
 		goto out; /* a moment in this window is already chosen */
-	if (db_certificate_get(db, tenant, id, &cert) == CP_OK) {
+	if (cp_random(&rnd, sizeof(rnd)) == CP_OK &&
+	    db_certificate_get(db, tenant, id, &cert) == CP_OK) {
 		json_t *ren = json_object_get(cert, "renewal");
 		struct db_cert_renewal rn = {
-			.renew_after = start + (int64_t)cp_random_below((uint64_t)(end - start)),
+			.renew_after = lifecycle_ari_at(start, end, now, rnd),
 			.last_error = jstr(ren, "last_error"),
 			.last_error_reason = jstr(ren, "last_error_reason"),
 			.failure_count = (int)jint(ren, "failure_count"),
@@ -184,8 +173,13 @@ void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 			 ? ctx->cfg->scheduler_interval_seconds
 			 : RENEW_SPREAD_MAX;
 	json_array_foreach(list, i, c) {
-		int64_t due = server_renew_due_at(ctx->cfg, jint(c, "not_before"),
-						  jint(c, "not_after"), jint(c, "renew_after"));
+		struct lifecycle_version v = {
+			jint(c, "not_before"), jint(c, "not_after"),
+			json_is_true(json_object_get(c, "ca_issued")) ? LIFECYCLE_CA
+								       : LIFECYCLE_BOOTSTRAP,
+		};
+		int64_t due = lifecycle_due_at(jint(c, "renew_after"), &v,
+					       ctx->cfg->renew_before_days);
 		if (now < due) {
 			ari_check(ctx, db, c);
 			continue;

@@ -84,11 +84,6 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 /* Renewal retry delay after the n-th failure in a row (renew_backoff_seconds,
  * the last entry repeating), with ±10 % jitter. */
 int64_t server_renew_backoff(const struct cp_config *cfg, int n);
-/* When a certificate valid from not_before to not_after is due for renewal
- * (renew_before_days, a third / half of the lifetime, or an earlier
- * renew_after chosen from the CA's ARI window; 0 = none). */
-int64_t server_renew_due_at(const struct cp_config *cfg, int64_t not_before, int64_t not_after,
-			    int64_t renew_after);
 /* Scheduler tick: start the renewal orders that are due. */
 void server_tick_renew(const struct api_ctx *ctx, struct db *db);
 /* Job kind "hostname_verify": check every claim of a property ({"property_id"}). */

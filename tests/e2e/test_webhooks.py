@@ -10,8 +10,9 @@ Covers: CRUD and validation (secret shown once, never again; isolation);
 Standard Webhooks signature recomputed here with hmac; receiver down then up;
 500s then 200; a hanging receiver abandoned at the timeout; 410 disables
 with a webhook.disabled event; SSRF refusals; kill -9 with 500 deliveries
-pending, all delivered after restart; expiry reminders for certificates 29,
-13 and 6 days from expiry, each exactly once; GET /v1/events filters.
+pending, all delivered after restart; expiry reminders relative to the
+lifetime (90-day certificates with 29, 13, 2 days left: 1/3, 1/6, 1/30; a
+fresh 6-day one: none), each exactly once; GET /v1/events filters.
 """
 import base64
 import hashlib
@@ -19,7 +20,9 @@ import hmac
 import http.server
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -370,28 +373,69 @@ def test_kill9_with_500_pending_all_delivered_after_restart():
             rcv.close()
 
 
+def dated_cert(name, not_before, not_after):
+    """An uploadable certificate (PEM, key PEM) valid from not_before to
+    not_after (unix s): `openssl ca -selfsign` is the CLI that takes exact
+    dates."""
+    d = tempfile.mkdtemp(prefix="wh-dated-")
+    j = lambda n: os.path.join(d, n)
+    open(j("index.txt"), "w").close()
+    with open(j("serial"), "w") as f:
+        f.write("1000\n")
+    with open(j("ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = t\n[t]\ndir = %s\ndatabase = $dir/index.txt\n"
+                "new_certs_dir = $dir\nserial = $dir/serial\ndefault_md = sha256\n"
+                "policy = any\nunique_subject = no\ncopy_extensions = copy\n"
+                "[any]\ncommonName = supplied\n" % d)
+    fmt = lambda t: time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", j("k.pem"), "-out",
+                    j("c.csr"), "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", "-batch", "-selfsign", "-config", j("ca.cnf"), "-keyfile",
+                    j("k.pem"), "-in", j("c.csr"), "-out", j("c.pem"), "-notext",
+                    "-startdate", fmt(not_before), "-enddate", fmt(not_after)],
+                   check=True, capture_output=True)
+    return open(j("c.pem")).read(), open(j("k.pem")).read()
+
+
 def test_expiry_reminders_once_each():
+    """Reminders relative to the lifetime (lifecycle_reminder): 90-day
+    certificates with 29, 13, 2 and 60 days left get the 1/3, 1/6, 1/30
+    reminder and none; a fresh 6-day one gets none (no 30-day warning for a
+    certificate that lives 6 days)."""
     s = server()
     _, key = s.new_tenant("reminders")
     rcv = Receiver()
+    day = 86400
     try:
         w = create(s, key, rcv.url("/ok"), events=["certificate.expiring", "certificate.expired"])
         certs = {}
-        for days in (29, 13, 6, 60):
+        now = time.time()
+        for left in (29, 13, 2, 60):
+            pem, kpem = dated_cert("d%d.example.com" % left, now - (90 - left) * day,
+                                   now + left * day)
             c = expect(s.post("/v1/certificates", {
-                "source": "self_signed", "name": "exp-%d" % days,
-                "hostnames": ["d%d.example.com" % days], "validity_days": days}, token=key), 201).json
-            certs[days] = c["id"]
+                "source": "upload", "name": "exp-%d" % left, "certificate": pem,
+                "private_key": kpem}, token=key), 201).json
+            certs[left] = c["id"]
+        c6 = expect(s.post("/v1/certificates", {
+            "source": "self_signed", "name": "exp-6", "hostnames": ["d6.example.com"],
+            "validity_days": 6}, token=key), 201).json["id"]
         time.sleep(4)  # several scheduler intervals (1 s each)
         evs = s.list_all("/v1/events", token=key, query={"type": "certificate.expiring"})
         by_cert = {}
         for e in evs:
-            by_cert.setdefault(e["data"]["certificate_id"], []).append(e["data"]["threshold_days"])
-        check(by_cert == {certs[29]: [30], certs[13]: [14], certs[6]: [7]}, repr(by_cert))
+            by_cert.setdefault(e["data"]["certificate_id"], []).append(e["data"]["threshold"])
+        check(by_cert == {certs[29]: ["1/3"], certs[13]: ["1/6"], certs[2]: ["1/30"]},
+              repr(by_cert))
+        check(c6 not in by_cert)
         check(s.list_all("/v1/events", token=key, query={"type": "certificate.expired"}) == [])
-        e6 = [e for e in evs if e["data"]["certificate_id"] == certs[6]][0]["data"]
-        check(e6["name"] == "exp-6" and e6["sans"] == ["d6.example.com"] and e6["version"] == 1
-              and e6["not_after"] and "metadata" in e6, repr(e6))
+        e2 = [e for e in evs if e["data"]["certificate_id"] == certs[2]][0]["data"]
+        check(e2["name"] == "exp-2" and e2["sans"] == ["d2.example.com"] and e2["version"] == 1
+              and e2["not_after"] and "metadata" in e2, repr(e2))
+        check(e2["threshold_seconds"] == 3 * day and e2["threshold_days"] == 3, repr(e2))
+        check(abs(e2["expires_in_seconds"] - 2 * day) < 60, repr(e2))
         s.wait_for(lambda: len(rcv.seen("/ok")) >= 3, timeout=15, what="reminders delivered")
         time.sleep(2)
         check(len(rcv.seen("/ok")) == 3)

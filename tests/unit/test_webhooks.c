@@ -5,8 +5,9 @@
  * addresses, callback URL checks, the retry schedule parser, and the db
  * side on a temporary database: fan-out by subscription, the disabling
  * policy (consecutive failed deliveries, 410) with its webhook.disabled
- * event, and expiry reminders driven by a fake clock (the tightest threshold
- * only, once per version and threshold, expired once).
+ * event, and expiry reminders driven by a fake clock (relative to the
+ * lifetime: 1/3, 1/6, 1/30 left; the tightest threshold only, once per
+ * version and threshold, expired once).
  *
  * White-box where it helps: includes db/db_internal.h to insert certificate
  * rows and count rows directly.
@@ -524,8 +525,8 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 	free(other);
 }
 
-static void add_cert(struct db *db, const char *tenant, const char *id, int64_t not_after,
-		     int version)
+static void add_cert(struct db *db, const char *tenant, const char *id, int64_t not_before,
+		     int64_t not_after, int version)
 {
 	char *sql = cp_aprintf(
 		"INSERT OR IGNORE INTO certificates (id, tenant_id, name, source, status, version, "
@@ -535,62 +536,86 @@ static void add_cert(struct db *db, const char *tenant, const char *id, int64_t 
 		"INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
 		"private_key, key_type, sans, issuer, serial, not_before, not_after, "
 		"fingerprint_sha256, created_at) VALUES (lower(hex(randomblob(16))), '%s', '%s', %d, "
-		"'pem', 'sealed', 'ecdsa-p256', '[\"a.example\"]', 'CN=x', '01', 0, %lld, 'fp', 0);",
-		id, tenant, id, version, version, id, id, tenant, version, (long long)not_after);
+		"'pem', 'sealed', 'ecdsa-p256', '[\"a.example\"]', 'CN=x', '01', %lld, %lld, 'fp', "
+		"0);",
+		id, tenant, id, version, version, id, id, tenant, version, (long long)not_before,
+		(long long)not_after);
 
 	CHECK(sql && db_exec(db, sql) == CP_OK);
 	free(sql);
 }
 
-static int64_t reminders(struct db *db, const char *cert, int days)
+/* Events about cert: threshold 1/den (den > 0), expired (0) or all (-1). */
+static int64_t reminders(struct db *db, const char *cert, int den)
 {
-	char sql[256];
+	char sql[320];
 
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM events WHERE json_extract(payload, '$.data.certificate_id') "
-		 "= '%s' AND (%d < 0 OR json_extract(payload, '$.data.threshold_days') = %d "
+		 "= '%s' AND (%d < 0 OR json_extract(payload, '$.data.threshold') = '1/%d' "
 		 "OR (%d = 0 AND type = 'certificate.expired'))",
-		 cert, days, days, days);
+		 cert, den, den, den);
 	return count(db, sql);
 }
 
+/* Reminders relative to the lifetime (lifecycle_reminder): 1/3, 1/6, 1/30
+ * of it left, then expired; the tightest crossed only, once each. */
 static void test_reminders(struct db *db, const char *tenant)
 {
 	int64_t now = 1800000000, day = 86400;
 	const char *c29 = "00000000-0000-4000-8000-000000000029";
 	const char *c13 = "00000000-0000-4000-8000-000000000013";
+	const char *c2 = "00000000-0000-4000-8000-000000000002";
 	const char *c6 = "00000000-0000-4000-8000-000000000006";
 	const char *c90 = "00000000-0000-4000-8000-000000000090";
 	int sent = 0;
 
-	add_cert(db, tenant, c29, now + 29 * day, 1);
-	add_cert(db, tenant, c13, now + 13 * day, 1);
-	add_cert(db, tenant, c6, now + 6 * day, 1);
-	add_cert(db, tenant, c90, now + 90 * day, 1);
+	/* 90-day certificates with 29, 13, 2 and 60 days left; a fresh 6-day one. */
+	add_cert(db, tenant, c29, now - 61 * day, now + 29 * day, 1);
+	add_cert(db, tenant, c13, now - 77 * day, now + 13 * day, 1);
+	add_cert(db, tenant, c2, now - 88 * day, now + 2 * day, 1);
+	add_cert(db, tenant, c90, now - 30 * day, now + 60 * day, 1);
+	add_cert(db, tenant, c6, now, now + 6 * day, 1);
 	for (int i = 0; i < 3; i++)
 		CHECK(db_cert_reminders_run(db, now + i * 60, 64, &sent) == CP_OK &&
 		      sent == (i == 0 ? 3 : 0));
-	CHECK(reminders(db, c29, 30) == 1 && reminders(db, c29, -1) == 1);
-	CHECK(reminders(db, c13, 14) == 1 && reminders(db, c13, -1) == 1);
-	CHECK(reminders(db, c6, 7) == 1 && reminders(db, c6, -1) == 1);
+	CHECK(reminders(db, c29, 3) == 1 && reminders(db, c29, -1) == 1);
+	CHECK(reminders(db, c13, 6) == 1 && reminders(db, c13, -1) == 1);
+	CHECK(reminders(db, c2, 30) == 1 && reminders(db, c2, -1) == 1);
 	CHECK(reminders(db, c90, -1) == 0);
-	/* Metadata and facts are echoed. */
+	/* No 30-day warning for a 6-day certificate at issuance. */
+	CHECK(reminders(db, c6, -1) == 0);
+	/* Metadata, facts and the threshold are echoed. */
 	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
 			"json_extract(payload, '$.data.metadata.team') = 'x' AND "
 			"json_extract(payload, '$.data.sans[0]') = 'a.example'") == 3);
+	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
+			"json_extract(payload, '$.data.threshold') = '1/3' AND "
+			"json_extract(payload, '$.data.threshold_seconds') = 30 * 86400 AND "
+			"json_extract(payload, '$.data.threshold_days') = 30") == 1);
 
-	/* Six days later: c13 (7 days left) gets 7, c6 has expired, c29 (23
-	 * days left) already had its 30. */
-	CHECK(db_cert_reminders_run(db, now + 6 * day + 1, 64, &sent) == CP_OK && sent == 2);
-	CHECK(reminders(db, c29, -1) == 1);
-	CHECK(reminders(db, c13, 7) == 1 && reminders(db, c13, -1) == 2);
-	CHECK(reminders(db, c6, 0) == 1 && reminders(db, c6, -1) == 2);
+	/* The 6-day certificate: 1/3 at 2 days left (c2 has expired by then),
+	 * 1/6 at 1 day, 1/30 at 4.8 hours, then expired. */
+	CHECK(db_cert_reminders_run(db, now + 4 * day, 64, &sent) == CP_OK && sent == 2);
+	CHECK(reminders(db, c6, 3) == 1 && reminders(db, c2, 0) == 1);
+	CHECK(db_cert_reminders_run(db, now + 5 * day, 64, &sent) == CP_OK && sent == 1);
+	CHECK(reminders(db, c6, 6) == 1);
+	CHECK(db_cert_reminders_run(db, now + 5 * day + 19 * 3600, 64, &sent) == CP_OK &&
+	      sent == 0);
+	CHECK(db_cert_reminders_run(db, now + 5 * day + 20 * 3600, 64, &sent) == CP_OK &&
+	      sent == 1);
+	CHECK(reminders(db, c6, 30) == 1);
+	CHECK(db_cert_reminders_run(db, now + 6 * day + 1, 64, &sent) == CP_OK && sent == 1);
+	CHECK(reminders(db, c6, 0) == 1 && reminders(db, c6, -1) == 4);
 	CHECK(db_cert_reminders_run(db, now + 6 * day + 2, 64, &sent) == CP_OK && sent == 0);
+	CHECK(reminders(db, c29, -1) == 1 && reminders(db, c13, -1) == 1);
 
 	/* A renewal (version 2) starts the reminders afresh. */
-	add_cert(db, tenant, c6, now + 16 * day, 2);
-	CHECK(db_cert_reminders_run(db, now + 6 * day + 3, 64, &sent) == CP_OK && sent == 1);
-	CHECK(reminders(db, c6, 14) == 1);
+	add_cert(db, tenant, c6, now + 6 * day, now + 12 * day, 2);
+	CHECK(db_cert_reminders_run(db, now + 6 * day + 3, 64, &sent) == CP_OK && sent == 0);
+	/* ... and c13, with 3 days of 90 left, crosses 1/30. */
+	CHECK(db_cert_reminders_run(db, now + 10 * day, 64, &sent) == CP_OK && sent == 2);
+	CHECK(reminders(db, c6, 3) == 2 && reminders(db, c13, 30) == 1);
 }
 
 static void test_db(void)

@@ -1,0 +1,98 @@
+/*
+ * lifecycle.c - the certificate lifecycle rules (see lifecycle.h).
+ */
+#include "lifecycle/lifecycle.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <string.h>
+
+int64_t lifecycle_renew_at(const struct lifecycle_version *v, int renew_before_days)
+{
+	int64_t life, before, due;
+
+	assert(v && renew_before_days >= 0);
+	life = v->not_after - v->not_before;
+	if (life <= 0)
+		return v->not_before;
+	before = (int64_t)renew_before_days * 86400;
+	if (v->origin == LIFECYCLE_CA) {
+		/* Never due at issuance: at most a third (half when short) of
+		 * the lifetime is spent waiting for the renewal. */
+		int64_t cap = life < LIFECYCLE_SHORT_SECONDS ? life / 2 : life / 3;
+		if (cap < before)
+			before = cap;
+	}
+	due = v->not_after - before;
+	return due < v->not_before ? v->not_before : due;
+}
+
+int64_t lifecycle_ari_at(int64_t start, int64_t end, int64_t now, uint64_t rnd)
+{
+	int64_t from = start > now ? start : now;
+
+	assert(end > start);
+	if (end <= from)
+		return now; /* the window is past: due at once */
+	/* rnd % span is uniform to within span / 2^64: negligible. */
+	return from + (int64_t)(rnd % (uint64_t)(end - from));
+}
+
+bool lifecycle_ari_kept(int64_t renew_after, int64_t start, int64_t end)
+{
+	return renew_after >= start && renew_after < end;
+}
+
+int64_t lifecycle_due_at(int64_t renew_after, const struct lifecycle_version *v,
+			 int renew_before_days)
+{
+	return renew_after > 0 ? renew_after : lifecycle_renew_at(v, renew_before_days);
+}
+
+static const char *const status_names[] = {
+    [LIFECYCLE_PENDING] = "pending",   [LIFECYCLE_ACTIVE] = "active",
+    [LIFECYCLE_RENEWING] = "renewing", [LIFECYCLE_EXPIRED] = "expired",
+    [LIFECYCLE_FAILED] = "failed",
+};
+
+const char *lifecycle_status_name(enum lifecycle_status s)
+{
+	assert((size_t)s < sizeof(status_names) / sizeof(status_names[0]));
+	return status_names[s];
+}
+
+enum lifecycle_status lifecycle_status(const char *stored, bool has_version, int64_t not_after,
+				       int64_t now)
+{
+	if (stored && strcmp(stored, "failed") == 0)
+		return LIFECYCLE_FAILED;
+	if (has_version && now > not_after)
+		return LIFECYCLE_EXPIRED;
+	if (stored && strcmp(stored, "active") == 0)
+		return LIFECYCLE_ACTIVE;
+	if (stored && strcmp(stored, "renewing") == 0)
+		return LIFECYCLE_RENEWING;
+	return LIFECYCLE_PENDING;
+}
+
+/* Denominators of the expiring thresholds, tightest first. */
+static const int thresholds[] = {30, 6, 3};
+
+int lifecycle_reminder(int64_t not_before, int64_t not_after, int64_t now)
+{
+	int64_t life = not_after - not_before, left = not_after - now;
+
+	if (now > not_after)
+		return LIFECYCLE_REMINDER_EXPIRED;
+	for (size_t i = 0; i < sizeof(thresholds) / sizeof(thresholds[0]); i++)
+		if (left * thresholds[i] <= life)
+			return thresholds[i];
+	return LIFECYCLE_REMINDER_NONE;
+}
+
+int64_t lifecycle_reminder_seconds(int64_t not_before, int64_t not_after, int threshold)
+{
+	if (threshold <= 0)
+		return 0;
+	return (not_after - not_before) / threshold;
+}

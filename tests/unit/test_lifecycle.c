@@ -1,0 +1,256 @@
+/*
+ * test_lifecycle.c - the certificate lifecycle rules (lifecycle/lifecycle.h)
+ * over tables, each row asserting an exact moment or value:
+ *
+ *   - the renewal window: lifetimes of 6 h, 6 d, 25 d, 45 d, 90 d and 398 d,
+ *     bootstrap and CA-issued, without ARI, with an ARI window ahead, one
+ *     already started and one in the past; a CA-issued version is never due
+ *     at issuance (the bug of issue 10: any CA certificate of 25 days or less
+ *     was due the moment it was issued);
+ *   - the derived status, in C and through SQLite with LIFECYCLE_STATUS_SQL,
+ *     which must agree on every row;
+ *   - the expiry reminders (1/3, 1/6, 1/30 of the lifetime left, expired), in
+ *     C and through SQLite with LIFECYCLE_REMINDER_SQL: a 6-day certificate
+ *     gets no reminder at issuance.
+ *
+ * Exit status: 0 when every check passed.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "lifecycle/lifecycle.h"
+
+static int checks, failures;
+
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		checks++;                                                                          \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
+			failures++;                                                                \
+		}                                                                                  \
+	} while (0)
+
+#define H 3600LL
+#define D 86400LL
+#define NB 1800000000LL /* not_before of every row */
+#define NONE 0		/* no ARI window */
+
+/* One row: a version, an optional ARI window (relative to NB), the moment
+ * the check runs, the random draw, and the exact moment expected. */
+struct renew_row {
+	const char *what;
+	int64_t life;
+	enum lifecycle_origin origin;
+	int64_t ari_start, ari_end; /* NONE: no window */
+	int64_t now;		    /* relative to NB */
+	uint64_t rnd;
+	int64_t due; /* relative to NB */
+};
+
+static const struct renew_row renew_rows[] = {
+    /* Lifetime rule, renew_before_days = 25. */
+    {"6 h CA: half the lifetime", 6 * H, LIFECYCLE_CA, NONE, NONE, 0, 0, 3 * H},
+    {"6 h bootstrap: inside 25 d, due at once", 6 * H, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0},
+    {"6 d CA: 3 d left", 6 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 3 * D},
+    {"6 d bootstrap: due at once", 6 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0},
+    {"25 d CA: a third left, not at issuance", 25 * D, LIFECYCLE_CA, NONE, NONE, 0, 0,
+     25 * D - (25 * D) / 3},
+    {"25 d bootstrap: due at once", 25 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0},
+    {"45 d CA: 15 d left", 45 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 30 * D},
+    {"45 d bootstrap: 25 d left", 45 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 20 * D},
+    {"90 d CA: 25 d left", 90 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 65 * D},
+    {"90 d bootstrap: 25 d left", 90 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 65 * D},
+    {"398 d CA: 25 d left", 398 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 373 * D},
+    {"398 d bootstrap: 25 d left", 398 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 373 * D},
+    /* ARI window ahead: its start + rnd mod its span. */
+    {"6 h CA, ARI [2 h, 3 h)", 6 * H, LIFECYCLE_CA, 2 * H, 3 * H, 0, UINT64_MAX,
+     2 * H + 15 /* (2^64 - 1) mod 3600 */},
+    {"6 d CA, ARI [4 d, 5 d)", 6 * D, LIFECYCLE_CA, 4 * D, 5 * D, 1 * H, 1000, 4 * D + 1000},
+    {"45 d CA, ARI [28 d, 30 d)", 45 * D, LIFECYCLE_CA, 28 * D, 30 * D, 1 * D, 0, 28 * D},
+    {"90 d CA, ARI [60 d, 62 d)", 90 * D, LIFECYCLE_CA, 60 * D, 62 * D, 1 * D, 12345,
+     60 * D + 12345},
+    {"90 d bootstrap, ARI [60 d, 62 d)", 90 * D, LIFECYCLE_BOOTSTRAP, 60 * D, 62 * D, 1 * D,
+     2 * D + 7, 60 * D + 7},
+    {"398 d CA, ARI [300 d, 301 d)", 398 * D, LIFECYCLE_CA, 300 * D, 301 * D, 0, 86399,
+     300 * D + 86399},
+    /* ARI window already started: uniform over what is left of it. */
+    {"90 d CA, ARI [60 d, 62 d) at 61 d", 90 * D, LIFECYCLE_CA, 60 * D, 62 * D, 61 * D, 99,
+     61 * D + 99},
+    /* ARI window in the past: due now. */
+    {"90 d CA, ARI [10 d, 11 d) at 20 d", 90 * D, LIFECYCLE_CA, 10 * D, 11 * D, 20 * D, 5, 20 * D},
+    {"6 h CA, ARI [1 h, 2 h) at 2 h", 6 * H, LIFECYCLE_CA, 1 * H, 2 * H, 2 * H, 5, 2 * H},
+};
+
+static void test_renewal_window(void)
+{
+	for (size_t i = 0; i < sizeof(renew_rows) / sizeof(renew_rows[0]); i++) {
+		const struct renew_row *r = &renew_rows[i];
+		struct lifecycle_version v = {NB, NB + r->life, r->origin};
+		int64_t stored, due;
+
+		/* What the order engine / the API store with the version. */
+		stored = lifecycle_renew_at(&v, 25);
+		if (r->ari_end != NONE) {
+			/* What the scheduler stores from the CA's window. */
+			stored = lifecycle_ari_at(NB + r->ari_start, NB + r->ari_end, NB + r->now,
+						  r->rnd);
+			CHECK(lifecycle_ari_kept(stored, NB + r->ari_start, NB + r->ari_end) ||
+			      r->ari_end <= r->now);
+		}
+		/* What the scheduler acts on is what was stored (= the API's
+		 * renewal.renew_after). */
+		due = lifecycle_due_at(stored, &v, 25);
+		if (due != NB + r->due)
+			fprintf(stderr, "row %zu (%s): due at NB%+lld, expected NB%+lld\n", i,
+				r->what, (long long)(due - NB), (long long)r->due);
+		CHECK(due == NB + r->due);
+		CHECK(due == stored);
+		/* A CA-issued version is never due at issuance (no renewal loop). */
+		if (r->origin == LIFECYCLE_CA && r->ari_end == NONE)
+			CHECK(due > NB && due < NB + r->life);
+		/* Nothing stored: the lifetime rule. */
+		CHECK(lifecycle_due_at(0, &v, 25) == lifecycle_renew_at(&v, 25));
+	}
+	/* renew_before_days shorter than the cap wins for CA versions too. */
+	CHECK(lifecycle_renew_at(&(struct lifecycle_version){NB, NB + 90 * D, LIFECYCLE_CA}, 7) ==
+	      NB + 83 * D);
+	CHECK(lifecycle_renew_at(&(struct lifecycle_version){NB, NB + 6 * D, LIFECYCLE_CA}, 1) ==
+	      NB + 5 * D);
+	/* A version with no lifetime is due at its start. */
+	CHECK(lifecycle_renew_at(&(struct lifecycle_version){NB, NB, LIFECYCLE_CA}, 25) == NB);
+	/* A stored moment outside a (moved) window is redrawn. */
+	CHECK(!lifecycle_ari_kept(NB + 10, NB + 20, NB + 30));
+	CHECK(!lifecycle_ari_kept(NB + 30, NB + 20, NB + 30));
+	CHECK(lifecycle_ari_kept(NB + 20, NB + 20, NB + 30));
+}
+
+/* ---- derived status ---- */
+
+struct status_row {
+	const char *stored;
+	int has_version;
+	int64_t not_after; /* relative to now */
+	enum lifecycle_status want;
+};
+
+static const struct status_row status_rows[] = {
+    {"pending", 0, 0, LIFECYCLE_PENDING},   {"active", 1, 10, LIFECYCLE_ACTIVE},
+    {"active", 1, 0, LIFECYCLE_ACTIVE},	    {"active", 1, -1, LIFECYCLE_EXPIRED},
+    {"renewing", 1, 5, LIFECYCLE_RENEWING}, {"renewing", 1, -5, LIFECYCLE_EXPIRED},
+    {"failed", 1, -5, LIFECYCLE_FAILED},    {"failed", 1, 5, LIFECYCLE_FAILED},
+    {"failed", 0, 0, LIFECYCLE_FAILED},	    {"pending", 1, -5, LIFECYCLE_EXPIRED},
+};
+
+/* Evaluate one SQL fragment on one row of t(stored, nb, na) with ?1 = now. */
+static sqlite3_stmt *prepare(sqlite3 *h, const char *expr)
+{
+	char sql[1024];
+	sqlite3_stmt *st = NULL;
+
+	snprintf(sql, sizeof(sql), "SELECT %s FROM t", expr);
+	CHECK(sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK);
+	return st;
+}
+
+static void set_row(sqlite3 *h, const char *stored, int has_version, int64_t nb, int64_t na)
+{
+	char sql[256];
+
+	if (has_version)
+		snprintf(sql, sizeof(sql), "DELETE FROM t; INSERT INTO t VALUES ('%s', %lld, %lld)",
+			 stored, (long long)nb, (long long)na);
+	else
+		snprintf(sql, sizeof(sql), "DELETE FROM t; INSERT INTO t VALUES ('%s', NULL, NULL)",
+			 stored);
+	CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
+}
+
+static void test_status(sqlite3 *h)
+{
+	int64_t now = NB + 5 * D;
+	sqlite3_stmt *st = prepare(h, LIFECYCLE_STATUS_SQL("stored", "na"));
+
+	for (size_t i = 0; i < sizeof(status_rows) / sizeof(status_rows[0]) && st; i++) {
+		const struct status_row *r = &status_rows[i];
+		enum lifecycle_status s =
+		    lifecycle_status(r->stored, r->has_version, now + r->not_after, now);
+		CHECK(s == r->want);
+		set_row(h, r->stored, r->has_version, NB, now + r->not_after);
+		sqlite3_bind_int64(st, 1, now);
+		CHECK(sqlite3_step(st) == SQLITE_ROW);
+		CHECK(strcmp((const char *)sqlite3_column_text(st, 0), lifecycle_status_name(s)) ==
+		      0);
+		sqlite3_reset(st);
+	}
+	sqlite3_finalize(st);
+}
+
+/* ---- reminders ---- */
+
+struct reminder_row {
+	const char *what;
+	int64_t life;
+	int64_t left; /* time left at the check */
+	int want;
+	int64_t threshold_seconds;
+};
+
+static const struct reminder_row reminder_rows[] = {
+    {"6 d at issuance: nothing (no 30-day warning)", 6 * D, 6 * D, LIFECYCLE_REMINDER_NONE, 0},
+    {"6 d, 2 d + 1 s left: nothing yet", 6 * D, 2 * D + 1, LIFECYCLE_REMINDER_NONE, 0},
+    {"6 d, 2 d left: 1/3", 6 * D, 2 * D, 3, 2 * D},
+    {"6 d, 1 d left: 1/6", 6 * D, 1 * D, 6, 1 * D},
+    {"6 d, 4.8 h left: 1/30", 6 * D, 6 * D / 30, 30, 6 * D / 30},
+    {"6 d, 0 s left: 1/30", 6 * D, 0, 30, 6 * D / 30},
+    {"6 d, expired", 6 * D, -1, LIFECYCLE_REMINDER_EXPIRED, 0},
+    {"6 h, 1 h left: 1/6", 6 * H, 1 * H, 6, 1 * H},
+    {"6 h, 3 h left: nothing", 6 * H, 3 * H, LIFECYCLE_REMINDER_NONE, 0},
+    {"45 d, 30 d left: nothing (no 30-day warning)", 45 * D, 30 * D, LIFECYCLE_REMINDER_NONE, 0},
+    {"45 d, 15 d left: 1/3", 45 * D, 15 * D, 3, 15 * D},
+    {"90 d, 29 d left: 1/3", 90 * D, 29 * D, 3, 30 * D},
+    {"90 d, 3 d left: 1/30", 90 * D, 3 * D, 30, 3 * D},
+    {"398 d, 100 d left: 1/3", 398 * D, 100 * D, 3, 398 * D / 3},
+    {"398 d, 60 d left: 1/6", 398 * D, 60 * D, 6, 398 * D / 6},
+};
+
+static void test_reminders(sqlite3 *h)
+{
+	sqlite3_stmt *st = prepare(h, LIFECYCLE_REMINDER_SQL("nb", "na"));
+
+	for (size_t i = 0; i < sizeof(reminder_rows) / sizeof(reminder_rows[0]) && st; i++) {
+		const struct reminder_row *r = &reminder_rows[i];
+		int64_t na = NB + r->life, now = na - r->left;
+		int got = lifecycle_reminder(NB, na, now);
+		if (got != r->want)
+			fprintf(stderr, "reminder row %zu (%s): %d, expected %d\n", i, r->what, got,
+				r->want);
+		CHECK(got == r->want);
+		CHECK(lifecycle_reminder_seconds(NB, na, got) == r->threshold_seconds);
+		set_row(h, "active", 1, NB, na);
+		sqlite3_bind_int64(st, 1, now);
+		CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == r->want);
+		sqlite3_reset(st);
+		/* Inside the scan horizon whenever a reminder is due. */
+		if (r->want > 0)
+			CHECK(r->left <= LIFECYCLE_REMINDER_HORIZON);
+	}
+	sqlite3_finalize(st);
+}
+
+int main(void)
+{
+	sqlite3 *h = NULL;
+
+	test_renewal_window();
+	CHECK(sqlite3_open(":memory:", &h) == SQLITE_OK);
+	CHECK(sqlite3_exec(h, "CREATE TABLE t (stored TEXT, nb INTEGER, na INTEGER)", NULL, NULL,
+			   NULL) == SQLITE_OK);
+	test_status(h);
+	test_reminders(h);
+	sqlite3_close(h);
+	printf("test_lifecycle: %d checks, %d failures\n", checks, failures);
+	return failures ? 1 : 0;
+}
