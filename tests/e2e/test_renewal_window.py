@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Server, Testbed, check, expect, run  # noqa: E402
 
 TB = Testbed().ensure()
-LIFE = 120       # seconds: Pebble's certificateValidityPeriod for this test
+LIFE = 60        # seconds: Pebble's certificateValidityPeriod for this test
 WINDOW = LIFE // 2
-OBSERVE = 330    # seconds of renewals watched
+OBSERVE = 160    # seconds of renewals watched
 CERTS = 3
 INTERVAL = 1     # scheduler_interval_seconds (harness default)
 SLACK = 4        # seconds: a tick's start spread (<= interval) + one job pass

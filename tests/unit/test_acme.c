@@ -37,29 +37,7 @@
 
 #include "acme/acme.h"
 #include "crypto/crypto.h"
-
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		checks++;                                                                  \
-		if (!(cond)) {                                                             \
-			failures++;                                                        \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);    \
-		}                                                                          \
-	} while (0)
-
-#define CHECK_RC(expr, want)                                                               \
-	do {                                                                               \
-		cp_rc rc_ = (expr);                                                        \
-		checks++;                                                                  \
-		if (rc_ != (want)) {                                                       \
-			failures++;                                                        \
-			fprintf(stderr, "FAIL %s:%d: %s = %s, want %s\n", __FILE__, __LINE__, \
-				#expr, cp_rc_str(rc_), cp_rc_str(want));                   \
-		}                                                                          \
-	} while (0)
+#include "tests/unit/check.h"
 
 static bool streq(const char *a, const char *b)
 {
@@ -1301,6 +1279,5 @@ int main(void)
 	test_integration();
 
 	curl_global_cleanup();
-	printf("test_acme: %d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_exit("test_acme");
 }

@@ -19,16 +19,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
-
-static int failures;
-
-#define CHECK(c)                                                                      \
-	do {                                                                          \
-		if (!(c)) {                                                           \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			failures++;                                                   \
-		}                                                                     \
-	} while (0)
+#include "tests/unit/check.h"
 
 /* ---------------------------------------------------------- hostnames */
 
@@ -511,10 +502,5 @@ int main(void)
 	test_logline();
 	test_hostnames();
 	test_spec();
-	if (failures) {
-		fprintf(stderr, "test_common: %d check(s) failed\n", failures);
-		return failures > 100 ? 100 : failures;
-	}
-	printf("test_common: ok\n");
-	return 0;
+	return check_exit("test_common");
 }

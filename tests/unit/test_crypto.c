@@ -33,16 +33,7 @@
 #include "common/common.h"
 #include "crypto/crypto.h"
 #include "crypto/crypto_internal.h"
-
-static int failures;
-
-#define CHECK(c)                                                                      \
-	do {                                                                          \
-		if (!(c)) {                                                           \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			failures++;                                                   \
-		}                                                                     \
-	} while (0)
+#include "tests/unit/check.h"
 
 static const char *const type_names[] = { "ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072",
 					  "rsa-4096" };
@@ -929,10 +920,5 @@ int main(void)
 	test_keyring();
 	for (int i = 0; i < 5; i++)
 		crypto_key_free(keys[i]);
-	if (failures) {
-		fprintf(stderr, "test_crypto: %d check(s) failed\n", failures);
-		return failures > 100 ? 100 : failures;
-	}
-	printf("test_crypto: ok\n");
-	return 0;
+	return check_exit("test_crypto");
 }

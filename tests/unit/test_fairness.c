@@ -22,16 +22,7 @@
 
 #include "common/common.h"
 #include "db/db_internal.h"
-
-static int failures;
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "tests/unit/check.h"
 
 static int64_t count(struct db *db, const char *sql)
 {
@@ -338,9 +329,5 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/t.db-shm", dir);
 	unlink(path);
 	rmdir(dir);
-	if (failures)
-		fprintf(stderr, "%d check(s) failed\n", failures);
-	else
-		printf("test_fairness: all checks passed\n");
-	return failures > 100 ? 100 : failures;
+	return check_exit("test_fairness");
 }

@@ -21,17 +21,7 @@
 #include <sqlite3.h>
 
 #include "lifecycle/lifecycle.h"
-
-static int checks, failures;
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		checks++;                                                                          \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "tests/unit/check.h"
 
 #define H 3600LL
 #define D 86400LL
@@ -251,6 +241,5 @@ int main(void)
 	test_status(h);
 	test_reminders(h);
 	sqlite3_close(h);
-	printf("test_lifecycle: %d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_exit("test_lifecycle");
 }

@@ -17,16 +17,7 @@
 #include "crypto/crypto.h"
 #include "db/db.h"
 #include "server/server_internal.h"
-
-static int failures;
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "tests/unit/check.h"
 
 #define ORDER_ID "0b9e7c52-5f7e-4a51-9d0e-3a1f00000001"
 
@@ -153,10 +144,5 @@ int main(void)
 		unlink(path);
 	}
 	rmdir(dir);
-	if (failures) {
-		fprintf(stderr, "test_orders: %d check(s) failed\n", failures);
-		return failures > 100 ? 100 : failures;
-	}
-	printf("test_orders: ok\n");
-	return 0;
+	return check_exit("test_orders");
 }

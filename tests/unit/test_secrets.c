@@ -22,16 +22,7 @@
 
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
-
-static int failures;
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
+#include "tests/unit/check.h"
 
 #define ROWS 3 /* per sealed column */
 
@@ -399,10 +390,5 @@ int main(void)
 	test_rotation_corrupted_row(base);
 	test_rotation_faults(base);
 	rm_dir(base);
-	if (failures) {
-		fprintf(stderr, "test_secrets: %d check(s) failed\n", failures);
-		return failures > 100 ? 100 : failures;
-	}
-	printf("test_secrets: ok\n");
-	return 0;
+	return check_exit("test_secrets");
 }

@@ -30,16 +30,7 @@
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 #include "server/server.h"
-
-static int failures;
-
-#define CHECK(c)                                                                      \
-	do {                                                                          \
-		if (!(c)) {                                                           \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			failures++;                                                   \
-		}                                                                     \
-	} while (0)
+#include "tests/unit/check.h"
 
 /* ---- Standard Webhooks ---- */
 
@@ -654,9 +645,5 @@ int main(void)
 	test_ssrf_dns_answers();
 	test_schedule_parse();
 	test_db();
-	if (failures)
-		fprintf(stderr, "%d check(s) failed\n", failures);
-	else
-		printf("test_webhooks: all checks passed\n");
-	return failures > 100 ? 100 : failures;
+	return check_exit("test_webhooks");
 }
