@@ -93,18 +93,18 @@ struct sockaddr_storage;
  * lookup is left running: the channel is destroyed before returning);
  * CP_ERR_INVALID for a bad name.
  */
-cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host,
-			 struct sockaddr_storage *out, size_t max, size_t *n) CP_WUR;
+cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host, struct sockaddr_storage *out,
+			 size_t max, size_t *n) CP_WUR;
 
 /* ==== results of CA exchanges ==== */
 
 /* Why a CA exchange did not succeed. */
 enum acme_fail {
-	ACME_FAIL_NONE = 0,    /* success */
-	ACME_FAIL_UNREACHABLE, /* connect/TLS/timeout/transport error: ca_unreachable */
-	ACME_FAIL_PROBLEM,     /* the CA answered with an RFC 7807 problem document */
-	ACME_FAIL_PROTOCOL,    /* an answer we cannot use: bad JSON, missing field, too large */
-	ACME_FAIL_LOCAL,       /* out of memory, signing failure, bad argument */
+	ACME_FAIL_NONE = 0,	 /* success */
+	ACME_FAIL_UNREACHABLE,	 /* connect/TLS/timeout/transport error: ca_unreachable */
+	ACME_FAIL_PROBLEM,	 /* the CA answered with an RFC 7807 problem document */
+	ACME_FAIL_PROTOCOL,	 /* an answer we cannot use: bad JSON, missing field, too large */
+	ACME_FAIL_LOCAL,	 /* out of memory, signing failure, bad argument */
 	ACME_FAIL_AUTHZ_INVALID, /* the CA marked an authorization invalid: type/detail its error */
 	ACME_FAIL_ORDER_INVALID, /* the CA marked the order invalid: type/detail its error */
 };
@@ -113,11 +113,11 @@ enum acme_fail {
 enum acme_net {
 	ACME_NET_NONE = 0, /* not a transport failure */
 	ACME_NET_REFUSED,  /* connection refused / could not connect */
-	ACME_NET_RESET,    /* connection reset, dropped, or closed without an answer */
+	ACME_NET_RESET,	   /* connection reset, dropped, or closed without an answer */
 	ACME_NET_TIMEOUT,  /* connect or total timeout */
-	ACME_NET_TLS,      /* TLS handshake or certificate verification */
+	ACME_NET_TLS,	   /* TLS handshake or certificate verification */
 	ACME_NET_RESOLVE,  /* the CA's host name did not resolve */
-	ACME_NET_OTHER,    /* any other transport error */
+	ACME_NET_OTHER,	   /* any other transport error */
 };
 
 #define ACME_PROBLEM_NS "urn:ietf:params:acme:error:"
@@ -129,9 +129,9 @@ enum acme_net {
  */
 struct acme_result {
 	enum acme_fail fail; /* ACME_FAIL_NONE on success */
-	long status;         /* HTTP status of the last response, 0 if none */
+	long status;	     /* HTTP status of the last response, 0 if none */
 	int64_t retry_after; /* seconds to wait per Retry-After, -1 if absent */
-	char type[128];      /* problem type (full URN), "" if none */
+	char type[128];	     /* problem type (full URN), "" if none */
 	char detail[512];    /* problem detail (+ first subproblem), or transport error text */
 	enum acme_net net;   /* which transport failure, for ACME_FAIL_UNREACHABLE */
 };
@@ -140,9 +140,9 @@ struct acme_result {
 
 /* What an outcome means for the order that met it. */
 enum acme_outcome {
-	ACME_OUTCOME_OK = 0,     /* success */
-	ACME_OUTCOME_TRANSIENT,  /* not the CA's final word: keep the order's state, try later */
-	ACME_OUTCOME_RESET,      /* the CA forgot the account or the order: register/place again */
+	ACME_OUTCOME_OK = 0,	 /* success */
+	ACME_OUTCOME_TRANSIENT,	 /* not the CA's final word: keep the order's state, try later */
+	ACME_OUTCOME_RESET,	 /* the CA forgot the account or the order: register/place again */
 	ACME_OUTCOME_DEFINITIVE, /* the CA's final word: the order fails with the reason */
 };
 
@@ -151,7 +151,7 @@ struct acme_verdict {
 	enum acme_outcome outcome;
 	const char *reason; /* the order's failure reason; for TRANSIENT the one shown while it
 			       backs off and the final one if its deadline passes; NULL for OK */
-	bool retry_now;     /* the protocol says retry at once (badNonce, with the error's nonce) */
+	bool retry_now;	    /* the protocol says retry at once (badNonce, with the error's nonce) */
 	const char *row;    /* name of the table row that matched ("badNonce", "HTTP 429") */
 };
 
@@ -233,10 +233,10 @@ bool acme_chain_pem_valid(const char *body, size_t len, const char **why);
 
 /* What a client is made from. Strings are copied; the key is borrowed. */
 struct acme_config {
-	const char *directory_url;     /* e.g. https://acme-v02.api.letsencrypt.org/directory */
-	const char *ca_bundle;         /* CA file for the CA's HTTPS; NULL = system trust */
+	const char *directory_url;	/* e.g. https://acme-v02.api.letsencrypt.org/directory */
+	const char *ca_bundle;		/* CA file for the CA's HTTPS; NULL = system trust */
 	struct crypto_key *account_key; /* borrowed: must outlive the client */
-	const char *account_url;       /* kid, or NULL until registered */
+	const char *account_url;	/* kid, or NULL until registered */
 };
 
 struct acme_client; /* opaque; one thread at a time */
@@ -302,16 +302,15 @@ cp_rc acme_challenge_get(struct acme_client *c, const char *challenge_url, json_
  * Tell the CA the challenge is ready: POST {} to challenge_url. *challenge
  * (may be NULL) receives the updated challenge object.
  */
-cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url,
-			     json_t **challenge, struct acme_result *r) CP_WUR;
+cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url, json_t **challenge,
+			     struct acme_result *r) CP_WUR;
 /*
  * Finalize: POST {"csr": base64url(csr_der)} to finalize_url. *order is the
  * order as returned (often "processing": poll acme_order_get, honouring
  * r->retry_after, until "valid" and "certificate" appears).
  */
-cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url,
-			  const uint8_t *csr_der, size_t csr_len, json_t **order,
-			  struct acme_result *r) CP_WUR;
+cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url, const uint8_t *csr_der,
+			  size_t csr_len, json_t **order, struct acme_result *r) CP_WUR;
 /*
  * Download the certificate chain (POST-as-GET, Accept:
  * application/pem-certificate-chain). The body must consist of CERTIFICATE
@@ -332,15 +331,14 @@ const json_t *acme_authz_challenge(const json_t *authz, const char *type);
  * HTTP-01 key authorization token "." base64url(JWK thumbprint of key).
  * *out is a new string. CP_ERR_INVALID for a token that is not base64url.
  */
-cp_rc acme_key_authorization(const struct crypto_key *key, const char *token,
-			     char **out) CP_WUR;
+cp_rc acme_key_authorization(const struct crypto_key *key, const char *token, char **out) CP_WUR;
 /*
  * DNS-01 record for identifier (a "*.x" identifier uses "x"): *name =
  * "_acme-challenge.<domain>" (no trailing dot) and *value =
  * base64url(SHA-256(key authorization)); both new strings.
  */
-cp_rc acme_dns01_record(const struct crypto_key *key, const char *identifier,
-			const char *token, char **name, char **value) CP_WUR;
+cp_rc acme_dns01_record(const struct crypto_key *key, const char *identifier, const char *token,
+			char **name, char **value) CP_WUR;
 
 /* ==== ACME Renewal Information (RFC 9773) ==== */
 
@@ -378,9 +376,8 @@ typedef cp_rc (*acme_solve_fn)(void *arg, bool publish, const char *type, const 
  * finalize with csr_der, download. *pem (new string) is the chain.
  * Not for the service: it keeps no state across a restart.
  */
-cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t n,
-			const char *type, acme_solve_fn solve, void *arg,
-			const uint8_t *csr_der, size_t csr_len, int timeout_s, char **pem,
-			struct acme_result *r) CP_WUR;
+cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t n, const char *type,
+			acme_solve_fn solve, void *arg, const uint8_t *csr_der, size_t csr_len,
+			int timeout_s, char **pem, struct acme_result *r) CP_WUR;
 
 #endif

@@ -21,11 +21,11 @@
 
 #include "crypto/crypto.h"
 
-#define ACME_RESP_MAX (1024 * 1024)   /* response body cap */
+#define ACME_RESP_MAX (1024 * 1024) /* response body cap */
 #define ACME_CONNECT_TIMEOUT_S 10L
 #define ACME_TOTAL_TIMEOUT_S 30L
-#define ACME_NONCE_POOL 8             /* nonces kept for later requests */
-#define ACME_NONCE_MAX 160            /* longest nonce accepted */
+#define ACME_NONCE_POOL 8  /* nonces kept for later requests */
+#define ACME_NONCE_MAX 160 /* longest nonce accepted */
 /* Extra attempts after badNonce, each with the nonce of the error. At
  * Pebble's 50 % rejection ten give a 1/2048 chance that one request still
  * ends in badNonce; the order engine then backs off and tries again. */
@@ -33,12 +33,12 @@
 #define ACME_USER_AGENT "certplane-acme/1 (+libcurl)"
 
 struct acme_client {
-	char *directory_url;      /* where the directory is fetched */
-	char *ca_bundle;          /* CAINFO, or NULL for the system store */
-	struct crypto_key *key;   /* borrowed account key */
-	char *account_url;        /* kid, or NULL until registered */
-	json_t *dir;              /* cached directory, NULL until fetched */
-	CURL *curl;               /* reused for connection reuse */
+	char *directory_url;				  /* where the directory is fetched */
+	char *ca_bundle;				  /* CAINFO, or NULL for the system store */
+	struct crypto_key *key;				  /* borrowed account key */
+	char *account_url;				  /* kid, or NULL until registered */
+	json_t *dir;					  /* cached directory, NULL until fetched */
+	CURL *curl;					  /* reused for connection reuse */
 	char nonces[ACME_NONCE_POOL][ACME_NONCE_MAX + 1]; /* unused nonces, newest last */
 	int n_nonces;
 };
@@ -46,10 +46,10 @@ struct acme_client {
 /* One HTTP response as http_exchange() saw it. Strings owned. */
 struct http_resp {
 	long status;
-	char *body;            /* NUL-terminated, len bytes */
+	char *body; /* NUL-terminated, len bytes */
 	size_t len;
-	bool too_large;        /* body exceeded ACME_RESP_MAX */
-	char *location;        /* Location header */
+	bool too_large;	       /* body exceeded ACME_RESP_MAX */
+	char *location;	       /* Location header */
 	char *content_type;    /* Content-Type header */
 	int64_t retry_after;   /* parsed Retry-After, -1 if none */
 	struct acme_client *c; /* for the nonce pool, during the transfer */
@@ -201,7 +201,8 @@ static bool content_type_is(const struct http_resp *h, const char *mt)
 	size_t n = strlen(mt);
 
 	return h->content_type && strncasecmp(h->content_type, mt, n) == 0 &&
-	       (h->content_type[n] == '\0' || h->content_type[n] == ';' || h->content_type[n] == ' ');
+	       (h->content_type[n] == '\0' || h->content_type[n] == ';' ||
+		h->content_type[n] == ' ');
 }
 
 /* Which transport failure a libcurl code is (for acme_classify's table). */
@@ -293,7 +294,8 @@ static cp_rc http_exchange(struct acme_client *c, const char *method, const char
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(method, "POST") == 0) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? strlen(body) : 0));
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)(body ? strlen(body) : 0));
 	}
 	cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -302,8 +304,8 @@ static cp_rc http_exchange(struct acme_client *c, const char *method, const char
 	if (cc != CURLE_OK) {
 		if (resp->too_large || cc == CURLE_FILESIZE_EXCEEDED) {
 			r->fail = ACME_FAIL_PROTOCOL;
-			snprintf(r->detail, sizeof(r->detail), "response from %s exceeds %d bytes", url,
-				 ACME_RESP_MAX);
+			snprintf(r->detail, sizeof(r->detail), "response from %s exceeds %d bytes",
+				 url, ACME_RESP_MAX);
 			rc = CP_ERR_TOO_LARGE;
 		} else if (cc == CURLE_OUT_OF_MEMORY) {
 			rc = result_local(r, CP_ERR_NOMEM, "out of memory");
@@ -356,7 +358,8 @@ static cp_rc parse_object(const struct http_resp *h, const char *url, json_t **o
 
 	if (!json_is_object(o)) {
 		json_decref(o);
-		return result_protocol(r, "CA answered with something that is not a JSON object", url);
+		return result_protocol(r, "CA answered with something that is not a JSON object",
+				       url);
 	}
 	*obj = o;
 	return CP_OK;
@@ -508,7 +511,8 @@ static cp_rc signed_post(struct acme_client *c, const char *url, const char *pay
 	if ((rc = acme_directory(c, NULL, r)) != CP_OK)
 		return rc;
 	if (!use_jwk && !c->account_url)
-		return result_local(r, CP_ERR_INVALID, "no account URL: call acme_account_ensure first");
+		return result_local(r, CP_ERR_INVALID,
+				    "no account URL: call acme_account_ensure first");
 	for (attempt = 0;; attempt++) {
 		if (c->n_nonces == 0 && (rc = nonce_fetch(c, r)) != CP_OK)
 			goto out;
@@ -521,12 +525,15 @@ static cp_rc signed_post(struct acme_client *c, const char *url, const char *pay
 		}
 		if (use_jwk) {
 			if (!jwk && crypto_jwk(c->key, &jwk) != CP_OK) {
-				rc = result_local(r, CP_ERR_CRYPTO, "cannot export the account JWK");
+				rc = result_local(r, CP_ERR_CRYPTO,
+						  "cannot export the account JWK");
 				goto out;
 			}
 			rc = json_object_set(prot, "jwk", jwk) ? CP_ERR_NOMEM : CP_OK;
 		} else {
-			rc = json_object_set_new(prot, "kid", json_string(c->account_url)) ? CP_ERR_NOMEM : CP_OK;
+			rc = json_object_set_new(prot, "kid", json_string(c->account_url))
+				     ? CP_ERR_NOMEM
+				     : CP_OK;
 		}
 		if (rc != CP_OK) {
 			rc = result_local(r, rc, "out of memory");
@@ -543,8 +550,8 @@ static cp_rc signed_post(struct acme_client *c, const char *url, const char *pay
 			goto out;
 		rc = judge_status(resp, r);
 		if (rc != CP_OK && acme_classify(r).retry_now && attempt < ACME_BADNONCE_RETRIES) {
-			cp_logf(CP_LOG_DEBUG, "acme_bad_nonce", "badNonce from %s, retrying (%d)", url,
-				attempt + 1);
+			cp_logf(CP_LOG_DEBUG, "acme_bad_nonce", "badNonce from %s, retrying (%d)",
+				url, attempt + 1);
 			continue;
 		}
 		goto out;
@@ -660,8 +667,7 @@ out:
 }
 
 cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
-		     const char *replaces, char **order_url, json_t **order,
-		     struct acme_result *r)
+		     const char *replaces, char **order_url, json_t **order, struct acme_result *r)
 {
 	struct acme_result tmp;
 	json_t *payload = NULL, *ids = NULL, *o = NULL;
@@ -686,7 +692,8 @@ cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 			rc = result_local(r, CP_ERR_INVALID, "empty identifier");
 			goto out;
 		}
-		if (json_array_append_new(ids, json_pack("{s:s, s:s}", "type", "dns", "value", names[i])))
+		if (json_array_append_new(
+			    ids, json_pack("{s:s, s:s}", "type", "dns", "value", names[i])))
 			goto oom;
 	}
 	payload = json_pack("{s:O}", "identifiers", ids);
@@ -717,8 +724,7 @@ out:
 	return rc;
 }
 
-cp_rc acme_get_object(struct acme_client *c, const char *url, json_t **obj,
-		      struct acme_result *r)
+cp_rc acme_get_object(struct acme_client *c, const char *url, json_t **obj, struct acme_result *r)
 {
 	struct acme_result tmp;
 
@@ -757,8 +763,8 @@ cp_rc acme_challenge_get(struct acme_client *c, const char *challenge_url, json_
 	return acme_get_object(c, challenge_url, challenge, r);
 }
 
-cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url,
-			     json_t **challenge, struct acme_result *r)
+cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url, json_t **challenge,
+			     struct acme_result *r)
 {
 	struct acme_result tmp;
 
@@ -770,9 +776,8 @@ cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url,
 	return post_object(c, challenge_url, "{}", false, challenge, NULL, r);
 }
 
-cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url,
-			  const uint8_t *csr_der, size_t csr_len, json_t **order,
-			  struct acme_result *r)
+cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url, const uint8_t *csr_der,
+			  size_t csr_len, json_t **order, struct acme_result *r)
 {
 	struct acme_result tmp;
 	json_t *payload = NULL, *o = NULL;

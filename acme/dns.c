@@ -22,8 +22,8 @@
 #include "acme/acme.h"
 
 #include <ares.h>
-#include <assert.h>
 #include <arpa/nameser.h>
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
@@ -36,18 +36,18 @@
 
 #define DNS_TIMEOUT_MS 3000 /* per try, per server */
 #define DNS_TRIES 2
-#define DNS_MAX_HOPS 8      /* CNAME hops followed before giving up */
-#define DNS_NAME_MAX 256    /* 253 + trailing dot + NUL, rounded */
+#define DNS_MAX_HOPS 8	 /* CNAME hops followed before giving up */
+#define DNS_NAME_MAX 256 /* 253 + trailing dot + NUL, rounded */
 
 struct acme_resolver {
-	char *servers;       /* "host:port[,host:port]" for c-ares, or NULL = system */
+	char *servers;	     /* "host:port[,host:port]" for c-ares, or NULL = system */
 	int64_t deadline_ms; /* cp_mono_ms() after which no query runs; 0 = none */
 };
 
 /* One query's outcome, filled by the c-ares callback. */
 struct dns_answer {
-	bool done;           /* callback ran */
-	int status;          /* ARES_* status of the query */
+	bool done;	     /* callback ran */
+	int status;	     /* ARES_* status of the query */
 	unsigned char *abuf; /* copy of the raw answer (owned), on ARES_SUCCESS */
 	int alen;
 };
@@ -164,7 +164,8 @@ static int dns_channel(const struct acme_resolver *res, ares_channel *out)
 	opts.flags = ARES_FLAG_EDNS;
 	opts.ednspsz = 1232;
 	st = ares_init_options(&ch, &opts,
-			       ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS | ARES_OPT_EDNSPSZ);
+			       ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS |
+				       ARES_OPT_EDNSPSZ);
 	if (st != ARES_SUCCESS)
 		return st;
 	if (res->servers) {
@@ -227,8 +228,11 @@ static int dns_wait(const struct acme_resolver *res, ares_channel ch, const bool
 			continue;
 		}
 		for (nfds_t k = 0; k < n; k++) {
-			ares_socket_t rfd = (pfd[k].revents & (POLLIN | POLLERR | POLLHUP)) ? pfd[k].fd : ARES_SOCKET_BAD;
-			ares_socket_t wfd = (pfd[k].revents & POLLOUT) ? pfd[k].fd : ARES_SOCKET_BAD;
+			ares_socket_t rfd = (pfd[k].revents & (POLLIN | POLLERR | POLLHUP))
+						    ? pfd[k].fd
+						    : ARES_SOCKET_BAD;
+			ares_socket_t wfd =
+				(pfd[k].revents & POLLOUT) ? pfd[k].fd : ARES_SOCKET_BAD;
 
 			ares_process_fd(ch, rfd, wfd);
 		}
@@ -466,8 +470,9 @@ cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
 
 	/* The sentence a tenant reads: name the hostname and what it points at. */
 	if (failure)
-		detail = cp_aprintf("DNS lookup for %s failed (%s) after %d CNAME hop(s); cannot tell whether it points to %s",
-				    host, failure, hops, edge);
+		detail = cp_aprintf(
+			"DNS lookup for %s failed (%s) after %d CNAME hop(s); cannot tell whether it points to %s",
+			host, failure, hops, edge);
 	else if (hops == 0)
 		detail = cp_aprintf("%s has no CNAME record; it must be a CNAME to %s", host, edge);
 	else if (points && hops == 1)
@@ -478,11 +483,13 @@ cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
 		detail = cp_aprintf("%s is a CNAME to %s, not to %s", host,
 				    json_string_value(json_array_get(chain, 0)), edge);
 	else
-		detail = cp_aprintf("%s is a CNAME to %s, whose chain ends at %s, not at %s", host,
-				    json_string_value(json_array_get(chain, 0)),
-				    json_string_value(json_array_get(chain, json_array_size(chain) - 1)), edge);
+		detail = cp_aprintf(
+			"%s is a CNAME to %s, whose chain ends at %s, not at %s", host,
+			json_string_value(json_array_get(chain, 0)),
+			json_string_value(json_array_get(chain, json_array_size(chain) - 1)), edge);
 	if (detail && wildcard) {
-		char *w = cp_aprintf("%s is a wildcard and cannot be validated with HTTP-01 (%s)", host, detail);
+		char *w = cp_aprintf("%s is a wildcard and cannot be validated with HTTP-01 (%s)",
+				     host, detail);
 
 		free(detail);
 		detail = w;
@@ -490,8 +497,8 @@ cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
 	if (!detail)
 		goto out;
 	obj = json_pack("{s:s, s:O, s:b, s:b, s:b, s:s}", "hostname", host, "cname_chain", chain,
-			"points_to_edge", points, "wildcard", wildcard, "ready", points && !wildcard,
-			"detail", detail);
+			"points_to_edge", points, "wildcard", wildcard, "ready",
+			points && !wildcard, "detail", detail);
 	if (!obj)
 		goto out;
 	*result = obj;
@@ -506,8 +513,8 @@ out:
 
 /* The outcome of one ares_getaddrinfo, filled by its callback. */
 struct dns_addrs {
-	bool done;                    /* callback ran */
-	int status;                   /* ARES_* status of the lookup */
+	bool done;		      /* callback ran */
+	int status;		      /* ARES_* status of the lookup */
 	struct sockaddr_storage *out; /* caller's array of max entries */
 	size_t max, n;
 	bool too_many; /* the name had more than max addresses */
@@ -541,10 +548,11 @@ static void dns_on_addrinfo(void *arg, int status, int timeouts, struct ares_add
 		ares_freeaddrinfo(ai);
 }
 
-cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host,
-			 struct sockaddr_storage *out, size_t max, size_t *n)
+cp_rc acme_dns_addresses(struct acme_resolver *res, const char *host, struct sockaddr_storage *out,
+			 size_t max, size_t *n)
 {
-	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC,
+					     .ai_socktype = SOCK_STREAM,
 					     /* No RFC 6724 sorting: it connect()s probe
 					      * sockets, and every address is checked anyway. */
 					     .ai_flags = ARES_AI_NOSORT };

@@ -144,7 +144,7 @@ static bool row_matches(const struct row *w, const struct acme_result *r, const 
 
 struct acme_verdict acme_classify(const struct acme_result *r)
 {
-	struct acme_verdict v = {ACME_OUTCOME_OK, NULL, false, "success"};
+	struct acme_verdict v = { ACME_OUTCOME_OK, NULL, false, "success" };
 	const char *type;
 
 	if (!r || r->fail == ACME_FAIL_NONE)
@@ -201,7 +201,7 @@ void acme_authz_problem(const json_t *authz, const char *challenge_type, struct 
 	const json_t *ch = acme_authz_challenge(authz, challenge_type ? challenge_type : "");
 	const json_t *err = json_object_get(ch, "error");
 	const char *ident =
-	    json_string_value(json_object_get(json_object_get(authz, "identifier"), "value"));
+		json_string_value(json_object_get(json_object_get(authz, "identifier"), "value"));
 	const char *st = json_string_value(json_object_get(authz, "status"));
 
 	memset(r, 0, sizeof(*r));

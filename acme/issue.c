@@ -76,17 +76,17 @@ static cp_rc poll_until(struct acme_client *c, const char *url, const char *cons
 			return CP_OK;
 		if (cp_mono_ms() >= deadline_ms) {
 			r->fail = ACME_FAIL_PROTOCOL;
-			snprintf(r->detail, sizeof(r->detail), "%s still %s at the deadline", url, st);
+			snprintf(r->detail, sizeof(r->detail), "%s still %s at the deadline", url,
+				 st);
 			return CP_ERR_UPSTREAM;
 		}
 		sleep_ms(poll_delay(r, &ours, deadline_ms));
 	}
 }
 
-cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t n,
-			const char *type, acme_solve_fn solve, void *arg,
-			const uint8_t *csr_der, size_t csr_len, int timeout_s, char **pem,
-			struct acme_result *r)
+cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t n, const char *type,
+			acme_solve_fn solve, void *arg, const uint8_t *csr_der, size_t csr_len,
+			int timeout_s, char **pem, struct acme_result *r)
 {
 	static const char *const authz_waiting[] = { "pending", NULL };
 	static const char *const order_waiting[] = { "pending", "processing", NULL };
@@ -127,16 +127,18 @@ cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t 
 		ch = acme_authz_challenge(authz, type);
 		token = json_string_value(json_object_get(ch, "token"));
 		ch_url = json_string_value(json_object_get(ch, "url"));
-		ident = json_string_value(json_object_get(json_object_get(authz, "identifier"), "value"));
+		ident = json_string_value(
+			json_object_get(json_object_get(authz, "identifier"), "value"));
 		if (!ch || !token || !ch_url || !ident) {
 			r->fail = ACME_FAIL_PROTOCOL;
-			snprintf(r->detail, sizeof(r->detail), "authorization %s offers no usable %s challenge",
-				 url, type);
+			snprintf(r->detail, sizeof(r->detail),
+				 "authorization %s offers no usable %s challenge", url, type);
 			rc = CP_ERR_UPSTREAM;
 			goto out;
 		}
 		if (strcmp(type, "dns-01") == 0) {
-			rc = acme_dns01_record(acme_client_key(c), ident, token, &pub[n_pub].name, &pub[n_pub].value);
+			rc = acme_dns01_record(acme_client_key(c), ident, token, &pub[n_pub].name,
+					       &pub[n_pub].value);
 		} else {
 			rc = acme_key_authorization(acme_client_key(c), token, &ka);
 			pub[n_pub].name = ka ? cp_strdup(token) : NULL;
@@ -147,7 +149,8 @@ cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t 
 		if (rc != CP_OK)
 			goto out;
 		n_pub++;
-		if ((rc = solve(arg, true, type, pub[n_pub - 1].name, pub[n_pub - 1].value)) != CP_OK)
+		if ((rc = solve(arg, true, type, pub[n_pub - 1].name, pub[n_pub - 1].value)) !=
+		    CP_OK)
 			goto out;
 		if ((rc = acme_challenge_respond(c, ch_url, NULL, r)) != CP_OK)
 			goto out;
@@ -177,8 +180,9 @@ cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t 
 	if (!url) {
 		acme_order_problem(done, r);
 		if (!r->type[0])
-			snprintf(r->detail, sizeof(r->detail), "order %s ended %s without a certificate",
-				 order_url, status_of(done));
+			snprintf(r->detail, sizeof(r->detail),
+				 "order %s ended %s without a certificate", order_url,
+				 status_of(done));
 		rc = CP_ERR_UPSTREAM;
 		goto out;
 	}

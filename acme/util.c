@@ -14,7 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-
 #include "crypto/crypto.h"
 
 /* Short type of a problem ("badNonce") or NULL if not in the ACME namespace. */
@@ -32,8 +31,9 @@ bool acme_result_is(const struct acme_result *r, const char *short_name)
 	const char *t;
 
 	/* Invalid orders and authorizations carry the CA's problem type too. */
-	if (!r || (r->fail != ACME_FAIL_PROBLEM && r->fail != ACME_FAIL_AUTHZ_INVALID &&
-		   r->fail != ACME_FAIL_ORDER_INVALID) ||
+	if (!r ||
+	    (r->fail != ACME_FAIL_PROBLEM && r->fail != ACME_FAIL_AUTHZ_INVALID &&
+	     r->fail != ACME_FAIL_ORDER_INVALID) ||
 	    !(t = short_type(r)))
 		return false;
 	return strcmp(t, short_name) == 0;
@@ -43,8 +43,8 @@ cp_rc acme_parse_retry_after(const char *value, int64_t now, int64_t *secs)
 {
 	/* HTTP-date forms (RFC 9110 5.6.7): IMF-fixdate, RFC 850, asctime. */
 	static const char *const formats[] = { "%a, %d %b %Y %H:%M:%S GMT",
-					       "%A, %d-%b-%y %H:%M:%S GMT",
-					       "%a %b %e %H:%M:%S %Y", NULL };
+					       "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y",
+					       NULL };
 	const char *p = value;
 	int64_t v = 0;
 
@@ -97,8 +97,8 @@ void acme_parse_problem(const char *body, size_t len, long status, struct acme_r
 	r->type[0] = '\0';
 	o = body && len ? json_loadb(body, len, 0, NULL) : NULL;
 	if (!json_is_object(o)) {
-		snprintf(r->detail, sizeof(r->detail), "CA answered HTTP %ld without a problem document",
-			 status);
+		snprintf(r->detail, sizeof(r->detail),
+			 "CA answered HTTP %ld without a problem document", status);
 		goto out;
 	}
 	type = json_string_value(json_object_get(o, "type"));
@@ -113,12 +113,13 @@ void acme_parse_problem(const char *body, size_t len, long status, struct acme_r
 	sub = json_array_get(json_object_get(o, "subproblems"), 0);
 	if (json_is_object(sub)) {
 		const char *sd = json_string_value(json_object_get(sub, "detail"));
-		const char *sv = json_string_value(json_object_get(json_object_get(sub, "identifier"), "value"));
+		const char *sv = json_string_value(
+			json_object_get(json_object_get(sub, "identifier"), "value"));
 		size_t used = strlen(r->detail);
 
 		if (sd)
-			snprintf(r->detail + used, sizeof(r->detail) - used, "; %s%s%s", sv ? sv : "",
-				 sv ? ": " : "", sd);
+			snprintf(r->detail + used, sizeof(r->detail) - used, "; %s%s%s",
+				 sv ? sv : "", sv ? ": " : "", sd);
 	}
 out:
 	json_decref(o);
@@ -130,7 +131,8 @@ const json_t *acme_authz_challenge(const json_t *authz, const char *type)
 	size_t i;
 	json_t *ch;
 
-	json_array_foreach(chs, i, ch) {
+	json_array_foreach(chs, i, ch)
+	{
 		const char *t = json_string_value(json_object_get(ch, "type"));
 
 		if (t && strcmp(t, type) == 0)
@@ -145,8 +147,8 @@ static bool b64url_token(const char *s)
 	if (!s || !*s || strlen(s) > 512)
 		return false;
 	for (; *s; s++)
-		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
-		      *s == '-' || *s == '_'))
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
 			return false;
 	return true;
 }
@@ -166,8 +168,8 @@ cp_rc acme_key_authorization(const struct crypto_key *key, const char *token, ch
 	return *out ? CP_OK : CP_ERR_NOMEM;
 }
 
-cp_rc acme_dns01_record(const struct crypto_key *key, const char *identifier,
-			const char *token, char **name, char **value)
+cp_rc acme_dns01_record(const struct crypto_key *key, const char *identifier, const char *token,
+			char **name, char **value)
 {
 	char *ka = NULL;
 	char digest[44];
@@ -265,8 +267,8 @@ cp_rc acme_directory_check(const json_t *dir, const char **why)
 
 cp_rc acme_order_check(const json_t *order, const char **why)
 {
-	static const char *const statuses[] = { "pending", "ready", "processing", "valid",
-						"invalid", NULL };
+	static const char *const statuses[] = { "pending", "ready",   "processing",
+						"valid",   "invalid", NULL };
 	const json_t *authzs = json_object_get(order, "authorizations"), *v;
 	const json_t *expires = json_object_get(order, "expires");
 	size_t i;
@@ -285,7 +287,8 @@ cp_rc acme_order_check(const json_t *order, const char **why)
 		*why = "order authorizations is not an array of 1 to 100 URLs";
 		return CP_ERR_INVALID;
 	}
-	json_array_foreach(authzs, i, v) {
+	json_array_foreach(authzs, i, v)
+	{
 		if (!url_ok(v)) {
 			*why = "order authorizations holds something else than a URL";
 			return CP_ERR_INVALID;
@@ -322,8 +325,8 @@ static bool challenge_ok(const json_t *ch)
 
 cp_rc acme_authz_check(const json_t *authz, const char **why)
 {
-	static const char *const statuses[] = { "pending",  "valid",   "invalid",
-						"deactivated", "expired", "revoked", NULL };
+	static const char *const statuses[] = { "pending", "valid",   "invalid", "deactivated",
+						"expired", "revoked", NULL };
 	const json_t *id = json_object_get(authz, "identifier");
 	const json_t *chs = json_object_get(authz, "challenges"), *v;
 	const json_t *expires = json_object_get(authz, "expires");
@@ -354,7 +357,8 @@ cp_rc acme_authz_check(const json_t *authz, const char **why)
 		*why = "authorization challenges is not an array of at most 16";
 		return CP_ERR_INVALID;
 	}
-	json_array_foreach(chs, i, v) {
+	json_array_foreach(chs, i, v)
+	{
 		if (!challenge_ok(v)) {
 			*why = "authorization holds a malformed challenge";
 			return CP_ERR_INVALID;

@@ -17,7 +17,7 @@ struct crypto_keyring;
 /* Process-wide services handed to every handler (read-only after start). */
 struct api_ctx {
 	const struct cp_config *cfg;
-	struct crypto_keyring *keyring;  /* master keys for secrets at rest */
+	struct crypto_keyring *keyring;	 /* master keys for secrets at rest */
 	const char *operator_token_hash; /* hex SHA-256 of the operator token */
 	int64_t started_at;
 };
@@ -25,29 +25,29 @@ struct api_ctx {
 /* One request, as the HTTP layer parsed it. All fields borrowed. */
 struct api_req {
 	const struct api_ctx *ctx;
-	struct db *db;             /* this thread's connection */
+	struct db *db; /* this thread's connection */
 	const char *method;
 	const char *path;
-	const char *params[3];     /* path parameters ({id}...) in order */
-	json_t *query;             /* query string as an object of strings */
-	json_t *body;              /* parsed JSON body, or NULL when empty */
-	bool is_operator;          /* called with the operator token */
-	const char *tenant_id;     /* effective tenant; NULL for the operator
-				      without X-Tenant-ID */
-	const char *actor;         /* "operator" or the API key id (audit) */
+	const char *params[3]; /* path parameters ({id}...) in order */
+	json_t *query;	       /* query string as an object of strings */
+	json_t *body;	       /* parsed JSON body, or NULL when empty */
+	bool is_operator;      /* called with the operator token */
+	const char *tenant_id; /* effective tenant; NULL for the operator
+				  without X-Tenant-ID */
+	const char *actor;     /* "operator" or the API key id (audit) */
 	const char *request_id;
 };
 
 /* The response a handler fills. Owned fields are freed by the HTTP layer. */
 struct api_resp {
 	int status;
-	json_t *json;              /* JSON body (owned) or NULL */
-	char *text;                /* raw body (owned) when json is NULL */
+	json_t *json; /* JSON body (owned) or NULL */
+	char *text;   /* raw body (owned) when json is NULL */
 	size_t text_len;
-	const char *content_type;  /* static; default application/json */
-	char allow[64];            /* Allow header for 405 */
-	int retry_after;           /* Retry-After seconds when > 0 */
-	bool no_store;             /* Cache-Control: no-store (secrets) */
+	const char *content_type; /* static; default application/json */
+	char allow[64];		  /* Allow header for 405 */
+	int retry_after;	  /* Retry-After seconds when > 0 */
+	bool no_store;		  /* Cache-Control: no-store (secrets) */
 };
 
 typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);
@@ -57,8 +57,8 @@ typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);
 /* Reply with status and a JSON body (stolen). */
 void api_reply(struct api_resp *resp, int status, json_t *body);
 /* Reply with a raw body (copied) and a static content type. */
-void api_reply_text(struct api_resp *resp, int status, const char *content_type,
-		    const char *text, size_t len);
+void api_reply_text(struct api_resp *resp, int status, const char *content_type, const char *text,
+		    size_t len);
 /* RFC 9457 problem: {"type","title","status","detail","errors"}; errors
  * (stolen, may be NULL) is an array of {"field","message"}. */
 void api_problem(struct api_resp *resp, int status, const char *detail, json_t *errors);
@@ -67,8 +67,7 @@ void api_problem_field(struct api_resp *resp, const char *field, const char *mes
 /* The problem for a name outside the issuance scope (v->reason set):
  * 422 hostname_in_edge_zone, 409 hostname_owned_by_another_tenant, with
  * "reason" and the field "<array>[index]" named. */
-void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v,
-		       const char *array);
+void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v, const char *array);
 /* Map a cp_rc from the domain to the one HTTP answer for it; what names the
  * object for 404/409 details ("property", "certificate"...). */
 void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what);
@@ -166,12 +165,12 @@ void api_orders_cancel(struct api_req *, struct api_resp *);
 /* A validated source "acme" request; strings and JSON borrowed, NULL = default. */
 struct api_acme_new {
 	const char *name;
-	json_t *hostnames;       /* 1..100 valid names */
-	const char *challenge;   /* "http-01" (default) | "dns-01" */
-	const char *key_type;    /* default "ecdsa-p256" */
-	const char *ca;          /* default "letsencrypt" */
-	const char *auto_renew;  /* default "none" */
-	json_t *metadata;        /* object or NULL */
+	json_t *hostnames;	/* 1..100 valid names */
+	const char *challenge;	/* "http-01" (default) | "dns-01" */
+	const char *key_type;	/* default "ecdsa-p256" */
+	const char *ca;		/* default "letsencrypt" */
+	const char *auto_renew; /* default "none" */
+	json_t *metadata;	/* object or NULL */
 };
 /* Create the pending certificate and its first order; 202 {certificate...,
  * "order": {...}}. Wildcards with http-01 are 422 on "challenge". */

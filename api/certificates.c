@@ -30,11 +30,12 @@
 
 static const char *const sources[] = { "upload", "self_signed", "acme", NULL };
 static const char *const types[] = { "server", "ca", NULL };
-static const char *const key_types[] = { "ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072",
-					 "rsa-4096", NULL };
+static const char *const key_types[] = { "ecdsa-p256", "ecdsa-p384", "rsa-2048",
+					 "rsa-3072",   "rsa-4096",   NULL };
 static const char *const challenges[] = { "http-01", "dns-01", NULL };
-static const char *const statuses[] = { "pending", "active", "renewing", "expired", "failed",
-					NULL };
+static const char *const statuses[] = {
+	"pending", "active", "renewing", "expired", "failed", NULL
+};
 
 /* ------------------------------------------------------------ validation */
 
@@ -78,7 +79,8 @@ static bool hostnames_or_reply(struct api_resp *resp, json_t *hostnames, bool al
 		api_problem_field(resp, "hostnames", "must hold at least one hostname");
 		return false;
 	}
-	json_array_foreach(hostnames, i, h) {
+	json_array_foreach(hostnames, i, h)
+	{
 		const char *why = NULL, *s = json_string_value(h);
 		if (!s) {
 			snprintf(msg, sizeof(msg), "item %zu must be a string", i);
@@ -112,9 +114,9 @@ static bool hostnames_or_reply(struct api_resp *resp, json_t *hostnames, bool al
 /* Everything a new certificate is made of; owned strings. */
 struct new_cert {
 	struct db_cert_new row;
-	char *cert_pem;   /* leaf */
-	char *chain_pem;  /* "" or intermediates */
-	char *key_pem;    /* PKCS#8, wipe on free */
+	char *cert_pem;	 /* leaf */
+	char *chain_pem; /* "" or intermediates */
+	char *key_pem;	 /* PKCS#8, wipe on free */
 };
 
 static void new_cert_clear(struct new_cert *nc)
@@ -168,7 +170,8 @@ static bool upload_or_reply(struct api_req *req, struct api_resp *resp, struct n
 	cp_rc rc;
 
 	memset(&ci, 0, sizeof(ci));
-	if (!api_body_or_reply(req, resp, spec) || !auto_renew_or_reply(req, resp, type, auto_renew))
+	if (!api_body_or_reply(req, resp, spec) ||
+	    !auto_renew_or_reply(req, resp, type, auto_renew))
 		return false;
 	/* The certificate field may be a bundle (leaf first): the rest joins
 	 * the chain, ahead of anything given in chain. */
@@ -201,8 +204,8 @@ static bool upload_or_reply(struct api_req *req, struct api_resp *resp, struct n
 		if (rc != CP_OK) {
 			api_problem_field(resp, "chain",
 					  rc == CP_ERR_NOMEM ? "could not be stored"
-							     : why ? why
-								   : "must hold CERTIFICATE blocks only");
+					  : why		     ? why
+							     : "must hold CERTIFICATE blocks only");
 			goto out;
 		}
 	}
@@ -221,7 +224,8 @@ static bool upload_or_reply(struct api_req *req, struct api_resp *resp, struct n
 			api_problem_field(resp, "private_key",
 					  "is encrypted: give its passphrase in \"passphrase\"");
 		else
-			api_problem_field(resp, "private_key", why ? why : "is not a PEM private key");
+			api_problem_field(resp, "private_key",
+					  why ? why : "is not a PEM private key");
 		goto out;
 	}
 	if (!crypto_key_matches_cert(k, nc->cert_pem, strlen(nc->cert_pem))) {
@@ -270,8 +274,7 @@ static bool self_signed_or_reply(struct api_req *req, struct api_resp *resp, str
 	    !auto_renew_or_reply(req, resp, "server", auto_renew) ||
 	    !hostnames_or_reply(resp, hostnames, true, NULL))
 		return false;
-	if (crypto_key_type_parse(key_type, &kt) != CP_OK ||
-	    crypto_key_generate(kt, &k) != CP_OK ||
+	if (crypto_key_type_parse(key_type, &kt) != CP_OK || crypto_key_generate(kt, &k) != CP_OK ||
 	    crypto_self_signed(k, hostnames, (int)days, &nc->cert_pem) != CP_OK ||
 	    crypto_key_to_pem(k, &nc->key_pem) != CP_OK) {
 		api_problem(resp, 500, "could not generate the certificate", NULL);
@@ -300,8 +303,8 @@ out:
  * (certificates_acme.c) creates the pending certificate and its order. */
 static void acme_reply(struct api_req *req, struct api_resp *resp)
 {
-	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = "http-01", *ca = NULL,
-		   *auto_renew = NULL;
+	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = "http-01",
+		   *ca = NULL, *auto_renew = NULL;
 	json_t *hostnames = NULL, *metadata = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_CHOICE("source", true, &source, sources),
@@ -325,9 +328,13 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 		return;
 	}
 	/* ACME engine (api/certificates_acme.c) takes over from here. */
-	const struct api_acme_new in = { .name = name, .hostnames = hostnames,
-					 .challenge = challenge, .key_type = key_type, .ca = ca,
-					 .auto_renew = auto_renew, .metadata = metadata };
+	const struct api_acme_new in = { .name = name,
+					 .hostnames = hostnames,
+					 .challenge = challenge,
+					 .key_type = key_type,
+					 .ca = ca,
+					 .auto_renew = auto_renew,
+					 .metadata = metadata };
 	api_certificates_acme_create(req, resp, &in);
 }
 
@@ -347,7 +354,8 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 		return;
 	if (!json_is_object(req->body)) {
 		api_problem(resp, req->body ? 422 : 400,
-			    req->body ? "the body must be a JSON object" : "a JSON body is required",
+			    req->body ? "the body must be a JSON object"
+				      : "a JSON body is required",
 			    NULL);
 		return;
 	}
@@ -361,7 +369,7 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 	if (strcmp(source, "acme") == 0)
 		return acme_reply(req, resp);
 	if (strcmp(source, "upload") == 0 ? !upload_or_reply(req, resp, &nc)
-					   : !self_signed_or_reply(req, resp, &nc))
+					  : !self_signed_or_reply(req, resp, &nc))
 		goto out;
 
 	memset(&m, 0, sizeof(m));
@@ -378,7 +386,7 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 	detail = json_pack("{s:s,s:s}", "source", nc.row.source, "name", nc.row.name);
 	rc = db_begin(req->db);
 	if (rc == CP_OK &&
-	    !api_quota_or_reply(req, resp, &(struct db_quota_change){.certificates = 1}))
+	    !api_quota_or_reply(req, resp, &(struct db_quota_change){ .certificates = 1 }))
 		goto out;
 	if (rc == CP_OK)
 		rc = db_certificate_create(req->db, req->tenant_id, &nc.row, id);
@@ -411,7 +419,8 @@ out:
 void api_certificates_list(struct api_req *req, struct api_resp *resp)
 {
 	struct db_cert_filter f = { .status = NULL, .expiring_within = -1, .hostname = NULL };
-	const char *status = api_query(req, "status"), *days = api_query(req, "expiring_within_days");
+	const char *status = api_query(req, "status"),
+		   *days = api_query(req, "expiring_within_days");
 	const char *host = api_query(req, "hostname"), *why = NULL;
 	struct db_page pg;
 	struct db_list list;

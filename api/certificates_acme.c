@@ -35,9 +35,15 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	const char *ca = in->ca ? in->ca : "letsencrypt";
 	const char *key_type = in->key_type ? in->key_type : "ecdsa-p256";
 	struct db_cert_new row = {
-		.name = in->name, .type = "server", .source = "acme", .status = "pending",
-		.auto_renew = in->auto_renew ? in->auto_renew : "none", .key_type = key_type,
-		.hostnames = in->hostnames, .challenge = challenge, .ca = ca,
+		.name = in->name,
+		.type = "server",
+		.source = "acme",
+		.status = "pending",
+		.auto_renew = in->auto_renew ? in->auto_renew : "none",
+		.key_type = key_type,
+		.hostnames = in->hostnames,
+		.challenge = challenge,
+		.ca = ca,
 		.metadata = in->metadata,
 	};
 	char cert_id[CP_UUID_LEN + 1], order_id[CP_UUID_LEN + 1];
@@ -48,11 +54,14 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	cp_rc rc;
 
 	/* Wildcards cannot be validated over HTTP-01. */
-	json_array_foreach(in->hostnames, i, h) {
-		if (strcmp(challenge, "http-01") == 0 && cp_hostname_is_wildcard(json_string_value(h))) {
-			api_problem_field(resp, "challenge",
-					  "must be \"dns-01\" for a wildcard hostname: HTTP-01 cannot "
-					  "validate wildcards");
+	json_array_foreach(in->hostnames, i, h)
+	{
+		if (strcmp(challenge, "http-01") == 0 &&
+		    cp_hostname_is_wildcard(json_string_value(h))) {
+			api_problem_field(
+				resp, "challenge",
+				"must be \"dns-01\" for a wildcard hostname: HTTP-01 cannot "
+				"validate wildcards");
 			return;
 		}
 	}
@@ -70,7 +79,8 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	}
 	if (rc == CP_OK &&
 	    !api_quota_or_reply(
-		req, resp, &(struct db_quota_change){.certificates = 1, .orders_in_flight = 1})) {
+		    req, resp,
+		    &(struct db_quota_change){ .certificates = 1, .orders_in_flight = 1 })) {
 		json_decref(detail);
 		return;
 	}
@@ -110,7 +120,7 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 	id = req->params[0];
 	rc = db_begin(req->db);
 	if (rc == CP_OK &&
-	    !api_quota_or_reply(req, resp, &(struct db_quota_change){.orders_in_flight = 1}))
+	    !api_quota_or_reply(req, resp, &(struct db_quota_change){ .orders_in_flight = 1 }))
 		return;
 	if (rc == CP_OK)
 		rc = db_certificate_get(req->db, req->tenant_id, id, &cert);
@@ -148,8 +158,8 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		json_decref(names);
 		return api_scope_problem(resp, &scope, "hostnames");
 	}
-	json_array_foreach(names, i, h)
-		wildcard = wildcard || cp_hostname_is_wildcard(json_string_value(h));
+	json_array_foreach(names, i, h) wildcard =
+		wildcard || cp_hostname_is_wildcard(json_string_value(h));
 	auto_renew = json_string_value(json_object_get(cert, "auto_renew"));
 	ca = json_string_value(json_object_get(cert, "ca"));
 	if (auto_renew && strcmp(auto_renew, "none") != 0)

@@ -9,8 +9,8 @@
  * its TXT token), recorded, and shown as "verification" per hostname. The
  * budget is a hard deadline on the resolver.
  */
-#include "api/api.h"
 #include "acme/acme.h"
+#include "api/api.h"
 #include "server/server.h"
 
 #include <stdlib.h>
@@ -27,9 +27,12 @@ static void attach_verification(struct api_req *req, json_t *results)
 
 	if (db_property_get(req->db, req->tenant_id, req->params[0], &prop) != CP_OK)
 		return;
-	json_array_foreach(results, i, r) {
-		json_array_foreach(json_object_get(prop, "hostname_verification"), j, v) {
-			if (json_equal(json_object_get(v, "hostname"), json_object_get(r, "hostname"))) {
+	json_array_foreach(results, i, r)
+	{
+		json_array_foreach(json_object_get(prop, "hostname_verification"), j, v)
+		{
+			if (json_equal(json_object_get(v, "hostname"),
+				       json_object_get(r, "hostname"))) {
 				json_object_set(r, "verification", v);
 				break;
 			}
@@ -60,21 +63,23 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 	acme_resolver_set_deadline(res, deadline);
 	edge = json_string_value(json_object_get(targets, "edge_hostname"));
 	results = json_array();
-	json_array_foreach(json_object_get(targets, "hostnames"), i, h) {
+	json_array_foreach(json_object_get(targets, "hostnames"), i, h)
+	{
 		const char *name = json_string_value(h);
 		json_t *check = NULL;
 		if (cp_mono_ms() > deadline) {
-			check = json_pack("{s:s,s:[],s:b,s:b,s:b,s:s}", "hostname", name, "cname_chain",
-					  "points_to_edge", 0, "wildcard",
+			check = json_pack("{s:s,s:[],s:b,s:b,s:b,s:s}", "hostname", name,
+					  "cname_chain", "points_to_edge", 0, "wildcard",
 					  cp_hostname_is_wildcard(name), "ready", 0, "detail",
 					  "not checked: the DNS check ran out of time");
 		} else {
 			rc = acme_check_hostname(res, name, edge, &check);
 			if (rc == CP_OK || rc == CP_ERR_UPSTREAM) {
 				const char *status, *method;
-				/* Best effort: the check's answer stands even if recording fails. */
-				if (server_claim_verify(req->ctx, req->db, res, req->tenant_id, name,
-							check, rc, &status, &method) != CP_OK)
+				/* Best effort: the check's answer stands even if recording fails.
+				 */
+				if (server_claim_verify(req->ctx, req->db, res, req->tenant_id,
+							name, check, rc, &status, &method) != CP_OK)
 					cp_logf(CP_LOG_WARN, "dns_check.verify",
 						"cannot record the verification of %s", name);
 			}
@@ -82,8 +87,8 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 				json_decref(check);
 				check = json_pack("{s:s,s:[],s:b,s:b,s:b,s:s}", "hostname", name,
 						  "cname_chain", "points_to_edge", 0, "wildcard",
-						  cp_hostname_is_wildcard(name), "ready", 0, "detail",
-						  "the hostname cannot be looked up");
+						  cp_hostname_is_wildcard(name), "ready", 0,
+						  "detail", "the hostname cannot be looked up");
 			}
 		}
 		if (!check)

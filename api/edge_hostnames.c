@@ -34,7 +34,7 @@ static cp_rc create_one(struct api_req *req, struct api_resp *resp, const char *
 
 	*out = NULL;
 	*refused = rc == CP_OK &&
-		   !api_quota_or_reply(req, resp, &(struct db_quota_change){.edge_hostnames = 1});
+		   !api_quota_or_reply(req, resp, &(struct db_quota_change){ .edge_hostnames = 1 });
 	if (*refused)
 		return CP_OK;
 	if (rc == CP_OK)
@@ -76,7 +76,8 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 		return;
 	if (label) {
 		if (strchr(label, '.'))
-			return api_problem_field(resp, "label", "must be a single DNS label (no dots)");
+			return api_problem_field(resp, "label",
+						 "must be a single DNS label (no dots)");
 		hostname = cp_aprintf("%s.%s", label, zone);
 		if (!hostname)
 			return api_reply_rc(resp, CP_ERR_NOMEM, NULL);
@@ -88,7 +89,8 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 		if (rc == CP_ERR_CONFLICT) {
 			json_t *errors = json_array();
 			cp_spec_error(errors, "label", "is already taken in the edge zone");
-			snprintf(detail, sizeof(detail), "edge hostname %s is already taken", hostname);
+			snprintf(detail, sizeof(detail), "edge hostname %s is already taken",
+				 hostname);
 			api_problem(resp, 409, detail, errors);
 			goto out;
 		}

@@ -16,8 +16,8 @@ void api_reply(struct api_resp *resp, int status, json_t *body)
 	resp->content_type = "application/json";
 }
 
-void api_reply_text(struct api_resp *resp, int status, const char *content_type,
-		    const char *text, size_t len)
+void api_reply_text(struct api_resp *resp, int status, const char *content_type, const char *text,
+		    size_t len)
 {
 	free(resp->text);
 	resp->status = status;
@@ -33,21 +33,36 @@ void api_reply_text(struct api_resp *resp, int status, const char *content_type,
 static const char *status_title(int status)
 {
 	switch (status) {
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 409: return "Conflict";
-	case 413: return "Content Too Large";
-	case 415: return "Unsupported Media Type";
-	case 422: return "Unprocessable Content";
-	case 429: return "Too Many Requests";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	default: return "Error";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Content Too Large";
+	case 415:
+		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Content";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Error";
 	}
 }
 
@@ -77,8 +92,7 @@ void api_problem_field(struct api_resp *resp, const char *field, const char *mes
 	api_problem(resp, 422, detail, errors);
 }
 
-void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v,
-		       const char *array)
+void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v, const char *array)
 {
 	bool owned = strcmp(v->reason, "hostname_owned_by_another_tenant") == 0;
 	json_t *errors = json_array();
@@ -158,7 +172,8 @@ bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct 
 
 	if (!json_is_object(req->body)) {
 		api_problem(resp, req->body ? 422 : 400,
-			    req->body ? "the body must be a JSON object" : "a JSON body is required",
+			    req->body ? "the body must be a JSON object"
+				      : "a JSON body is required",
 			    NULL);
 		return false;
 	}
@@ -230,8 +245,8 @@ void api_reply_list(struct api_resp *resp, struct db_list *list)
 cp_rc api_audit(struct api_req *req, const char *action, const char *resource_type,
 		const char *resource_id, json_t *detail)
 {
-	return db_audit_add(req->db, req->tenant_id, req->actor, action, resource_type,
-			    resource_id, detail);
+	return db_audit_add(req->db, req->tenant_id, req->actor, action, resource_type, resource_id,
+			    detail);
 }
 
 void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_fn del,

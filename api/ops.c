@@ -22,8 +22,8 @@ void api_readyz(struct api_req *req, struct api_resp *resp)
 		api_problem(resp, 503, "the database is not reachable", NULL);
 		return;
 	}
-	api_reply(resp, 200, json_pack("{s:s,s:i}", "status", "ready", "schema_version",
-				       db_schema_version()));
+	api_reply(resp, 200,
+		  json_pack("{s:s,s:i}", "status", "ready", "schema_version", db_schema_version()));
 }
 
 void api_openapi(struct api_req *req, struct api_resp *resp)
@@ -51,10 +51,18 @@ void api_audit_list(struct api_req *req, struct api_resp *resp)
 void api_events_list(struct api_req *req, struct api_resp *resp)
 {
 	static const char *const types[] = {
-		"certificate.issued", "certificate.renewed", "certificate.renewal_failed",
-		"certificate.expiring", "certificate.expired", "order.dns_challenge_required",
-		"order.dns_challenge_completed", "order.failed", "webhook.test",
-		"webhook.disabled", "property.hostname_released", "property.hostname_unverified",
+		"certificate.issued",
+		"certificate.renewed",
+		"certificate.renewal_failed",
+		"certificate.expiring",
+		"certificate.expired",
+		"order.dns_challenge_required",
+		"order.dns_challenge_completed",
+		"order.failed",
+		"webhook.test",
+		"webhook.disabled",
+		"property.hostname_released",
+		"property.hostname_unverified",
 		NULL,
 	};
 	const char *type = api_query(req, "type"), *after = api_query(req, "after");

@@ -11,7 +11,7 @@
 #include <string.h>
 
 static const char *const order_statuses[] = { "pending", "validating", "issuing", "valid",
-					      "failed", "canceled", NULL };
+					      "failed",	 "canceled",   NULL };
 
 static bool in_flight(const json_t *order)
 {
@@ -134,7 +134,8 @@ void api_orders_cancel(struct api_req *req, struct api_resp *resp)
 	if (rc == CP_OK)
 		rc = db_certificate_set_status(
 			req->db, req->tenant_id, cert_id,
-			json_integer_value(json_object_get(cert, "version")) > 0 ? "active" : "failed");
+			json_integer_value(json_object_get(cert, "version")) > 0 ? "active"
+										 : "failed");
 	if (rc == CP_ERR_NOT_FOUND)
 		rc = CP_OK;
 	if (rc == CP_OK)

@@ -42,7 +42,8 @@ static bool hostnames_valid(json_t *hostnames, bool automation, json_t *errors)
 		cp_spec_error(errors, "hostnames", "must have at least 1 item");
 		return false;
 	}
-	json_array_foreach(hostnames, i, h) {
+	json_array_foreach(hostnames, i, h)
+	{
 		const char *s = json_string_value(h);
 		snprintf(field, sizeof(field), "hostnames[%zu]", i);
 		if (!s || strlen(s) != json_string_length(h)) {
@@ -50,9 +51,10 @@ static bool hostnames_valid(json_t *hostnames, bool automation, json_t *errors)
 			continue;
 		}
 		if (automation && cp_hostname_is_wildcard(s)) {
-			cp_spec_error(errors, field,
-				      "is a wildcard; HTTP-01 cannot validate wildcards, so they are "
-				      "not allowed with certificate_renew_automation");
+			cp_spec_error(
+				errors, field,
+				"is a wildcard; HTTP-01 cannot validate wildcards, so they are "
+				"not allowed with certificate_renew_automation");
 			continue;
 		}
 		if (!cp_hostname_valid(s, true, &why)) {
@@ -78,7 +80,8 @@ static bool same_hostnames(json_t *a, json_t *b)
 
 	if (json_array_size(a) != json_array_size(b))
 		return false;
-	json_array_foreach(a, i, x) {
+	json_array_foreach(a, i, x)
+	{
 		for (j = 0; j < json_array_size(b); j++)
 			if (json_equal(x, json_array_get(b, j)))
 				break;
@@ -120,10 +123,10 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 	cp_rc rc;
 
 	if (!api_quota_or_reply(
-		req, resp,
-		&(struct db_quota_change){.properties = !id,
-					  .hostnames = (int)json_array_size(in->hostnames),
-					  .property_id = id}))
+		    req, resp,
+		    &(struct db_quota_change){ .properties = !id,
+					       .hostnames = (int)json_array_size(in->hostnames),
+					       .property_id = id }))
 		return;
 	/* A foreign tenant's edge hostname is not found, exactly like a missing one. */
 	rc = db_edge_hostname_get(req->db, req->tenant_id, in->edge_hostname_id, &edge);
@@ -325,9 +328,10 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 	in.edge_hostname_id =
 		edge_id ? edge_id : json_string_value(json_object_get(cur, "edge_hostname_id"));
 	in.certificate_id = detach ? NULL : cert_id ? cert_id : cur_cert;
-	in.renew_automation = automation >= 0 ? automation
-					      : json_is_true(json_object_get(
-							cur, "certificate_renew_automation"));
+	in.renew_automation =
+		automation >= 0
+			? automation
+			: json_is_true(json_object_get(cur, "certificate_renew_automation"));
 	if (!hostnames_valid(in.hostnames, in.renew_automation, errors)) {
 		db_rollback(req->db);
 		reply_errors(resp, errors);

@@ -117,9 +117,10 @@ static void quotas_write(struct api_req *req, struct api_resp *resp, bool replac
 	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	if (!json_is_object(req->body))
-		return api_problem(
-		    resp, req->body ? 422 : 400,
-		    req->body ? "the body must be a JSON object" : "a JSON body is required", NULL);
+		return api_problem(resp, req->body ? 422 : 400,
+				   req->body ? "the body must be a JSON object"
+					     : "a JSON body is required",
+				   NULL);
 	errors = json_array();
 	for (int q = 0; q < DB_QUOTA_COUNT; q++) {
 		values[q] = -1;

@@ -47,14 +47,16 @@ static bool events_or_reply(json_t *events, struct api_resp *resp)
 
 	if (json_array_size(events) == 0)
 		return field_problem(resp, "events", "must list at least one event type");
-	json_array_foreach(events, i, v) {
+	json_array_foreach(events, i, v)
+	{
 		const char *t = json_string_value(v);
 		bool known = false;
 		if (!t)
 			return field_problem(resp, "events", "must be an array of strings");
 		if (strcmp(t, "*") == 0) {
 			if (json_array_size(events) != 1)
-				return field_problem(resp, "events", "\"*\" must be the only entry");
+				return field_problem(resp, "events",
+						     "\"*\" must be the only entry");
 			continue;
 		}
 		for (const char *const *k = event_types; *k; k++)
@@ -112,7 +114,7 @@ void api_webhooks_create(struct api_req *req, struct api_resp *resp)
 		rc = db_begin(req->db);
 	if (rc != CP_OK)
 		goto out;
-	if (!api_quota_or_reply(req, resp, &(struct db_quota_change){.webhooks = 1}))
+	if (!api_quota_or_reply(req, resp, &(struct db_quota_change){ .webhooks = 1 }))
 		goto out;
 	rc = db_webhook_create(req->db, req->tenant_id, id, url, events, description, sealed, &row);
 	if (rc == CP_OK)
@@ -275,7 +277,8 @@ void api_webhooks_deliveries(struct api_req *req, struct api_resp *resp)
 	rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
 	json_decref(row);
 	if (rc == CP_OK)
-		rc = db_webhook_deliveries(req->db, req->tenant_id, req->params[0], state, pg, &list);
+		rc = db_webhook_deliveries(req->db, req->tenant_id, req->params[0], state, pg,
+					   &list);
 	if (rc != CP_OK)
 		return api_reply_rc(resp, rc, "webhook");
 	api_reply_list(resp, &list);

@@ -380,12 +380,12 @@ cp_rc cp_time_parse(const char *s, int64_t *out)
 
 	if (!s)
 		return CP_ERR_INVALID;
-	if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) ||
-	    *p++ != '-' || !parse_digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+	if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) || *p++ != '-' ||
+	    !parse_digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
 		return CP_ERR_INVALID;
 	p++;
-	if (!parse_digits(&p, 2, &h) || *p++ != ':' || !parse_digits(&p, 2, &mi) ||
-	    *p++ != ':' || !parse_digits(&p, 2, &se))
+	if (!parse_digits(&p, 2, &h) || *p++ != ':' || !parse_digits(&p, 2, &mi) || *p++ != ':' ||
+	    !parse_digits(&p, 2, &se))
 		return CP_ERR_INVALID;
 	if (*p == '.') {
 		p++;
@@ -699,8 +699,8 @@ static int tmp_create(const char *path, int mode, char **tmp)
 static cp_rc dir_sync(const char *path)
 {
 	const char *slash = strrchr(path, '/');
-	char *dir =
-	    slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : cp_strdup(".");
+	char *dir = slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path))
+			  : cp_strdup(".");
 	int fd;
 	cp_rc rc = CP_ERR_IO;
 
@@ -928,7 +928,8 @@ static void spec_field(const struct cp_spec *s, json_t *v, json_t *errors)
 			return;
 		}
 		if ((json_int_t)json_array_size(v) > s->max) {
-			snprintf(msg, sizeof(msg), "must have at most %lld items", (long long)s->max);
+			snprintf(msg, sizeof(msg), "must have at most %lld items",
+				 (long long)s->max);
 			cp_spec_error(errors, s->name, msg);
 			return;
 		}
@@ -971,7 +972,8 @@ cp_rc cp_spec_parse(json_t *body, const struct cp_spec *spec, json_t *errors)
 		cp_spec_error(errors, "body", "must be a JSON object");
 		return CP_ERR_INVALID;
 	}
-	json_object_foreach(body, key, v) {
+	json_object_foreach(body, key, v)
+	{
 		if (spec_known(spec, key))
 			continue;
 		/* Name a few, then stop: a body of a million unknown keys must

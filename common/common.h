@@ -22,17 +22,17 @@
 /* One result enum for every fallible function; mapped to HTTP in api/. */
 typedef enum cp_rc {
 	CP_OK = 0,
-	CP_ERR_INVALID,      /* input breaks a rule (-> 422 / 400) */
+	CP_ERR_INVALID,	     /* input breaks a rule (-> 422 / 400) */
 	CP_ERR_NOT_FOUND,    /* no such object in this tenant (-> 404) */
 	CP_ERR_CONFLICT,     /* uniqueness or state conflict (-> 409) */
-	CP_ERR_BUSY,         /* database busy past busy_timeout; retryable */
+	CP_ERR_BUSY,	     /* database busy past busy_timeout; retryable */
 	CP_ERR_UPSTREAM,     /* CA, DNS or webhook receiver failed */
-	CP_ERR_NOMEM,        /* allocation failed */
-	CP_ERR_IO,           /* file or socket error */
+	CP_ERR_NOMEM,	     /* allocation failed */
+	CP_ERR_IO,	     /* file or socket error */
 	CP_ERR_TOO_LARGE,    /* input or response over its cap (-> 413) */
 	CP_ERR_UNAUTHORIZED, /* bad credentials (-> 401) */
 	CP_ERR_RATE_LIMITED, /* slow down (-> 429) */
-	CP_ERR_CRYPTO,       /* key/cipher/signature failure */
+	CP_ERR_CRYPTO,	     /* key/cipher/signature failure */
 	CP_ERR_INTERNAL,     /* programmer or database error (-> 500) */
 } cp_rc;
 
@@ -51,8 +51,7 @@ void cp_log_set_level(enum cp_log_level level);
  */
 void cp_log_json(enum cp_log_level level, const char *event, json_t *fields);
 /* Write {"ts","level","event","msg"} with a printf-formatted message. */
-void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...)
-	CP_PRINTF(3, 4);
+void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...) CP_PRINTF(3, 4);
 
 /*
  * A log line built in place, for the hot path (one line per request): no
@@ -88,7 +87,7 @@ int64_t cp_now(void);
 int64_t cp_mono_ms(void);
 #define CP_TIME_LEN 20
 #define CP_TIME_MIN (-62167219200LL) /* 0000-01-01T00:00:00Z */
-#define CP_TIME_MAX 253402300799LL    /* 9999-12-31T23:59:59Z */
+#define CP_TIME_MAX 253402300799LL   /* 9999-12-31T23:59:59Z */
 /* Format t as RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ" (21 bytes incl. NUL);
  * t is clamped to CP_TIME_MIN..CP_TIME_MAX, so the text is always 20 chars. */
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1]);
@@ -157,12 +156,12 @@ bool cp_hostname_is_wildcard(const char *name);
 enum cp_spec_type {
 	CP_SPEC_END = 0,
 	CP_SPEC_STRING, /* out: const char ** (borrowed from the body) */
-	CP_SPEC_BOOL,   /* out: int * (0/1) */
-	CP_SPEC_INT,    /* out: json_int_t *, within [min, max] */
-	CP_SPEC_ENUM,   /* out: const char **, one of choices (NULL-ended) */
-	CP_SPEC_ARRAY,  /* out: json_t ** (borrowed), at most max items */
+	CP_SPEC_BOOL,	/* out: int * (0/1) */
+	CP_SPEC_INT,	/* out: json_int_t *, within [min, max] */
+	CP_SPEC_ENUM,	/* out: const char **, one of choices (NULL-ended) */
+	CP_SPEC_ARRAY,	/* out: json_t ** (borrowed), at most max items */
 	CP_SPEC_OBJECT, /* out: json_t ** (borrowed), encoded <= max bytes */
-	CP_SPEC_ANY,    /* out: json_t ** (borrowed), any JSON type */
+	CP_SPEC_ANY,	/* out: json_t ** (borrowed), any JSON type */
 };
 
 /*
@@ -173,29 +172,50 @@ enum cp_spec_type {
  */
 struct cp_spec {
 	enum cp_spec_type type;
-	const char *name;              /* field name in the JSON object */
-	bool required;                 /* missing -> "is required" */
-	void *out;                     /* where the value goes (see type) */
-	json_int_t min, max;           /* INT: range; STRING: length; ARRAY: items */
-	const char *const *choices;    /* ENUM: allowed values, NULL-ended */
-	bool *present;                 /* optional: set true if field given */
+	const char *name;	    /* field name in the JSON object */
+	bool required;		    /* missing -> "is required" */
+	void *out;		    /* where the value goes (see type) */
+	json_int_t min, max;	    /* INT: range; STRING: length; ARRAY: items */
+	const char *const *choices; /* ENUM: allowed values, NULL-ended */
+	bool *present;		    /* optional: set true if field given */
 };
 
-#define CP_SPEC_STR(n, req, o, minlen, maxlen) \
-	{ .type = CP_SPEC_STRING, .name = (n), .required = (req), .out = (o), .min = (minlen), .max = (maxlen) }
-#define CP_SPEC_BOOLEAN(n, req, o) \
-	{ .type = CP_SPEC_BOOL, .name = (n), .required = (req), .out = (o) }
-#define CP_SPEC_INTEGER(n, req, o, lo, hi) \
-	{ .type = CP_SPEC_INT, .name = (n), .required = (req), .out = (o), .min = (lo), .max = (hi) }
-#define CP_SPEC_CHOICE(n, req, o, ch) \
-	{ .type = CP_SPEC_ENUM, .name = (n), .required = (req), .out = (o), .choices = (ch) }
-#define CP_SPEC_ARR(n, req, o, maxitems) \
-	{ .type = CP_SPEC_ARRAY, .name = (n), .required = (req), .out = (o), .min = 0, .max = (maxitems) }
-#define CP_SPEC_OBJ(n, req, o, maxbytes) \
-	{ .type = CP_SPEC_OBJECT, .name = (n), .required = (req), .out = (o), .max = (maxbytes) }
-#define CP_SPEC_JSON(n, req, o) \
-	{ .type = CP_SPEC_ANY, .name = (n), .required = (req), .out = (o) }
-#define CP_SPEC_DONE { .type = CP_SPEC_END }
+#define CP_SPEC_STR(n, req, o, minlen, maxlen)                                                     \
+	{                                                                                          \
+		.type = CP_SPEC_STRING, .name = (n), .required = (req), .out = (o),                \
+		.min = (minlen), .max = (maxlen)                                                   \
+	}
+#define CP_SPEC_BOOLEAN(n, req, o)                                                                 \
+	{                                                                                          \
+		.type = CP_SPEC_BOOL, .name = (n), .required = (req), .out = (o)                   \
+	}
+#define CP_SPEC_INTEGER(n, req, o, lo, hi)                                                         \
+	{                                                                                          \
+		.type = CP_SPEC_INT, .name = (n), .required = (req), .out = (o), .min = (lo),      \
+		.max = (hi)                                                                        \
+	}
+#define CP_SPEC_CHOICE(n, req, o, ch)                                                              \
+	{                                                                                          \
+		.type = CP_SPEC_ENUM, .name = (n), .required = (req), .out = (o), .choices = (ch)  \
+	}
+#define CP_SPEC_ARR(n, req, o, maxitems)                                                           \
+	{                                                                                          \
+		.type = CP_SPEC_ARRAY, .name = (n), .required = (req), .out = (o), .min = 0,       \
+		.max = (maxitems)                                                                  \
+	}
+#define CP_SPEC_OBJ(n, req, o, maxbytes)                                                           \
+	{                                                                                          \
+		.type = CP_SPEC_OBJECT, .name = (n), .required = (req), .out = (o),                \
+		.max = (maxbytes)                                                                  \
+	}
+#define CP_SPEC_JSON(n, req, o)                                                                    \
+	{                                                                                          \
+		.type = CP_SPEC_ANY, .name = (n), .required = (req), .out = (o)                    \
+	}
+#define CP_SPEC_DONE                                                                               \
+	{                                                                                          \
+		.type = CP_SPEC_END                                                                \
+	}
 
 /*
  * Validate body (must be a JSON object) against spec. Every problem found is
@@ -215,51 +235,52 @@ void cp_spec_error(json_t *errors, const char *field, const char *msg);
 #define CP_CONFIG_DEFINED
 /* Every setting certplane reads; filled by cp_config_load, then read-only. */
 struct cp_config {
-	char *listen;                 /* API listener host:port */
-	char *http01_listen;          /* HTTP-01 responder host:port ("" = off) */
-	char *data_dir;               /* database, master key ring, operator token */
-	char *database;               /* SQLite file (default data_dir/certplane.db) */
-	char *operator_token;         /* operator API key (generated if unset) */
-	char *master_key;             /* base64 32-byte master key (else key ring file) */
-	char *edge_zone;              /* zone for edge hostnames */
-	char *acme_directory_url;     /* default CA ("letsencrypt") directory */
-	char *acme_ca_bundle;         /* trust for the ACME server ("" = system) */
-	char *acme_contact_email;     /* account contact ("" = none) */
-	json_t *cas;                  /* object: name -> {directory_url, ca_bundle} */
-	char *dns_resolver;           /* host:port for CNAME/TXT checks ("" = system) */
-	int renew_before_days;        /* renewal window */
+	char *listen;		  /* API listener host:port */
+	char *http01_listen;	  /* HTTP-01 responder host:port ("" = off) */
+	char *data_dir;		  /* database, master key ring, operator token */
+	char *database;		  /* SQLite file (default data_dir/certplane.db) */
+	char *operator_token;	  /* operator API key (generated if unset) */
+	char *master_key;	  /* base64 32-byte master key (else key ring file) */
+	char *edge_zone;	  /* zone for edge hostnames */
+	char *acme_directory_url; /* default CA ("letsencrypt") directory */
+	char *acme_ca_bundle;	  /* trust for the ACME server ("" = system) */
+	char *acme_contact_email; /* account contact ("" = none) */
+	json_t *cas;		  /* object: name -> {directory_url, ca_bundle} */
+	char *dns_resolver;	  /* host:port for CNAME/TXT checks ("" = system) */
+	int renew_before_days;	  /* renewal window */
 	int scheduler_interval_seconds;
-	int workers;                  /* job worker threads */
-	int http_threads;             /* libmicrohttpd thread pool size */
+	int workers;	  /* job worker threads */
+	int http_threads; /* libmicrohttpd thread pool size */
 	int dns01_timeout_seconds;
-	int order_deadline_hours;     /* an order meeting only transient CA errors fails after this */
+	int order_deadline_hours; /* an order meeting only transient CA errors fails after this */
 	bool webhook_allow_private_networks;
-	json_t *cors_origins;         /* array of allowed origins */
-	int max_body_bytes;           /* request body cap (413 above) */
-	int rate_limit_per_second;    /* per API key; 0 = off */
+	json_t *cors_origins;	   /* array of allowed origins */
+	int max_body_bytes;	   /* request body cap (413 above) */
+	int rate_limit_per_second; /* per API key; 0 = off */
 	int rate_limit_burst;
 	int webhook_timeout_seconds;  /* per delivery attempt */
 	int webhook_dns_timeout_ms;   /* callback host lookup at registration, hard deadline */
 	char *webhook_retry_schedule; /* seconds before each attempt ("[0,5,300,...]") */
-	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]") */
-	char *log_level;              /* debug|info|warn|error */
-	bool metrics_public;          /* GET /metrics without a key (else operator key) */
-	int hostname_claim_ttl_days;    /* pending hostname claims are released after this */
+	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]")
+				       */
+	char *log_level;	      /* debug|info|warn|error */
+	bool metrics_public;	      /* GET /metrics without a key (else operator key) */
+	int hostname_claim_ttl_days;  /* pending hostname claims are released after this */
 	int hostname_claim_ttl_seconds; /* the same TTL in seconds, when > 0 (overrides days) */
-	int hostname_recheck_seconds;   /* pending claims re-checked this often */
+	int hostname_recheck_seconds;	/* pending claims re-checked this often */
 	int hostname_verified_recheck_seconds; /* verified claims re-checked this often */
-	int http_client_connection_limit; /* open connections per client address */
-	int http_request_deadline_seconds; /* to receive a request's headers and body */
-	int http_idle_timeout_seconds;     /* keep-alive / inactivity timeout */
-	int net_threads;                   /* threads for requests that wait on the network */
-	int net_tenant_concurrency;        /* such requests in flight per tenant (429 above) */
-	int webhook_workers;          /* worker threads of the webhook lane */
-	int general_workers;          /* worker threads of the general lane */
-	int tenant_max_running_jobs;  /* one tenant's running jobs per lane (<= half its workers) */
-	int quota_properties;         /* per-tenant quota defaults (operator overrides per tenant) */
-	int quota_hostnames;          /* property hostnames, over all the tenant's properties */
+	int http_client_connection_limit;      /* open connections per client address */
+	int http_request_deadline_seconds;     /* to receive a request's headers and body */
+	int http_idle_timeout_seconds;	       /* keep-alive / inactivity timeout */
+	int net_threads;		       /* threads for requests that wait on the network */
+	int net_tenant_concurrency;	       /* such requests in flight per tenant (429 above) */
+	int webhook_workers;		       /* worker threads of the webhook lane */
+	int general_workers;		       /* worker threads of the general lane */
+	int tenant_max_running_jobs; /* one tenant's running jobs per lane (<= half its workers) */
+	int quota_properties;	     /* per-tenant quota defaults (operator overrides per tenant) */
+	int quota_hostnames;	     /* property hostnames, over all the tenant's properties */
 	int quota_certificates;
-	int quota_orders_in_flight;   /* ACME orders pending, validating or issuing */
+	int quota_orders_in_flight; /* ACME orders pending, validating or issuing */
 	int quota_webhooks;
 	int quota_edge_hostnames;
 };

@@ -13,12 +13,12 @@
 enum key_type { K_STR, K_INT, K_BOOL, K_LIST, K_OBJ };
 
 struct key_def {
-	const char *name;   /* JSON key; env var is CERTPLANE_<NAME upper-cased> */
+	const char *name; /* JSON key; env var is CERTPLANE_<NAME upper-cased> */
 	enum key_type type;
-	size_t offset;      /* offsetof(struct cp_config, field) */
-	const char *def;    /* default (strings; ints as text; lists/objects JSON) */
-	int min, max;       /* K_INT range */
-	bool secret;        /* redacted by cp_config_json */
+	size_t offset;	 /* offsetof(struct cp_config, field) */
+	const char *def; /* default (strings; ints as text; lists/objects JSON) */
+	int min, max;	 /* K_INT range */
+	bool secret;	 /* redacted by cp_config_json */
 };
 
 #define OFF(f) offsetof(struct cp_config, f)
@@ -37,12 +37,14 @@ static const struct key_def keys[] = {
 	{ "cas", K_OBJ, OFF(cas), "{}", 0, 0, false },
 	{ "dns_resolver", K_STR, OFF(dns_resolver), "", 0, 0, false },
 	{ "renew_before_days", K_INT, OFF(renew_before_days), "25", 1, 365, false },
-	{ "scheduler_interval_seconds", K_INT, OFF(scheduler_interval_seconds), "300", 1, 3600, false },
+	{ "scheduler_interval_seconds", K_INT, OFF(scheduler_interval_seconds), "300", 1, 3600,
+	  false },
 	{ "workers", K_INT, OFF(workers), "4", 1, 256, false },
 	{ "http_threads", K_INT, OFF(http_threads), "4", 1, 256, false },
 	{ "dns01_timeout_seconds", K_INT, OFF(dns01_timeout_seconds), "1800", 1, 86400 * 7, false },
 	{ "order_deadline_hours", K_INT, OFF(order_deadline_hours), "24", 1, 24 * 30, false },
-	{ "webhook_allow_private_networks", K_BOOL, OFF(webhook_allow_private_networks), "false", 0, 0, false },
+	{ "webhook_allow_private_networks", K_BOOL, OFF(webhook_allow_private_networks), "false", 0,
+	  0, false },
 	{ "cors_origins", K_LIST, OFF(cors_origins), "[]", 0, 0, false },
 	{ "max_body_bytes", K_INT, OFF(max_body_bytes), "1048576", 1024, 64 << 20, false },
 	{ "rate_limit_per_second", K_INT, OFF(rate_limit_per_second), "200", 0, 1000000, false },
@@ -51,15 +53,21 @@ static const struct key_def keys[] = {
 	{ "webhook_dns_timeout_ms", K_INT, OFF(webhook_dns_timeout_ms), "5000", 100, 60000, false },
 	{ "webhook_retry_schedule", K_STR, OFF(webhook_retry_schedule),
 	  "[0,5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000,36000]", 0, 0, false },
-	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0, false },
+	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0,
+	  false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
 	{ "hostname_claim_ttl_days", K_INT, OFF(hostname_claim_ttl_days), "7", 1, 365, false },
-	{ "hostname_claim_ttl_seconds", K_INT, OFF(hostname_claim_ttl_seconds), "0", 0, 86400 * 365, false },
-	{ "hostname_recheck_seconds", K_INT, OFF(hostname_recheck_seconds), "300", 1, 86400, false },
-	{ "hostname_verified_recheck_seconds", K_INT, OFF(hostname_verified_recheck_seconds), "86400", 1, 86400 * 30, false },
-	{ "http_client_connection_limit", K_INT, OFF(http_client_connection_limit), "64", 1, 4096, false },
-	{ "http_request_deadline_seconds", K_INT, OFF(http_request_deadline_seconds), "10", 1, 600, false },
+	{ "hostname_claim_ttl_seconds", K_INT, OFF(hostname_claim_ttl_seconds), "0", 0, 86400 * 365,
+	  false },
+	{ "hostname_recheck_seconds", K_INT, OFF(hostname_recheck_seconds), "300", 1, 86400,
+	  false },
+	{ "hostname_verified_recheck_seconds", K_INT, OFF(hostname_verified_recheck_seconds),
+	  "86400", 1, 86400 * 30, false },
+	{ "http_client_connection_limit", K_INT, OFF(http_client_connection_limit), "64", 1, 4096,
+	  false },
+	{ "http_request_deadline_seconds", K_INT, OFF(http_request_deadline_seconds), "10", 1, 600,
+	  false },
 	{ "http_idle_timeout_seconds", K_INT, OFF(http_idle_timeout_seconds), "5", 1, 600, false },
 	{ "net_threads", K_INT, OFF(net_threads), "8", 1, 256, false },
 	{ "net_tenant_concurrency", K_INT, OFF(net_tenant_concurrency), "2", 1, 256, false },
@@ -69,7 +77,8 @@ static const struct key_def keys[] = {
 	{ "quota_properties", K_INT, OFF(quota_properties), "1000", 0, 1000000000, false },
 	{ "quota_hostnames", K_INT, OFF(quota_hostnames), "5000", 0, 1000000000, false },
 	{ "quota_certificates", K_INT, OFF(quota_certificates), "1000", 0, 1000000000, false },
-	{ "quota_orders_in_flight", K_INT, OFF(quota_orders_in_flight), "50", 0, 1000000000, false },
+	{ "quota_orders_in_flight", K_INT, OFF(quota_orders_in_flight), "50", 0, 1000000000,
+	  false },
 	{ "quota_webhooks", K_INT, OFF(quota_webhooks), "20", 0, 1000000000, false },
 	{ "quota_edge_hostnames", K_INT, OFF(quota_edge_hostnames), "100", 0, 1000000000, false },
 };
@@ -98,7 +107,8 @@ static cp_rc key_store(struct cp_config *cfg, const struct key_def *k, json_t *v
 	case K_INT:
 		if (!json_is_integer(v) || json_integer_value(v) < k->min ||
 		    json_integer_value(v) > k->max) {
-			*err = cp_aprintf("%s: must be an integer from %d to %d", k->name, k->min, k->max);
+			*err = cp_aprintf("%s: must be an integer from %d to %d", k->name, k->min,
+					  k->max);
 			return CP_ERR_INVALID;
 		}
 		*(int *)base = (int)json_integer_value(v);
@@ -203,7 +213,8 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 		goto out;
 	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++) {
 		const struct key_def *k = &keys[i];
-		v = k->type == K_STR ? json_string(k->def) : json_loads(k->def, JSON_DECODE_ANY, NULL);
+		v = k->type == K_STR ? json_string(k->def)
+				     : json_loads(k->def, JSON_DECODE_ANY, NULL);
 		rc = key_store(cfg, k, v, err);
 		json_decref(v);
 		if (rc != CP_OK)
@@ -217,7 +228,8 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 			rc = CP_ERR_INVALID;
 			goto out;
 		}
-		json_object_foreach(file, key, v) {
+		json_object_foreach(file, key, v)
+		{
 			const struct key_def *k = key_find(key);
 			if (!k) {
 				*err = cp_aprintf("%s: unknown key \"%s\"", path, key);
@@ -266,7 +278,8 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 		if (cp_config_schedule(cfg->webhook_retry_schedule, sched, CP_SCHEDULE_MAX, &n) !=
 		    CP_OK) {
 			*err = cp_aprintf("webhook_retry_schedule: must be a list of 1 to %d "
-					  "integers from 0 to 604800 (seconds)", CP_SCHEDULE_MAX);
+					  "integers from 0 to 604800 (seconds)",
+					  CP_SCHEDULE_MAX);
 			rc = CP_ERR_INVALID;
 			goto out;
 		}
@@ -277,7 +290,8 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 		if (cp_config_schedule(cfg->renew_backoff_seconds, sched, CP_SCHEDULE_MAX, &n) !=
 		    CP_OK) {
 			*err = cp_aprintf("renew_backoff_seconds: must be a list of 1 to %d "
-					  "integers from 0 to 604800 (seconds)", CP_SCHEDULE_MAX);
+					  "integers from 0 to 604800 (seconds)",
+					  CP_SCHEDULE_MAX);
 			rc = CP_ERR_INVALID;
 			goto out;
 		}
@@ -304,7 +318,7 @@ json_t *cp_config_json(const struct cp_config *cfg)
 		switch (k->type) {
 		case K_STR:
 			v = json_string(k->secret && **(char *const *)base ? "<redacted>"
-									    : *(char *const *)base);
+									   : *(char *const *)base);
 			break;
 		case K_INT:
 			v = json_integer(*(const int *)base);

@@ -101,14 +101,14 @@ void crypto_json_wipe_on_free(void);
 
 /* Facts read from a certificate itself. All strings owned by the struct. */
 struct crypto_cert_info {
-	char *subject_cn;               /* may be NULL */
-	json_t *sans;                   /* JSON array of strings: DNS names (and IPs as text) */
-	char *issuer;                   /* RFC 2253-ish one-line issuer DN */
-	char *serial;                   /* lowercase hex, no leading zeros beyond one byte */
-	int64_t not_before, not_after;  /* unix seconds */
-	char fingerprint_sha256[65];    /* lowercase hex of SHA-256 over DER */
-	bool is_ca;                     /* basicConstraints CA:TRUE */
-	char key_kind[16];              /* crypto_key_kind of the public key, or "unsupported" */
+	char *subject_cn;	       /* may be NULL */
+	json_t *sans;		       /* JSON array of strings: DNS names (and IPs as text) */
+	char *issuer;		       /* RFC 2253-ish one-line issuer DN */
+	char *serial;		       /* lowercase hex, no leading zeros beyond one byte */
+	int64_t not_before, not_after; /* unix seconds */
+	char fingerprint_sha256[65];   /* lowercase hex of SHA-256 over DER */
+	bool is_ca;		       /* basicConstraints CA:TRUE */
+	char key_kind[16];	       /* crypto_key_kind of the public key, or "unsupported" */
 };
 
 /*

@@ -129,8 +129,7 @@ static cp_rc ecdsa_der_to_raw(const uint8_t *der, size_t len, int width, uint8_t
 	return rc;
 }
 
-cp_rc crypto_jws(const struct crypto_key *k, json_t *protected_hdr, const char *payload,
-		 char **out)
+cp_rc crypto_jws(const struct crypto_key *k, json_t *protected_hdr, const char *payload, char **out)
 {
 	json_t *hdr = NULL, *jws = NULL;
 	char *hdr_json = NULL, *b64_hdr = NULL, *b64_payload = NULL, *input = NULL;

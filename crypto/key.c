@@ -25,10 +25,8 @@
 #include "crypto/crypto_internal.h"
 
 static const char *const key_type_names[] = {
-	[CRYPTO_KEY_ECDSA_P256] = "ecdsa-p256",
-	[CRYPTO_KEY_ECDSA_P384] = "ecdsa-p384",
-	[CRYPTO_KEY_RSA_2048] = "rsa-2048",
-	[CRYPTO_KEY_RSA_3072] = "rsa-3072",
+	[CRYPTO_KEY_ECDSA_P256] = "ecdsa-p256", [CRYPTO_KEY_ECDSA_P384] = "ecdsa-p384",
+	[CRYPTO_KEY_RSA_2048] = "rsa-2048",	[CRYPTO_KEY_RSA_3072] = "rsa-3072",
 	[CRYPTO_KEY_RSA_4096] = "rsa-4096",
 };
 
@@ -204,7 +202,7 @@ static bool kdf_cost_ok(const X509_ALGOR *alg)
 	nid = OBJ_obj2nid(oid);
 	if (nid == NID_pbes2) {
 		PBE2PARAM *pbe2 =
-		    ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
+			ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
 		const ASN1_OBJECT *kdf_oid = NULL;
 
 		if (!pbe2)
@@ -220,8 +218,8 @@ static bool kdf_cost_ok(const X509_ALGOR *alg)
 								      pbe2->keyfunc->parameter);
 			long n = sp ? asn1_small(sp->costParameter, KDF_SCRYPT_WORK_MAX) : 0;
 			long r = sp ? asn1_small(sp->blockSize, KDF_SCRYPT_WORK_MAX) : 0;
-			long q =
-			    sp ? asn1_small(sp->parallelizationParameter, KDF_SCRYPT_WORK_MAX) : 0;
+			long q = sp ? asn1_small(sp->parallelizationParameter, KDF_SCRYPT_WORK_MAX)
+				    : 0;
 
 			ok = !sp ||
 			     (n >= 0 && r >= 0 && q >= 0 &&
@@ -425,8 +423,7 @@ void crypto_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size
 	}
 	if (!msg)
 		msg = &empty;
-	if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, keylen, msg, n, mac, 32,
-		       &maclen) ||
+	if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, keylen, msg, n, mac, 32, &maclen) ||
 	    maclen != 32) {
 		/* Only OOM gets here; a random MAC can never match a real one. */
 		ERR_clear_error();

@@ -52,7 +52,7 @@ struct ring_key {
 struct crypto_keyring {
 	pthread_rwlock_t lock; /* mutable even through a const ring pointer */
 	bool from_config;      /* single configured key: no file, no rotation */
-	size_t n;              /* keys[n - 1] is current; n >= 1 */
+	size_t n;	       /* keys[n - 1] is current; n >= 1 */
 	struct ring_key *keys;
 };
 
@@ -600,8 +600,8 @@ cp_rc crypto_open(const struct crypto_keyring *r, const char *aad, const char *s
 		goto out;
 	if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, k->key, raw) != 1 ||
 	    EVP_DecryptUpdate(ctx, NULL, &outl, (const uint8_t *)aad, (int)aadlen) != 1 ||
-	    (ptlen && EVP_DecryptUpdate(ctx, (uint8_t *)plain, &outl, raw + NONCE_LEN,
-					(int)ptlen) != 1) ||
+	    (ptlen &&
+	     EVP_DecryptUpdate(ctx, (uint8_t *)plain, &outl, raw + NONCE_LEN, (int)ptlen) != 1) ||
 	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, raw + NONCE_LEN + ptlen) != 1 ||
 	    EVP_DecryptFinal_ex(ctx, (uint8_t *)plain + ptlen, &outl) != 1)
 		goto out;

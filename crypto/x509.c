@@ -152,8 +152,7 @@ cp_rc crypto_chain_check(const char *pem, size_t len, int *count, const char **w
 	return walk_chain(pem, len, NULL, NULL, count, why ? why : &dummy);
 }
 
-cp_rc crypto_chain_split(const char *pem, size_t len, char **leaf, char **chain,
-			 const char **why)
+cp_rc crypto_chain_split(const char *pem, size_t len, char **leaf, char **chain, const char **why)
 {
 	const char *dummy;
 	BIO *lb = NULL, *cb = NULL;
@@ -515,7 +514,8 @@ static cp_rc build_sans(const json_t *hostnames, GENERAL_NAMES **out)
 	gens = sk_GENERAL_NAME_new_null();
 	if (!gens)
 		goto out;
-	json_array_foreach(hostnames, i, v) {
+	json_array_foreach(hostnames, i, v)
+	{
 		const char *h = json_string_value(v);
 		int iplen = 0;
 
@@ -562,11 +562,11 @@ static bool hostnames_ok(const json_t *hostnames)
 
 	if (!json_is_array(hostnames) || n == 0 || n > MAX_HOSTNAMES)
 		return false;
-	json_array_foreach(hostnames, i, v) {
+	json_array_foreach(hostnames, i, v)
+	{
 		const char *s = json_string_value(v);
 
-		if (!s || !*s || strlen(s) != json_string_length(v) ||
-		    strlen(s) > CP_HOSTNAME_MAX)
+		if (!s || !*s || strlen(s) != json_string_length(v) || strlen(s) > CP_HOSTNAME_MAX)
 			return false;
 	}
 	return true;
@@ -645,7 +645,8 @@ cp_rc crypto_self_signed_window(const struct crypto_key *k, const json_t *hostna
 	    !add_conf_ext(x, &ctx, NID_ext_key_usage, "serverAuth") ||
 	    !add_conf_ext(x, &ctx, NID_subject_key_identifier, "hash") ||
 	    /* RFC 5280 4.2.1.6: SAN is critical when the subject is empty. */
-	    X509_add1_ext_i2d(x, NID_subject_alt_name, gens, no_cn ? 1 : 0, X509V3_ADD_DEFAULT) != 1)
+	    X509_add1_ext_i2d(x, NID_subject_alt_name, gens, no_cn ? 1 : 0, X509V3_ADD_DEFAULT) !=
+		    1)
 		goto out;
 	/* X509_sign wants a non-const key; signing does not modify it. */
 	if (X509_sign(x, k->pkey, EVP_sha256()) <= 0)
@@ -701,9 +702,10 @@ cp_rc crypto_csr_der(const struct crypto_key *k, const json_t *hostnames, uint8_
 	req = X509_REQ_new();
 	if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
 	    X509_REQ_set_subject_name(req, name) != 1 || X509_REQ_set_pubkey(req, k->pkey) != 1 ||
-	    X509V3_add1_i2d(&exts, NID_subject_alt_name, gens, no_cn ? 1 : 0,
-			    X509V3_ADD_DEFAULT) != 1 ||
-	    X509_REQ_add_extensions(req, exts) != 1 || X509_REQ_sign(req, k->pkey, EVP_sha256()) <= 0)
+	    X509V3_add1_i2d(&exts, NID_subject_alt_name, gens, no_cn ? 1 : 0, X509V3_ADD_DEFAULT) !=
+		    1 ||
+	    X509_REQ_add_extensions(req, exts) != 1 ||
+	    X509_REQ_sign(req, k->pkey, EVP_sha256()) <= 0)
 		goto out;
 	n = i2d_X509_REQ(req, NULL);
 	if (n <= 0)

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* clang-format off */
 #define ACCOUNT_JSON                                                                  \
 	"json_object('id', id, 'ca', ca, 'directory_url', directory_url, 'key', key, " \
 	"'account_url', account_url)"
+/* clang-format on */
 
 cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out)
 {

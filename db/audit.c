@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* clang-format off */
 #define AUDIT_JSON                                                                       \
 	"json_object('id', id, 'tenant_id', tenant_id, 'actor', actor, 'action', action, " \
 	"'resource_type', resource_type, 'resource_id', resource_id, "                     \
 	"'detail', json(coalesce(detail, 'null')), 'created_at', " DB_TS("created_at") ")"
+/* clang-format on */
 
 cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, const char *action,
 		   const char *resource_type, const char *resource_id, json_t *detail)
@@ -97,7 +99,8 @@ static cp_rc idem_read(struct db *db, const struct db_idem_scope *scope, enum db
 		out->response = malloc(out->response_len + 1);
 		if (out->response) {
 			if (out->response_len)
-				memcpy(out->response, sqlite3_column_blob(st, 4), out->response_len);
+				memcpy(out->response, sqlite3_column_blob(st, 4),
+				       out->response_len);
 			out->response[out->response_len] = '\0';
 		}
 		rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;

@@ -28,11 +28,12 @@ static const char cert_sql[] =
 	"'source', c.source, 'status', c.status, 'hostnames', json(c.hostnames), "
 	"'sans', json(coalesce(v.sans, '[]')), 'subject_cn', v.subject_cn, "
 	"'serial', v.serial, 'issuer', v.issuer, 'fingerprint_sha256', v.fingerprint_sha256, "
-	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS("v.not_after") ", "
-	"'version', c.version, 'auto_renew', c.auto_renew, 'metadata', json(c.metadata)) "
-	"FROM certificates c LEFT JOIN certificate_versions v "
-	"ON v.certificate_id = c.id AND v.version = c.version "
-	"WHERE c.tenant_id = ? AND c.id = ?";
+	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS(
+		"v.not_after") ", "
+			       "'version', c.version, 'auto_renew', c.auto_renew, 'metadata', json(c.metadata)) "
+			       "FROM certificates c LEFT JOIN certificate_versions v "
+			       "ON v.certificate_id = c.id AND v.version = c.version "
+			       "WHERE c.tenant_id = ? AND c.id = ?";
 
 static cp_rc cert_facts(struct db *db, const char *tenant_id, const char *certificate_id,
 			json_t **out)
@@ -47,8 +48,7 @@ static cp_rc cert_facts(struct db *db, const char *tenant_id, const char *certif
 }
 
 cp_rc db_event_certificate(struct db *db, const char *tenant_id, const char *type,
-			   const char *certificate_id, json_t *extra,
-			   char id_out[CP_UUID_LEN + 1])
+			   const char *certificate_id, json_t *extra, char id_out[CP_UUID_LEN + 1])
 {
 	json_t *data = NULL;
 	cp_rc rc;
@@ -167,7 +167,8 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 		" AS days FROM certificate_versions v JOIN certificates c "
 		"ON c.id = v.certificate_id AND c.version = v.version "
 		"WHERE v.not_after <= ?1 + ?3 AND v.not_after > ?1 - 90 * 86400 "
-		"AND " REMINDER_DAYS " >= 0 AND NOT EXISTS (SELECT 1 FROM certificate_reminders r WHERE "
+		"AND " REMINDER_DAYS
+		" >= 0 AND NOT EXISTS (SELECT 1 FROM certificate_reminders r WHERE "
 		"r.certificate_id = c.id AND r.version = c.version AND r.days = " REMINDER_DAYS ") "
 		"ORDER BY v.not_after LIMIT ?2";
 	struct reminder due[64];

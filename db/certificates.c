@@ -11,21 +11,24 @@
  * Every query binds ?1 = now, so that the derived "expired" status and the
  * expiry filters agree with one clock reading.
  */
-#include "db/db_internal.h"
 #include "crypto/crypto.h"
+#include "db/db_internal.h"
 #include "lifecycle/lifecycle.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* clang-format off */
 #define CERT_FROM                          \
 	" FROM certificates c LEFT JOIN certificate_versions v" \
 	" ON v.certificate_id = c.id AND v.version = c.version "
+/* clang-format on */
 
 /* The derived status (lifecycle.h: "failed" wins over "expired"). */
 #define CERT_STATUS LIFECYCLE_STATUS_SQL("c.status", "v.not_after")
 
+/* clang-format off */
 #define CERT_JSON                                                                               \
 	"json_object('id', c.id, 'name', c.name, 'type', c.type, 'source', c.source, "        \
 	"'status', " CERT_STATUS ", 'auto_renew', c.auto_renew, "                              \
@@ -43,7 +46,9 @@
 	"'last_attempt_at', " DB_TS("c.last_attempt_at") ", 'last_error', c.last_error, "      \
 	"'last_error_reason', c.last_error_reason, 'failure_count', c.failure_count), "        \
 	"'created_at', " DB_TS("c.created_at") ", 'updated_at', " DB_TS("c.updated_at") ")"
+/* clang-format on */
 
+/* clang-format off */
 #define VERSION_JSON                                                                          \
 	"json_object('id', v.id, 'version', v.version, 'current', json(CASE WHEN v.version = " \
 	"c.version THEN 'true' ELSE 'false' END), 'certificate', v.cert_pem, "                 \
@@ -52,6 +57,7 @@
 	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS("v.not_after") ", "    \
 	"'fingerprint_sha256', v.fingerprint_sha256, 'order_id', v.order_id, "                \
 	"'created_at', " DB_TS("v.created_at") ")"
+/* clang-format on */
 
 /* Bind a unix time, 0 meaning "none" (SQL NULL). */
 static void bind_time(sqlite3_stmt *st, int idx, int64_t t)
@@ -300,7 +306,8 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 
 cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
-	static const char sql[] = "SELECT " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
+	static const char sql[] =
+		"SELECT " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)
@@ -319,8 +326,7 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 	 * first issuance, a requested name) exactly or through a wildcard one
 	 * label up. */
 	static const char sql[] =
-		"SELECT c.seq, " CERT_JSON CERT_FROM
-		"WHERE c.tenant_id = ?2 AND c.seq > ?3 "
+		"SELECT c.seq, " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.seq > ?3 "
 		"AND (?4 IS NULL OR " CERT_STATUS " = ?4) "
 		"AND (?5 IS NULL OR (v.not_after IS NOT NULL AND v.not_after >= ?1 "
 		"AND v.not_after <= ?1 + ?5)) "
@@ -344,8 +350,8 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 	return db_fetch_page(db, st, pg.limit, out);
 }
 
-cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id,
-			    const char *name, const char *auto_renew, json_t *metadata)
+cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id, const char *name,
+			    const char *auto_renew, json_t *metadata)
 {
 	static const char sql[] =
 		"UPDATE certificates SET name = coalesce(?3, name), "
@@ -451,8 +457,8 @@ static cp_rc current_version_row(struct db *db, const char *sql, const char *ten
 
 cp_rc db_certificate_pem(struct db *db, const char *tenant_id, const char *id, char **out)
 {
-	static const char sql[] = "SELECT v.cert_pem, v.chain_pem" CERT_FROM
-				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
+	static const char sql[] =
+		"SELECT v.cert_pem, v.chain_pem" CERT_FROM "WHERE c.tenant_id = ?1 AND c.id = ?2";
 	char *leaf = NULL, *chain = NULL;
 	size_t ll;
 	cp_rc rc;
@@ -472,8 +478,8 @@ cp_rc db_certificate_pem(struct db *db, const char *tenant_id, const char *id, c
 cp_rc db_certificate_key_pem(struct db *db, const struct crypto_keyring *ring,
 			     const char *tenant_id, const char *id, char **out)
 {
-	static const char sql[] = "SELECT v.private_key, v.id" CERT_FROM
-				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
+	static const char sql[] =
+		"SELECT v.private_key, v.id" CERT_FROM "WHERE c.tenant_id = ?1 AND c.id = ?2";
 	char *sealed = NULL, *vid = NULL, *aad = NULL, *pt = NULL;
 	size_t n = 0;
 	cp_rc rc;

@@ -72,8 +72,8 @@ cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *
 
 /* A page request: rows with seq > after, at most limit of them. */
 struct db_page {
-	int64_t after;  /* 0 = from the start */
-	int limit;      /* 1..500 */
+	int64_t after; /* 0 = from the start */
+	int limit;     /* 1..500 */
 };
 /* A page result: data is a new JSON array; next is the cursor seq (0 = end). */
 struct db_list {
@@ -90,14 +90,14 @@ cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out) CP_W
 cp_rc db_tenant_delete(struct db *db, const char *id) CP_WUR;
 
 /* Store a key by its hash; out is {id, name, prefix, created_at}. */
-cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name,
-		       const char *key_hash, const char *prefix, json_t **out) CP_WUR;
+cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, const char *key_hash,
+		       const char *prefix, json_t **out) CP_WUR;
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg,
 		     struct db_list *out) CP_WUR;
 cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
 /* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id. */
-cp_rc db_apikey_lookup(struct db *db, const char *key_hash,
-		       char tenant_id[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1]) CP_WUR;
+cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UUID_LEN + 1],
+		       char key_id[CP_UUID_LEN + 1]) CP_WUR;
 
 /* ---- audit log ---- */
 
@@ -125,15 +125,15 @@ struct db_idem_scope {
 struct db_idem {
 	char body_hash[65];
 	int status;
-	char *content_type;  /* owned */
-	char *response;      /* owned */
+	char *content_type; /* owned */
+	char *response;	    /* owned */
 	size_t response_len;
 };
 void db_idem_clear(struct db_idem *r);
 enum db_idem_claim {
 	DB_IDEM_RESERVED, /* the caller holds it: run, then finish or release */
 	DB_IDEM_PENDING,  /* another request holds it (out->body_hash set) */
-	DB_IDEM_DONE,     /* answered before: out is the response to replay */
+	DB_IDEM_DONE,	  /* answered before: out is the response to replay */
 };
 /* Reserve scope for owner (a request id) with one INSERT of a 'pending'
  * row under the unique key, or take over a pending row past its lease
@@ -149,8 +149,7 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 		     const struct db_idem *r) CP_WUR;
 /* Drop owner's reservation (the request failed retryably; a retry runs
  * again). CP_ERR_NOT_FOUND if owner no longer holds it. */
-cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope,
-		      const char *owner) CP_WUR;
+cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope, const char *owner) CP_WUR;
 /* Delete records older than cutoff. */
 cp_rc db_idem_purge(struct db *db, int64_t cutoff) CP_WUR;
 
@@ -162,8 +161,8 @@ struct db_job {
 	char kind[32];
 	char tenant_id[CP_UUID_LEN + 1]; /* "" if none */
 	json_t *payload;
-	int attempts;                     /* including this one */
-	char owner[64];                   /* lease owner that claimed it */
+	int attempts;	/* including this one */
+	char owner[64]; /* lease owner that claimed it */
 };
 void db_job_clear(struct db_job *job);
 /* Queue a job. dedupe_key (may be NULL): if a queued/running job with the same
@@ -190,7 +189,8 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 cp_rc db_job_extend(struct db *db, int64_t id, const char *owner, int lease_seconds) CP_WUR;
 /* Finish: done, or back to queued at run_at with an error, or failed. */
 cp_rc db_job_done(struct db *db, int64_t id, const char *owner) CP_WUR;
-cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at, const char *error) CP_WUR;
+cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at,
+		   const char *error) CP_WUR;
 cp_rc db_job_fail(struct db *db, int64_t id, const char *owner, const char *error) CP_WUR;
 /* Release every lease of owner (clean shutdown): jobs run again at once. */
 cp_rc db_job_release_owner(struct db *db, const char *owner) CP_WUR;
@@ -205,7 +205,7 @@ cp_rc db_job_stats(struct db *db, json_t **out) CP_WUR;
 
 enum db_quota {
 	DB_QUOTA_PROPERTIES,
-	DB_QUOTA_HOSTNAMES,        /* property hostnames over all the tenant's properties */
+	DB_QUOTA_HOSTNAMES, /* property hostnames over all the tenant's properties */
 	DB_QUOTA_CERTIFICATES,
 	DB_QUOTA_ORDERS_IN_FLIGHT, /* ACME orders pending, validating or issuing */
 	DB_QUOTA_WEBHOOKS,
@@ -277,11 +277,11 @@ cp_rc db_edge_hostname_delete(struct db *db, const char *tenant_id, const char *
 /* The writable fields of a property, already validated by the caller. */
 struct db_property_in {
 	const char *name;
-	json_t *hostnames;            /* array of distinct valid hostname strings */
+	json_t *hostnames;	      /* array of distinct valid hostname strings */
 	const char *edge_hostname_id; /* an edge hostname of the same tenant */
 	const char *certificate_id;   /* NULL = no certificate */
 	bool renew_automation;
-	int64_t claim_ttl_seconds;    /* a new hostname's pending claim lives this long */
+	int64_t claim_ttl_seconds; /* a new hostname's pending claim lives this long */
 };
 /* Why a property write was refused (CP_ERR_CONFLICT): hostnames[index] is
  * verified by another tenant (other_tenant) or on another property of the
@@ -335,7 +335,7 @@ struct db_claim_check {
 };
 /* Timing of the claim rules, from the configuration. */
 struct db_claim_policy {
-	int64_t ttl_seconds;     /* pending claims are released after this */
+	int64_t ttl_seconds;	 /* pending claims are released after this */
 	int64_t recheck_seconds; /* pending (and failing verified) claims re-checked this often */
 	int64_t verified_recheck_seconds; /* verified claims re-checked this often */
 };
@@ -359,8 +359,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		      const char **status_out) CP_WUR;
 /* tenant_id's claim of hostname: {property_id, status, method, token,
  * edge_hostname (of its property)}; CP_ERR_NOT_FOUND if none. */
-cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname,
-		   json_t **out) CP_WUR;
+cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, json_t **out) CP_WUR;
 /* The hostnames of a property to verify: [{hostname, token}], in order. */
 cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,
 			    json_t **out) CP_WUR;
@@ -390,8 +389,8 @@ struct db_scope_verdict {
 	size_t index;
 	char detail[640];
 };
-cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id,
-			json_t *names, struct db_scope_verdict *v) CP_WUR;
+cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id, json_t *names,
+			struct db_scope_verdict *v) CP_WUR;
 
 /* ---- certificates ---- */
 
@@ -405,15 +404,15 @@ cp_rc db_certificate_exists(struct db *db, const char *tenant_id, const char *id
  */
 struct db_cert_new {
 	const char *name;
-	const char *type;        /* "server" | "ca" */
-	const char *source;      /* "upload" | "self_signed" | "acme" */
-	const char *status;      /* "pending" | "active" */
-	const char *auto_renew;  /* "none" | "letsencrypt" | a configured CA name */
-	const char *key_type;    /* requested key type, NULL for uploads */
-	json_t *hostnames;       /* requested names (array) or NULL */
-	const char *challenge;   /* ACME only, else NULL */
-	const char *ca;          /* ACME only, else NULL */
-	json_t *metadata;        /* object or NULL ({}) */
+	const char *type;	/* "server" | "ca" */
+	const char *source;	/* "upload" | "self_signed" | "acme" */
+	const char *status;	/* "pending" | "active" */
+	const char *auto_renew; /* "none" | "letsencrypt" | a configured CA name */
+	const char *key_type;	/* requested key type, NULL for uploads */
+	json_t *hostnames;	/* requested names (array) or NULL */
+	const char *challenge;	/* ACME only, else NULL */
+	const char *ca;		/* ACME only, else NULL */
+	json_t *metadata;	/* object or NULL ({}) */
 };
 /*
  * Insert a certificate of tenant_id with no version; id_out gets its new
@@ -425,11 +424,11 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 
 /* The material of one version; strings borrowed. */
 struct db_cert_material {
-	const char *cert_pem;   /* the leaf certificate (PEM) */
-	const char *chain_pem;  /* intermediates (CERTIFICATE blocks), NULL or "" if none */
-	const char *key_pem;    /* unencrypted private key PEM; sealed here, never stored clear */
-	const char *order_id;   /* ACME order that issued it, or NULL */
-	int64_t renew_after;    /* when renewal becomes due (unix s), 0 = not scheduled */
+	const char *cert_pem;  /* the leaf certificate (PEM) */
+	const char *chain_pem; /* intermediates (CERTIFICATE blocks), NULL or "" if none */
+	const char *key_pem;   /* unencrypted private key PEM; sealed here, never stored clear */
+	const char *order_id;  /* ACME order that issued it, or NULL */
+	int64_t renew_after;   /* when renewal becomes due (unix s), 0 = not scheduled */
 };
 /*
  * Add the next version of certificate id (tenant_id) and make it current:
@@ -471,15 +470,15 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
 /* Filters of db_certificate_list; NULL / negative = not filtered. */
 struct db_cert_filter {
-	const char *status;       /* derived status (incl. "expired") */
-	int64_t expiring_within;  /* seconds: not yet expired, not_after <= now + this; < 0 off */
-	const char *hostname;     /* a SAN (or requested name) equal to it or a wildcard covering it */
+	const char *status;	 /* derived status (incl. "expired") */
+	int64_t expiring_within; /* seconds: not yet expired, not_after <= now + this; < 0 off */
+	const char *hostname; /* a SAN (or requested name) equal to it or a wildcard covering it */
 };
 cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_cert_filter *f,
 			  struct db_page pg, struct db_list *out) CP_WUR;
 /* Change name / auto_renew / metadata; NULL keeps a field. */
-cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id,
-			    const char *name, const char *auto_renew, json_t *metadata) CP_WUR;
+cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id, const char *name,
+			    const char *auto_renew, json_t *metadata) CP_WUR;
 /* Delete with every version; CP_ERR_CONFLICT while a property of the tenant
  * has certificate_id = id. Call inside a transaction. */
 cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
@@ -505,8 +504,8 @@ struct db_cert_renewal {
 	int64_t renew_after;
 	int64_t next_attempt_at;
 	int64_t last_attempt_at;
-	const char *last_error;         /* human detail or NULL */
-	const char *last_error_reason;  /* machine reason or NULL */
+	const char *last_error;	       /* human detail or NULL */
+	const char *last_error_reason; /* machine reason or NULL */
 	int failure_count;
 };
 /* Replace every renewal field of certificate id. */
@@ -573,8 +572,7 @@ cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t
  * sets (null clears), absent keeps. patch borrowed. */
 cp_rc db_order_save(struct db *db, const char *id, const json_t *patch) CP_WUR;
 /* Record authorization url at position (0-based) of order_id (idempotent). */
-cp_rc db_order_authz_add(struct db *db, const char *order_id, int position,
-			 const char *url) CP_WUR;
+cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, const char *url) CP_WUR;
 /* Patch an authorization: identifier, status, challenge_type,
  * challenge_url, token, key_authorization, txt_record_name,
  * txt_record_value, expires_at, notified, responded, completed. */
@@ -634,9 +632,9 @@ cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg,
 /* PATCH fields; NULL (enabled: -1) leaves a field as it is. */
 struct db_webhook_patch {
 	const char *url;
-	json_t *events;          /* borrowed */
+	json_t *events; /* borrowed */
 	const char *description;
-	int enabled;             /* -1 unchanged, 0 disable, 1 enable (clears the reason) */
+	int enabled; /* -1 unchanged, 0 disable, 1 enable (clears the reason) */
 };
 cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 			const struct db_webhook_patch *p, json_t **out) CP_WUR;
@@ -673,9 +671,9 @@ enum db_webhook_outcome {
 /* One attempt's result and the disabling policy to apply. */
 struct db_webhook_attempt {
 	enum db_webhook_outcome outcome;
-	int status_code;               /* HTTP status; 0 = no answer */
+	int status_code; /* HTTP status; 0 = no answer */
 	int64_t latency_ms;
-	const char *error;             /* NULL on success; never secrets */
+	const char *error;	       /* NULL on success; never secrets */
 	int64_t next_attempt_at;       /* RETRY */
 	int disable_after_failed;      /* consecutive failed deliveries that disable (0 = never) */
 	int64_t disable_after_seconds; /* continuous failure that disables (0 = never) */

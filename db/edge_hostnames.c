@@ -6,9 +6,11 @@
  */
 #include "db/db_internal.h"
 
+/* clang-format off */
 #define EDGE_JSON                                                          \
 	"json_object('id', id, 'hostname', hostname, 'label', label, " \
 	"'created_at', " DB_TS("created_at") ")"
+/* clang-format on */
 
 cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *label,
 			      const char *hostname, json_t **out)

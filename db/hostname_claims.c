@@ -55,7 +55,7 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 			   const char *hostname, const char *reason)
 {
 	static const char sql_del[] =
-	    "DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
+		"DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
 	static const char sql_bump[] = "UPDATE properties SET version = version + 1, "
 				       "updated_at = ? WHERE id = ?";
 	sqlite3_stmt *st = db_stmt(db, sql_del);
@@ -130,18 +130,18 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	static const char sql_get[] = "SELECT status, failures, property_id FROM "
 				      "property_hostnames WHERE tenant_id = ? AND hostname = ?";
 	static const char sql_verify[] =
-	    "UPDATE property_hostnames SET status = 'verified', method = ?3, checked_at = ?4, "
-	    "verified_at = CASE WHEN status = 'verified' THEN verified_at ELSE ?4 END, "
-	    "expires_at = NULL, failures = 0, next_check_at = ?5, detail = ?6 "
-	    "WHERE tenant_id = ?1 AND hostname = ?2";
+		"UPDATE property_hostnames SET status = 'verified', method = ?3, checked_at = ?4, "
+		"verified_at = CASE WHEN status = 'verified' THEN verified_at ELSE ?4 END, "
+		"expires_at = NULL, failures = 0, next_check_at = ?5, detail = ?6 "
+		"WHERE tenant_id = ?1 AND hostname = ?2";
 	/* Pending (or verified and not yet demoted): note the check only. */
 	static const char sql_note[] =
-	    "UPDATE property_hostnames SET checked_at = ?3, next_check_at = ?4, detail = ?5, "
-	    "failures = ?6 WHERE tenant_id = ?1 AND hostname = ?2";
+		"UPDATE property_hostnames SET checked_at = ?3, next_check_at = ?4, detail = ?5, "
+		"failures = ?6 WHERE tenant_id = ?1 AND hostname = ?2";
 	static const char sql_demote[] =
-	    "UPDATE property_hostnames SET status = 'pending', method = NULL, claimed_at = ?3, "
-	    "expires_at = ?4, checked_at = ?3, next_check_at = ?5, failures = 0, detail = ?6 "
-	    "WHERE tenant_id = ?1 AND hostname = ?2";
+		"UPDATE property_hostnames SET status = 'pending', method = NULL, claimed_at = ?3, "
+		"expires_at = ?4, checked_at = ?3, next_check_at = ?5, failures = 0, detail = ?6 "
+		"WHERE tenant_id = ?1 AND hostname = ?2";
 	sqlite3_stmt *st = db_stmt(db, sql_get);
 	int64_t now = cp_now();
 	char status[16] = "", property_id[CP_UUID_LEN + 1] = "";
@@ -224,13 +224,13 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	sqlite3_bind_int64(st, 3, now);
 	/* A verified claim answering "not verified" is re-checked soon; one
 	 * that only failed to resolve keeps its daily cadence. */
-	sqlite3_bind_int64(
-	    st, 4,
-	    now + (verified && !failures ? pol->verified_recheck_seconds : pol->recheck_seconds));
+	sqlite3_bind_int64(st, 4,
+			   now + (verified && !failures ? pol->verified_recheck_seconds
+							: pol->recheck_seconds));
 	if (other) {
 		char *d =
-		    cp_aprintf("%s: but another tenant holds %s verified",
-			       chk->detail ? chk->detail : "DNS verifies the claim", hostname);
+			cp_aprintf("%s: but another tenant holds %s verified",
+				   chk->detail ? chk->detail : "DNS verifies the claim", hostname);
 		db_bind_text(st, 5, d);
 		free(d);
 	} else {
@@ -249,10 +249,10 @@ out:
 cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, json_t **out)
 {
 	static const char sql[] =
-	    "SELECT json_object('property_id', c.property_id, 'status', c.status, 'method', "
-	    "c.method, 'token', c.token, 'edge_hostname', e.hostname) FROM property_hostnames c "
-	    "JOIN properties p ON p.id = c.property_id JOIN edge_hostnames e ON e.id = "
-	    "p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
+		"SELECT json_object('property_id', c.property_id, 'status', c.status, 'method', "
+		"c.method, 'token', c.token, 'edge_hostname', e.hostname) FROM property_hostnames c "
+		"JOIN properties p ON p.id = c.property_id JOIN edge_hostnames e ON e.id = "
+		"p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)
@@ -266,10 +266,10 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 			    json_t **out)
 {
 	static const char sql[] =
-	    "SELECT json_object('claims', json((SELECT json_group_array(json_object('hostname', "
-	    "hostname, 'token', token)) FROM (SELECT hostname, token FROM property_hostnames "
-	    "WHERE property_id = ?2 AND tenant_id = ?1 ORDER BY position)))) "
-	    "FROM properties WHERE tenant_id = ?1 AND id = ?2";
+		"SELECT json_object('claims', json((SELECT json_group_array(json_object('hostname', "
+		"hostname, 'token', token)) FROM (SELECT hostname, token FROM property_hostnames "
+		"WHERE property_id = ?2 AND tenant_id = ?1 ORDER BY position)))) "
+		"FROM properties WHERE tenant_id = ?1 AND id = ?2";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	json_t *o = NULL;
 	cp_rc rc;
@@ -313,9 +313,9 @@ cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out)
 {
 	static const char sql[] =
-	    "UPDATE property_hostnames SET next_check_at = ?1 + ?3 WHERE rowid IN "
-	    "(SELECT rowid FROM property_hostnames WHERE next_check_at <= ?1 "
-	    "ORDER BY next_check_at LIMIT ?2) RETURNING tenant_id, property_id";
+		"UPDATE property_hostnames SET next_check_at = ?1 + ?3 WHERE rowid IN "
+		"(SELECT rowid FROM property_hostnames WHERE next_check_at <= ?1 "
+		"ORDER BY next_check_at LIMIT ?2) RETURNING tenant_id, property_id";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	json_t *arr = json_array(), *seen = json_object();
 	cp_rc rc = CP_OK;

@@ -317,8 +317,8 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 
 /* Run one of the owner-checked state changes below: ?1 id, ?2 owner,
  * ?3 a time or duration, ?4 an error text, ?5 now (unused ones are ignored). */
-static cp_rc job_update(struct db *db, const char *sql, int64_t id, const char *owner,
-			int64_t t, const char *error)
+static cp_rc job_update(struct db *db, const char *sql, int64_t id, const char *owner, int64_t t,
+			const char *error)
 {
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
@@ -354,9 +354,10 @@ cp_rc db_job_done(struct db *db, int64_t id, const char *owner)
 
 cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at, const char *error)
 {
-	static const char sql[] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
-				  "lease_until = NULL, run_at = ?3, last_error = ?4, updated_at = ?5 "
-				  "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
+	static const char sql[] =
+		"UPDATE jobs SET state = 'queued', lease_owner = NULL, "
+		"lease_until = NULL, run_at = ?3, last_error = ?4, updated_at = ?5 "
+		"WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
 	return job_update(db, sql, id, owner, run_at, error);
 }
 

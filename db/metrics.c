@@ -68,10 +68,13 @@ cp_rc db_metrics_orders(struct db *db, json_t **out)
 cp_rc db_metrics_certificates(struct db *db, json_t **out)
 {
 	sqlite3_stmt *st = prepare_quiet(
-		db, "SELECT " LIFECYCLE_STATUS_SQL("c.status", "v.not_after") " AS s, count(*) "
-		    "FROM certificates c "
-		    "LEFT JOIN certificate_versions v ON v.certificate_id = c.id "
-		    "AND v.version = c.version GROUP BY s");
+		db,
+		"SELECT " LIFECYCLE_STATUS_SQL(
+			"c.status",
+			"v.not_after") " AS s, count(*) "
+				       "FROM certificates c "
+				       "LEFT JOIN certificate_versions v ON v.certificate_id = c.id "
+				       "AND v.version = c.version GROUP BY s");
 
 	if (!st)
 		return CP_ERR_NOT_FOUND;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 /* The API's view of an order (no URLs of the CA, no key). */
+/* clang-format off */
 #define AUTHZ_JSON                                                                        \
 	"json_object('identifier', identifier, 'status', status, 'expires_at', "          \
 	DB_TS("expires_at") ", 'challenge', CASE WHEN challenge_type IS NULL THEN NULL "  \
@@ -25,6 +26,8 @@
 	"txt_record_value) ELSE json_object('type', challenge_type, 'token', token, "      \
 	"'url', 'http://' || identifier || '/.well-known/acme-challenge/' || token, "      \
 	"'body', key_authorization) END)"
+/* clang-format on */
+/* clang-format off */
 #define ORDER_JSON                                                                          \
 	"json_object('id', o.id, 'certificate_id', o.certificate_id, 'kind', o.kind, "      \
 	"'status', o.status, 'challenge', o.challenge, 'identifiers', json(o.identifiers), " \
@@ -37,14 +40,18 @@
 	DB_TS("o.dns_deadline") ", 'metadata', json(coalesce(o.metadata, '{}')), "          \
 	"'created_at', " DB_TS("o.created_at") ", 'updated_at', " DB_TS("o.updated_at")     \
 	", 'completed_at', " DB_TS("o.completed_at") ")"
+/* clang-format on */
 
 /* The worker's view: everything, times as unix seconds, CA URLs, sealed key. */
+/* clang-format off */
 #define AUTHZ_FULL_JSON                                                                     \
 	"json_object('position', position, 'url', url, 'identifier', identifier, 'status', " \
 	"status, 'challenge_type', challenge_type, 'challenge_url', challenge_url, 'token', " \
 	"token, 'key_authorization', key_authorization, 'txt_record_name', txt_record_name, " \
 	"'txt_record_value', txt_record_value, 'expires_at', expires_at, 'notified', "        \
 	"notified, 'responded', responded, 'completed', completed)"
+/* clang-format on */
+/* clang-format off */
 #define ORDER_FULL_JSON                                                                      \
 	"json_object('id', o.id, 'tenant_id', o.tenant_id, 'certificate_id', o.certificate_id, " \
 	"'kind', o.kind, 'status', o.status, 'challenge', o.challenge, 'identifiers', "      \
@@ -56,6 +63,7 @@
 	"o.created_at, 'authorizations', coalesce(json((SELECT json_group_array(json(j)) "   \
 	"FROM (SELECT " AUTHZ_FULL_JSON " AS j FROM order_authorizations WHERE order_id = "  \
 	"o.id ORDER BY position))), json('[]')))"
+/* clang-format on */
 
 cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 		      const char *certificate_id, const char *kind, const char *challenge,
@@ -145,18 +153,15 @@ cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t
 }
 
 /* SET col = the patch member if present (null clears), else keep it. */
-#define PATCH(col) col " = iif(json_type(?2, '$." col "') IS NULL, " col ", json_extract(?2, '$." col "'))"
+#define PATCH(col)                                                                                 \
+	col " = iif(json_type(?2, '$." col "') IS NULL, " col ", json_extract(?2, '$." col "'))"
 
 cp_rc db_order_save(struct db *db, const char *id, const json_t *patch)
 {
 	static const char sql[] =
 		"UPDATE orders SET status = iif(status IN ('valid', 'failed', 'canceled') OR "
-		"json_type(?2, '$.status') IS NULL, status, json_extract(?2, '$.status')), "
-		PATCH("account_url") ", "
-		PATCH("order_url") ", " PATCH("finalize_url") ", " PATCH("certificate_url") ", "
-		PATCH("key") ", " PATCH("error_reason") ", " PATCH("error_detail") ", "
-		PATCH("attempts") ", " PATCH("next_attempt_at") ", " PATCH("dns_deadline") ", "
-		PATCH("verify_at") ", " PATCH("completed_at") ", updated_at = ?3 WHERE id = ?1";
+		"json_type(?2, '$.status') IS NULL, status, json_extract(?2, '$.status')), " PATCH("account_url") ", " PATCH("order_url") ", " PATCH("finalize_url") ", " PATCH("certificate_url") ", " PATCH(
+			"key") ", " PATCH("error_reason") ", " PATCH("error_detail") ", " PATCH("attempts") ", " PATCH("next_attempt_at") ", " PATCH("dns_deadline") ", " PATCH("verify_at") ", " PATCH("completed_at") ", updated_at = ?3 WHERE id = ?1";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
@@ -187,12 +192,8 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 cp_rc db_order_authz_save(struct db *db, const char *order_id, int position, const json_t *patch)
 {
 	static const char sql[] =
-		"UPDATE order_authorizations SET " PATCH("identifier") ", " PATCH("status") ", "
-		PATCH("challenge_type") ", " PATCH("challenge_url") ", " PATCH("token") ", "
-		PATCH("key_authorization") ", " PATCH("txt_record_name") ", "
-		PATCH("txt_record_value") ", " PATCH("expires_at") ", " PATCH("notified") ", "
-		PATCH("responded") ", " PATCH("completed")
-		" WHERE order_id = ?1 AND position = ?3";
+		"UPDATE order_authorizations SET " PATCH("identifier") ", " PATCH("status") ", " PATCH("challenge_type") ", " PATCH("challenge_url") ", " PATCH("token") ", " PATCH("key_authorization") ", " PATCH(
+			"txt_record_name") ", " PATCH("txt_record_value") ", " PATCH("expires_at") ", " PATCH("notified") ", " PATCH("responded") ", " PATCH("completed") " WHERE order_id = ?1 AND position = ?3";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)
@@ -230,8 +231,7 @@ cp_rc db_order_reset(struct db *db, const char *id)
 	return db_exec_stmt(db, st);
 }
 
-cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host,
-				  char **out)
+cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host, char **out)
 {
 	/* Only a pending authorization of an order still in flight answers,
 	 * and only to its own name: a token is no licence to answer for any

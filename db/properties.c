@@ -16,12 +16,15 @@
 #include <string.h>
 
 /* The hostnames of property p in their given order, as a JSON array. */
+/* clang-format off */
 #define PROP_HOSTNAMES                                                                    \
 	"(SELECT json_group_array(hostname) FROM (SELECT hostname FROM property_hostnames " \
 	"h WHERE h.property_id = p.id ORDER BY h.position))"
+/* clang-format on */
 
 /* The claim of each hostname of property pid, in order: what verifies it
  * (TXT name and token) and where it stands. */
+/* clang-format off */
 #define DB_CLAIMS_JSON(pid)                                                                  \
 	"(SELECT json_group_array(json_object('hostname', hostname, 'status', status, "     \
 	"'method', method, 'token', token, 'txt_record_name', '_certplane-verify.' || "     \
@@ -29,13 +32,17 @@
 	"'checked_at', " DB_TS("checked_at") ", 'expires_at', " DB_TS("expires_at") ", "    \
 	"'verified_at', " DB_TS("verified_at") ", 'detail', detail)) FROM (SELECT * FROM "  \
 	"property_hostnames c WHERE c.property_id = " pid " ORDER BY c.position))"
+/* clang-format on */
 
 /* {version, deployed_at} of the latest deployment of p to env, or null. */
+/* clang-format off */
 #define PROP_DEPLOYED(env)                                                              \
 	"json((SELECT json_object('version', d.version, 'deployed_at', " DB_TS(         \
 		"d.created_at") ") FROM deployments d WHERE d.property_id = p.id "      \
 				"AND d.environment = '" env "' ORDER BY d.seq DESC LIMIT 1))"
+/* clang-format on */
 
+/* clang-format off */
 #define PROP_JSON                                                                          \
 	"json_object('id', p.id, 'name', p.name, 'hostnames', json(" PROP_HOSTNAMES "), "  \
 	"'edge_hostname_id', p.edge_hostname_id, "                                         \
@@ -48,11 +55,14 @@
 	"'version', p.version, 'staging', " PROP_DEPLOYED("staging") ", "                  \
 	"'production', " PROP_DEPLOYED("production") ", "                                  \
 	"'created_at', " DB_TS("p.created_at") ", 'updated_at', " DB_TS("p.updated_at") ")"
+/* clang-format on */
 
+/* clang-format off */
 #define DEPLOY_JSON                                                                        \
 	"json_object('id', id, 'property_id', property_id, 'environment', environment, "   \
 	"'version', version, 'hostnames', json(hostnames), 'certificate_id', certificate_id, " \
 	"'created_at', " DB_TS("created_at") ")"
+/* clang-format on */
 
 /* Make in's hostnames the property's hostnames, in order: claims of
  * hostnames no longer listed are dropped, kept ones move to their new
@@ -83,7 +93,8 @@ static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *pro
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
-	json_array_foreach(in->hostnames, i, h) {
+	json_array_foreach(in->hostnames, i, h)
+	{
 		uint8_t rnd[16];
 		char token[33];
 		bool other = false;
@@ -231,7 +242,8 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 	static const char sql[] =
 		"INSERT INTO deployments (id, tenant_id, property_id, environment, version, "
 		"hostnames, certificate_id, created_at) "
-		"SELECT ?1, p.tenant_id, p.id, ?2, p.version, " PROP_HOSTNAMES ", p.certificate_id, ?3 "
+		"SELECT ?1, p.tenant_id, p.id, ?2, p.version, " PROP_HOSTNAMES
+		", p.certificate_id, ?3 "
 		"FROM properties p WHERE p.tenant_id = ?4 AND p.id = ?5 RETURNING " DEPLOY_JSON;
 	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];

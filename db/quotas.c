@@ -16,22 +16,22 @@
 #include <string.h>
 
 static const char *const quota_names[DB_QUOTA_COUNT] = {
-    [DB_QUOTA_PROPERTIES] = "properties",     [DB_QUOTA_HOSTNAMES] = "hostnames",
-    [DB_QUOTA_CERTIFICATES] = "certificates", [DB_QUOTA_ORDERS_IN_FLIGHT] = "orders_in_flight",
-    [DB_QUOTA_WEBHOOKS] = "webhooks",	      [DB_QUOTA_EDGE_HOSTNAMES] = "edge_hostnames",
+	[DB_QUOTA_PROPERTIES] = "properties",	  [DB_QUOTA_HOSTNAMES] = "hostnames",
+	[DB_QUOTA_CERTIFICATES] = "certificates", [DB_QUOTA_ORDERS_IN_FLIGHT] = "orders_in_flight",
+	[DB_QUOTA_WEBHOOKS] = "webhooks",	  [DB_QUOTA_EDGE_HOSTNAMES] = "edge_hostnames",
 };
 
 /* Usage of each quota: ?1 tenant; the hostnames query also answers how many
  * belong to ?2 (the property being changed, or NULL). */
 static const char *const usage_sql[DB_QUOTA_COUNT] = {
-    [DB_QUOTA_PROPERTIES] = "SELECT count(*), 0 FROM properties WHERE tenant_id = ?1",
-    [DB_QUOTA_HOSTNAMES] = "SELECT count(*), coalesce(sum(property_id = ?2), 0) "
-			   "FROM property_hostnames WHERE tenant_id = ?1",
-    [DB_QUOTA_CERTIFICATES] = "SELECT count(*), 0 FROM certificates WHERE tenant_id = ?1",
-    [DB_QUOTA_ORDERS_IN_FLIGHT] = "SELECT count(*), 0 FROM orders WHERE tenant_id = ?1 "
-				  "AND status IN ('pending', 'validating', 'issuing')",
-    [DB_QUOTA_WEBHOOKS] = "SELECT count(*), 0 FROM webhooks WHERE tenant_id = ?1",
-    [DB_QUOTA_EDGE_HOSTNAMES] = "SELECT count(*), 0 FROM edge_hostnames WHERE tenant_id = ?1",
+	[DB_QUOTA_PROPERTIES] = "SELECT count(*), 0 FROM properties WHERE tenant_id = ?1",
+	[DB_QUOTA_HOSTNAMES] = "SELECT count(*), coalesce(sum(property_id = ?2), 0) "
+			       "FROM property_hostnames WHERE tenant_id = ?1",
+	[DB_QUOTA_CERTIFICATES] = "SELECT count(*), 0 FROM certificates WHERE tenant_id = ?1",
+	[DB_QUOTA_ORDERS_IN_FLIGHT] = "SELECT count(*), 0 FROM orders WHERE tenant_id = ?1 "
+				      "AND status IN ('pending', 'validating', 'issuing')",
+	[DB_QUOTA_WEBHOOKS] = "SELECT count(*), 0 FROM webhooks WHERE tenant_id = ?1",
+	[DB_QUOTA_EDGE_HOSTNAMES] = "SELECT count(*), 0 FROM edge_hostnames WHERE tenant_id = ?1",
 };
 
 const char *db_quota_name(enum db_quota q)
@@ -110,12 +110,12 @@ cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t default
 	int64_t limits[DB_QUOTA_COUNT];
 	bool overridden[DB_QUOTA_COUNT];
 	const int add[DB_QUOTA_COUNT] = {
-	    [DB_QUOTA_PROPERTIES] = c->properties,
-	    [DB_QUOTA_HOSTNAMES] = c->hostnames,
-	    [DB_QUOTA_CERTIFICATES] = c->certificates,
-	    [DB_QUOTA_ORDERS_IN_FLIGHT] = c->orders_in_flight,
-	    [DB_QUOTA_WEBHOOKS] = c->webhooks,
-	    [DB_QUOTA_EDGE_HOSTNAMES] = c->edge_hostnames,
+		[DB_QUOTA_PROPERTIES] = c->properties,
+		[DB_QUOTA_HOSTNAMES] = c->hostnames,
+		[DB_QUOTA_CERTIFICATES] = c->certificates,
+		[DB_QUOTA_ORDERS_IN_FLIGHT] = c->orders_in_flight,
+		[DB_QUOTA_WEBHOOKS] = c->webhooks,
+		[DB_QUOTA_EDGE_HOSTNAMES] = c->edge_hostnames,
 	};
 	cp_rc rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
 
@@ -180,17 +180,17 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 	/* ?2..?7: a value, NULL (back to the default); ?8..?13: 1 = set that
 	 * column, 0 = keep it. A new row starts from every default (NULL). */
 	static const char sql[] =
-	    "INSERT INTO tenant_quotas (tenant_id, properties, hostnames, certificates, "
-	    "orders_in_flight, webhooks, edge_hostnames, updated_at) "
-	    "SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?14 FROM tenants WHERE id = ?1 "
-	    "ON CONFLICT (tenant_id) DO UPDATE SET "
-	    "properties = CASE WHEN ?8 THEN ?2 ELSE properties END, "
-	    "hostnames = CASE WHEN ?9 THEN ?3 ELSE hostnames END, "
-	    "certificates = CASE WHEN ?10 THEN ?4 ELSE certificates END, "
-	    "orders_in_flight = CASE WHEN ?11 THEN ?5 ELSE orders_in_flight END, "
-	    "webhooks = CASE WHEN ?12 THEN ?6 ELSE webhooks END, "
-	    "edge_hostnames = CASE WHEN ?13 THEN ?7 ELSE edge_hostnames END, "
-	    "updated_at = ?14";
+		"INSERT INTO tenant_quotas (tenant_id, properties, hostnames, certificates, "
+		"orders_in_flight, webhooks, edge_hostnames, updated_at) "
+		"SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?14 FROM tenants WHERE id = ?1 "
+		"ON CONFLICT (tenant_id) DO UPDATE SET "
+		"properties = CASE WHEN ?8 THEN ?2 ELSE properties END, "
+		"hostnames = CASE WHEN ?9 THEN ?3 ELSE hostnames END, "
+		"certificates = CASE WHEN ?10 THEN ?4 ELSE certificates END, "
+		"orders_in_flight = CASE WHEN ?11 THEN ?5 ELSE orders_in_flight END, "
+		"webhooks = CASE WHEN ?12 THEN ?6 ELSE webhooks END, "
+		"edge_hostnames = CASE WHEN ?13 THEN ?7 ELSE edge_hostnames END, "
+		"updated_at = ?14";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)

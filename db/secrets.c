@@ -6,8 +6,8 @@
  * of a sealed value is always "<table>:<row id>", so a ciphertext copied into
  * another row no longer opens.
  */
-#include "db/db_internal.h"
 #include "crypto/crypto.h"
+#include "db/db_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +21,8 @@ static const struct {
 	{ "orders", "id", "key" },
 	{ "webhooks", "id", "secret" },
 	/* Idempotent replays of responses that carried a secret. */
-	{ "idempotency",
-	  "actor || ':' || tenant_id || ':' || method || ':' || path || ':' || key", "response" },
+	{ "idempotency", "actor || ':' || tenant_id || ':' || method || ':' || path || ':' || key",
+	  "response" },
 	/* SEALED COLUMNS: { "table", "id", "column" }, */
 	{ NULL, NULL, NULL },
 };
@@ -34,7 +34,8 @@ static const struct {
 static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, const char *table,
 			   const char *id_col, const char *col, int *count)
 {
-	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE %s LIKE 'cpk1:%%'", id_col, col, table, col);
+	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE %s LIKE 'cpk1:%%'", id_col, col, table,
+			       col);
 	char *upd = cp_aprintf("UPDATE %s SET %s = ? WHERE %s = ?", table, col, id_col);
 	sqlite3_stmt *st = NULL, *up = NULL;
 	cp_rc rc = CP_ERR_NOMEM;

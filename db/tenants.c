@@ -6,11 +6,15 @@
 
 #include <string.h>
 
+/* clang-format off */
 #define TENANT_JSON \
 	"json_object('id', id, 'name', name, 'created_at', " DB_TS("created_at") ")"
+/* clang-format on */
+/* clang-format off */
 #define APIKEY_JSON                                                                        \
 	"json_object('id', id, 'tenant_id', tenant_id, 'name', name, 'prefix', prefix, " \
 	"'created_at', " DB_TS("created_at") ")"
+/* clang-format on */
 
 cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 {
@@ -41,8 +45,8 @@ cp_rc db_tenant_get(struct db *db, const char *id, json_t **out)
 
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out)
 {
-	static const char sql[] = "SELECT seq, " TENANT_JSON
-				  " FROM tenants WHERE seq > ? ORDER BY seq LIMIT ?";
+	static const char sql[] =
+		"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq > ? ORDER BY seq LIMIT ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)
@@ -65,8 +69,8 @@ cp_rc db_tenant_delete(struct db *db, const char *id)
 	return rc;
 }
 
-cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name,
-		       const char *key_hash, const char *prefix, json_t **out)
+cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, const char *key_hash,
+		       const char *prefix, json_t **out)
 {
 	static const char sql[] =
 		"INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at) "
@@ -127,7 +131,8 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	db_bind_text(st, 1, key_hash);
 	r = sqlite3_step(st);
 	if (r == SQLITE_ROW) {
-		snprintf(tenant_id, CP_UUID_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 0));
+		snprintf(tenant_id, CP_UUID_LEN + 1, "%s",
+			 (const char *)sqlite3_column_text(st, 0));
 		snprintf(key_id, CP_UUID_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 1));
 		rc = CP_OK;
 	} else if (r != SQLITE_DONE) {

@@ -22,11 +22,13 @@
 #include <string.h>
 
 /* The API shape of an endpoint (the secret is never part of it). */
+/* clang-format off */
 #define WEBHOOK_JSON                                                                        \
 	"json_object('id', id, 'url', url, 'events', json(events), 'description', "         \
 	"description, 'enabled', json(CASE WHEN enabled THEN 'true' ELSE 'false' END), "    \
 	"'disabled_reason', disabled_reason, 'created_at', " DB_TS("created_at") ", "        \
 	"'updated_at', " DB_TS("updated_at") ")"
+/* clang-format on */
 
 /* Most endpoints one event fans out to (the API caps endpoints per tenant
  * lower than this). */
@@ -84,8 +86,7 @@ cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_
 	return db_fetch_json(db, st, out);
 }
 
-cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg,
-		      struct db_list *out)
+cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 	static const char sql[] = "SELECT seq, " WEBHOOK_JSON " FROM webhooks "
 				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
@@ -150,15 +151,17 @@ cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *we
 	static const char sql[] =
 		"SELECT d.seq, json_object('id', d.id, 'webhook_id', d.webhook_id, "
 		"'event_id', d.event_id, 'event_type', d.event_type, 'state', d.state, "
-		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN "
-		DB_TS("d.next_attempt_at") " END, 'last_error', d.last_error, "
-		"'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object("
-		"'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, "
-		"'error', a.error, 'at', " DB_TS("a.created_at") ") AS x FROM webhook_attempts a "
-		"WHERE a.delivery_id = d.id ORDER BY a.seq)), "
-		"'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS("d.updated_at") ") "
-		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
-		"AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
+		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN " DB_TS(
+			"d.next_attempt_at") " END, 'last_error', d.last_error, "
+					     "'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object("
+					     "'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, "
+					     "'error', a.error, 'at', " DB_TS(
+						     "a.created_at") ") AS x FROM webhook_attempts a "
+								     "WHERE a.delivery_id = d.id ORDER BY a.seq)), "
+								     "'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS(
+									     "d.updated_at") ") "
+											     "FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
+											     "AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	if (!st)
@@ -325,7 +328,8 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 	db_bind_text(st, 1, delivery_id);
 	r = sqlite3_step(st);
 	if (r == SQLITE_ROW) {
-		snprintf(c->state, sizeof(c->state), "%s", (const char *)sqlite3_column_text(st, 0));
+		snprintf(c->state, sizeof(c->state), "%s",
+			 (const char *)sqlite3_column_text(st, 0));
 		c->attempts = sqlite3_column_int(st, 1);
 		snprintf(c->tenant_id, sizeof(c->tenant_id), "%s",
 			 (const char *)sqlite3_column_text(st, 2));
@@ -395,10 +399,12 @@ static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 {
 	static const char ok[] = "UPDATE webhooks SET failed_deliveries = 0, failing_since = NULL "
 				 "WHERE id = ?1";
-	static const char failing[] = "UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) "
-				      "WHERE id = ?1";
-	static const char failed[] = "UPDATE webhooks SET failed_deliveries = failed_deliveries + 1, "
-				     "failing_since = coalesce(failing_since, ?2) WHERE id = ?1";
+	static const char failing[] =
+		"UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) "
+		"WHERE id = ?1";
+	static const char failed[] =
+		"UPDATE webhooks SET failed_deliveries = failed_deliveries + 1, "
+		"failing_since = coalesce(failing_since, ?2) WHERE id = ?1";
 	const char *sql = a->outcome == DB_WEBHOOK_DELIVERED ? ok
 			  : a->outcome == DB_WEBHOOK_RETRY   ? failing
 							     : failed;
@@ -427,7 +433,8 @@ static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 		return buf;
 	}
 	if (a->disable_after_seconds > 0 && now - since >= a->disable_after_seconds) {
-		snprintf(buf, buflen, "every delivery attempt failed for %lld hours; last error: %s",
+		snprintf(buf, buflen,
+			 "every delivery attempt failed for %lld hours; last error: %s",
 			 (long long)((now - since) / 3600), a->error ? a->error : "unknown");
 		return buf;
 	}

@@ -53,6 +53,8 @@ BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libssl-dev
 TEST_PKGS=(pebble lego bind9-dnsutils python3 openssl valgrind jq)
 # clang + libclang-rt-14-dev (libclang_rt.fuzzer): the libFuzzer targets.
 TEST_PKGS+=(clang libclang-rt-14-dev)
+# clang-format: the style check (tests/style/check-format.sh, CTest style_clang_format).
+TEST_PKGS+=(clang-format)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 

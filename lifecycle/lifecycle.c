@@ -50,9 +50,9 @@ int64_t lifecycle_due_at(int64_t renew_after, const struct lifecycle_version *v,
 }
 
 static const char *const status_names[] = {
-    [LIFECYCLE_PENDING] = "pending",   [LIFECYCLE_ACTIVE] = "active",
-    [LIFECYCLE_RENEWING] = "renewing", [LIFECYCLE_EXPIRED] = "expired",
-    [LIFECYCLE_FAILED] = "failed",
+	[LIFECYCLE_PENDING] = "pending",   [LIFECYCLE_ACTIVE] = "active",
+	[LIFECYCLE_RENEWING] = "renewing", [LIFECYCLE_EXPIRED] = "expired",
+	[LIFECYCLE_FAILED] = "failed",
 };
 
 const char *lifecycle_status_name(enum lifecycle_status s)
@@ -76,7 +76,7 @@ enum lifecycle_status lifecycle_status(const char *stored, bool has_version, int
 }
 
 /* Denominators of the expiring thresholds, tightest first. */
-static const int thresholds[] = {30, 6, 3};
+static const int thresholds[] = { 30, 6, 3 };
 
 int lifecycle_reminder(int64_t not_before, int64_t not_after, int64_t now)
 {

@@ -107,9 +107,11 @@ enum lifecycle_status lifecycle_status(const char *stored, bool has_version, int
 
 /* The same rule in SQL: stored and not_after are column expressions (a
  * missing version gives a NULL not_after); the statement binds ?1 = now. */
+/* clang-format off */
 #define LIFECYCLE_STATUS_SQL(stored, not_after)                                                    \
 	"(CASE WHEN " stored " = 'failed' THEN 'failed' WHEN " not_after                           \
 	" IS NOT NULL AND ?1 > " not_after " THEN 'expired' ELSE " stored " END)"
+/* clang-format on */
 
 /* ---- expiry reminders ---- */
 
@@ -139,9 +141,11 @@ int lifecycle_reminder(int64_t not_before, int64_t not_after, int64_t now);
 int64_t lifecycle_reminder_seconds(int64_t not_before, int64_t not_after, int threshold);
 
 /* The same rule in SQL (column expressions; binds ?1 = now). */
+/* clang-format off */
 #define LIFECYCLE_REMINDER_SQL(nb, na)                                                             \
 	"(CASE WHEN ?1 > " na " THEN 0 WHEN (" na " - ?1) * 30 <= (" na " - " nb ") THEN 30 "      \
 	"WHEN (" na " - ?1) * 6 <= (" na " - " nb ") THEN 6 WHEN (" na " - ?1) * 3 <= (" na        \
 	" - " nb ") THEN 3 ELSE -1 END)"
+/* clang-format on */
 
 #endif

@@ -24,11 +24,11 @@
 struct db_claim_policy server_claim_policy(const struct cp_config *cfg)
 {
 	struct db_claim_policy p = {
-	    .ttl_seconds = cfg->hostname_claim_ttl_seconds > 0
-			       ? cfg->hostname_claim_ttl_seconds
-			       : (int64_t)cfg->hostname_claim_ttl_days * 86400,
-	    .recheck_seconds = cfg->hostname_recheck_seconds,
-	    .verified_recheck_seconds = cfg->hostname_verified_recheck_seconds,
+		.ttl_seconds = cfg->hostname_claim_ttl_seconds > 0
+				       ? cfg->hostname_claim_ttl_seconds
+				       : (int64_t)cfg->hostname_claim_ttl_days * 86400,
+		.recheck_seconds = cfg->hostname_recheck_seconds,
+		.verified_recheck_seconds = cfg->hostname_verified_recheck_seconds,
 	};
 	return p;
 }
@@ -37,9 +37,9 @@ cp_rc server_claims_enqueue(struct db *db, const char *tenant_id, const char *pr
 {
 	json_t *payload = json_pack("{s:s}", "property_id", property_id);
 	char *key = cp_aprintf("hostname_verify:%s", property_id);
-	cp_rc rc = payload && key
-		       ? db_job_enqueue(db, "hostname_verify", tenant_id, payload, cp_now(), key)
-		       : CP_ERR_NOMEM;
+	cp_rc rc = payload && key ? db_job_enqueue(db, "hostname_verify", tenant_id, payload,
+						   cp_now(), key)
+				  : CP_ERR_NOMEM;
 
 	json_decref(payload);
 	free(key);
@@ -62,7 +62,7 @@ cp_rc server_claim_verify(const struct api_ctx *ctx, struct db *db, struct acme_
 			  cp_rc check_rc, const char **status, const char **method)
 {
 	struct db_claim_policy pol = server_claim_policy(ctx->cfg);
-	struct db_claim_check chk = {.outcome = DB_CLAIM_NOT_VERIFIED};
+	struct db_claim_check chk = { .outcome = DB_CLAIM_NOT_VERIFIED };
 	json_t *claim = NULL, *values = NULL;
 	const char *cdetail = check ? json_string_value(json_object_get(check, "detail")) : NULL;
 	const char *base = cp_hostname_is_wildcard(hostname) ? hostname + 2 : hostname;
@@ -157,7 +157,8 @@ void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct
 		if (rc != CP_OK)
 			break;
 		crc = acme_check_hostname(
-		    res, name, json_string_value(json_object_get(claim, "edge_hostname")), &check);
+			res, name, json_string_value(json_object_get(claim, "edge_hostname")),
+			&check);
 		json_decref(claim);
 		rc = server_claim_verify(ctx, db, res, job->tenant_id, name, check, crc, &status,
 					 &method);

@@ -228,7 +228,7 @@ static bool idem_begin(struct req_state *rs, const char *key)
 {
 	struct api_req *req = &rs->req;
 	struct api_resp *resp = &rs->resp;
-	struct db_idem rec = {0};
+	struct db_idem rec = { 0 };
 	enum db_idem_claim claim;
 	cp_rc rc;
 
@@ -240,11 +240,11 @@ static bool idem_begin(struct req_state *rs, const char *key)
 	/* The key's scope is (actor, tenant, method, path): only the caller
 	 * that made the first request, authenticated and past the route's
 	 * role gate, can ever get its replay. */
-	rs->scope = (struct db_idem_scope){.actor = req->actor,
-					   .tenant_id = req->tenant_id,
-					   .method = rs->method,
-					   .path = rs->path,
-					   .key = rs->idem_key};
+	rs->scope = (struct db_idem_scope){ .actor = req->actor,
+					    .tenant_id = req->tenant_id,
+					    .method = rs->method,
+					    .path = rs->path,
+					    .key = rs->idem_key };
 	cp_sha256_hex(rs->body ? rs->body : "", rs->len, rs->body_hash);
 	rc = db_idem_reserve(req->db, &rs->scope, rs->request_id, rs->body_hash, IDEM_LEASE_SECONDS,
 			     IDEM_MAX_AGE, &claim, &rec);
@@ -259,8 +259,8 @@ static bool idem_begin(struct req_state *rs, const char *key)
 	}
 	if (strcmp(rec.body_hash, rs->body_hash) != 0) {
 		api_problem_field(
-		    resp, "Idempotency-Key",
-		    "was already used with a different request body in the last 24 hours");
+			resp, "Idempotency-Key",
+			"was already used with a different request body in the last 24 hours");
 	} else if (claim == DB_IDEM_PENDING) {
 		api_problem(resp, 409,
 			    "a request with this Idempotency-Key is still in progress; retry later",
@@ -284,8 +284,8 @@ static bool idem_begin(struct req_state *rs, const char *key)
 		api_reply_text(resp, rec.status, NULL, rec.response, rec.response_len);
 		/* content types are static strings in responses; map the stored one */
 		resp->content_type = strcmp(rec.content_type, "application/problem+json") == 0
-					 ? "application/problem+json"
-					 : "application/json";
+					     ? "application/problem+json"
+					     : "application/json";
 		rs->replayed = true;
 	}
 	db_idem_clear(&rec);
@@ -302,7 +302,7 @@ static void idem_end(struct req_state *rs)
 {
 	struct api_req *req = &rs->req;
 	struct api_resp *resp = &rs->resp;
-	struct db_idem rec = {.status = resp->status};
+	struct db_idem rec = { .status = resp->status };
 	char *text = NULL, *aad = NULL, *sealed = NULL;
 	bool stored = false;
 
@@ -449,8 +449,8 @@ static bool dispatch(struct req_state *rs)
 		}
 		/* Any JSON text parses (RFC 8259): a well-formed scalar body is then a
 		 * 422 from the handler's spec, not a 400. */
-		req->body =
-		    json_loadb(rs->body, rs->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+		req->body = json_loadb(rs->body, rs->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+				       &err);
 		if (!req->body) {
 			char detail[256];
 			snprintf(detail, sizeof(detail), "malformed JSON at line %d column %d: %s",
@@ -559,8 +559,8 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 			MHD_add_response_header(r, "Access-Control-Allow-Methods",
 						resp->allow[0] ? resp->allow : "GET");
 			MHD_add_response_header(
-			    r, "Access-Control-Allow-Headers",
-			    "Authorization, Content-Type, Idempotency-Key, X-Tenant-ID");
+				r, "Access-Control-Allow-Headers",
+				"Authorization, Content-Type, Idempotency-Key, X-Tenant-ID");
 			MHD_add_response_header(r, "Access-Control-Max-Age", "600");
 		}
 	}
@@ -594,8 +594,8 @@ static enum MHD_Result finish(struct req_state *rs, const char *method, const ch
 	enum MHD_Result ret;
 	double secs;
 
-	ret =
-	    send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->replayed, rs->early);
+	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->replayed,
+			    rs->early);
 	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
 	server_metrics_request(rs->route, method, rs->resp.status, secs);
 	/* One line a request. The URL path carries ids only; query strings,
@@ -748,7 +748,7 @@ struct server_listener {
 static struct conn_track *track_of(struct MHD_Connection *c)
 {
 	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
 	return ci ? ci->socket_context : NULL;
 }
@@ -761,7 +761,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		const union MHD_ConnectionInfo *ci =
-		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 		t = calloc(1, sizeof(*t));
 		*socket_context = t;
 		if (!t)
@@ -918,7 +918,7 @@ static void *reaper_main(void *arg)
 			next_scan = now + 250;
 		}
 		for (int i = 0; i < n; i++)
-			pfd[i] = (struct pollfd){.fd = l->lingering[i]->fd, .events = POLLIN};
+			pfd[i] = (struct pollfd){ .fd = l->lingering[i]->fd, .events = POLLIN };
 		pthread_mutex_unlock(&l->lock);
 		/* Only this thread removes lingering entries: pfd stays valid. */
 		poll(pfd, (nfds_t)n, n ? 20 : 100);
@@ -1034,7 +1034,7 @@ static enum MHD_Result header_walk(void *cls, enum MHD_ValueKind kind, const cha
 int server_listener_check(struct MHD_Connection *c, long long max_body, const char **why)
 {
 	struct conn_track *t = track_of(c);
-	struct header_scan hs = {0};
+	struct header_scan hs = { 0 };
 
 	/* OUR CHECK (framing and headers): libmicrohttpd 0.9.75 takes the first
 	 * of two Content-Length headers, lets Transfer-Encoding and
@@ -1158,13 +1158,14 @@ cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int
 	 * block; larger is 431), and strict client mode (HTTP/1.1 needs Host;
 	 * no spaces in the URL). */
 	l->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, on_done, l,
-	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, l, MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_idle_timeout_seconds,
-	    MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    (unsigned)cfg->http_client_connection_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)(64 * 1024), MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+		flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED,
+		on_done, l, MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, l, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)cfg->http_idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT, 4096u,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->http_client_connection_limit,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+		MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
 	if (!l->daemon) {
 		cp_logf(CP_LOG_ERROR, "http.listen", "cannot listen on %s", listen);
 		server_listener_stop(l);

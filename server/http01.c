@@ -74,7 +74,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 			     bool close)
 {
 	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+		MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result ret;
 
 	if (!r)

@@ -5,17 +5,17 @@
  * API listener, the HTTP-01 responder and the workers, and shuts all of them
  * down cleanly on SIGTERM or SIGINT.
  */
-#include "server/server.h"
 #include "crypto/crypto.h"
+#include "server/server.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,15 +88,15 @@ static int path_tighten(const char *path, mode_t want, const char *what)
 	snprintf(was, sizeof(was), "%04o", (unsigned)(st.st_mode & 0777));
 	snprintf(now, sizeof(now), "%04o", (unsigned)(st.st_mode & want));
 	cp_log_json(
-	    CP_LOG_WARN, "data_dir.mode",
-	    json_pack("{s:s,s:s,s:s,s:s}", "path", path, "what", what, "was", was, "now", now));
+		CP_LOG_WARN, "data_dir.mode",
+		json_pack("{s:s,s:s,s:s,s:s}", "path", path, "what", what, "was", was, "now", now));
 	return 0;
 }
 
 /* The database file and SQLite's -wal and -shm beside it: 0600. */
 static int database_tighten(const char *database)
 {
-	static const char *const suffix[] = {"", "-wal", "-shm"};
+	static const char *const suffix[] = { "", "-wal", "-shm" };
 
 	for (size_t i = 0; i < CP_ARRAY_LEN(suffix); i++) {
 		char *p = cp_aprintf("%s%s", database, suffix[i]);
@@ -142,7 +142,8 @@ static cp_rc operator_token(struct app *app)
 	if (!path)
 		goto out;
 	if (app->cfg->operator_token[0]) {
-		cp_sha256_hex(app->cfg->operator_token, strlen(app->cfg->operator_token), app->op_hash);
+		cp_sha256_hex(app->cfg->operator_token, strlen(app->cfg->operator_token),
+			      app->op_hash);
 		rc = CP_OK;
 		goto out;
 	}
@@ -183,11 +184,10 @@ static cp_rc operator_token(struct app *app)
 		cp_logf(CP_LOG_INFO, "config.operator_token", "operator token created in %s", path);
 		len = strlen(tok);
 	} else {
-		fprintf(
-		    stderr,
-		    "certplane: cannot read the operator token %s (%s); fix it (a regular file, "
-		    "readable, at most 4096 bytes) or remove it to have a new one made\n",
-		    path, cp_rc_str(rc));
+		fprintf(stderr,
+			"certplane: cannot read the operator token %s (%s); fix it (a regular file, "
+			"readable, at most 4096 bytes) or remove it to have a new one made\n",
+			path, cp_rc_str(rc));
 		goto out;
 	}
 	cp_sha256_hex(tok, len, app->op_hash);
@@ -208,8 +208,8 @@ static int app_open(struct app *app, const char *config_path, bool need_keys)
 		free(err);
 		return 1;
 	}
-	cp_log_set_level(!strcmp(app->cfg->log_level, "debug")  ? CP_LOG_DEBUG
-			 : !strcmp(app->cfg->log_level, "warn")  ? CP_LOG_WARN
+	cp_log_set_level(!strcmp(app->cfg->log_level, "debug")	 ? CP_LOG_DEBUG
+			 : !strcmp(app->cfg->log_level, "warn")	 ? CP_LOG_WARN
 			 : !strcmp(app->cfg->log_level, "error") ? CP_LOG_ERROR
 								 : CP_LOG_INFO);
 	if (data_dir_prepare(app->cfg) != 0)

@@ -32,21 +32,20 @@
  * the "unmatched" slots, which a test would notice), then one per method
  * for requests that matched no route. */
 #define MAX_ROUTES 256
-static const char *const methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE",
-				       "OPTIONS", "HEAD", "OTHER" };
+static const char *const methods[] = { "GET",	 "POST",    "PUT",  "PATCH",
+				       "DELETE", "OPTIONS", "HEAD", "OTHER" };
 #define N_METHODS CP_ARRAY_LEN(methods)
 #define N_SLOTS (MAX_ROUTES + N_METHODS)
 
 /* Status codes counted exactly; any other is counted by class ("4xx"). */
-static const int statuses[] = { 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404,
-				405, 406, 409, 410, 413, 415, 422, 429, 500, 501, 502,
-				503, 504 };
+static const int statuses[] = { 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
+				406, 409, 410, 413, 415, 422, 429, 500, 501, 502, 503, 504 };
 #define N_EXACT CP_ARRAY_LEN(statuses)
 #define N_STATUS (N_EXACT + 5)
 
 /* Upper bounds (seconds) of the latency buckets; +Inf is the count. */
 static const double bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-				 0.1,    0.25,  0.5,    1,     2.5,   5,     10 };
+				 0.1,	 0.25,	0.5,	1,     2.5,  5,	    10 };
 #define N_BOUNDS CP_ARRAY_LEN(bounds)
 
 static atomic_ulong req_total[N_SLOTS][N_STATUS];
@@ -109,8 +108,8 @@ static bool label_ok(const char *s)
 	if (!s || !*s)
 		return false;
 	for (; s[n]; n++)
-		if (n >= 32 || !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
-				 s[n] == '_'))
+		if (n >= 32 ||
+		    !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_'))
 			return false;
 	return true;
 }
@@ -207,8 +206,8 @@ static void family(struct out *o, const char *name, const char *type, const char
 }
 
 /* The route and method labels of a slot. */
-static void slot_labels(size_t slot, const struct server_route *table, size_t n,
-			const char **route, const char **method)
+static void slot_labels(size_t slot, const struct server_route *table, size_t n, const char **route,
+			const char **method)
 {
 	if (slot < MAX_ROUTES) {
 		*route = slot < n ? table[slot].pattern : "unmatched";
@@ -230,7 +229,8 @@ static void render_http(struct out *o)
 	       "API requests answered, by route pattern, method and status.");
 	for (size_t slot = 0; slot < N_SLOTS; slot++) {
 		for (size_t s = 0; s < N_STATUS; s++) {
-			unsigned long v = atomic_load_explicit(&req_total[slot][s], memory_order_relaxed);
+			unsigned long v =
+				atomic_load_explicit(&req_total[slot][s], memory_order_relaxed);
 			if (!v)
 				continue;
 			slot_labels(slot, table, n, &route, &method);
@@ -238,7 +238,8 @@ static void render_http(struct out *o)
 				snprintf(code, sizeof(code), "%d", statuses[s]);
 			else
 				snprintf(code, sizeof(code), "%zuxx", s - N_EXACT + 1);
-			out_add(o, "certplane_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %lu\n",
+			out_add(o,
+				"certplane_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %lu\n",
 				route, method, code, v);
 		}
 	}
@@ -247,7 +248,8 @@ static void render_http(struct out *o)
 	for (size_t slot = 0; slot < N_SLOTS; slot++) {
 		unsigned long counts[N_BOUNDS + 1], cum = 0;
 		for (size_t b = 0; b <= N_BOUNDS; b++) {
-			counts[b] = atomic_load_explicit(&lat_bucket[slot][b], memory_order_relaxed);
+			counts[b] =
+				atomic_load_explicit(&lat_bucket[slot][b], memory_order_relaxed);
 			cum += counts[b];
 		}
 		if (!cum)
@@ -278,7 +280,8 @@ static void render_deliveries(struct out *o)
 	for (size_t i = 0; i < N_OUTCOMES; i++) {
 		const char *name = atomic_load(&outcomes[i].name);
 		if (name)
-			out_add(o, "certplane_webhook_delivery_attempts_total{outcome=\"%s\"} %lu\n",
+			out_add(o,
+				"certplane_webhook_delivery_attempts_total{outcome=\"%s\"} %lu\n",
 				name, atomic_load(&outcomes[i].n));
 	}
 	if (atomic_load(&outcomes_other))
@@ -319,11 +322,12 @@ static void render_db(struct out *o, struct db *db)
 	family(o, "certplane_jobs", "gauge", "Durable jobs not yet done, by kind and state.");
 	rc = db_job_stats(db, &jobs);
 	if (rc == CP_OK) {
-		json_object_foreach(jobs, kind, states) {
-			json_object_foreach(states, state, v)
-				out_add(o, "certplane_jobs{kind=\"%s\",state=\"%s\"} %lld\n",
-					esc(kind, kbuf, sizeof(kbuf)), esc(state, sbuf, sizeof(sbuf)),
-					(long long)json_integer_value(v));
+		json_object_foreach(jobs, kind, states)
+		{
+			json_object_foreach(states, state, v) out_add(
+				o, "certplane_jobs{kind=\"%s\",state=\"%s\"} %lld\n",
+				esc(kind, kbuf, sizeof(kbuf)), esc(state, sbuf, sizeof(sbuf)),
+				(long long)json_integer_value(v));
 		}
 		json_decref(jobs);
 	} else {
@@ -366,7 +370,8 @@ static void render_process(struct out *o, const struct api_ctx *ctx)
 		char *end;
 		pages_total = strtoull(statm, &end, 10);
 		pages_rss = strtoull(end, NULL, 10);
-		family(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+		family(o, "process_resident_memory_bytes", "gauge",
+		       "Resident memory size in bytes.");
 		out_add(o, "process_resident_memory_bytes %llu\n",
 			pages_rss * (unsigned long long)sysconf(_SC_PAGESIZE));
 		family(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");

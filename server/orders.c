@@ -24,10 +24,10 @@
  * job re-queues itself every couple of seconds (POST /verify makes it due at
  * once) until the records are visible through the resolver or the deadline.
  */
-#include "server/server_internal.h"
 #include "acme/acme.h"
 #include "crypto/crypto.h"
 #include "lifecycle/lifecycle.h"
+#include "server/server_internal.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -39,10 +39,10 @@
 #define ORDER_LEASE_SECONDS 120
 #define POLL_FIRST_MS 50
 #define POLL_MAX_MS 1000
-#define POLL_BUDGET_MS 90000     /* one job run polls a CA object at most this long */
-#define DNS01_RECHECK_SECONDS 2  /* TXT visibility polling */
-#define BACKOFF_MAX_SECONDS 600  /* transient CA failures: 2 s doubling up to this */
-#define MAX_RESETS 3             /* fresh CA orders after the CA forgot one, per run */
+#define POLL_BUDGET_MS 90000	       /* one job run polls a CA object at most this long */
+#define DNS01_RECHECK_SECONDS 2	       /* TXT visibility polling */
+#define BACKOFF_MAX_SECONDS 600	       /* transient CA failures: 2 s doubling up to this */
+#define MAX_RESETS 3		       /* fresh CA orders after the CA forgot one, per run */
 #define HOSTNAME_CHECK_BUDGET_MS 30000 /* every DNS lookup of the pre-order checks together */
 
 /* ==== ACME clients: one per CA per worker thread, kept across jobs ==== */
@@ -248,14 +248,14 @@ struct run {
 	const struct api_ctx *ctx;
 	struct db *db;
 	struct db_job *job;
-	json_t *order;              /* db_order_load view (refreshed after saves) */
+	json_t *order; /* db_order_load view (refreshed after saves) */
 	const char *id, *tenant_id;
 	struct acme_client *c;
 	struct acme_result r;
 	char reason[64];
 	char detail[512];
 	int64_t run_at;
-	int64_t retry_after;        /* CA's Retry-After for a backoff, -1 none */
+	int64_t retry_after; /* CA's Retry-After for a backoff, -1 none */
 	int64_t last_extend_ms;
 };
 
@@ -288,8 +288,7 @@ static bool keep_lease(struct run *run)
 	return db_job_extend(run->db, run->job->id, run->job->owner, ORDER_LEASE_SECONDS) == CP_OK;
 }
 
-static enum step fail(struct run *run, const char *reason, const char *fmt, ...)
-	CP_PRINTF(3, 4);
+static enum step fail(struct run *run, const char *reason, const char *fmt, ...) CP_PRINTF(3, 4);
 static enum step fail(struct run *run, const char *reason, const char *fmt, ...)
 {
 	va_list ap;
@@ -427,7 +426,8 @@ static enum step hostname_checks(struct run *run)
 	if (strcmp(ostr(run->order, "challenge"), "http-01") != 0)
 		return STEP_DONE; /* DNS-01 proves control of each name by itself */
 
-	json_array_foreach(ids, i, v) {
+	json_array_foreach(ids, i, v)
+	{
 		const char *name = json_string_value(v), *status = NULL, *method = NULL;
 		json_t *check = NULL, *claim = NULL;
 		const char *edge;
@@ -435,7 +435,8 @@ static enum step hostname_checks(struct run *run)
 
 		if (cp_hostname_is_wildcard(name)) {
 			step = fail(run, "wildcard_needs_dns01",
-				    "%s is a wildcard: HTTP-01 cannot validate it, use dns-01", name);
+				    "%s is a wildcard: HTTP-01 cannot validate it, use dns-01",
+				    name);
 			break;
 		}
 		rc = db_claim_get(run->db, run->tenant_id, name, &claim);
@@ -462,8 +463,9 @@ static enum step hostname_checks(struct run *run)
 		rc = acme_check_hostname(res, name, edge, &check);
 		if (rc == CP_ERR_UPSTREAM) {
 			snprintf(run->reason, sizeof(run->reason), "dns_lookup_failed");
-			snprintf(run->detail, sizeof(run->detail), "%s", ostr(check, "detail")
-					  ? ostr(check, "detail") : "DNS lookup failed");
+			snprintf(run->detail, sizeof(run->detail), "%s",
+				 ostr(check, "detail") ? ostr(check, "detail")
+						       : "DNS lookup failed");
 			step = STEP_BACKOFF;
 		} else if (rc != CP_OK) {
 			step = fail(run, "invalid_hostname", "%s is not a valid hostname", name);
@@ -471,8 +473,8 @@ static enum step hostname_checks(struct run *run)
 			reaches = json_is_true(json_object_get(check, "ready")) ||
 				  db_edge_in_chain(run->db, run->tenant_id,
 						   json_object_get(check, "cname_chain")) == CP_OK;
-			rc = server_claim_verify(run->ctx, run->db, res, run->tenant_id, name, check,
-						 CP_OK, &status, &method);
+			rc = server_claim_verify(run->ctx, run->db, res, run->tenant_id, name,
+						 check, CP_OK, &status, &method);
 			if (rc != CP_OK && rc != CP_ERR_NOT_FOUND)
 				step = db_failure(run, rc, "recording a hostname's verification");
 			else if (status && !strcmp(status, "owned_by_another_tenant"))
@@ -617,12 +619,13 @@ static enum step authz_learn(struct run *run, json_t *a, json_t *authz)
 			rc = acme_key_authorization(acme_client_key(run->c), token, &ka);
 		if (rc != CP_OK) {
 			free(shown);
-			return fail(run, "ca_protocol_error", "unusable challenge token for %s", ident);
+			return fail(run, "ca_protocol_error", "unusable challenge token for %s",
+				    ident);
 		}
 	}
 	rc = authz_save(run, pos,
-			json_pack("{s:s?,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:o}", "identifier", shown,
-				  "status", status, "challenge_type", token ? type : NULL,
+			json_pack("{s:s?,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:o}", "identifier",
+				  shown, "status", status, "challenge_type", token ? type : NULL,
 				  "challenge_url", ch_url, "token", token, "key_authorization", ka,
 				  "txt_record_name", txt_name, "txt_record_value", txt_value,
 				  "expires_at", expires ? json_integer(expires) : json_null()));
@@ -682,7 +685,8 @@ static cp_rc dns_notify(struct run *run, json_t *a)
 	json_object_set_new(data, "expires_at", json_string(exp));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
-		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_required", data, NULL);
+		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_required", data,
+				  NULL);
 	if (rc == CP_OK)
 		rc = authz_save(run, (int)oint(a, "position"), json_pack("{s:i}", "notified", 1));
 	if (rc == CP_OK && !oint(run->order, "dns_deadline"))
@@ -706,9 +710,9 @@ static bool txt_visible(struct run *run, struct acme_resolver **res, json_t *a)
 		return false;
 	if (acme_dns_txt(*res, ostr(a, "txt_record_name"), &values) != CP_OK)
 		return false;
-	json_array_foreach(values, i, v)
-		if (json_string_value(v) && !strcmp(json_string_value(v), ostr(a, "txt_record_value")))
-			found = true;
+	json_array_foreach(values, i, v) if (json_string_value(v) &&
+					     !strcmp(json_string_value(v),
+						     ostr(a, "txt_record_value"))) found = true;
 	json_decref(values);
 	return found;
 }
@@ -772,7 +776,8 @@ static cp_rc dns_completed(struct run *run, json_t *a)
 	json_object_set_new(data, "txt_record_value", json_string(ostr(a, "txt_record_value")));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
-		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_completed", data, NULL);
+		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_completed", data,
+				  NULL);
 	if (rc == CP_OK)
 		rc = authz_save(run, (int)oint(a, "position"), json_pack("{s:i}", "completed", 1));
 	if (rc == CP_OK)
@@ -817,12 +822,14 @@ static enum step authorizations(struct run *run)
 	cp_rc rc;
 
 	/* Learn what each authorization needs. */
-	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
+	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
+	{
 		json_t *authz = NULL;
 		if (ostr(a, "identifier"))
 			continue;
 		rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
-		step = rc == CP_OK ? authz_learn(run, a, authz) : ca_failure(run, rc, "authorization");
+		step = rc == CP_OK ? authz_learn(run, a, authz)
+				   : ca_failure(run, rc, "authorization");
 		json_decref(authz);
 		if (step != STEP_DONE)
 			return step;
@@ -833,7 +840,8 @@ static enum step authorizations(struct run *run)
 	    (rc = save(run, json_pack("{s:s}", "status", "validating"))) != CP_OK)
 		return db_failure(run, rc, "storing the order");
 
-	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
+	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
+	{
 		const char *st = ostr(a, "status");
 		if (strcmp(st, "valid") == 0) {
 			if (dns && oint(a, "notified") && !oint(a, "completed"))
@@ -856,7 +864,8 @@ static enum step authorizations(struct run *run)
 					continue;
 				}
 			}
-			rc = acme_challenge_respond(run->c, ostr(a, "challenge_url"), NULL, &run->r);
+			rc = acme_challenge_respond(run->c, ostr(a, "challenge_url"), NULL,
+						    &run->r);
 			if (rc != CP_OK) {
 				step = ca_failure(run, rc, "challenge");
 				if (step != STEP_FAIL || !already_answered(run, a))
@@ -867,8 +876,8 @@ static enum step authorizations(struct run *run)
 			 * found us down (our crash) from one that could not reach
 			 * the name. */
 			if ((rc = authz_save(run, (int)oint(a, "position"),
-					     json_pack("{s:I}", "responded", (json_int_t)cp_now()))) !=
-			    CP_OK) {
+					     json_pack("{s:I}", "responded",
+						       (json_int_t)cp_now()))) != CP_OK) {
 				step = db_failure(run, rc, "storing an authorization");
 				break;
 			}
@@ -880,7 +889,8 @@ static enum step authorizations(struct run *run)
 	if ((rc = reload(run)) != CP_OK)
 		return db_failure(run, rc, "reloading the order");
 	/* Poll what was answered. */
-	json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
+	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
+	{
 		if (strcmp(ostr(a, "status"), "pending") != 0 || !oint(a, "responded"))
 			continue;
 		if ((step = authz_poll(run, a)) != STEP_DONE)
@@ -964,8 +974,11 @@ static enum step complete(struct run *run, const char *pem)
 	renew_after = lifecycle_renew_at(
 		&(struct lifecycle_version){ ci.not_before, ci.not_after, LIFECYCLE_CA },
 		run->ctx->cfg->renew_before_days);
-	struct db_cert_material m = { .cert_pem = leaf, .chain_pem = chain, .key_pem = key_pem,
-				      .order_id = run->id, .renew_after = renew_after };
+	struct db_cert_material m = { .cert_pem = leaf,
+				      .chain_pem = chain,
+				      .key_pem = key_pem,
+				      .order_id = run->id,
+				      .renew_after = renew_after };
 	cp_time_fmt(cp_now(), nowts);
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
@@ -1003,9 +1016,9 @@ static enum step complete(struct run *run, const char *pem)
 		db_rollback(run->db);
 	if (rc == CP_OK)
 		cp_log_json(CP_LOG_INFO, "acme.issued",
-			    json_pack("{s:s,s:s,s:s,s:i,s:s}", "order_id", run->id, "certificate_id",
-				      cert_id, "kind", kind, "version", version, "serial",
-				      ci.serial ? ci.serial : ""));
+			    json_pack("{s:s,s:s,s:s,s:i,s:s}", "order_id", run->id,
+				      "certificate_id", cert_id, "kind", kind, "version", version,
+				      "serial", ci.serial ? ci.serial : ""));
 out:
 	json_decref(fresh);
 	json_decref(data);
@@ -1068,8 +1081,8 @@ static enum step advance(struct run *run)
 		snprintf(st, sizeof(st), "%s", ostr(o, "status") ? ostr(o, "status") : "");
 		cert_url = ostr(o, "certificate");
 		if (!strcmp(st, "valid") && cert_url) {
-			rc = save(run, json_pack("{s:s,s:s}", "status", "issuing", "certificate_url",
-						 cert_url));
+			rc = save(run, json_pack("{s:s,s:s}", "status", "issuing",
+						 "certificate_url", cert_url));
 			json_decref(o);
 			if (rc == CP_OK)
 				rc = reload(run);
@@ -1094,7 +1107,8 @@ static enum step advance(struct run *run)
 			/* Find which authorization broke it, for the reason. */
 			json_t *a, *authz = NULL;
 			size_t i;
-			json_array_foreach(json_object_get(run->order, "authorizations"), i, a) {
+			json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
+			{
 				rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
 				if (rc != CP_OK) {
 					json_decref(o);
@@ -1168,9 +1182,9 @@ static cp_rc record_failure(struct run *run)
 			    json_deep_copy(json_object_get(run->order, "identifiers")));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
-		rc = save(run, json_pack("{s:s,s:s,s:s,s:I,s:n}", "status", "failed", "error_reason",
-					 run->reason, "error_detail", run->detail, "completed_at",
-					 (json_int_t)cp_now(), "next_attempt_at"));
+		rc = save(run, json_pack("{s:s,s:s,s:s,s:I,s:n}", "status", "failed",
+					 "error_reason", run->reason, "error_detail", run->detail,
+					 "completed_at", (json_int_t)cp_now(), "next_attempt_at"));
 	if (rc == CP_OK)
 		rc = db_event_add(run->db, run->tenant_id, "order.failed", data, NULL);
 	if (rc == CP_OK) {
@@ -1184,14 +1198,16 @@ static cp_rc record_failure(struct run *run)
 					     .last_error = run->detail,
 					     .last_error_reason = run->reason };
 		int64_t t = 0;
-		if (ostr(ren, "renew_after") && cp_time_parse(ostr(ren, "renew_after"), &t) == CP_OK)
+		if (ostr(ren, "renew_after") &&
+		    cp_time_parse(ostr(ren, "renew_after"), &t) == CP_OK)
 			r.renew_after = t;
 		r.failure_count = (int)oint(ren, "failure_count") + 1;
 		r.next_attempt_at = cp_now() + server_renew_backoff(run->ctx->cfg, r.failure_count);
 		rc = db_certificate_set_renewal(run->db, run->tenant_id, cert_id, &r);
 		if (rc == CP_OK)
 			rc = db_certificate_set_status(run->db, run->tenant_id, cert_id,
-						       oint(cert, "version") > 0 ? "active" : "failed");
+						       oint(cert, "version") > 0 ? "active"
+										 : "failed");
 		if (rc == CP_OK && renew) {
 			char next[CP_TIME_LEN + 1];
 			cp_time_fmt(r.next_attempt_at, next);
@@ -1230,8 +1246,8 @@ static bool record_backoff(struct run *run, int64_t *run_at)
 {
 	int attempts = (int)oint(run->order, "attempts") + 1;
 	int64_t d = 2, now = cp_now();
-	int64_t deadline =
-	    oint(run->order, "created_at") + (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
+	int64_t deadline = oint(run->order, "created_at") +
+			   (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
 	char last[sizeof(run->detail)];
 
 	if (!run->reason[0]) /* a busy database, say: ours, not the CA's */
@@ -1267,8 +1283,12 @@ static bool record_backoff(struct run *run, int64_t *run_at)
 void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 			   struct server_job_outcome *out)
 {
-	struct run run = { .ctx = ctx, .db = db, .job = job, .tenant_id = job->tenant_id,
-			   .retry_after = -1, .last_extend_ms = cp_mono_ms() };
+	struct run run = { .ctx = ctx,
+			   .db = db,
+			   .job = job,
+			   .tenant_id = job->tenant_id,
+			   .retry_after = -1,
+			   .last_extend_ms = cp_mono_ms() };
 	const char *order_id = ostr(job->payload, "order_id");
 	enum step step = STEP_RESET;
 	int resets = 0;
@@ -1311,8 +1331,8 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 				      rc == CP_ERR_INTERNAL;
 			step = run.r.fail != ACME_FAIL_NONE ? ca_failure(&run, rc, "account")
 			       : db_err
-				   ? db_failure(&run, rc, "account setup")
-				   : fail(&run, "internal", "account setup: %s", cp_rc_str(rc));
+				       ? db_failure(&run, rc, "account setup")
+				       : fail(&run, "internal", "account setup: %s", cp_rc_str(rc));
 			if (step == STEP_RESET)
 				step = STEP_BACKOFF; /* registration itself said no account */
 			break;
@@ -1329,13 +1349,14 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		if (!strcmp(run.reason, "challenge_retry") &&
 		    (rc = save(&run, json_pack("{s:I}", "attempts",
 					       (json_int_t)oint(run.order, "attempts") + 1))) !=
-			CP_OK) {
+			    CP_OK) {
 			step = db_failure(&run, rc, "storing the order");
 			break;
 		}
 		if (acme_result_is(&run.r, "accountDoesNotExist"))
 			if (db_acme_account_set_url(db, ostr(run.order, "ca"), NULL) != CP_OK)
-				cp_logf(CP_LOG_WARN, "acme.account", "cannot forget the account URL");
+				cp_logf(CP_LOG_WARN, "acme.account",
+					"cannot forget the account URL");
 		rc = db_order_reset(db, run.id);
 		if (rc == CP_OK)
 			rc = reload(&run);

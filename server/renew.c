@@ -17,15 +17,15 @@
  * seconds, ±10 %). A fleet never renews in one burst: each tick starts at
  * most RENEW_PER_TICK orders and spreads their start over the interval.
  */
-#include "server/server_internal.h"
 #include "acme/acme.h"
 #include "lifecycle/lifecycle.h"
+#include "server/server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define RENEW_PER_TICK 50
-#define RENEW_SPREAD_MAX 30       /* seconds over which one tick's orders start */
+#define RENEW_SPREAD_MAX 30	  /* seconds over which one tick's orders start */
 #define ARI_RECHECK_SECONDS 21600 /* ask the CA again after 6 h unless it says */
 #define ARI_CACHE 1024
 
@@ -101,9 +101,11 @@ static void ari_check(const struct api_ctx *ctx, struct db *db, const json_t *c)
 			.failure_count = (int)jint(ren, "failure_count"),
 		};
 		int64_t t;
-		if (jstr(ren, "next_attempt_at") && cp_time_parse(jstr(ren, "next_attempt_at"), &t) == CP_OK)
+		if (jstr(ren, "next_attempt_at") &&
+		    cp_time_parse(jstr(ren, "next_attempt_at"), &t) == CP_OK)
 			rn.next_attempt_at = t;
-		if (jstr(ren, "last_attempt_at") && cp_time_parse(jstr(ren, "last_attempt_at"), &t) == CP_OK)
+		if (jstr(ren, "last_attempt_at") &&
+		    cp_time_parse(jstr(ren, "last_attempt_at"), &t) == CP_OK)
 			rn.last_attempt_at = t;
 		if (db_certificate_set_renewal(db, tenant, id, &rn) != CP_OK)
 			cp_logf(CP_LOG_WARN, "renew.ari", "cannot store the ARI moment of %s", id);
@@ -136,7 +138,8 @@ static bool start_renewal(struct db *db, const json_t *c, int64_t run_at)
 	if (rc == CP_OK)
 		rc = db_certificate_get(db, tenant, id, &cert);
 	if (rc == CP_OK)
-		rc = db_order_start(db, tenant, id, "renew", "http-01", names, jstr(c, "auto_renew"),
+		rc = db_order_start(db, tenant, id, "renew", "http-01", names,
+				    jstr(c, "auto_renew"),
 				    jstr(c, "key_type") ? jstr(c, "key_type") : "ecdsa-p256",
 				    json_object_get(cert, "metadata"), run_at, order_id);
 	if (rc == CP_OK)
@@ -145,8 +148,8 @@ static bool start_renewal(struct db *db, const json_t *c, int64_t run_at)
 		db_rollback(db);
 	if (rc == CP_OK)
 		cp_log_json(CP_LOG_INFO, "renew.started",
-			    json_pack("{s:s,s:s,s:O,s:I}", "certificate_id", id, "order_id", order_id,
-				      "hostnames", names, "run_at", (json_int_t)run_at));
+			    json_pack("{s:s,s:s,s:O,s:I}", "certificate_id", id, "order_id",
+				      order_id, "hostnames", names, "run_at", (json_int_t)run_at));
 	else if (rc != CP_ERR_CONFLICT)
 		cp_logf(CP_LOG_WARN, "renew.start", "cannot start the renewal of %s: %s", id,
 			cp_rc_str(rc));
@@ -164,22 +167,24 @@ void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 	size_t i;
 
 	if (db_renewal_give_up_expired(db, &started) == CP_OK && started)
-		cp_logf(CP_LOG_WARN, "renew.expired", "%d certificate(s) expired while renewal failed",
-			started);
+		cp_logf(CP_LOG_WARN, "renew.expired",
+			"%d certificate(s) expired while renewal failed", started);
 	started = 0;
 	if (db_renewal_candidates(db, 500, &list) != CP_OK)
 		return;
 	spread = ctx->cfg->scheduler_interval_seconds < RENEW_SPREAD_MAX
 			 ? ctx->cfg->scheduler_interval_seconds
 			 : RENEW_SPREAD_MAX;
-	json_array_foreach(list, i, c) {
+	json_array_foreach(list, i, c)
+	{
 		struct lifecycle_version v = {
-			jint(c, "not_before"), jint(c, "not_after"),
+			jint(c, "not_before"),
+			jint(c, "not_after"),
 			json_is_true(json_object_get(c, "ca_issued")) ? LIFECYCLE_CA
-								       : LIFECYCLE_BOOTSTRAP,
+								      : LIFECYCLE_BOOTSTRAP,
 		};
-		int64_t due = lifecycle_due_at(jint(c, "renew_after"), &v,
-					       ctx->cfg->renew_before_days);
+		int64_t due =
+			lifecycle_due_at(jint(c, "renew_after"), &v, ctx->cfg->renew_before_days);
 		if (now < due) {
 			ari_check(ctx, db, c);
 			continue;

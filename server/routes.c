@@ -2,8 +2,8 @@
  * routes.c - the one static route table of the API. Each entry names a
  * method, a path pattern ({name} matches one path segment), the handler,
  * whether a key is needed, whether only the operator may call it and
- * whether it may wait on the network (run off the listener threads). openapi.yaml must describe exactly these routes;
- * tests/e2e/test_openapi.py checks that they agree.
+ * whether it may wait on the network (run off the listener threads). openapi.yaml must describe
+ * exactly these routes; tests/e2e/test_openapi.py checks that they agree.
  */
 #include "server/server.h"
 
@@ -22,13 +22,19 @@ static const struct server_route routes[] = {
 	{ "POST", "/v1/tenants", api_tenants_create, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants", api_tenants_list, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants/{id}", api_tenants_get, SERVER_AUTH_KEY, .operator_only = true },
-	{ "DELETE", "/v1/tenants/{id}", api_tenants_delete, SERVER_AUTH_KEY, .operator_only = true },
-	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY, .operator_only = true },
-	{ "GET", "/v1/tenants/{id}/api-keys", api_apikeys_list, SERVER_AUTH_KEY, .operator_only = true },
-	{ "DELETE", "/v1/tenants/{id}/api-keys/{key_id}", api_apikeys_delete, SERVER_AUTH_KEY, .operator_only = true },
+	{ "DELETE", "/v1/tenants/{id}", api_tenants_delete, SERVER_AUTH_KEY,
+	  .operator_only = true },
+	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY,
+	  .operator_only = true },
+	{ "GET", "/v1/tenants/{id}/api-keys", api_apikeys_list, SERVER_AUTH_KEY,
+	  .operator_only = true },
+	{ "DELETE", "/v1/tenants/{id}/api-keys/{key_id}", api_apikeys_delete, SERVER_AUTH_KEY,
+	  .operator_only = true },
 	{ "GET", "/v1/tenants/{id}/quotas", api_tenants_quotas_get, SERVER_AUTH_KEY },
-	{ "PUT", "/v1/tenants/{id}/quotas", api_tenants_quotas_put, SERVER_AUTH_KEY, .operator_only = true },
-	{ "PATCH", "/v1/tenants/{id}/quotas", api_tenants_quotas_patch, SERVER_AUTH_KEY, .operator_only = true },
+	{ "PUT", "/v1/tenants/{id}/quotas", api_tenants_quotas_put, SERVER_AUTH_KEY,
+	  .operator_only = true },
+	{ "PATCH", "/v1/tenants/{id}/quotas", api_tenants_quotas_patch, SERVER_AUTH_KEY,
+	  .operator_only = true },
 
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
@@ -51,7 +57,8 @@ static const struct server_route routes[] = {
 	{ "PATCH", "/v1/certificates/{id}", api_certificates_update, SERVER_AUTH_KEY },
 	{ "DELETE", "/v1/certificates/{id}", api_certificates_delete, SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates/{id}/pem", api_certificates_pem, SERVER_AUTH_KEY },
-	{ "GET", "/v1/certificates/{id}/private-key", api_certificates_private_key, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates/{id}/private-key", api_certificates_private_key,
+	  SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates/{id}/versions", api_certificates_versions, SERVER_AUTH_KEY },
 
 	{ "POST", "/v1/webhooks", api_webhooks_create, SERVER_AUTH_KEY, .offload = true },
@@ -67,7 +74,8 @@ static const struct server_route routes[] = {
 	{ "POST", "/v1/orders/{id}/verify", api_orders_verify, SERVER_AUTH_KEY },
 	{ "POST", "/v1/orders/{id}/cancel", api_orders_cancel, SERVER_AUTH_KEY },
 	{ "POST", "/v1/certificates/{id}/renew", api_certificates_renew, SERVER_AUTH_KEY },
-	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY, .offload = true },
+	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY,
+	  .offload = true },
 	/* ROUTES: new entries go above this line, grouped by resource. */
 };
 #pragma GCC diagnostic pop
@@ -79,8 +87,8 @@ const struct server_route *server_routes(size_t *count)
 }
 
 /* Match path against pattern; on success copy parameters into buf. */
-static bool pattern_match(const char *pattern, const char *path, const char *params[3],
-			  char *buf, size_t buflen)
+static bool pattern_match(const char *pattern, const char *path, const char *params[3], char *buf,
+			  size_t buflen)
 {
 	const char *p = pattern, *s = path;
 	size_t used = 0;
@@ -113,8 +121,8 @@ static bool pattern_match(const char *pattern, const char *path, const char *par
 
 const struct server_route *server_route_match(const char *method, const char *path,
 					      const char *params[3], char *params_buf,
-					      size_t params_buf_len, bool *path_known,
-					      char *allow, size_t allow_len)
+					      size_t params_buf_len, bool *path_known, char *allow,
+					      size_t allow_len)
 {
 	size_t off = 0;
 

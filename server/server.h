@@ -15,15 +15,15 @@
 /* ---- route table (routes.c) ---- */
 
 enum server_auth {
-	SERVER_AUTH_NONE,     /* public: health, readiness, OpenAPI */
-	SERVER_AUTH_KEY,      /* any valid key; handlers check the role */
-	SERVER_AUTH_METRICS,  /* public when metrics_public, else like KEY
-				 (the handler then wants the operator) */
+	SERVER_AUTH_NONE,    /* public: health, readiness, OpenAPI */
+	SERVER_AUTH_KEY,     /* any valid key; handlers check the role */
+	SERVER_AUTH_METRICS, /* public when metrics_public, else like KEY
+				(the handler then wants the operator) */
 };
 
 struct server_route {
-	const char *method;       /* "GET", "POST", ... */
-	const char *pattern;      /* "/v1/properties/{id}"; {x} matches one segment */
+	const char *method;  /* "GET", "POST", ... */
+	const char *pattern; /* "/v1/properties/{id}"; {x} matches one segment */
 	api_handler handler;
 	enum server_auth auth;
 	/* Only the operator may call it: a tenant key gets 403 before any
@@ -40,8 +40,8 @@ struct server_route {
  * allow listing the methods the path accepts. */
 const struct server_route *server_route_match(const char *method, const char *path,
 					      const char *params[3], char *params_buf,
-					      size_t params_buf_len, bool *path_known,
-					      char *allow, size_t allow_len);
+					      size_t params_buf_len, bool *path_known, char *allow,
+					      size_t allow_len);
 /* The whole table (for `certplane routes` and the route/spec test). */
 const struct server_route *server_routes(size_t *count);
 
@@ -72,8 +72,7 @@ struct acme_resolver;
 struct db_claim_policy server_claim_policy(const struct cp_config *cfg);
 /* Queue the "hostname_verify" job of a property (deduplicated), inside the
  * caller's transaction; the caller cp_kick()s after committing. */
-cp_rc server_claims_enqueue(struct db *db, const char *tenant_id,
-			    const char *property_id) CP_WUR;
+cp_rc server_claims_enqueue(struct db *db, const char *tenant_id, const char *property_id) CP_WUR;
 /*
  * Verify tenant_id's claim of hostname from check, the acme_check_hostname
  * result for it (NULL if none; check_rc its return code): CNAME chain to one
@@ -93,8 +92,8 @@ cp_rc server_claim_verify(const struct api_ctx *ctx, struct db *db, struct acme_
 enum server_job_result { SERVER_JOB_DONE, SERVER_JOB_RETRY, SERVER_JOB_FAIL };
 struct server_job_outcome {
 	enum server_job_result result;
-	int64_t run_at;          /* RETRY: when to run again */
-	char error[512];         /* RETRY/FAIL: why (no secrets) */
+	int64_t run_at;	 /* RETRY: when to run again */
+	char error[512]; /* RETRY/FAIL: why (no secrets) */
 };
 /* A job kind's handler. Runs on a worker thread with that thread's db. It
  * must be idempotent per step: a job may be run again after a crash. */
@@ -120,7 +119,7 @@ bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len);
 /* How the SSRF guard resolves names. */
 struct server_ssrf_dns {
 	const char *resolver; /* dns_resolver "host:port[,...]", or NULL/"" = /etc/resolv.conf */
-	int timeout_ms;        /* hard deadline for the whole lookup (> 0) */
+	int timeout_ms;	      /* hard deadline for the whole lookup (> 0) */
 };
 /* Resolve host (numeric spellings parsed locally, never sent to DNS; a name
  * through dns, within dns->timeout_ms) and require every address to be
@@ -128,13 +127,14 @@ struct server_ssrf_dns {
  * (also "host did not resolve within N ms" at the deadline); CP_ERR_NOMEM;
  * CP_ERR_INTERNAL for an unusable dns->resolver. */
 cp_rc server_ssrf_host_check(const char *host, bool allow_private,
-			     const struct server_ssrf_dns *dns, char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
+			     const struct server_ssrf_dns *dns,
+			     char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
 /* Check a callback URL: absolute http/https, a host, no credentials, at
  * most 2048 printable ASCII characters; with dns (NULL: syntax only),
  * server_ssrf_host_check on its host. CP_ERR_INVALID with a sentence in
  * why (for a 422 on "url"). */
-cp_rc server_ssrf_url_check(const char *url, bool allow_private,
-			    const struct server_ssrf_dns *dns, char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
+cp_rc server_ssrf_url_check(const char *url, bool allow_private, const struct server_ssrf_dns *dns,
+			    char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
 
 /* Job kind "webhook_delivery": one attempt at sending one delivery. */
 void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,

@@ -19,8 +19,7 @@ struct server_listener;
  * it cannot listen. */
 cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int threads,
 			    MHD_AccessHandlerCallback cb, void *cls,
-			    MHD_RequestCompletedCallback done,
-			    struct server_listener **out) CP_WUR;
+			    MHD_RequestCompletedCallback done, struct server_listener **out) CP_WUR;
 /* Stop the daemon and the reaper; NULL-safe. */
 void server_listener_stop(struct server_listener *l);
 /* The access handler has the whole request (headers and body): from now

@@ -23,8 +23,8 @@
  * The URL is parsed with libcurl's own parser (CURLU) so that the host we
  * check is the host libcurl will connect to.
  */
-#include "server/server.h"
 #include "acme/acme.h"
+#include "server/server.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -229,7 +229,8 @@ cp_rc server_ssrf_host_check(const char *host, bool allow_private,
 		if (rc == CP_ERR_NOMEM)
 			return rc;
 		if (rc == CP_ERR_UPSTREAM && cp_mono_ms() >= deadline)
-			return ssrf_refuse(why, "host did not resolve within %d ms", dns->timeout_ms);
+			return ssrf_refuse(why, "host did not resolve within %d ms",
+					   dns->timeout_ms);
 		if (rc == CP_ERR_TOO_LARGE)
 			return ssrf_refuse(why, "host resolves to more than %d addresses",
 					   SSRF_ADDRS_MAX);
@@ -239,16 +240,18 @@ cp_rc server_ssrf_host_check(const char *host, bool allow_private,
 	assert(n >= 1 && n <= SSRF_ADDRS_MAX);
 	for (size_t i = 0; i < n && !allow_private; i++) {
 		socklen_t len = addrs[i].ss_family == AF_INET ? sizeof(struct sockaddr_in)
-							       : sizeof(struct sockaddr_in6);
+							      : sizeof(struct sockaddr_in6);
 
 		if (!server_ssrf_addr_allowed((const struct sockaddr *)&addrs[i], len))
-			return ssrf_refuse(why, "host resolves to a loopback, private, link-local or reserved address");
+			return ssrf_refuse(
+				why,
+				"host resolves to a loopback, private, link-local or reserved address");
 	}
 	return CP_OK;
 }
 
-cp_rc server_ssrf_url_check(const char *url, bool allow_private,
-			    const struct server_ssrf_dns *dns, char why[SERVER_SSRF_WHY_MAX])
+cp_rc server_ssrf_url_check(const char *url, bool allow_private, const struct server_ssrf_dns *dns,
+			    char why[SERVER_SSRF_WHY_MAX])
 {
 	CURLU *u = NULL;
 	char *scheme = NULL, *host = NULL, *user = NULL, *zone = NULL;
@@ -261,7 +264,8 @@ cp_rc server_ssrf_url_check(const char *url, bool allow_private,
 	}
 	for (const char *p = url; *p; p++) {
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			return ssrf_refuse(why, "must not contain spaces, control or non-ASCII characters");
+			return ssrf_refuse(
+				why, "must not contain spaces, control or non-ASCII characters");
 		}
 	}
 	/* libcurl also takes "http:/host" and "http:host"; a stored URL must

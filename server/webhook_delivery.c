@@ -25,8 +25,8 @@
  * gets no socket, so it is never connected to. Proxies from the environment
  * are ignored (a proxy would hide the real destination).
  */
-#include "server/server.h"
 #include "crypto/crypto.h"
+#include "server/server.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +47,11 @@
 
 /* What one HTTP attempt produced. */
 struct send_result {
-	long status;          /* 0: no HTTP answer */
+	long status; /* 0: no HTTP answer */
 	int64_t latency_ms;
-	int64_t retry_after;  /* seconds, 0 if none */
-	bool refused;         /* SSRF guard refused the address */
-	char error[256];      /* empty on 2xx */
+	int64_t retry_after; /* seconds, 0 if none */
+	bool refused;	     /* SSRF guard refused the address */
+	char error[256];     /* empty on 2xx */
 };
 
 /* State shared with the libcurl callbacks of one attempt. */
@@ -91,8 +91,8 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
 }
 
 /* POST body to url once, signed; fills r. */
-static void send_once(const struct api_ctx *ctx, const char *url, const char *msg_id,
-		      int64_t ts, const char *signature, const char *body, struct send_result *r)
+static void send_once(const struct api_ctx *ctx, const char *url, const char *msg_id, int64_t ts,
+		      const char *signature, const char *body, struct send_result *r)
 {
 	struct send_ctx c = { .allow_private = ctx->cfg->webhook_allow_private_networks };
 	struct curl_slist *hdrs = NULL;
@@ -226,8 +226,8 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
 		server_metrics_delivery("skipped");
 		goto out;
 	}
-	if (cp_config_schedule(ctx->cfg->webhook_retry_schedule, sched, CP_SCHEDULE_MAX,
-			       &nsched) != CP_OK) {
+	if (cp_config_schedule(ctx->cfg->webhook_retry_schedule, sched, CP_SCHEDULE_MAX, &nsched) !=
+	    CP_OK) {
 		sched[0] = 0;
 		nsched = 1;
 	}
@@ -271,8 +271,8 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
 		goto retry_soon;
 	}
 	server_metrics_delivery(a.outcome == DB_WEBHOOK_DELIVERED ? "success"
-				: a.outcome == DB_WEBHOOK_RETRY   ? "retry"
-				: a.outcome == DB_WEBHOOK_GONE    ? "gone"
+				: a.outcome == DB_WEBHOOK_RETRY	  ? "retry"
+				: a.outcome == DB_WEBHOOK_GONE	  ? "gone"
 								  : "failed");
 	if (disabled)
 		server_metrics_delivery("endpoint_disabled");

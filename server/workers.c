@@ -89,9 +89,7 @@ static const char *job_lane(const char *kind)
 
 /* Periodic tasks run by the scheduler. */
 static const server_tick_fn ticks[] = {
-	tick_purge_idempotency,
-	server_tick_cert_reminders,
-	server_tick_renew,
+	tick_purge_idempotency, server_tick_cert_reminders, server_tick_renew,
 	server_tick_hostname_claims,
 	/* TICKS */
 };

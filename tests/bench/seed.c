@@ -236,8 +236,9 @@ static bool pool_make(const struct pool_issuer *is, int j, int64_t not_before, s
 		goto out;
 	X509_set_version(x, 2);
 	ASN1_INTEGER_set(X509_get_serialNumber(x), 1000 + j);
-	X509_time_adj_ex(X509_getm_notBefore(x), 0, 0, &(time_t){(time_t)not_before});
-	X509_time_adj_ex(X509_getm_notAfter(x), 0, 0, &(time_t){(time_t)(not_before + POOL_LIFE)});
+	X509_time_adj_ex(X509_getm_notBefore(x), 0, 0, &(time_t){ (time_t)not_before });
+	X509_time_adj_ex(X509_getm_notAfter(x), 0, 0,
+			 &(time_t){ (time_t)(not_before + POOL_LIFE) });
 	X509_set_pubkey(x, k);
 	name = X509_get_subject_name(x);
 	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
@@ -325,8 +326,8 @@ static cp_rc seed_row(struct seed_ctx *s, long r, long tenants, double fraction)
 {
 	long t = r % tenants;
 	const struct pool_entry *e = row_due(r, fraction)
-					 ? &s->pool[(r / tenants) % s->n_due]
-					 : &s->pool[s->n_due + (r / tenants) % s->n_ok];
+					     ? &s->pool[(r / tenants) % s->n_due]
+					     : &s->pool[s->n_due + (r / tenants) % s->n_ok];
 	const char *tenant = s->tenant_ids[t];
 	char id[CP_UUID_LEN + 1], name[48], host[96];
 	json_t *hostnames = NULL, *prop = NULL, *dep = NULL;
@@ -339,17 +340,17 @@ static cp_rc seed_row(struct seed_ctx *s, long r, long tenants, double fraction)
 	if (!hostnames)
 		return CP_ERR_NOMEM;
 	struct db_cert_new row = {
-	    .name = name,
-	    .type = "server",
-	    .source = "upload",
-	    .status = "active",
-	    .auto_renew = "letsencrypt",
-	    .hostnames = hostnames,
+		.name = name,
+		.type = "server",
+		.source = "upload",
+		.status = "active",
+		.auto_renew = "letsencrypt",
+		.hostnames = hostnames,
 	};
 	/* An uploaded version: the bootstrap rule. */
 	int64_t renew_after = lifecycle_renew_at(
-	    &(struct lifecycle_version){e->not_before, e->not_after, LIFECYCLE_BOOTSTRAP},
-	    s->cfg->renew_before_days);
+		&(struct lifecycle_version){ e->not_before, e->not_after, LIFECYCLE_BOOTSTRAP },
+		s->cfg->renew_before_days);
 
 	rc = db_certificate_create(s->db, tenant, &row, id);
 	if (rc == CP_OK)
@@ -357,11 +358,11 @@ static cp_rc seed_row(struct seed_ctx *s, long r, long tenants, double fraction)
 						 renew_after, NULL);
 	if (rc == CP_OK) {
 		struct db_property_in in = {
-		    .name = name,
-		    .hostnames = hostnames,
-		    .edge_hostname_id = s->edge_ids[t],
-		    .certificate_id = id,
-		    .renew_automation = true,
+			.name = name,
+			.hostnames = hostnames,
+			.edge_hostname_id = s->edge_ids[t],
+			.certificate_id = id,
+			.renew_automation = true,
 		};
 		rc = db_property_create(s->db, tenant, &in, &taken, &prop);
 	}
@@ -415,8 +416,8 @@ static cp_rc seed_tenants(struct seed_ctx *s, long tenants)
 static int run_seed(const struct opts *o, struct db *db, const struct crypto_keyring *ring,
 		    const struct cp_config *cfg)
 {
-	struct seed_ctx s = {.db = db, .ring = ring, .cfg = cfg};
-	struct pool_issuer issuer = {0};
+	struct seed_ctx s = { .db = db, .ring = ring, .cfg = cfg };
+	struct pool_issuer issuer = { 0 };
 	int64_t now = cp_now();
 	double t0 = now_s(), t_pool, t_rows;
 	int status = 1;
@@ -435,18 +436,18 @@ static int run_seed(const struct opts *o, struct db *db, const struct crypto_key
 	for (long j = 0; j < o->pool; j++) {
 		int64_t left;
 		if (j < s.n_due)
-			left =
-			    86400 +
-			    (j * ((int64_t)(cfg->renew_before_days - 1) * 86400 - 86400)) / s.n_due;
+			left = 86400 +
+			       (j * ((int64_t)(cfg->renew_before_days - 1) * 86400 - 86400)) /
+				       s.n_due;
 		else
-			left =
-			    (int64_t)(cfg->renew_before_days + 1) * 86400 +
-			    ((j - s.n_due) * (POOL_LIFE - (cfg->renew_before_days + 2) * 86400LL)) /
-				s.n_ok;
+			left = (int64_t)(cfg->renew_before_days + 1) * 86400 +
+			       ((j - s.n_due) *
+				(POOL_LIFE - (cfg->renew_before_days + 2) * 86400LL)) /
+				       s.n_ok;
 		if (!pool_make(&issuer, (int)j, now + left - POOL_LIFE, &s.pool[j]) ||
-		    db_cert_prepare(&(struct db_cert_material){.cert_pem = s.pool[j].cert_pem,
-							       .chain_pem = issuer.pem,
-							       .key_pem = s.pool[j].key_pem},
+		    db_cert_prepare(&(struct db_cert_material){ .cert_pem = s.pool[j].cert_pem,
+								.chain_pem = issuer.pem,
+								.key_pem = s.pool[j].key_pem },
 				    &s.pool[j].prepared) != CP_OK) {
 			fprintf(stderr, "seed: cannot make pool entry %ld\n", j);
 			goto out;

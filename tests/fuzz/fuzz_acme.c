@@ -68,8 +68,8 @@ static void authz(const json_t *a)
 		return;
 	}
 	if (!cp_hostname_valid(
-		json_string_value(json_object_get(json_object_get(a, "identifier"), "value")),
-		false, &hwhy) ||
+		    json_string_value(json_object_get(json_object_get(a, "identifier"), "value")),
+		    false, &hwhy) ||
 	    !json_is_string(json_object_get(a, "status")))
 		abort();
 	for (int i = 0; i < 2; i++) {
@@ -83,7 +83,7 @@ static void authz(const json_t *a)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const long statuses[] = {400, 403, 404, 429, 500, 503, 200, 201};
+	static const long statuses[] = { 400, 403, 404, 429, 500, 503, 200, 201 };
 	const char *body = (const char *)data + 1, *why = NULL;
 	size_t len;
 	json_t *o = NULL;

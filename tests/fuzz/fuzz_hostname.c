@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = '\0'; /* embedded NULs just end the name early, as in C callers */
 	check(s, false);
 	check(s, true);
-	if (cp_hostname_valid(s, false, &(const char *){NULL}) && cp_hostname_is_wildcard(s))
+	if (cp_hostname_valid(s, false, &(const char *){ NULL }) && cp_hostname_is_wildcard(s))
 		abort(); /* "*.x" is never valid without allow_wildcard */
 	free(s);
 	return 0;

@@ -20,8 +20,8 @@
 #include "common/common.h"
 #include "crypto/crypto.h"
 
-static const char *const block_types[] = {"CERTIFICATE", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
-					  "EC PRIVATE KEY", "RSA PRIVATE KEY"};
+static const char *const block_types[] = { "CERTIFICATE", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
+					   "EC PRIVATE KEY", "RSA PRIVATE KEY" };
 
 /* "-----BEGIN t-----\n<base64 of der, 64 a line>\n-----END t-----\n" */
 static char *armour(const char *t, const uint8_t *der, size_t n)

@@ -16,7 +16,7 @@
 
 #include "common/common.h"
 
-static const char *const colours[] = {"red", "green", "blue", NULL};
+static const char *const colours[] = { "red", "green", "blue", NULL };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -26,20 +26,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_t *list = NULL, *meta = NULL, *any = NULL, *body, *errors, *e;
 	bool name_given = false;
 	const struct cp_spec spec[] = {
-	    {.type = CP_SPEC_STRING,
-	     .name = "name",
-	     .required = true,
-	     .out = &name,
-	     .min = 1,
-	     .max = 64,
-	     .present = &name_given},
-	    CP_SPEC_BOOLEAN("flag", false, &flag),
-	    CP_SPEC_INTEGER("count", false, &count, -5, 1000),
-	    CP_SPEC_CHOICE("colour", false, &colour, colours),
-	    CP_SPEC_ARR("list", false, &list, 10),
-	    CP_SPEC_OBJ("meta", false, &meta, 256),
-	    CP_SPEC_JSON("any", false, &any),
-	    CP_SPEC_DONE,
+		{ .type = CP_SPEC_STRING,
+		  .name = "name",
+		  .required = true,
+		  .out = &name,
+		  .min = 1,
+		  .max = 64,
+		  .present = &name_given },
+		CP_SPEC_BOOLEAN("flag", false, &flag),
+		CP_SPEC_INTEGER("count", false, &count, -5, 1000),
+		CP_SPEC_CHOICE("colour", false, &colour, colours),
+		CP_SPEC_ARR("list", false, &list, 10),
+		CP_SPEC_OBJ("meta", false, &meta, 256),
+		CP_SPEC_JSON("any", false, &any),
+		CP_SPEC_DONE,
 	};
 	size_t i, nfields = CP_ARRAY_LEN(spec) - 1;
 	cp_rc rc;

@@ -13,25 +13,25 @@
 
 static int checks, failures;
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		checks++;                                                                  \
-		if (!(cond)) {                                                             \
-			failures++;                                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                          \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		checks++;                                                                          \
+		if (!(cond)) {                                                                     \
+			failures++;                                                                \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
+		}                                                                                  \
 	} while (0)
 
 /* expr must give the cp_rc want (names both on failure). */
-#define CHECK_RC(expr, want)                                                               \
-	do {                                                                               \
-		cp_rc rc_ = (expr);                                                        \
-		checks++;                                                                  \
-		if (rc_ != (want)) {                                                       \
-			failures++;                                                        \
-			fprintf(stderr, "%s:%d: CHECK failed: %s = %s, want %s\n", __FILE__, \
-				__LINE__, #expr, cp_rc_str(rc_), cp_rc_str(want));         \
-		}                                                                          \
+#define CHECK_RC(expr, want)                                                                       \
+	do {                                                                                       \
+		cp_rc rc_ = (expr);                                                                \
+		checks++;                                                                          \
+		if (rc_ != (want)) {                                                               \
+			failures++;                                                                \
+			fprintf(stderr, "%s:%d: CHECK failed: %s = %s, want %s\n", __FILE__,       \
+				__LINE__, #expr, cp_rc_str(rc_), cp_rc_str(want));                 \
+		}                                                                                  \
 	} while (0)
 
 /* The tally line and the exit status of test program name. */

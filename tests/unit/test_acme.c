@@ -19,15 +19,15 @@
  *
  * Exit status: 0 when every check passed.
  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <microhttpd.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -124,7 +124,8 @@ static void test_challenge_helpers(void)
 
 	CHECK_RC(crypto_key_generate(CRYPTO_KEY_ECDSA_P256, &k), CP_OK);
 	CHECK_RC(crypto_jwk_thumbprint(k, thumb), CP_OK);
-	CHECK_RC(acme_key_authorization(k, "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA", &ka), CP_OK);
+	CHECK_RC(acme_key_authorization(k, "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA", &ka),
+		 CP_OK);
 	want = cp_aprintf("evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.%s", thumb);
 	CHECK(streq(ka, want));
 	CHECK(strlen(thumb) == 43);
@@ -135,14 +136,18 @@ static void test_challenge_helpers(void)
 	CHECK(bad == NULL);
 
 	CHECK_RC(acme_dns01_record(k, "*.wild.test", "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA",
-				   &name, &value), CP_OK);
+				   &name, &value),
+		 CP_OK);
 	crypto_dns01_value(ka, digest);
 	CHECK(streq(name, "_acme-challenge.wild.test"));
 	CHECK(streq(value, digest));
 
 	authz = json_loads("{\"challenges\":[{\"type\":\"http-01\",\"token\":\"a\"},"
-			   "{\"type\":\"dns-01\",\"token\":\"b\"}]}", 0, NULL);
-	CHECK(streq(json_string_value(json_object_get(acme_authz_challenge(authz, "dns-01"), "token")), "b"));
+			   "{\"type\":\"dns-01\",\"token\":\"b\"}]}",
+			   0, NULL);
+	CHECK(streq(
+		json_string_value(json_object_get(acme_authz_challenge(authz, "dns-01"), "token")),
+		"b"));
 	CHECK(acme_authz_challenge(authz, "tls-alpn-01") == NULL);
 	CHECK(acme_authz_challenge(NULL, "http-01") == NULL);
 	json_decref(authz);
@@ -209,8 +214,9 @@ static void test_problems(void)
 	CHECK(strstr(r.detail, "502") != NULL);
 	CHECK(streq(acme_result_reason(&r), "ca_unreachable"));
 
-	acme_parse_problem("{\"type\":\"urn:ietf:params:acme:error:unauthorized\",\"detail\":\"x\"}", 63,
-			   403, &r);
+	acme_parse_problem(
+		"{\"type\":\"urn:ietf:params:acme:error:unauthorized\",\"detail\":\"x\"}", 63, 403,
+		&r);
 	CHECK(streq(acme_result_reason(&r), "ca_unauthorized"));
 	acme_parse_problem("{\"type\":\"urn:ietf:params:acme:error:serverInternal\"}", 52, 500, &r);
 	CHECK(streq(acme_result_reason(&r), "ca_server_error"));
@@ -445,7 +451,8 @@ static void test_shape_checks(void)
 		json_decref(o);
 	}
 	o = json_loads("{\"newNonce\":\"https://ca.test/n\",\"newAccount\":\"https://ca.test/a\","
-		       "\"newOrder\":\"https://ca.test/o\"}", 0, NULL);
+		       "\"newOrder\":\"https://ca.test/o\"}",
+		       0, NULL);
 	CHECK_RC(acme_directory_check(o, &why), CP_OK);
 	json_object_set_new(o, "renewalInfo", json_integer(3));
 	CHECK_RC(acme_directory_check(o, &why), CP_ERR_INVALID);
@@ -461,9 +468,9 @@ struct mock {
 	struct MHD_Daemon *d;
 	int port;
 	pthread_mutex_t mu;
-	int nonce_seq;     /* next nonce number */
+	int nonce_seq;	   /* next nonce number */
 	int badnonce_hits; /* POSTs to /badnonce */
-	int head_nonce;    /* HEAD /nonce requests */
+	int head_nonce;	   /* HEAD /nonce requests */
 };
 
 static enum MHD_Result mock_reply(struct MHD_Connection *conn, struct mock *m, unsigned code,
@@ -510,10 +517,11 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *conn, cons
 		return MHD_YES;
 	}
 	if (strcmp(url, "/dir") == 0) {
-		snprintf(buf, sizeof(buf),
-			 "{\"newNonce\":\"http://127.0.0.1:%d/nonce\",\"newAccount\":\"http://127.0.0.1:%d/acct\","
-			 "\"newOrder\":\"http://127.0.0.1:%d/order\",\"renewalInfo\":\"http://127.0.0.1:%d/ari\"}",
-			 m->port, m->port, m->port, m->port);
+		snprintf(
+			buf, sizeof(buf),
+			"{\"newNonce\":\"http://127.0.0.1:%d/nonce\",\"newAccount\":\"http://127.0.0.1:%d/acct\","
+			"\"newOrder\":\"http://127.0.0.1:%d/order\",\"renewalInfo\":\"http://127.0.0.1:%d/ari\"}",
+			m->port, m->port, m->port, m->port);
 		return mock_reply(conn, m, 200, "application/json", buf, strlen(buf), NULL, NULL);
 	}
 	if (strcmp(url, "/nonce") == 0) {
@@ -526,15 +534,18 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *conn, cons
 	}
 	if (strcmp(url, "/acct") == 0) {
 		snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/acct/1", m->port);
-		return mock_reply(conn, m, 201, "application/json", "{\"status\":\"valid\"}", 18, NULL, buf);
+		return mock_reply(conn, m, 201, "application/json", "{\"status\":\"valid\"}", 18,
+				  NULL, buf);
 	}
 	if (strcmp(url, "/order") == 0) {
-		const char *b = "{\"type\":\"urn:ietf:params:acme:error:rateLimited\",\"detail\":\"slow down\"}";
+		const char *b =
+			"{\"type\":\"urn:ietf:params:acme:error:rateLimited\",\"detail\":\"slow down\"}";
 
 		return mock_reply(conn, m, 429, problem, b, strlen(b), "30", NULL);
 	}
 	if (strcmp(url, "/badnonce") == 0) {
-		const char *b = "{\"type\":\"urn:ietf:params:acme:error:badNonce\",\"detail\":\"nope\"}";
+		const char *b =
+			"{\"type\":\"urn:ietf:params:acme:error:badNonce\",\"detail\":\"nope\"}";
 
 		pthread_mutex_lock(&m->mu);
 		m->badnonce_hits++;
@@ -557,12 +568,12 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *conn, cons
 		const char *b = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 				"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
 
-		return mock_reply(conn, m, 200, "application/pem-certificate-chain", b, strlen(b), NULL,
-				  NULL);
+		return mock_reply(conn, m, 200, "application/pem-certificate-chain", b, strlen(b),
+				  NULL, NULL);
 	}
 	if (strcmp(url, "/cert-html") == 0)
-		return mock_reply(conn, m, 200, "application/pem-certificate-chain", "<html></html>", 13,
-				  NULL, NULL);
+		return mock_reply(conn, m, 200, "application/pem-certificate-chain",
+				  "<html></html>", 13, NULL, NULL);
 	if (strcmp(url, "/authz-hostile") == 0) {
 		/* The identifier ends up in "_acme-challenge.<value>" and in events. */
 		const char *b = "{\"status\":\"pending\",\"identifier\":{\"type\":\"dns\","
@@ -593,9 +604,8 @@ static bool mock_start(struct mock *m)
 	memset(m, 0, sizeof(*m));
 	pthread_mutex_init(&m->mu, NULL);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
-				mock_handler, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-				MHD_OPTION_END);
+	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, mock_handler, m,
+				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
 	if (!m->d)
 		return false;
 	info = MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -860,7 +870,8 @@ static cp_rc dns01_solve(void *arg, bool publish, const char *type, const char *
 		json_t *v;
 
 		if (acme_dns_txt(res, name, &vals) == CP_OK)
-			json_array_foreach(vals, j, v) if (streq(json_string_value(v), value)) seen = true;
+			json_array_foreach(vals, j, v) if (streq(json_string_value(v), value))
+				seen = true;
 		json_decref(vals);
 		if (seen)
 			return CP_OK;
@@ -956,10 +967,12 @@ static void test_dns(struct acme_resolver *res)
 	char upper[140];
 	snprintf(upper, sizeof(upper), "SHOP-%s.tenant-a.test.", lab);
 	CHECK_RC(acme_check_hostname(res, upper, edge, &out), CP_OK);
-	CHECK(res_bool(out, "ready") && res_bool(out, "points_to_edge") && !res_bool(out, "wildcard"));
+	CHECK(res_bool(out, "ready") && res_bool(out, "points_to_edge") &&
+	      !res_bool(out, "wildcard"));
 	CHECK(streq(res_str(out, "hostname"), shop));
 	CHECK(json_array_size(json_object_get(out, "cname_chain")) == 1);
-	CHECK(streq(json_string_value(json_array_get(json_object_get(out, "cname_chain"), 0)), edge));
+	CHECK(streq(json_string_value(json_array_get(json_object_get(out, "cname_chain"), 0)),
+		    edge));
 	printf("  dns: %s\n", res_str(out, "detail"));
 	json_decref(out);
 
@@ -990,7 +1003,8 @@ static void test_dns(struct acme_resolver *res)
 
 	/* Wildcard pointed at the edge: still never ready for HTTP-01. */
 	CHECK_RC(acme_check_hostname(res, wild, edge, &out), CP_OK);
-	CHECK(res_bool(out, "wildcard") && res_bool(out, "points_to_edge") && !res_bool(out, "ready"));
+	CHECK(res_bool(out, "wildcard") && res_bool(out, "points_to_edge") &&
+	      !res_bool(out, "ready"));
 	printf("  dns: %s\n", res_str(out, "detail"));
 	json_decref(out);
 
@@ -1040,8 +1054,9 @@ static struct MHD_Daemon *http01_start(void)
 
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	for (int i = 0; i < 50 && !d; i++) {
-		d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
-				     NULL, NULL, http01_handler, NULL, MHD_OPTION_SOCK_ADDR,
+		d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+					     MHD_USE_THREAD_PER_CONNECTION,
+				     0, NULL, NULL, http01_handler, NULL, MHD_OPTION_SOCK_ADDR,
 				     (struct sockaddr *)&sa, MHD_OPTION_END);
 		if (!d)
 			usleep(200000);
@@ -1080,8 +1095,8 @@ static void *par_issue(void *arg)
 	if (j->rc == CP_OK)
 		j->rc = acme_client_new(&cfg, &c);
 	if (j->rc == CP_OK)
-		j->rc = acme_issue_simple(c, names, 1, "dns-01", dns01_solve, j->res, csr, csr_len, 60,
-					  &j->pem, &r);
+		j->rc = acme_issue_simple(c, names, 1, "dns-01", dns01_solve, j->res, csr, csr_len,
+					  60, &j->pem, &r);
 	acme_client_free(c);
 	crypto_key_free(k);
 	crypto_key_free(ck);
@@ -1105,7 +1120,8 @@ static void test_parallel(struct acme_resolver *res, const char *lab)
 	for (int i = 0; i < 4; i++) {
 		pthread_join(th[i], NULL);
 		CHECK_RC(jobs[i].rc, CP_OK);
-		CHECK(jobs[i].pem && crypto_chain_check(jobs[i].pem, strlen(jobs[i].pem), NULL, NULL) == CP_OK);
+		CHECK(jobs[i].pem &&
+		      crypto_chain_check(jobs[i].pem, strlen(jobs[i].pem), NULL, NULL) == CP_OK);
 		free(jobs[i].pem);
 	}
 	printf("  parallel: 4 clients on 4 threads done\n");
@@ -1197,7 +1213,8 @@ static void test_integration(void)
 	json_decref(order);
 	order = NULL;
 	CHECK_RC(acme_order_get(c, order_url, &order, &r), CP_OK);
-	CHECK(streq(res_str(order, "status"), "pending") || streq(res_str(order, "status"), "invalid"));
+	CHECK(streq(res_str(order, "status"), "pending") ||
+	      streq(res_str(order, "status"), "invalid"));
 	json_decref(order);
 	order = NULL;
 

@@ -81,28 +81,28 @@ static void test_hostnames(void)
 	GOOD("a-b.example.com");
 	GOOD("1.example.com");
 	GOOD("123.example.com");
-	GOOD("xn--caf-dma.example");          /* café, as punycode */
+	GOOD("xn--caf-dma.example"); /* café, as punycode */
 	GOOD("www.xn--mnchen-3ya.de");
 	GOOD("xn--80ak6aa92e.com");
-	GOOD("example.xn--p1ai");             /* IDN TLD */
+	GOOD("example.xn--p1ai"); /* IDN TLD */
 
 	BAD(NULL);
 	BAD("");
-	BAD("localhost");                    /* one label */
-	BAD("Example.com");                  /* uppercase */
+	BAD("localhost");   /* one label */
+	BAD("Example.com"); /* uppercase */
 	BAD("www.EXAMPLE.com");
-	BAD("example.com.");                 /* trailing dot */
-	BAD(".example.com");                 /* leading dot */
-	BAD("www..example.com");             /* empty label */
-	BAD("-www.example.com");             /* leading hyphen */
-	BAD("www-.example.com");             /* trailing hyphen */
-	BAD("ww_w.example.com");             /* underscore */
+	BAD("example.com.");	 /* trailing dot */
+	BAD(".example.com");	 /* leading dot */
+	BAD("www..example.com"); /* empty label */
+	BAD("-www.example.com"); /* leading hyphen */
+	BAD("www-.example.com"); /* trailing hyphen */
+	BAD("ww_w.example.com"); /* underscore */
 	BAD("www example.com");
-	BAD("caf\xc3\xa9.example");          /* raw UTF-8, not punycode */
-	BAD("ab--cd.example.com");           /* '--' at 3-4 is reserved for xn-- */
-	BAD("example.123");                  /* numeric TLD */
-	BAD("192.168.0.1");                  /* an address, not a name */
-	BAD("*.example.com");                /* wildcard not allowed here */
+	BAD("caf\xc3\xa9.example"); /* raw UTF-8, not punycode */
+	BAD("ab--cd.example.com");  /* '--' at 3-4 is reserved for xn-- */
+	BAD("example.123");	    /* numeric TLD */
+	BAD("192.168.0.1");	    /* an address, not a name */
+	BAD("*.example.com");	    /* wildcard not allowed here */
 	BAD("exa*mple.com");
 	BAD("example.com/path");
 	BAD("example.com:443");
@@ -136,7 +136,7 @@ static void test_hostnames(void)
 	BAD_WILD("www.*.example.com");
 	BAD_WILD("*");
 	BAD_WILD("*.");
-	BAD_WILD("*.com");                   /* a wildcard over a TLD is one label */
+	BAD_WILD("*.com"); /* a wildcard over a TLD is one label */
 	BAD_WILD("**.example.com");
 	CHECK(cp_hostname_is_wildcard("*.example.com"));
 	CHECK(!cp_hostname_is_wildcard("www.example.com"));
@@ -163,9 +163,9 @@ static bool names(json_t *errors, const char *field)
 	size_t i;
 	json_t *e;
 
-	json_array_foreach(errors, i, e)
-		if (strcmp(json_string_value(json_object_get(e, "field")), field) == 0)
-			return json_is_string(json_object_get(e, "message"));
+	json_array_foreach(errors, i,
+			   e) if (strcmp(json_string_value(json_object_get(e, "field")), field) ==
+				  0) return json_is_string(json_object_get(e, "message"));
 	return false;
 }
 
@@ -193,7 +193,8 @@ static void test_spec(void)
 
 	/* Everything valid: every output filled, borrowed from the body. */
 	body = json_loads("{\"s\":\"abc\",\"flag\":true,\"n\":10,\"colour\":\"green\","
-			  "\"arr\":[1,2,3],\"obj\":{\"k\":1},\"any\":[null]}", 0, NULL);
+			  "\"arr\":[1,2,3],\"obj\":{\"k\":1},\"any\":[null]}",
+			  0, NULL);
 	errors = json_array();
 	rc = cp_spec_parse(body, spec, errors);
 	CHECK(rc == CP_OK && json_array_size(errors) == 0);
@@ -224,7 +225,8 @@ static void test_spec(void)
 
 	/* Every field's type, each named. */
 	errors = parse("{\"s\":5,\"flag\":1,\"n\":\"3\",\"colour\":3,\"arr\":{},\"obj\":[],"
-		       "\"any\":1}", spec, &rc);
+		       "\"any\":1}",
+		       spec, &rc);
 	CHECK(rc == CP_ERR_INVALID);
 	CHECK(names(errors, "s") && names(errors, "flag") && names(errors, "n") &&
 	      names(errors, "colour") && names(errors, "arr") && names(errors, "obj"));
@@ -464,11 +466,13 @@ static void test_time(void)
 {
 	static const char *const refused[] = {
 		"2026-02-29T00:00:00Z", /* not a leap year */
-		"2026-02-31T00:00:00Z", "2026-04-31T12:00:00Z", "2026-13-01T00:00:00Z",
-		"2026-00-10T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:00:00+24:00",
+		"2026-02-31T00:00:00Z",	     "2026-04-31T12:00:00Z",
+		"2026-13-01T00:00:00Z",	     "2026-00-10T00:00:00Z",
+		"2026-01-01T24:00:00Z",	     "2026-01-01T00:00:00+24:00",
 		"0000-01-01T00:00:00+00:01", /* before year 0 */
 		"9999-12-31T23:59:59-00:01", /* after year 9999 */
-		"2026-01-01T00:00:00", "2026-01-01 00:00:00Z", "2026-01-01T00:00:00.Z", "",
+		"2026-01-01T00:00:00",	     "2026-01-01 00:00:00Z",
+		"2026-01-01T00:00:00.Z",     "",
 	};
 	char out[CP_TIME_LEN + 1];
 	int64_t t = 0;

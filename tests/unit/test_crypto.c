@@ -126,7 +126,8 @@ static void test_self_signed(void)
 		CHECK(ci.not_after - ci.not_before == 30 * 86400 + 60);
 		CHECK(!ci.is_ca);
 		CHECK(strcmp(ci.key_kind, type_names[i]) == 0);
-		CHECK(ci.serial && strlen(ci.serial) == 32 && strspn(ci.serial, "0123456789abcdef") == 32);
+		CHECK(ci.serial && strlen(ci.serial) == 32 &&
+		      strspn(ci.serial, "0123456789abcdef") == 32);
 		CHECK(strlen(ci.fingerprint_sha256) == 64);
 		crypto_cert_info_clear(&ci);
 		crypto_cert_info_clear(&ci); /* idempotent */
@@ -259,11 +260,11 @@ static void test_pem_import(void)
 	CHECK(cert && crypto_key_from_pem(cert, strlen(cert), NULL, &k, &why) == CP_ERR_INVALID);
 	CHECK(why && strcmp(why, "not a PEM private key") == 0);
 
-	CHECK(ed_pem && crypto_key_from_pem(ed_pem, strlen(ed_pem), NULL, &k, &why) ==
-				CP_ERR_INVALID);
+	CHECK(ed_pem &&
+	      crypto_key_from_pem(ed_pem, strlen(ed_pem), NULL, &k, &why) == CP_ERR_INVALID);
 	CHECK(why && strcmp(why, "unsupported key type") == 0);
-	CHECK(small_pem && crypto_key_from_pem(small_pem, strlen(small_pem), NULL, &k, &why) ==
-				   CP_ERR_INVALID);
+	CHECK(small_pem &&
+	      crypto_key_from_pem(small_pem, strlen(small_pem), NULL, &k, &why) == CP_ERR_INVALID);
 	CHECK(why && strcmp(why, "unsupported key type") == 0);
 
 	big = calloc(1, CRYPTO_PEM_MAX + 2);
@@ -385,8 +386,8 @@ static char *odd_cert(EVP_PKEY *k, int nsans, const EVP_MD *md, bool ca)
 	     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
 					(const unsigned char *)"odd.example.com", -1, -1, 0) == 1 &&
 	     X509_set_issuer_name(x, X509_get_subject_name(x)) == 1 &&
-	     X509_gmtime_adj(X509_getm_notBefore(x), 0) && X509_gmtime_adj(X509_getm_notAfter(x), 86400) &&
-	     X509_set_pubkey(x, k) == 1 &&
+	     X509_gmtime_adj(X509_getm_notBefore(x), 0) &&
+	     X509_gmtime_adj(X509_getm_notAfter(x), 86400) && X509_set_pubkey(x, k) == 1 &&
 	     (nsans == 0 || X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) == 1);
 	if (ok) {
 		X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
@@ -735,7 +736,8 @@ static void *seal_loop(void *p)
 		size_t n = 0;
 
 		if (crypto_seal(a->r, "t:1", "abc", 3, &s) != CP_OK ||
-		    crypto_open(a->r, "t:1", s, &pt, &n) != CP_OK || n != 3 || strcmp(pt, "abc") != 0)
+		    crypto_open(a->r, "t:1", s, &pt, &n) != CP_OK || n != 3 ||
+		    strcmp(pt, "abc") != 0)
 			a->errors++;
 		free(s);
 		crypto_wipe_free(pt);
@@ -791,7 +793,8 @@ static void test_keyring(void)
 		char *e = NULL;
 
 		CHECK(crypto_seal(r, NULL, "", 0, &e) == CP_OK);
-		CHECK(e && crypto_open(r, NULL, e, &pt, &n) == CP_OK && n == 0 && pt && pt[0] == '\0');
+		CHECK(e && crypto_open(r, NULL, e, &pt, &n) == CP_OK && n == 0 && pt &&
+		      pt[0] == '\0');
 		free(pt);
 		pt = NULL;
 		free(e);

@@ -57,7 +57,7 @@ static bool counts_consistent(struct db *db)
 		     "SELECT count(*) FROM job_tenants k WHERE (queued != 0 OR running != 0) "
 		     "AND NOT EXISTS (SELECT 1 FROM jobs WHERE lane = k.lane AND "
 		     "ifnull(tenant_id, '') = k.tenant_id AND state IN ('queued', 'running'))") ==
-		   0 &&
+		       0 &&
 	       count(db, "SELECT count(*) FROM job_tenants k WHERE next_run_at IS NOT (SELECT "
 			 "min(run_at) FROM jobs WHERE lane = k.lane AND ifnull(tenant_id, '') = "
 			 "k.tenant_id AND state = 'queued')") == 0;
@@ -104,9 +104,9 @@ static void test_claim(struct db *db)
 	CHECK(strcmp(j[3].tenant_id, "C") && strcmp(j[4].tenant_id, "C"));
 	/* The cap: A and B both run 2, so nothing more may run in the lane. */
 	CHECK(db_job_claim(db, "acme", 2, "w1", 60, &j[5]) == CP_ERR_NOT_FOUND);
-	CHECK(
-	    count(db, "SELECT running FROM job_tenants WHERE lane = 'acme' AND tenant_id = 'A'") ==
-	    2);
+	CHECK(count(db,
+		    "SELECT running FROM job_tenants WHERE lane = 'acme' AND tenant_id = 'A'") ==
+	      2);
 	CHECK(counts_consistent(db));
 	/* The webhook lane is not held by the acme lane's work. */
 	CHECK(db_job_claim(db, "webhook", 2, "h1", 60, &j[5]) == CP_OK);
@@ -178,9 +178,9 @@ static void test_claim(struct db *db)
 
 static void test_quotas(struct db *db)
 {
-	const int64_t defaults[DB_QUOTA_COUNT] = {2, 3, 5, 1, 1, 1};
-	int64_t values[DB_QUOTA_COUNT] = {-1, -1, -1, -1, -1, -1};
-	bool present[DB_QUOTA_COUNT] = {false};
+	const int64_t defaults[DB_QUOTA_COUNT] = { 2, 3, 5, 1, 1, 1 };
+	int64_t values[DB_QUOTA_COUNT] = { -1, -1, -1, -1, -1, -1 };
+	bool present[DB_QUOTA_COUNT] = { false };
 	struct db_quota_refusal why;
 	json_t *t = NULL, *q = NULL;
 	const char *tid;
@@ -188,32 +188,32 @@ static void test_quotas(struct db *db)
 	CHECK(db_tenant_create(db, "quota", &t) == CP_OK);
 	tid = json_string_value(json_object_get(t, "id"));
 	CHECK(db_quota_check(db, tid, defaults,
-			     &(struct db_quota_change){.properties = 1, .hostnames = 3},
+			     &(struct db_quota_change){ .properties = 1, .hostnames = 3 },
 			     &why) == CP_OK);
-	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){.hostnames = 4}, &why) ==
-	      CP_ERR_CONFLICT);
+	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){ .hostnames = 4 },
+			     &why) == CP_ERR_CONFLICT);
 	CHECK(why.quota == DB_QUOTA_HOSTNAMES && why.limit == 3 && why.used == 0);
 	values[DB_QUOTA_HOSTNAMES] = 10;
 	present[DB_QUOTA_HOSTNAMES] = true;
 	CHECK(db_quota_set(db, tid, values, present) == CP_OK);
-	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){.hostnames = 4}, &why) ==
-	      CP_OK);
+	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){ .hostnames = 4 },
+			     &why) == CP_OK);
 	CHECK(db_quota_set(db, "no-such-tenant", values, present) == CP_ERR_NOT_FOUND);
 	CHECK(db_quota_get(db, tid, defaults, &q) == CP_OK);
 	CHECK(json_integer_value(json_object_get(
-		  json_object_get(json_object_get(q, "quotas"), "hostnames"), "limit")) == 10);
+		      json_object_get(json_object_get(q, "quotas"), "hostnames"), "limit")) == 10);
 	CHECK(json_is_false(json_object_get(
-	    json_object_get(json_object_get(q, "quotas"), "properties"), "overridden")));
+		json_object_get(json_object_get(q, "quotas"), "properties"), "overridden")));
 	/* Back to the default. */
 	values[DB_QUOTA_HOSTNAMES] = -1;
 	CHECK(db_quota_set(db, tid, values, present) == CP_OK);
-	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){.hostnames = 4}, &why) ==
-	      CP_ERR_CONFLICT);
+	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){ .hostnames = 4 },
+			     &why) == CP_ERR_CONFLICT);
 	/* A limit of 0 refuses the first one. */
 	values[DB_QUOTA_WEBHOOKS] = 0;
 	present[DB_QUOTA_WEBHOOKS] = true;
 	CHECK(db_quota_set(db, tid, values, present) == CP_OK);
-	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){.webhooks = 1}, &why) ==
+	CHECK(db_quota_check(db, tid, defaults, &(struct db_quota_change){ .webhooks = 1 }, &why) ==
 	      CP_ERR_CONFLICT);
 	CHECK(why.quota == DB_QUOTA_WEBHOOKS && why.limit == 0);
 	CHECK(db_quota_find("orders_in_flight") == DB_QUOTA_ORDERS_IN_FLIGHT);

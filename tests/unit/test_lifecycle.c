@@ -41,44 +41,46 @@ struct renew_row {
 };
 
 static const struct renew_row renew_rows[] = {
-    /* Lifetime rule, renew_before_days = 25. */
-    {"6 h CA: half the lifetime", 6 * H, LIFECYCLE_CA, NONE, NONE, 0, 0, 3 * H},
-    {"6 h bootstrap: inside 25 d, due at once", 6 * H, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0},
-    {"6 d CA: 3 d left", 6 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 3 * D},
-    {"6 d bootstrap: due at once", 6 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0},
-    {"25 d CA: a third left, not at issuance", 25 * D, LIFECYCLE_CA, NONE, NONE, 0, 0,
-     25 * D - (25 * D) / 3},
-    {"25 d bootstrap: due at once", 25 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0},
-    {"45 d CA: 15 d left", 45 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 30 * D},
-    {"45 d bootstrap: 25 d left", 45 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 20 * D},
-    {"90 d CA: 25 d left", 90 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 65 * D},
-    {"90 d bootstrap: 25 d left", 90 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 65 * D},
-    {"398 d CA: 25 d left", 398 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 373 * D},
-    {"398 d bootstrap: 25 d left", 398 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 373 * D},
-    /* ARI window ahead: its start + rnd mod its span. */
-    {"6 h CA, ARI [2 h, 3 h)", 6 * H, LIFECYCLE_CA, 2 * H, 3 * H, 0, UINT64_MAX,
-     2 * H + 15 /* (2^64 - 1) mod 3600 */},
-    {"6 d CA, ARI [4 d, 5 d)", 6 * D, LIFECYCLE_CA, 4 * D, 5 * D, 1 * H, 1000, 4 * D + 1000},
-    {"45 d CA, ARI [28 d, 30 d)", 45 * D, LIFECYCLE_CA, 28 * D, 30 * D, 1 * D, 0, 28 * D},
-    {"90 d CA, ARI [60 d, 62 d)", 90 * D, LIFECYCLE_CA, 60 * D, 62 * D, 1 * D, 12345,
-     60 * D + 12345},
-    {"90 d bootstrap, ARI [60 d, 62 d)", 90 * D, LIFECYCLE_BOOTSTRAP, 60 * D, 62 * D, 1 * D,
-     2 * D + 7, 60 * D + 7},
-    {"398 d CA, ARI [300 d, 301 d)", 398 * D, LIFECYCLE_CA, 300 * D, 301 * D, 0, 86399,
-     300 * D + 86399},
-    /* ARI window already started: uniform over what is left of it. */
-    {"90 d CA, ARI [60 d, 62 d) at 61 d", 90 * D, LIFECYCLE_CA, 60 * D, 62 * D, 61 * D, 99,
-     61 * D + 99},
-    /* ARI window in the past: due now. */
-    {"90 d CA, ARI [10 d, 11 d) at 20 d", 90 * D, LIFECYCLE_CA, 10 * D, 11 * D, 20 * D, 5, 20 * D},
-    {"6 h CA, ARI [1 h, 2 h) at 2 h", 6 * H, LIFECYCLE_CA, 1 * H, 2 * H, 2 * H, 5, 2 * H},
+	/* Lifetime rule, renew_before_days = 25. */
+	{ "6 h CA: half the lifetime", 6 * H, LIFECYCLE_CA, NONE, NONE, 0, 0, 3 * H },
+	{ "6 h bootstrap: inside 25 d, due at once", 6 * H, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0,
+	  0 },
+	{ "6 d CA: 3 d left", 6 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 3 * D },
+	{ "6 d bootstrap: due at once", 6 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0 },
+	{ "25 d CA: a third left, not at issuance", 25 * D, LIFECYCLE_CA, NONE, NONE, 0, 0,
+	  25 * D - (25 * D) / 3 },
+	{ "25 d bootstrap: due at once", 25 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 0 },
+	{ "45 d CA: 15 d left", 45 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 30 * D },
+	{ "45 d bootstrap: 25 d left", 45 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 20 * D },
+	{ "90 d CA: 25 d left", 90 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 65 * D },
+	{ "90 d bootstrap: 25 d left", 90 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 65 * D },
+	{ "398 d CA: 25 d left", 398 * D, LIFECYCLE_CA, NONE, NONE, 0, 0, 373 * D },
+	{ "398 d bootstrap: 25 d left", 398 * D, LIFECYCLE_BOOTSTRAP, NONE, NONE, 0, 0, 373 * D },
+	/* ARI window ahead: its start + rnd mod its span. */
+	{ "6 h CA, ARI [2 h, 3 h)", 6 * H, LIFECYCLE_CA, 2 * H, 3 * H, 0, UINT64_MAX,
+	  2 * H + 15 /* (2^64 - 1) mod 3600 */ },
+	{ "6 d CA, ARI [4 d, 5 d)", 6 * D, LIFECYCLE_CA, 4 * D, 5 * D, 1 * H, 1000, 4 * D + 1000 },
+	{ "45 d CA, ARI [28 d, 30 d)", 45 * D, LIFECYCLE_CA, 28 * D, 30 * D, 1 * D, 0, 28 * D },
+	{ "90 d CA, ARI [60 d, 62 d)", 90 * D, LIFECYCLE_CA, 60 * D, 62 * D, 1 * D, 12345,
+	  60 * D + 12345 },
+	{ "90 d bootstrap, ARI [60 d, 62 d)", 90 * D, LIFECYCLE_BOOTSTRAP, 60 * D, 62 * D, 1 * D,
+	  2 * D + 7, 60 * D + 7 },
+	{ "398 d CA, ARI [300 d, 301 d)", 398 * D, LIFECYCLE_CA, 300 * D, 301 * D, 0, 86399,
+	  300 * D + 86399 },
+	/* ARI window already started: uniform over what is left of it. */
+	{ "90 d CA, ARI [60 d, 62 d) at 61 d", 90 * D, LIFECYCLE_CA, 60 * D, 62 * D, 61 * D, 99,
+	  61 * D + 99 },
+	/* ARI window in the past: due now. */
+	{ "90 d CA, ARI [10 d, 11 d) at 20 d", 90 * D, LIFECYCLE_CA, 10 * D, 11 * D, 20 * D, 5,
+	  20 * D },
+	{ "6 h CA, ARI [1 h, 2 h) at 2 h", 6 * H, LIFECYCLE_CA, 1 * H, 2 * H, 2 * H, 5, 2 * H },
 };
 
 static void test_renewal_window(void)
 {
 	for (size_t i = 0; i < sizeof(renew_rows) / sizeof(renew_rows[0]); i++) {
 		const struct renew_row *r = &renew_rows[i];
-		struct lifecycle_version v = {NB, NB + r->life, r->origin};
+		struct lifecycle_version v = { NB, NB + r->life, r->origin };
 		int64_t stored, due;
 
 		/* What the order engine / the API store with the version. */
@@ -105,12 +107,12 @@ static void test_renewal_window(void)
 		CHECK(lifecycle_due_at(0, &v, 25) == lifecycle_renew_at(&v, 25));
 	}
 	/* renew_before_days shorter than the cap wins for CA versions too. */
-	CHECK(lifecycle_renew_at(&(struct lifecycle_version){NB, NB + 90 * D, LIFECYCLE_CA}, 7) ==
+	CHECK(lifecycle_renew_at(&(struct lifecycle_version){ NB, NB + 90 * D, LIFECYCLE_CA }, 7) ==
 	      NB + 83 * D);
-	CHECK(lifecycle_renew_at(&(struct lifecycle_version){NB, NB + 6 * D, LIFECYCLE_CA}, 1) ==
+	CHECK(lifecycle_renew_at(&(struct lifecycle_version){ NB, NB + 6 * D, LIFECYCLE_CA }, 1) ==
 	      NB + 5 * D);
 	/* A version with no lifetime is due at its start. */
-	CHECK(lifecycle_renew_at(&(struct lifecycle_version){NB, NB, LIFECYCLE_CA}, 25) == NB);
+	CHECK(lifecycle_renew_at(&(struct lifecycle_version){ NB, NB, LIFECYCLE_CA }, 25) == NB);
 	/* A stored moment outside a (moved) window is redrawn. */
 	CHECK(!lifecycle_ari_kept(NB + 10, NB + 20, NB + 30));
 	CHECK(!lifecycle_ari_kept(NB + 30, NB + 20, NB + 30));
@@ -127,11 +129,11 @@ struct status_row {
 };
 
 static const struct status_row status_rows[] = {
-    {"pending", 0, 0, LIFECYCLE_PENDING},   {"active", 1, 10, LIFECYCLE_ACTIVE},
-    {"active", 1, 0, LIFECYCLE_ACTIVE},	    {"active", 1, -1, LIFECYCLE_EXPIRED},
-    {"renewing", 1, 5, LIFECYCLE_RENEWING}, {"renewing", 1, -5, LIFECYCLE_EXPIRED},
-    {"failed", 1, -5, LIFECYCLE_FAILED},    {"failed", 1, 5, LIFECYCLE_FAILED},
-    {"failed", 0, 0, LIFECYCLE_FAILED},	    {"pending", 1, -5, LIFECYCLE_EXPIRED},
+	{ "pending", 0, 0, LIFECYCLE_PENDING },	  { "active", 1, 10, LIFECYCLE_ACTIVE },
+	{ "active", 1, 0, LIFECYCLE_ACTIVE },	  { "active", 1, -1, LIFECYCLE_EXPIRED },
+	{ "renewing", 1, 5, LIFECYCLE_RENEWING }, { "renewing", 1, -5, LIFECYCLE_EXPIRED },
+	{ "failed", 1, -5, LIFECYCLE_FAILED },	  { "failed", 1, 5, LIFECYCLE_FAILED },
+	{ "failed", 0, 0, LIFECYCLE_FAILED },	  { "pending", 1, -5, LIFECYCLE_EXPIRED },
 };
 
 /* Evaluate one SQL fragment on one row of t(stored, nb, na) with ?1 = now. */
@@ -166,7 +168,7 @@ static void test_status(sqlite3 *h)
 	for (size_t i = 0; i < sizeof(status_rows) / sizeof(status_rows[0]) && st; i++) {
 		const struct status_row *r = &status_rows[i];
 		enum lifecycle_status s =
-		    lifecycle_status(r->stored, r->has_version, now + r->not_after, now);
+			lifecycle_status(r->stored, r->has_version, now + r->not_after, now);
 		CHECK(s == r->want);
 		set_row(h, r->stored, r->has_version, NB, now + r->not_after);
 		sqlite3_bind_int64(st, 1, now);
@@ -189,21 +191,23 @@ struct reminder_row {
 };
 
 static const struct reminder_row reminder_rows[] = {
-    {"6 d at issuance: nothing (no 30-day warning)", 6 * D, 6 * D, LIFECYCLE_REMINDER_NONE, 0},
-    {"6 d, 2 d + 1 s left: nothing yet", 6 * D, 2 * D + 1, LIFECYCLE_REMINDER_NONE, 0},
-    {"6 d, 2 d left: 1/3", 6 * D, 2 * D, 3, 2 * D},
-    {"6 d, 1 d left: 1/6", 6 * D, 1 * D, 6, 1 * D},
-    {"6 d, 4.8 h left: 1/30", 6 * D, 6 * D / 30, 30, 6 * D / 30},
-    {"6 d, 0 s left: 1/30", 6 * D, 0, 30, 6 * D / 30},
-    {"6 d, expired", 6 * D, -1, LIFECYCLE_REMINDER_EXPIRED, 0},
-    {"6 h, 1 h left: 1/6", 6 * H, 1 * H, 6, 1 * H},
-    {"6 h, 3 h left: nothing", 6 * H, 3 * H, LIFECYCLE_REMINDER_NONE, 0},
-    {"45 d, 30 d left: nothing (no 30-day warning)", 45 * D, 30 * D, LIFECYCLE_REMINDER_NONE, 0},
-    {"45 d, 15 d left: 1/3", 45 * D, 15 * D, 3, 15 * D},
-    {"90 d, 29 d left: 1/3", 90 * D, 29 * D, 3, 30 * D},
-    {"90 d, 3 d left: 1/30", 90 * D, 3 * D, 30, 3 * D},
-    {"398 d, 100 d left: 1/3", 398 * D, 100 * D, 3, 398 * D / 3},
-    {"398 d, 60 d left: 1/6", 398 * D, 60 * D, 6, 398 * D / 6},
+	{ "6 d at issuance: nothing (no 30-day warning)", 6 * D, 6 * D, LIFECYCLE_REMINDER_NONE,
+	  0 },
+	{ "6 d, 2 d + 1 s left: nothing yet", 6 * D, 2 * D + 1, LIFECYCLE_REMINDER_NONE, 0 },
+	{ "6 d, 2 d left: 1/3", 6 * D, 2 * D, 3, 2 * D },
+	{ "6 d, 1 d left: 1/6", 6 * D, 1 * D, 6, 1 * D },
+	{ "6 d, 4.8 h left: 1/30", 6 * D, 6 * D / 30, 30, 6 * D / 30 },
+	{ "6 d, 0 s left: 1/30", 6 * D, 0, 30, 6 * D / 30 },
+	{ "6 d, expired", 6 * D, -1, LIFECYCLE_REMINDER_EXPIRED, 0 },
+	{ "6 h, 1 h left: 1/6", 6 * H, 1 * H, 6, 1 * H },
+	{ "6 h, 3 h left: nothing", 6 * H, 3 * H, LIFECYCLE_REMINDER_NONE, 0 },
+	{ "45 d, 30 d left: nothing (no 30-day warning)", 45 * D, 30 * D, LIFECYCLE_REMINDER_NONE,
+	  0 },
+	{ "45 d, 15 d left: 1/3", 45 * D, 15 * D, 3, 15 * D },
+	{ "90 d, 29 d left: 1/3", 90 * D, 29 * D, 3, 30 * D },
+	{ "90 d, 3 d left: 1/30", 90 * D, 3 * D, 30, 3 * D },
+	{ "398 d, 100 d left: 1/3", 398 * D, 100 * D, 3, 398 * D / 3 },
+	{ "398 d, 60 d left: 1/6", 398 * D, 60 * D, 6, 398 * D / 6 },
 };
 
 static void test_reminders(sqlite3 *h)

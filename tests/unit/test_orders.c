@@ -25,8 +25,8 @@
 static struct server_job_outcome run_job(const struct api_ctx *ctx, struct db *db,
 					 const char *tenant_id, const char *order_id)
 {
-	struct server_job_outcome out = {.result = SERVER_JOB_FAIL};
-	struct db_job job = {.id = 1, .kind = "acme_order", .attempts = 1, .owner = "test"};
+	struct server_job_outcome out = { .result = SERVER_JOB_FAIL };
+	struct db_job job = { .id = 1, .kind = "acme_order", .attempts = 1, .owner = "test" };
 
 	snprintf(job.tenant_id, sizeof(job.tenant_id), "%s", tenant_id);
 	job.payload = json_pack("{s:s}", "order_id", order_id);
@@ -42,10 +42,10 @@ static void order_state(sqlite3 *h, char *out, size_t n)
 
 	snprintf(out, n, "(none)");
 	if (sqlite3_prepare_v2(
-		h,
-		"SELECT status || '|' || attempts || '|' || "
-		"ifnull(error_reason, '-') || '|' || updated_at FROM orders WHERE id = ?",
-		-1, &st, NULL) == SQLITE_OK &&
+		    h,
+		    "SELECT status || '|' || attempts || '|' || "
+		    "ifnull(error_reason, '-') || '|' || updated_at FROM orders WHERE id = ?",
+		    -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 1, ORDER_ID, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -89,7 +89,7 @@ int main(void)
 		fprintf(stderr, "test_orders: setup failed: %s\n", err ? err : "");
 		return 1;
 	}
-	struct api_ctx ctx = {.cfg = cfg, .keyring = ring};
+	struct api_ctx ctx = { .cfg = cfg, .keyring = ring };
 	tid = json_string_value(json_object_get(tenant, "id"));
 	sql = cp_aprintf("INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, "
 			 "identifiers, ca, key_type, created_at, updated_at) VALUES ('" ORDER_ID

@@ -50,8 +50,9 @@ static void test_signature_vector(void)
 	/* Verify as a receiver would, with OpenSSL directly. */
 	CHECK(cp_b64_decode(secret + 6, &key, &keylen) == CP_OK);
 	msg = cp_aprintf("%s.%d.%s", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
-	CHECK(key && msg && HMAC(EVP_sha256(), key, (int)keylen, (const uint8_t *)msg,
-				 strlen(msg), mac, &maclen));
+	CHECK(key && msg &&
+	      HMAC(EVP_sha256(), key, (int)keylen, (const uint8_t *)msg, strlen(msg), mac,
+		   &maclen));
 	b64 = cp_b64(mac, maclen);
 	CHECK(b64 && sig && strlen(sig) > 3 && strcmp(sig + 3, b64) == 0);
 	/* A changed body or timestamp no longer verifies. */
@@ -106,8 +107,8 @@ static void *fake_dns_run(void *arg)
 		qend += 5; /* root label, qtype, qclass */
 		memcpy(r, q, qend);
 		r[2] = 0x80 | (q[2] & 0x01); /* QR, RD copied */
-		r[3] = 0x80;                 /* RA, NOERROR */
-		r[4] = 0, r[5] = 1;          /* one question */
+		r[3] = 0x80;		     /* RA, NOERROR */
+		r[4] = 0, r[5] = 1;	     /* one question */
 		r[6] = 0, r[7] = 0;
 		memset(r + 8, 0, 4);
 		size_t len = qend;
@@ -171,27 +172,82 @@ static int open_fds(void)
 static void test_ssrf_hosts(void)
 {
 	static const char *const refused[] = {
-		"127.0.0.1", "127.1.2.3", "0.0.0.0", "0.1.2.3", "10.0.0.1", "10.255.255.255",
-		"100.64.0.1", "100.127.255.254", "169.254.169.254", "172.16.0.1",
-		"172.31.255.255", "192.0.0.8", "192.0.2.1", "192.168.1.1", "198.18.0.1",
-		"198.19.255.1", "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250",
-		"240.0.0.1", "255.255.255.255",
+		"127.0.0.1",
+		"127.1.2.3",
+		"0.0.0.0",
+		"0.1.2.3",
+		"10.0.0.1",
+		"10.255.255.255",
+		"100.64.0.1",
+		"100.127.255.254",
+		"169.254.169.254",
+		"172.16.0.1",
+		"172.31.255.255",
+		"192.0.0.8",
+		"192.0.2.1",
+		"192.168.1.1",
+		"198.18.0.1",
+		"198.19.255.1",
+		"198.51.100.7",
+		"203.0.113.9",
+		"224.0.0.1",
+		"239.255.255.250",
+		"240.0.0.1",
+		"255.255.255.255",
 		/* odd spellings of loopback and metadata */
-		"2130706433", "0x7f.1", "0177.0.0.1", "0x7f000001", "127.1", "0251.0376.0251.0376",
-		"2852039166", "0X7F.0.0.1", "0x7F.1", "017700000001", "0xa9.0xfe.0xa9.0xfe",
+		"2130706433",
+		"0x7f.1",
+		"0177.0.0.1",
+		"0x7f000001",
+		"127.1",
+		"0251.0376.0251.0376",
+		"2852039166",
+		"0X7F.0.0.1",
+		"0x7F.1",
+		"017700000001",
+		"0xa9.0xfe.0xa9.0xfe",
 		/* IPv6 */
-		"::", "::1", "fc00::1", "fd12:3456::1", "fe80::1", "febf::1", "ff02::1",
-		"::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1",
-		"::10.1.1.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
-		"2002:c0a8:0101::1", "2001:db8::1", "2001:0:4136:e378::1", "64:ff9b:1::1",
-		"100::1", "0:0:0:0:0:ffff:7f00:1", "::FFFF:7F00:1",
+		"::",
+		"::1",
+		"fc00::1",
+		"fd12:3456::1",
+		"fe80::1",
+		"febf::1",
+		"ff02::1",
+		"::ffff:127.0.0.1",
+		"::ffff:10.0.0.1",
+		"::ffff:169.254.169.254",
+		"::127.0.0.1",
+		"::10.1.1.1",
+		"64:ff9b::7f00:1",
+		"64:ff9b::a9fe:a9fe",
+		"2002:7f00:1::1",
+		"2002:c0a8:0101::1",
+		"2001:db8::1",
+		"2001:0:4136:e378::1",
+		"64:ff9b:1::1",
+		"100::1",
+		"0:0:0:0:0:ffff:7f00:1",
+		"::FFFF:7F00:1",
 		/* names (RFC 6761: loopback without asking DNS) */
-		"localhost", "LOCALHOST.", "api.localhost",
+		"localhost",
+		"LOCALHOST.",
+		"api.localhost",
 	};
 	static const char *const allowed[] = {
-		"8.8.8.8", "1.1.1.1", "93.184.216.34", "100.128.0.1", "172.32.0.1", "192.169.0.1",
-		"198.20.0.1", "2606:4700:4700::1111", "2a00:1450:4001:81b::200e",
-		"::ffff:8.8.8.8", "64:ff9b::808:808", "2002:0808:0808::1", "134744072",
+		"8.8.8.8",
+		"1.1.1.1",
+		"93.184.216.34",
+		"100.128.0.1",
+		"172.32.0.1",
+		"192.169.0.1",
+		"198.20.0.1",
+		"2606:4700:4700::1111",
+		"2a00:1450:4001:81b::200e",
+		"::ffff:8.8.8.8",
+		"64:ff9b::808:808",
+		"2002:0808:0808::1",
+		"134744072",
 		"0x08.0x08.0x08.0x08",
 	};
 	struct fake_dns silent;
@@ -224,7 +280,8 @@ static void test_ssrf_hosts(void)
 	CHECK(server_ssrf_host_check("", true, &dns, why) == CP_ERR_INVALID && why[0]);
 	took = cp_mono_ms() - t0;
 	if (took >= 200)
-		fprintf(stderr, "numeric checks took %lld ms: something asked DNS\n", (long long)took);
+		fprintf(stderr, "numeric checks took %lld ms: something asked DNS\n",
+			(long long)took);
 	CHECK(took < 200);
 	/* Not numeric ("1.2.3.4.5", trailing garbage): a name, so DNS, so the deadline. */
 	dns.timeout_ms = 200;
@@ -278,7 +335,8 @@ static void test_ssrf_dns_answers(void)
 	CHECK(fake_dns_start(&priv, "10.0.0.7"));
 	CHECK(fake_dns_start(&pub, "93.184.216.34"));
 	{
-		const struct server_ssrf_dns dp = { priv.hostport, 2000 }, dpub = { pub.hostport, 2000 };
+		const struct server_ssrf_dns dp = { priv.hostport, 2000 },
+					     dpub = { pub.hostport, 2000 };
 
 		CHECK(server_ssrf_host_check("inside.example.test", false, &dp, why) ==
 			      CP_ERR_INVALID &&
@@ -327,16 +385,33 @@ static void test_ssrf_short_sockaddr(void)
 static void test_ssrf_urls(void)
 {
 	static const char *const refused[] = {
-		"http://127.0.0.1/hook", "http://10.1.2.3:8080/x", "http://169.254.169.254/latest/",
-		"http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://2130706433/",
-		"http://0x7f.1/", "http://0177.0.0.1/", "http://localhost:9/x",
-		"https://[fe80::1]/", "http://[fd00::1]:8443/", "http://foo.localhost/",
+		"http://127.0.0.1/hook",
+		"http://10.1.2.3:8080/x",
+		"http://169.254.169.254/latest/",
+		"http://[::1]/",
+		"http://[::ffff:127.0.0.1]/",
+		"http://2130706433/",
+		"http://0x7f.1/",
+		"http://0177.0.0.1/",
+		"http://localhost:9/x",
+		"https://[fe80::1]/",
+		"http://[fd00::1]:8443/",
+		"http://foo.localhost/",
 	};
 	static const char *const malformed[] = {
-		"ftp://8.8.8.8/", "file:///etc/passwd", "gopher://8.8.8.8/", "8.8.8.8/hook",
-		"http://", "http:///x", "http://user:pw@8.8.8.8/", "http://8.8.8.8/a b",
-		"http://[fe80::1%25eth0]/", "javascript:alert(1)", "",
-		"http:/8.8.8.8/", "http:8.8.8.8/", /* libcurl takes them; other parsers do not */
+		"ftp://8.8.8.8/",
+		"file:///etc/passwd",
+		"gopher://8.8.8.8/",
+		"8.8.8.8/hook",
+		"http://",
+		"http:///x",
+		"http://user:pw@8.8.8.8/",
+		"http://8.8.8.8/a b",
+		"http://[fe80::1%25eth0]/",
+		"javascript:alert(1)",
+		"",
+		"http:/8.8.8.8/",
+		"http:8.8.8.8/", /* libcurl takes them; other parsers do not */
 	};
 	struct fake_dns silent;
 	struct server_ssrf_dns dns = { .timeout_ms = 2000 };
@@ -413,7 +488,8 @@ static char *make_webhook(struct db *db, const char *tenant, const char *events_
 static char *pending_delivery(struct db *db, const char *w)
 {
 	char *sql = cp_aprintf("SELECT id FROM webhook_deliveries WHERE webhook_id = '%s' "
-			       "AND state = 'pending' ORDER BY seq LIMIT 1", w);
+			       "AND state = 'pending' ORDER BY seq LIMIT 1",
+			       w);
 	sqlite3_stmt *st = NULL;
 	char *id = NULL;
 
@@ -440,19 +516,20 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 	char *all = make_webhook(db, tenant, "[\"*\"]");
 	char *issued = make_webhook(db, tenant, "[\"certificate.issued\"]");
 	char *other = make_webhook(db, tenant, "[\"order.failed\"]");
-	struct db_webhook_attempt a = { .disable_after_failed = 5, .disable_after_seconds = 3 * 86400 };
+	struct db_webhook_attempt a = { .disable_after_failed = 5,
+					.disable_after_seconds = 3 * 86400 };
 	bool disabled = false;
 	char sql[256];
 
 	emit(db, tenant, "certificate.issued");
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'",
-		 all);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'", all);
 	CHECK(count(db, sql) == 1);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'",
-		 issued);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'", issued);
 	CHECK(count(db, sql) == 1);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'",
-		 other);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'", other);
 	CHECK(count(db, sql) == 0);
 	CHECK(count(db, "SELECT count(*) FROM jobs WHERE kind = 'webhook_delivery'") == 2);
 	/* Test events are never fanned out. */
@@ -480,8 +557,10 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 		CHECK(db_webhook_attempt_record(db, d, &a, &disabled) == CP_OK && !disabled);
 		free(d);
 	}
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
-		 "AND disabled_reason LIKE '5 consecutive deliveries failed%%'", issued);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
+		 "AND disabled_reason LIKE '5 consecutive deliveries failed%%'",
+		 issued);
 	CHECK(count(db, sql) == 1);
 	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'webhook.disabled'") == 1);
 	CHECK(count(db, "SELECT count(*) FROM webhook_deliveries WHERE event_type = "
@@ -498,8 +577,10 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 		CHECK(db_webhook_attempt_record(db, d, &a, &disabled) == CP_OK && disabled);
 		free(d);
 	}
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
-		 "AND disabled_reason LIKE '%%410%%'", all);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
+		 "AND disabled_reason LIKE '%%410%%'",
+		 all);
 	CHECK(count(db, sql) == 1);
 
 	/* Re-enabling clears the reason and the counters. */
