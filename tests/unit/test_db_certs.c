@@ -106,8 +106,10 @@ static void test_certificates(void)
 	CHECK_RC(db_certificate_add_version(db, ring, ta, cid, &m, &version), CP_OK);
 	CHECK_RC(db_commit(db), CP_OK);
 	CHECK(version == 1);
-	CHECK(fx_int(db, "SELECT count(*) FROM certificate_versions WHERE key_sealed LIKE "
-			 "'%PRIVATE KEY%'") <= 0);
+	CHECK(fx_int(db, "SELECT count(*) FROM certificate_versions WHERE private_key LIKE "
+			 "'%PRIVATE KEY%'") == 0);
+	CHECK(fx_int(db, "SELECT count(*) FROM certificate_versions WHERE private_key LIKE "
+			 "'cpk1:%'") == 1);
 	CHECK_RC(db_certificate_get(db, ta, cid, &c), CP_OK);
 	CHECK(!strcmp(fx_str(c, "status"), "active"));
 	CHECK(json_integer_value(json_object_get(c, "version")) == 1);
