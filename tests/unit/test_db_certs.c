@@ -747,6 +747,45 @@ static void test_renewal_and_metrics(void)
 	json_decref(p);
 }
 
+/* Deleting tenant ta takes every row it owns with it (and leaves tb's). */
+static void test_tenant_delete(void)
+{
+	static const char *const owned[] = { "certificates", "certificate_versions",
+					     "orders",	     "order_authorizations",
+					     "properties",   "property_hostnames",
+					     "deployments",  "edge_hostnames" };
+	struct db *db = fx.db;
+	char sql[256], cid[CP_UUID_LEN + 1];
+
+	CHECK_RC(cert_create(tb, "b's", "pending", cid), CP_OK);
+	/* There is something to delete in each table. */
+	CHECK(fx_sql(db, "INSERT INTO order_authorizations (order_id, position, url) "
+			 "SELECT id, 0, 'https://ca.test/authz/z' FROM orders LIMIT 1"));
+	for (size_t i = 0; i < CP_ARRAY_LEN(owned); i++) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", owned[i]);
+		CHECK(fx_int(db, sql) > 0);
+	}
+	CHECK_RC(db_tenant_delete(db, ta), CP_OK);
+	for (size_t i = 0; i < CP_ARRAY_LEN(owned); i++) {
+		/* order_authorizations and certificate_versions go by their parent */
+		if (!strcmp(owned[i], "order_authorizations"))
+			snprintf(sql, sizeof(sql),
+				 "SELECT count(*) FROM order_authorizations a WHERE NOT EXISTS "
+				 "(SELECT 1 FROM orders o WHERE o.id = a.order_id)");
+		else if (!strcmp(owned[i], "certificate_versions"))
+			snprintf(sql, sizeof(sql),
+				 "SELECT count(*) FROM certificate_versions v WHERE NOT EXISTS "
+				 "(SELECT 1 FROM certificates c WHERE c.id = v.certificate_id)");
+		else
+			snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE tenant_id = '%s'",
+				 owned[i], ta);
+		if (fx_int(db, sql) != 0)
+			fprintf(stderr, "tenant delete left rows in %s\n", owned[i]);
+		CHECK(fx_int(db, sql) == 0);
+	}
+	CHECK_RC(db_certificate_exists(db, tb, cid), CP_OK);
+}
+
 int main(void)
 {
 	int rc;
@@ -762,6 +801,7 @@ int main(void)
 	test_accounts();
 	test_orders();
 	test_renewal_and_metrics();
+	test_tenant_delete();
 	crypto_keyring_free(ring);
 	crypto_key_free(key);
 	crypto_key_free(key2);
