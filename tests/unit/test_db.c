@@ -42,6 +42,14 @@ static void test_core(void)
 	from = to = -1;
 	CHECK_RC(db_migrate(other, &from, &to), CP_OK);
 	CHECK(from == 0 && to == db_schema_version());
+	/* A schema newer than this binary is refused, not downgraded. */
+	{
+		char *sql = cp_aprintf("PRAGMA user_version = %d", db_schema_version() + 1);
+		CHECK(sql && fx_sql(other, sql));
+		free(sql);
+		CHECK_RC(db_migrate(other, &from, &to), CP_ERR_INVALID);
+		CHECK(from == db_schema_version() + 1);
+	}
 	db_close(other);
 	other = NULL;
 
@@ -74,6 +82,17 @@ static void test_core(void)
 		other = NULL;
 	}
 	CHECK_RC(db_backup(db, dest), CP_ERR_CONFLICT);
+	{
+		/* A symlink at dest is refused and the file behind it is untouched. */
+		char link[192];
+		snprintf(link, sizeof(link), "%s/link.db", fx.dir);
+		CHECK(symlink(dest, link) == 0);
+		CHECK_RC(db_backup(db, link), CP_ERR_CONFLICT);
+		snprintf(link, sizeof(link), "%s/dangling.db", fx.dir);
+		CHECK(symlink("/nonexistent-cp/target.db", link) == 0);
+		CHECK_RC(db_backup(db, link), CP_ERR_CONFLICT);
+		CHECK(access("/nonexistent-cp/target.db", F_OK) != 0);
+	}
 	snprintf(dest, sizeof(dest), "%s/missing/backup.db", fx.dir);
 	CHECK(db_backup(db, dest) != CP_OK);
 	CHECK(access(dest, F_OK) != 0);

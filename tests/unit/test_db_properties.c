@@ -433,6 +433,49 @@ static void test_claims(void)
 	json_decref(names);
 }
 
+/* The usage the quotas count: hostnames over every property of a tenant,
+ * an update replacing what its property holds. */
+static void test_quota_usage(void)
+{
+	struct db *db = fx.db;
+	const int64_t defaults[DB_QUOTA_COUNT] = { 5, 3, 5, 5, 5, 5 };
+	struct db_quota_refusal ref = { 0 };
+	char tc[CP_UUID_LEN + 1], pid[CP_UUID_LEN + 1], edge[CP_UUID_LEN + 1];
+	json_t *e = NULL, *q = NULL;
+
+	CHECK(fx_tenant(db, "c", tc));
+	CHECK_RC(db_edge_hostname_create(db, tc, "c", "edge.c-cdn.test", &e), CP_OK);
+	snprintf(edge, sizeof(edge), "%s", fx_str(e, "id"));
+	json_decref(e);
+	CHECK_RC(prop_create(tc, edge, "c", json_pack("[ss]", "one.c.test", "two.c.test"), 3600,
+			     NULL, pid),
+		 CP_OK);
+	CHECK_RC(db_quota_get(db, tc, defaults, &q), CP_OK);
+	CHECK(json_integer_value(json_object_get(
+		      json_object_get(json_object_get(q, "quotas"), "hostnames"), "used")) == 2);
+	CHECK(json_integer_value(json_object_get(
+		      json_object_get(json_object_get(q, "quotas"), "properties"), "used")) == 1);
+	CHECK(json_integer_value(json_object_get(
+		      json_object_get(json_object_get(q, "quotas"), "edge_hostnames"), "used")) ==
+	      1);
+	json_decref(q);
+	/* A new property of 2 more: 4 > 3. */
+	CHECK_RC(
+		db_quota_check(db, tc, defaults, &(struct db_quota_change){ .hostnames = 2 }, &ref),
+		CP_ERR_CONFLICT);
+	CHECK(ref.quota == DB_QUOTA_HOSTNAMES && ref.limit == 3 && ref.used == 2);
+	/* The same property going from 2 to 3: fits. */
+	CHECK_RC(db_quota_check(db, tc, defaults,
+				&(struct db_quota_change){ .hostnames = 3, .property_id = pid },
+				&ref),
+		 CP_OK);
+	CHECK_RC(db_quota_check(db, tc, defaults,
+				&(struct db_quota_change){ .hostnames = 4, .property_id = pid },
+				&ref),
+		 CP_ERR_CONFLICT);
+	CHECK(ref.quota == DB_QUOTA_HOSTNAMES);
+}
+
 int main(void)
 {
 	if (!fx_open(&fx, "test-db-properties") || !fx_tenant(fx.db, "a", ta) ||
@@ -443,6 +486,7 @@ int main(void)
 	test_edges();
 	test_properties();
 	test_claims();
+	test_quota_usage();
 	fx_close(&fx);
 	return check_exit("test_db_properties");
 }
