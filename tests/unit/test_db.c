@@ -332,10 +332,23 @@ static void test_idem(void)
 	CHECK(claim == DB_IDEM_RESERVED);
 	db_idem_clear(&out);
 
+	/* A response is bytes: an embedded NUL comes back whole. */
+	s.key = "k3";
+	CHECK_RC(db_idem_reserve(db, &s, "req-11", "h1", 60, 86400, &claim, &out), CP_OK);
+	CHECK(claim == DB_IDEM_RESERVED);
+	db_idem_clear(&out);
+	resp.response = "a\0b";
+	resp.response_len = 3;
+	CHECK_RC(db_idem_finish(db, &s, "req-11", &resp), CP_OK);
+	CHECK_RC(db_idem_reserve(db, &s, "req-12", "h1", 60, 86400, &claim, &out), CP_OK);
+	CHECK(claim == DB_IDEM_DONE && out.response_len == 3 && out.response &&
+	      !memcmp(out.response, "a\0b", 3));
+	db_idem_clear(&out);
+
 	/* Purge: everything older than the cutoff. */
-	CHECK(fx_int(db, "SELECT count(*) FROM idempotency") == 4);
+	CHECK(fx_int(db, "SELECT count(*) FROM idempotency") == 5);
 	CHECK_RC(db_idem_purge(db, cp_now() - 3600), CP_OK);
-	CHECK(fx_int(db, "SELECT count(*) FROM idempotency") == 4);
+	CHECK(fx_int(db, "SELECT count(*) FROM idempotency") == 5);
 	CHECK_RC(db_idem_purge(db, cp_now() + 10), CP_OK);
 	CHECK(fx_int(db, "SELECT count(*) FROM idempotency") == 0);
 

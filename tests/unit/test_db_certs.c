@@ -552,6 +552,21 @@ static void test_orders(void)
 	CHECK_RC(db_http01_key_authorization(db, "tok1", "evil.test", &ka), CP_ERR_NOT_FOUND);
 	CHECK_RC(db_http01_key_authorization(db, "nope", "www.a.test", &ka), CP_ERR_NOT_FOUND);
 	CHECK(ka == NULL);
+	/* The CA's spelling of the identifier does not matter; the status does. */
+	CHECK_RC(db_order_authz_add(db, oid, 1, "https://ca.test/authz/2"), CP_OK);
+	patch = json_pack("{s:s,s:s,s:s,s:s,s:s}", "identifier", "Shop.A.test", "status", "pending",
+			  "challenge_type", "http-01", "token", "tok2", "key_authorization",
+			  "tok2.thumb");
+	CHECK_RC(db_order_authz_save(db, oid, 1, patch), CP_OK);
+	json_decref(patch);
+	CHECK_RC(db_http01_key_authorization(db, "tok2", "shop.a.test", &ka), CP_OK);
+	CHECK(ka && !strcmp(ka, "tok2.thumb"));
+	free(ka);
+	ka = NULL;
+	patch = json_pack("{s:s}", "status", "valid");
+	CHECK_RC(db_order_authz_save(db, oid, 1, patch), CP_OK);
+	json_decref(patch);
+	CHECK_RC(db_http01_key_authorization(db, "tok2", "shop.a.test", &ka), CP_ERR_NOT_FOUND);
 
 	/* Reset: the CA side forgotten, the key and attempts kept. */
 	CHECK_RC(db_order_reset(db, oid), CP_OK);
