@@ -107,34 +107,7 @@ cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **ou
 /* Stop claiming, let running jobs finish (or release their leases). */
 void server_workers_stop(struct server_workers *w);
 
-/* ---- webhooks: SSRF guard (ssrf.c) and delivery (webhook_delivery.c) ---- */
-
-struct sockaddr;
-/* True if sa is a global unicast address a callback may reach: false for
- * loopback, private, CGNAT, link-local, documentation, multicast, reserved,
- * unique-local/link-local IPv6 and IPv6 forms embedding such an IPv4. */
-bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len);
-/* Room for the sentence server_ssrf_*_check leave in why. */
-#define SERVER_SSRF_WHY_MAX 128
-/* How the SSRF guard resolves names. */
-struct server_ssrf_dns {
-	const char *resolver; /* dns_resolver "host:port[,...]", or NULL/"" = /etc/resolv.conf */
-	int timeout_ms;	      /* hard deadline for the whole lookup (> 0) */
-};
-/* Resolve host (numeric spellings parsed locally, never sent to DNS; a name
- * through dns, within dns->timeout_ms) and require every address to be
- * allowed (unless allow_private). CP_ERR_INVALID with a sentence in why
- * (also "host did not resolve within N ms" at the deadline); CP_ERR_NOMEM;
- * CP_ERR_INTERNAL for an unusable dns->resolver. */
-cp_rc server_ssrf_host_check(const char *host, bool allow_private,
-			     const struct server_ssrf_dns *dns,
-			     char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
-/* Check a callback URL: absolute http/https, a host, no credentials, at
- * most 2048 printable ASCII characters; with dns (NULL: syntax only),
- * server_ssrf_host_check on its host. CP_ERR_INVALID with a sentence in
- * why (for a 422 on "url"). */
-cp_rc server_ssrf_url_check(const char *url, bool allow_private, const struct server_ssrf_dns *dns,
-			    char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
+/* ---- webhooks: delivery (webhook_delivery.c) ---- */
 
 /* Job kind "webhook_delivery": one attempt at sending one delivery. */
 void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,

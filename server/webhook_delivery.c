@@ -26,6 +26,7 @@
  * are ignored (a proxy would hide the real destination).
  */
 #include "crypto/crypto.h"
+#include "netpolicy/netpolicy.h"
 #include "server/server.h"
 
 #include <stdlib.h>
@@ -83,7 +84,7 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
 	if (purpose != CURLSOCKTYPE_IPCXN)
 		return CURL_SOCKET_BAD;
 	if (!c->allow_private &&
-	    !server_ssrf_addr_allowed(&address->addr, (size_t)address->addrlen)) {
+	    !netpolicy_addr_allowed(&address->addr, (size_t)address->addrlen)) {
 		c->refused = true;
 		return CURL_SOCKET_BAD;
 	}

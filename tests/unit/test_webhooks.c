@@ -29,6 +29,7 @@
 #include "common/common.h"
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
+#include "netpolicy/netpolicy.h"
 #include "server/server.h"
 #include "tests/unit/check.h"
 
@@ -251,15 +252,15 @@ static void test_ssrf_hosts(void)
 		"0x08.0x08.0x08.0x08",
 	};
 	struct fake_dns silent;
-	struct server_ssrf_dns dns = { .timeout_ms = 2000 };
-	char why[SERVER_SSRF_WHY_MAX];
+	struct netpolicy_dns dns = { .timeout_ms = 2000 };
+	char why[NETPOLICY_WHY_MAX];
 	int64_t t0, took;
 
 	CHECK(fake_dns_start(&silent, NULL));
 	dns.resolver = silent.hostport;
 	t0 = cp_mono_ms();
 	for (size_t i = 0; i < CP_ARRAY_LEN(refused); i++) {
-		cp_rc rc = server_ssrf_host_check(refused[i], false, &dns, why);
+		cp_rc rc = netpolicy_host_check(refused[i], false, &dns, why);
 		if (rc != CP_ERR_INVALID)
 			fprintf(stderr, "not refused: %s\n", refused[i]);
 		CHECK(rc == CP_ERR_INVALID && why[0]);
@@ -268,16 +269,16 @@ static void test_ssrf_hosts(void)
 		CHECK(strstr(why, "loopback, private") != NULL);
 	}
 	for (size_t i = 0; i < CP_ARRAY_LEN(allowed); i++) {
-		cp_rc rc = server_ssrf_host_check(allowed[i], false, &dns, why);
+		cp_rc rc = netpolicy_host_check(allowed[i], false, &dns, why);
 		if (rc != CP_OK)
 			fprintf(stderr, "not allowed: %s (%s)\n", allowed[i], why);
 		CHECK(rc == CP_OK);
 	}
 	/* The lab switch lets private addresses through, not garbage. */
-	CHECK(server_ssrf_host_check("127.0.0.1", true, &dns, why) == CP_OK);
-	CHECK(server_ssrf_host_check("::1", true, &dns, why) == CP_OK);
-	CHECK(server_ssrf_host_check("localhost", true, &dns, why) == CP_OK);
-	CHECK(server_ssrf_host_check("", true, &dns, why) == CP_ERR_INVALID && why[0]);
+	CHECK(netpolicy_host_check("127.0.0.1", true, &dns, why) == CP_OK);
+	CHECK(netpolicy_host_check("::1", true, &dns, why) == CP_OK);
+	CHECK(netpolicy_host_check("localhost", true, &dns, why) == CP_OK);
+	CHECK(netpolicy_host_check("", true, &dns, why) == CP_ERR_INVALID && why[0]);
 	took = cp_mono_ms() - t0;
 	if (took >= 200)
 		fprintf(stderr, "numeric checks took %lld ms: something asked DNS\n",
@@ -285,9 +286,9 @@ static void test_ssrf_hosts(void)
 	CHECK(took < 200);
 	/* Not numeric ("1.2.3.4.5", trailing garbage): a name, so DNS, so the deadline. */
 	dns.timeout_ms = 200;
-	CHECK(server_ssrf_host_check("1.2.3.4.5", true, &dns, why) == CP_ERR_INVALID &&
+	CHECK(netpolicy_host_check("1.2.3.4.5", true, &dns, why) == CP_ERR_INVALID &&
 	      strcmp(why, "host did not resolve within 200 ms") == 0);
-	CHECK(server_ssrf_host_check("no-such-host.invalid", true, &dns, why) == CP_ERR_INVALID &&
+	CHECK(netpolicy_host_check("no-such-host.invalid", true, &dns, why) == CP_ERR_INVALID &&
 	      strcmp(why, "host did not resolve within 200 ms") == 0);
 	fake_dns_stop(&silent);
 }
@@ -302,15 +303,15 @@ static void test_ssrf_dns_deadline(void)
 {
 	static const int budgets[] = { 300, 1000 };
 	struct fake_dns silent;
-	char why[SERVER_SSRF_WHY_MAX], want[SERVER_SSRF_WHY_MAX];
+	char why[NETPOLICY_WHY_MAX], want[NETPOLICY_WHY_MAX];
 	int fds;
 
 	CHECK(fake_dns_start(&silent, NULL));
 	fds = open_fds();
 	for (size_t i = 0; i < CP_ARRAY_LEN(budgets); i++) {
-		const struct server_ssrf_dns dns = { silent.hostport, budgets[i] };
+		const struct netpolicy_dns dns = { silent.hostport, budgets[i] };
 		int64_t t0 = cp_mono_ms(), took;
-		cp_rc rc = server_ssrf_url_check("https://hooks.slow.test/x", false, &dns, why);
+		cp_rc rc = netpolicy_url_check("https://hooks.slow.test/x", false, &dns, why);
 
 		took = cp_mono_ms() - t0;
 		snprintf(want, sizeof(want), "host did not resolve within %d ms", budgets[i]);
@@ -330,19 +331,19 @@ static void test_ssrf_dns_deadline(void)
 static void test_ssrf_dns_answers(void)
 {
 	struct fake_dns priv, pub;
-	char why[SERVER_SSRF_WHY_MAX];
+	char why[NETPOLICY_WHY_MAX];
 
 	CHECK(fake_dns_start(&priv, "10.0.0.7"));
 	CHECK(fake_dns_start(&pub, "93.184.216.34"));
 	{
-		const struct server_ssrf_dns dp = { priv.hostport, 2000 },
-					     dpub = { pub.hostport, 2000 };
+		const struct netpolicy_dns dp = { priv.hostport, 2000 },
+					   dpub = { pub.hostport, 2000 };
 
-		CHECK(server_ssrf_host_check("inside.example.test", false, &dp, why) ==
+		CHECK(netpolicy_host_check("inside.example.test", false, &dp, why) ==
 			      CP_ERR_INVALID &&
 		      strstr(why, "loopback, private") != NULL);
-		CHECK(server_ssrf_host_check("inside.example.test", true, &dp, why) == CP_OK);
-		CHECK(server_ssrf_url_check("https://hooks.example.test/in", false, &dpub, why) ==
+		CHECK(netpolicy_host_check("inside.example.test", true, &dp, why) == CP_OK);
+		CHECK(netpolicy_url_check("https://hooks.example.test/in", false, &dpub, why) ==
 		      CP_OK);
 	}
 	fake_dns_stop(&priv);
@@ -351,10 +352,10 @@ static void test_ssrf_dns_answers(void)
 	 * says about a reserved name (NXDOMAIN, unreachable, silence), it is a 422
 	 * within the budget. */
 	{
-		const struct server_ssrf_dns sys = { NULL, 1000 };
+		const struct netpolicy_dns sys = { NULL, 1000 };
 		int64_t t0 = cp_mono_ms();
 
-		CHECK(server_ssrf_host_check("no-such-host.invalid", true, &sys, why) ==
+		CHECK(netpolicy_host_check("no-such-host.invalid", true, &sys, why) ==
 			      CP_ERR_INVALID &&
 		      (strcmp(why, "host did not resolve within 1000 ms") == 0 ||
 		       strcmp(why, "host does not resolve") == 0));
@@ -372,14 +373,14 @@ static void test_ssrf_short_sockaddr(void)
 	CHECK(one != NULL);
 	if (one) {
 		one[0] = AF_INET;
-		CHECK(!server_ssrf_addr_allowed((const struct sockaddr *)one, 1));
+		CHECK(!netpolicy_addr_allowed((const struct sockaddr *)one, 1));
 		free(one);
 	}
 	in.sin_addr.s_addr = htonl(0x08080808);
-	CHECK(server_ssrf_addr_allowed((const struct sockaddr *)&in, sizeof(in)));
-	CHECK(!server_ssrf_addr_allowed((const struct sockaddr *)&in, sizeof(in) - 1));
-	CHECK(!server_ssrf_addr_allowed((const struct sockaddr *)&in, 0));
-	CHECK(!server_ssrf_addr_allowed(NULL, sizeof(in)));
+	CHECK(netpolicy_addr_allowed((const struct sockaddr *)&in, sizeof(in)));
+	CHECK(!netpolicy_addr_allowed((const struct sockaddr *)&in, sizeof(in) - 1));
+	CHECK(!netpolicy_addr_allowed((const struct sockaddr *)&in, 0));
+	CHECK(!netpolicy_addr_allowed(NULL, sizeof(in)));
 }
 
 static void test_ssrf_urls(void)
@@ -414,29 +415,29 @@ static void test_ssrf_urls(void)
 		"http:8.8.8.8/", /* libcurl takes them; other parsers do not */
 	};
 	struct fake_dns silent;
-	struct server_ssrf_dns dns = { .timeout_ms = 2000 };
-	char why[SERVER_SSRF_WHY_MAX];
+	struct netpolicy_dns dns = { .timeout_ms = 2000 };
+	char why[NETPOLICY_WHY_MAX];
 
 	CHECK(fake_dns_start(&silent, NULL));
 	dns.resolver = silent.hostport;
 	for (size_t i = 0; i < CP_ARRAY_LEN(refused); i++) {
-		cp_rc rc = server_ssrf_url_check(refused[i], false, &dns, why);
+		cp_rc rc = netpolicy_url_check(refused[i], false, &dns, why);
 		if (rc != CP_ERR_INVALID)
 			fprintf(stderr, "URL not refused: %s\n", refused[i]);
 		CHECK(rc == CP_ERR_INVALID && why[0]);
 		/* With private networks allowed they pass (numeric or localhost: no DNS). */
-		CHECK(server_ssrf_url_check(refused[i], true, &dns, why) == CP_OK);
+		CHECK(netpolicy_url_check(refused[i], true, &dns, why) == CP_OK);
 	}
 	for (size_t i = 0; i < CP_ARRAY_LEN(malformed); i++) {
-		cp_rc rc = server_ssrf_url_check(malformed[i], true, &dns, why);
+		cp_rc rc = netpolicy_url_check(malformed[i], true, &dns, why);
 		if (rc != CP_ERR_INVALID)
 			fprintf(stderr, "URL not rejected: %s\n", malformed[i]);
 		CHECK(rc == CP_ERR_INVALID && why[0]);
 	}
-	CHECK(server_ssrf_url_check("https://8.8.8.8/hooks?x=1", false, &dns, why) == CP_OK);
-	CHECK(server_ssrf_url_check("http://[2606:4700:4700::1111]:8080/", false, &dns, why) ==
+	CHECK(netpolicy_url_check("https://8.8.8.8/hooks?x=1", false, &dns, why) == CP_OK);
+	CHECK(netpolicy_url_check("http://[2606:4700:4700::1111]:8080/", false, &dns, why) ==
 	      CP_OK);
-	CHECK(server_ssrf_url_check("https://name.example.test/", false, NULL, why) == CP_OK);
+	CHECK(netpolicy_url_check("https://name.example.test/", false, NULL, why) == CP_OK);
 	fake_dns_stop(&silent);
 }
 
