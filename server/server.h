@@ -60,10 +60,11 @@ void server_metrics_request(const struct server_route *route, const char *method
 			    double seconds);
 /* Count one webhook delivery attempt by outcome ("success", "failure", ...). */
 void server_metrics_delivery(const char *outcome);
-/* Prometheus text for GET /metrics; new string (NULL on OOM). */
-char *server_metrics_render(struct db *db);
-/* GET /metrics: the Prometheus text; the operator key unless metrics_public. */
-void server_metrics_handler(struct api_req *req, struct api_resp *resp);
+/* Prometheus text for GET /metrics: the request and delivery counters, the
+ * database's counts (db may be NULL: left out) and the process's (ctx may
+ * be NULL: left out); new string (NULL on OOM). main.c puts it in
+ * api_ctx.metrics_render for the handler (api/metrics.c). */
+char *server_metrics_render(struct db *db, const struct api_ctx *ctx);
 
 /* ---- hostname verification (claims.c) ---- */
 
