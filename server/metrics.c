@@ -15,9 +15,9 @@
  *   samples, never an error.
  *
  * Who may scrape: the operator key, or anyone on the API listener when
- * metrics_public is true (checked in api/metrics.c; scrapers usually carry no bearer token; the
- * numbers are counts, never tenant data, but they do reveal the fleet's
- * size, so it is off by default).
+ * metrics_public is true (checked in api/metrics.c; scrapers usually carry
+ * no bearer token; the numbers are counts, never tenant data, but they do
+ * reveal the fleet's size, so it is off by default).
  */
 #include "server/server.h"
 
