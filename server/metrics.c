@@ -19,7 +19,7 @@
  * no bearer token; the numbers are counts, never tenant data, but they do
  * reveal the fleet's size, so it is off by default).
  */
-#include "server/server.h"
+#include "server/server_internal.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>

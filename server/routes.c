@@ -5,7 +5,7 @@
  * whether it may wait on the network (run off the listener threads). openapi.yaml must describe
  * exactly these routes; tests/e2e/test_openapi.py checks that they agree.
  */
-#include "server/server.h"
+#include "server/server_internal.h"
 
 #include <string.h>
 

@@ -11,6 +11,7 @@
  * every scheduler_interval_seconds; those tasks only enqueue jobs, so every
  * piece of real work is durable and survives a crash.
  */
+#include "claims/claims.h"
 #include "server/server_internal.h"
 
 #include <pthread.h>
@@ -22,14 +23,6 @@
 
 /* How long a claim is valid; long jobs extend it with db_job_extend. */
 #define LEASE_SECONDS 120
-
-/* Housekeeping: idempotency records live 24 hours. */
-static void tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
-{
-	(void)ctx;
-	if (db_idem_purge(db, cp_now() - 86400) != CP_OK)
-		cp_logf(CP_LOG_WARN, "scheduler.purge", "idempotency purge failed");
-}
 
 /*
  * Job kinds, their handlers and their lanes: the one table that decides
@@ -47,7 +40,7 @@ static const struct {
 } job_kinds[] = {
 	{ "webhook_delivery", server_job_webhook_delivery, LANE_WEBHOOK },
 	{ "acme_order", server_job_acme_order, LANE_ACME },
-	{ "hostname_verify", server_job_hostname_verify, LANE_ACME },
+	{ CLAIMS_JOB_KIND, server_job_hostname_verify, LANE_ACME },
 	/* JOB KINDS: { "kind", handler, lane (NULL = general) }, */
 	{ NULL, NULL, NULL },
 };
@@ -89,7 +82,7 @@ static const char *job_lane(const char *kind)
 
 /* Periodic tasks run by the scheduler. */
 static const server_tick_fn ticks[] = {
-	tick_purge_idempotency, server_tick_cert_reminders, server_tick_renew,
+	server_tick_purge_idempotency, server_tick_cert_reminders, server_tick_renew,
 	server_tick_hostname_claims,
 	/* TICKS */
 };

@@ -30,7 +30,6 @@
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 #include "netpolicy/netpolicy.h"
-#include "server/server.h"
 #include "tests/unit/check.h"
 
 /* ---- Standard Webhooks ---- */
