@@ -3,7 +3,7 @@
  * deployments.
  *
  * A property holds 1..100 hostnames, each a claim of its tenant (pending
- * until DNS verifies it, see db/hostname_claims.c and server/claims.c): a
+ * until DNS verifies it, see db/hostname_claims.c and claims/claims.c): a
  * hostname another tenant has verified is a 409, a name of the edge zone a
  * 422, another tenant's pending claim blocks nothing. Every write queues the
  * property's verification job (never DNS on the API thread). It points at
