@@ -79,16 +79,9 @@ typedef void (*server_tick_fn)(const struct api_ctx *ctx, struct db *db);
  * (webhook_delivery.c). */
 void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 				 struct server_job_outcome *out);
-/* Job kind CLAIMS_JOB_KIND ("hostname_verify"): check every claim of a
- * property ({"property_id"}; hostname_verify.c). */
-void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct db_job *job,
-				struct server_job_outcome *out);
-/* Scheduler ticks (ticks.c): certificate.expiring / certificate.expired
- * reminders; release expired pending claims and queue the re-checks due;
- * purge idempotency records older than 24 hours. */
+/* Scheduler tick (ticks.c): certificate.expiring / certificate.expired
+ * reminders. */
 void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
-void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db);
-void server_tick_purge_idempotency(const struct api_ctx *ctx, struct db *db);
 
 /* ---- net pool (netpool.c): API requests that wait on the network ---- */
 
@@ -139,5 +132,10 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 int64_t server_renew_backoff(const struct cp_config *cfg, int n);
 /* Scheduler tick: start the renewal orders that are due. */
 void server_tick_renew(const struct api_ctx *ctx, struct db *db);
+/* Job kind "hostname_verify": check every claim of a property ({"property_id"}). */
+void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+				struct server_job_outcome *out);
+/* Scheduler tick: release expired pending claims, queue the re-checks due. */
+void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db);
 
 #endif

@@ -1,9 +1,9 @@
 /*
  * ticks.c - the scheduler's periodic tasks outside the ACME engine:
- * certificate expiry reminders, hostname-claim expiry and re-checks, and
- * housekeeping (the renewal tick is renew.c's, next to the engine it
- * feeds). workers.c runs every server_tick_fn of its table each
- * scheduler_interval_seconds. A tick only writes rows and enqueues jobs,
+ * certificate expiry reminders, hostname-claim expiry and re-checks (the
+ * renewal tick is renew.c's, next to the engine it feeds; housekeeping
+ * purges are workers.c's own). workers.c runs every server_tick_fn of its
+ * table each scheduler_interval_seconds. A tick only writes rows and enqueues jobs,
  * in bounded batches, so a pass is short and its work is durable.
  */
 #include "claims/claims.h"
@@ -30,14 +30,6 @@ void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db)
 		cp_logf(CP_LOG_WARN, "scheduler.reminders", "expiry reminders: %s", cp_rc_str(rc));
 	if (total > 0)
 		cp_log_json(CP_LOG_INFO, "scheduler.reminders", json_pack("{s:i}", "sent", total));
-}
-
-/* Housekeeping: idempotency records live 24 hours. */
-void server_tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
-{
-	(void)ctx;
-	if (db_idem_purge(db, cp_now() - 86400) != CP_OK)
-		cp_logf(CP_LOG_WARN, "scheduler.purge", "idempotency purge failed");
 }
 
 /* Release expired pending claims and queue the re-checks due. */

@@ -24,6 +24,14 @@
 /* How long a claim is valid; long jobs extend it with db_job_extend. */
 #define LEASE_SECONDS 120
 
+/* Housekeeping: idempotency records live 24 hours. */
+static void tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
+{
+	(void)ctx;
+	if (db_idem_purge(db, cp_now() - 86400) != CP_OK)
+		cp_logf(CP_LOG_WARN, "scheduler.purge", "idempotency purge failed");
+}
+
 /*
  * Job kinds, their handlers and their lanes: the one table that decides
  * which pool of workers runs a kind. Webhook deliveries wait on receivers
@@ -82,7 +90,7 @@ static const char *job_lane(const char *kind)
 
 /* Periodic tasks run by the scheduler. */
 static const server_tick_fn ticks[] = {
-	server_tick_purge_idempotency, server_tick_cert_reminders, server_tick_renew,
+	tick_purge_idempotency, server_tick_cert_reminders, server_tick_renew,
 	server_tick_hostname_claims,
 	/* TICKS */
 };
