@@ -553,6 +553,11 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
  * {reason, detail}|null, attempts, next_attempt_at, dns01_deadline,
  * metadata, created_at, updated_at, completed_at}. */
 cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* The statuses of an order in flight (not yet valid, failed or canceled),
+ * as an SQL list: the one place the set is spelled. */
+#define DB_ORDER_IN_FLIGHT_SQL "('pending', 'validating', 'issuing')"
+/* Whether status is one of DB_ORDER_IN_FLIGHT_SQL's (NULL: false). */
+bool db_order_status_in_flight(const char *status);
 /* The certificate's order in flight (API shape), or CP_ERR_NOT_FOUND. */
 cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
 			 json_t **out) CP_WUR;

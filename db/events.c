@@ -52,40 +52,21 @@ cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, stru
 		    struct db_list *out)
 {
 	static const char sql_all[] = "SELECT seq, " EVENT_JSON " FROM events "
-				      "WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+				      "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
 	static const char sql_type[] = "SELECT seq, " EVENT_JSON " FROM events "
-				       "WHERE tenant_id = ?1 AND seq > ?2 AND type = ?4 "
-				       "ORDER BY seq LIMIT ?3";
-	sqlite3_stmt *st = db_stmt(db, type ? sql_type : sql_all);
+				       "WHERE tenant_id = ?1 AND seq > ?3 AND type = ?5 "
+				       "ORDER BY seq LIMIT ?4";
+	sqlite3_stmt *st = db_stmt_page(db, type ? sql_type : sql_all, tenant_id, NULL, pg);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
 	if (type)
-		db_bind_text(st, 4, type);
+		db_bind_text(st, 5, type);
 	return db_fetch_page(db, st, pg.limit, out);
 }
 
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq)
 {
-	static const char sql[] = "SELECT seq FROM events WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*seq = sqlite3_column_int64(st, 0);
-		rc = CP_OK;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
-	sqlite3_reset(st);
-	return rc;
+	static const char sql[] = "SELECT seq FROM events WHERE tenant_id = ?1 AND id = ?2";
+	return db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, id), seq);
 }

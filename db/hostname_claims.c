@@ -58,14 +58,12 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 		"DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
 	static const char sql_bump[] = "UPDATE properties SET version = version + 1, "
 				       "updated_at = ? WHERE id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql_del);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql_del, tenant_id, hostname);
 	json_t *data = NULL;
 	cp_rc rc;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
@@ -253,13 +251,7 @@ cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, j
 		"c.method, 'token', c.token, 'edge_hostname', e.hostname) FROM property_hostnames c "
 		"JOIN properties p ON p.id = c.property_id JOIN edge_hostnames e ON e.id = "
 		"p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
-	return db_fetch_json(db, st, out);
+	return db_get_scoped(db, sql, tenant_id, hostname, out);
 }
 
 cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,

@@ -50,13 +50,11 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 		"INSERT INTO jobs (kind, tenant_id, payload, dedupe_key, run_at, created_at, "
 		"updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
 		"ON CONFLICT (dedupe_key) DO NOTHING";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, tenant_id);
 	int64_t now = cp_now();
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, kind);
-	db_bind_text(st, 2, tenant_id);
 	if (payload)
 		db_bind_json(st, 3, payload);
 	else
@@ -73,12 +71,10 @@ cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)
 {
 	static const char sql[] = "UPDATE jobs SET lane = ?2 WHERE state IN ('queued', 'running') "
 				  "AND kind = ?1 AND lane != ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, lane);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, kind);
-	db_bind_text(st, 2, lane);
 	return db_exec_stmt(db, st);
 }
 

@@ -34,39 +34,21 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 
 cp_rc db_tenant_get(struct db *db, const char *id, json_t **out)
 {
-	static const char sql[] = "SELECT " TENANT_JSON " FROM tenants WHERE id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	return db_fetch_json(db, st, out);
+	static const char sql[] = "SELECT " TENANT_JSON " FROM tenants WHERE id = ?2";
+	return db_get_scoped(db, sql, NULL, id, out);
 }
 
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out)
 {
 	static const char sql[] =
-		"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq > ? ORDER BY seq LIMIT ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, pg.after);
-	sqlite3_bind_int(st, 2, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+		"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq > ?3 ORDER BY seq LIMIT ?4";
+	return db_list_scoped(db, sql, NULL, NULL, pg, out);
 }
 
 cp_rc db_tenant_delete(struct db *db, const char *id)
 {
-	static const char sql[] = "DELETE FROM tenants WHERE id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	rc = db_exec_one(db, st);
-	return rc;
+	static const char sql[] = "DELETE FROM tenants WHERE id = ?2";
+	return db_delete_scoped(db, sql, NULL, id);
 }
 
 cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, const char *key_hash,
@@ -93,29 +75,14 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 	static const char sql[] = "SELECT seq, " APIKEY_JSON " FROM api_keys "
-				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+				  "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
 }
 
 cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id)
 {
-	static const char sql[] = "DELETE FROM api_keys WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	rc = db_exec_one(db, st);
-	return rc;
+	static const char sql[] = "DELETE FROM api_keys WHERE tenant_id = ?1 AND id = ?2";
+	return db_delete_scoped(db, sql, tenant_id, id);
 }
 
 cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UUID_LEN + 1],
@@ -131,9 +98,8 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	db_bind_text(st, 1, key_hash);
 	r = sqlite3_step(st);
 	if (r == SQLITE_ROW) {
-		snprintf(tenant_id, CP_UUID_LEN + 1, "%s",
-			 (const char *)sqlite3_column_text(st, 0));
-		snprintf(key_id, CP_UUID_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 1));
+		db_column_copy(st, 0, tenant_id, CP_UUID_LEN + 1);
+		db_column_copy(st, 1, key_id, CP_UUID_LEN + 1);
 		rc = CP_OK;
 	} else if (r != SQLITE_DONE) {
 		rc = db_rc(db, r);
