@@ -451,22 +451,12 @@ void api_certificates_list(struct api_req *req, struct api_resp *resp)
 		f.hostname = host;
 	}
 	rc = db_certificate_list(req->db, req->tenant_id, &f, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "certificate");
 }
 
 void api_certificates_get(struct api_req *req, struct api_resp *resp)
 {
-	json_t *cert = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
-	api_reply(resp, 200, cert);
+	api_get_resource(req, resp, db_certificate_get, "certificate");
 }
 
 void api_certificates_versions(struct api_req *req, struct api_resp *resp)
@@ -481,9 +471,7 @@ void api_certificates_versions(struct api_req *req, struct api_resp *resp)
 	rc = db_certificate_exists(req->db, req->tenant_id, req->params[0]);
 	if (rc == CP_OK)
 		rc = db_certificate_versions(req->db, req->tenant_id, req->params[0], pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "certificate");
 }
 
 void api_certificates_pem(struct api_req *req, struct api_resp *resp)

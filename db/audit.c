@@ -20,14 +20,11 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 	static const char sql[] =
 		"INSERT INTO audit_log (id, tenant_id, actor, action, resource_type, resource_id, "
 		"detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, actor);
 	db_bind_text(st, 4, action);
 	db_bind_text(st, 5, resource_type);

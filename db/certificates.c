@@ -82,13 +82,10 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 		"key_type, hostnames, challenge, ca, metadata, created_at, updated_at) "
 		"SELECT ?1, id, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, '[]'), ?10, ?11, "
 		"coalesce(?12, '{}'), ?13, ?13 FROM tenants WHERE id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id_out, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id_out);
-	db_bind_text(st, 1, id_out);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, in->name);
 	db_bind_text(st, 4, in->type ? in->type : "server");
 	db_bind_text(st, 5, in->source);
@@ -248,16 +245,12 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		goto out;
-	st = db_stmt(db, upd);
-	if (!st) {
-		rc = CP_ERR_INTERNAL;
-		goto out;
+	st = db_stmt_keyed(db, upd, tenant_id, id);
+	if (st) {
+		sqlite3_bind_int(st, 3, version);
+		bind_time(st, 4, renew_after);
+		sqlite3_bind_int64(st, 5, now);
 	}
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	sqlite3_bind_int(st, 3, version);
-	bind_time(st, 4, renew_after);
-	sqlite3_bind_int64(st, 5, now);
 	rc = db_exec_one(db, st);
 	if (rc == CP_OK && version_out)
 		*version_out = version;

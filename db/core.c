@@ -299,6 +299,13 @@ sqlite3_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, cons
 	return st;
 }
 
+sqlite3_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
+			      const char *k2)
+{
+	cp_uuid(id);
+	return db_stmt_keyed(db, sql, id, k2);
+}
+
 cp_rc db_get_scoped(struct db *db, const char *sql, const char *tenant_id, const char *id,
 		    json_t **out)
 {

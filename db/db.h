@@ -247,6 +247,12 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 
 /* ---- events (the outbox) ---- */
 
+/* Every event type certplane emits (the API's filter and the types a
+ * webhook may subscribe to), NULL-terminated: the one list of them. */
+#define DB_EVENT_TYPES_COUNT 12
+extern const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1];
+/* Whether type is one of db_event_types (NULL: false). */
+bool db_event_type_known(const char *type);
 /* Write event {"type", "timestamp", "data"} for tenant_id in the current
  * transaction; data is borrowed. id_out (may be NULL) gets the event id.
  * Webhook deliveries for the tenant's subscribed endpoints are queued in

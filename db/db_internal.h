@@ -48,9 +48,14 @@ cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *
  * statement cache keys on its address).
  */
 /* db_stmt with ?1 = k1 and ?2 = k2 bound as text (NULL binds SQL NULL).
+ * A NULL key for a parameter the statement does not have is a no-op.
  * Borrowed; NULL on error (the fetch/exec helpers turn that into
  * CP_ERR_INTERNAL, so a caller may pass the result straight on). */
 sqlite3_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, const char *k2);
+/* db_stmt_keyed for a new row: a fresh UUID is written to id and bound at
+ * ?1, k2 at ?2. */
+sqlite3_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
+			      const char *k2);
 /* The one JSON object row of sql for (tenant_id, id): CP_OK with *out
  * (owned by the caller), CP_ERR_NOT_FOUND, or another error. */
 cp_rc db_get_scoped(struct db *db, const char *sql, const char *tenant_id, const char *id,

@@ -9,6 +9,30 @@
 
 #define EVENT_JSON "json_insert(payload, '$.id', id)"
 
+const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1] = {
+	"certificate.issued",
+	"certificate.renewed",
+	"certificate.renewal_failed",
+	"certificate.expiring",
+	"certificate.expired",
+	"order.dns_challenge_required",
+	"order.dns_challenge_completed",
+	"order.failed",
+	"webhook.test",
+	"webhook.disabled",
+	"property.hostname_released",
+	"property.hostname_unverified",
+	NULL,
+};
+
+bool db_event_type_known(const char *type)
+{
+	for (size_t i = 0; type && db_event_types[i]; i++)
+		if (strcmp(db_event_types[i], type) == 0)
+			return true;
+	return false;
+}
+
 /* Hook for webhook fan-out, defined in webhooks.c of this module. */
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type);

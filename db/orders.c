@@ -211,13 +211,9 @@ cp_rc db_order_reset(struct db *db, const char *id)
 		"UPDATE orders SET status = 'pending', account_url = NULL, order_url = NULL, "
 		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ? "
 		"WHERE id = ?";
-	sqlite3_stmt *st = db_stmt(db, del);
-	cp_rc rc;
+	sqlite3_stmt *st;
+	cp_rc rc = db_exec_stmt(db, db_stmt_keyed(db, del, id, NULL));
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
 	st = db_stmt(db, upd);

@@ -139,15 +139,12 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 		"INSERT INTO properties (id, tenant_id, name, edge_hostname_id, certificate_id, "
 		"certificate_renew_automation, version, created_at, updated_at) "
 		"VALUES (?, ?, ?, ?, ?, ?, 1, ?7, ?7)";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 	cp_rc rc;
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, in->name);
 	db_bind_text(st, 4, in->edge_hostname_id);
 	db_bind_text(st, 5, in->certificate_id);
@@ -226,14 +223,11 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 		"SELECT ?1, p.tenant_id, p.id, ?2, p.version, " PROP_HOSTNAMES
 		", p.certificate_id, ?3 "
 		"FROM properties p WHERE p.tenant_id = ?4 AND p.id = ?5 RETURNING " DEPLOY_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, environment);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, environment);
 	sqlite3_bind_int64(st, 3, cp_now());
 	db_bind_text(st, 4, tenant_id);
 	db_bind_text(st, 5, property_id);

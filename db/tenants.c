@@ -20,14 +20,11 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 {
 	static const char sql[] = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) "
 				  "RETURNING " TENANT_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, name);
 	sqlite3_bind_int64(st, 3, cp_now());
 	return db_fetch_json(db, st, out);
 }
@@ -57,14 +54,11 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 	static const char sql[] =
 		"INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at) "
 		"SELECT ?, id, ?, ?, ?, ? FROM tenants WHERE id = ? RETURNING " APIKEY_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, name);
 	db_bind_text(st, 3, key_hash);
 	db_bind_text(st, 4, prefix);
 	sqlite3_bind_int64(st, 5, cp_now());

@@ -149,17 +149,14 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 		"next_attempt_at, created_at, updated_at) "
 		"SELECT ?1, tenant_id, id, ?4, ?5, ?6, ?6, ?6 FROM webhooks "
 		"WHERE tenant_id = ?2 AND id = ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1], dedupe[64];
 	json_t *payload = NULL;
 	int64_t now = cp_now();
 	cp_rc rc;
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, webhook_id);
 	db_bind_text(st, 4, event_id);
 	db_bind_text(st, 5, type);
@@ -282,12 +279,11 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.enabled, "
 		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
 	int r;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, delivery_id);
 	r = sqlite3_step(st);
 	if (r == SQLITE_ROW) {
 		db_column_copy(st, 0, c->state, sizeof(c->state));
