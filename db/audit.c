@@ -70,36 +70,29 @@ static cp_rc idem_read(struct db *db, const struct db_idem_scope *scope, enum db
 				  "FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
 				  "method = ?3 AND path = ?4 AND key = ?5";
 	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	cp_rc rc;
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	idem_bind_scope(st, scope);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0
-				 ? DB_IDEM_DONE
-				 : DB_IDEM_PENDING;
-		snprintf(out->body_hash, sizeof(out->body_hash), "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		out->status = sqlite3_column_int(st, 2);
-		out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 3));
-		out->response_len = (size_t)sqlite3_column_bytes(st, 4);
-		out->response = malloc(out->response_len + 1);
-		if (out->response) {
-			if (out->response_len)
-				memcpy(out->response, sqlite3_column_blob(st, 4),
-				       out->response_len);
-			out->response[out->response_len] = '\0';
-		}
-		rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
-		if (rc != CP_OK)
-			db_idem_clear(out);
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
+	if (st)
+		idem_bind_scope(st, scope);
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0 ? DB_IDEM_DONE
+									       : DB_IDEM_PENDING;
+	db_column_copy(st, 1, out->body_hash, sizeof(out->body_hash));
+	out->status = sqlite3_column_int(st, 2);
+	out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 3));
+	out->response_len = (size_t)sqlite3_column_bytes(st, 4);
+	out->response = malloc(out->response_len + 1);
+	if (out->response) {
+		if (out->response_len)
+			memcpy(out->response, sqlite3_column_blob(st, 4), out->response_len);
+		out->response[out->response_len] = '\0';
 	}
 	sqlite3_reset(st);
+	rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
+	if (rc != CP_OK)
+		db_idem_clear(out);
 	return rc;
 }
 

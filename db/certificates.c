@@ -107,21 +107,16 @@ static cp_rc next_version(struct db *db, const char *tenant_id, const char *id, 
 		"SELECT c.version, (SELECT coalesce(max(version), 0) FROM certificate_versions "
 		"WHERE certificate_id = c.id) FROM certificates c WHERE c.tenant_id = ? AND c.id = ?";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	cp_rc rc = db_step_row(db, st);
+	int cur, max;
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		int cur = sqlite3_column_int(st, 0), max = sqlite3_column_int(st, 1);
-		*out = (cur > max ? cur : max) + 1;
-		rc = CP_OK;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
+	if (rc != CP_OK)
+		return rc;
+	cur = sqlite3_column_int(st, 0);
+	max = sqlite3_column_int(st, 1);
 	sqlite3_reset(st);
-	return rc;
+	*out = (cur > max ? cur : max) + 1;
+	return CP_OK;
 }
 
 /* A version's material read once: the leaf's facts and the key as PKCS#8. */
@@ -367,28 +362,22 @@ static cp_rc current_version_row(struct db *db, const char *sql, const char *ten
 				 const char *id, char **a, char **b)
 {
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	cp_rc rc = db_step_row(db, st);
 
 	*a = *b = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
-			rc = CP_ERR_CONFLICT;
-		} else {
-			*a = cp_strdup((const char *)sqlite3_column_text(st, 0));
-			*b = cp_strdup((const char *)sqlite3_column_text(st, 1));
-			rc = *a && *b ? CP_OK : CP_ERR_NOMEM;
-			if (rc != CP_OK) {
-				free(*a);
-				free(*b);
-				*a = *b = NULL;
-			}
+	if (rc != CP_OK)
+		return rc;
+	if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+		rc = CP_ERR_CONFLICT;
+	} else {
+		*a = cp_strdup((const char *)sqlite3_column_text(st, 0));
+		*b = cp_strdup((const char *)sqlite3_column_text(st, 1));
+		rc = *a && *b ? CP_OK : CP_ERR_NOMEM;
+		if (rc != CP_OK) {
+			free(*a);
+			free(*b);
+			*a = *b = NULL;
 		}
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
 	}
 	sqlite3_reset(st);
 	return rc;

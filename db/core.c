@@ -336,9 +336,26 @@ cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, cons
 	return db_fetch_page(db, db_stmt_page(db, sql, tenant_id, parent, pg), pg.limit, out);
 }
 
-/* Step st once: CP_OK leaves the row to read (the caller resets st);
- * CP_ERR_NOT_FOUND or an error has reset it already. */
-static cp_rc step_first(struct db *db, sqlite3_stmt *st)
+cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t)
+{
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, key, NULL);
+
+	if (st)
+		sqlite3_bind_int64(st, 2, t);
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,
+		       const char *filter, struct db_page pg, struct db_list *out)
+{
+	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, parent, pg);
+
+	if (st)
+		db_bind_text(st, 5, filter);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_step_row(struct db *db, sqlite3_stmt *st)
 {
 	int r;
 
@@ -353,7 +370,7 @@ static cp_rc step_first(struct db *db, sqlite3_stmt *st)
 
 cp_rc db_probe(struct db *db, sqlite3_stmt *st)
 {
-	cp_rc rc = step_first(db, st);
+	cp_rc rc = db_step_row(db, st);
 
 	if (rc == CP_OK)
 		sqlite3_reset(st);
@@ -379,7 +396,7 @@ void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap)
 
 cp_rc db_fetch_text(struct db *db, sqlite3_stmt *st, char *buf, size_t cap)
 {
-	cp_rc rc = step_first(db, st);
+	cp_rc rc = db_step_row(db, st);
 
 	if (rc == CP_OK) {
 		db_column_copy(st, 0, buf, cap);
@@ -390,7 +407,7 @@ cp_rc db_fetch_text(struct db *db, sqlite3_stmt *st, char *buf, size_t cap)
 
 cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out)
 {
-	cp_rc rc = step_first(db, st);
+	cp_rc rc = db_step_row(db, st);
 
 	if (rc == CP_OK) {
 		*out = sqlite3_column_int64(st, 0);

@@ -71,6 +71,18 @@ sqlite3_stmt *db_stmt_page(struct db *db, const char *sql, const char *tenant_id
 /* One keyset page of sql's (seq, json) rows into out (db_fetch_page). */
 cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, const char *parent,
 		     struct db_page pg, struct db_list *out) CP_WUR;
+/* Execute the statement sql with ?1 = key (text) and ?2 = the time t (the
+ * "stamp a row by its key" shape): db_exec_stmt's result. */
+cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t) CP_WUR;
+/* db_list_scoped for a list with one optional text filter at ?5 (NULL
+ * binds SQL NULL, which the statement reads as "no filter"). */
+cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,
+		       const char *filter, struct db_page pg, struct db_list *out) CP_WUR;
+/* Step st once: CP_OK leaves its row to read, and the caller resets st
+ * when done with it; CP_ERR_NOT_FOUND (no row) or an error (CP_ERR_INTERNAL
+ * for a NULL st) has reset it already. The "step, copy the columns,
+ * reset" worker. */
+cp_rc db_step_row(struct db *db, sqlite3_stmt *st) CP_WUR;
 /* Step st once: CP_OK when a row exists, CP_ERR_NOT_FOUND when none,
  * another cp_rc on error (CP_ERR_INTERNAL for a NULL st). Resets st. */
 cp_rc db_probe(struct db *db, sqlite3_stmt *st) CP_WUR;

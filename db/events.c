@@ -80,13 +80,8 @@ cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, stru
 	static const char sql_type[] = "SELECT seq, " EVENT_JSON " FROM events "
 				       "WHERE tenant_id = ?1 AND seq > ?3 AND type = ?5 "
 				       "ORDER BY seq LIMIT ?4";
-	sqlite3_stmt *st = db_stmt_page(db, type ? sql_type : sql_all, tenant_id, NULL, pg);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	if (type)
-		db_bind_text(st, 5, type);
-	return db_fetch_page(db, st, pg.limit, out);
+	/* Two statements, so that each is one index range scan. */
+	return db_list_filtered(db, type ? sql_type : sql_all, tenant_id, NULL, type, pg, out);
 }
 
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq)

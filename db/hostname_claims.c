@@ -32,21 +32,10 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 {
 	static const char sql[] = "SELECT 1 FROM property_hostnames WHERE hostname = ?1 AND "
 				  "status = 'verified' AND tenant_id != ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int r;
+	cp_rc rc = db_probe(db, db_stmt_keyed(db, sql, hostname, tenant_id));
 
-	*other = false;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, hostname);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r == SQLITE_ROW)
-		*other = true;
-	else if (r != SQLITE_DONE)
-		return db_rc(db, r);
-	return CP_OK;
+	*other = rc == CP_OK;
+	return rc == CP_ERR_NOT_FOUND ? CP_OK : rc;
 }
 
 /* Remove one claim (tenant, hostname), bump its property's version and tell
@@ -57,7 +46,7 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 	static const char sql_del[] =
 		"DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
 	static const char sql_bump[] = "UPDATE properties SET version = version + 1, "
-				       "updated_at = ? WHERE id = ?";
+				       "updated_at = ?2 WHERE id = ?1";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql_del, tenant_id, hostname);
 	json_t *data = NULL;
 	cp_rc rc;
@@ -67,12 +56,7 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
-	st = db_stmt(db, sql_bump);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
-	db_bind_text(st, 2, property_id);
-	rc = db_exec_stmt(db, st);
+	rc = db_exec_at(db, sql_bump, property_id, cp_now());
 	if (rc != CP_OK)
 		return rc;
 	data = json_pack("{s:s,s:s,s:s}", "property_id", property_id, "hostname", hostname,
@@ -140,34 +124,25 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		"UPDATE property_hostnames SET status = 'pending', method = NULL, claimed_at = ?3, "
 		"expires_at = ?4, checked_at = ?3, next_check_at = ?5, failures = 0, detail = ?6 "
 		"WHERE tenant_id = ?1 AND hostname = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql_get);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql_get, tenant_id, hostname);
 	int64_t now = cp_now();
 	char status[16] = "", property_id[CP_UUID_LEN + 1] = "";
 	const char *result = "pending";
 	bool other = false, verified;
 	json_t *data = NULL;
-	int failures = 0, r;
+	int failures = 0;
 	cp_rc rc;
 
 	assert(chk && pol);
 	if (status_out)
 		*status_out = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		snprintf(status, sizeof(status), "%s", (const char *)sqlite3_column_text(st, 0));
-		failures = sqlite3_column_int(st, 1);
-		snprintf(property_id, sizeof(property_id), "%s",
-			 (const char *)sqlite3_column_text(st, 2));
-	}
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	db_column_copy(st, 0, status, sizeof(status));
+	failures = sqlite3_column_int(st, 1);
+	db_column_copy(st, 2, property_id, sizeof(property_id));
 	sqlite3_reset(st);
-	if (r == SQLITE_DONE)
-		return CP_ERR_NOT_FOUND;
-	if (r != SQLITE_ROW)
-		return db_rc(db, r);
 	verified = strcmp(status, "verified") == 0;
 
 	if (chk->outcome == DB_CLAIM_VERIFIED) {
@@ -286,20 +261,14 @@ cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 	 * never scan the tenant's edge hostnames. */
 	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
 				  "(SELECT value FROM json_each(?1)) AND +tenant_id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, NULL, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	if (json_array_size(chain) == 0)
 		return CP_ERR_NOT_FOUND;
 	db_bind_json(st, 1, chain);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r == SQLITE_ROW)
-		return CP_OK;
-	return r == SQLITE_DONE ? CP_ERR_NOT_FOUND : db_rc(db, r);
+	return db_probe(db, st);
 }
 
 cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out)
@@ -411,22 +380,12 @@ static cp_rc edge_above(struct db *db, const char *name, char *found, size_t cap
 {
 	static const char sql[] = "SELECT hostname FROM edge_hostnames WHERE hostname = ?";
 	const char *p = name;
-	int r;
 
 	while (p && *p) {
-		sqlite3_stmt *st = db_stmt(db, sql);
+		cp_rc rc = db_fetch_text(db, db_stmt_keyed(db, sql, p, NULL), found, cap);
 
-		if (!st)
-			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, p);
-		r = sqlite3_step(st);
-		if (r == SQLITE_ROW)
-			snprintf(found, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-		sqlite3_reset(st);
-		if (r == SQLITE_ROW)
-			return CP_OK;
-		if (r != SQLITE_DONE)
-			return db_rc(db, r);
+		if (rc != CP_ERR_NOT_FOUND)
+			return rc;
 		p = strchr(p, '.');
 		if (p)
 			p++;

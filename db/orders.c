@@ -209,19 +209,11 @@ cp_rc db_order_reset(struct db *db, const char *id)
 	static const char del[] = "DELETE FROM order_authorizations WHERE order_id = ?";
 	static const char upd[] =
 		"UPDATE orders SET status = 'pending', account_url = NULL, order_url = NULL, "
-		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ? "
-		"WHERE id = ?";
-	sqlite3_stmt *st;
+		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ?2 "
+		"WHERE id = ?1";
 	cp_rc rc = db_exec_stmt(db, db_stmt_keyed(db, del, id, NULL));
 
-	if (rc != CP_OK)
-		return rc;
-	st = db_stmt(db, upd);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
-	db_bind_text(st, 2, id);
-	return db_exec_stmt(db, st);
+	return rc == CP_OK ? db_exec_at(db, upd, id, cp_now()) : rc;
 }
 
 cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host, char **out)
@@ -236,24 +228,15 @@ cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *
 		"o.id = a.order_id WHERE a.token = ? AND a.challenge_type = 'http-01' AND "
 		"a.key_authorization IS NOT NULL AND a.status = 'pending' AND "
 		"lower(a.identifier) = ? AND o.status IN ('pending', 'validating') LIMIT 1";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, token, host);
+	cp_rc rc = db_step_row(db, st);
 
 	*out = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, token);
-	db_bind_text(st, 2, host);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
-		rc = *out ? CP_OK : CP_ERR_NOMEM;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
+	if (rc != CP_OK)
+		return rc;
+	*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
 	sqlite3_reset(st);
-	return rc;
+	return *out ? CP_OK : CP_ERR_NOMEM;
 }
 
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
@@ -272,13 +255,7 @@ cp_rc db_job_wake(struct db *db, const char *dedupe_key)
 {
 	static const char sql[] = "UPDATE jobs SET run_at = ?2, updated_at = ?2 "
 				  "WHERE dedupe_key = ?1 AND state = 'queued' AND run_at > ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, dedupe_key);
-	sqlite3_bind_int64(st, 2, cp_now());
-	return db_exec_stmt(db, st);
+	return db_exec_at(db, sql, dedupe_key, cp_now());
 }
 
 cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)

@@ -173,12 +173,7 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 		"WHERE p.tenant_id = ?1 AND p.seq > ?3 AND (?5 IS NULL OR p.id IN "
 		"(SELECT property_id FROM property_hostnames WHERE hostname = ?5)) "
 		"ORDER BY p.seq LIMIT ?4";
-	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, NULL, pg);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 5, hostname);
-	return db_fetch_page(db, st, pg.limit, out);
+	return db_list_filtered(db, sql, tenant_id, NULL, hostname, pg, out);
 }
 
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,

@@ -83,21 +83,13 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 		       char key_id[CP_UUID_LEN + 1])
 {
 	static const char sql[] = "SELECT tenant_id, id FROM api_keys WHERE key_hash = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, key_hash, NULL);
+	cp_rc rc = db_step_row(db, st);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, key_hash);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		db_column_copy(st, 0, tenant_id, CP_UUID_LEN + 1);
-		db_column_copy(st, 1, key_id, CP_UUID_LEN + 1);
-		rc = CP_OK;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
+	if (rc != CP_OK)
+		return rc;
+	db_column_copy(st, 0, tenant_id, CP_UUID_LEN + 1);
+	db_column_copy(st, 1, key_id, CP_UUID_LEN + 1);
 	sqlite3_reset(st);
-	return rc;
+	return CP_OK;
 }

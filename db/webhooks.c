@@ -130,12 +130,7 @@ cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *we
 		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
 		"AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
 	/* clang-format on */
-	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, webhook_id, pg);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 5, state);
-	return db_fetch_page(db, st, pg.limit, out);
+	return db_list_filtered(db, sql, tenant_id, webhook_id, state, pg, out);
 }
 
 cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *webhook_id,
@@ -280,25 +275,20 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
-	int r;
+	cp_rc rc = db_step_row(db, st);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		db_column_copy(st, 0, c->state, sizeof(c->state));
-		c->attempts = sqlite3_column_int(st, 1);
-		db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
-		db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
-		db_column_copy(st, 4, c->url, sizeof(c->url));
-		c->enabled = sqlite3_column_int(st, 5) != 0;
-		c->failed_deliveries = sqlite3_column_int(st, 6);
-		c->failing_since = sqlite3_column_int64(st, 7);
-	}
+	if (rc != CP_OK)
+		return rc;
+	db_column_copy(st, 0, c->state, sizeof(c->state));
+	c->attempts = sqlite3_column_int(st, 1);
+	db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
+	db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
+	db_column_copy(st, 4, c->url, sizeof(c->url));
+	c->enabled = sqlite3_column_int(st, 5) != 0;
+	c->failed_deliveries = sqlite3_column_int(st, 6);
+	c->failing_since = sqlite3_column_int64(st, 7);
 	sqlite3_reset(st);
-	if (r == SQLITE_DONE)
-		return CP_ERR_NOT_FOUND;
-	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+	return CP_OK;
 }
 
 /* Write the attempt row and the delivery's new state. */
