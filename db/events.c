@@ -42,22 +42,19 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 {
 	static const char sql[] = "INSERT INTO events (id, tenant_id, type, payload, created_at) "
 				  "VALUES (?, ?, ?, ?, ?)";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1], ts[CP_TIME_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 	int64_t now = cp_now();
 	json_t *payload = NULL;
 	cp_rc rc = CP_ERR_INTERNAL;
 
 	if (!st)
 		goto out;
-	cp_uuid(id);
 	cp_time_fmt(now, ts);
 	payload = json_pack("{s:s,s:s,s:O}", "type", type, "timestamp", ts, "data",
 			    data ? data : json_object());
 	if (!payload)
 		goto out;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, type);
 	db_bind_json(st, 4, payload);
 	sqlite3_bind_int64(st, 5, now);
