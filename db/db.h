@@ -560,7 +560,10 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
  * metadata, created_at, updated_at, completed_at}. */
 cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
 /* The statuses of an order in flight (not yet valid, failed or canceled),
- * as an SQL list: the one place the set is spelled. */
+ * as an SQL list: the one place the code spells the set. The partial
+ * indexes orders_in_flight (migration 004) and orders_tenant_in_flight
+ * (006) repeat it as history; SQLite uses them only for a WHERE that says
+ * the same, so the text must stay as it is. */
 #define DB_ORDER_IN_FLIGHT_SQL "('pending', 'validating', 'issuing')"
 /* Whether status is one of DB_ORDER_IN_FLIGHT_SQL's (NULL: false). */
 bool db_order_status_in_flight(const char *status);
