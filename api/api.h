@@ -115,6 +115,16 @@ typedef cp_rc (*api_list_fn)(struct db *db, const char *tenant_id, struct db_pag
  * ?cursor, then 200 {data, next_cursor}. */
 void api_list_resource(struct api_req *req, struct api_resp *resp, api_list_fn list,
 		       const char *what);
+/* Whether a tenant's object exists: CP_OK, CP_ERR_NOT_FOUND, ... */
+typedef cp_rc (*api_exists_fn)(struct db *db, const char *tenant_id, const char *id);
+/* A domain page of the children of one tenant's object parent_id. */
+typedef cp_rc (*api_children_fn)(struct db *db, const char *tenant_id, const char *parent_id,
+				 struct db_page pg, struct db_list *out);
+/* The tenant-scoped GET /{id}/<children>: 404 naming what when parent
+ * req->params[0] does not exist (an empty page would hide that), else the
+ * page of its children. */
+void api_list_children(struct api_req *req, struct api_resp *resp, api_exists_fn exists,
+		       api_children_fn list, const char *what);
 /* Reply a page fetched with result rc: 200 {data, next_cursor} (list's data
  * is taken), or the problem for rc naming what. */
 void api_reply_list_rc(struct api_resp *resp, cp_rc rc, struct db_list *list, const char *what);

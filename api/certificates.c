@@ -475,17 +475,7 @@ void api_certificates_get(struct api_req *req, struct api_resp *resp)
 
 void api_certificates_versions(struct api_req *req, struct api_resp *resp)
 {
-	struct db_page pg;
-	struct db_list list;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_page_or_reply(req, resp, &pg))
-		return;
-	rc = db_certificate_exists(req->db, req->tenant_id, req->params[0]);
-	if (rc == CP_OK)
-		rc = db_certificate_versions(req->db, req->tenant_id, req->params[0], pg, &list);
-	api_reply_list_rc(resp, rc, &list, "certificate");
+	api_list_children(req, resp, db_certificate_exists, db_certificate_versions, "certificate");
 }
 
 void api_certificates_pem(struct api_req *req, struct api_resp *resp)

@@ -309,3 +309,19 @@ void api_list_resource(struct api_req *req, struct api_resp *resp, api_list_fn l
 		return;
 	api_reply_list_rc(resp, list(req->db, req->tenant_id, pg, &page), &page, what);
 }
+
+void api_list_children(struct api_req *req, struct api_resp *resp, api_exists_fn exists,
+		       api_children_fn list, const char *what)
+{
+	struct db_page pg;
+	struct db_list page;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_page_or_reply(req, resp, &pg))
+		return;
+	rc = exists(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = list(req->db, req->tenant_id, req->params[0], pg, &page);
+	api_reply_list_rc(resp, rc, &page, what);
+}

@@ -53,13 +53,23 @@ void db_idem_clear(struct db_idem *r)
 	memset(r, 0, sizeof(*r));
 }
 
-static void idem_bind_scope(sqlite3_stmt *st, const struct db_idem_scope *s)
+/* The cached statement sql with scope bound at ?1..?5 and owner at ?6
+ * (NULL: left unbound). Borrowed; NULL on error. */
+static sqlite3_stmt *idem_stmt(struct db *db, const char *sql, const struct db_idem_scope *s,
+			       const char *owner)
 {
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return NULL;
 	db_bind_text(st, 1, s->actor);
 	db_bind_text(st, 2, s->tenant_id ? s->tenant_id : "");
 	db_bind_text(st, 3, s->method);
 	db_bind_text(st, 4, s->path);
 	db_bind_text(st, 5, s->key);
+	if (owner)
+		db_bind_text(st, 6, owner);
+	return st;
 }
 
 /* Read the row of scope into out; *claim PENDING or DONE. */
@@ -69,12 +79,9 @@ static cp_rc idem_read(struct db *db, const struct db_idem_scope *scope, enum db
 	static const char sql[] = "SELECT state, body_hash, status, content_type, response "
 				  "FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
 				  "method = ?3 AND path = ?4 AND key = ?5";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
+	sqlite3_stmt *st = idem_stmt(db, sql, scope, NULL);
+	cp_rc rc = db_step_row(db, st);
 
-	if (st)
-		idem_bind_scope(st, scope);
-	rc = db_step_row(db, st);
 	if (rc != CP_OK)
 		return rc;
 	*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0 ? DB_IDEM_DONE
@@ -116,11 +123,9 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 
 	memset(out, 0, sizeof(*out));
 	for (int attempt = 0; attempt < 3; attempt++) {
-		sqlite3_stmt *st = db_stmt(db, sql);
+		sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		idem_bind_scope(st, scope);
-		db_bind_text(st, 6, owner);
 		sqlite3_bind_int64(st, 7, now + lease_seconds);
 		db_bind_text(st, 8, body_hash);
 		sqlite3_bind_int64(st, 9, now);
@@ -149,12 +154,10 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 		"UPDATE idempotency SET state = 'done', status = ?7, content_type = ?8, "
 		"response = ?9 WHERE actor = ?1 AND tenant_id = ?2 AND method = ?3 AND "
 		"path = ?4 AND key = ?5 AND owner = ?6 AND state = 'pending'";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	idem_bind_scope(st, scope);
-	db_bind_text(st, 6, owner);
 	sqlite3_bind_int(st, 7, r->status);
 	db_bind_text(st, 8, r->content_type);
 	/* As text, not a blob: key rotation (db/secrets.c) finds sealed values
@@ -169,13 +172,7 @@ cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope, const ch
 	static const char sql[] = "DELETE FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
 				  "method = ?3 AND path = ?4 AND key = ?5 AND owner = ?6 AND "
 				  "state = 'pending'";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	idem_bind_scope(st, scope);
-	db_bind_text(st, 6, owner);
-	return db_exec_one(db, st);
+	return db_exec_one(db, idem_stmt(db, sql, scope, owner));
 }
 
 cp_rc db_idem_purge(struct db *db, int64_t cutoff)

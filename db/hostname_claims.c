@@ -151,11 +151,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 			return rc;
 	}
 	if (chk->outcome == DB_CLAIM_VERIFIED && !other) {
-		st = db_stmt(db, sql_verify);
+		st = db_stmt_keyed(db, sql_verify, tenant_id, hostname);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, tenant_id);
-		db_bind_text(st, 2, hostname);
 		db_bind_text(st, 3, chk->method);
 		sqlite3_bind_int64(st, 4, now);
 		sqlite3_bind_int64(st, 5, now + pol->verified_recheck_seconds);
@@ -168,11 +166,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	}
 	if (chk->outcome == DB_CLAIM_NOT_VERIFIED && verified &&
 	    failures + 1 >= CLAIM_DEMOTE_AFTER) {
-		st = db_stmt(db, sql_demote);
+		st = db_stmt_keyed(db, sql_demote, tenant_id, hostname);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, tenant_id);
-		db_bind_text(st, 2, hostname);
 		sqlite3_bind_int64(st, 3, now);
 		sqlite3_bind_int64(st, 4, now + pol->ttl_seconds);
 		sqlite3_bind_int64(st, 5, now + pol->recheck_seconds);
@@ -189,11 +185,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	/* A claim another tenant holds verified, a negative check, or a DNS error. */
 	if (verified && chk->outcome == DB_CLAIM_NOT_VERIFIED)
 		failures++;
-	st = db_stmt(db, sql_note);
+	st = db_stmt_keyed(db, sql_note, tenant_id, hostname);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
 	sqlite3_bind_int64(st, 3, now);
 	/* A verified claim answering "not verified" is re-checked soon; one
 	 * that only failed to resolve keeps its daily cadence. */
