@@ -387,6 +387,15 @@ static cp_rc edge_above(struct db *db, const char *name, char *found, size_t cap
 	return CP_ERR_NOT_FOUND;
 }
 
+/* Refuse name in v as one of the service's edge names: it relation edge. */
+static void refuse_edge(struct db_scope_verdict *v, const char *name, const char *relation,
+			const char *edge)
+{
+	v->reason = "hostname_in_edge_zone";
+	snprintf(v->detail, sizeof(v->detail),
+		 "%s %s %s: edge names are the service's, not a tenant's", name, relation, edge);
+}
+
 cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id, json_t *names,
 			struct db_scope_verdict *v)
 {
@@ -406,20 +415,12 @@ cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant
 		base = cp_hostname_is_wildcard(name) ? name + 2 : name;
 		v->index = i;
 		if (edge_zone && name_under(base, edge_zone)) {
-			v->reason = "hostname_in_edge_zone";
-			snprintf(v->detail, sizeof(v->detail),
-				 "%s is in the edge zone %s: edge names are the service's, not a "
-				 "tenant's",
-				 name, edge_zone);
+			refuse_edge(v, name, "is in the edge zone", edge_zone);
 			return CP_OK;
 		}
 		rc = edge_above(db, base, edge, sizeof(edge));
 		if (rc == CP_OK) {
-			v->reason = "hostname_in_edge_zone";
-			snprintf(v->detail, sizeof(v->detail),
-				 "%s is (or is under) the edge hostname %s: edge names are the "
-				 "service's, not a tenant's",
-				 name, edge);
+			refuse_edge(v, name, "is (or is under) the edge hostname", edge);
 			return CP_OK;
 		}
 		if (rc != CP_ERR_NOT_FOUND)
