@@ -32,14 +32,6 @@ static const char *status_of(const json_t *obj)
 	return s ? s : "";
 }
 
-static void sleep_ms(int64_t ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0)
-		;
-}
-
 /* Next poll delay: Retry-After when given (capped at what is left), else ours. */
 static int64_t poll_delay(const struct acme_result *r, int64_t *ours, int64_t deadline_ms)
 {
@@ -80,7 +72,7 @@ static cp_rc poll_until(struct acme_client *c, const char *url, const char *cons
 				 st);
 			return CP_ERR_UPSTREAM;
 		}
-		sleep_ms(poll_delay(r, &ours, deadline_ms));
+		cp_sleep_ms(poll_delay(r, &ours, deadline_ms));
 	}
 }
 

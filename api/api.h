@@ -107,6 +107,32 @@ typedef cp_rc (*api_delete_fn)(struct db *db, const char *tenant_id, const char 
 void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_fn del,
 			 const char *resource_type, const char *what, const char *conflict_detail);
 
+/* A domain read of one tenant's object: CP_ERR_NOT_FOUND, ... */
+typedef cp_rc (*api_get_fn)(struct db *db, const char *tenant_id, const char *id, json_t **out);
+/* The tenant-scoped GET /{id} every resource shares: 200 with get's object
+ * (req->params[0] the id), 404 naming what. */
+void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get, const char *what);
+/* A domain page of one tenant's objects. */
+typedef cp_rc (*api_list_fn)(struct db *db, const char *tenant_id, struct db_page pg,
+			     struct db_list *out);
+/* The tenant-scoped GET of a collection without filters: ?limit and
+ * ?cursor, then 200 {data, next_cursor}. */
+void api_list_resource(struct api_req *req, struct api_resp *resp, api_list_fn list,
+		       const char *what);
+/* Whether a tenant's object exists: CP_OK, CP_ERR_NOT_FOUND, ... */
+typedef cp_rc (*api_exists_fn)(struct db *db, const char *tenant_id, const char *id);
+/* A domain page of the children of one tenant's object parent_id. */
+typedef cp_rc (*api_children_fn)(struct db *db, const char *tenant_id, const char *parent_id,
+				 struct db_page pg, struct db_list *out);
+/* The tenant-scoped GET /{id}/<children>: 404 naming what when parent
+ * req->params[0] does not exist (an empty page would hide that), else the
+ * page of its children. */
+void api_list_children(struct api_req *req, struct api_resp *resp, api_exists_fn exists,
+		       api_children_fn list, const char *what);
+/* Reply a page fetched with result rc: 200 {data, next_cursor} (list's data
+ * is taken), or the problem for rc naming what. */
+void api_reply_list_rc(struct api_resp *resp, cp_rc rc, struct db_list *list, const char *what);
+
 /* ---- handlers (one file per resource) ---- */
 
 /* tenants.c: operator endpoints */

@@ -338,13 +338,37 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 	api_certificates_acme_create(req, resp, &in);
 }
 
+/* End the write transaction of certificate id with its result rc: on CP_OK
+ * the audit record action (detail borrowed), the commit and a reply of
+ * status with the certificate as it now is; otherwise (or when one of those
+ * fails) a rollback and the problem for the error. */
+static void cert_write_end(struct api_req *req, struct api_resp *resp, cp_rc rc, const char *action,
+			   const char *id, json_t *detail, int status)
+{
+	json_t *cert = NULL;
+
+	if (rc == CP_OK)
+		rc = api_audit(req, action, "certificate", id, detail);
+	if (rc == CP_OK)
+		rc = db_certificate_get(req->db, req->tenant_id, id, &cert);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc == CP_OK) {
+		api_reply(resp, status, cert);
+		return;
+	}
+	db_rollback(req->db);
+	json_decref(cert);
+	api_reply_rc(resp, rc, "certificate");
+}
+
 void api_certificates_create(struct api_req *req, struct api_resp *resp)
 {
 	struct new_cert nc;
 	char id[CP_UUID_LEN + 1];
 	struct db_cert_material m;
 	struct crypto_cert_info ci;
-	json_t *cert = NULL, *detail = NULL;
+	json_t *detail = NULL;
 	const char *source;
 	cp_rc rc;
 
@@ -393,23 +417,13 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 	if (rc == CP_OK)
 		rc = db_certificate_add_version(req->db, req->ctx->keyring, req->tenant_id, id, &m,
 						NULL);
-	if (rc == CP_OK)
-		rc = api_audit(req, "certificate.create", "certificate", id, detail);
-	if (rc == CP_OK)
-		rc = db_certificate_get(req->db, req->tenant_id, id, &cert);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK)
-		goto fail;
-	api_reply(resp, 201, cert);
-	cert = NULL;
+	cert_write_end(req, resp, rc, "certificate.create", id, detail, 201);
 	goto out;
 fail:
 	db_rollback(req->db);
 	api_reply_rc(resp, rc, "certificate");
 out:
 	crypto_cert_info_clear(&ci);
-	json_decref(cert);
 	json_decref(detail);
 	new_cert_clear(&nc);
 }
@@ -451,39 +465,17 @@ void api_certificates_list(struct api_req *req, struct api_resp *resp)
 		f.hostname = host;
 	}
 	rc = db_certificate_list(req->db, req->tenant_id, &f, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "certificate");
 }
 
 void api_certificates_get(struct api_req *req, struct api_resp *resp)
 {
-	json_t *cert = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
-	api_reply(resp, 200, cert);
+	api_get_resource(req, resp, db_certificate_get, "certificate");
 }
 
 void api_certificates_versions(struct api_req *req, struct api_resp *resp)
 {
-	struct db_page pg;
-	struct db_list list;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_page_or_reply(req, resp, &pg))
-		return;
-	rc = db_certificate_exists(req->db, req->tenant_id, req->params[0]);
-	if (rc == CP_OK)
-		rc = db_certificate_versions(req->db, req->tenant_id, req->params[0], pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
-	api_reply_list(resp, &list);
+	api_list_children(req, resp, db_certificate_exists, db_certificate_versions, "certificate");
 }
 
 void api_certificates_pem(struct api_req *req, struct api_resp *resp)
@@ -566,16 +558,7 @@ void api_certificates_update(struct api_req *req, struct api_resp *resp)
 	cert = NULL;
 	rc = db_certificate_update(req->db, req->tenant_id, req->params[0], name, auto_renew,
 				   metadata);
-	if (rc == CP_OK)
-		rc = api_audit(req, "certificate.update", "certificate", req->params[0], NULL);
-	if (rc == CP_OK)
-		rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK)
-		goto fail;
-	api_reply(resp, 200, cert);
-	cert = NULL;
+	cert_write_end(req, resp, rc, "certificate.update", req->params[0], NULL, 200);
 	goto out;
 fail:
 	db_rollback(req->db);

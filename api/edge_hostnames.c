@@ -120,29 +120,12 @@ out:
 
 void api_edge_hostnames_list(struct api_req *req, struct api_resp *resp)
 {
-	struct db_page pg;
-	struct db_list list;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
-		return;
-	rc = db_edge_hostname_list(req->db, req->tenant_id, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "edge hostname");
-	api_reply_list(resp, &list);
+	api_list_resource(req, resp, db_edge_hostname_list, "edge hostname");
 }
 
 void api_edge_hostnames_get(struct api_req *req, struct api_resp *resp)
 {
-	json_t *row = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_edge_hostname_get(req->db, req->tenant_id, req->params[0], &row);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "edge hostname");
-	api_reply(resp, 200, row);
+	api_get_resource(req, resp, db_edge_hostname_get, "edge hostname");
 }
 
 void api_edge_hostnames_delete(struct api_req *req, struct api_resp *resp)

@@ -274,3 +274,54 @@ void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_
 		return api_problem(resp, 409, conflict_detail, NULL);
 	api_reply_rc(resp, rc, what);
 }
+
+void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get, const char *what)
+{
+	json_t *obj = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = get(req->db, req->tenant_id, req->params[0], &obj);
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, what);
+		return;
+	}
+	api_reply(resp, 200, obj);
+}
+
+void api_reply_list_rc(struct api_resp *resp, cp_rc rc, struct db_list *list, const char *what)
+{
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, what);
+		return;
+	}
+	api_reply_list(resp, list);
+}
+
+void api_list_resource(struct api_req *req, struct api_resp *resp, api_list_fn list,
+		       const char *what)
+{
+	struct db_page pg;
+	struct db_list page;
+
+	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
+		return;
+	api_reply_list_rc(resp, list(req->db, req->tenant_id, pg, &page), &page, what);
+}
+
+void api_list_children(struct api_req *req, struct api_resp *resp, api_exists_fn exists,
+		       api_children_fn list, const char *what)
+{
+	struct db_page pg;
+	struct db_list page;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_page_or_reply(req, resp, &pg))
+		return;
+	rc = exists(req->db, req->tenant_id, req->params[0]);
+	if (rc == CP_OK)
+		rc = list(req->db, req->tenant_id, req->params[0], pg, &page);
+	api_reply_list_rc(resp, rc, &page, what);
+}

@@ -43,41 +43,21 @@ void api_audit_list(struct api_req *req, struct api_resp *resp)
 		return;
 	/* The operator without X-Tenant-ID sees every tenant's entries. */
 	rc = db_audit_list(req->db, req->tenant_id, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "audit entry");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "audit entry");
 }
 
 void api_events_list(struct api_req *req, struct api_resp *resp)
 {
-	static const char *const types[] = {
-		"certificate.issued",
-		"certificate.renewed",
-		"certificate.renewal_failed",
-		"certificate.expiring",
-		"certificate.expired",
-		"order.dns_challenge_required",
-		"order.dns_challenge_completed",
-		"order.failed",
-		"webhook.test",
-		"webhook.disabled",
-		"property.hostname_released",
-		"property.hostname_unverified",
-		NULL,
-	};
 	const char *type = api_query(req, "type"), *after = api_query(req, "after");
 	struct db_page pg;
 	struct db_list list;
-	bool known = false;
 	cp_rc rc;
 
 	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
-	if (type) {
-		for (const char *const *t = types; *t; t++)
-			known |= strcmp(*t, type) == 0;
-		if (!known)
-			return api_problem_field(resp, "type", "is not a known event type");
+	if (type && !db_event_type_known(type)) {
+		api_problem_field(resp, "type", "is not a known event type");
+		return;
 	}
 	/* ?after=<event id> resumes after that event (what a consumer stored). */
 	if (after) {
@@ -90,7 +70,5 @@ void api_events_list(struct api_req *req, struct api_resp *resp)
 			return api_reply_rc(resp, rc, "event");
 	}
 	rc = db_event_list(req->db, req->tenant_id, type, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "event");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "event");
 }

@@ -15,9 +15,42 @@ static const char *const order_statuses[] = { "pending", "validating", "issuing"
 
 static bool in_flight(const json_t *order)
 {
-	const char *s = json_string_value(json_object_get(order, "status"));
+	return db_order_status_in_flight(json_string_value(json_object_get(order, "status")));
+}
 
-	return s && (!strcmp(s, "pending") || !strcmp(s, "validating") || !strcmp(s, "issuing"));
+static bool dns_in_flight(const json_t *order)
+{
+	const char *challenge = json_string_value(json_object_get(order, "challenge"));
+
+	return challenge && strcmp(challenge, "dns-01") == 0 && in_flight(order);
+}
+
+/* Begin the transaction of a change to order params[0] and load it into
+ * *order (owned by the caller on true). false: the reply is made (404, the
+ * error, or 409 with conflict when allowed() refuses the order) and the
+ * transaction is rolled back. */
+static bool order_change_begin(struct api_req *req, struct api_resp *resp,
+			       bool (*allowed)(const json_t *order), const char *conflict,
+			       json_t **order)
+{
+	cp_rc rc;
+
+	*order = NULL;
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return false;
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_order_get(req->db, req->tenant_id, req->params[0], order);
+	if (rc == CP_OK && allowed(*order))
+		return true;
+	db_rollback(req->db);
+	json_decref(*order);
+	*order = NULL;
+	if (rc == CP_OK)
+		api_problem(resp, 409, conflict, NULL);
+	else
+		api_reply_rc(resp, rc, "order");
+	return false;
 }
 
 void api_orders_list(struct api_req *req, struct api_resp *resp)
@@ -39,22 +72,12 @@ void api_orders_list(struct api_req *req, struct api_resp *resp)
 					 "must be one of pending, validating, issuing, valid, "
 					 "failed, canceled");
 	rc = db_order_list(req->db, req->tenant_id, cert, status, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "order");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "order");
 }
 
 void api_orders_get(struct api_req *req, struct api_resp *resp)
 {
-	json_t *order = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_order_get(req->db, req->tenant_id, req->params[0], &order);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "order");
-	api_reply(resp, 200, order);
+	api_get_resource(req, resp, db_order_get, "order");
 }
 
 /* verify: a DNS-01 order in flight is checked at once instead of at its
@@ -65,23 +88,11 @@ void api_orders_verify(struct api_req *req, struct api_resp *resp)
 	char key[64];
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+	if (!order_change_begin(req, resp, dns_in_flight,
+				"only a dns-01 order in flight can be verified (see its status "
+				"and challenge)",
+				&order))
 		return;
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_order_get(req->db, req->tenant_id, req->params[0], &order);
-	if (rc != CP_OK)
-		goto fail;
-	if (strcmp(json_string_value(json_object_get(order, "challenge")), "dns-01") != 0 ||
-	    !in_flight(order)) {
-		db_rollback(req->db);
-		json_decref(order);
-		api_problem(resp, 409,
-			    "only a dns-01 order in flight can be verified (see its status and "
-			    "challenge)",
-			    NULL);
-		return;
-	}
 	patch = json_pack("{s:I}", "verify_at", (json_int_t)cp_now());
 	snprintf(key, sizeof(key), "acme_order:%s", req->params[0]);
 	rc = patch ? db_order_save(req->db, req->params[0], patch) : CP_ERR_NOMEM;
@@ -110,19 +121,8 @@ void api_orders_cancel(struct api_req *req, struct api_resp *resp)
 	const char *cert_id;
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+	if (!order_change_begin(req, resp, in_flight, "the order is already finished", &order))
 		return;
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_order_get(req->db, req->tenant_id, req->params[0], &order);
-	if (rc != CP_OK)
-		goto fail;
-	if (!in_flight(order)) {
-		db_rollback(req->db);
-		json_decref(order);
-		api_problem(resp, 409, "the order is already finished", NULL);
-		return;
-	}
 	cert_id = json_string_value(json_object_get(order, "certificate_id"));
 	patch = json_pack("{s:s,s:I,s:n}", "status", "canceled", "completed_at",
 			  (json_int_t)cp_now(), "next_attempt_at");

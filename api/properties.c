@@ -252,22 +252,12 @@ void api_properties_list(struct api_req *req, struct api_resp *resp)
 	if (hostname && !cp_hostname_valid(hostname, true, &why))
 		return api_problem_field(resp, "hostname", why);
 	rc = db_property_list(req->db, req->tenant_id, hostname, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "property");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "property");
 }
 
 void api_properties_get(struct api_req *req, struct api_resp *resp)
 {
-	json_t *prop = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_property_get(req->db, req->tenant_id, req->params[0], &prop);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "property");
-	api_reply(resp, 200, prop);
+	api_get_resource(req, resp, db_property_get, "property");
 }
 
 /*
@@ -385,21 +375,17 @@ void api_deployments_create(struct api_req *req, struct api_resp *resp)
 	api_reply(resp, 201, dep);
 }
 
+/* api_exists_fn for a property. */
+static cp_rc property_exists(struct db *db, const char *tenant_id, const char *id)
+{
+	json_t *prop = NULL;
+	cp_rc rc = db_property_get(db, tenant_id, id, &prop);
+
+	json_decref(prop);
+	return rc;
+}
+
 void api_deployments_list(struct api_req *req, struct api_resp *resp)
 {
-	struct db_page pg;
-	struct db_list list;
-	json_t *prop = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_page_or_reply(req, resp, &pg))
-		return;
-	rc = db_property_get(req->db, req->tenant_id, req->params[0], &prop);
-	json_decref(prop);
-	if (rc == CP_OK)
-		rc = db_deployment_list(req->db, req->tenant_id, req->params[0], pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "property");
-	api_reply_list(resp, &list);
+	api_list_children(req, resp, property_exists, db_deployment_list, "property");
 }

@@ -48,9 +48,7 @@ void api_tenants_list(struct api_req *req, struct api_resp *resp)
 	if (!api_operator_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
 	rc = db_tenant_list(req->db, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "tenant");
 }
 
 void api_tenants_get(struct api_req *req, struct api_resp *resp)
@@ -153,9 +151,7 @@ void api_apikeys_list(struct api_req *req, struct api_resp *resp)
 	json_decref(tenant);
 	if (rc == CP_OK)
 		rc = db_apikey_list(req->db, req->params[0], pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "tenant");
 }
 
 void api_apikeys_delete(struct api_req *req, struct api_resp *resp)

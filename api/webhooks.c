@@ -15,23 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Event types an endpoint may subscribe to (besides "*"). */
-static const char *const event_types[] = {
-	"certificate.issued",
-	"certificate.renewed",
-	"certificate.renewal_failed",
-	"certificate.expiring",
-	"certificate.expired",
-	"order.dns_challenge_required",
-	"order.dns_challenge_completed",
-	"order.failed",
-	"webhook.test",
-	"webhook.disabled",
-	"property.hostname_released",
-	"property.hostname_unverified",
-	NULL,
-};
-
 /* Reply 422 naming field; returns false for the *_or_reply helpers. */
 static bool field_problem(struct api_resp *resp, const char *field, const char *message)
 {
@@ -50,7 +33,6 @@ static bool events_or_reply(json_t *events, struct api_resp *resp)
 	json_array_foreach(events, i, v)
 	{
 		const char *t = json_string_value(v);
-		bool known = false;
 		if (!t)
 			return field_problem(resp, "events", "must be an array of strings");
 		if (strcmp(t, "*") == 0) {
@@ -59,9 +41,7 @@ static bool events_or_reply(json_t *events, struct api_resp *resp)
 						     "\"*\" must be the only entry");
 			continue;
 		}
-		for (const char *const *k = event_types; *k; k++)
-			known |= strcmp(*k, t) == 0;
-		if (!known)
+		if (!db_event_type_known(t))
 			return field_problem(resp, "events", "lists an unknown event type");
 		for (j = 0; j < i; j++)
 			if (strcmp(json_string_value(json_array_get(events, j)), t) == 0)
@@ -95,7 +75,7 @@ void api_webhooks_create(struct api_req *req, struct api_resp *resp)
 	json_t *events = NULL, *row = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_STR("url", true, &url, 1, 2048),
-		CP_SPEC_ARR("events", true, &events, CP_ARRAY_LEN(event_types)),
+		CP_SPEC_ARR("events", true, &events, DB_EVENT_TYPES_COUNT + 1),
 		CP_SPEC_STR("description", false, &description, 0, 500),
 		CP_SPEC_DONE,
 	};
@@ -140,29 +120,12 @@ out:
 
 void api_webhooks_list(struct api_req *req, struct api_resp *resp)
 {
-	struct db_page pg;
-	struct db_list list;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
-		return;
-	rc = db_webhook_list(req->db, req->tenant_id, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "webhook");
-	api_reply_list(resp, &list);
+	api_list_resource(req, resp, db_webhook_list, "webhook");
 }
 
 void api_webhooks_get(struct api_req *req, struct api_resp *resp)
 {
-	json_t *row = NULL;
-	cp_rc rc;
-
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "webhook");
-	api_reply(resp, 200, row);
+	api_get_resource(req, resp, db_webhook_get, "webhook");
 }
 
 void api_webhooks_update(struct api_req *req, struct api_resp *resp)
@@ -172,7 +135,7 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 	json_t *row = NULL, *detail = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_STR("url", false, &p.url, 1, 2048),
-		CP_SPEC_ARR("events", false, &p.events, CP_ARRAY_LEN(event_types)),
+		CP_SPEC_ARR("events", false, &p.events, DB_EVENT_TYPES_COUNT + 1),
 		CP_SPEC_STR("description", false, &p.description, 0, 500),
 		CP_SPEC_BOOLEAN("enabled", false, &enabled),
 		CP_SPEC_DONE,
@@ -279,7 +242,5 @@ void api_webhooks_deliveries(struct api_req *req, struct api_resp *resp)
 	if (rc == CP_OK)
 		rc = db_webhook_deliveries(req->db, req->tenant_id, req->params[0], state, pg,
 					   &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "webhook");
-	api_reply_list(resp, &list);
+	api_reply_list_rc(resp, rc, &list, "webhook");
 }

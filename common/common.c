@@ -321,6 +321,16 @@ int64_t cp_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void cp_sleep_ms(int64_t ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	if (ms <= 0)
+		return;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
 {
 	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
@@ -1030,4 +1040,14 @@ void cp_kick_wait(int ms)
 		if (pthread_cond_timedwait(&kick_cond, &kick_lock, &until) != 0)
 			break;
 	pthread_mutex_unlock(&kick_lock);
+}
+
+const char *cp_json_str(const json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+int64_t cp_json_int(const json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
 }

@@ -85,6 +85,8 @@ bool cp_uuid_valid(const char *s);
 int64_t cp_now(void);
 /* Monotonic milliseconds, for latency measurements. */
 int64_t cp_mono_ms(void);
+/* Sleep ms milliseconds, resuming after a signal; nothing for ms <= 0. */
+void cp_sleep_ms(int64_t ms);
 #define CP_TIME_LEN 20
 #define CP_TIME_MIN (-62167219200LL) /* 0000-01-01T00:00:00Z */
 #define CP_TIME_MAX 253402300799LL   /* 9999-12-31T23:59:59Z */
@@ -226,6 +228,10 @@ struct cp_spec {
 cp_rc cp_spec_parse(json_t *body, const struct cp_spec *spec, json_t *errors) CP_WUR;
 /* Append {"field": field, "message": msg} to errors. */
 void cp_spec_error(json_t *errors, const char *field, const char *msg);
+/* Member k of object o as a string (borrowed) or an integer: NULL / 0 when
+ * o is not an object, lacks k or holds another type there. */
+const char *cp_json_str(const json_t *o, const char *k);
+int64_t cp_json_int(const json_t *o, const char *k);
 
 #endif
 

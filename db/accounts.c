@@ -34,12 +34,10 @@ cp_rc db_acme_account_create(struct db *db, const char *id, const char *ca,
 	static const char sql[] =
 		"INSERT INTO acme_accounts (id, ca, directory_url, key, created_at, updated_at) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (ca) DO NOTHING";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, ca);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, ca);
 	db_bind_text(st, 3, directory_url);
 	db_bind_text(st, 4, sealed_key);
 	sqlite3_bind_int64(st, 5, cp_now());
@@ -50,12 +48,10 @@ cp_rc db_acme_account_set_url(struct db *db, const char *ca, const char *account
 {
 	static const char sql[] =
 		"UPDATE acme_accounts SET account_url = ?2, updated_at = ?3 WHERE ca = ?1";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, ca, account_url);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, ca);
-	db_bind_text(st, 2, account_url);
 	sqlite3_bind_int64(st, 3, cp_now());
 	return db_exec_stmt(db, st);
 }

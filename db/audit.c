@@ -20,14 +20,11 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 	static const char sql[] =
 		"INSERT INTO audit_log (id, tenant_id, actor, action, resource_type, resource_id, "
 		"detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, actor);
 	db_bind_text(st, 4, action);
 	db_bind_text(st, 5, resource_type);
@@ -39,19 +36,12 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 
 cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
+	/* Two statements, so that each is one index range scan. */
 	static const char sql_all[] = "SELECT seq, " AUDIT_JSON " FROM audit_log "
-				      "WHERE seq > ? ORDER BY seq LIMIT ?";
+				      "WHERE seq > ?3 ORDER BY seq LIMIT ?4";
 	static const char sql_tenant[] = "SELECT seq, " AUDIT_JSON " FROM audit_log "
-					 "WHERE tenant_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2";
-	sqlite3_stmt *st = db_stmt(db, tenant_id ? sql_tenant : sql_all);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, pg.after);
-	sqlite3_bind_int(st, 2, pg.limit + 1);
-	if (tenant_id)
-		db_bind_text(st, 3, tenant_id);
-	return db_fetch_page(db, st, pg.limit, out);
+					 "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+	return db_list_scoped(db, tenant_id ? sql_tenant : sql_all, tenant_id, NULL, pg, out);
 }
 
 void db_idem_clear(struct db_idem *r)
@@ -63,13 +53,23 @@ void db_idem_clear(struct db_idem *r)
 	memset(r, 0, sizeof(*r));
 }
 
-static void idem_bind_scope(sqlite3_stmt *st, const struct db_idem_scope *s)
+/* The cached statement sql with scope bound at ?1..?5 and owner at ?6
+ * (NULL: left unbound). Borrowed; NULL on error. */
+static sqlite3_stmt *idem_stmt(struct db *db, const char *sql, const struct db_idem_scope *s,
+			       const char *owner)
 {
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return NULL;
 	db_bind_text(st, 1, s->actor);
 	db_bind_text(st, 2, s->tenant_id ? s->tenant_id : "");
 	db_bind_text(st, 3, s->method);
 	db_bind_text(st, 4, s->path);
 	db_bind_text(st, 5, s->key);
+	if (owner)
+		db_bind_text(st, 6, owner);
+	return st;
 }
 
 /* Read the row of scope into out; *claim PENDING or DONE. */
@@ -79,37 +79,27 @@ static cp_rc idem_read(struct db *db, const struct db_idem_scope *scope, enum db
 	static const char sql[] = "SELECT state, body_hash, status, content_type, response "
 				  "FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
 				  "method = ?3 AND path = ?4 AND key = ?5";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = idem_stmt(db, sql, scope, NULL);
+	cp_rc rc = db_step_row(db, st);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	idem_bind_scope(st, scope);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0
-				 ? DB_IDEM_DONE
-				 : DB_IDEM_PENDING;
-		snprintf(out->body_hash, sizeof(out->body_hash), "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		out->status = sqlite3_column_int(st, 2);
-		out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 3));
-		out->response_len = (size_t)sqlite3_column_bytes(st, 4);
-		out->response = malloc(out->response_len + 1);
-		if (out->response) {
-			if (out->response_len)
-				memcpy(out->response, sqlite3_column_blob(st, 4),
-				       out->response_len);
-			out->response[out->response_len] = '\0';
-		}
-		rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
-		if (rc != CP_OK)
-			db_idem_clear(out);
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
+	if (rc != CP_OK)
+		return rc;
+	*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0 ? DB_IDEM_DONE
+									       : DB_IDEM_PENDING;
+	db_column_copy(st, 1, out->body_hash, sizeof(out->body_hash));
+	out->status = sqlite3_column_int(st, 2);
+	out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 3));
+	out->response_len = (size_t)sqlite3_column_bytes(st, 4);
+	out->response = malloc(out->response_len + 1);
+	if (out->response) {
+		if (out->response_len)
+			memcpy(out->response, sqlite3_column_blob(st, 4), out->response_len);
+		out->response[out->response_len] = '\0';
 	}
 	sqlite3_reset(st);
+	rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
+	if (rc != CP_OK)
+		db_idem_clear(out);
 	return rc;
 }
 
@@ -133,11 +123,9 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 
 	memset(out, 0, sizeof(*out));
 	for (int attempt = 0; attempt < 3; attempt++) {
-		sqlite3_stmt *st = db_stmt(db, sql);
+		sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		idem_bind_scope(st, scope);
-		db_bind_text(st, 6, owner);
 		sqlite3_bind_int64(st, 7, now + lease_seconds);
 		db_bind_text(st, 8, body_hash);
 		sqlite3_bind_int64(st, 9, now);
@@ -166,12 +154,10 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 		"UPDATE idempotency SET state = 'done', status = ?7, content_type = ?8, "
 		"response = ?9 WHERE actor = ?1 AND tenant_id = ?2 AND method = ?3 AND "
 		"path = ?4 AND key = ?5 AND owner = ?6 AND state = 'pending'";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	idem_bind_scope(st, scope);
-	db_bind_text(st, 6, owner);
 	sqlite3_bind_int(st, 7, r->status);
 	db_bind_text(st, 8, r->content_type);
 	/* As text, not a blob: key rotation (db/secrets.c) finds sealed values
@@ -186,13 +172,7 @@ cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope, const ch
 	static const char sql[] = "DELETE FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
 				  "method = ?3 AND path = ?4 AND key = ?5 AND owner = ?6 AND "
 				  "state = 'pending'";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	idem_bind_scope(st, scope);
-	db_bind_text(st, 6, owner);
-	return db_exec_one(db, st);
+	return db_exec_one(db, idem_stmt(db, sql, scope, owner));
 }
 
 cp_rc db_idem_purge(struct db *db, int64_t cutoff)

@@ -38,13 +38,7 @@ static const char cert_sql[] =
 static cp_rc cert_facts(struct db *db, const char *tenant_id, const char *certificate_id,
 			json_t **out)
 {
-	sqlite3_stmt *st = db_stmt(db, cert_sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, certificate_id);
-	return db_fetch_json(db, st, out);
+	return db_get_scoped(db, cert_sql, tenant_id, certificate_id, out);
 }
 
 cp_rc db_event_certificate(struct db *db, const char *tenant_id, const char *type,

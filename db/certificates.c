@@ -68,29 +68,10 @@ static void bind_time(sqlite3_stmt *st, int idx, int64_t t)
 		sqlite3_bind_null(st, idx);
 }
 
-/* CP_OK when the last statement changed a row, CP_ERR_NOT_FOUND otherwise. */
-static cp_rc changed_or_not_found(struct db *db, cp_rc rc)
-{
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
-		return CP_ERR_NOT_FOUND;
-	return rc;
-}
-
 cp_rc db_certificate_exists(struct db *db, const char *tenant_id, const char *id)
 {
-	static const char sql[] = "SELECT 1 FROM certificates WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-	int r;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	r = sqlite3_step(st);
-	rc = r == SQLITE_ROW ? CP_OK : r == SQLITE_DONE ? CP_ERR_NOT_FOUND : db_rc(db, r);
-	sqlite3_reset(st);
-	return rc;
+	static const char sql[] = "SELECT 1 FROM certificates WHERE tenant_id = ?1 AND id = ?2";
+	return db_probe(db, db_stmt_keyed(db, sql, tenant_id, id));
 }
 
 cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct db_cert_new *in,
@@ -101,14 +82,10 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 		"key_type, hostnames, challenge, ca, metadata, created_at, updated_at) "
 		"SELECT ?1, id, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, '[]'), ?10, ?11, "
 		"coalesce(?12, '{}'), ?13, ?13 FROM tenants WHERE id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id_out, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id_out);
-	db_bind_text(st, 1, id_out);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, in->name);
 	db_bind_text(st, 4, in->type ? in->type : "server");
 	db_bind_text(st, 5, in->source);
@@ -120,8 +97,7 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 	db_bind_text(st, 11, in->ca);
 	db_bind_json(st, 12, in->metadata);
 	sqlite3_bind_int64(st, 13, cp_now());
-	rc = db_exec_stmt(db, st);
-	return changed_or_not_found(db, rc);
+	return db_exec_one(db, st);
 }
 
 /* The next version number of certificate id, or CP_ERR_NOT_FOUND. */
@@ -130,24 +106,17 @@ static cp_rc next_version(struct db *db, const char *tenant_id, const char *id, 
 	static const char sql[] =
 		"SELECT c.version, (SELECT coalesce(max(version), 0) FROM certificate_versions "
 		"WHERE certificate_id = c.id) FROM certificates c WHERE c.tenant_id = ? AND c.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	cp_rc rc = db_step_row(db, st);
+	int cur, max;
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		int cur = sqlite3_column_int(st, 0), max = sqlite3_column_int(st, 1);
-		*out = (cur > max ? cur : max) + 1;
-		rc = CP_OK;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
+	if (rc != CP_OK)
+		return rc;
+	cur = sqlite3_column_int(st, 0);
+	max = sqlite3_column_int(st, 1);
 	sqlite3_reset(st);
-	return rc;
+	*out = (cur > max ? cur : max) + 1;
+	return CP_OK;
 }
 
 /* A version's material read once: the leaf's facts and the key as PKCS#8. */
@@ -271,17 +240,13 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		goto out;
-	st = db_stmt(db, upd);
-	if (!st) {
-		rc = CP_ERR_INTERNAL;
-		goto out;
+	st = db_stmt_keyed(db, upd, tenant_id, id);
+	if (st) {
+		sqlite3_bind_int(st, 3, version);
+		bind_time(st, 4, renew_after);
+		sqlite3_bind_int64(st, 5, now);
 	}
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	sqlite3_bind_int(st, 3, version);
-	bind_time(st, 4, renew_after);
-	sqlite3_bind_int64(st, 5, now);
-	rc = changed_or_not_found(db, db_exec_stmt(db, st));
+	rc = db_exec_one(db, st);
 	if (rc == CP_OK && version_out)
 		*version_out = version;
 out:
@@ -357,48 +322,27 @@ cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id
 		"UPDATE certificates SET name = coalesce(?3, name), "
 		"auto_renew = coalesce(?4, auto_renew), metadata = coalesce(?5, metadata), "
 		"updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
 	db_bind_text(st, 3, name);
 	db_bind_text(st, 4, auto_renew);
 	db_bind_json(st, 5, metadata);
 	sqlite3_bind_int64(st, 6, cp_now());
-	return changed_or_not_found(db, db_exec_stmt(db, st));
+	return db_exec_one(db, st);
 }
 
 cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id)
 {
 	static const char attached[] =
-		"SELECT 1 FROM properties WHERE certificate_id = ? AND tenant_id = ? LIMIT 1";
-	static const char del[] = "DELETE FROM certificates WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st;
-	cp_rc rc;
-	int r;
+		"SELECT 1 FROM properties WHERE certificate_id = ?2 AND tenant_id = ?1 LIMIT 1";
+	static const char del[] = "DELETE FROM certificates WHERE tenant_id = ?1 AND id = ?2";
+	cp_rc rc = db_certificate_exists(db, tenant_id, id);
 
-	rc = db_certificate_exists(db, tenant_id, id);
-	if (rc != CP_OK)
-		return rc;
-	st = db_stmt(db, attached);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r == SQLITE_ROW)
-		return CP_ERR_CONFLICT;
-	if (r != SQLITE_DONE)
-		return db_rc(db, r);
-	st = db_stmt(db, del);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	return changed_or_not_found(db, db_exec_stmt(db, st));
+	if (rc == CP_OK)
+		rc = db_unused_or_conflict(db, attached, tenant_id, id);
+	return rc == CP_OK ? db_delete_scoped(db, del, tenant_id, id) : rc;
 }
 
 cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *id,
@@ -409,15 +353,7 @@ cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *
 		"JOIN certificates c ON c.id = v.certificate_id "
 		"WHERE v.tenant_id = ?1 AND v.certificate_id = ?2 AND c.tenant_id = ?1 "
 		"AND v.seq > ?3 ORDER BY v.seq LIMIT ?4";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	sqlite3_bind_int64(st, 3, pg.after);
-	sqlite3_bind_int(st, 4, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+	return db_list_scoped(db, sql, tenant_id, id, pg, out);
 }
 
 /* Copy column 0..1 text of the current version of certificate id; the row
@@ -425,31 +361,23 @@ cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *
 static cp_rc current_version_row(struct db *db, const char *sql, const char *tenant_id,
 				 const char *id, char **a, char **b)
 {
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	cp_rc rc = db_step_row(db, st);
 
 	*a = *b = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
-			rc = CP_ERR_CONFLICT;
-		} else {
-			*a = cp_strdup((const char *)sqlite3_column_text(st, 0));
-			*b = cp_strdup((const char *)sqlite3_column_text(st, 1));
-			rc = *a && *b ? CP_OK : CP_ERR_NOMEM;
-			if (rc != CP_OK) {
-				free(*a);
-				free(*b);
-				*a = *b = NULL;
-			}
+	if (rc != CP_OK)
+		return rc;
+	if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+		rc = CP_ERR_CONFLICT;
+	} else {
+		*a = cp_strdup((const char *)sqlite3_column_text(st, 0));
+		*b = cp_strdup((const char *)sqlite3_column_text(st, 1));
+		rc = *a && *b ? CP_OK : CP_ERR_NOMEM;
+		if (rc != CP_OK) {
+			free(*a);
+			free(*b);
+			*a = *b = NULL;
 		}
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
 	}
 	sqlite3_reset(st);
 	return rc;
@@ -505,16 +433,14 @@ cp_rc db_certificate_set_status(struct db *db, const char *tenant_id, const char
 {
 	static const char sql[] = "UPDATE certificates SET status = ?3, updated_at = ?4 "
 				  "WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
 	db_bind_text(st, 3, status);
 	sqlite3_bind_int64(st, 4, cp_now());
 	/* The CHECK constraint turns a bad status into CP_ERR_CONFLICT. */
-	return changed_or_not_found(db, db_exec_stmt(db, st));
+	return db_exec_one(db, st);
 }
 
 cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const char *id,
@@ -524,12 +450,10 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 		"UPDATE certificates SET renew_after = ?3, next_attempt_at = ?4, "
 		"last_attempt_at = ?5, last_error = ?6, last_error_reason = ?7, failure_count = ?8, "
 		"updated_at = ?9 WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
 	bind_time(st, 3, r->renew_after);
 	bind_time(st, 4, r->next_attempt_at);
 	bind_time(st, 5, r->last_attempt_at);
@@ -537,5 +461,5 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 	db_bind_text(st, 7, r->last_error_reason);
 	sqlite3_bind_int(st, 8, r->failure_count);
 	sqlite3_bind_int64(st, 9, cp_now());
-	return changed_or_not_found(db, db_exec_stmt(db, st));
+	return db_exec_one(db, st);
 }

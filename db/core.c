@@ -10,6 +10,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -283,6 +284,134 @@ out:
 	if (rc != CP_OK) {
 		json_decref(out->data);
 		out->data = NULL;
+	}
+	return rc;
+}
+
+sqlite3_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, const char *k2)
+{
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (st) {
+		db_bind_text(st, 1, k1);
+		db_bind_text(st, 2, k2);
+	}
+	return st;
+}
+
+sqlite3_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
+			      const char *k2)
+{
+	cp_uuid(id);
+	return db_stmt_keyed(db, sql, id, k2);
+}
+
+cp_rc db_get_scoped(struct db *db, const char *sql, const char *tenant_id, const char *id,
+		    json_t **out)
+{
+	return db_fetch_json(db, db_stmt_keyed(db, sql, tenant_id, id), out);
+}
+
+cp_rc db_delete_scoped(struct db *db, const char *sql, const char *tenant_id, const char *id)
+{
+	return db_exec_one(db, db_stmt_keyed(db, sql, tenant_id, id));
+}
+
+sqlite3_stmt *db_stmt_page(struct db *db, const char *sql, const char *tenant_id,
+			   const char *parent, struct db_page pg)
+{
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, parent);
+
+	assert(pg.limit > 0);
+	if (st) {
+		sqlite3_bind_int64(st, 3, pg.after);
+		sqlite3_bind_int(st, 4, pg.limit + 1);
+	}
+	return st;
+}
+
+cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, const char *parent,
+		     struct db_page pg, struct db_list *out)
+{
+	return db_fetch_page(db, db_stmt_page(db, sql, tenant_id, parent, pg), pg.limit, out);
+}
+
+cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t)
+{
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, key, NULL);
+
+	if (st)
+		sqlite3_bind_int64(st, 2, t);
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,
+		       const char *filter, struct db_page pg, struct db_list *out)
+{
+	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, parent, pg);
+
+	if (st)
+		db_bind_text(st, 5, filter);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_step_row(struct db *db, sqlite3_stmt *st)
+{
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		return CP_OK;
+	sqlite3_reset(st);
+	return r == SQLITE_DONE ? CP_ERR_NOT_FOUND : db_rc(db, r);
+}
+
+cp_rc db_probe(struct db *db, sqlite3_stmt *st)
+{
+	cp_rc rc = db_step_row(db, st);
+
+	if (rc == CP_OK)
+		sqlite3_reset(st);
+	return rc;
+}
+
+cp_rc db_unused_or_conflict(struct db *db, const char *sql, const char *tenant_id, const char *id)
+{
+	cp_rc rc = db_probe(db, db_stmt_keyed(db, sql, tenant_id, id));
+
+	if (rc == CP_OK)
+		return CP_ERR_CONFLICT;
+	return rc == CP_ERR_NOT_FOUND ? CP_OK : rc;
+}
+
+void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap)
+{
+	const char *s = (const char *)sqlite3_column_text(st, col);
+
+	assert(buf && cap > 0);
+	snprintf(buf, cap, "%s", s ? s : "");
+}
+
+cp_rc db_fetch_text(struct db *db, sqlite3_stmt *st, char *buf, size_t cap)
+{
+	cp_rc rc = db_step_row(db, st);
+
+	if (rc == CP_OK) {
+		db_column_copy(st, 0, buf, cap);
+		sqlite3_reset(st);
+	}
+	return rc;
+}
+
+cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out)
+{
+	cp_rc rc = db_step_row(db, st);
+
+	if (rc == CP_OK) {
+		*out = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
 	}
 	return rc;
 }

@@ -247,6 +247,12 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 
 /* ---- events (the outbox) ---- */
 
+/* Every event type certplane emits (the API's filter and the types a
+ * webhook may subscribe to), NULL-terminated: the one list of them. */
+#define DB_EVENT_TYPES_COUNT 12
+extern const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1];
+/* Whether type is one of db_event_types (NULL: false). */
+bool db_event_type_known(const char *type);
 /* Write event {"type", "timestamp", "data"} for tenant_id in the current
  * transaction; data is borrowed. id_out (may be NULL) gets the event id.
  * Webhook deliveries for the tenant's subscribed endpoints are queued in
@@ -553,6 +559,14 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
  * {reason, detail}|null, attempts, next_attempt_at, dns01_deadline,
  * metadata, created_at, updated_at, completed_at}. */
 cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* The statuses of an order in flight (not yet valid, failed or canceled),
+ * as an SQL list: the one place the code spells the set. The partial
+ * indexes orders_in_flight (migration 004) and orders_tenant_in_flight
+ * (006) repeat it as history; SQLite uses them only for a WHERE that says
+ * the same, so the text must stay as it is. */
+#define DB_ORDER_IN_FLIGHT_SQL "('pending', 'validating', 'issuing')"
+/* Whether status is one of DB_ORDER_IN_FLIGHT_SQL's (NULL: false). */
+bool db_order_status_in_flight(const char *status);
 /* The certificate's order in flight (API shape), or CP_ERR_NOT_FOUND. */
 cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
 			 json_t **out) CP_WUR;

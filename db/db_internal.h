@@ -39,6 +39,69 @@ cp_rc db_fetch_json(struct db *db, sqlite3_stmt *st, json_t **out) CP_WUR;
 /* Execute a statement returning (seq, json) rows with LIMIT pg.limit + 1;
  * fills out->data and out->next. */
 cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *out) CP_WUR;
+/*
+ * Shared workers for the shapes every resource file repeats. Their SQL
+ * follows one numbering: ?1 tenant_id, ?2 the object's id (or the parent's
+ * for a list of children), ?3 the page's "after" sequence number, ?4 the
+ * page limit + 1; filters take ?5 on. A query that is not tenant-scoped
+ * simply leaves ?1 unused (it is bound NULL). sql is a string literal (the
+ * statement cache keys on its address).
+ */
+/* db_stmt with ?1 = k1 and ?2 = k2 bound as text (NULL binds SQL NULL).
+ * A NULL key for a parameter the statement does not have is a no-op.
+ * Borrowed; NULL on error (the fetch/exec helpers turn that into
+ * CP_ERR_INTERNAL, so a caller may pass the result straight on). */
+sqlite3_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, const char *k2);
+/* db_stmt_keyed for a new row: a fresh UUID is written to id and bound at
+ * ?1, k2 at ?2. */
+sqlite3_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
+			      const char *k2);
+/* The one JSON object row of sql for (tenant_id, id): CP_OK with *out
+ * (owned by the caller), CP_ERR_NOT_FOUND, or another error. */
+cp_rc db_get_scoped(struct db *db, const char *sql, const char *tenant_id, const char *id,
+		    json_t **out) CP_WUR;
+/* Run the DELETE (or UPDATE) sql for (tenant_id, id): CP_ERR_NOT_FOUND when
+ * it changed no row. */
+cp_rc db_delete_scoped(struct db *db, const char *sql, const char *tenant_id,
+		       const char *id) CP_WUR;
+/* db_stmt_keyed(sql, tenant_id, parent) with the page bound at ?3 and ?4,
+ * for a caller that binds its filters (?5 on) before db_fetch_page. */
+sqlite3_stmt *db_stmt_page(struct db *db, const char *sql, const char *tenant_id,
+			   const char *parent, struct db_page pg);
+/* One keyset page of sql's (seq, json) rows into out (db_fetch_page). */
+cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, const char *parent,
+		     struct db_page pg, struct db_list *out) CP_WUR;
+/* Execute the statement sql with ?1 = key (text) and ?2 = the time t (the
+ * "stamp a row by its key" shape): db_exec_stmt's result. */
+cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t) CP_WUR;
+/* db_list_scoped for a list with one optional text filter at ?5 (NULL
+ * binds SQL NULL, which the statement reads as "no filter"). */
+cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,
+		       const char *filter, struct db_page pg, struct db_list *out) CP_WUR;
+/* Step st once: CP_OK leaves its row to read, and the caller resets st
+ * when done with it; CP_ERR_NOT_FOUND (no row) or an error (CP_ERR_INTERNAL
+ * for a NULL st) has reset it already. The "step, copy the columns,
+ * reset" worker. */
+cp_rc db_step_row(struct db *db, sqlite3_stmt *st) CP_WUR;
+/* Step st once: CP_OK when a row exists, CP_ERR_NOT_FOUND when none,
+ * another cp_rc on error (CP_ERR_INTERNAL for a NULL st). Resets st. */
+cp_rc db_probe(struct db *db, sqlite3_stmt *st) CP_WUR;
+/* CP_ERR_CONFLICT when sql finds a row for (tenant_id, id) (the object is
+ * still in use), CP_OK when it finds none: the precise answer a foreign key
+ * would give only as a generic constraint error. */
+cp_rc db_unused_or_conflict(struct db *db, const char *sql, const char *tenant_id,
+			    const char *id) CP_WUR;
+/* Step st once and, on a row, copy its text column 0 into buf (cap bytes,
+ * truncated, NUL-terminated; NULL copies ""). CP_ERR_NOT_FOUND without a
+ * row. Resets st. */
+cp_rc db_fetch_text(struct db *db, sqlite3_stmt *st, char *buf, size_t cap) CP_WUR;
+/* Step st once and, on a row, store its integer column 0 in *out.
+ * CP_ERR_NOT_FOUND without a row. Resets st. */
+cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out) CP_WUR;
+/* Copy text column col of st's current row into buf (cap > 0 bytes,
+ * truncated, NUL-terminated; SQL NULL copies ""). */
+void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
+
 /* Raw SQL (multiple statements), for migrations and maintenance. */
 cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
 

@@ -17,14 +17,11 @@ cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *
 {
 	static const char sql[] = "INSERT INTO edge_hostnames (id, tenant_id, hostname, label, "
 				  "created_at) VALUES (?, ?, ?, ?, ?) RETURNING " EDGE_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, hostname);
 	db_bind_text(st, 4, label);
 	sqlite3_bind_int64(st, 5, cp_now());
@@ -34,57 +31,24 @@ cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *
 cp_rc db_edge_hostname_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] = "SELECT " EDGE_JSON " FROM edge_hostnames "
-				  "WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	return db_fetch_json(db, st, out);
+				  "WHERE tenant_id = ?1 AND id = ?2";
+	return db_get_scoped(db, sql, tenant_id, id, out);
 }
 
 cp_rc db_edge_hostname_list(struct db *db, const char *tenant_id, struct db_page pg,
 			    struct db_list *out)
 {
 	static const char sql[] = "SELECT seq, " EDGE_JSON " FROM edge_hostnames "
-				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+				  "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
 }
 
 cp_rc db_edge_hostname_delete(struct db *db, const char *tenant_id, const char *id)
 {
-	/* The foreign key would refuse too, but only with a generic constraint
-	 * error; asking first gives the caller a precise CP_ERR_CONFLICT. */
-	static const char sql_used[] = "SELECT 1 FROM properties WHERE edge_hostname_id = ? "
-				       "AND tenant_id = ? LIMIT 1";
-	static const char sql[] = "DELETE FROM edge_hostnames WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql_used);
-	cp_rc rc;
-	int r;
+	static const char sql_used[] = "SELECT 1 FROM properties WHERE edge_hostname_id = ?2 "
+				       "AND tenant_id = ?1 LIMIT 1";
+	static const char sql[] = "DELETE FROM edge_hostnames WHERE tenant_id = ?1 AND id = ?2";
+	cp_rc rc = db_unused_or_conflict(db, sql_used, tenant_id, id);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r == SQLITE_ROW)
-		return CP_ERR_CONFLICT;
-	if (r != SQLITE_DONE)
-		return db_rc(db, r);
-	st = db_stmt(db, sql);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	rc = db_exec_one(db, st);
-	return rc;
+	return rc == CP_OK ? db_delete_scoped(db, sql, tenant_id, id) : rc;
 }

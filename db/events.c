@@ -9,6 +9,30 @@
 
 #define EVENT_JSON "json_insert(payload, '$.id', id)"
 
+const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1] = {
+	"certificate.issued",
+	"certificate.renewed",
+	"certificate.renewal_failed",
+	"certificate.expiring",
+	"certificate.expired",
+	"order.dns_challenge_required",
+	"order.dns_challenge_completed",
+	"order.failed",
+	"webhook.test",
+	"webhook.disabled",
+	"property.hostname_released",
+	"property.hostname_unverified",
+	NULL,
+};
+
+bool db_event_type_known(const char *type)
+{
+	for (size_t i = 0; type && db_event_types[i]; i++)
+		if (strcmp(db_event_types[i], type) == 0)
+			return true;
+	return false;
+}
+
 /* Hook for webhook fan-out, defined in webhooks.c of this module. */
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type);
@@ -18,23 +42,20 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 {
 	static const char sql[] = "INSERT INTO events (id, tenant_id, type, payload, created_at) "
 				  "VALUES (?, ?, ?, ?, ?)";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1], ts[CP_TIME_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 	int64_t now = cp_now();
 	json_t *payload = NULL;
 	cp_rc rc = CP_ERR_INTERNAL;
 
 	if (!st)
 		goto out;
-	cp_uuid(id);
 	cp_time_fmt(now, ts);
 	/* "o" takes the reference: ours of a new {}, or a new one of data. */
 	payload = json_pack("{s:s,s:s,s:o}", "type", type, "timestamp", ts, "data",
 			    data ? json_incref(data) : json_object());
 	if (!payload)
 		goto out;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, type);
 	db_bind_json(st, 4, payload);
 	sqlite3_bind_int64(st, 5, now);
@@ -53,40 +74,16 @@ cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, stru
 		    struct db_list *out)
 {
 	static const char sql_all[] = "SELECT seq, " EVENT_JSON " FROM events "
-				      "WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+				      "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
 	static const char sql_type[] = "SELECT seq, " EVENT_JSON " FROM events "
-				       "WHERE tenant_id = ?1 AND seq > ?2 AND type = ?4 "
-				       "ORDER BY seq LIMIT ?3";
-	sqlite3_stmt *st = db_stmt(db, type ? sql_type : sql_all);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
-	if (type)
-		db_bind_text(st, 4, type);
-	return db_fetch_page(db, st, pg.limit, out);
+				       "WHERE tenant_id = ?1 AND seq > ?3 AND type = ?5 "
+				       "ORDER BY seq LIMIT ?4";
+	/* Two statements, so that each is one index range scan. */
+	return db_list_filtered(db, type ? sql_type : sql_all, tenant_id, NULL, type, pg, out);
 }
 
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq)
 {
-	static const char sql[] = "SELECT seq FROM events WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*seq = sqlite3_column_int64(st, 0);
-		rc = CP_OK;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
-	sqlite3_reset(st);
-	return rc;
+	static const char sql[] = "SELECT seq FROM events WHERE tenant_id = ?1 AND id = ?2";
+	return db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, id), seq);
 }

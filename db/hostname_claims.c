@@ -32,21 +32,10 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 {
 	static const char sql[] = "SELECT 1 FROM property_hostnames WHERE hostname = ?1 AND "
 				  "status = 'verified' AND tenant_id != ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int r;
+	cp_rc rc = db_probe(db, db_stmt_keyed(db, sql, hostname, tenant_id));
 
-	*other = false;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, hostname);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r == SQLITE_ROW)
-		*other = true;
-	else if (r != SQLITE_DONE)
-		return db_rc(db, r);
-	return CP_OK;
+	*other = rc == CP_OK;
+	return rc == CP_ERR_NOT_FOUND ? CP_OK : rc;
 }
 
 /* Remove one claim (tenant, hostname), bump its property's version and tell
@@ -57,24 +46,17 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 	static const char sql_del[] =
 		"DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
 	static const char sql_bump[] = "UPDATE properties SET version = version + 1, "
-				       "updated_at = ? WHERE id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql_del);
+				       "updated_at = ?2 WHERE id = ?1";
+	sqlite3_stmt *st = db_stmt_keyed(db, sql_del, tenant_id, hostname);
 	json_t *data = NULL;
 	cp_rc rc;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
-	st = db_stmt(db, sql_bump);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
-	db_bind_text(st, 2, property_id);
-	rc = db_exec_stmt(db, st);
+	rc = db_exec_at(db, sql_bump, property_id, cp_now());
 	if (rc != CP_OK)
 		return rc;
 	data = json_pack("{s:s,s:s,s:s}", "property_id", property_id, "hostname", hostname,
@@ -142,34 +124,25 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		"UPDATE property_hostnames SET status = 'pending', method = NULL, claimed_at = ?3, "
 		"expires_at = ?4, checked_at = ?3, next_check_at = ?5, failures = 0, detail = ?6 "
 		"WHERE tenant_id = ?1 AND hostname = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql_get);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql_get, tenant_id, hostname);
 	int64_t now = cp_now();
 	char status[16] = "", property_id[CP_UUID_LEN + 1] = "";
 	const char *result = "pending";
 	bool other = false, verified;
 	json_t *data = NULL;
-	int failures = 0, r;
+	int failures = 0;
 	cp_rc rc;
 
 	assert(chk && pol);
 	if (status_out)
 		*status_out = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		snprintf(status, sizeof(status), "%s", (const char *)sqlite3_column_text(st, 0));
-		failures = sqlite3_column_int(st, 1);
-		snprintf(property_id, sizeof(property_id), "%s",
-			 (const char *)sqlite3_column_text(st, 2));
-	}
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	db_column_copy(st, 0, status, sizeof(status));
+	failures = sqlite3_column_int(st, 1);
+	db_column_copy(st, 2, property_id, sizeof(property_id));
 	sqlite3_reset(st);
-	if (r == SQLITE_DONE)
-		return CP_ERR_NOT_FOUND;
-	if (r != SQLITE_ROW)
-		return db_rc(db, r);
 	verified = strcmp(status, "verified") == 0;
 
 	if (chk->outcome == DB_CLAIM_VERIFIED) {
@@ -178,11 +151,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 			return rc;
 	}
 	if (chk->outcome == DB_CLAIM_VERIFIED && !other) {
-		st = db_stmt(db, sql_verify);
+		st = db_stmt_keyed(db, sql_verify, tenant_id, hostname);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, tenant_id);
-		db_bind_text(st, 2, hostname);
 		db_bind_text(st, 3, chk->method);
 		sqlite3_bind_int64(st, 4, now);
 		sqlite3_bind_int64(st, 5, now + pol->verified_recheck_seconds);
@@ -195,11 +166,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	}
 	if (chk->outcome == DB_CLAIM_NOT_VERIFIED && verified &&
 	    failures + 1 >= CLAIM_DEMOTE_AFTER) {
-		st = db_stmt(db, sql_demote);
+		st = db_stmt_keyed(db, sql_demote, tenant_id, hostname);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, tenant_id);
-		db_bind_text(st, 2, hostname);
 		sqlite3_bind_int64(st, 3, now);
 		sqlite3_bind_int64(st, 4, now + pol->ttl_seconds);
 		sqlite3_bind_int64(st, 5, now + pol->recheck_seconds);
@@ -216,11 +185,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	/* A claim another tenant holds verified, a negative check, or a DNS error. */
 	if (verified && chk->outcome == DB_CLAIM_NOT_VERIFIED)
 		failures++;
-	st = db_stmt(db, sql_note);
+	st = db_stmt_keyed(db, sql_note, tenant_id, hostname);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
 	sqlite3_bind_int64(st, 3, now);
 	/* A verified claim answering "not verified" is re-checked soon; one
 	 * that only failed to resolve keeps its daily cadence. */
@@ -253,13 +220,7 @@ cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, j
 		"c.method, 'token', c.token, 'edge_hostname', e.hostname) FROM property_hostnames c "
 		"JOIN properties p ON p.id = c.property_id JOIN edge_hostnames e ON e.id = "
 		"p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, hostname);
-	return db_fetch_json(db, st, out);
+	return db_get_scoped(db, sql, tenant_id, hostname, out);
 }
 
 cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,
@@ -294,20 +255,14 @@ cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 	 * never scan the tenant's edge hostnames. */
 	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
 				  "(SELECT value FROM json_each(?1)) AND +tenant_id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, NULL, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	if (json_array_size(chain) == 0)
 		return CP_ERR_NOT_FOUND;
 	db_bind_json(st, 1, chain);
-	db_bind_text(st, 2, tenant_id);
-	r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r == SQLITE_ROW)
-		return CP_OK;
-	return r == SQLITE_DONE ? CP_ERR_NOT_FOUND : db_rc(db, r);
+	return db_probe(db, st);
 }
 
 cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out)
@@ -419,27 +374,26 @@ static cp_rc edge_above(struct db *db, const char *name, char *found, size_t cap
 {
 	static const char sql[] = "SELECT hostname FROM edge_hostnames WHERE hostname = ?";
 	const char *p = name;
-	int r;
 
 	while (p && *p) {
-		sqlite3_stmt *st = db_stmt(db, sql);
+		cp_rc rc = db_fetch_text(db, db_stmt_keyed(db, sql, p, NULL), found, cap);
 
-		if (!st)
-			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, p);
-		r = sqlite3_step(st);
-		if (r == SQLITE_ROW)
-			snprintf(found, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-		sqlite3_reset(st);
-		if (r == SQLITE_ROW)
-			return CP_OK;
-		if (r != SQLITE_DONE)
-			return db_rc(db, r);
+		if (rc != CP_ERR_NOT_FOUND)
+			return rc;
 		p = strchr(p, '.');
 		if (p)
 			p++;
 	}
 	return CP_ERR_NOT_FOUND;
+}
+
+/* Refuse name in v as one of the service's edge names: it relation edge. */
+static void refuse_edge(struct db_scope_verdict *v, const char *name, const char *relation,
+			const char *edge)
+{
+	v->reason = "hostname_in_edge_zone";
+	snprintf(v->detail, sizeof(v->detail),
+		 "%s %s %s: edge names are the service's, not a tenant's", name, relation, edge);
 }
 
 cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant_id, json_t *names,
@@ -461,20 +415,12 @@ cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant
 		base = cp_hostname_is_wildcard(name) ? name + 2 : name;
 		v->index = i;
 		if (edge_zone && name_under(base, edge_zone)) {
-			v->reason = "hostname_in_edge_zone";
-			snprintf(v->detail, sizeof(v->detail),
-				 "%s is in the edge zone %s: edge names are the service's, not a "
-				 "tenant's",
-				 name, edge_zone);
+			refuse_edge(v, name, "is in the edge zone", edge_zone);
 			return CP_OK;
 		}
 		rc = edge_above(db, base, edge, sizeof(edge));
 		if (rc == CP_OK) {
-			v->reason = "hostname_in_edge_zone";
-			snprintf(v->detail, sizeof(v->detail),
-				 "%s is (or is under) the edge hostname %s: edge names are the "
-				 "service's, not a tenant's",
-				 name, edge);
+			refuse_edge(v, name, "is (or is under) the edge hostname", edge);
 			return CP_OK;
 		}
 		if (rc != CP_ERR_NOT_FOUND)

@@ -50,13 +50,11 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 		"INSERT INTO jobs (kind, tenant_id, payload, dedupe_key, run_at, created_at, "
 		"updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
 		"ON CONFLICT (dedupe_key) DO NOTHING";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, tenant_id);
 	int64_t now = cp_now();
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, kind);
-	db_bind_text(st, 2, tenant_id);
 	if (payload)
 		db_bind_json(st, 3, payload);
 	else
@@ -73,12 +71,10 @@ cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)
 {
 	static const char sql[] = "UPDATE jobs SET lane = ?2 WHERE state IN ('queued', 'running') "
 				  "AND kind = ?1 AND lane != ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, lane);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, kind);
-	db_bind_text(st, 2, lane);
 	return db_exec_stmt(db, st);
 }
 
@@ -99,7 +95,11 @@ static cp_rc job_from_row(sqlite3_stmt *st, const char *owner, struct db_job *ou
 static cp_rc job_take(struct db *db, sqlite3_stmt *st, const char *owner, struct db_job *out)
 {
 	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r = sqlite3_step(st);
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	r = sqlite3_step(st);
 
 	if (r == SQLITE_ROW) {
 		rc = job_from_row(st, owner, out);
@@ -124,6 +124,20 @@ static cp_rc job_take(struct db *db, sqlite3_stmt *st, const char *owner, struct
 	return rc;
 }
 
+/* The claim statement sql with the lease bound: ?1 owner, ?2 now, ?3 lease
+ * seconds. Borrowed; NULL on error (job_take answers CP_ERR_INTERNAL). */
+static sqlite3_stmt *lease_stmt(struct db *db, const char *sql, const char *owner,
+				int lease_seconds, int64_t now)
+{
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, owner, NULL);
+
+	if (st) {
+		sqlite3_bind_int64(st, 2, now);
+		sqlite3_bind_int(st, 3, lease_seconds);
+	}
+	return st;
+}
+
 /* A job of lane whose lease expired (its worker died or hung): claim it
  * again. It is still counted as running for its tenant, so the cap does not
  * apply. ?1 owner, ?2 now, ?3 lease seconds, ?4 lane. */
@@ -136,36 +150,25 @@ static cp_rc claim_expired(struct db *db, const char *lane, const char *owner, i
 		"WHERE id = (SELECT id FROM jobs WHERE lane = ?4 AND state = 'running' "
 		"AND lease_until < ?2 ORDER BY lease_until LIMIT 1) "
 		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, owner);
-	sqlite3_bind_int64(st, 2, now);
-	sqlite3_bind_int(st, 3, lease_seconds);
-	db_bind_text(st, 4, lane);
+	if (st)
+		db_bind_text(st, 4, lane);
 	return job_take(db, st, owner, out);
 }
 
-/* Step a one-column tenant query; CP_ERR_NOT_FOUND when it has no row. */
-static cp_rc pick_tenant(struct db *db, sqlite3_stmt *st, const char *lane, int cap, int64_t now,
+/* Run the one-column tenant query sql (?1 lane, ?2 now, ?3 cap) into
+ * tenant; CP_ERR_NOT_FOUND when it has no row. */
+static cp_rc pick_tenant(struct db *db, const char *sql, const char *lane, int cap, int64_t now,
 			 char tenant[CP_UUID_LEN + 1])
 {
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, lane, NULL);
 
-	db_bind_text(st, 1, lane);
-	sqlite3_bind_int64(st, 2, now);
-	sqlite3_bind_int(st, 3, cap);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		snprintf(tenant, CP_UUID_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 0));
-		rc = CP_OK;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
+	if (st) {
+		sqlite3_bind_int64(st, 2, now);
+		sqlite3_bind_int(st, 3, cap);
 	}
-	sqlite3_reset(st);
-	return rc;
+	return db_fetch_text(db, st, tenant, CP_UUID_LEN + 1);
 }
 
 /*
@@ -200,33 +203,20 @@ static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now, i
 		"SELECT id FROM jobs INDEXED BY jobs_lane_tenant_due WHERE state = 'queued' "
 		"AND lane = ?1 AND ifnull(tenant_id, '') = ?2 AND run_at <= ?3 "
 		"ORDER BY run_at, id LIMIT 1";
-	sqlite3_stmt *st = db_stmt(db, lru);
-	cp_rc rc;
-	int r;
+	sqlite3_stmt *st;
+	cp_rc rc = pick_tenant(db, lru, lane, cap, now, tenant);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	rc = pick_tenant(db, st, lane, cap, now, tenant);
-	if (rc == CP_ERR_NOT_FOUND) {
-		st = db_stmt(db, due);
-		rc = st ? pick_tenant(db, st, lane, cap, now, tenant) : CP_ERR_INTERNAL;
-	}
+	if (rc == CP_ERR_NOT_FOUND)
+		rc = pick_tenant(db, due, lane, cap, now, tenant);
 	if (rc != CP_OK)
 		return rc;
-	st = db_stmt(db, first);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, lane);
-	db_bind_text(st, 2, tenant);
-	sqlite3_bind_int64(st, 3, now);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW)
-		*job_id = sqlite3_column_int64(st, 0);
+	st = db_stmt_keyed(db, first, lane, tenant);
+	if (st)
+		sqlite3_bind_int64(st, 3, now);
+	rc = db_fetch_int64(db, st, job_id);
 	/* No row: next_run_at promised one; the counts are kept by triggers
 	 * in the same transaction, so this is a bug, not a race. */
-	rc = r == SQLITE_ROW ? CP_OK : r == SQLITE_DONE ? CP_ERR_INTERNAL : db_rc(db, r);
-	sqlite3_reset(st);
-	return rc;
+	return rc == CP_ERR_NOT_FOUND ? CP_ERR_INTERNAL : rc;
 }
 
 /* Lease the picked queued job id (the trigger moves it from queued to
@@ -238,14 +228,10 @@ static cp_rc claim_queued(struct db *db, int64_t id, const char *owner, int leas
 		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
 		"attempts = attempts + 1, updated_at = ?2 WHERE id = ?4 AND state = 'queued' "
 		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, owner);
-	sqlite3_bind_int64(st, 2, now);
-	sqlite3_bind_int(st, 3, lease_seconds);
-	sqlite3_bind_int64(st, 4, id);
+	if (st)
+		sqlite3_bind_int64(st, 4, id);
 	return job_take(db, st, owner, out);
 }
 

@@ -74,12 +74,10 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 		"INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, "
 		"ca, key_type, metadata, created_at, updated_at) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, certificate_id);
 	db_bind_text(st, 4, kind);
 	db_bind_text(st, 5, challenge);
@@ -95,83 +93,83 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] =
-		"SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ? AND o.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	return db_fetch_json(db, st, out);
+		"SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.id = ?2";
+	return db_get_scoped(db, sql, tenant_id, id, out);
 }
 
 cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
 			 json_t **out)
 {
-	static const char sql[] =
-		"SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ? AND "
-		"o.certificate_id = ? AND o.status IN ('pending', 'validating', 'issuing')";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, certificate_id);
-	return db_fetch_json(db, st, out);
+	static const char sql[] = "SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND "
+				  "o.certificate_id = ?2 AND o.status IN " DB_ORDER_IN_FLIGHT_SQL;
+	return db_get_scoped(db, sql, tenant_id, certificate_id, out);
 }
 
 cp_rc db_order_list(struct db *db, const char *tenant_id, const char *certificate_id,
 		    const char *status, struct db_page pg, struct db_list *out)
 {
 	static const char sql[] =
-		"SELECT o.seq, " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.seq > ?2 "
-		"AND (?4 IS NULL OR o.certificate_id = ?4) AND (?5 IS NULL OR o.status = ?5) "
-		"ORDER BY o.seq LIMIT ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
+		"SELECT o.seq, " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.seq > ?3 "
+		"AND (?5 IS NULL OR o.certificate_id = ?5) AND (?6 IS NULL OR o.status = ?6) "
+		"ORDER BY o.seq LIMIT ?4";
+	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, NULL, pg);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
-	db_bind_text(st, 4, certificate_id);
-	db_bind_text(st, 5, status);
+	db_bind_text(st, 5, certificate_id);
+	db_bind_text(st, 6, status);
 	return db_fetch_page(db, st, pg.limit, out);
+}
+
+bool db_order_status_in_flight(const char *status)
+{
+	char quoted[32];
+
+	/* The set is spelled once, in DB_ORDER_IN_FLIGHT_SQL: look the quoted
+	 * status up in that list. */
+	if (!status || strlen(status) + 3 > sizeof(quoted) || strchr(status, '\'') != NULL)
+		return false;
+	snprintf(quoted, sizeof(quoted), "'%s'", status);
+	return strstr(DB_ORDER_IN_FLIGHT_SQL, quoted) != NULL;
 }
 
 cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] =
-		"SELECT " ORDER_FULL_JSON " FROM orders o WHERE o.tenant_id = ? AND o.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	return db_fetch_json(db, st, out);
+		"SELECT " ORDER_FULL_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.id = ?2";
+	return db_get_scoped(db, sql, tenant_id, id, out);
 }
 
 /* SET col = the patch member if present (null clears), else keep it. */
 #define PATCH(col)                                                                                 \
 	col " = iif(json_type(?2, '$." col "') IS NULL, " col ", json_extract(?2, '$." col "'))"
 
+/* The cached patch statement sql with ?1 = key, ?2 = the patch, ?3 = n. */
+static sqlite3_stmt *patch_stmt(struct db *db, const char *sql, const char *key,
+				const json_t *patch, int64_t n)
+{
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, key, NULL);
+
+	if (st) {
+		db_bind_json(st, 2, patch);
+		sqlite3_bind_int64(st, 3, n);
+	}
+	return st;
+}
+
 cp_rc db_order_save(struct db *db, const char *id, const json_t *patch)
 {
+	/* clang-format off */
 	static const char sql[] =
 		"UPDATE orders SET status = iif(status IN ('valid', 'failed', 'canceled') OR "
-		"json_type(?2, '$.status') IS NULL, status, json_extract(?2, '$.status')), " PATCH("account_url") ", " PATCH("order_url") ", " PATCH("finalize_url") ", " PATCH("certificate_url") ", " PATCH(
-			"key") ", " PATCH("error_reason") ", " PATCH("error_detail") ", " PATCH("attempts") ", " PATCH("next_attempt_at") ", " PATCH("dns_deadline") ", " PATCH("verify_at") ", " PATCH("completed_at") ", updated_at = ?3 WHERE id = ?1";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	db_bind_json(st, 2, patch);
-	sqlite3_bind_int64(st, 3, cp_now());
-	rc = db_exec_one(db, st);
-	return rc;
+		"json_type(?2, '$.status') IS NULL, status, json_extract(?2, '$.status')), "
+		PATCH("account_url") ", " PATCH("order_url") ", " PATCH("finalize_url") ", "
+		PATCH("certificate_url") ", " PATCH("key") ", " PATCH("error_reason") ", "
+		PATCH("error_detail") ", " PATCH("attempts") ", " PATCH("next_attempt_at") ", "
+		PATCH("dns_deadline") ", " PATCH("verify_at") ", " PATCH("completed_at") ", "
+		"updated_at = ?3 WHERE id = ?1";
+	/* clang-format on */
+	return db_exec_one(db, patch_stmt(db, sql, id, patch, cp_now()));
 }
 
 cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, const char *url)
@@ -191,17 +189,16 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 
 cp_rc db_order_authz_save(struct db *db, const char *order_id, int position, const json_t *patch)
 {
+	/* clang-format off */
 	static const char sql[] =
-		"UPDATE order_authorizations SET " PATCH("identifier") ", " PATCH("status") ", " PATCH("challenge_type") ", " PATCH("challenge_url") ", " PATCH("token") ", " PATCH("key_authorization") ", " PATCH(
-			"txt_record_name") ", " PATCH("txt_record_value") ", " PATCH("expires_at") ", " PATCH("notified") ", " PATCH("responded") ", " PATCH("completed") " WHERE order_id = ?1 AND position = ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, order_id);
-	db_bind_json(st, 2, patch);
-	sqlite3_bind_int(st, 3, position);
-	return db_exec_stmt(db, st);
+		"UPDATE order_authorizations SET "
+		PATCH("identifier") ", " PATCH("status") ", " PATCH("challenge_type") ", "
+		PATCH("challenge_url") ", " PATCH("token") ", " PATCH("key_authorization") ", "
+		PATCH("txt_record_name") ", " PATCH("txt_record_value") ", " PATCH("expires_at") ", "
+		PATCH("notified") ", " PATCH("responded") ", " PATCH("completed") " "
+		"WHERE order_id = ?1 AND position = ?3";
+	/* clang-format on */
+	return db_exec_stmt(db, patch_stmt(db, sql, order_id, patch, position));
 }
 #undef PATCH
 
@@ -212,23 +209,11 @@ cp_rc db_order_reset(struct db *db, const char *id)
 	static const char del[] = "DELETE FROM order_authorizations WHERE order_id = ?";
 	static const char upd[] =
 		"UPDATE orders SET status = 'pending', account_url = NULL, order_url = NULL, "
-		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ? "
-		"WHERE id = ?";
-	sqlite3_stmt *st = db_stmt(db, del);
-	cp_rc rc;
+		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ?2 "
+		"WHERE id = ?1";
+	cp_rc rc = db_exec_stmt(db, db_stmt_keyed(db, del, id, NULL));
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	rc = db_exec_stmt(db, st);
-	if (rc != CP_OK)
-		return rc;
-	st = db_stmt(db, upd);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
-	db_bind_text(st, 2, id);
-	return db_exec_stmt(db, st);
+	return rc == CP_OK ? db_exec_at(db, upd, id, cp_now()) : rc;
 }
 
 cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host, char **out)
@@ -243,24 +228,15 @@ cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *
 		"o.id = a.order_id WHERE a.token = ? AND a.challenge_type = 'http-01' AND "
 		"a.key_authorization IS NOT NULL AND a.status = 'pending' AND "
 		"lower(a.identifier) = ? AND o.status IN ('pending', 'validating') LIMIT 1";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc = CP_ERR_NOT_FOUND;
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, token, host);
+	cp_rc rc = db_step_row(db, st);
 
 	*out = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, token);
-	db_bind_text(st, 2, host);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
-		rc = *out ? CP_OK : CP_ERR_NOMEM;
-	} else if (r != SQLITE_DONE) {
-		rc = db_rc(db, r);
-	}
+	if (rc != CP_OK)
+		return rc;
+	*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
 	sqlite3_reset(st);
-	return rc;
+	return *out ? CP_OK : CP_ERR_NOMEM;
 }
 
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
@@ -272,26 +248,14 @@ cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *
 		"WHERE property_id = p.id ORDER BY position))), json('[]'))) FROM properties p "
 		"JOIN edge_hostnames e ON e.id = p.edge_hostname_id WHERE p.tenant_id = ? AND "
 		"p.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, property_id);
-	return db_fetch_json(db, st, out);
+	return db_get_scoped(db, sql, tenant_id, property_id, out);
 }
 
 cp_rc db_job_wake(struct db *db, const char *dedupe_key)
 {
 	static const char sql[] = "UPDATE jobs SET run_at = ?2, updated_at = ?2 "
 				  "WHERE dedupe_key = ?1 AND state = 'queued' AND run_at > ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, dedupe_key);
-	sqlite3_bind_int64(st, 2, cp_now());
-	return db_exec_stmt(db, st);
+	return db_exec_at(db, sql, dedupe_key, cp_now());
 }
 
 cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)

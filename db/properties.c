@@ -139,15 +139,12 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 		"INSERT INTO properties (id, tenant_id, name, edge_hostname_id, certificate_id, "
 		"certificate_renew_automation, version, created_at, updated_at) "
 		"VALUES (?, ?, ?, ?, ?, ?, 1, ?7, ?7)";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 	cp_rc rc;
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, in->name);
 	db_bind_text(st, 4, in->edge_hostname_id);
 	db_bind_text(st, 5, in->certificate_id);
@@ -164,14 +161,8 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] = "SELECT " PROP_JSON " FROM properties p "
-				  "WHERE p.tenant_id = ? AND p.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	return db_fetch_json(db, st, out);
+				  "WHERE p.tenant_id = ?1 AND p.id = ?2";
+	return db_get_scoped(db, sql, tenant_id, id, out);
 }
 
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
@@ -179,18 +170,10 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 {
 	static const char sql[] =
 		"SELECT p.seq, " PROP_JSON " FROM properties p "
-		"WHERE p.tenant_id = ?1 AND p.seq > ?2 AND (?4 IS NULL OR p.id IN "
-		"(SELECT property_id FROM property_hostnames WHERE hostname = ?4)) "
-		"ORDER BY p.seq LIMIT ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
-	db_bind_text(st, 4, hostname);
-	return db_fetch_page(db, st, pg.limit, out);
+		"WHERE p.tenant_id = ?1 AND p.seq > ?3 AND (?5 IS NULL OR p.id IN "
+		"(SELECT property_id FROM property_hostnames WHERE hostname = ?5)) "
+		"ORDER BY p.seq LIMIT ?4";
+	return db_list_filtered(db, sql, tenant_id, NULL, hostname, pg, out);
 }
 
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
@@ -201,13 +184,11 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 		"UPDATE properties SET name = ?, edge_hostname_id = ?, certificate_id = ?, "
 		"certificate_renew_automation = ?, version = version + ?, updated_at = ? "
 		"WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, in->name, in->edge_hostname_id);
 	cp_rc rc;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, in->name);
-	db_bind_text(st, 2, in->edge_hostname_id);
 	db_bind_text(st, 3, in->certificate_id);
 	sqlite3_bind_int(st, 4, in->renew_automation ? 1 : 0);
 	sqlite3_bind_int(st, 5, bump_version ? 1 : 0);
@@ -224,16 +205,8 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 
 cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id)
 {
-	static const char sql[] = "DELETE FROM properties WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	rc = db_exec_one(db, st);
-	return rc;
+	static const char sql[] = "DELETE FROM properties WHERE tenant_id = ?1 AND id = ?2";
+	return db_delete_scoped(db, sql, tenant_id, id);
 }
 
 cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *property_id,
@@ -245,14 +218,11 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 		"SELECT ?1, p.tenant_id, p.id, ?2, p.version, " PROP_HOSTNAMES
 		", p.certificate_id, ?3 "
 		"FROM properties p WHERE p.tenant_id = ?4 AND p.id = ?5 RETURNING " DEPLOY_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, environment);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, environment);
 	sqlite3_bind_int64(st, 3, cp_now());
 	db_bind_text(st, 4, tenant_id);
 	db_bind_text(st, 5, property_id);
@@ -263,15 +233,7 @@ cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *prope
 			 struct db_page pg, struct db_list *out)
 {
 	static const char sql[] = "SELECT seq, " DEPLOY_JSON " FROM deployments "
-				  "WHERE tenant_id = ? AND property_id = ? AND seq > ? "
-				  "ORDER BY seq LIMIT ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, property_id);
-	sqlite3_bind_int64(st, 3, pg.after);
-	sqlite3_bind_int(st, 4, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+				  "WHERE tenant_id = ?1 AND property_id = ?2 AND seq > ?3 "
+				  "ORDER BY seq LIMIT ?4";
+	return db_list_scoped(db, sql, tenant_id, property_id, pg, out);
 }

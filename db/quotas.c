@@ -29,7 +29,7 @@ static const char *const usage_sql[DB_QUOTA_COUNT] = {
 			       "FROM property_hostnames WHERE tenant_id = ?1",
 	[DB_QUOTA_CERTIFICATES] = "SELECT count(*), 0 FROM certificates WHERE tenant_id = ?1",
 	[DB_QUOTA_ORDERS_IN_FLIGHT] = "SELECT count(*), 0 FROM orders WHERE tenant_id = ?1 "
-				      "AND status IN ('pending', 'validating', 'issuing')",
+				      "AND status IN " DB_ORDER_IN_FLIGHT_SQL,
 	[DB_QUOTA_WEBHOOKS] = "SELECT count(*), 0 FROM webhooks WHERE tenant_id = ?1",
 	[DB_QUOTA_EDGE_HOSTNAMES] = "SELECT count(*), 0 FROM edge_hostnames WHERE tenant_id = ?1",
 };

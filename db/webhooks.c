@@ -42,12 +42,10 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 		"INSERT INTO webhooks (id, tenant_id, url, events, description, secret, "
 		"created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) "
 		"RETURNING " WEBHOOK_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, url);
 	db_bind_json(st, 4, events);
 	db_bind_text(st, 5, description ? description : "");
@@ -58,46 +56,26 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 
 cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count)
 {
-	static const char sql[] = "SELECT count(*) FROM webhooks WHERE tenant_id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int r;
+	static const char sql[] = "SELECT count(*) FROM webhooks WHERE tenant_id = ?1";
+	int64_t n = 0;
+	cp_rc rc = db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, NULL), &n);
 
-	*count = 0;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW)
-		*count = sqlite3_column_int(st, 0);
-	sqlite3_reset(st);
-	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+	*count = rc == CP_OK ? (int)n : 0;
+	return rc;
 }
 
 cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] = "SELECT " WEBHOOK_JSON " FROM webhooks "
-				  "WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	return db_fetch_json(db, st, out);
+				  "WHERE tenant_id = ?1 AND id = ?2";
+	return db_get_scoped(db, sql, tenant_id, id, out);
 }
 
 cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 	static const char sql[] = "SELECT seq, " WEBHOOK_JSON " FROM webhooks "
-				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, pg.after);
-	sqlite3_bind_int(st, 3, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+				  "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
 }
 
 cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
@@ -115,12 +93,10 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 		"failed_deliveries = CASE WHEN ?6 = 1 THEN 0 ELSE failed_deliveries END, "
 		"failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END, "
 		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
 	db_bind_text(st, 3, p->url);
 	db_bind_json(st, 4, p->events);
 	db_bind_text(st, 5, p->description);
@@ -131,16 +107,8 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 
 cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id)
 {
-	static const char sql[] = "DELETE FROM webhooks WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, id);
-	rc = db_exec_one(db, st);
-	return rc;
+	static const char sql[] = "DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2";
+	return db_delete_scoped(db, sql, tenant_id, id);
 }
 
 cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *webhook_id,
@@ -148,30 +116,21 @@ cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *we
 {
 	/* Attempts are few per delivery (the schedule's length), so they are
 	 * embedded; json() re-parses each object after the sub-select. */
+	/* clang-format off */
 	static const char sql[] =
 		"SELECT d.seq, json_object('id', d.id, 'webhook_id', d.webhook_id, "
 		"'event_id', d.event_id, 'event_type', d.event_type, 'state', d.state, "
-		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN " DB_TS(
-			"d.next_attempt_at") " END, 'last_error', d.last_error, "
-					     "'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object("
-					     "'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, "
-					     "'error', a.error, 'at', " DB_TS(
-						     "a.created_at") ") AS x FROM webhook_attempts a "
-								     "WHERE a.delivery_id = d.id ORDER BY a.seq)), "
-								     "'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS(
-									     "d.updated_at") ") "
-											     "FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
-											     "AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
-	sqlite3_stmt *st = db_stmt(db, sql);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, webhook_id);
-	sqlite3_bind_int64(st, 3, pg.after);
-	sqlite3_bind_int(st, 4, pg.limit + 1);
-	db_bind_text(st, 5, state);
-	return db_fetch_page(db, st, pg.limit, out);
+		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN "
+		DB_TS("d.next_attempt_at") " END, 'last_error', d.last_error, "
+		"'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object("
+		"'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, "
+		"'error', a.error, 'at', " DB_TS("a.created_at") ") AS x FROM webhook_attempts a "
+		"WHERE a.delivery_id = d.id ORDER BY a.seq)), "
+		"'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS("d.updated_at") ") "
+		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
+		"AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
+	/* clang-format on */
+	return db_list_filtered(db, sql, tenant_id, webhook_id, state, pg, out);
 }
 
 cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *webhook_id,
@@ -185,17 +144,14 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 		"next_attempt_at, created_at, updated_at) "
 		"SELECT ?1, tenant_id, id, ?4, ?5, ?6, ?6, ?6 FROM webhooks "
 		"WHERE tenant_id = ?2 AND id = ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1], dedupe[64];
 	json_t *payload = NULL;
 	int64_t now = cp_now();
 	cp_rc rc;
+	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	cp_uuid(id);
-	db_bind_text(st, 1, id);
-	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, webhook_id);
 	db_bind_text(st, 4, event_id);
 	db_bind_text(st, 5, type);
@@ -243,7 +199,7 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 	sqlite3_bind_int(st, 3, FANOUT_MAX);
 	/* Collect first: deliver_to runs other statements on this connection. */
 	while ((r = sqlite3_step(st)) == SQLITE_ROW)
-		snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
+		db_column_copy(st, 0, ids[n++], sizeof(ids[0]));
 	sqlite3_reset(st);
 	if (r != SQLITE_DONE)
 		return db_rc(db, r);
@@ -278,14 +234,12 @@ static cp_rc webhook_disable(struct db *db, const char *tenant_id, const char *w
 {
 	static const char sql[] = "UPDATE webhooks SET enabled = 0, disabled_reason = ?3, "
 				  "updated_at = ?4 WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, webhook_id);
 	json_t *data = NULL;
 	cp_rc rc;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, webhook_id);
 	db_bind_text(st, 3, reason);
 	sqlite3_bind_int64(st, 4, cp_now());
 	rc = db_exec_stmt(db, st);
@@ -320,30 +274,21 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.enabled, "
 		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	int r;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
+	cp_rc rc = db_step_row(db, st);
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, delivery_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		snprintf(c->state, sizeof(c->state), "%s",
-			 (const char *)sqlite3_column_text(st, 0));
-		c->attempts = sqlite3_column_int(st, 1);
-		snprintf(c->tenant_id, sizeof(c->tenant_id), "%s",
-			 (const char *)sqlite3_column_text(st, 2));
-		snprintf(c->webhook_id, sizeof(c->webhook_id), "%s",
-			 (const char *)sqlite3_column_text(st, 3));
-		snprintf(c->url, sizeof(c->url), "%s", (const char *)sqlite3_column_text(st, 4));
-		c->enabled = sqlite3_column_int(st, 5) != 0;
-		c->failed_deliveries = sqlite3_column_int(st, 6);
-		c->failing_since = sqlite3_column_int64(st, 7);
-	}
+	if (rc != CP_OK)
+		return rc;
+	db_column_copy(st, 0, c->state, sizeof(c->state));
+	c->attempts = sqlite3_column_int(st, 1);
+	db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
+	db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
+	db_column_copy(st, 4, c->url, sizeof(c->url));
+	c->enabled = sqlite3_column_int(st, 5) != 0;
+	c->failed_deliveries = sqlite3_column_int(st, 6);
+	c->failing_since = sqlite3_column_int64(st, 7);
 	sqlite3_reset(st);
-	if (r == SQLITE_DONE)
-		return CP_ERR_NOT_FOUND;
-	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+	return CP_OK;
 }
 
 /* Write the attempt row and the delivery's new state. */

@@ -260,24 +260,6 @@ struct run {
 	int64_t last_extend_ms;
 };
 
-static const char *ostr(const json_t *o, const char *k)
-{
-	return json_string_value(json_object_get(o, k));
-}
-
-static int64_t oint(const json_t *o, const char *k)
-{
-	return json_integer_value(json_object_get(o, k));
-}
-
-static void sleep_ms(int64_t ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (ms > 0 && nanosleep(&ts, &ts) != 0)
-		;
-}
-
 /* Keep our lease while a long step runs. false: the lease is lost. */
 static bool keep_lease(struct run *run)
 {
@@ -381,7 +363,7 @@ static cp_rc reload(struct run *run)
 		return rc;
 	json_decref(run->order);
 	run->order = o;
-	run->id = ostr(o, "id");
+	run->id = cp_json_str(o, "id");
 	return CP_OK;
 }
 
@@ -394,8 +376,9 @@ static bool terminal(const char *status)
 static json_t *event_base(struct run *run)
 {
 	return json_pack("{s:s,s:s,s:s,s:O}", "order_id", run->id, "certificate_id",
-			 ostr(run->order, "certificate_id"), "kind", ostr(run->order, "kind"),
-			 "metadata", json_object_get(run->order, "metadata"));
+			 cp_json_str(run->order, "certificate_id"), "kind",
+			 cp_json_str(run->order, "kind"), "metadata",
+			 json_object_get(run->order, "metadata"));
 }
 
 /* ---- step 0: checks, key, new CA order ---- */
@@ -424,7 +407,7 @@ static enum step hostname_checks(struct run *run)
 		return db_failure(run, rc, "checking the order's hostnames");
 	if (scope.reason)
 		return fail(run, scope.reason, "%s", scope.detail);
-	if (strcmp(ostr(run->order, "challenge"), "http-01") != 0)
+	if (strcmp(cp_json_str(run->order, "challenge"), "http-01") != 0)
 		return STEP_DONE; /* DNS-01 proves control of each name by itself */
 
 	json_array_foreach(ids, i, v)
@@ -452,7 +435,7 @@ static enum step hostname_checks(struct run *run)
 			step = db_failure(run, rc, "checking a hostname's claim");
 			break;
 		}
-		edge = ostr(claim, "edge_hostname");
+		edge = cp_json_str(claim, "edge_hostname");
 		if (!res) {
 			if (acme_resolver_new(run->ctx->cfg->dns_resolver, &res) != CP_OK) {
 				json_decref(claim);
@@ -465,8 +448,8 @@ static enum step hostname_checks(struct run *run)
 		if (rc == CP_ERR_UPSTREAM) {
 			snprintf(run->reason, sizeof(run->reason), "dns_lookup_failed");
 			snprintf(run->detail, sizeof(run->detail), "%s",
-				 ostr(check, "detail") ? ostr(check, "detail")
-						       : "DNS lookup failed");
+				 cp_json_str(check, "detail") ? cp_json_str(check, "detail")
+							      : "DNS lookup failed");
 			step = STEP_BACKOFF;
 		} else if (rc != CP_OK) {
 			step = fail(run, "invalid_hostname", "%s is not a valid hostname", name);
@@ -483,8 +466,9 @@ static enum step hostname_checks(struct run *run)
 					    "%s is verified by another tenant", name);
 			else if (!reaches)
 				step = fail(run, "dns_not_pointed_to_edge", "%s",
-					    ostr(check, "detail") ? ostr(check, "detail")
-								  : "does not point at the edge");
+					    cp_json_str(check, "detail")
+						    ? cp_json_str(check, "detail")
+						    : "does not point at the edge");
 		}
 		json_decref(check);
 		json_decref(claim);
@@ -498,7 +482,7 @@ static enum step hostname_checks(struct run *run)
 /* The order's certificate key, generated and stored once (before any CSR). */
 static cp_rc order_key(struct run *run, struct crypto_key **key)
 {
-	const char *sealed = ostr(run->order, "key");
+	const char *sealed = cp_json_str(run->order, "key");
 	char *aad = cp_aprintf("orders:%s", run->id), *pem = NULL, *nsealed = NULL;
 	enum crypto_key_type kt;
 	size_t n = 0;
@@ -511,7 +495,7 @@ static cp_rc order_key(struct run *run, struct crypto_key **key)
 			rc = crypto_key_from_pem(pem, n, NULL, key, NULL);
 		goto out;
 	}
-	if (rc == CP_OK && crypto_key_type_parse(ostr(run->order, "key_type"), &kt) != CP_OK)
+	if (rc == CP_OK && crypto_key_type_parse(cp_json_str(run->order, "key_type"), &kt) != CP_OK)
 		kt = CRYPTO_KEY_ECDSA_P256;
 	if (rc == CP_OK)
 		rc = crypto_key_generate(kt, key);
@@ -566,7 +550,7 @@ static enum step place_order(struct run *run)
 	if (rc == CP_OK)
 		rc = save(run, json_pack("{s:s,s:s,s:s?}", "account_url",
 					 acme_client_account_url(run->c), "order_url", order_url,
-					 "finalize_url", ostr(ca_order, "finalize")));
+					 "finalize_url", cp_json_str(ca_order, "finalize")));
 	for (i = 0; rc == CP_OK && i < json_array_size(authzs) && i < 100; i++)
 		rc = db_order_authz_add(run->db, run->id, (int)i,
 					json_string_value(json_array_get(authzs, i)));
@@ -589,23 +573,23 @@ static enum step place_order(struct run *run)
 /* Fill an authorization row from the CA's authz object (first sight). */
 static enum step authz_learn(struct run *run, json_t *a, json_t *authz)
 {
-	const char *type = ostr(run->order, "challenge");
-	const char *ident = ostr(json_object_get(authz, "identifier"), "value");
-	const char *status = ostr(authz, "status");
+	const char *type = cp_json_str(run->order, "challenge");
+	const char *ident = cp_json_str(json_object_get(authz, "identifier"), "value");
+	const char *status = cp_json_str(authz, "status");
 	const json_t *ch = acme_authz_challenge(authz, type);
-	const char *token = ostr(ch, "token"), *ch_url = ostr(ch, "url");
+	const char *token = cp_json_str(ch, "token"), *ch_url = cp_json_str(ch, "url");
 	bool wildcard = json_is_true(json_object_get(authz, "wildcard"));
 	char *shown = NULL, *ka = NULL, *txt_name = NULL, *txt_value = NULL;
 	int64_t expires = 0;
-	int pos = (int)oint(a, "position");
+	int pos = (int)cp_json_int(a, "position");
 	cp_rc rc;
 
 	if (!ident || !status)
 		return fail(run, "ca_protocol_error", "authorization %s lacks identifier or status",
-			    ostr(a, "url"));
+			    cp_json_str(a, "url"));
 	shown = wildcard ? cp_aprintf("*.%s", ident) : cp_strdup(ident);
-	if (ostr(authz, "expires"))
-		if (cp_time_parse(ostr(authz, "expires"), &expires) != CP_OK)
+	if (cp_json_str(authz, "expires"))
+		if (cp_time_parse(cp_json_str(authz, "expires"), &expires) != CP_OK)
 			expires = 0;
 	if (strcmp(status, "pending") == 0) {
 		if (!token || !ch_url) {
@@ -643,12 +627,13 @@ static enum step authz_learn(struct run *run, json_t *a, json_t *authz)
  */
 static enum step authz_failed(struct run *run, json_t *a, json_t *authz)
 {
-	const char *ident = ostr(a, "identifier") ? ostr(a, "identifier") : ostr(a, "url");
-	int64_t responded = oint(a, "responded");
+	const char *ident =
+		cp_json_str(a, "identifier") ? cp_json_str(a, "identifier") : cp_json_str(a, "url");
+	int64_t responded = cp_json_int(a, "responded");
 	struct acme_result pr;
 	struct acme_verdict v;
 
-	acme_authz_problem(authz, ostr(run->order, "challenge"), &pr);
+	acme_authz_problem(authz, cp_json_str(run->order, "challenge"), &pr);
 	v = acme_classify(&pr);
 	/* The CA could not connect to us. If we answered the challenge in an
 	 * earlier life of this process (responded is when; 0: killed before it
@@ -672,7 +657,7 @@ static cp_rc dns_notify(struct run *run, json_t *a)
 {
 	json_t *data = event_base(run);
 	char exp[CP_TIME_LEN + 1];
-	int64_t deadline = oint(run->order, "dns_deadline");
+	int64_t deadline = cp_json_int(run->order, "dns_deadline");
 	cp_rc rc;
 
 	if (!deadline)
@@ -680,17 +665,20 @@ static cp_rc dns_notify(struct run *run, json_t *a)
 	cp_time_fmt(deadline, exp);
 	if (!data)
 		return CP_ERR_NOMEM;
-	json_object_set_new(data, "domain", json_string(ostr(a, "identifier")));
-	json_object_set_new(data, "txt_record_name", json_string(ostr(a, "txt_record_name")));
-	json_object_set_new(data, "txt_record_value", json_string(ostr(a, "txt_record_value")));
+	json_object_set_new(data, "domain", json_string(cp_json_str(a, "identifier")));
+	json_object_set_new(data, "txt_record_name",
+			    json_string(cp_json_str(a, "txt_record_name")));
+	json_object_set_new(data, "txt_record_value",
+			    json_string(cp_json_str(a, "txt_record_value")));
 	json_object_set_new(data, "expires_at", json_string(exp));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
 		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_required", data,
 				  NULL);
 	if (rc == CP_OK)
-		rc = authz_save(run, (int)oint(a, "position"), json_pack("{s:i}", "notified", 1));
-	if (rc == CP_OK && !oint(run->order, "dns_deadline"))
+		rc = authz_save(run, (int)cp_json_int(a, "position"),
+				json_pack("{s:i}", "notified", 1));
+	if (rc == CP_OK && !cp_json_int(run->order, "dns_deadline"))
 		rc = save(run, json_pack("{s:I}", "dns_deadline", (json_int_t)deadline));
 	if (rc == CP_OK)
 		rc = db_commit(run->db);
@@ -709,11 +697,12 @@ static bool txt_visible(struct run *run, struct acme_resolver **res, json_t *a)
 
 	if (!*res && acme_resolver_new(run->ctx->cfg->dns_resolver, res) != CP_OK)
 		return false;
-	if (acme_dns_txt(*res, ostr(a, "txt_record_name"), &values) != CP_OK)
+	if (acme_dns_txt(*res, cp_json_str(a, "txt_record_name"), &values) != CP_OK)
 		return false;
-	json_array_foreach(values, i, v) if (json_string_value(v) &&
-					     !strcmp(json_string_value(v),
-						     ostr(a, "txt_record_value"))) found = true;
+	json_array_foreach(values, i,
+			   v) if (json_string_value(v) &&
+				  !strcmp(json_string_value(v), cp_json_str(a, "txt_record_value")))
+		found = true;
 	json_decref(values);
 	return found;
 }
@@ -730,18 +719,18 @@ static enum step authz_poll(struct run *run, json_t *a)
 		const char *st;
 		json_decref(authz);
 		authz = NULL;
-		rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
+		rc = acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r);
 		if (rc != CP_OK) {
 			step = ca_failure(run, rc, "authorization");
 			break;
 		}
-		st = ostr(authz, "status");
+		st = cp_json_str(authz, "status");
 		if (st && strcmp(st, "pending") != 0) {
 			if (strcmp(st, "valid") != 0) {
 				step = authz_failed(run, a, authz);
 				break;
 			}
-			rc = authz_save(run, (int)oint(a, "position"),
+			rc = authz_save(run, (int)cp_json_int(a, "position"),
 					json_pack("{s:s}", "status", "valid"));
 			if (rc != CP_OK)
 				step = db_failure(run, rc, "storing an authorization");
@@ -757,7 +746,7 @@ static enum step authz_poll(struct run *run, json_t *a)
 			step = db_failure(run, CP_ERR_BUSY, "extending the job lease");
 			break;
 		}
-		sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
+		cp_sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
 		delay = delay * 2 > POLL_MAX_MS ? POLL_MAX_MS : delay * 2;
 	}
 	json_decref(authz);
@@ -772,15 +761,18 @@ static cp_rc dns_completed(struct run *run, json_t *a)
 
 	if (!data)
 		return CP_ERR_NOMEM;
-	json_object_set_new(data, "domain", json_string(ostr(a, "identifier")));
-	json_object_set_new(data, "txt_record_name", json_string(ostr(a, "txt_record_name")));
-	json_object_set_new(data, "txt_record_value", json_string(ostr(a, "txt_record_value")));
+	json_object_set_new(data, "domain", json_string(cp_json_str(a, "identifier")));
+	json_object_set_new(data, "txt_record_name",
+			    json_string(cp_json_str(a, "txt_record_name")));
+	json_object_set_new(data, "txt_record_value",
+			    json_string(cp_json_str(a, "txt_record_value")));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
 		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_completed", data,
 				  NULL);
 	if (rc == CP_OK)
-		rc = authz_save(run, (int)oint(a, "position"), json_pack("{s:i}", "completed", 1));
+		rc = authz_save(run, (int)cp_json_int(a, "position"),
+				json_pack("{s:i}", "completed", 1));
 	if (rc == CP_OK)
 		rc = db_commit(run->db);
 	else
@@ -801,9 +793,10 @@ static bool already_answered(struct run *run, json_t *a)
 	const char *st, *cst;
 	bool yes = false;
 
-	if (acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r) == CP_OK) {
-		st = ostr(authz, "status");
-		cst = ostr(acme_authz_challenge(authz, ostr(run->order, "challenge")), "status");
+	if (acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r) == CP_OK) {
+		st = cp_json_str(authz, "status");
+		cst = cp_json_str(acme_authz_challenge(authz, cp_json_str(run->order, "challenge")),
+				  "status");
 		yes = (st && strcmp(st, "pending") != 0) || (cst && strcmp(cst, "pending") != 0);
 	}
 	run->r = keep;
@@ -814,7 +807,7 @@ static bool already_answered(struct run *run, json_t *a)
 /* The CA order is "pending": get every authorization answered and valid. */
 static enum step authorizations(struct run *run)
 {
-	bool dns = !strcmp(ostr(run->order, "challenge"), "dns-01");
+	bool dns = !strcmp(cp_json_str(run->order, "challenge"), "dns-01");
 	struct acme_resolver *res = NULL;
 	enum step step = STEP_DONE;
 	bool waiting = false;
@@ -826,9 +819,9 @@ static enum step authorizations(struct run *run)
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
 	{
 		json_t *authz = NULL;
-		if (ostr(a, "identifier"))
+		if (cp_json_str(a, "identifier"))
 			continue;
-		rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
+		rc = acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r);
 		step = rc == CP_OK ? authz_learn(run, a, authz)
 				   : ca_failure(run, rc, "authorization");
 		json_decref(authz);
@@ -837,26 +830,27 @@ static enum step authorizations(struct run *run)
 	}
 	if ((rc = reload(run)) != CP_OK)
 		return db_failure(run, rc, "reloading the order");
-	if (!strcmp(ostr(run->order, "status"), "pending") &&
+	if (!strcmp(cp_json_str(run->order, "status"), "pending") &&
 	    (rc = save(run, json_pack("{s:s}", "status", "validating"))) != CP_OK)
 		return db_failure(run, rc, "storing the order");
 
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
 	{
-		const char *st = ostr(a, "status");
+		const char *st = cp_json_str(a, "status");
 		if (strcmp(st, "valid") == 0) {
-			if (dns && oint(a, "notified") && !oint(a, "completed"))
+			if (dns && cp_json_int(a, "notified") && !cp_json_int(a, "completed"))
 				(void)dns_completed(run, a);
 			continue;
 		}
 		if (strcmp(st, "pending") != 0) {
 			step = fail(run, "challenge_failed", "authorization for %s is %s",
-				    ostr(a, "identifier"), st);
+				    cp_json_str(a, "identifier"), st);
 			break;
 		}
-		if (!oint(a, "responded")) {
+		if (!cp_json_int(a, "responded")) {
 			if (dns) {
-				if (!oint(a, "notified") && (rc = dns_notify(run, a)) != CP_OK) {
+				if (!cp_json_int(a, "notified") &&
+				    (rc = dns_notify(run, a)) != CP_OK) {
 					step = db_failure(run, rc, "recording the DNS challenge");
 					break;
 				}
@@ -865,7 +859,7 @@ static enum step authorizations(struct run *run)
 					continue;
 				}
 			}
-			rc = acme_challenge_respond(run->c, ostr(a, "challenge_url"), NULL,
+			rc = acme_challenge_respond(run->c, cp_json_str(a, "challenge_url"), NULL,
 						    &run->r);
 			if (rc != CP_OK) {
 				step = ca_failure(run, rc, "challenge");
@@ -876,7 +870,7 @@ static enum step authorizations(struct run *run)
 			/* When, not just whether: authz_failed() tells a CA that
 			 * found us down (our crash) from one that could not reach
 			 * the name. */
-			if ((rc = authz_save(run, (int)oint(a, "position"),
+			if ((rc = authz_save(run, (int)cp_json_int(a, "position"),
 					     json_pack("{s:I}", "responded",
 						       (json_int_t)cp_now()))) != CP_OK) {
 				step = db_failure(run, rc, "storing an authorization");
@@ -892,7 +886,8 @@ static enum step authorizations(struct run *run)
 	/* Poll what was answered. */
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
 	{
-		if (strcmp(ostr(a, "status"), "pending") != 0 || !oint(a, "responded"))
+		if (strcmp(cp_json_str(a, "status"), "pending") != 0 ||
+		    !cp_json_int(a, "responded"))
 			continue;
 		if ((step = authz_poll(run, a)) != STEP_DONE)
 			return step;
@@ -900,9 +895,9 @@ static enum step authorizations(struct run *run)
 			return db_failure(run, rc, "recording the DNS challenge");
 	}
 	if (waiting) {
-		int64_t deadline = oint(run->order, "dns_deadline");
+		int64_t deadline = cp_json_int(run->order, "dns_deadline");
 		if (reload(run) == CP_OK)
-			deadline = oint(run->order, "dns_deadline");
+			deadline = cp_json_int(run->order, "dns_deadline");
 		if (deadline && cp_now() >= deadline)
 			return fail(run, "dns01_timeout",
 				    "the DNS-01 TXT records were not visible within %d seconds",
@@ -931,7 +926,7 @@ static enum step finalize(struct run *run)
 	crypto_key_free(key);
 	if (rc != CP_OK)
 		return fail(run, "internal", "cannot build the CSR");
-	rc = acme_order_finalize(run->c, ostr(run->order, "finalize_url"), csr, csr_len, &o,
+	rc = acme_order_finalize(run->c, cp_json_str(run->order, "finalize_url"), csr, csr_len, &o,
 				 &run->r);
 	free(csr);
 	json_decref(o);
@@ -947,8 +942,8 @@ static enum step complete(struct run *run, const char *pem)
 	struct crypto_key *key = NULL;
 	struct crypto_cert_info ci;
 	char *leaf = NULL, *chain = NULL, *key_pem = NULL, nowts[CP_TIME_LEN + 1];
-	const char *why = NULL, *cert_id = ostr(run->order, "certificate_id");
-	const char *kind = ostr(run->order, "kind");
+	const char *why = NULL, *cert_id = cp_json_str(run->order, "certificate_id");
+	const char *kind = cp_json_str(run->order, "kind");
 	json_t *fresh = NULL, *data = NULL;
 	int version = 0;
 	int64_t renew_after;
@@ -984,7 +979,7 @@ static enum step complete(struct run *run, const char *pem)
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
 		rc = load_rc = db_order_load(run->db, run->tenant_id, run->id, &fresh);
-	if (rc == CP_OK && terminal(ostr(fresh, "status"))) {
+	if (rc == CP_OK && terminal(cp_json_str(fresh, "status"))) {
 		/* Canceled (or finished elsewhere) meanwhile: store nothing. */
 		db_rollback(run->db);
 		goto out;
@@ -1046,7 +1041,8 @@ static enum step download(struct run *run)
 {
 	char *pem = NULL;
 	enum step step;
-	cp_rc rc = acme_cert_download(run->c, ostr(run->order, "certificate_url"), &pem, &run->r);
+	cp_rc rc = acme_cert_download(run->c, cp_json_str(run->order, "certificate_url"), &pem,
+				      &run->r);
 
 	if (rc != CP_OK)
 		return ca_failure(run, rc, "certificate download");
@@ -1059,28 +1055,29 @@ static enum step download(struct run *run)
 static enum step advance(struct run *run)
 {
 	int64_t delay = POLL_FIRST_MS, deadline = cp_mono_ms() + POLL_BUDGET_MS;
-	const char *acct = ostr(run->order, "account_url");
+	const char *acct = cp_json_str(run->order, "account_url");
 	enum step step;
 	cp_rc rc;
 
 	/* An order of an account the CA no longer has is gone with it. */
-	if (ostr(run->order, "order_url") &&
+	if (cp_json_str(run->order, "order_url") &&
 	    (!acct || strcmp(acct, acme_client_account_url(run->c)) != 0))
 		return STEP_RESET;
-	if (!ostr(run->order, "order_url") && (step = place_order(run)) != STEP_DONE)
+	if (!cp_json_str(run->order, "order_url") && (step = place_order(run)) != STEP_DONE)
 		return step;
 	for (;;) {
 		json_t *o = NULL;
 		char st[32];
 		const char *cert_url;
 
-		if (ostr(run->order, "certificate_url"))
+		if (cp_json_str(run->order, "certificate_url"))
 			return download(run);
-		rc = acme_order_get(run->c, ostr(run->order, "order_url"), &o, &run->r);
+		rc = acme_order_get(run->c, cp_json_str(run->order, "order_url"), &o, &run->r);
 		if (rc != CP_OK)
 			return ca_failure(run, rc, "order");
-		snprintf(st, sizeof(st), "%s", ostr(o, "status") ? ostr(o, "status") : "");
-		cert_url = ostr(o, "certificate");
+		snprintf(st, sizeof(st), "%s",
+			 cp_json_str(o, "status") ? cp_json_str(o, "status") : "");
+		cert_url = cp_json_str(o, "certificate");
 		if (!strcmp(st, "valid") && cert_url) {
 			rc = save(run, json_pack("{s:s,s:s}", "status", "issuing",
 						 "certificate_url", cert_url));
@@ -1110,12 +1107,14 @@ static enum step advance(struct run *run)
 			size_t i;
 			json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
 			{
-				rc = acme_authz_get(run->c, ostr(a, "url"), &authz, &run->r);
+				rc = acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r);
 				if (rc != CP_OK) {
 					json_decref(o);
 					return ca_failure(run, rc, "authorization");
 				}
-				if (strcmp(ostr(authz, "status") ? ostr(authz, "status") : "",
+				if (strcmp(cp_json_str(authz, "status")
+						   ? cp_json_str(authz, "status")
+						   : "",
 					   "valid")) {
 					step = authz_failed(run, a, authz);
 					json_decref(authz);
@@ -1137,11 +1136,11 @@ static enum step advance(struct run *run)
 		}
 		if (!keep_lease(run))
 			return db_failure(run, CP_ERR_BUSY, "extending the job lease");
-		sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
+		cp_sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
 		delay = delay * 2 > POLL_MAX_MS ? POLL_MAX_MS : delay * 2;
 		if ((rc = reload(run)) != CP_OK)
 			return db_failure(run, rc, "reloading the order");
-		if (terminal(ostr(run->order, "status")))
+		if (terminal(cp_json_str(run->order, "status")))
 			return STEP_DONE;
 	}
 }
@@ -1170,8 +1169,8 @@ int64_t server_renew_backoff(const struct cp_config *cfg, int n)
 /* Commit a failure: order failed, events, certificate state. */
 static cp_rc record_failure(struct run *run)
 {
-	const char *cert_id = ostr(run->order, "certificate_id");
-	bool renew = !strcmp(ostr(run->order, "kind"), "renew");
+	const char *cert_id = cp_json_str(run->order, "certificate_id");
+	bool renew = !strcmp(cp_json_str(run->order, "kind"), "renew");
 	json_t *data = event_base(run), *cert = NULL, *rdata = NULL;
 	cp_rc rc;
 
@@ -1199,16 +1198,16 @@ static cp_rc record_failure(struct run *run)
 					     .last_error = run->detail,
 					     .last_error_reason = run->reason };
 		int64_t t = 0;
-		if (ostr(ren, "renew_after") &&
-		    cp_time_parse(ostr(ren, "renew_after"), &t) == CP_OK)
+		if (cp_json_str(ren, "renew_after") &&
+		    cp_time_parse(cp_json_str(ren, "renew_after"), &t) == CP_OK)
 			r.renew_after = t;
-		r.failure_count = (int)oint(ren, "failure_count") + 1;
+		r.failure_count = (int)cp_json_int(ren, "failure_count") + 1;
 		r.next_attempt_at = cp_now() + server_renew_backoff(run->ctx->cfg, r.failure_count);
 		rc = db_certificate_set_renewal(run->db, run->tenant_id, cert_id, &r);
 		if (rc == CP_OK)
 			rc = db_certificate_set_status(run->db, run->tenant_id, cert_id,
-						       oint(cert, "version") > 0 ? "active"
-										 : "failed");
+						       cp_json_int(cert, "version") > 0 ? "active"
+											: "failed");
 		if (rc == CP_OK && renew) {
 			char next[CP_TIME_LEN + 1];
 			cp_time_fmt(r.next_attempt_at, next);
@@ -1245,9 +1244,9 @@ static cp_rc record_failure(struct run *run)
  */
 static bool record_backoff(struct run *run, int64_t *run_at)
 {
-	int attempts = (int)oint(run->order, "attempts") + 1;
+	int attempts = (int)cp_json_int(run->order, "attempts") + 1;
 	int64_t d = 2, now = cp_now();
-	int64_t deadline = oint(run->order, "created_at") +
+	int64_t deadline = cp_json_int(run->order, "created_at") +
 			   (int64_t)run->ctx->cfg->order_deadline_hours * 3600;
 	char last[sizeof(run->detail)];
 
@@ -1290,7 +1289,7 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 			   .tenant_id = job->tenant_id,
 			   .retry_after = -1,
 			   .last_extend_ms = cp_mono_ms() };
-	const char *order_id = ostr(job->payload, "order_id");
+	const char *order_id = cp_json_str(job->payload, "order_id");
 	enum step step = STEP_RESET;
 	int resets = 0;
 	cp_rc rc;
@@ -1314,15 +1313,15 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 				      "detail", out->error));
 		return;
 	}
-	run.id = ostr(run.order, "id");
-	if (terminal(ostr(run.order, "status")))
+	run.id = cp_json_str(run.order, "id");
+	if (terminal(cp_json_str(run.order, "status")))
 		goto out;
 	while (step == STEP_RESET && resets <= MAX_RESETS) {
 		memset(&run.r, 0, sizeof(run.r));
-		rc = server_acme_client(ctx, db, ostr(run.order, "ca"), &run.c, &run.r);
+		rc = server_acme_client(ctx, db, cp_json_str(run.order, "ca"), &run.c, &run.r);
 		if (rc == CP_ERR_INVALID) {
 			step = fail(&run, "ca_unknown", "no CA named %s is configured",
-				    ostr(run.order, "ca"));
+				    cp_json_str(run.order, "ca"));
 			break;
 		}
 		if (rc != CP_OK) {
@@ -1349,13 +1348,14 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 				      "detail", run.detail));
 		if (!strcmp(run.reason, "challenge_retry") &&
 		    (rc = save(&run, json_pack("{s:I}", "attempts",
-					       (json_int_t)oint(run.order, "attempts") + 1))) !=
-			    CP_OK) {
+					       (json_int_t)cp_json_int(run.order, "attempts") +
+						       1))) != CP_OK) {
 			step = db_failure(&run, rc, "storing the order");
 			break;
 		}
 		if (acme_result_is(&run.r, "accountDoesNotExist"))
-			if (db_acme_account_set_url(db, ostr(run.order, "ca"), NULL) != CP_OK)
+			if (db_acme_account_set_url(db, cp_json_str(run.order, "ca"), NULL) !=
+			    CP_OK)
 				cp_logf(CP_LOG_WARN, "acme.account",
 					"cannot forget the account URL");
 		rc = db_order_reset(db, run.id);
