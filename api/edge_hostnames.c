@@ -75,12 +75,15 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 	if (req->body && !api_body_or_reply(req, resp, spec))
 		return;
 	if (label) {
-		if (strchr(label, '.'))
-			return api_problem_field(resp, "label",
-						 "must be a single DNS label (no dots)");
+		if (strchr(label, '.')) {
+			api_problem_field(resp, "label", "must be a single DNS label (no dots)");
+			return;
+		}
 		hostname = cp_aprintf("%s.%s", label, zone);
-		if (!hostname)
-			return api_reply_rc(resp, CP_ERR_NOMEM, NULL);
+		if (!hostname) {
+			api_reply_rc(resp, CP_ERR_NOMEM, NULL);
+			return;
+		}
 		if (!cp_hostname_valid(hostname, false, &why)) {
 			api_problem_field(resp, "label", why);
 			goto out;
@@ -127,8 +130,10 @@ void api_edge_hostnames_list(struct api_req *req, struct api_resp *resp)
 	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
 	rc = db_edge_hostname_list(req->db, req->tenant_id, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "edge hostname");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "edge hostname");
+		return;
+	}
 	api_reply_list(resp, &list);
 }
 
@@ -140,8 +145,10 @@ void api_edge_hostnames_get(struct api_req *req, struct api_resp *resp)
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	rc = db_edge_hostname_get(req->db, req->tenant_id, req->params[0], &row);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "edge hostname");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "edge hostname");
+		return;
+	}
 	api_reply(resp, 200, row);
 }
 

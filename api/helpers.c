@@ -270,7 +270,9 @@ void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_
 		return;
 	}
 	db_rollback(req->db);
-	if (rc == CP_ERR_CONFLICT && conflict_detail)
-		return api_problem(resp, 409, conflict_detail, NULL);
+	if (rc == CP_ERR_CONFLICT && conflict_detail) {
+		api_problem(resp, 409, conflict_detail, NULL);
+		return;
+	}
 	api_reply_rc(resp, rc, what);
 }

@@ -43,8 +43,10 @@ void api_audit_list(struct api_req *req, struct api_resp *resp)
 		return;
 	/* The operator without X-Tenant-ID sees every tenant's entries. */
 	rc = db_audit_list(req->db, req->tenant_id, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "audit entry");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "audit entry");
+		return;
+	}
 	api_reply_list(resp, &list);
 }
 
@@ -76,21 +78,31 @@ void api_events_list(struct api_req *req, struct api_resp *resp)
 	if (type) {
 		for (const char *const *t = types; *t; t++)
 			known |= strcmp(*t, type) == 0;
-		if (!known)
-			return api_problem_field(resp, "type", "is not a known event type");
+		if (!known) {
+			api_problem_field(resp, "type", "is not a known event type");
+			return;
+		}
 	}
 	/* ?after=<event id> resumes after that event (what a consumer stored). */
 	if (after) {
-		if (!cp_uuid_valid(after))
-			return api_problem_field(resp, "after", "must be an event id");
+		if (!cp_uuid_valid(after)) {
+			api_problem_field(resp, "after", "must be an event id");
+			return;
+		}
 		rc = db_event_seq(req->db, req->tenant_id, after, &pg.after);
-		if (rc == CP_ERR_NOT_FOUND)
-			return api_problem_field(resp, "after", "is not an event of this tenant");
-		if (rc != CP_OK)
-			return api_reply_rc(resp, rc, "event");
+		if (rc == CP_ERR_NOT_FOUND) {
+			api_problem_field(resp, "after", "is not an event of this tenant");
+			return;
+		}
+		if (rc != CP_OK) {
+			api_reply_rc(resp, rc, "event");
+			return;
+		}
 	}
 	rc = db_event_list(req->db, req->tenant_id, type, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "event");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "event");
+		return;
+	}
 	api_reply_list(resp, &list);
 }

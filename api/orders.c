@@ -30,17 +30,23 @@ void api_orders_list(struct api_req *req, struct api_resp *resp)
 
 	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
-	if (cert && !cp_uuid_valid(cert))
-		return api_problem_field(resp, "certificate_id", "must be a certificate id (UUID)");
+	if (cert && !cp_uuid_valid(cert)) {
+		api_problem_field(resp, "certificate_id", "must be a certificate id (UUID)");
+		return;
+	}
 	for (int i = 0; status && order_statuses[i]; i++)
 		ok = ok || strcmp(status, order_statuses[i]) == 0;
-	if (status && !ok)
-		return api_problem_field(resp, "status",
-					 "must be one of pending, validating, issuing, valid, "
-					 "failed, canceled");
+	if (status && !ok) {
+		api_problem_field(resp, "status",
+				  "must be one of pending, validating, issuing, valid, "
+				  "failed, canceled");
+		return;
+	}
 	rc = db_order_list(req->db, req->tenant_id, cert, status, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "order");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "order");
+		return;
+	}
 	api_reply_list(resp, &list);
 }
 
@@ -52,8 +58,10 @@ void api_orders_get(struct api_req *req, struct api_resp *resp)
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	rc = db_order_get(req->db, req->tenant_id, req->params[0], &order);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "order");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "order");
+		return;
+	}
 	api_reply(resp, 200, order);
 }
 

@@ -48,8 +48,10 @@ void api_tenants_list(struct api_req *req, struct api_resp *resp)
 	if (!api_operator_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
 	rc = db_tenant_list(req->db, pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "tenant");
+		return;
+	}
 	api_reply_list(resp, &list);
 }
 
@@ -61,8 +63,10 @@ void api_tenants_get(struct api_req *req, struct api_resp *resp)
 	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	rc = db_tenant_get(req->db, req->params[0], &tenant);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "tenant");
+		return;
+	}
 	api_reply(resp, 200, tenant);
 }
 
@@ -82,7 +86,8 @@ void api_tenants_delete(struct api_req *req, struct api_resp *resp)
 		rc = db_commit(req->db);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "tenant");
+		api_reply_rc(resp, rc, "tenant");
+		return;
 	}
 	resp->status = 204;
 }
@@ -153,8 +158,10 @@ void api_apikeys_list(struct api_req *req, struct api_resp *resp)
 	json_decref(tenant);
 	if (rc == CP_OK)
 		rc = db_apikey_list(req->db, req->params[0], pg, &list);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "tenant");
+		return;
+	}
 	api_reply_list(resp, &list);
 }
 
@@ -175,7 +182,8 @@ void api_apikeys_delete(struct api_req *req, struct api_resp *resp)
 		rc = db_commit(req->db);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "API key");
+		api_reply_rc(resp, rc, "API key");
+		return;
 	}
 	resp->status = 204;
 }

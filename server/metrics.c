@@ -409,8 +409,10 @@ void server_metrics_handler(struct api_req *req, struct api_resp *resp)
 	if (!req->ctx->cfg->metrics_public && !api_operator_or_reply(req, resp))
 		return;
 	text = render(req->db, req->ctx);
-	if (!text)
-		return api_problem(resp, 500, "out of memory rendering metrics", NULL);
+	if (!text) {
+		api_problem(resp, 500, "out of memory rendering metrics", NULL);
+		return;
+	}
 	api_reply_text(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
 	free(text);
 }
