@@ -4,6 +4,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_uuid(id);
@@ -45,6 +47,7 @@ cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg, str
 					 "WHERE tenant_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2";
 	sqlite3_stmt *st = db_stmt(db, tenant_id ? sql_tenant : sql_all);
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, pg.after);
@@ -117,6 +120,8 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 		      const char *body_hash, int64_t lease_seconds, int64_t max_age,
 		      enum db_idem_claim *claim, struct db_idem *out)
 {
+	assert(db && scope && owner && body_hash && claim);
+
 	/* One statement under SQLite's write lock: of any number of twins,
 	 * exactly one inserts (or takes over an expired row); the others see
 	 * no change and read what holds the key. */
@@ -168,6 +173,7 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 		"path = ?4 AND key = ?5 AND owner = ?6 AND state = 'pending'";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && scope && owner && r);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	idem_bind_scope(st, scope);
@@ -188,6 +194,7 @@ cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope, const ch
 				  "state = 'pending'";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && scope && owner);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	idem_bind_scope(st, scope);
@@ -200,6 +207,7 @@ cp_rc db_idem_purge(struct db *db, int64_t cutoff)
 	static const char sql[] = "DELETE FROM idempotency WHERE created_at < ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, cutoff);

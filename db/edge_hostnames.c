@@ -6,6 +6,8 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
+
 /* clang-format off */
 #define EDGE_JSON                                                          \
 	"json_object('id', id, 'hostname', hostname, 'label', label, " \
@@ -20,6 +22,7 @@ cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *
 	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_uuid(id);
@@ -37,6 +40,7 @@ cp_rc db_edge_hostname_get(struct db *db, const char *tenant_id, const char *id,
 				  "WHERE tenant_id = ? AND id = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -51,6 +55,7 @@ cp_rc db_edge_hostname_list(struct db *db, const char *tenant_id, struct db_page
 				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -61,6 +66,8 @@ cp_rc db_edge_hostname_list(struct db *db, const char *tenant_id, struct db_page
 
 cp_rc db_edge_hostname_delete(struct db *db, const char *tenant_id, const char *id)
 {
+	assert(db && tenant_id);
+
 	/* The foreign key would refuse too, but only with a generic constraint
 	 * error; asking first gives the caller a precise CP_ERR_CONFLICT. */
 	static const char sql_used[] = "SELECT 1 FROM properties WHERE edge_hostname_id = ? "

@@ -5,6 +5,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <string.h>
 
 #define EVENT_JSON "json_insert(payload, '$.id', id)"
@@ -24,6 +25,7 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	json_t *payload = NULL;
 	cp_rc rc = CP_ERR_INTERNAL;
 
+	assert(db && tenant_id && type);
 	if (!st)
 		goto out;
 	cp_uuid(id);
@@ -58,6 +60,7 @@ cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, stru
 				       "ORDER BY seq LIMIT ?3";
 	sqlite3_stmt *st = db_stmt(db, type ? sql_type : sql_all);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -75,6 +78,7 @@ cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t
 	cp_rc rc = CP_ERR_NOT_FOUND;
 	int r;
 
+	assert(db && tenant_id && seq);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);

@@ -35,6 +35,7 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 	sqlite3_stmt *st = db_stmt(db, sql);
 	int r;
 
+	assert(db && tenant_id);
 	*other = false;
 	if (!st)
 		return CP_ERR_INTERNAL;
@@ -151,6 +152,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	int failures = 0, r;
 	cp_rc rc;
 
+	assert(db && tenant_id);
 	assert(chk && pol);
 	if (status_out)
 		*status_out = NULL;
@@ -255,6 +257,7 @@ cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, j
 		"p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -274,6 +277,7 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 	json_t *o = NULL;
 	cp_rc rc;
 
+	assert(db && tenant_id && out);
 	*out = NULL;
 	if (!st)
 		return CP_ERR_INTERNAL;
@@ -290,6 +294,8 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 
 cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 {
+	assert(db && tenant_id);
+
 	/* "+tenant_id": look the (at most 8) names up in the hostname index,
 	 * never scan the tenant's edge hostnames. */
 	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
@@ -321,6 +327,7 @@ cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **ou
 	cp_rc rc = CP_OK;
 	int r;
 
+	assert(db && out && limit > 0);
 	*out = NULL;
 	if (!st || !arr || !seen) {
 		json_decref(arr);
@@ -362,6 +369,7 @@ cp_rc db_claims_expire(struct db *db, int limit, int *removed)
 	cp_rc rc;
 	int r;
 
+	assert(db && limit > 0 && removed);
 	*removed = 0;
 	if (!rows)
 		return CP_ERR_NOMEM;
@@ -450,6 +458,7 @@ cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant
 	size_t i;
 	cp_rc rc;
 
+	assert(db && tenant_id && names && v);
 	memset(v, 0, sizeof(*v));
 	json_array_foreach(names, i, h)
 	{

@@ -13,6 +13,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* The hostnames of property p in their given order, as a JSON array. */
@@ -143,6 +144,7 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 	char id[CP_UUID_LEN + 1];
 	cp_rc rc;
 
+	assert(db && tenant_id && out && in);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_uuid(id);
@@ -167,6 +169,7 @@ cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json
 				  "WHERE p.tenant_id = ? AND p.id = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -184,6 +187,7 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 		"ORDER BY p.seq LIMIT ?3";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -204,6 +208,7 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
+	assert(db && tenant_id && out && in);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, in->name);
@@ -228,6 +233,7 @@ cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id)
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
+	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -248,6 +254,7 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_uuid(id);
@@ -267,6 +274,7 @@ cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *prope
 				  "ORDER BY seq LIMIT ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);

@@ -4,6 +4,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* clang-format off */
@@ -23,6 +24,7 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_uuid(id);
@@ -37,6 +39,7 @@ cp_rc db_tenant_get(struct db *db, const char *id, json_t **out)
 	static const char sql[] = "SELECT " TENANT_JSON " FROM tenants WHERE id = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, id);
@@ -49,6 +52,7 @@ cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out)
 		"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq > ? ORDER BY seq LIMIT ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, pg.after);
@@ -62,6 +66,7 @@ cp_rc db_tenant_delete(struct db *db, const char *id)
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, id);
@@ -78,6 +83,7 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 	sqlite3_stmt *st = db_stmt(db, sql);
 	char id[CP_UUID_LEN + 1];
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_uuid(id);
@@ -96,6 +102,7 @@ cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg, st
 				  "WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -110,6 +117,7 @@ cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id)
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
+	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
@@ -126,6 +134,7 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	cp_rc rc = CP_ERR_NOT_FOUND;
 	int r;
 
+	assert(db && key_hash);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, key_hash);
