@@ -22,7 +22,7 @@ void api_reply(struct api_resp *resp, int status, json_t *body)
 void api_reply_text(struct api_resp *resp, int status, const char *content_type, const char *text,
 		    size_t len)
 {
-	assert(resp && content_type && (text || len == 0) && status >= 100 && status <= 599);
+	assert(resp && (text || len == 0) && status >= 100 && status <= 599);
 
 	free(resp->text);
 	resp->status = status;
