@@ -20,6 +20,10 @@ struct api_ctx {
 	struct crypto_keyring *keyring;	 /* master keys for secrets at rest */
 	const char *operator_token_hash; /* hex SHA-256 of the operator token */
 	int64_t started_at;
+	/* The Prometheus text of GET /metrics (server_metrics_render, set by
+	 * main.c), so that api/ renders it without including server/; a new
+	 * string, NULL on OOM. */
+	char *(*metrics_render)(struct db *db, const struct api_ctx *ctx);
 };
 
 /* One request, as the HTTP layer parsed it. All fields borrowed. */
@@ -120,6 +124,9 @@ void api_readyz(struct api_req *, struct api_resp *);
 void api_openapi(struct api_req *, struct api_resp *);
 void api_audit_list(struct api_req *, struct api_resp *);
 void api_events_list(struct api_req *, struct api_resp *);
+
+/* metrics.c: GET /metrics, the operator key unless metrics_public */
+void api_metrics(struct api_req *, struct api_resp *);
 
 /* edge_hostnames.c */
 void api_edge_hostnames_create(struct api_req *, struct api_resp *);

@@ -5,13 +5,13 @@
  * whether HTTP-01 renewal can work (ready). The same check the order
  * engine makes before an HTTP-01 order (acme_check_hostname), so the portal
  * shows exactly what renewal will find. Each result is also a verification
- * of the tenant's claim (server_claim_verify: CNAME to one of its edges, or
+ * of the tenant's claim (claims_verify: CNAME to one of its edges, or
  * its TXT token), recorded, and shown as "verification" per hostname. The
  * budget is a hard deadline on the resolver.
  */
 #include "acme/acme.h"
 #include "api/api.h"
-#include "server/server.h"
+#include "claims/claims.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +81,8 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 				const char *status, *method;
 				/* Best effort: the check's answer stands even if recording fails.
 				 */
-				if (server_claim_verify(req->ctx, req->db, res, req->tenant_id,
-							name, check, rc, &status, &method) != CP_OK)
+				if (claims_verify(req->ctx->cfg, req->db, res, req->tenant_id, name,
+						  check, rc, &status, &method) != CP_OK)
 					cp_logf(CP_LOG_WARN, "dns_check.verify",
 						"cannot record the verification of %s", name);
 			}

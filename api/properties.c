@@ -3,7 +3,7 @@
  * deployments.
  *
  * A property holds 1..100 hostnames, each a claim of its tenant (pending
- * until DNS verifies it, see db/hostname_claims.c and server/claims.c): a
+ * until DNS verifies it, see db/hostname_claims.c and claims/claims.c): a
  * hostname another tenant has verified is a 409, a name of the edge zone a
  * 422, another tenant's pending claim blocks nothing. Every write queues the
  * property's verification job (never DNS on the API thread). It points at
@@ -16,7 +16,7 @@
  * production.
  */
 #include "api/api.h"
-#include "server/server.h"
+#include "claims/claims.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -156,7 +156,7 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 	if (scope.reason && strcmp(scope.reason, "hostname_in_edge_zone") == 0)
 		goto out;
 	scope.reason = NULL;
-	w.claim_ttl_seconds = server_claim_policy(req->ctx->cfg).ttl_seconds;
+	w.claim_ttl_seconds = claims_policy(req->ctx->cfg).ttl_seconds;
 	if (id)
 		rc = db_property_update(req->db, req->tenant_id, id, &w, bump, &taken, &prop);
 	else
@@ -164,7 +164,7 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 	if (rc != CP_OK)
 		goto out;
 	pid = json_string_value(json_object_get(prop, "id"));
-	rc = server_claims_enqueue(req->db, req->tenant_id, pid);
+	rc = claims_enqueue(req->db, req->tenant_id, pid);
 	verify_queued = rc == CP_OK;
 	if (rc != CP_OK)
 		goto out;

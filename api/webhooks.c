@@ -5,12 +5,12 @@
  * list an endpoint's deliveries with every attempt.
  *
  * A callback URL is user input that makes certplane open connections, so it
- * goes through the SSRF guard (server_ssrf_url_check) at registration and
+ * goes through the SSRF guard (netpolicy_url_check) at registration and
  * on every change; delivery checks the connected address again.
  */
 #include "api/api.h"
 #include "crypto/crypto.h"
-#include "server/server.h"
+#include "netpolicy/netpolicy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -75,10 +75,10 @@ static bool events_or_reply(json_t *events, struct api_resp *resp)
 static bool url_or_reply(struct api_req *req, struct api_resp *resp, const char *url)
 {
 	const struct cp_config *cfg = req->ctx->cfg;
-	const struct server_ssrf_dns dns = { .resolver = cfg->dns_resolver,
-					     .timeout_ms = cfg->webhook_dns_timeout_ms };
-	char why[SERVER_SSRF_WHY_MAX];
-	cp_rc rc = server_ssrf_url_check(url, cfg->webhook_allow_private_networks, &dns, why);
+	const struct netpolicy_dns dns = { .resolver = cfg->dns_resolver,
+					   .timeout_ms = cfg->webhook_dns_timeout_ms };
+	char why[NETPOLICY_WHY_MAX];
+	cp_rc rc = netpolicy_url_check(url, cfg->webhook_allow_private_networks, &dns, why);
 
 	if (rc == CP_OK)
 		return true;

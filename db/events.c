@@ -30,8 +30,9 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 		goto out;
 	cp_uuid(id);
 	cp_time_fmt(now, ts);
-	payload = json_pack("{s:s,s:s,s:O}", "type", type, "timestamp", ts, "data",
-			    data ? data : json_object());
+	/* "o" takes the reference: ours of a new {}, or a new one of data. */
+	payload = json_pack("{s:s,s:s,s:o}", "type", type, "timestamp", ts, "data",
+			    data ? json_incref(data) : json_object());
 	if (!payload)
 		goto out;
 	db_bind_text(st, 1, id);

@@ -4,7 +4,7 @@
  *
  * A row of property_hostnames is one tenant's claim of a hostname for one
  * property (migration 005). It is pending until a DNS check (made by
- * server/claims.c, never here) proves the tenant controls the name; the
+ * claims/claims.c, never here) proves the tenant controls the name; the
  * first tenant whose claim verifies takes the hostname, and every other
  * tenant's pending claim of it is released. A pending claim that never
  * verifies is released after the TTL.

@@ -237,6 +237,7 @@ static int app_open(struct app *app, const char *config_path, bool need_keys)
 	app->ctx.keyring = app->keyring;
 	app->ctx.operator_token_hash = app->op_hash;
 	app->ctx.started_at = cp_now();
+	app->ctx.metrics_render = server_metrics_render;
 	return 0;
 }
 

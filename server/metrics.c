@@ -1,5 +1,6 @@
 /*
- * metrics.c - GET /metrics in the Prometheus text format (version 0.0.4).
+ * metrics.c - the numbers of GET /metrics (handler: api/metrics.c) in the
+ * Prometheus text format (version 0.0.4).
  *
  * Two kinds of numbers:
  * - counters kept in this process: requests by route, method and status,
@@ -14,11 +15,11 @@
  *   samples, never an error.
  *
  * Who may scrape: the operator key, or anyone on the API listener when
- * metrics_public is true (scrapers usually carry no bearer token; the
- * numbers are counts, never tenant data, but they do reveal the fleet's
- * size, so it is off by default).
+ * metrics_public is true (checked in api/metrics.c; scrapers usually carry
+ * no bearer token; the numbers are counts, never tenant data, but they do
+ * reveal the fleet's size, so it is off by default).
  */
-#include "server/server.h"
+#include "server/server_internal.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -397,22 +398,7 @@ static char *render(struct db *db, const struct api_ctx *ctx)
 	return o.s;
 }
 
-char *server_metrics_render(struct db *db)
+char *server_metrics_render(struct db *db, const struct api_ctx *ctx)
 {
-	return render(db, NULL);
-}
-
-void server_metrics_handler(struct api_req *req, struct api_resp *resp)
-{
-	char *text;
-
-	if (!req->ctx->cfg->metrics_public && !api_operator_or_reply(req, resp))
-		return;
-	text = render(req->db, req->ctx);
-	if (!text) {
-		api_problem(resp, 500, "out of memory rendering metrics", NULL);
-		return;
-	}
-	api_reply_text(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
-	free(text);
+	return render(db, ctx);
 }

@@ -25,6 +25,7 @@
  * once) until the records are visible through the resolver or the deadline.
  */
 #include "acme/acme.h"
+#include "claims/claims.h"
 #include "crypto/crypto.h"
 #include "lifecycle/lifecycle.h"
 #include "server/server_internal.h"
@@ -473,8 +474,8 @@ static enum step hostname_checks(struct run *run)
 			reaches = json_is_true(json_object_get(check, "ready")) ||
 				  db_edge_in_chain(run->db, run->tenant_id,
 						   json_object_get(check, "cname_chain")) == CP_OK;
-			rc = server_claim_verify(run->ctx, run->db, res, run->tenant_id, name,
-						 check, CP_OK, &status, &method);
+			rc = claims_verify(run->ctx->cfg, run->db, res, run->tenant_id, name, check,
+					   CP_OK, &status, &method);
 			if (rc != CP_OK && rc != CP_ERR_NOT_FOUND)
 				step = db_failure(run, rc, "recording a hostname's verification");
 			else if (status && !strcmp(status, "owned_by_another_tenant"))

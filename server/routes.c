@@ -5,7 +5,7 @@
  * whether it may wait on the network (run off the listener threads). openapi.yaml must describe
  * exactly these routes; tests/e2e/test_openapi.py checks that they agree.
  */
-#include "server/server.h"
+#include "server/server_internal.h"
 
 #include <string.h>
 
@@ -17,7 +17,7 @@ static const struct server_route routes[] = {
 	{ "GET", "/healthz", api_healthz, SERVER_AUTH_NONE },
 	{ "GET", "/readyz", api_readyz, SERVER_AUTH_NONE },
 	{ "GET", "/openapi.yaml", api_openapi, SERVER_AUTH_NONE },
-	{ "GET", "/metrics", server_metrics_handler, SERVER_AUTH_METRICS },
+	{ "GET", "/metrics", api_metrics, SERVER_AUTH_METRICS },
 
 	{ "POST", "/v1/tenants", api_tenants_create, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants", api_tenants_list, SERVER_AUTH_KEY, .operator_only = true },

@@ -2,6 +2,15 @@
  * server.h - the running process: the API listener and its route table, the
  * HTTP-01 challenge responder, the worker pool that runs durable jobs and
  * the scheduler that enqueues due work.
+ *
+ * The rule for what is declared where: server.h is what the outside of
+ * server/ uses - main.c (start, stop, wiring api_ctx, `certplane routes`)
+ * and the tests that drive the process as a whole. What the files of
+ * server/ share among themselves (job handlers, ticks, counters, listener
+ * and net-pool plumbing) is in server/server_internal.h, which white-box
+ * unit tests of server/ may include too. api/ includes neither: what api/
+ * and server/ both need lives in a module below them (netpolicy/, claims/)
+ * or reaches api/ through struct api_ctx.
  */
 #ifndef CP_SERVER_H
 #define CP_SERVER_H
@@ -35,13 +44,6 @@ struct server_route {
 	bool offload;
 };
 
-/* Find the route for method+path; fills params (up to 3). Returns the
- * route, or NULL with *path_known telling 405 (true) from 404 (false) and
- * allow listing the methods the path accepts. */
-const struct server_route *server_route_match(const char *method, const char *path,
-					      const char *params[3], char *params_buf,
-					      size_t params_buf_len, bool *path_known, char *allow,
-					      size_t allow_len);
 /* The whole table (for `certplane routes` and the route/spec test). */
 const struct server_route *server_routes(size_t *count);
 
@@ -53,94 +55,18 @@ void server_http_stop(struct server_http *h);
 
 /* ---- metrics (metrics.c) ---- */
 
-/* Count one answered request: the matched route (NULL = none matched), the
- * request method, the status sent and the time taken. Lock-free; safe from
- * every listener thread. */
-void server_metrics_request(const struct server_route *route, const char *method, int status,
-			    double seconds);
-/* Count one webhook delivery attempt by outcome ("success", "failure", ...). */
-void server_metrics_delivery(const char *outcome);
-/* Prometheus text for GET /metrics; new string (NULL on OOM). */
-char *server_metrics_render(struct db *db);
-/* GET /metrics: the Prometheus text; the operator key unless metrics_public. */
-void server_metrics_handler(struct api_req *req, struct api_resp *resp);
-
-/* ---- hostname verification (claims.c) ---- */
-
-struct acme_resolver;
-/* The claim timing configured (hostname_claim_ttl_*, hostname_recheck_seconds). */
-struct db_claim_policy server_claim_policy(const struct cp_config *cfg);
-/* Queue the "hostname_verify" job of a property (deduplicated), inside the
- * caller's transaction; the caller cp_kick()s after committing. */
-cp_rc server_claims_enqueue(struct db *db, const char *tenant_id, const char *property_id) CP_WUR;
-/*
- * Verify tenant_id's claim of hostname from check, the acme_check_hostname
- * result for it (NULL if none; check_rc its return code): CNAME chain to one
- * of the tenant's edges, else TXT _certplane-verify.<hostname> through res;
- * records the outcome in its own transaction (db_claim_record). *status:
- * "verified" | "pending" | "owned_by_another_tenant"; *method: "cname" |
- * "txt" when this check verified it, else NULL (both static).
- * CP_ERR_NOT_FOUND if the tenant has no claim of hostname.
- */
-cp_rc server_claim_verify(const struct api_ctx *ctx, struct db *db, struct acme_resolver *res,
-			  const char *tenant_id, const char *hostname, json_t *check,
-			  cp_rc check_rc, const char **status, const char **method) CP_WUR;
+/* Prometheus text for GET /metrics: the request and delivery counters, the
+ * database's counts (db may be NULL: left out) and the process's (ctx may
+ * be NULL: left out); new string (NULL on OOM). main.c puts it in
+ * api_ctx.metrics_render for the handler (api/metrics.c). */
+char *server_metrics_render(struct db *db, const struct api_ctx *ctx);
 
 /* ---- worker pool and scheduler (workers.c) ---- */
-
-/* What a job handler decided. */
-enum server_job_result { SERVER_JOB_DONE, SERVER_JOB_RETRY, SERVER_JOB_FAIL };
-struct server_job_outcome {
-	enum server_job_result result;
-	int64_t run_at;	 /* RETRY: when to run again */
-	char error[512]; /* RETRY/FAIL: why (no secrets) */
-};
-/* A job kind's handler. Runs on a worker thread with that thread's db. It
- * must be idempotent per step: a job may be run again after a crash. */
-typedef void (*server_job_fn)(const struct api_ctx *ctx, struct db *db, struct db_job *job,
-			      struct server_job_outcome *out);
-/* A periodic task run by the scheduler every scheduler_interval_seconds. */
-typedef void (*server_tick_fn)(const struct api_ctx *ctx, struct db *db);
 
 struct server_workers;
 cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **out) CP_WUR;
 /* Stop claiming, let running jobs finish (or release their leases). */
 void server_workers_stop(struct server_workers *w);
-
-/* ---- webhooks: SSRF guard (ssrf.c) and delivery (webhook_delivery.c) ---- */
-
-struct sockaddr;
-/* True if sa is a global unicast address a callback may reach: false for
- * loopback, private, CGNAT, link-local, documentation, multicast, reserved,
- * unique-local/link-local IPv6 and IPv6 forms embedding such an IPv4. */
-bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len);
-/* Room for the sentence server_ssrf_*_check leave in why. */
-#define SERVER_SSRF_WHY_MAX 128
-/* How the SSRF guard resolves names. */
-struct server_ssrf_dns {
-	const char *resolver; /* dns_resolver "host:port[,...]", or NULL/"" = /etc/resolv.conf */
-	int timeout_ms;	      /* hard deadline for the whole lookup (> 0) */
-};
-/* Resolve host (numeric spellings parsed locally, never sent to DNS; a name
- * through dns, within dns->timeout_ms) and require every address to be
- * allowed (unless allow_private). CP_ERR_INVALID with a sentence in why
- * (also "host did not resolve within N ms" at the deadline); CP_ERR_NOMEM;
- * CP_ERR_INTERNAL for an unusable dns->resolver. */
-cp_rc server_ssrf_host_check(const char *host, bool allow_private,
-			     const struct server_ssrf_dns *dns,
-			     char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
-/* Check a callback URL: absolute http/https, a host, no credentials, at
- * most 2048 printable ASCII characters; with dns (NULL: syntax only),
- * server_ssrf_host_check on its host. CP_ERR_INVALID with a sentence in
- * why (for a 422 on "url"). */
-cp_rc server_ssrf_url_check(const char *url, bool allow_private, const struct server_ssrf_dns *dns,
-			    char why[SERVER_SSRF_WHY_MAX]) CP_WUR;
-
-/* Job kind "webhook_delivery": one attempt at sending one delivery. */
-void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,
-				 struct server_job_outcome *out);
-/* Scheduler tick: certificate.expiring / certificate.expired reminders. */
-void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
 
 /* ---- HTTP-01 challenge responder (http01.c) ---- */
 

@@ -1,5 +1,8 @@
 /*
- * server_internal.h - shared between the files of server/ only.
+ * server_internal.h - shared between the files of server/ only (and the
+ * white-box unit tests of server/). The rule: a declaration is here when
+ * only server/ calls it; it is in server/server.h when main.c or a test of
+ * the whole process does (see there).
  */
 #ifndef CP_SERVER_INTERNAL_H
 #define CP_SERVER_INTERNAL_H
@@ -35,6 +38,50 @@ void server_listener_answer_early(struct MHD_Connection *c);
  * the request may go on; else the status to answer and close with (400,
  * 413, 501) and a static *why. */
 int server_listener_check(struct MHD_Connection *c, long long max_body, const char **why);
+
+/* ---- route matching (routes.c) ---- */
+
+/* Find the route for method+path; fills params (up to 3). Returns the
+ * route, or NULL with *path_known telling 405 (true) from 404 (false) and
+ * allow listing the methods the path accepts. */
+const struct server_route *server_route_match(const char *method, const char *path,
+					      const char *params[3], char *params_buf,
+					      size_t params_buf_len, bool *path_known, char *allow,
+					      size_t allow_len);
+
+/* ---- metrics counters (metrics.c) ---- */
+
+/* Count one answered request: the matched route (NULL = none matched), the
+ * request method, the status sent and the time taken. Lock-free; safe from
+ * every listener thread. */
+void server_metrics_request(const struct server_route *route, const char *method, int status,
+			    double seconds);
+/* Count one webhook delivery attempt by outcome ("success", "failure", ...). */
+void server_metrics_delivery(const char *outcome);
+
+/* ---- jobs and scheduler ticks (workers.c runs them) ---- */
+
+/* What a job handler decided. */
+enum server_job_result { SERVER_JOB_DONE, SERVER_JOB_RETRY, SERVER_JOB_FAIL };
+struct server_job_outcome {
+	enum server_job_result result;
+	int64_t run_at;	 /* RETRY: when to run again */
+	char error[512]; /* RETRY/FAIL: why (no secrets) */
+};
+/* A job kind's handler. Runs on a worker thread with that thread's db. It
+ * must be idempotent per step: a job may be run again after a crash. */
+typedef void (*server_job_fn)(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+			      struct server_job_outcome *out);
+/* A periodic task run by the scheduler every scheduler_interval_seconds. */
+typedef void (*server_tick_fn)(const struct api_ctx *ctx, struct db *db);
+
+/* Job kind "webhook_delivery": one attempt at sending one delivery
+ * (webhook_delivery.c). */
+void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+				 struct server_job_outcome *out);
+/* Scheduler tick (ticks.c): certificate.expiring / certificate.expired
+ * reminders. */
+void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
 
 /* ---- net pool (netpool.c): API requests that wait on the network ---- */
 

@@ -1,6 +1,5 @@
 /*
- * webhook_delivery.c - sending events to callback URLs, and the expiry
- * reminder tick.
+ * webhook_delivery.c - sending events to callback URLs.
  *
  * One "webhook_delivery" job is one delivery (one event for one endpoint).
  * Each run makes at most one HTTP attempt, records it, and either finishes
@@ -26,7 +25,8 @@
  * are ignored (a proxy would hide the real destination).
  */
 #include "crypto/crypto.h"
-#include "server/server.h"
+#include "netpolicy/netpolicy.h"
+#include "server/server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +42,6 @@
 #define DISABLE_AFTER_SECONDS (3 * 86400)
 /* Longest Retry-After honoured. */
 #define RETRY_AFTER_MAX 86400
-/* Reminders sent per scheduler pass at most (each batch is up to 64). */
-#define REMINDER_BATCHES 16
 
 /* What one HTTP attempt produced. */
 struct send_result {
@@ -83,7 +81,7 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
 	if (purpose != CURLSOCKTYPE_IPCXN)
 		return CURL_SOCKET_BAD;
 	if (!c->allow_private &&
-	    !server_ssrf_addr_allowed(&address->addr, (size_t)address->addrlen)) {
+	    !netpolicy_addr_allowed(&address->addr, (size_t)address->addrlen)) {
 		c->refused = true;
 		return CURL_SOCKET_BAD;
 	}
@@ -288,22 +286,4 @@ retry_soon:
 	snprintf(out->error, sizeof(out->error), "delivery bookkeeping failed: %s", cp_rc_str(rc));
 out:
 	json_decref(d);
-}
-
-void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db)
-{
-	int sent = 0, total = 0;
-	cp_rc rc = CP_OK;
-
-	(void)ctx;
-	for (int i = 0; i < REMINDER_BATCHES && rc == CP_OK; i++) {
-		rc = db_cert_reminders_run(db, cp_now(), 64, &sent);
-		total += sent;
-		if (sent < 64)
-			break;
-	}
-	if (rc != CP_OK)
-		cp_logf(CP_LOG_WARN, "scheduler.reminders", "expiry reminders: %s", cp_rc_str(rc));
-	if (total > 0)
-		cp_log_json(CP_LOG_INFO, "scheduler.reminders", json_pack("{s:i}", "sent", total));
 }

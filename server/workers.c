@@ -11,6 +11,7 @@
  * every scheduler_interval_seconds; those tasks only enqueue jobs, so every
  * piece of real work is durable and survives a crash.
  */
+#include "claims/claims.h"
 #include "server/server_internal.h"
 
 #include <pthread.h>
@@ -47,7 +48,7 @@ static const struct {
 } job_kinds[] = {
 	{ "webhook_delivery", server_job_webhook_delivery, LANE_WEBHOOK },
 	{ "acme_order", server_job_acme_order, LANE_ACME },
-	{ "hostname_verify", server_job_hostname_verify, LANE_ACME },
+	{ CLAIMS_JOB_KIND, server_job_hostname_verify, LANE_ACME },
 	/* JOB KINDS: { "kind", handler, lane (NULL = general) }, */
 	{ NULL, NULL, NULL },
 };

@@ -1,7 +1,7 @@
 /*
- * fuzz_ssrf.c - libFuzzer target for the callback URL guard (server/ssrf.c):
- * server_ssrf_url_check with dns NULL (the URL syntax rules; no DNS in
- * a fuzzer) and server_ssrf_addr_allowed on arbitrary sockaddr bytes (the
+ * fuzz_ssrf.c - libFuzzer target for the callback URL guard (netpolicy/netpolicy.c):
+ * netpolicy_url_check with dns NULL (the URL syntax rules; no DNS in
+ * a fuzzer) and netpolicy_addr_allowed on arbitrary sockaddr bytes (the
  * classifier every delivery's connect goes through).
  *
  * The first input byte picks the mode. Properties: a refusal always has a
@@ -18,20 +18,20 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "server/server.h"
+#include "netpolicy/netpolicy.h"
 
 static void url_mode(const uint8_t *data, size_t size)
 {
 	char *url = malloc(size + 1);
-	char why[SERVER_SSRF_WHY_MAX], why2[SERVER_SSRF_WHY_MAX];
+	char why[NETPOLICY_WHY_MAX], why2[NETPOLICY_WHY_MAX];
 	cp_rc rc, rc2;
 
 	if (!url)
 		return;
 	memcpy(url, data, size);
 	url[size] = '\0';
-	rc = server_ssrf_url_check(url, false, NULL, why);
-	rc2 = server_ssrf_url_check(url, true, NULL, why2);
+	rc = netpolicy_url_check(url, false, NULL, why);
+	rc2 = netpolicy_url_check(url, true, NULL, why2);
 	if (rc != rc2 || (rc != CP_OK && !why[0]) || (rc == CP_OK && why[0]))
 		abort();
 	if (rc == CP_OK) {
@@ -51,7 +51,7 @@ static bool v6_verdict(const uint8_t a[16])
 	memset(&in6, 0, sizeof(in6));
 	in6.sin6_family = AF_INET6;
 	memcpy(in6.sin6_addr.s6_addr, a, 16);
-	return server_ssrf_addr_allowed((const struct sockaddr *)&in6, sizeof(in6));
+	return netpolicy_addr_allowed((const struct sockaddr *)&in6, sizeof(in6));
 }
 
 static void v4_forms(const uint8_t v4[4])
@@ -63,7 +63,7 @@ static void v4_forms(const uint8_t v4[4])
 	memset(&in, 0, sizeof(in));
 	in.sin_family = AF_INET;
 	memcpy(&in.sin_addr.s_addr, v4, 4);
-	ok = server_ssrf_addr_allowed((const struct sockaddr *)&in, sizeof(in));
+	ok = netpolicy_addr_allowed((const struct sockaddr *)&in, sizeof(in));
 	/* Refused ranges the classifier must always know. */
 	if (ok && (v4[0] == 127 || v4[0] == 10 || v4[0] == 0 || (v4[0] == 169 && v4[1] == 254) ||
 		   (v4[0] == 192 && v4[1] == 168) || (v4[0] == 172 && (v4[1] & 0xf0) == 16) ||
@@ -104,7 +104,7 @@ static void addr_mode(const uint8_t *data, size_t size)
 		if (!copy)
 			return;
 		memcpy(copy, &ss, n);
-		(void)server_ssrf_addr_allowed((const struct sockaddr *)copy, n);
+		(void)netpolicy_addr_allowed((const struct sockaddr *)copy, n);
 		free(copy);
 	}
 	if (size >= 4)

@@ -1,5 +1,5 @@
 /*
- * ssrf.c - the guard that keeps callback URLs (user input) from reaching
+ * netpolicy.c - the guard that keeps callback URLs (user input) from reaching
  * addresses inside our own network: loopback, RFC 1918 and the other
  * special-purpose ranges, link-local (169.254.169.254 is the cloud metadata
  * service), unique-local IPv6 and every IPv6 form that embeds an IPv4
@@ -10,12 +10,12 @@
  * "0x7f.1", "0177.0.0.1") into the address they mean, exactly as the
  * system resolver libcurl uses does, and a hostname may resolve to
  * anything. Names are resolved with c-ares (acme_dns_addresses) under a
- * hard deadline: the check runs on a net thread (routes.c .offload), and a
+ * hard deadline: the check runs on a net thread (server/routes.c .offload), and a
  * callback host whose DNS never answers must cost that thread the deadline,
  * not the system resolver's 5 s x attempts x servers. The same classifier
  * runs at registration (every address the name resolves to) and again on
  * the address each delivery actually connects to (CURLOPT_OPENSOCKETFUNCTION
- * in webhook_delivery.c), so DNS rebinding between the two checks gains
+ * in server/webhook_delivery.c), so DNS rebinding between the two checks gains
  * nothing. Names go to dns_resolver when it is set (the resolver of the
  * CNAME/TXT checks and of the test bed), else to /etc/resolv.conf, which is
  * what libcurl uses at delivery.
@@ -23,8 +23,8 @@
  * The URL is parsed with libcurl's own parser (CURLU) so that the host we
  * check is the host libcurl will connect to.
  */
+#include "netpolicy/netpolicy.h"
 #include "acme/acme.h"
-#include "server/server.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -125,7 +125,7 @@ static bool v6_allowed(const uint8_t *a)
 	return true;
 }
 
-bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len)
+bool netpolicy_addr_allowed(const struct sockaddr *sa, size_t len)
 {
 	/* len may be anything a caller was handed: not even a family is there. */
 	if (!sa || len < sizeof(sa->sa_family))
@@ -142,14 +142,14 @@ bool server_ssrf_addr_allowed(const struct sockaddr *sa, size_t len)
 }
 
 /* Set why (printf-style) and return CP_ERR_INVALID, for a 422 on the URL. */
-static cp_rc ssrf_refuse(char why[SERVER_SSRF_WHY_MAX], const char *fmt, ...)
+static cp_rc ssrf_refuse(char why[NETPOLICY_WHY_MAX], const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-static cp_rc ssrf_refuse(char why[SERVER_SSRF_WHY_MAX], const char *fmt, ...)
+static cp_rc ssrf_refuse(char why[NETPOLICY_WHY_MAX], const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(why, SERVER_SSRF_WHY_MAX, fmt, ap);
+	vsnprintf(why, NETPOLICY_WHY_MAX, fmt, ap);
 	va_end(ap);
 	return CP_ERR_INVALID;
 }
@@ -191,8 +191,8 @@ static bool ssrf_localhost(const char *host)
 	       (n > 10 && strncasecmp(host + n - 10, ".localhost", 10) == 0);
 }
 
-cp_rc server_ssrf_host_check(const char *host, bool allow_private,
-			     const struct server_ssrf_dns *dns, char why[SERVER_SSRF_WHY_MAX])
+cp_rc netpolicy_host_check(const char *host, bool allow_private, const struct netpolicy_dns *dns,
+			   char why[NETPOLICY_WHY_MAX])
 {
 	struct sockaddr_storage addrs[SSRF_ADDRS_MAX];
 	struct acme_resolver *res = NULL;
@@ -242,7 +242,7 @@ cp_rc server_ssrf_host_check(const char *host, bool allow_private,
 		socklen_t len = addrs[i].ss_family == AF_INET ? sizeof(struct sockaddr_in)
 							      : sizeof(struct sockaddr_in6);
 
-		if (!server_ssrf_addr_allowed((const struct sockaddr *)&addrs[i], len))
+		if (!netpolicy_addr_allowed((const struct sockaddr *)&addrs[i], len))
 			return ssrf_refuse(
 				why,
 				"host resolves to a loopback, private, link-local or reserved address");
@@ -250,8 +250,8 @@ cp_rc server_ssrf_host_check(const char *host, bool allow_private,
 	return CP_OK;
 }
 
-cp_rc server_ssrf_url_check(const char *url, bool allow_private, const struct server_ssrf_dns *dns,
-			    char why[SERVER_SSRF_WHY_MAX])
+cp_rc netpolicy_url_check(const char *url, bool allow_private, const struct netpolicy_dns *dns,
+			  char why[NETPOLICY_WHY_MAX])
 {
 	CURLU *u = NULL;
 	char *scheme = NULL, *host = NULL, *user = NULL, *zone = NULL;
@@ -307,7 +307,7 @@ cp_rc server_ssrf_url_check(const char *url, bool allow_private, const struct se
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = '\0';
 	}
-	rc = dns ? server_ssrf_host_check(host, allow_private, dns, why) : CP_OK;
+	rc = dns ? netpolicy_host_check(host, allow_private, dns, why) : CP_OK;
 out:
 	curl_free(scheme);
 	curl_free(host);
