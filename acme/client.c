@@ -14,6 +14,7 @@
  */
 #include "acme/acme.h"
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,7 @@ cp_rc acme_client_new(const struct acme_config *cfg, struct acme_client **out)
 	struct acme_client *c = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(out);
 	*out = NULL;
 	if (!cfg || !cfg->directory_url || !cfg->account_key ||
 	    (strncmp(cfg->directory_url, "https://", 8) != 0 &&
@@ -419,6 +421,8 @@ const char *acme_client_account_url(const struct acme_client *c)
 
 const struct crypto_key *acme_client_key(const struct acme_client *c)
 {
+	assert(c);
+
 	return c->key;
 }
 
@@ -426,6 +430,7 @@ cp_rc acme_client_set_account_url(struct acme_client *c, const char *account_url
 {
 	char *u = NULL;
 
+	assert(c);
 	if (account_url && !(u = cp_strdup(account_url)))
 		return CP_ERR_NOMEM;
 	free(c->account_url);
@@ -441,6 +446,7 @@ cp_rc acme_directory(struct acme_client *c, const json_t **dir, struct acme_resu
 	const char *why = NULL;
 	cp_rc rc;
 
+	assert(c);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -621,6 +627,7 @@ cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
 	char *body = NULL, *loc = NULL, *mailto = NULL;
 	cp_rc rc;
 
+	assert(c);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -674,6 +681,7 @@ cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 	char *body = NULL;
 	cp_rc rc;
 
+	assert(c && (names || n == 0) && order_url);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -728,6 +736,7 @@ cp_rc acme_get_object(struct acme_client *c, const char *url, json_t **obj, stru
 {
 	struct acme_result tmp;
 
+	assert(c && obj);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -740,6 +749,7 @@ cp_rc acme_order_get(struct acme_client *c, const char *order_url, json_t **orde
 {
 	struct acme_result tmp;
 
+	assert(c && order);
 	if (!r)
 		r = &tmp;
 	return checked(acme_get_object(c, order_url, order, r), order, acme_order_check, order_url,
@@ -751,6 +761,7 @@ cp_rc acme_authz_get(struct acme_client *c, const char *authz_url, json_t **auth
 {
 	struct acme_result tmp;
 
+	assert(c && authz);
 	if (!r)
 		r = &tmp;
 	return checked(acme_get_object(c, authz_url, authz, r), authz, acme_authz_check, authz_url,
@@ -760,6 +771,8 @@ cp_rc acme_authz_get(struct acme_client *c, const char *authz_url, json_t **auth
 cp_rc acme_challenge_get(struct acme_client *c, const char *challenge_url, json_t **challenge,
 			 struct acme_result *r)
 {
+	assert(c && challenge);
+
 	return acme_get_object(c, challenge_url, challenge, r);
 }
 
@@ -768,6 +781,7 @@ cp_rc acme_challenge_respond(struct acme_client *c, const char *challenge_url, j
 {
 	struct acme_result tmp;
 
+	assert(c);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -784,6 +798,7 @@ cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url, const
 	char *csr = NULL, *body = NULL;
 	cp_rc rc;
 
+	assert(c);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -818,6 +833,7 @@ cp_rc acme_cert_download(struct acme_client *c, const char *cert_url, char **pem
 	const char *why = NULL;
 	cp_rc rc;
 
+	assert(c && pem);
 	if (!r)
 		r = &tmp;
 	result_reset(r);
@@ -852,6 +868,7 @@ cp_rc acme_renewal_info(struct acme_client *c, const char *cert_id, json_t **inf
 	json_t *o = NULL;
 	cp_rc rc;
 
+	assert(c && info);
 	if (!r)
 		r = &tmp;
 	result_reset(r);

@@ -390,8 +390,10 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 				  "is required: one of \"upload\", \"self_signed\", \"acme\"");
 		return;
 	}
-	if (strcmp(source, "acme") == 0)
-		return acme_reply(req, resp);
+	if (strcmp(source, "acme") == 0) {
+		acme_reply(req, resp);
+		return;
+	}
 	if (strcmp(source, "upload") == 0 ? !upload_or_reply(req, resp, &nc)
 					  : !self_signed_or_reply(req, resp, &nc))
 		goto out;
@@ -446,22 +448,28 @@ void api_certificates_list(struct api_req *req, struct api_resp *resp)
 		for (const char *const *s = statuses; *s; s++)
 			if (strcmp(*s, status) == 0)
 				f.status = *s;
-		if (!f.status)
-			return api_problem_field(resp, "status",
-						 "must be one of: pending, active, renewing, "
-						 "expired, failed");
+		if (!f.status) {
+			api_problem_field(resp, "status",
+					  "must be one of: pending, active, renewing, "
+					  "expired, failed");
+			return;
+		}
 	}
 	if (days) {
 		char *end;
 		long v = strtol(days, &end, 10);
-		if (!*days || *end || v < 0 || v > 3650)
-			return api_problem_field(resp, "expiring_within_days",
-						 "must be an integer from 0 to 3650");
+		if (!*days || *end || v < 0 || v > 3650) {
+			api_problem_field(resp, "expiring_within_days",
+					  "must be an integer from 0 to 3650");
+			return;
+		}
 		f.expiring_within = (int64_t)v * 86400;
 	}
 	if (host) {
-		if (!cp_hostname_valid(host, true, &why))
-			return api_problem_field(resp, "hostname", why ? why : "is not a hostname");
+		if (!cp_hostname_valid(host, true, &why)) {
+			api_problem_field(resp, "hostname", why ? why : "is not a hostname");
+			return;
+		}
 		f.hostname = host;
 	}
 	rc = db_certificate_list(req->db, req->tenant_id, &f, pg, &list);
@@ -486,10 +494,14 @@ void api_certificates_pem(struct api_req *req, struct api_resp *resp)
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	rc = db_certificate_pem(req->db, req->tenant_id, req->params[0], &pem);
-	if (rc == CP_ERR_CONFLICT)
-		return api_problem(resp, 409, "the certificate has not been issued yet", NULL);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "certificate");
+	if (rc == CP_ERR_CONFLICT) {
+		api_problem(resp, 409, "the certificate has not been issued yet", NULL);
+		return;
+	}
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "certificate");
+		return;
+	}
 	api_reply_text(resp, 200, "application/pem-certificate-chain", pem, strlen(pem));
 	free(pem);
 }
@@ -514,13 +526,15 @@ void api_certificates_private_key(struct api_req *req, struct api_resp *resp)
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		crypto_wipe_free(pem);
-		if (rc == CP_ERR_CONFLICT)
-			return api_problem(resp, 409, "the certificate has not been issued yet",
-					   NULL);
+		if (rc == CP_ERR_CONFLICT) {
+			api_problem(resp, 409, "the certificate has not been issued yet", NULL);
+			return;
+		}
 		if (rc == CP_ERR_CRYPTO)
 			cp_logf(CP_LOG_ERROR, "certificate.key_open",
 				"cannot open the private key of certificate %s", req->params[0]);
-		return api_reply_rc(resp, rc, "certificate");
+		api_reply_rc(resp, rc, "certificate");
+		return;
 	}
 	api_reply_text(resp, 200, "application/x-pem-file", pem, strlen(pem));
 	resp->no_store = true;

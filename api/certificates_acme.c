@@ -75,7 +75,8 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	if (rc == CP_OK && scope.reason) {
 		db_rollback(req->db);
 		json_decref(detail);
-		return api_scope_problem(resp, &scope, "hostnames");
+		api_scope_problem(resp, &scope, "hostnames");
+		return;
 	}
 	if (rc == CP_OK &&
 	    !api_quota_or_reply(
@@ -99,7 +100,8 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		json_decref(out);
-		return api_reply_rc(resp, rc, "certificate");
+		api_reply_rc(resp, rc, "certificate");
+		return;
 	}
 	cp_kick();
 	api_reply(resp, 202, out);
@@ -129,7 +131,8 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 	if (!strcmp(json_string_value(json_object_get(cert, "type")), "ca")) {
 		db_rollback(req->db);
 		json_decref(cert);
-		return api_problem_field(resp, "type", "a CA certificate cannot be renewed here");
+		api_problem_field(resp, "type", "a CA certificate cannot be renewed here");
+		return;
 	}
 	has_version = json_integer_value(json_object_get(cert, "version")) > 0;
 	/* The SAN: the production properties' hostnames, else what the
@@ -146,8 +149,9 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		db_rollback(req->db);
 		json_decref(cert);
 		json_decref(names);
-		return api_problem(resp, 422,
-				   "the certificate needs 1 to 100 hostnames to be renewed", NULL);
+		api_problem(resp, 422, "the certificate needs 1 to 100 hostnames to be renewed",
+			    NULL);
+		return;
 	}
 	rc = db_issuance_scope(req->db, req->ctx->cfg->edge_zone, req->tenant_id, names, &scope);
 	if (rc != CP_OK)
@@ -156,7 +160,8 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		db_rollback(req->db);
 		json_decref(cert);
 		json_decref(names);
-		return api_scope_problem(resp, &scope, "hostnames");
+		api_scope_problem(resp, &scope, "hostnames");
+		return;
 	}
 	json_array_foreach(names, i, h) wildcard =
 		wildcard || cp_hostname_is_wildcard(json_string_value(h));
@@ -177,8 +182,8 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		db_rollback(req->db);
 		json_decref(cert);
 		json_decref(names);
-		return api_problem(resp, 409, "the certificate already has an order in flight",
-				   NULL);
+		api_problem(resp, 409, "the certificate already has an order in flight", NULL);
+		return;
 	}
 	if (rc == CP_OK)
 		rc = api_audit(req, "certificate.renew", "certificate", id, NULL);

@@ -54,11 +54,14 @@ void api_properties_dns_check(struct api_req *req, struct api_resp *resp)
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	rc = db_property_dns_targets(req->db, req->tenant_id, req->params[0], &targets);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "property");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "property");
+		return;
+	}
 	if (acme_resolver_new(req->ctx->cfg->dns_resolver, &res) != CP_OK) {
 		json_decref(targets);
-		return api_problem(resp, 500, "the dns_resolver setting is unusable", NULL);
+		api_problem(resp, 500, "the dns_resolver setting is unusable", NULL);
+		return;
 	}
 	acme_resolver_set_deadline(res, deadline);
 	edge = json_string_value(json_object_get(targets, "edge_hostname"));

@@ -75,12 +75,15 @@ void api_edge_hostnames_create(struct api_req *req, struct api_resp *resp)
 	if (req->body && !api_body_or_reply(req, resp, spec))
 		return;
 	if (label) {
-		if (strchr(label, '.'))
-			return api_problem_field(resp, "label",
-						 "must be a single DNS label (no dots)");
+		if (strchr(label, '.')) {
+			api_problem_field(resp, "label", "must be a single DNS label (no dots)");
+			return;
+		}
 		hostname = cp_aprintf("%s.%s", label, zone);
-		if (!hostname)
-			return api_reply_rc(resp, CP_ERR_NOMEM, NULL);
+		if (!hostname) {
+			api_reply_rc(resp, CP_ERR_NOMEM, NULL);
+			return;
+		}
 		if (!cp_hostname_valid(hostname, false, &why)) {
 			api_problem_field(resp, "label", why);
 			goto out;

@@ -5,11 +5,14 @@
  */
 #include "api/api.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 void api_reply(struct api_resp *resp, int status, json_t *body)
 {
+	assert(resp && status >= 100 && status <= 599);
+
 	json_decref(resp->json);
 	resp->status = status;
 	resp->json = body;
@@ -19,6 +22,8 @@ void api_reply(struct api_resp *resp, int status, json_t *body)
 void api_reply_text(struct api_resp *resp, int status, const char *content_type, const char *text,
 		    size_t len)
 {
+	assert(resp && (text || len == 0) && status >= 100 && status <= 599);
+
 	free(resp->text);
 	resp->status = status;
 	resp->text = malloc(len + 1);
@@ -71,6 +76,7 @@ void api_problem(struct api_resp *resp, int status, const char *detail, json_t *
 	char type[96];
 	json_t *p;
 
+	assert(resp && status >= 400 && status <= 599);
 	snprintf(type, sizeof(type), "https://certplane.dev/problems/%d", status);
 	p = json_pack("{s:s,s:s,s:i,s:s}", "type", type, "title", status_title(status), "status",
 		      status, "detail", detail ? detail : status_title(status));
@@ -87,6 +93,7 @@ void api_problem_field(struct api_resp *resp, const char *field, const char *mes
 	json_t *errors = json_array();
 	char detail[256];
 
+	assert(resp && field && message);
 	cp_spec_error(errors, field, message);
 	snprintf(detail, sizeof(detail), "%s %s", field, message);
 	api_problem(resp, 422, detail, errors);
@@ -94,10 +101,13 @@ void api_problem_field(struct api_resp *resp, const char *field, const char *mes
 
 void api_scope_problem(struct api_resp *resp, const struct db_scope_verdict *v, const char *array)
 {
-	bool owned = strcmp(v->reason, "hostname_owned_by_another_tenant") == 0;
-	json_t *errors = json_array();
+	json_t *errors = NULL;
 	char field[48];
+	bool owned;
 
+	assert(resp && v && v->reason && array);
+	owned = strcmp(v->reason, "hostname_owned_by_another_tenant") == 0;
+	errors = json_array();
 	snprintf(field, sizeof(field), "%s[%zu]", array, v->index);
 	cp_spec_error(errors, field,
 		      owned ? "is verified by another tenant" : "is an edge name of the service");
@@ -110,6 +120,7 @@ void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what)
 {
 	char detail[160];
 
+	assert(resp);
 	switch (rc) {
 	case CP_OK:
 		return;
@@ -151,6 +162,8 @@ void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what)
 
 bool api_tenant_or_reply(struct api_req *req, struct api_resp *resp)
 {
+	assert(req && resp);
+
 	if (req->tenant_id)
 		return true;
 	api_problem(resp, 400,
@@ -160,6 +173,8 @@ bool api_tenant_or_reply(struct api_req *req, struct api_resp *resp)
 
 bool api_operator_or_reply(struct api_req *req, struct api_resp *resp)
 {
+	assert(req && resp);
+
 	if (req->is_operator)
 		return true;
 	api_problem(resp, 403, "this endpoint needs the operator key", NULL);
@@ -170,6 +185,7 @@ bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct 
 {
 	json_t *errors;
 
+	assert(req && resp && spec);
 	if (!json_is_object(req->body)) {
 		api_problem(resp, req->body ? 422 : 400,
 			    req->body ? "the body must be a JSON object"
@@ -188,6 +204,8 @@ bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct 
 
 bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i)
 {
+	assert(req && resp && i >= 0 && (size_t)i < CP_ARRAY_LEN(req->params));
+
 	if (cp_uuid_valid(req->params[i]))
 		return true;
 	api_problem(resp, 404, "no such object", NULL);
@@ -196,6 +214,8 @@ bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i)
 
 const char *api_query(struct api_req *req, const char *name)
 {
+	assert(req && name);
+
 	return json_string_value(json_object_get(req->query, name));
 }
 
@@ -205,6 +225,7 @@ bool api_page_or_reply(struct api_req *req, struct api_resp *resp, struct db_pag
 	const char *limit = api_query(req, "limit"), *cursor = api_query(req, "cursor");
 	char *end;
 
+	assert(req && resp && pg);
 	pg->after = 0;
 	pg->limit = 50;
 	if (limit) {
@@ -235,6 +256,7 @@ void api_reply_list(struct api_resp *resp, struct db_list *list)
 	char cursor[32];
 	json_t *body;
 
+	assert(resp && list && list->data);
 	snprintf(cursor, sizeof(cursor), "c%lld", (long long)list->next);
 	body = json_pack("{s:o,s:o}", "data", list->data, "next_cursor",
 			 list->next ? json_string(cursor) : json_null());
@@ -245,6 +267,8 @@ void api_reply_list(struct api_resp *resp, struct db_list *list)
 cp_rc api_audit(struct api_req *req, const char *action, const char *resource_type,
 		const char *resource_id, json_t *detail)
 {
+	assert(req && req->db && action && resource_type);
+
 	return db_audit_add(req->db, req->tenant_id, req->actor, action, resource_type, resource_id,
 			    detail);
 }
@@ -255,6 +279,7 @@ void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_
 	char action[64];
 	cp_rc rc;
 
+	assert(req && resp && del && resource_type);
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	snprintf(action, sizeof(action), "%s.delete", resource_type);
@@ -270,8 +295,10 @@ void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_
 		return;
 	}
 	db_rollback(req->db);
-	if (rc == CP_ERR_CONFLICT && conflict_detail)
-		return api_problem(resp, 409, conflict_detail, NULL);
+	if (rc == CP_ERR_CONFLICT && conflict_detail) {
+		api_problem(resp, 409, conflict_detail, NULL);
+		return;
+	}
 	api_reply_rc(resp, rc, what);
 }
 

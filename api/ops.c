@@ -61,13 +61,19 @@ void api_events_list(struct api_req *req, struct api_resp *resp)
 	}
 	/* ?after=<event id> resumes after that event (what a consumer stored). */
 	if (after) {
-		if (!cp_uuid_valid(after))
-			return api_problem_field(resp, "after", "must be an event id");
+		if (!cp_uuid_valid(after)) {
+			api_problem_field(resp, "after", "must be an event id");
+			return;
+		}
 		rc = db_event_seq(req->db, req->tenant_id, after, &pg.after);
-		if (rc == CP_ERR_NOT_FOUND)
-			return api_problem_field(resp, "after", "is not an event of this tenant");
-		if (rc != CP_OK)
-			return api_reply_rc(resp, rc, "event");
+		if (rc == CP_ERR_NOT_FOUND) {
+			api_problem_field(resp, "after", "is not an event of this tenant");
+			return;
+		}
+		if (rc != CP_OK) {
+			api_reply_rc(resp, rc, "event");
+			return;
+		}
 	}
 	rc = db_event_list(req->db, req->tenant_id, type, pg, &list);
 	api_reply_list_rc(resp, rc, &list, "event");

@@ -63,14 +63,18 @@ void api_orders_list(struct api_req *req, struct api_resp *resp)
 
 	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
-	if (cert && !cp_uuid_valid(cert))
-		return api_problem_field(resp, "certificate_id", "must be a certificate id (UUID)");
+	if (cert && !cp_uuid_valid(cert)) {
+		api_problem_field(resp, "certificate_id", "must be a certificate id (UUID)");
+		return;
+	}
 	for (int i = 0; status && order_statuses[i]; i++)
 		ok = ok || strcmp(status, order_statuses[i]) == 0;
-	if (status && !ok)
-		return api_problem_field(resp, "status",
-					 "must be one of pending, validating, issuing, valid, "
-					 "failed, canceled");
+	if (status && !ok) {
+		api_problem_field(resp, "status",
+				  "must be one of pending, validating, issuing, valid, "
+				  "failed, canceled");
+		return;
+	}
 	rc = db_order_list(req->db, req->tenant_id, cert, status, pg, &list);
 	api_reply_list_rc(resp, rc, &list, "order");
 }

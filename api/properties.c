@@ -231,12 +231,16 @@ void api_properties_create(struct api_req *req, struct api_resp *resp)
 		cp_spec_error(errors, "edge_hostname_id", "is not an edge hostname of this tenant");
 	if (in.certificate_id && !cp_uuid_valid(in.certificate_id))
 		cp_spec_error(errors, "certificate_id", "must be a certificate id (UUID)");
-	if (json_array_size(errors))
-		return reply_errors(resp, errors);
+	if (json_array_size(errors)) {
+		reply_errors(resp, errors);
+		return;
+	}
 	json_decref(errors);
 	rc = db_begin(req->db);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "property");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "property");
+		return;
+	}
 	property_write(req, resp, NULL, &in, true, false);
 }
 
@@ -249,8 +253,10 @@ void api_properties_list(struct api_req *req, struct api_resp *resp)
 
 	if (!api_tenant_or_reply(req, resp) || !api_page_or_reply(req, resp, &pg))
 		return;
-	if (hostname && !cp_hostname_valid(hostname, true, &why))
-		return api_problem_field(resp, "hostname", why);
+	if (hostname && !cp_hostname_valid(hostname, true, &why)) {
+		api_problem_field(resp, "hostname", why);
+		return;
+	}
 	rc = db_property_list(req->db, req->tenant_id, hostname, pg, &list);
 	api_reply_list_rc(resp, rc, &list, "property");
 }
@@ -310,7 +316,8 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		json_decref(errors);
-		return api_reply_rc(resp, rc, "property");
+		api_reply_rc(resp, rc, "property");
+		return;
 	}
 	cur_cert = json_string_value(json_object_get(cur, "certificate_id"));
 	in.name = name ? name : json_string_value(json_object_get(cur, "name"));
@@ -370,7 +377,8 @@ void api_deployments_create(struct api_req *req, struct api_resp *resp)
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		json_decref(dep);
-		return api_reply_rc(resp, rc, "property");
+		api_reply_rc(resp, rc, "property");
+		return;
 	}
 	api_reply(resp, 201, dep);
 }

@@ -96,8 +96,10 @@ void api_tenants_quotas_get(struct api_req *req, struct api_resp *resp)
 	json_decref(tenant);
 	if (rc == CP_OK)
 		rc = db_quota_get(req->db, req->params[0], defaults, &out);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "tenant");
+		return;
+	}
 	api_reply(resp, 200, out);
 }
 
@@ -116,11 +118,13 @@ static void quotas_write(struct api_req *req, struct api_resp *resp, bool replac
 
 	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
-	if (!json_is_object(req->body))
-		return api_problem(resp, req->body ? 422 : 400,
-				   req->body ? "the body must be a JSON object"
-					     : "a JSON body is required",
-				   NULL);
+	if (!json_is_object(req->body)) {
+		api_problem(resp, req->body ? 422 : 400,
+			    req->body ? "the body must be a JSON object"
+				      : "a JSON body is required",
+			    NULL);
+		return;
+	}
 	errors = json_array();
 	for (int q = 0; q < DB_QUOTA_COUNT; q++) {
 		values[q] = -1;
@@ -142,8 +146,10 @@ static void quotas_write(struct api_req *req, struct api_resp *resp, bool replac
 		present[q] = true;
 		values[q] = json_is_null(v) ? -1 : json_integer_value(v);
 	}
-	if (json_array_size(errors))
-		return api_problem(resp, 422, "the body has invalid fields", errors);
+	if (json_array_size(errors)) {
+		api_problem(resp, 422, "the body has invalid fields", errors);
+		return;
+	}
 	json_decref(errors);
 	quota_defaults(req->ctx->cfg, defaults);
 	rc = db_begin(req->db);
@@ -159,7 +165,8 @@ static void quotas_write(struct api_req *req, struct api_resp *resp, bool replac
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		json_decref(out);
-		return api_reply_rc(resp, rc, "tenant");
+		api_reply_rc(resp, rc, "tenant");
+		return;
 	}
 	api_reply(resp, 200, out);
 }

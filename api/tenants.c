@@ -59,8 +59,10 @@ void api_tenants_get(struct api_req *req, struct api_resp *resp)
 	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	rc = db_tenant_get(req->db, req->params[0], &tenant);
-	if (rc != CP_OK)
-		return api_reply_rc(resp, rc, "tenant");
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "tenant");
+		return;
+	}
 	api_reply(resp, 200, tenant);
 }
 
@@ -80,7 +82,8 @@ void api_tenants_delete(struct api_req *req, struct api_resp *resp)
 		rc = db_commit(req->db);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "tenant");
+		api_reply_rc(resp, rc, "tenant");
+		return;
 	}
 	resp->status = 204;
 }
@@ -171,7 +174,8 @@ void api_apikeys_delete(struct api_req *req, struct api_resp *resp)
 		rc = db_commit(req->db);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "API key");
+		api_reply_rc(resp, rc, "API key");
+		return;
 	}
 	resp->status = 204;
 }

@@ -166,7 +166,8 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		json_decref(row);
-		return api_reply_rc(resp, rc, "webhook");
+		api_reply_rc(resp, rc, "webhook");
+		return;
 	}
 	api_reply(resp, 200, row);
 }
@@ -185,15 +186,18 @@ void api_webhooks_test(struct api_req *req, struct api_resp *resp)
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	/* An optional body is accepted only if it is empty: nothing to set. */
-	if (req->body && (!json_is_object(req->body) || json_object_size(req->body) != 0))
-		return api_problem_field(resp, "body", "this request takes no body");
+	if (req->body && (!json_is_object(req->body) || json_object_size(req->body) != 0)) {
+		api_problem_field(resp, "body", "this request takes no body");
+		return;
+	}
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
 		rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
 	if (rc == CP_OK && !json_is_true(json_object_get(row, "enabled"))) {
 		db_rollback(req->db);
 		json_decref(row);
-		return api_problem(resp, 409, "the webhook is disabled; enable it first", NULL);
+		api_problem(resp, 409, "the webhook is disabled; enable it first", NULL);
+		return;
 	}
 	if (rc == CP_OK) {
 		data = json_pack("{s:s,s:s}", "webhook_id", req->params[0], "message",
@@ -210,7 +214,8 @@ void api_webhooks_test(struct api_req *req, struct api_resp *resp)
 	json_decref(row);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
-		return api_reply_rc(resp, rc, "webhook");
+		api_reply_rc(resp, rc, "webhook");
+		return;
 	}
 	api_reply(resp, 202,
 		  json_pack("{s:s,s:s,s:s}", "event_id", event_id, "delivery_id", delivery_id,
@@ -233,9 +238,10 @@ void api_webhooks_deliveries(struct api_req *req, struct api_resp *resp)
 	if (state) {
 		for (const char *const *s = states; *s; s++)
 			known |= strcmp(*s, state) == 0;
-		if (!known)
-			return api_problem_field(resp, "state",
-						 "must be pending, delivered or failed");
+		if (!known) {
+			api_problem_field(resp, "state", "must be pending, delivered or failed");
+			return;
+		}
 	}
 	rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
 	json_decref(row);

@@ -5,6 +5,7 @@
  */
 #include "common/common.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -98,6 +99,7 @@ void cp_log_json(enum cp_log_level level, const char *event, json_t *fields)
 	json_t *line = NULL;
 	char *text = NULL;
 
+	assert(level >= CP_LOG_DEBUG && level <= CP_LOG_ERROR && event);
 	if (level < log_min)
 		goto out;
 	line = json_object();
@@ -171,6 +173,7 @@ void cp_logline_begin(struct cp_logline *l, enum cp_log_level level, const char 
 {
 	char ts[CP_TIME_LEN + 1];
 
+	assert(l && level >= CP_LOG_DEBUG && level <= CP_LOG_ERROR && event);
 	l->len = 0;
 	l->cut = false;
 	l->on = level >= log_min;
@@ -194,10 +197,12 @@ static void line_field_done(struct cp_logline *l, size_t start)
 
 void cp_logline_str(struct cp_logline *l, const char *key, const char *val)
 {
-	size_t start = l->len;
+	size_t start;
 
+	assert(l && key && l->len <= sizeof(l->buf) - 16);
 	if (!l->on)
 		return;
+	start = l->len;
 	line_key(l, key);
 	if (val)
 		line_escaped(l, val);
@@ -210,6 +215,7 @@ void cp_logline_int(struct cp_logline *l, const char *key, long long val)
 {
 	char num[24];
 
+	assert(l && key && l->len <= sizeof(l->buf) - 16);
 	if (!l->on)
 		return;
 	size_t start = l->len;
@@ -223,6 +229,7 @@ void cp_logline_num(struct cp_logline *l, const char *key, double val)
 {
 	char num[32];
 
+	assert(l && key && l->len <= sizeof(l->buf) - 16);
 	if (!l->on)
 		return;
 	size_t start = l->len;
@@ -234,6 +241,8 @@ void cp_logline_num(struct cp_logline *l, const char *key, double val)
 
 void cp_logline_end(struct cp_logline *l)
 {
+	assert(l && l->len <= sizeof(l->buf) - 16);
+
 	if (!l->on)
 		return;
 	if (l->cut) {
@@ -251,6 +260,7 @@ void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...)
 	char msg[1024];
 	va_list ap;
 
+	assert(level >= CP_LOG_DEBUG && level <= CP_LOG_ERROR && event && fmt);
 	if (level < log_min)
 		return;
 	va_start(ap, fmt);
@@ -267,6 +277,7 @@ void cp_uuid(char out[CP_UUID_LEN + 1])
 	uint8_t u[16];
 	size_t j = 0;
 
+	assert(out);
 	/* OpenSSL's DRBG is per thread; libuuid's uuid_generate_random also
 	 * cranks libc random() under its global lock on every call, which
 	 * serialised the API's threads on the request id alone. */
@@ -333,6 +344,8 @@ void cp_sleep_ms(int64_t ms)
 
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
 {
+	assert(out);
+
 	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
 	 * a corrupt or far-future value still gives 20 characters (gmtime_r
 	 * fails past int years, strftime's %Y does not pad). */
@@ -388,6 +401,7 @@ cp_rc cp_time_parse(const char *s, int64_t *out)
 	int64_t t;
 	const char *p = s;
 
+	assert(out);
 	if (!s)
 		return CP_ERR_INVALID;
 	if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) || *p++ != '-' ||
@@ -428,6 +442,8 @@ cp_rc cp_time_parse(const char *s, int64_t *out)
 
 cp_rc cp_random(void *buf, size_t n)
 {
+	assert((buf || n == 0) && n <= INT_MAX);
+
 	return RAND_bytes(buf, (int)n) == 1 ? CP_OK : CP_ERR_CRYPTO;
 }
 
@@ -452,6 +468,7 @@ void cp_hex(const uint8_t *in, size_t n, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
 
+	assert((in || n == 0) && out);
 	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = digits[in[i] >> 4];
 		out[2 * i + 1] = digits[in[i] & 15];
@@ -463,6 +480,7 @@ void cp_sha256_hex(const void *data, size_t n, char out[65])
 {
 	uint8_t md[SHA256_DIGEST_LENGTH];
 
+	assert((data || n == 0) && out);
 	SHA256(data, n, md);
 	cp_hex(md, sizeof(md), out);
 }
@@ -472,6 +490,7 @@ char *cp_b64(const uint8_t *in, size_t n)
 	size_t cap = 4 * ((n + 2) / 3) + 1;
 	char *out = malloc(cap);
 
+	assert((in || n == 0) && n <= (size_t)INT_MAX / 4 * 3);
 	if (!out)
 		return NULL;
 	EVP_EncodeBlock((unsigned char *)out, in, (int)n);
@@ -499,10 +518,12 @@ char *cp_b64url(const uint8_t *in, size_t n)
 
 cp_rc cp_b64_decode(const char *in, uint8_t **out, size_t *outlen)
 {
-	size_t len = strlen(in), pad = 0;
+	size_t len, pad = 0;
 	uint8_t *buf = NULL;
 	int n;
 
+	assert(in && out && outlen);
+	len = strlen(in);
 	if (len % 4 != 0)
 		return CP_ERR_INVALID;
 	buf = malloc(len / 4 * 3 + 1);
@@ -523,10 +544,13 @@ cp_rc cp_b64_decode(const char *in, uint8_t **out, size_t *outlen)
 
 cp_rc cp_b64url_decode(const char *in, uint8_t **out, size_t *outlen)
 {
-	size_t len = strlen(in);
-	char *tmp = malloc(len + 4);
+	size_t len;
+	char *tmp = NULL;
 	cp_rc rc;
 
+	assert(in && out && outlen);
+	len = strlen(in);
+	tmp = malloc(len + 4);
 	if (!tmp)
 		return CP_ERR_NOMEM;
 	for (size_t i = 0; i < len; i++) {
@@ -563,6 +587,7 @@ char *cp_aprintf(const char *fmt, ...)
 	char *out = NULL;
 	int n;
 
+	assert(fmt);
 	va_start(ap, fmt);
 	n = vasprintf(&out, fmt, ap);
 	va_end(ap);
@@ -573,6 +598,7 @@ bool cp_utf8_valid(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + len;
 
+	assert(s || len == 0);
 	while (p < end) {
 		unsigned c = *p, need;
 		uint32_t cp;
@@ -619,6 +645,7 @@ cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len)
 	cp_rc rc = CP_ERR_IO;
 	int fd;
 
+	assert(path && max > 0 && out && len);
 	/* O_NONBLOCK: a FIFO in the file's place must not hang the open; the
 	 * fstat below then refuses anything but a regular file. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -730,10 +757,12 @@ cp_rc cp_file_write(const char *path, const void *data, size_t len, int mode)
 {
 	const char *p = data;
 	char *tmp = NULL;
-	int fd = tmp_create(path, mode, &tmp);
+	int fd;
 	bool renamed = false;
 	cp_rc rc = CP_ERR_IO;
 
+	assert(path && (data || len == 0));
+	fd = tmp_create(path, mode, &tmp);
 	if (fd < 0)
 		goto out;
 	/* Explicit mode: the umask may only have narrowed it. */
@@ -780,6 +809,7 @@ bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why)
 	size_t len, labels = 0;
 	bool tld_numeric = true;
 
+	assert(why);
 	*why = NULL;
 	if (!name || !*name) {
 		*why = "must not be empty";
@@ -861,6 +891,8 @@ bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why)
 
 void cp_spec_error(json_t *errors, const char *field, const char *msg)
 {
+	assert(errors && field && msg);
+
 	json_array_append_new(errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
 }
 
@@ -978,6 +1010,7 @@ cp_rc cp_spec_parse(json_t *body, const struct cp_spec *spec, json_t *errors)
 	const char *key;
 	json_t *v;
 
+	assert(spec && errors);
 	if (!json_is_object(body)) {
 		cp_spec_error(errors, "body", "must be a JSON object");
 		return CP_ERR_INVALID;
@@ -1027,6 +1060,7 @@ void cp_kick_wait(int ms)
 	struct timespec until;
 	uint64_t gen;
 
+	assert(ms >= 0);
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += ms / 1000;
 	until.tv_nsec += (long)(ms % 1000) * 1000000L;

@@ -5,6 +5,7 @@
  */
 #include "common/common.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,7 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 	const char *key;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(out && err);
 	*err = NULL;
 	if (!cfg)
 		goto out;
@@ -311,6 +313,7 @@ json_t *cp_config_json(const struct cp_config *cfg)
 {
 	json_t *o = json_object();
 
+	assert(cfg);
 	for (size_t i = 0; i < CP_ARRAY_LEN(keys); i++) {
 		const struct key_def *k = &keys[i];
 		const char *base = (const char *)cfg + k->offset;
@@ -341,6 +344,7 @@ cp_rc cp_config_schedule(const char *s, int64_t *out, size_t max, size_t *n)
 	const char *p = s;
 	bool bracket;
 
+	assert(out && max > 0 && n);
 	*n = 0;
 	if (!s)
 		return CP_ERR_INVALID;

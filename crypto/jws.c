@@ -3,6 +3,7 @@
  * CAs (RFC 7515, 7518, 7638, 8555), the DNS-01 TXT value, and Standard
  * Webhooks signatures and secrets for outbound event deliveries.
  */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,7 @@ cp_rc crypto_jwk(const struct crypto_key *k, json_t **out)
 	json_t *jwk = NULL;
 	cp_rc rc = CP_ERR_CRYPTO;
 
+	assert(k && out);
 	if (!k)
 		return CP_ERR_INVALID;
 	if (k->ec_size) {
@@ -95,6 +97,7 @@ cp_rc crypto_jwk_thumbprint(const struct crypto_key *k, char out[44])
 	uint8_t md[32];
 	cp_rc rc;
 
+	assert(k && out);
 	rc = crypto_jwk(k, &jwk);
 	if (rc != CP_OK)
 		return rc;
@@ -140,6 +143,7 @@ cp_rc crypto_jws(const struct crypto_key *k, json_t *protected_hdr, const char *
 	const char *alg;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(k && out);
 	if (!k || !json_is_object(protected_hdr) || !payload)
 		return CP_ERR_INVALID;
 	alg = k->ec_size == 32 ? "ES256" : k->ec_size == 48 ? "ES384" : "RS256";
@@ -208,6 +212,7 @@ void crypto_dns01_value(const char *key_authorization, char out[44])
 {
 	uint8_t md[32];
 
+	assert(key_authorization && out);
 	SHA256((const unsigned char *)key_authorization, strlen(key_authorization), md);
 	b64url32(md, out);
 }
@@ -221,6 +226,7 @@ cp_rc crypto_webhook_sign(const char *secret, const char *msg_id, int64_t ts, co
 	int tslen;
 	cp_rc rc;
 
+	assert(secret && msg_id && (body || body_len == 0) && sig);
 	if (!secret || !msg_id || (!body && body_len))
 		return CP_ERR_INVALID;
 	if (strncmp(secret, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) != 0)
@@ -267,6 +273,7 @@ cp_rc crypto_webhook_secret_new(char **out)
 	char *b64 = NULL;
 	cp_rc rc;
 
+	assert(out);
 	rc = cp_random(raw, sizeof(raw));
 	if (rc != CP_OK)
 		return rc;

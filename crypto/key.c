@@ -7,6 +7,7 @@
  * Only EC P-256/P-384 and RSA 2048..8192 are accepted: those are what ACME
  * CAs issue for and what every TLS terminator we deploy to understands.
  */
+#include <assert.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ cp_rc crypto_key_wrap(EVP_PKEY *p, struct crypto_key **out)
 {
 	struct crypto_key *k = NULL;
 
+	assert(p && out);
 	k = calloc(1, sizeof(*k));
 	if (!k)
 		return CP_ERR_NOMEM;
@@ -117,6 +119,7 @@ cp_rc crypto_key_generate(enum crypto_key_type t, struct crypto_key **out)
 	EVP_PKEY *p = NULL;
 	cp_rc rc;
 
+	assert(out);
 	switch (t) {
 	case CRYPTO_KEY_ECDSA_P256:
 		p = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -281,6 +284,7 @@ cp_rc crypto_key_from_pem(const char *pem, size_t len, const char *passphrase,
 	EVP_PKEY *p = NULL;
 	cp_rc rc = CP_ERR_INVALID;
 
+	assert(pem && out);
 	if (!why)
 		why = &dummy;
 	*why = "not a PEM private key";
@@ -338,6 +342,7 @@ cp_rc crypto_key_to_pem(const struct crypto_key *k, char **out)
 	BIO *bio = NULL;
 	cp_rc rc = CP_ERR_CRYPTO;
 
+	assert(k && out);
 	/*
 	 * A secure-heap BIO where available; memory BIOs clear their buffers
 	 * on free either way, so the only copy left is the caller's.
@@ -407,6 +412,8 @@ void crypto_wipe_free_buf(void *p, size_t n)
 
 bool crypto_equal(const void *a, const void *b, size_t n)
 {
+	assert((a && b) || n == 0);
+
 	return CRYPTO_memcmp(a, b, n) == 0;
 }
 
@@ -416,6 +423,7 @@ void crypto_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size
 	static const uint8_t empty;
 	size_t maclen = 0;
 
+	assert((key || keylen == 0) && (msg || n == 0) && mac);
 	/* OpenSSL 3.0 refuses a NULL key even with length 0. */
 	if (!key) {
 		key = &empty;

@@ -19,6 +19,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -337,6 +338,7 @@ cp_rc crypto_keyring_load(const char *data_dir, const char *master_key_b64,
 	char *path = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(out);
 	if (!master_key_b64 && !data_dir)
 		return CP_ERR_INVALID;
 	r = calloc(1, sizeof(*r));
@@ -451,16 +453,22 @@ out:
 
 cp_rc crypto_keyring_rotate(struct crypto_keyring *r, const char *data_dir)
 {
+	assert(r && data_dir);
+
 	return rewrite(r, data_dir, true);
 }
 
 cp_rc crypto_keyring_prune(struct crypto_keyring *r, const char *data_dir)
 {
+	assert(r && data_dir);
+
 	return rewrite(r, data_dir, false);
 }
 
 void crypto_keyring_current_id(const struct crypto_keyring *r, char id[ID_MAX + 1])
 {
+	assert(r && id);
+
 	pthread_rwlock_rdlock(ring_lock(r));
 	memcpy(id, r->keys[r->n - 1].id, sizeof(r->keys[0].id));
 	pthread_rwlock_unlock(ring_lock(r));
@@ -498,6 +506,7 @@ bool crypto_sealed_is_current(const struct crypto_keyring *r, const char *sealed
 {
 	char id[ID_MAX + 1], cur[ID_MAX + 1];
 
+	assert(r);
 	if (crypto_sealed_key_id(sealed, id) != CP_OK)
 		return false;
 	crypto_keyring_current_id(r, cur);
@@ -516,6 +525,7 @@ cp_rc crypto_seal(const struct crypto_keyring *r, const char *aad, const void *p
 	bool locked = false;
 	cp_rc rc;
 
+	assert(r && (pt || n == 0) && out);
 	if (!aad)
 		aad = "";
 	aadlen = strlen(aad);
@@ -573,6 +583,7 @@ cp_rc crypto_open(const struct crypto_keyring *r, const char *aad, const char *s
 	bool locked = false;
 	cp_rc rc;
 
+	assert(r && pt && n);
 	if (!aad)
 		aad = "";
 	aadlen = strlen(aad);

@@ -8,6 +8,7 @@
  * PRIVATE KEY inside a chain is noticed and refused rather than skipped.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,7 @@ cp_rc crypto_chain_split(const char *pem, size_t len, char **leaf, char **chain,
 	char *l = NULL, *c = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(pem && leaf && chain);
 	lb = BIO_new(BIO_s_mem());
 	cb = BIO_new(BIO_s_mem());
 	if (!lb || !cb)
@@ -305,6 +307,7 @@ cp_rc crypto_cert_info_parse(const char *pem, size_t len, struct crypto_cert_inf
 	int idx;
 	cp_rc rc;
 
+	assert(pem && out);
 	if (!why)
 		why = &dummy;
 	memset(out, 0, sizeof(*out));
@@ -485,6 +488,7 @@ bool crypto_key_matches_cert(const struct crypto_key *k, const char *cert_pem, s
 	X509 *x = NULL;
 	bool ok;
 
+	assert(cert_pem);
 	if (!k || first_cert(cert_pem, len, &x, &why) != CP_OK)
 		return false;
 	ok = EVP_PKEY_eq(k->pkey, X509_get0_pubkey(x)) == 1;
@@ -612,6 +616,7 @@ cp_rc crypto_self_signed_window(const struct crypto_key *k, const json_t *hostna
 	bool no_cn = false;
 	cp_rc rc;
 
+	assert(k && cert_pem);
 	if (!k || !hostnames_ok(hostnames) || not_before < 0 || not_after <= not_before)
 		return CP_ERR_INVALID;
 	rc = cp_random(serial, sizeof(serial));
@@ -671,6 +676,7 @@ cp_rc crypto_self_signed(const struct crypto_key *k, const json_t *hostnames, in
 {
 	int64_t now = cp_now();
 
+	assert(k && cert_pem);
 	if (validity_days < 1 || validity_days > 3650)
 		return CP_ERR_INVALID;
 	/* Backdate a minute so slightly slow client clocks accept it at once. */
@@ -690,6 +696,7 @@ cp_rc crypto_csr_der(const struct crypto_key *k, const json_t *hostnames, uint8_
 	int n;
 	cp_rc rc;
 
+	assert(k && der && len);
 	if (!k || !hostnames_ok(hostnames))
 		return CP_ERR_INVALID;
 	rc = build_subject(hostnames, &name, &no_cn);
@@ -743,6 +750,7 @@ cp_rc crypto_cert_ari_id(const char *cert_pem, size_t len, char **out)
 	int slen, hdr;
 	cp_rc rc = CP_ERR_INVALID;
 
+	assert(cert_pem && out);
 	*out = NULL;
 	if (!cert_pem || len == 0 || len > CRYPTO_PEM_MAX || len > INT32_MAX)
 		return CP_ERR_INVALID;

@@ -6,6 +6,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out)
 	static const char sql[] = "SELECT " ACCOUNT_JSON " FROM acme_accounts WHERE ca = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, ca);
@@ -29,6 +31,8 @@ cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out)
 cp_rc db_acme_account_create(struct db *db, const char *id, const char *ca,
 			     const char *directory_url, const char *sealed_key)
 {
+	assert(db);
+
 	/* Two workers may race to create the first account of a CA: the
 	 * first insert wins, the loser reads the winner's row. */
 	static const char sql[] =
@@ -50,6 +54,7 @@ cp_rc db_acme_account_set_url(struct db *db, const char *ca, const char *account
 		"UPDATE acme_accounts SET account_url = ?2, updated_at = ?3 WHERE ca = ?1";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, ca, account_url);
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 3, cp_now());

@@ -4,6 +4,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 	char id[CP_UUID_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, actor);
@@ -107,6 +109,8 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 		      const char *body_hash, int64_t lease_seconds, int64_t max_age,
 		      enum db_idem_claim *claim, struct db_idem *out)
 {
+	assert(db && scope && owner && body_hash && claim);
+
 	/* One statement under SQLite's write lock: of any number of twins,
 	 * exactly one inserts (or takes over an expired row); the others see
 	 * no change and read what holds the key. */
@@ -156,6 +160,7 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 		"path = ?4 AND key = ?5 AND owner = ?6 AND state = 'pending'";
 	sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
 
+	assert(db && scope && owner && r);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int(st, 7, r->status);
@@ -180,6 +185,7 @@ cp_rc db_idem_purge(struct db *db, int64_t cutoff)
 	static const char sql[] = "DELETE FROM idempotency WHERE created_at < ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, cutoff);

@@ -19,6 +19,7 @@
 #include "db/db_internal.h"
 #include "lifecycle/lifecycle.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* The facts every certificate event carries (certificate + current
@@ -47,6 +48,7 @@ cp_rc db_event_certificate(struct db *db, const char *tenant_id, const char *typ
 	json_t *data = NULL;
 	cp_rc rc;
 
+	assert(db && tenant_id);
 	rc = cert_facts(db, tenant_id, certificate_id, &data);
 	if (rc != CP_OK)
 		return rc;
@@ -64,6 +66,7 @@ cp_rc db_event_order(struct db *db, const char *tenant_id, const char *type, con
 	json_t *cert = NULL, *data = NULL;
 	cp_rc rc = CP_OK;
 
+	assert(db && tenant_id);
 	if (certificate_id) {
 		rc = cert_facts(db, tenant_id, certificate_id, &cert);
 		if (rc != CP_OK)
@@ -154,6 +157,8 @@ static cp_rc reminder_send(struct db *db, const struct reminder *r, int64_t now,
 
 cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 {
+	assert(db && max > 0 && sent);
+
 	/* Versions expired more than 90 days ago are not announced any more:
 	 * it bounds the scan and such news is stale anyway. */
 	static const char sql[] =

@@ -84,6 +84,7 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 		"coalesce(?12, '{}'), ?13, ?13 FROM tenants WHERE id = ?2";
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id_out, tenant_id);
 
+	assert(db && tenant_id && in);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, in->name);
@@ -147,6 +148,7 @@ cp_rc db_cert_prepare(const struct db_cert_material *m, struct db_cert_prepared 
 	struct crypto_key *key = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(m && out);
 	*out = NULL;
 	if (!p)
 		goto out;
@@ -201,7 +203,7 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 	int64_t now = cp_now();
 	cp_rc rc;
 
-	assert(p && p->pkcs8);
+	assert(db && tenant_id && ring && p && p->pkcs8);
 	rc = next_version(db, tenant_id, id, &version);
 	if (rc != CP_OK)
 		goto out;
@@ -262,6 +264,7 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 	struct db_cert_prepared *p = NULL;
 	cp_rc rc = db_cert_prepare(m, &p);
 
+	assert(db && tenant_id && ring && m);
 	if (rc == CP_OK)
 		rc = db_certificate_add_prepared(db, ring, tenant_id, id, p, m->order_id,
 						 m->renew_after, version_out);
@@ -275,6 +278,7 @@ cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, j
 		"SELECT " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, cp_now());
@@ -286,6 +290,8 @@ cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, j
 cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_cert_filter *f,
 			  struct db_page pg, struct db_list *out)
 {
+	assert(db && tenant_id && out);
+
 	/* One statement for every combination of filters: a NULL parameter
 	 * switches its condition off. A hostname matches a SAN (or, before the
 	 * first issuance, a requested name) exactly or through a wildcard one
@@ -324,6 +330,7 @@ cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id
 		"updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
+	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, name);
@@ -391,6 +398,7 @@ cp_rc db_certificate_pem(struct db *db, const char *tenant_id, const char *id, c
 	size_t ll;
 	cp_rc rc;
 
+	assert(db && tenant_id && out);
 	*out = NULL;
 	rc = current_version_row(db, sql, tenant_id, id, &leaf, &chain);
 	if (rc != CP_OK)
@@ -412,6 +420,7 @@ cp_rc db_certificate_key_pem(struct db *db, const struct crypto_keyring *ring,
 	size_t n = 0;
 	cp_rc rc;
 
+	assert(db && tenant_id && out && ring);
 	*out = NULL;
 	rc = current_version_row(db, sql, tenant_id, id, &sealed, &vid);
 	if (rc != CP_OK)
@@ -435,6 +444,7 @@ cp_rc db_certificate_set_status(struct db *db, const char *tenant_id, const char
 				  "WHERE tenant_id = ?1 AND id = ?2";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
+	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, status);
@@ -452,6 +462,7 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 		"updated_at = ?9 WHERE tenant_id = ?1 AND id = ?2";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
+	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	bind_time(st, 3, r->renew_after);

@@ -58,8 +58,10 @@ cp_rc db_rc(struct db *db, int rc)
 cp_rc db_exec(struct db *db, const char *sql)
 {
 	char *msg = NULL;
-	int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
+	int rc;
 
+	assert(db && sql);
+	rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
 	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
 		cp_logf(CP_LOG_ERROR, "db.exec", "%s", msg ? msg : "?");
 	sqlite3_free(msg);
@@ -83,6 +85,7 @@ cp_rc db_open(const char *path, struct db **out)
 	struct db *db;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(out && path);
 	pthread_once(&library_once, library_init);
 	db = calloc(1, sizeof(*db));
 
@@ -164,6 +167,7 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
 	size_t n = CP_ARRAY_LEN(db->cache);
 	size_t h = ((uintptr_t)sql >> 3) % n;
 
+	assert(db && sql);
 	for (size_t i = 0; i < n; i++) {
 		size_t j = (h + i) % n;
 		if (db->cache[j].sql == sql) {
@@ -210,6 +214,7 @@ cp_rc db_exec_stmt(struct db *db, sqlite3_stmt *st)
 {
 	int rc;
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	rc = sqlite3_step(st);
@@ -231,6 +236,7 @@ cp_rc db_fetch_json(struct db *db, sqlite3_stmt *st, json_t **out)
 	cp_rc rc;
 	int r;
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	r = sqlite3_step(st);
@@ -253,6 +259,7 @@ cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *
 	int r, n = 0;
 	int64_t last = 0;
 
+	assert(db && out && limit >= 1 && limit <= 500);
 	out->data = json_array();
 	out->next = 0;
 	if (!st || !out->data) {
@@ -419,6 +426,8 @@ cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out)
 cp_rc db_begin(struct db *db)
 {
 	static const char sql[] = "BEGIN IMMEDIATE";
+
+	assert(db);
 	return db_exec_stmt(db, db_stmt(db, sql));
 }
 
@@ -427,6 +436,7 @@ cp_rc db_commit(struct db *db)
 	static const char sql[] = "COMMIT";
 	cp_rc rc = db_exec_stmt(db, db_stmt(db, sql));
 
+	assert(db);
 	if (rc != CP_OK)
 		db_rollback(db);
 	return rc;
@@ -449,6 +459,7 @@ cp_rc db_migrate(struct db *db, int *from, int *to)
 	int version = 0;
 	cp_rc rc;
 
+	assert(db);
 	if (sqlite3_prepare_v2(db->h, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
 		return db_rc(db, sqlite3_errcode(db->h));
 	if (sqlite3_step(st) == SQLITE_ROW)
@@ -492,6 +503,7 @@ cp_rc db_backup(struct db *db, const char *dest)
 	cp_rc rc = CP_ERR_IO;
 	int fd;
 
+	assert(db && dest);
 	/* The copy holds every sealed secret and hash: create it here, empty,
 	 * exclusively and 0600 (VACUUM INTO accepts an empty file), so it is
 	 * never an existing file or a symlink's target nor readable by others,
@@ -527,6 +539,7 @@ cp_rc db_integrity_check(struct db *db, bool *ok)
 	sqlite3_stmt *st = NULL;
 	cp_rc rc = CP_OK;
 
+	assert(db && ok);
 	*ok = false;
 	if (sqlite3_prepare_v2(db->h, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK)
 		return db_rc(db, sqlite3_errcode(db->h));
@@ -541,5 +554,7 @@ cp_rc db_integrity_check(struct db *db, bool *ok)
 cp_rc db_ping(struct db *db)
 {
 	static const char sql[] = "SELECT 1";
+
+	assert(db);
 	return db_exec_stmt(db, db_stmt(db, sql));
 }

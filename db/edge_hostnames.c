@@ -6,6 +6,8 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
+
 /* clang-format off */
 #define EDGE_JSON                                                          \
 	"json_object('id', id, 'hostname', hostname, 'label', label, " \
@@ -20,6 +22,7 @@ cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *
 	char id[CP_UUID_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, hostname);

@@ -5,6 +5,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <string.h>
 
 #define EVENT_JSON "json_insert(payload, '$.id', id)"
@@ -48,6 +49,7 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	json_t *payload = NULL;
 	cp_rc rc = CP_ERR_INTERNAL;
 
+	assert(db && tenant_id && type);
 	if (!st)
 		goto out;
 	cp_time_fmt(now, ts);

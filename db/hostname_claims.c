@@ -133,6 +133,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	int failures = 0;
 	cp_rc rc;
 
+	assert(db && tenant_id);
 	assert(chk && pol);
 	if (status_out)
 		*status_out = NULL;
@@ -235,6 +236,7 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 	json_t *o = NULL;
 	cp_rc rc;
 
+	assert(db && tenant_id && out);
 	*out = NULL;
 	if (!st)
 		return CP_ERR_INTERNAL;
@@ -251,6 +253,8 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 
 cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 {
+	assert(db && tenant_id);
+
 	/* "+tenant_id": look the (at most 8) names up in the hostname index,
 	 * never scan the tenant's edge hostnames. */
 	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
@@ -276,6 +280,7 @@ cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **ou
 	cp_rc rc = CP_OK;
 	int r;
 
+	assert(db && out && limit > 0);
 	*out = NULL;
 	if (!st || !arr || !seen) {
 		json_decref(arr);
@@ -317,6 +322,7 @@ cp_rc db_claims_expire(struct db *db, int limit, int *removed)
 	cp_rc rc;
 	int r;
 
+	assert(db && limit > 0 && removed);
 	*removed = 0;
 	if (!rows)
 		return CP_ERR_NOMEM;
@@ -404,6 +410,7 @@ cp_rc db_issuance_scope(struct db *db, const char *edge_zone, const char *tenant
 	size_t i;
 	cp_rc rc;
 
+	assert(db && tenant_id && names && v);
 	memset(v, 0, sizeof(*v));
 	json_array_foreach(names, i, h)
 	{

@@ -53,6 +53,7 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, tenant_id);
 	int64_t now = cp_now();
 
+	assert(db && kind);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	if (payload)
@@ -73,6 +74,7 @@ cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)
 				  "AND kind = ?1 AND lane != ?2";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, lane);
 
+	assert(db && kind && lane);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	return db_exec_stmt(db, st);
@@ -275,6 +277,7 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 	int64_t now = cp_now(), id = 0;
 	cp_rc rc;
 
+	assert(db && out);
 	assert(lane && owner && tenant_cap > 0);
 	memset(out, 0, sizeof(*out));
 	/* One write transaction: on PostgreSQL the pick would be SELECT ...
@@ -326,11 +329,15 @@ cp_rc db_job_extend(struct db *db, int64_t id, const char *owner, int lease_seco
 {
 	static const char sql[] = "UPDATE jobs SET lease_until = ?5 + ?3, updated_at = ?5 "
 				  "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
+
+	assert(db && owner);
 	return job_update(db, sql, id, owner, lease_seconds, NULL);
 }
 
 cp_rc db_job_done(struct db *db, int64_t id, const char *owner)
 {
+	assert(db && owner);
+
 	/* dedupe_key is dropped so that a later job with the same key can run. */
 	static const char sql[] = "UPDATE jobs SET state = 'done', lease_owner = NULL, "
 				  "lease_until = NULL, dedupe_key = NULL, updated_at = ?5 "
@@ -344,6 +351,8 @@ cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at,
 		"UPDATE jobs SET state = 'queued', lease_owner = NULL, "
 		"lease_until = NULL, run_at = ?3, last_error = ?4, updated_at = ?5 "
 		"WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
+
+	assert(db && owner);
 	return job_update(db, sql, id, owner, run_at, error);
 }
 
@@ -353,6 +362,8 @@ cp_rc db_job_fail(struct db *db, int64_t id, const char *owner, const char *erro
 				  "lease_until = NULL, dedupe_key = NULL, last_error = ?4, "
 				  "updated_at = ?5 "
 				  "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
+
+	assert(db && owner);
 	return job_update(db, sql, id, owner, 0, error);
 }
 
@@ -363,6 +374,7 @@ cp_rc db_job_release_owner(struct db *db, const char *owner)
 				  "WHERE lease_owner = ? AND state = 'running'";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && owner);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, owner);
@@ -377,6 +389,7 @@ cp_rc db_job_stats(struct db *db, json_t **out)
 	json_t *o = json_object();
 	int r;
 
+	assert(db && out);
 	if (!st || !o) {
 		json_decref(o);
 		return CP_ERR_INTERNAL;
@@ -407,6 +420,7 @@ cp_rc db_job_recover_orphans(struct db *db)
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	rc = db_exec_stmt(db, st);

@@ -13,6 +13,9 @@
  * database error on every scrape. A scrape every 15 s can afford a prepare.
  */
 #include "db/db_internal.h"
+
+#include <assert.h>
+
 #include "lifecycle/lifecycle.h"
 
 /* Prepare sql without logging; NULL if the schema has no such table. */
@@ -58,6 +61,7 @@ cp_rc db_metrics_orders(struct db *db, json_t **out)
 {
 	sqlite3_stmt *st = prepare_quiet(db, "SELECT status, count(*) FROM orders GROUP BY status");
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_NOT_FOUND;
 	return fetch_counts(db, st, out);
@@ -76,6 +80,7 @@ cp_rc db_metrics_certificates(struct db *db, json_t **out)
 				       "LEFT JOIN certificate_versions v ON v.certificate_id = c.id "
 				       "AND v.version = c.version GROUP BY s");
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_NOT_FOUND;
 	sqlite3_bind_int64(st, 1, cp_now());
@@ -84,6 +89,8 @@ cp_rc db_metrics_certificates(struct db *db, json_t **out)
 
 cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after)
 {
+	assert(db && not_after);
+
 	/* The current version of every certificate that is in service; expired
 	 * ones count too (a negative "seconds to expiry" is what alerts). */
 	sqlite3_stmt *st = prepare_quiet(
@@ -111,6 +118,7 @@ cp_rc db_metrics_webhook_deliveries(struct db *db, json_t **out)
 	sqlite3_stmt *st =
 		prepare_quiet(db, "SELECT state, count(*) FROM webhook_deliveries GROUP BY state");
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_NOT_FOUND;
 	return fetch_counts(db, st, out);

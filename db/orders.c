@@ -13,6 +13,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,6 +77,7 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
+	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, certificate_id);
@@ -114,6 +116,7 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const char *certificat
 		"ORDER BY o.seq LIMIT ?4";
 	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, NULL, pg);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 5, certificate_id);
@@ -179,6 +182,7 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 		"ON CONFLICT (order_id, position) DO UPDATE SET url = excluded.url";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, order_id);
@@ -204,6 +208,8 @@ cp_rc db_order_authz_save(struct db *db, const char *order_id, int position, con
 
 cp_rc db_order_reset(struct db *db, const char *id)
 {
+	assert(db);
+
 	/* The CA forgot the order (restart, new account): start a fresh one,
 	 * keeping the key (it never left us) and the attempt count. */
 	static const char del[] = "DELETE FROM order_authorizations WHERE order_id = ?";
@@ -218,6 +224,8 @@ cp_rc db_order_reset(struct db *db, const char *id)
 
 cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host, char **out)
 {
+	assert(db && out);
+
 	/* Only a pending authorization of an order still in flight answers,
 	 * and only to its own name: a token is no licence to answer for any
 	 * Host (another tenant's name would validate through this responder).
@@ -260,6 +268,8 @@ cp_rc db_job_wake(struct db *db, const char *dedupe_key)
 
 cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)
 {
+	assert(db && out && limit > 0);
+
 	/* Certificates that may need a renewal order now: auto-renewing server
 	 * certificates with a current version, not expired, whose backoff has
 	 * passed, with no order in flight, used by a property with renew
@@ -311,6 +321,8 @@ cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)
 cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,
 			   json_t **out)
 {
+	assert(db && tenant_id && out);
+
 	/* Every hostname of the production deployments (latest per property,
 	 * renew automation on) that carry the certificate, deduplicated. */
 	static const char sql[] =
@@ -347,6 +359,7 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
 	json_t *payload = NULL;
 	cp_rc rc;
 
+	assert(db && tenant_id);
 	cp_uuid(id);
 	rc = db_order_create(db, tenant_id, id, certificate_id, kind, challenge, identifiers, ca,
 			     key_type, metadata);
@@ -366,6 +379,8 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
 
 cp_rc db_renewal_give_up_expired(struct db *db, int *count)
 {
+	assert(db && count);
+
 	/* Auto-renewal retries until the certificate expires; an expired
 	 * certificate whose last attempt failed is then "failed". A later
 	 * successful renewal (POST .../renew) makes it active again. */

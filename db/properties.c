@@ -13,6 +13,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* The hostnames of property p in their given order, as a JSON array. */
@@ -143,6 +144,7 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 	cp_rc rc;
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
+	assert(db && tenant_id && out && in);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, in->name);
@@ -187,6 +189,7 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, in->name, in->edge_hostname_id);
 	cp_rc rc;
 
+	assert(db && tenant_id && out && in);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, in->certificate_id);
@@ -221,6 +224,7 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 	char id[CP_UUID_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, environment);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 3, cp_now());

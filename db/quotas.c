@@ -82,6 +82,7 @@ cp_rc db_quota_limits(struct db *db, const char *tenant_id, const int64_t defaul
 	cp_rc rc = CP_OK;
 	int r;
 
+	assert(db && tenant_id && defaults && limits && overridden);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	for (int q = 0; q < DB_QUOTA_COUNT; q++) {
@@ -117,8 +118,10 @@ cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t default
 		[DB_QUOTA_WEBHOOKS] = c->webhooks,
 		[DB_QUOTA_EDGE_HOSTNAMES] = c->edge_hostnames,
 	};
-	cp_rc rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
+	cp_rc rc;
 
+	assert(db && tenant_id && defaults && c && refused);
+	rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
 	memset(refused, 0, sizeof(*refused));
 	for (int q = 0; rc == CP_OK && q < DB_QUOTA_COUNT; q++) {
 		int64_t used = 0, own = 0, after;
@@ -149,6 +152,7 @@ cp_rc db_quota_get(struct db *db, const char *tenant_id, const int64_t defaults[
 	json_t *o = NULL, *quotas;
 	cp_rc rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
 
+	assert(db && tenant_id && out && defaults);
 	if (rc != CP_OK)
 		return rc;
 	o = json_pack("{s:s,s:{}}", "tenant_id", tenant_id, "quotas");
@@ -193,6 +197,7 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 		"updated_at = ?14";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && tenant_id && values && present);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);

@@ -9,6 +9,7 @@
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,6 +110,7 @@ cp_rc db_secrets_reseal(struct db *db, const struct crypto_keyring *ring, int *c
 {
 	cp_rc rc;
 
+	assert(db && ring && count);
 	*count = 0;
 	rc = db_begin(db);
 	for (size_t i = 0; rc == CP_OK && sealed_columns[i].table; i++)
@@ -126,6 +128,7 @@ cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring, i
 	char cur[33], *prefix = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
 
+	assert(db && ring && stale);
 	*stale = 0;
 	crypto_keyring_current_id(ring, cur);
 	prefix = cp_aprintf("cpk1:%s:", cur);
@@ -168,6 +171,7 @@ cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *
 {
 	cp_rc rc;
 
+	assert(db && ring && data_dir && count && stale);
 	*count = 0;
 	*stale = -1;
 	rc = crypto_keyring_rotate(ring, data_dir);

@@ -4,6 +4,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* clang-format off */
@@ -23,6 +24,7 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 	char id[CP_UUID_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 3, cp_now());
@@ -57,6 +59,7 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 	char id[CP_UUID_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, key_hash);

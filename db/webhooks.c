@@ -18,6 +18,7 @@
  */
 #include "db/db_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,7 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 		"RETURNING " WEBHOOK_JSON;
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
+	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, url);
@@ -81,6 +83,8 @@ cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg, s
 cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 			const struct db_webhook_patch *p, json_t **out)
 {
+	assert(db && tenant_id && out);
+
 	/* Re-enabling starts with a clean slate: no reason, no failure
 	 * counters; disabling through the API records that as the reason. */
 	static const char sql[] =
@@ -114,6 +118,8 @@ cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id)
 cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *webhook_id,
 			    const char *state, struct db_page pg, struct db_list *out)
 {
+	assert(db && tenant_id && out);
+
 	/* Attempts are few per delivery (the schedule's length), so they are
 	 * embedded; json() re-parses each object after the sub-select. */
 	/* clang-format off */
@@ -137,6 +143,8 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 			    const char *event_id, const char *type,
 			    char delivery_id_out[CP_UUID_LEN + 1])
 {
+	assert(db && tenant_id);
+
 	/* The SELECT scopes the endpoint by tenant: another tenant's id
 	 * inserts nothing and reads as not found. */
 	static const char sql[] =
@@ -187,6 +195,7 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 	int n = 0, r;
 	cp_rc rc = CP_OK;
 
+	assert(db && tenant_id);
 	/* A test event goes only to the endpoint it was sent for
 	 * (db_webhook_deliver_to), never to every "*" subscriber. */
 	if (strcmp(type, "webhook.test") == 0)
@@ -221,6 +230,7 @@ cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **
 		"JOIN events e ON e.id = d.event_id WHERE d.id = ?";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
+	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, delivery_id);
@@ -395,6 +405,7 @@ cp_rc db_webhook_attempt_record(struct db *db, const char *delivery_id,
 	int64_t now = cp_now();
 	cp_rc rc;
 
+	assert(db && delivery_id && a && disabled);
 	*disabled = false;
 	memset(&c, 0, sizeof(c));
 	rc = db_begin(db);

@@ -46,6 +46,7 @@ bool lifecycle_ari_kept(int64_t renew_after, int64_t start, int64_t end)
 int64_t lifecycle_due_at(int64_t renew_after, const struct lifecycle_version *v,
 			 int renew_before_days)
 {
+	assert(renew_before_days >= 0); /* on either path, not only when renew_at runs */
 	return renew_after > 0 ? renew_after : lifecycle_renew_at(v, renew_before_days);
 }
 

@@ -1076,12 +1076,15 @@ int server_listener_check(struct MHD_Connection *c, long long max_body, const ch
 static void raise_nofile(void)
 {
 	struct rlimit rl;
+	char buf[128];
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
+		/* strerror is banned (not thread-safe); _GNU_SOURCE gives the
+		 * GNU strerror_r, which returns the message (not always buf). */
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 			cp_logf(CP_LOG_WARN, "http.listen", "cannot raise the descriptor limit: %s",
-				strerror(errno));
+				strerror_r(errno, buf, sizeof(buf)));
 	}
 }
 

@@ -65,6 +65,7 @@ cp_rc server_netpool_acquire(struct server_netpool *p, const char *tenant)
 	cp_rc rc = CP_ERR_BUSY;
 	int i;
 
+	assert(p && tenant && strlen(tenant) < sizeof(p->slots[0].tenant));
 	pthread_mutex_lock(&p->lock);
 	i = p->stopping ? -1 : slot_find(p, tenant, true);
 	if (i >= 0 && p->slots[i].used >= p->cap) {
@@ -93,6 +94,7 @@ void server_netpool_submit(struct server_netpool *p, const char *tenant, server_
 	struct net_job *j = calloc(1, sizeof(*j));
 	bool run_now = false;
 
+	assert(p && tenant && strlen(tenant) < sizeof(p->slots[0].tenant) && fn && done);
 	pthread_mutex_lock(&p->lock);
 	if (!j || p->stopping) {
 		/* No thread will take it: the caller's callbacks answer at once
@@ -159,10 +161,10 @@ cp_rc server_netpool_start(int threads, int cap, struct server_netpool **out)
 {
 	struct server_netpool *p = calloc(1, sizeof(*p));
 
+	assert(out && threads > 0 && cap > 0);
 	*out = NULL;
 	if (!p)
 		return CP_ERR_NOMEM;
-	assert(threads > 0 && cap > 0);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	p->cap = cap;

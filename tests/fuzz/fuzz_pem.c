@@ -27,21 +27,22 @@ static const char *const block_types[] = { "CERTIFICATE", "PRIVATE KEY", "ENCRYP
 static char *armour(const char *t, const uint8_t *der, size_t n)
 {
 	char *b64 = cp_b64(der, n), *out = NULL, *p;
-	size_t bl;
+	size_t bl, cap;
 
 	if (!b64)
 		return NULL;
 	bl = strlen(b64);
-	out = malloc(bl + bl / 64 + 2 * strlen(t) + 64);
+	cap = bl + bl / 64 + 2 * strlen(t) + 64;
+	out = malloc(cap);
 	if (out) {
-		p = out + sprintf(out, "-----BEGIN %s-----\n", t);
+		p = out + snprintf(out, cap, "-----BEGIN %s-----\n", t);
 		for (size_t i = 0; i < bl; i += 64) {
 			size_t k = bl - i < 64 ? bl - i : 64;
 			memcpy(p, b64 + i, k);
 			p += k;
 			*p++ = '\n';
 		}
-		sprintf(p, "-----END %s-----\n", t);
+		snprintf(p, cap - (size_t)(p - out), "-----END %s-----\n", t);
 	}
 	free(b64);
 	return out;

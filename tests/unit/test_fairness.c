@@ -312,8 +312,19 @@ int main(int argc, char **argv)
 	struct db *db = NULL;
 
 	cp_log_set_level(CP_LOG_ERROR);
-	if (argc > 1)
-		return bench(argv[1], argc > 2 ? atoi(argv[2]) : 1000);
+	if (argc > 1) {
+		long n = 1000;
+		char *end = NULL;
+
+		if (argc > 2) {
+			n = strtol(argv[2], &end, 10);
+			if (end == argv[2] || *end || n < 1 || n > 10000000) {
+				fprintf(stderr, "usage: %s DB [CLAIMS 1..10000000]\n", argv[0]);
+				return 2;
+			}
+		}
+		return bench(argv[1], (int)n);
+	}
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof(path), "%s/t.db", dir);
 	CHECK(db_open(path, &db) == CP_OK);
