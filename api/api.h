@@ -83,6 +83,9 @@ void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what);
 bool api_tenant_or_reply(struct api_req *req, struct api_resp *resp);
 /* The request must come from the operator. */
 bool api_operator_or_reply(struct api_req *req, struct api_resp *resp);
+/* The body must be a JSON object: 400 when there is none, 422 when it is
+ * another JSON value. */
+bool api_object_body_or_reply(struct api_req *req, struct api_resp *resp);
 /* Validate the JSON body against spec; 400 if there is no body object, 422
  * with every field error otherwise. */
 bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec);

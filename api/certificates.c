@@ -376,13 +376,8 @@ void api_certificates_create(struct api_req *req, struct api_resp *resp)
 	memset(&ci, 0, sizeof(ci));
 	if (!api_tenant_or_reply(req, resp))
 		return;
-	if (!json_is_object(req->body)) {
-		api_problem(resp, req->body ? 422 : 400,
-			    req->body ? "the body must be a JSON object"
-				      : "a JSON body is required",
-			    NULL);
+	if (!api_object_body_or_reply(req, resp))
 		return;
-	}
 	source = json_string_value(json_object_get(req->body, "source"));
 	if (!source || !(strcmp(source, "upload") == 0 || strcmp(source, "self_signed") == 0 ||
 			 strcmp(source, "acme") == 0)) {

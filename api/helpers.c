@@ -181,11 +181,9 @@ bool api_operator_or_reply(struct api_req *req, struct api_resp *resp)
 	return false;
 }
 
-bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec)
+bool api_object_body_or_reply(struct api_req *req, struct api_resp *resp)
 {
-	json_t *errors;
-
-	assert(req && resp && spec);
+	assert(req && resp);
 	if (!json_is_object(req->body)) {
 		api_problem(resp, req->body ? 422 : 400,
 			    req->body ? "the body must be a JSON object"
@@ -193,6 +191,16 @@ bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct 
 			    NULL);
 		return false;
 	}
+	return true;
+}
+
+bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec)
+{
+	json_t *errors;
+
+	assert(req && resp && spec);
+	if (!api_object_body_or_reply(req, resp))
+		return false;
 	errors = json_array();
 	if (cp_spec_parse(req->body, spec, errors) == CP_OK) {
 		json_decref(errors);

@@ -118,13 +118,8 @@ static void quotas_write(struct api_req *req, struct api_resp *resp, bool replac
 
 	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
-	if (!json_is_object(req->body)) {
-		api_problem(resp, req->body ? 422 : 400,
-			    req->body ? "the body must be a JSON object"
-				      : "a JSON body is required",
-			    NULL);
+	if (!api_object_body_or_reply(req, resp))
 		return;
-	}
 	errors = json_array();
 	for (int q = 0; q < DB_QUOTA_COUNT; q++) {
 		values[q] = -1;
