@@ -106,7 +106,8 @@ void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
 cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
 
 /* *other = whether a tenant other than tenant_id holds hostname verified
- * (hostname_claims.c). */
+ * (hostname_claims.c). A wildcard ("*.a.test") counts as held when another
+ * tenant verified a name it covers, one label below its base (www.a.test). */
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
 				     bool *other) CP_WUR;
 

@@ -32,8 +32,19 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 {
 	static const char sql[] = "SELECT 1 FROM property_hostnames WHERE hostname = ?1 AND "
 				  "status = 'verified' AND tenant_id != ?2";
-	cp_rc rc = db_probe(db, db_stmt_keyed(db, sql, hostname, tenant_id));
+	/* A wildcard covers the names one label below its base: the
+	 * expression is the one of index property_hostnames_verified_parent
+	 * (migration 009), written the same so that SQLite uses it. */
+	static const char sql_wild[] =
+		"SELECT 1 FROM property_hostnames WHERE "
+		"substr(hostname, instr(hostname, '.') + 1) = ?1 AND status = 'verified' AND "
+		"tenant_id != ?2 LIMIT 1";
+	cp_rc rc;
 
+	assert(db && tenant_id && hostname && other);
+	rc = db_probe(db, db_stmt_keyed(db, sql, hostname, tenant_id));
+	if (rc == CP_ERR_NOT_FOUND && cp_hostname_is_wildcard(hostname))
+		rc = db_probe(db, db_stmt_keyed(db, sql_wild, hostname + 2, tenant_id));
 	*other = rc == CP_OK;
 	return rc == CP_ERR_NOT_FOUND ? CP_OK : rc;
 }

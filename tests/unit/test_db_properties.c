@@ -395,6 +395,18 @@ static void test_claims(void)
 	CHECK(strstr(v.detail, "a-only.test") != NULL);
 	CHECK_RC(db_issuance_scope(db, "edge.example.net", ta, names, &v), CP_OK);
 	CHECK(v.reason == NULL);
+	json_decref(names);
+	/* A wildcard covering a's verified name is a's too; one that covers
+	 * nothing of a's is not. */
+	names = json_pack("[ss]", "ok.test", "*.test");
+	CHECK_RC(db_issuance_scope(db, "edge.example.net", tb, names, &v), CP_OK);
+	CHECK(v.reason && !strcmp(v.reason, "hostname_owned_by_another_tenant") && v.index == 1);
+	CHECK_RC(db_issuance_scope(db, "edge.example.net", ta, names, &v), CP_OK);
+	CHECK(v.reason == NULL);
+	json_decref(names);
+	names = json_pack("[s]", "*.a-only.test");
+	CHECK_RC(db_issuance_scope(db, "edge.example.net", tb, names, &v), CP_OK);
+	CHECK(v.reason == NULL);
 
 	/* Due re-checks: each claim's property once, then pushed back. */
 	CHECK(fx_sql(db, "UPDATE property_hostnames SET next_check_at = 0"));
