@@ -2,8 +2,12 @@
  * common.h - the few things every certplane module shares: the result code
  * enum that every fallible function returns, JSON-line logging, ids, time,
  * randomness and small string/encoding helpers, and the declarative JSON
- * body validator ("spec") used by every API handler.
+ * body validator ("spec") used by every API handler. The configuration has
+ * its own header, common/config.h.
  *
+ * One source file a concern: common.c (result names), log.c, time.c (ids
+ * and time), encode.c (random, hex, base64, UTF-8, strings), files.c,
+ * kick.c (worker wake-ups), hostname.c, spec.c (body spec, JSON getters).
  * Nothing here knows about HTTP, SQL or ACME.
  */
 #ifndef CP_COMMON_H

@@ -5,6 +5,8 @@
 #include "common/common.h"
 
 #include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Unknown fields named one by one before a single summary error. */
