@@ -8,8 +8,8 @@
  * The client is deliberately a set of single steps that take URLs as inputs
  * (new order -> authorization -> challenge -> finalize -> download): the
  * durable order state machine above it persists every URL it reaches and can
- * resume at any step after a restart. acme_issue_simple() chains the steps
- * for tests and benchmarks only.
+ * resume at any step after a restart. The unit tests chain the steps in
+ * one blocking call (tests/unit/acme_issue.h).
  *
  * Threads: a struct acme_client is used by one thread at a time; separate
  * clients may run on separate threads in parallel. The program's main must
@@ -358,26 +358,5 @@ cp_rc acme_ari_cert_id(const char *cert_pem, size_t len, char **out) CP_WUR;
  */
 cp_rc acme_renewal_info(struct acme_client *c, const char *cert_id, json_t **info,
 			struct acme_result *r) CP_WUR;
-
-/* ==== convenience for tests and benchmarks ==== */
-
-/*
- * Callback that publishes (publish=true) or withdraws a challenge answer for
- * acme_issue_simple: for http-01 name=token, value=key authorization; for
- * dns-01 name=TXT record name, value=TXT value. Return CP_OK when done.
- */
-typedef cp_rc (*acme_solve_fn)(void *arg, bool publish, const char *type, const char *name,
-			       const char *value);
-
-/*
- * Issue a certificate for names in one blocking call: ensure account, new
- * order, solve every pending authorization with challenge type via solve,
- * poll (short growing delay, honouring Retry-After, up to timeout_s),
- * finalize with csr_der, download. *pem (new string) is the chain.
- * Not for the service: it keeps no state across a restart.
- */
-cp_rc acme_issue_simple(struct acme_client *c, const char *const *names, size_t n, const char *type,
-			acme_solve_fn solve, void *arg, const uint8_t *csr_der, size_t csr_len,
-			int timeout_s, char **pem, struct acme_result *r) CP_WUR;
 
 #endif

@@ -10,6 +10,7 @@
 #define CP_API_H
 
 #include "common/common.h"
+#include "common/config.h"
 #include "db/db.h"
 
 struct crypto_keyring;

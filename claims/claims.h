@@ -10,6 +10,7 @@
 #define CP_CLAIMS_H
 
 #include "common/common.h"
+#include "common/config.h"
 #include "db/db.h"
 
 struct acme_resolver;

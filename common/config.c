@@ -3,7 +3,7 @@
  * where it lives in struct cp_config and its default, so that the JSON file,
  * the CERTPLANE_<KEY> environment and `certplane check-config` all agree.
  */
-#include "common/common.h"
+#include "common/config.h"
 
 #include <assert.h>
 #include <ctype.h>

@@ -187,26 +187,15 @@ out:
 
 /* ---------------------------------------------------------- cert facts */
 
-/* Howard Hinnant's days_from_civil: avoids timegm(), which is not C11. */
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
 static bool asn1_time_unix(const ASN1_TIME *t, int64_t *out)
 {
 	struct tm tm;
 
 	if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
 		return false;
-	*out = days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) * 86400 +
+	*out = cp_days_from_civil(tm.tm_year + 1900, (unsigned)tm.tm_mon + 1,
+				  (unsigned)tm.tm_mday) *
+		       86400 +
 	       tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
 	return true;
 }

@@ -51,6 +51,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/common.h"
+#include "common/config.h"
 #include "crypto/crypto.h"
 #include "db/db.h"
 #include "lifecycle/lifecycle.h"

@@ -37,6 +37,7 @@
 
 #include "acme/acme.h"
 #include "crypto/crypto.h"
+#include "tests/unit/acme_issue.h"
 #include "tests/unit/check.h"
 
 static bool streq(const char *a, const char *b)

@@ -477,6 +477,15 @@ static void test_time(void)
 	char out[CP_TIME_LEN + 1];
 	int64_t t = 0;
 
+	/* The one civil-date conversion (crypto/x509.c's certificate dates too):
+	 * the epoch, the day before it, a leap day, the first day after a
+	 * century's skipped one and both ends of four-digit years. */
+	CHECK(cp_days_from_civil(1970, 1, 1) == 0);
+	CHECK(cp_days_from_civil(1969, 12, 31) == -1);
+	CHECK(cp_days_from_civil(2024, 2, 29) == 19782);
+	CHECK(cp_days_from_civil(2100, 3, 1) - cp_days_from_civil(2100, 2, 28) == 1);
+	CHECK(cp_days_from_civil(0, 1, 1) * 86400 == CP_TIME_MIN);
+	CHECK(cp_days_from_civil(9999, 12, 31) * 86400 + 86399 == CP_TIME_MAX);
 	CHECK(cp_time_parse("2024-02-29T23:59:59Z", &t) == CP_OK && t == 1709251199);
 	CHECK(cp_time_parse("2000-02-29T00:00:00Z", &t) == CP_OK);
 	CHECK(cp_time_parse("1970-01-01T01:00:00+01:00", &t) == CP_OK && t == 0);

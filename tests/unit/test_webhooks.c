@@ -21,6 +21,7 @@
 #include <openssl/hmac.h>
 
 #include "common/common.h"
+#include "common/config.h"
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 #include "tests/unit/check.h"

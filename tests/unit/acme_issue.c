@@ -1,14 +1,15 @@
 /*
- * issue.c - acme_issue_simple(): every ACME step chained in one blocking
- * call, for tests and benchmarks. The service does not use it: its order
- * state machine persists each URL between the single steps of client.c so
- * that a restart resumes an order instead of starting another.
+ * acme_issue.c - acme_issue_simple(): every ACME step chained in one
+ * blocking call, for the unit tests (tests/unit/acme_issue.h). The service
+ * does not use it: its order state machine persists each URL between the
+ * single steps of acme/client.c so that a restart resumes an order instead
+ * of starting another.
  *
  * Polling starts after 250 ms and grows by half up to 2 s, unless the CA
  * sends Retry-After: Pebble never does, and a fixed multi-second sleep (as
  * some clients use) would make every certificate take seconds.
  */
-#include "acme/acme.h"
+#include "tests/unit/acme_issue.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,176 @@
+/*
+ * files.c - bounded whole-file reads and atomic, durable file replacement
+ * (temporary file, fsync, rename, directory fsync).
+ */
+#include "common/common.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len)
+{
+	struct stat st;
+	FILE *f = NULL;
+	char *buf = NULL;
+	size_t n = 0, cap = 4096;
+	cp_rc rc = CP_ERR_IO;
+	int fd;
+
+	assert(path && max > 0 && out && len);
+	/* O_NONBLOCK: a FIFO in the file's place must not hang the open; the
+	 * fstat below then refuses anything but a regular file. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT ? CP_ERR_NOT_FOUND : CP_ERR_IO;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 || !(f = fdopen(fd, "rb"))) {
+		close(fd);
+		goto out;
+	}
+	buf = malloc(cap + 1);
+	if (!buf) {
+		rc = CP_ERR_NOMEM;
+		goto out;
+	}
+	for (;;) {
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (n > max) {
+			rc = CP_ERR_TOO_LARGE;
+			goto out;
+		}
+		if (got == 0)
+			break;
+		if (n == cap) {
+			char *nb = realloc(buf, cap * 2 + 1);
+			if (!nb) {
+				rc = CP_ERR_NOMEM;
+				goto out;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	if (ferror(f))
+		goto out;
+	buf[n] = '\0';
+	*out = buf;
+	buf = NULL;
+	if (len)
+		*len = n;
+	rc = CP_OK;
+out:
+	if (f)
+		fclose(f);
+	/* The caller may read a secret (operator token): wipe what we drop. */
+	if (buf) {
+		OPENSSL_cleanse(buf, cap + 1);
+		free(buf);
+	}
+	return rc;
+}
+
+/*
+ * Write a new private temporary file next to path and return its fd; *tmp is
+ * its new name (caller frees). The name is random and the file is created
+ * with O_EXCL | O_NOFOLLOW, so nothing planted in the directory (a symlink,
+ * a file of another user) is ever opened or truncated: an existing name is
+ * skipped, as mkstemp() does. -1 on failure (*tmp NULL).
+ */
+static int tmp_create(const char *path, int mode, char **tmp)
+{
+	uint8_t rnd[8];
+	char hex[17];
+	int fd = -1;
+
+	*tmp = NULL;
+	for (int tries = 0; fd < 0 && tries < 16; tries++) {
+		if (cp_random(rnd, sizeof(rnd)) != CP_OK)
+			return -1;
+		cp_hex(rnd, sizeof(rnd), hex);
+		free(*tmp);
+		*tmp = cp_aprintf("%s.tmp.%s", path, hex);
+		if (!*tmp)
+			return -1;
+		fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	if (fd < 0) {
+		free(*tmp);
+		*tmp = NULL;
+	}
+	return fd;
+}
+
+/* fsync the directory holding path, so that a rename into it is durable. */
+static cp_rc dir_sync(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path))
+			  : cp_strdup(".");
+	int fd;
+	cp_rc rc = CP_ERR_IO;
+
+	if (!dir)
+		return CP_ERR_NOMEM;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) == 0)
+			rc = CP_OK;
+		close(fd);
+	}
+	free(dir);
+	return rc;
+}
+
+cp_rc cp_file_write(const char *path, const void *data, size_t len, int mode)
+{
+	const char *p = data;
+	char *tmp = NULL;
+	int fd;
+	bool renamed = false;
+	cp_rc rc = CP_ERR_IO;
+
+	assert(path && (data || len == 0));
+	fd = tmp_create(path, mode, &tmp);
+	if (fd < 0)
+		goto out;
+	/* Explicit mode: the umask may only have narrowed it. */
+	if (fchmod(fd, (mode_t)mode) != 0)
+		goto out;
+	for (size_t off = 0; off < len;) {
+		ssize_t put = write(fd, p + off, len - off);
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put <= 0)
+			goto out;
+		off += (size_t)put;
+	}
+	if (fsync(fd) != 0)
+		goto out;
+	if (close(fd) != 0) {
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0)
+		goto out;
+	renamed = true;
+	rc = dir_sync(path);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp && !renamed)
+		unlink(tmp);
+	free(tmp);
+	return rc;
+}

@@ -1,0 +1,186 @@
+/*
+ * time.c - ids and time: random UUIDs, the wall and monotonic clocks, sleep,
+ * and RFC 3339 formatting and strict parsing. cp_days_from_civil is the one
+ * civil-date conversion of the tree (crypto/x509.c uses it too).
+ */
+#include "common/common.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+#include <uuid/uuid.h>
+
+void cp_uuid(char out[CP_UUID_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	uint8_t u[16];
+	size_t j = 0;
+
+	assert(out);
+	/* OpenSSL's DRBG is per thread; libuuid's uuid_generate_random also
+	 * cranks libc random() under its global lock on every call, which
+	 * serialised the API's threads on the request id alone. */
+	if (RAND_bytes(u, sizeof(u)) != 1) {
+		uuid_t v;
+		uuid_generate_random(v);
+		uuid_unparse_lower(v, out);
+		return;
+	}
+	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* version 4 */
+	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	for (size_t i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[j++] = '-';
+		out[j++] = digits[u[i] >> 4];
+		out[j++] = digits[u[i] & 15];
+	}
+	out[j] = '\0';
+}
+
+bool cp_uuid_valid(const char *s)
+{
+	size_t i;
+
+	if (!s || strlen(s) != CP_UUID_LEN)
+		return false;
+	for (i = 0; i < CP_UUID_LEN; i++) {
+		char c = s[i];
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+int64_t cp_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+int64_t cp_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cp_sleep_ms(int64_t ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	if (ms <= 0)
+		return;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
+{
+	assert(out);
+
+	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
+	 * a corrupt or far-future value still gives 20 characters (gmtime_r
+	 * fails past int years, strftime's %Y does not pad). */
+	time_t tt = (time_t)(t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t);
+	struct tm tm;
+	char buf[80]; /* room for any int fields, so the compiler sees no truncation */
+
+	if (!gmtime_r(&tt, &tm))
+		memset(&tm, 0, sizeof(tm));
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	memcpy(out, buf, CP_TIME_LEN);
+	out[CP_TIME_LEN] = '\0';
+}
+
+/* Howard Hinnant's days_from_civil: portable where timegm() is not C11. */
+int64_t cp_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	assert(m >= 1 && m <= 12 && d >= 1 && d <= 31);
+
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool parse_digits(const char **p, int n, int *out)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if ((*p)[i] < '0' || (*p)[i] > '9')
+			return false;
+		v = v * 10 + ((*p)[i] - '0');
+	}
+	*p += n;
+	*out = v;
+	return true;
+}
+
+/* Days in month mo (1..12) of year y, proleptic Gregorian. */
+static int days_in_month(int y, int mo)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return mo == 2 && leap ? 29 : days[mo - 1];
+}
+
+cp_rc cp_time_parse(const char *s, int64_t *out)
+{
+	int y, mo, d, h, mi, se, oh = 0, om = 0, sign = 0;
+	int64_t t;
+	const char *p = s;
+
+	assert(out);
+	if (!s)
+		return CP_ERR_INVALID;
+	if (!parse_digits(&p, 4, &y) || *p++ != '-' || !parse_digits(&p, 2, &mo) || *p++ != '-' ||
+	    !parse_digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+		return CP_ERR_INVALID;
+	p++;
+	if (!parse_digits(&p, 2, &h) || *p++ != ':' || !parse_digits(&p, 2, &mi) || *p++ != ':' ||
+	    !parse_digits(&p, 2, &se))
+		return CP_ERR_INVALID;
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return CP_ERR_INVALID;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		sign = *p == '+' ? 1 : -1;
+		p++;
+		if (!parse_digits(&p, 2, &oh) || *p++ != ':' || !parse_digits(&p, 2, &om))
+			return CP_ERR_INVALID;
+	} else {
+		return CP_ERR_INVALID;
+	}
+	if (*p || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+	    se > 60 || oh > 23 || om > 59)
+		return CP_ERR_INVALID;
+	t = cp_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
+	    sign * (oh * 3600 + om * 60);
+	/* An offset must not carry the instant outside what cp_time_fmt writes. */
+	if (t < CP_TIME_MIN || t > CP_TIME_MAX)
+		return CP_ERR_INVALID;
+	*out = t;
+	return CP_OK;
+}
