@@ -435,8 +435,8 @@ cp_rc db_job_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 	/* A bounded batch on the partial index jobs_finished (migration 008):
 	 * a tick never holds the write lock for long, whatever the backlog. */
 	static const char sql[] =
-		"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('done', "
-		"'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
+		"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished WHERE "
+		"state IN ('done', 'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 

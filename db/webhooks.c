@@ -481,8 +481,8 @@ cp_rc db_webhook_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 	 * attempts go with them (ON DELETE CASCADE, by delivery index). */
 	static const char sql[] =
 		"DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries "
-		"WHERE state IN ('delivered', 'failed') AND updated_at < ?1 ORDER BY updated_at "
-		"LIMIT ?2)";
+		"INDEXED BY webhook_deliveries_finished WHERE state IN ('delivered', 'failed') AND "
+		"updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
 	sqlite3_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
