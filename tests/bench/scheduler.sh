@@ -9,7 +9,9 @@
 #      100,000, over 1,000 tenants) and times the fair claim with it
 #      (test_fairness in bench mode: claim + done, CLAIMS times);
 #   3. adds PRUNE finished jobs past the retention (default 200,000) and
-#      times one prune batch (5,000 rows, the statement of db_job_prune).
+#      times one prune batch (5,000 rows, the statement of db_job_prune);
+#   4. times migration 008's backfill statement over every certificate (as
+#      an upgrade of an existing database runs it).
 # The data directory is deleted afterwards (KEEP=1 keeps it; DIR picks it).
 #
 # Usage: sh tests/bench/scheduler.sh [build-dir]   (Release build advised:
@@ -75,5 +77,11 @@ EXPLAIN QUERY PLAN DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY 
 .timer on
 DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished WHERE state IN ('done',
  'failed') AND updated_at < $NOW - 7 * 86400 ORDER BY updated_at LIMIT 5000);
+SQL
+echo "== backfill of next_attention_at over every certificate (migration 008)"
+sqlite3 "$DB" <<SQL
+.timer on
+UPDATE certificates SET next_attention_at =
+    (SELECT a.at FROM certificate_attention a WHERE a.id = certificates.id);
 SQL
 ls -l "$DB" | awk '{print "database bytes:", $5}'
