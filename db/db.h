@@ -617,6 +617,9 @@ cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **o
 /* Move a certificate's next_attention_at to at (unix seconds; 0 = NULL,
  * nothing to do) after the scheduler re-checked it. */
 cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at) CP_WUR;
+/* *out = the latest run_at of a renewal order of CA ca that is queued and
+ * never ran yet (0 = none): where the CA's budget resumes after a restart. */
+cp_rc db_renewal_last_run_at(struct db *db, const char *ca, int64_t *out) CP_WUR;
 /* Mark "failed" every auto-renewing certificate that expired after failed
  * renewal attempts; *count = certificates marked. */
 cp_rc db_renewal_give_up_expired(struct db *db, int *count) CP_WUR;

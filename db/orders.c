@@ -386,6 +386,32 @@ cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at)
 	return db_exec_stmt(db, st);
 }
 
+cp_rc db_renewal_last_run_at(struct db *db, const char *ca, int64_t *out)
+{
+	/* The latest start of a renewal order of this CA queued and never run
+	 * (a retry's run_at is no budget slot): where the scheduler's budget
+	 * for it resumes after a restart. Reads only the
+	 * orders in flight (the partial index orders_in_flight) and their job
+	 * by its unique dedupe key. */
+	static const char sql[] =
+		"SELECT coalesce(max(j.run_at), 0) FROM orders o INDEXED BY orders_in_flight "
+		"JOIN jobs j ON j.dedupe_key = 'acme_order:' || o.id WHERE o.status IN "
+		"('pending', 'validating', 'issuing') AND o.kind = 'renew' AND o.ca = ?1 AND "
+		"j.state = 'queued' AND j.attempts = 0";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	*out = 0;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, ca);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+}
+
 cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,
 			   json_t **out)
 {

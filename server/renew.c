@@ -191,9 +191,10 @@ static int64_t ari_cursor; /* next_attention_at the ARI batch resumes after */
 
 /* The budget of ca: cas.<ca>.orders_per_hour / order_burst when set, else
  * Let's Encrypt's safe default for its directories, else the global keys. */
-static struct sched_budget *ca_budget(const struct cp_config *cfg, const char *ca, int *per_hour,
-				      int *burst)
+static struct sched_budget *ca_budget(const struct cp_config *cfg, struct db *db, const char *ca,
+				      int *per_hour, int *burst)
 {
+	int64_t last = 0;
 	const json_t *entry = json_object_get(cfg->cas, ca);
 	const char *dir = NULL, *bundle = NULL;
 	size_t i;
@@ -215,8 +216,13 @@ static struct sched_budget *ca_budget(const struct cp_config *cfg, const char *c
 			return &budgets[i].b;
 	/* A new CA takes a free entry; past BUDGET_CAS the rest share the
 	 * last one (stricter, never looser). */
-	if (!budgets[i].ca[0])
+	if (!budgets[i].ca[0]) {
 		snprintf(budgets[i].ca, sizeof(budgets[i].ca), "%s", ca);
+		/* After a restart, resume after the orders already scheduled,
+		 * so that they and the new ones never double the rate. */
+		if (db_renewal_last_run_at(db, ca, &last) == CP_OK && last > 0)
+			budgets[i].b.tat_ms = (last + 1) * 1000;
+	}
 	return &budgets[i].b;
 }
 
@@ -292,7 +298,7 @@ void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 		if (now < due) {
 			later = due; /* a row stored without renew_after */
 		} else {
-			b = ca_budget(ctx->cfg, jstr(c, "auto_renew"), &per_hour, &burst);
+			b = ca_budget(ctx->cfg, db, jstr(c, "auto_renew"), &per_hour, &burst);
 			if (cp_random(&rnd, sizeof(rnd)) != CP_OK)
 				rnd = 0; /* no jitter rather than no renewal */
 			if (!sched_budget_take(b, now * 1000, per_hour, burst, rnd, &at_ms)) {

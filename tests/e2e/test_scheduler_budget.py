@@ -13,6 +13,8 @@ database:
   - no fixed per-tick cap and no burst at the CA: every order starts in a
     second of its own (one slot per second), the first ones within the
     first seconds, never more than burst + elapsed seconds + 1 by any time;
+  - a restart in the middle neither doubles the rate nor fires a new burst
+    (the budget resumes after the orders already scheduled);
   - every due certificate gets its renewal order (none is starved);
   - each certificate is ordered once (one order per certificate).
 """
@@ -74,6 +76,14 @@ def test_budget_spreads_a_burst():
         elapsed = time.time() - t0
         check(1 <= len(early) <= BURST + int(elapsed) + 1,
               "%d orders after %.1f s (burst %d, 1/s)" % (len(early), elapsed, BURST))
+        # A restart in the middle: the budget resumes after the orders
+        # already scheduled (never two in one second, never a new burst).
+        s.restart()
+        time.sleep(2)
+        mid = started(s)
+        elapsed = time.time() - t0
+        check(len(mid) <= BURST + int(elapsed) + 1,
+              "%d orders after %.1f s and a restart (burst %d, 1/s)" % (len(mid), elapsed, BURST))
         s.wait_for(lambda: len(started(s)) >= N, timeout=N + 20, interval=0.5,
                    what="every due certificate ordered")
         rows = started(s)
