@@ -318,7 +318,9 @@ void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 			cp_logf(CP_LOG_WARN, "renew.defer", "cannot defer %s", id);
 	}
 	json_decref(c);
-	if (json_array_size(list) == RENEW_SCAN && (started || deferred))
+	/* Every row read left the due range (an order in flight, deferred or
+	 * nothing to do), so a full batch means more may be waiting. */
+	if (json_array_size(list) == RENEW_SCAN)
 		atomic_store(&renew_backlog, true);
 	if (started)
 		cp_kick();
