@@ -59,6 +59,9 @@ struct cp_config {
 	int quota_orders_in_flight; /* ACME orders pending, validating or issuing */
 	int quota_webhooks;
 	int quota_edge_hostnames;
+	int ca_orders_per_hour; /* scheduler's renewal order budget per CA (cas.<name> overrides) */
+	int ca_order_burst;	/* orders a CA's budget admits ahead of its rate */
+	int job_retention_days; /* finished jobs and webhook deliveries kept this long */
 };
 
 /*

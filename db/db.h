@@ -189,6 +189,9 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 cp_rc db_job_extend(struct db *db, int64_t id, const char *owner, int lease_seconds) CP_WUR;
 /* Finish: done, or back to queued at run_at with an error, or failed. */
 cp_rc db_job_done(struct db *db, int64_t id, const char *owner) CP_WUR;
+/* Delete up to limit (> 0) done or failed jobs last updated before cutoff;
+ * *deleted = rows deleted (limit: call again for the rest). */
+cp_rc db_job_prune(struct db *db, int64_t cutoff, int limit, int *deleted) CP_WUR;
 cp_rc db_job_retry(struct db *db, int64_t id, const char *owner, int64_t run_at,
 		   const char *error) CP_WUR;
 cp_rc db_job_fail(struct db *db, int64_t id, const char *owner, const char *error) CP_WUR;
@@ -615,10 +618,22 @@ cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certifica
 		     const char *kind, const char *challenge, const json_t *identifiers,
 		     const char *ca, const char *key_type, const json_t *metadata, int64_t run_at,
 		     char id_out[CP_UUID_LEN + 1]) CP_WUR;
-/* Up to limit certificates that may be due for renewal, as a new array of
- * {id, tenant_id, auto_renew, key_type, not_before, not_after, serial,
- * renew_after, failure_count} (see orders.c for the filter). */
-cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out) CP_WUR;
+/* The scheduler's attention scan (migration 008): up to limit (> 0)
+ * certificates with after < next_attention_at <= until, earliest first, as
+ * a new array of {id, tenant_id, at}. One index range scan. */
+cp_rc db_renewal_attention(struct db *db, int64_t after, int64_t until, int limit,
+			   json_t **out) CP_WUR;
+/* Re-check one certificate by id: *out = a new {id, tenant_id, auto_renew,
+ * key_type, not_before, not_after, serial, renew_after, failure_count,
+ * ca_issued} when it may be renewed now (see orders.c), CP_ERR_NOT_FOUND
+ * when it may not (expired, backoff, order in flight, not deployed...). */
+cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **out) CP_WUR;
+/* Move a certificate's next_attention_at to at (unix seconds; 0 = NULL,
+ * nothing to do) after the scheduler re-checked it. */
+cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at) CP_WUR;
+/* *out = the latest run_at of a renewal order of CA ca that is queued and
+ * never ran yet (0 = none): where the CA's budget resumes after a restart. */
+cp_rc db_renewal_last_run_at(struct db *db, const char *ca, int64_t *out) CP_WUR;
 /* Mark "failed" every auto-renewing certificate that expired after failed
  * renewal attempts; *count = certificates marked. */
 cp_rc db_renewal_give_up_expired(struct db *db, int *count) CP_WUR;
@@ -654,6 +669,9 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 			const struct db_webhook_patch *p, json_t **out) CP_WUR;
 /* Deletes the endpoint with its deliveries and attempts. */
 cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+/* Delete up to limit (> 0) delivered or failed webhook deliveries (and their
+ * attempts) last updated before cutoff; *deleted = deliveries deleted. */
+cp_rc db_webhook_prune(struct db *db, int64_t cutoff, int limit, int *deleted) CP_WUR;
 /* Deliveries of one endpoint (the caller checks the endpoint), oldest
  * first, each {id, webhook_id, event_id, event_type, state, next_attempt_at,
  * last_error, attempts: [{attempt, status_code, latency_ms, error, at}],

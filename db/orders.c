@@ -266,15 +266,53 @@ cp_rc db_job_wake(struct db *db, const char *dedupe_key)
 	return db_exec_at(db, sql, dedupe_key, cp_now());
 }
 
-cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)
+cp_rc db_renewal_attention(struct db *db, int64_t after, int64_t until, int limit, json_t **out)
 {
-	assert(db && out && limit > 0);
+	/* One range scan of certificates_attention (migration 008): the cost
+	 * is the rows returned, never the certificates that are not due. */
+	static const char sql[] = "SELECT id, tenant_id, next_attention_at FROM certificates "
+				  "WHERE next_attention_at > ?1 AND next_attention_at <= ?2 "
+				  "ORDER BY next_attention_at LIMIT ?3";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	json_t *arr = json_array();
+	int r;
 
-	/* Certificates that may need a renewal order now: auto-renewing server
-	 * certificates with a current version, not expired, whose backoff has
-	 * passed, with no order in flight, used by a property with renew
-	 * automation whose latest production deployment carries them. Whether
-	 * each is due is decided by the caller (lifetime rule, ARI). */
+	assert(limit > 0);
+	*out = NULL;
+	if (!st || !arr) {
+		json_decref(arr);
+		return CP_ERR_INTERNAL;
+	}
+	sqlite3_bind_int64(st, 1, after);
+	sqlite3_bind_int64(st, 2, until);
+	sqlite3_bind_int(st, 3, limit);
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		json_t *row =
+			json_pack("{s:s,s:s,s:I}", "id", (const char *)sqlite3_column_text(st, 0),
+				  "tenant_id", (const char *)sqlite3_column_text(st, 1), "at",
+				  (json_int_t)sqlite3_column_int64(st, 2));
+		if (!row || json_array_append_new(arr, row) != 0) {
+			r = SQLITE_NOMEM;
+			break;
+		}
+	}
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE) {
+		json_decref(arr);
+		return r == SQLITE_NOMEM ? CP_ERR_NOMEM : db_rc(db, r);
+	}
+	*out = arr;
+	return CP_OK;
+}
+
+cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **out)
+{
+	/* The scheduler's re-check of one certificate the attention scan gave:
+	 * an auto-renewing server certificate with a current version, not
+	 * expired, whose backoff has passed, with no order in flight, used by
+	 * a property with renew automation whose latest production deployment
+	 * carries it. Every lookup is by id or by an index. Whether it is due
+	 * is decided by the caller (lifetime rule, ARI). */
 	static const char sql[] =
 		"SELECT json_object('id', c.id, 'tenant_id', c.tenant_id, 'auto_renew', "
 		"c.auto_renew, 'key_type', coalesce(c.key_type, v.key_type), 'not_before', "
@@ -282,40 +320,67 @@ cp_rc db_renewal_candidates(struct db *db, int limit, json_t **out)
 		"coalesce(c.renew_after, 0), 'failure_count', c.failure_count, 'ca_issued', "
 		"json(CASE WHEN v.order_id IS NULL THEN 'false' ELSE 'true' END)) "
 		"FROM certificates c JOIN certificate_versions v ON v.certificate_id = c.id AND "
-		"v.version = c.version WHERE c.type = 'server' AND c.auto_renew != 'none' AND "
-		"v.not_after > ?1 AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?1) AND "
-		"NOT EXISTS (SELECT 1 FROM orders o WHERE o.certificate_id = c.id AND o.status IN "
-		"('pending', 'validating', 'issuing')) AND EXISTS (SELECT 1 FROM deployments d "
-		"JOIN properties p ON p.id = d.property_id WHERE p.tenant_id = c.tenant_id AND "
-		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND "
-		"d.certificate_id = c.id AND d.seq = (SELECT max(seq) FROM deployments d2 WHERE "
-		"d2.property_id = d.property_id AND d2.environment = 'production')) "
-		/* Earliest due first: a LIMIT must never hide a due certificate
-		 * behind ones that are not due yet. */
-		"ORDER BY coalesce(c.renew_after, 0), c.seq LIMIT ?2";
+		"v.version = c.version WHERE c.id = ?2 AND c.type = 'server' AND "
+		"c.auto_renew != 'none' AND v.not_after > ?1 AND (c.next_attempt_at IS NULL OR "
+		"c.next_attempt_at <= ?1) AND NOT EXISTS (SELECT 1 FROM orders o WHERE "
+		"o.certificate_id = c.id AND o.status IN ('pending', 'validating', 'issuing')) AND "
+		"EXISTS (SELECT 1 FROM deployments d JOIN properties p ON p.id = d.property_id "
+		"WHERE d.certificate_id = c.id AND p.tenant_id = c.tenant_id AND "
+		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND d.seq = "
+		"(SELECT max(seq) FROM deployments d2 WHERE d2.property_id = d.property_id AND "
+		"d2.environment = 'production'))";
 	sqlite3_stmt *st = db_stmt(db, sql);
-	json_t *arr = json_array();
-	int r;
 
 	*out = NULL;
-	if (!st || !arr) {
-		json_decref(arr);
+	if (!st)
 		return CP_ERR_INTERNAL;
-	}
 	sqlite3_bind_int64(st, 1, cp_now());
-	sqlite3_bind_int(st, 2, limit);
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-		json_t *row = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-		if (row)
-			json_array_append_new(arr, row);
-	}
+	db_bind_text(st, 2, certificate_id);
+	return db_fetch_json(db, st, out);
+}
+
+cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at)
+{
+	/* Only the scheduler writes next_attention_at directly, and only to
+	 * move a candidate it re-checked: any later change of what the value
+	 * depends on recomputes it (the triggers of migration 008). */
+	static const char sql[] = "UPDATE certificates SET next_attention_at = ?2 WHERE id = ?1";
+	sqlite3_stmt *st = db_stmt(db, sql);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, certificate_id);
+	if (at > 0)
+		sqlite3_bind_int64(st, 2, at);
+	else
+		sqlite3_bind_null(st, 2);
+	return db_exec_stmt(db, st);
+}
+
+cp_rc db_renewal_last_run_at(struct db *db, const char *ca, int64_t *out)
+{
+	/* The latest start of a renewal order of this CA queued and never run
+	 * (a retry's run_at is no budget slot): where the scheduler's budget
+	 * for it resumes after a restart. Reads only the
+	 * orders in flight (the partial index orders_in_flight) and their job
+	 * by its unique dedupe key. */
+	static const char sql[] =
+		"SELECT coalesce(max(j.run_at), 0) FROM orders o INDEXED BY orders_in_flight "
+		"JOIN jobs j ON j.dedupe_key = 'acme_order:' || o.id WHERE o.status IN "
+		"('pending', 'validating', 'issuing') AND o.kind = 'renew' AND o.ca = ?1 AND "
+		"j.state = 'queued' AND j.attempts = 0";
+	sqlite3_stmt *st = db_stmt(db, sql);
+	int r;
+
+	*out = 0;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, ca);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
-	if (r != SQLITE_DONE) {
-		json_decref(arr);
-		return db_rc(db, r);
-	}
-	*out = arr;
-	return CP_OK;
+	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
 }
 
 cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,

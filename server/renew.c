@@ -1,31 +1,43 @@
 /*
- * renew.c - the auto-renew scheduler tick. Every scheduler_interval it
- * looks at auto-renewing server certificates that production properties
- * with renew automation carry (db_renewal_candidates: backoff passed, no
- * order in flight) and starts a renewal order for each one that is due:
+ * renew.c - the auto-renew scheduler tick. Each tick reads the certificates
+ * whose stored next_attention_at has come (db_renewal_attention: one index
+ * range scan, migration 008, whatever the number of certificates that are
+ * not due), re-checks each one by id (db_renewal_candidate: backoff passed,
+ * no order in flight, carried by a production property with renew
+ * automation, not expired) and starts a renewal order when it is due:
  *
  *   - at the certificate's stored renew_after: the lifecycle rule
  *     (lifecycle/lifecycle.h) chosen when its version was stored, the same
  *     moment the API shows as renewal.renew_after;
  *   - or, when the CA offers ACME Renewal Information (RFC 9773), a moment
  *     inside its suggested window (lifecycle_ari_at), chosen once per
- *     window and stored as renew_after in its place.
+ *     window and stored as renew_after in its place. The CA is asked about
+ *     certificates coming due within renew_before_days, a bounded batch
+ *     per tick taken in turn (a cursor over next_attention_at).
  *
  * The order's SAN is every hostname of those production deployments. The
  * hostname checks run in the order job; a failure there is reported as
  * certificate.renewal_failed and the certificate backs off (renew_backoff_
- * seconds, ±10 %). A fleet never renews in one burst: each tick starts at
- * most RENEW_PER_TICK orders and spreads their start over the interval.
+ * seconds, ±10 %). No fixed number of orders per tick: each CA has an order
+ * budget (sched/sched.h; ca_orders_per_hour and ca_order_burst, per CA in
+ * cas.<name>, Let's Encrypt's directories a lower default), and each order
+ * starts at its own slot of that budget with jitter, so a fleet that comes
+ * due at once reaches the CA at its rate. A certificate the budget refuses
+ * is deferred to the slot it can have. While due work remains the
+ * scheduler ticks again within a second (server_renew_backlog).
  */
 #include "acme/acme.h"
 #include "lifecycle/lifecycle.h"
+#include "sched/sched.h"
 #include "server/server_internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RENEW_PER_TICK 50
-#define RENEW_SPREAD_MAX 30	  /* seconds over which one tick's orders start */
+#define RENEW_SCAN 500		  /* due certificates read per tick */
+#define ARI_SCAN 50		  /* upcoming certificates asked about per tick */
+#define BUDGET_CAS 64		  /* CAs with a budget of their own */
 #define ARI_RECHECK_SECONDS 21600 /* ask the CA again after 6 h unless it says */
 #define ARI_CACHE 1024
 
@@ -91,8 +103,12 @@ static void ari_check(const struct api_ctx *ctx, struct db *db, const json_t *c)
 		goto out;
 	if (lifecycle_ari_kept(jint(c, "renew_after"), start, end))
 		goto out; /* a moment in this window is already chosen */
-	if (cp_random(&rnd, sizeof(rnd)) == CP_OK &&
-	    db_certificate_get(db, tenant, id, &cert) == CP_OK) {
+	/* Read-modify-write of the renewal state in one transaction, so that a
+	 * renewal finishing meanwhile (a new version, a failure) is not undone
+	 * with the fields read before it. */
+	if (cp_random(&rnd, sizeof(rnd)) != CP_OK || db_begin(db) != CP_OK)
+		goto out;
+	if (db_certificate_get(db, tenant, id, &cert) == CP_OK) {
 		json_t *ren = json_object_get(cert, "renewal");
 		struct db_cert_renewal rn = {
 			.renew_after = lifecycle_ari_at(start, end, now, rnd),
@@ -107,9 +123,12 @@ static void ari_check(const struct api_ctx *ctx, struct db *db, const json_t *c)
 		if (jstr(ren, "last_attempt_at") &&
 		    cp_time_parse(jstr(ren, "last_attempt_at"), &t) == CP_OK)
 			rn.last_attempt_at = t;
-		if (db_certificate_set_renewal(db, tenant, id, &rn) != CP_OK)
-			cp_logf(CP_LOG_WARN, "renew.ari", "cannot store the ARI moment of %s", id);
+		if (db_certificate_set_renewal(db, tenant, id, &rn) == CP_OK &&
+		    db_commit(db) == CP_OK)
+			goto out;
+		cp_logf(CP_LOG_WARN, "renew.ari", "cannot store the ARI moment of %s", id);
 	}
+	db_rollback(db);
 out:
 	json_decref(cert);
 	json_decref(info);
@@ -117,24 +136,27 @@ out:
 	free(pem);
 }
 
-/* Start the renewal order of one due certificate. */
-static bool start_renewal(struct db *db, const json_t *c, int64_t run_at)
+/* Start the renewal order of one due certificate: CP_OK, CP_ERR_CONFLICT
+ * (an order is in flight already) or another error. */
+static cp_rc start_renewal(struct db *db, const json_t *c, int64_t run_at)
 {
 	const char *id = jstr(c, "id"), *tenant = jstr(c, "tenant_id");
 	json_t *names = NULL, *cert = NULL;
 	char order_id[CP_UUID_LEN + 1];
 	cp_rc rc;
 
-	rc = db_renewal_hostnames(db, tenant, id, &names);
-	if (rc != CP_OK || json_array_size(names) == 0)
-		goto out;
-	if (json_array_size(names) > 100) {
-		/* Bound: Let's Encrypt accepts 100 names per certificate. The
-		 * order fails with a clear reason instead of silently shrinking. */
-		while (json_array_size(names) > 101)
-			json_array_remove(names, json_array_size(names) - 1);
-	}
+	/* One transaction: the SAN, the certificate and the new order are read
+	 * and written against the same state. */
 	rc = db_begin(db);
+	if (rc != CP_OK)
+		goto out;
+	rc = db_renewal_hostnames(db, tenant, id, &names);
+	if (rc == CP_OK && json_array_size(names) == 0)
+		rc = CP_ERR_NOT_FOUND;
+	/* Bound: Let's Encrypt accepts 100 names per certificate. The order
+	 * fails with a clear reason instead of silently shrinking. */
+	while (rc == CP_OK && json_array_size(names) > 101)
+		json_array_remove(names, json_array_size(names) - 1);
 	if (rc == CP_OK)
 		rc = db_certificate_get(db, tenant, id, &cert);
 	if (rc == CP_OK)
@@ -150,51 +172,158 @@ static bool start_renewal(struct db *db, const json_t *c, int64_t run_at)
 		cp_log_json(CP_LOG_INFO, "renew.started",
 			    json_pack("{s:s,s:s,s:O,s:I}", "certificate_id", id, "order_id",
 				      order_id, "hostnames", names, "run_at", (json_int_t)run_at));
-	else if (rc != CP_ERR_CONFLICT)
+	else if (rc != CP_ERR_CONFLICT && rc != CP_ERR_NOT_FOUND)
 		cp_logf(CP_LOG_WARN, "renew.start", "cannot start the renewal of %s: %s", id,
 			cp_rc_str(rc));
 out:
 	json_decref(names);
 	json_decref(cert);
-	return rc == CP_OK;
+	return rc;
+}
+
+/* Each CA's order budget (scheduler thread only). */
+static struct {
+	char ca[64];
+	struct sched_budget b;
+} budgets[BUDGET_CAS];
+static atomic_bool renew_backlog;
+static int64_t ari_cursor; /* next_attention_at the ARI batch resumes after */
+
+/* The budget of ca: cas.<ca>.orders_per_hour / order_burst when set, else
+ * Let's Encrypt's safe default for its directories, else the global keys. */
+static struct sched_budget *ca_budget(const struct cp_config *cfg, struct db *db, const char *ca,
+				      int *per_hour, int *burst)
+{
+	int64_t last = 0;
+	const json_t *entry = json_object_get(cfg->cas, ca);
+	const char *dir = NULL, *bundle = NULL;
+	size_t i;
+
+	*per_hour = cfg->ca_orders_per_hour;
+	*burst = cfg->ca_order_burst;
+	if (server_acme_ca(cfg, ca, &dir, &bundle) == CP_OK && sched_is_letsencrypt(dir)) {
+		*per_hour = SCHED_LE_ORDERS_PER_HOUR;
+		*burst = SCHED_LE_ORDER_BURST;
+	}
+	if (json_integer_value(json_object_get(entry, "orders_per_hour")) >= 1)
+		*per_hour = (int)json_integer_value(json_object_get(entry, "orders_per_hour"));
+	if (json_integer_value(json_object_get(entry, "order_burst")) >= 1)
+		*burst = (int)json_integer_value(json_object_get(entry, "order_burst"));
+	if (*per_hour > 3600000)
+		*per_hour = 3600000;
+	for (i = 0; i < BUDGET_CAS - 1 && budgets[i].ca[0]; i++)
+		if (strcmp(budgets[i].ca, ca) == 0)
+			return &budgets[i].b;
+	/* A new CA takes a free entry; past BUDGET_CAS the rest share the
+	 * last one (stricter, never looser). */
+	if (!budgets[i].ca[0]) {
+		snprintf(budgets[i].ca, sizeof(budgets[i].ca), "%s", ca);
+		/* After a restart, resume after the orders already scheduled,
+		 * so that they and the new ones never double the rate. */
+		if (db_renewal_last_run_at(db, ca, &last) == CP_OK && last > 0)
+			budgets[i].b.tat_ms = (last + 1) * 1000;
+	}
+	return &budgets[i].b;
+}
+
+bool server_renew_backlog(void)
+{
+	return atomic_load(&renew_backlog);
+}
+
+/* Ask the CA about certificates coming due (ARI), a batch per tick. */
+static void tick_ari(const struct api_ctx *ctx, struct db *db, int64_t now)
+{
+	json_t *list = NULL, *row, *c = NULL;
+	size_t i;
+
+	if (ari_cursor < now)
+		ari_cursor = now;
+	if (db_renewal_attention(db, ari_cursor, now + (int64_t)ctx->cfg->renew_before_days * 86400,
+				 ARI_SCAN, &list) != CP_OK)
+		return;
+	json_array_foreach(list, i, row)
+	{
+		ari_cursor = jint(row, "at");
+		if (db_renewal_candidate(db, jstr(row, "id"), &c) == CP_OK)
+			ari_check(ctx, db, c);
+		json_decref(c);
+		c = NULL;
+	}
+	if (json_array_size(list) < ARI_SCAN)
+		ari_cursor = now; /* the end of the horizon: start again */
+	json_decref(list);
 }
 
 void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 {
-	json_t *list = NULL, *c;
-	int64_t now = cp_now(), spread;
-	int started = 0;
+	json_t *list = NULL, *row, *c = NULL;
+	int64_t now = cp_now();
+	int started = 0, deferred = 0;
 	size_t i;
 
 	if (db_renewal_give_up_expired(db, &started) == CP_OK && started)
 		cp_logf(CP_LOG_WARN, "renew.expired",
 			"%d certificate(s) expired while renewal failed", started);
 	started = 0;
-	if (db_renewal_candidates(db, 500, &list) != CP_OK)
+	atomic_store(&renew_backlog, false);
+	if (db_renewal_attention(db, INT64_MIN, now, RENEW_SCAN, &list) != CP_OK)
 		return;
-	spread = ctx->cfg->scheduler_interval_seconds < RENEW_SPREAD_MAX
-			 ? ctx->cfg->scheduler_interval_seconds
-			 : RENEW_SPREAD_MAX;
-	json_array_foreach(list, i, c)
+	json_array_foreach(list, i, row)
 	{
+		const char *id = jstr(row, "id");
+		int64_t due, at_ms, later = 0;
+		struct sched_budget *b;
+		int per_hour, burst;
+		uint64_t rnd = 0;
+		cp_rc rc;
+
+		json_decref(c);
+		c = NULL;
+		if (db_renewal_candidate(db, id, &c) != CP_OK) {
+			/* Stale (expired meanwhile, or a race with a change that
+			 * will recompute it): nothing to do until something
+			 * changes. */
+			if (db_renewal_defer(db, id, 0) != CP_OK)
+				cp_logf(CP_LOG_WARN, "renew.defer", "cannot defer %s", id);
+			continue;
+		}
 		struct lifecycle_version v = {
 			jint(c, "not_before"),
 			jint(c, "not_after"),
 			json_is_true(json_object_get(c, "ca_issued")) ? LIFECYCLE_CA
 								      : LIFECYCLE_BOOTSTRAP,
 		};
-		int64_t due =
-			lifecycle_due_at(jint(c, "renew_after"), &v, ctx->cfg->renew_before_days);
+		due = lifecycle_due_at(jint(c, "renew_after"), &v, ctx->cfg->renew_before_days);
 		if (now < due) {
-			ari_check(ctx, db, c);
-			continue;
+			later = due; /* a row stored without renew_after */
+		} else {
+			b = ca_budget(ctx->cfg, db, jstr(c, "auto_renew"), &per_hour, &burst);
+			if (cp_random(&rnd, sizeof(rnd)) != CP_OK)
+				rnd = 0; /* no jitter rather than no renewal */
+			if (!sched_budget_take(b, now * 1000, per_hour, burst, rnd, &at_ms)) {
+				/* Refused: defer to the slots after the free one, in
+				 * order, so the head of the scan is never clogged. */
+				later = at_ms / 1000 + 1 +
+					(int64_t)deferred++ * sched_slot_ms(per_hour) / 1000;
+			} else if ((rc = start_renewal(db, c, at_ms / 1000)) == CP_OK) {
+				started++;
+			} else if (rc != CP_ERR_CONFLICT) {
+				/* e.g. no hostname to order: look again later, not on
+				 * every tick. */
+				later = now + ctx->cfg->scheduler_interval_seconds;
+			}
 		}
-		if (started >= RENEW_PER_TICK)
-			continue; /* the next tick takes the rest */
-		if (start_renewal(db, c, now + (int64_t)cp_random_below((uint64_t)spread + 1)))
-			started++;
+		if (later && db_renewal_defer(db, id, later) != CP_OK)
+			cp_logf(CP_LOG_WARN, "renew.defer", "cannot defer %s", id);
 	}
+	json_decref(c);
+	/* Every row read left the due range (an order in flight, deferred or
+	 * nothing to do), so a full batch means more may be waiting. */
+	if (json_array_size(list) == RENEW_SCAN)
+		atomic_store(&renew_backlog, true);
 	if (started)
 		cp_kick();
 	json_decref(list);
+	tick_ari(ctx, db, now);
 }

@@ -132,6 +132,9 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 int64_t server_renew_backoff(const struct cp_config *cfg, int n);
 /* Scheduler tick: start the renewal orders that are due. */
 void server_tick_renew(const struct api_ctx *ctx, struct db *db);
+/* True when the last renewal tick left due certificates unread (the
+ * scheduler then ticks again within a second). */
+bool server_renew_backlog(void);
 /* Job kind "hostname_verify": check every claim of a property ({"property_id"}). */
 void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 				struct server_job_outcome *out);

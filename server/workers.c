@@ -32,6 +32,19 @@ static void tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
 		cp_logf(CP_LOG_WARN, "scheduler.purge", "idempotency purge failed");
 }
 
+/* Housekeeping: finished jobs and webhook deliveries (with their attempts)
+ * older than job_retention_days go, a bounded batch a tick on an index. */
+#define PRUNE_BATCH 5000
+static void tick_prune_jobs(const struct api_ctx *ctx, struct db *db)
+{
+	int64_t cutoff = cp_now() - (int64_t)ctx->cfg->job_retention_days * 86400;
+	int n = 0;
+
+	if (db_job_prune(db, cutoff, PRUNE_BATCH, &n) != CP_OK ||
+	    db_webhook_prune(db, cutoff, PRUNE_BATCH, &n) != CP_OK)
+		cp_logf(CP_LOG_WARN, "scheduler.prune", "job or delivery prune failed");
+}
+
 /*
  * Job kinds, their handlers and their lanes: the one table that decides
  * which pool of workers runs a kind. Webhook deliveries wait on receivers
@@ -90,7 +103,7 @@ static const char *job_lane(const char *kind)
 
 /* Periodic tasks run by the scheduler. */
 static const server_tick_fn ticks[] = {
-	tick_purge_idempotency, server_tick_cert_reminders, server_tick_renew,
+	tick_purge_idempotency,	     tick_prune_jobs, server_tick_cert_reminders, server_tick_renew,
 	server_tick_hostname_claims,
 	/* TICKS */
 };
@@ -210,16 +223,23 @@ static void *scheduler_main(void *p)
 {
 	struct server_workers *w = p;
 	int interval_ms = w->ctx->cfg->scheduler_interval_seconds * 1000;
+	int64_t next_all = 0;
 
 	if (db_thread())
 		relane_jobs(db_thread());
 	while (!atomic_load(&w->stop)) {
 		struct db *db = db_thread();
-		if (db)
+		if (db && cp_now() >= next_all) {
 			for (size_t i = 0; i < CP_ARRAY_LEN(ticks); i++)
 				ticks[i](w->ctx, db);
-		/* Wake in small steps so that shutdown is prompt. */
-		for (int slept = 0; slept < interval_ms && !atomic_load(&w->stop); slept += 200)
+			next_all = cp_now() + w->ctx->cfg->scheduler_interval_seconds;
+		} else if (db) {
+			server_tick_renew(w->ctx, db); /* a backlog: renewals only */
+		}
+		/* Wake in small steps so that shutdown is prompt; within a second
+		 * while due renewals remain unread. */
+		int wait_ms = server_renew_backlog() && interval_ms > 1000 ? 1000 : interval_ms;
+		for (int slept = 0; slept < wait_ms && !atomic_load(&w->stop); slept += 200)
 			usleep(200 * 1000);
 	}
 	db_thread_close();

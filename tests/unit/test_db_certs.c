@@ -657,10 +657,8 @@ static void test_renewal_and_metrics(void)
 	CHECK(json_is_array(out) && json_array_size(out) == 0);
 	json_decref(out);
 	out = NULL;
-	CHECK_RC(db_renewal_candidates(db, 100, &out), CP_OK);
-	CHECK(json_is_array(out) && json_array_size(out) == 0);
-	json_decref(out);
-	out = NULL;
+	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_NOT_FOUND);
+	CHECK(out == NULL);
 
 	/* Deployed to production on a renew-automated property. */
 	hosts = json_pack("[ss]", "www.a.test", "shop.a.test");
@@ -685,12 +683,15 @@ static void test_renewal_and_metrics(void)
 	CHECK(json_array_size(out) == 0);
 	json_decref(out);
 	out = NULL;
-	CHECK_RC(db_renewal_candidates(db, 100, &out), CP_OK);
-	CHECK(json_array_size(out) == 1);
-	CHECK(!strcmp(fx_str(json_array_get(out, 0), "id"), cid));
-	CHECK(!strcmp(fx_str(json_array_get(out, 0), "tenant_id"), ta));
-	CHECK(json_integer_value(json_object_get(json_array_get(out, 0), "not_after")) ==
-	      not_after);
+	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_OK);
+	CHECK(!strcmp(fx_str(out, "id"), cid));
+	CHECK(!strcmp(fx_str(out, "tenant_id"), ta));
+	CHECK(json_integer_value(json_object_get(out, "not_after")) == not_after);
+	json_decref(out);
+	out = NULL;
+	/* The attention scan finds it (its next_attention_at is set). */
+	CHECK_RC(db_renewal_attention(db, 0, cp_now() + 86400 * 400, 10, &out), CP_OK);
+	CHECK(json_array_size(out) == 1 && !strcmp(fx_str(json_array_get(out, 0), "id"), cid));
 	json_decref(out);
 	out = NULL;
 	/* Backing off (next attempt later): not a candidate. */
@@ -699,10 +700,8 @@ static void test_renewal_and_metrics(void)
 			 &(struct db_cert_renewal){ .next_attempt_at = cp_now() + 3600,
 						    .failure_count = 1 }),
 		 CP_OK);
-	CHECK_RC(db_renewal_candidates(db, 100, &out), CP_OK);
-	CHECK(json_array_size(out) == 0);
-	json_decref(out);
-	out = NULL;
+	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_NOT_FOUND);
+	CHECK(out == NULL);
 
 	/* Give up: only a failed auto-renewing certificate past its expiry. */
 	CHECK_RC(db_renewal_give_up_expired(db, &count), CP_OK);
@@ -744,7 +743,7 @@ static void test_renewal_and_metrics(void)
 	CHECK(fx_sql(db, "ALTER TABLE wd_away RENAME TO webhook_deliveries"));
 	CHECK(fx_sql(db, "ALTER TABLE orders RENAME TO orders_away"));
 	CHECK_RC(db_metrics_orders(db, &out), CP_ERR_NOT_FOUND);
-	CHECK_RC(db_renewal_candidates(db, 10, &out), CP_ERR_INTERNAL);
+	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_INTERNAL);
 	CHECK(fx_sql(db, "ALTER TABLE orders_away RENAME TO orders"));
 	CHECK(fx_sql(db, "ALTER TABLE certificate_versions RENAME TO cv_away"));
 	CHECK_RC(db_metrics_certificates(db, &out), CP_ERR_NOT_FOUND);
@@ -753,7 +752,8 @@ static void test_renewal_and_metrics(void)
 	fx_fail(db, true);
 	CHECK_RC(db_metrics_orders(db, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_hostnames(db, ta, cid, &out), CP_ERR_INTERNAL);
-	CHECK_RC(db_renewal_candidates(db, 10, &out), CP_ERR_INTERNAL);
+	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_INTERNAL);
+	CHECK_RC(db_renewal_attention(db, 0, cp_now(), 10, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_give_up_expired(db, &count), CP_ERR_INTERNAL);
 	fx_fail(db, false);
 	CHECK(out == NULL);
