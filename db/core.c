@@ -558,3 +558,21 @@ cp_rc db_ping(struct db *db)
 	assert(db);
 	return db_exec_stmt(db, db_stmt(db, sql));
 }
+
+cp_rc db_delete_batch(struct db *db, const char *sql, int64_t cutoff, int limit, int *deleted)
+{
+	sqlite3_stmt *st;
+	cp_rc rc;
+
+	assert(db && sql && deleted && limit > 0);
+	*deleted = 0;
+	st = db_stmt(db, sql);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	sqlite3_bind_int64(st, 1, cutoff);
+	sqlite3_bind_int(st, 2, limit);
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK)
+		*deleted = sqlite3_changes(db->h);
+	return rc;
+}

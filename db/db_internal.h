@@ -74,6 +74,10 @@ cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, cons
 /* Execute the statement sql with ?1 = key (text) and ?2 = the time t (the
  * "stamp a row by its key" shape): db_exec_stmt's result. */
 cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t) CP_WUR;
+/* Run a bounded DELETE of sql (?1 a cutoff time, ?2 the batch size > 0);
+ * *deleted = the rows it removed. The prune ticks' one worker. */
+cp_rc db_delete_batch(struct db *db, const char *sql, int64_t cutoff, int limit,
+		      int *deleted) CP_WUR;
 /* db_list_scoped for a list with one optional text filter at ?5 (NULL
  * binds SQL NULL, which the statement reads as "no filter"). */
 cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,

@@ -437,17 +437,6 @@ cp_rc db_job_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 	static const char sql[] =
 		"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished WHERE "
 		"state IN ('done', 'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
 
-	assert(limit > 0);
-	*deleted = 0;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cutoff);
-	sqlite3_bind_int(st, 2, limit);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK)
-		*deleted = sqlite3_changes(db->h);
-	return rc;
+	return db_delete_batch(db, sql, cutoff, limit, deleted);
 }

@@ -439,16 +439,6 @@ cp_rc db_webhook_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 		"DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries "
 		"INDEXED BY webhook_deliveries_finished WHERE state IN ('delivered', 'failed') AND "
 		"updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	cp_rc rc;
 
-	*deleted = 0;
-	if (!st || limit <= 0)
-		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cutoff);
-	sqlite3_bind_int(st, 2, limit);
-	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK)
-		*deleted = sqlite3_changes(db->h);
-	return rc;
+	return db_delete_batch(db, sql, cutoff, limit, deleted);
 }
