@@ -103,47 +103,55 @@ cp_rc cp_buf_addc(struct cp_buf *b, char c)
 	return cp_buf_add(b, &c, 1);
 }
 
-cp_rc cp_buf_addf(struct cp_buf *b, const char *fmt, ...)
+cp_rc cp_buf_vaddf(struct cp_buf *b, const char *fmt, va_list ap)
 {
-	va_list ap;
+	va_list ap2;
 	int n;
 	cp_rc rc;
 
 	buf_check(b);
 	assert(fmt);
 	/* First try in the room there is; measure and grow only when short. */
-	va_start(ap, fmt);
+	va_copy(ap2, ap);
 	n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-	va_end(ap);
 	if (n < 0) {
-		if (b->p)
-			b->p[b->len] = '\0';
-		return CP_ERR_INVALID;
+		rc = CP_ERR_INVALID;
+		goto out;
 	}
 	if (b->p && (size_t)n < b->cap - b->len) {
-		if ((size_t)n > b->max - b->len) {
-			b->p[b->len] = '\0'; /* it fit the block but not the cap */
-			return CP_ERR_TOO_LARGE;
-		}
+		/* cap <= max + 1, so what fits the block fits the cap. */
 		b->len += (size_t)n;
-		buf_check(b);
-		return CP_OK;
+		rc = CP_OK;
+		goto out;
 	}
 	if (b->p)
-		b->p[b->len] = '\0'; /* vsnprintf wrote a truncated tail */
+		b->p[b->len] = '\0'; /* drop the truncated tail before growing */
 	rc = buf_grow(b, (size_t)n);
 	if (rc != CP_OK)
-		return rc;
-	va_start(ap, fmt);
-	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
+		goto out;
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap2);
 	if (n < 0 || (size_t)n >= b->cap - b->len) {
-		b->p[b->len] = '\0'; /* the arguments changed under us: refuse */
-		return CP_ERR_INVALID;
+		rc = CP_ERR_INVALID; /* the arguments changed under us: refuse */
+		goto out;
 	}
 	b->len += (size_t)n;
+out:
+	va_end(ap2);
+	if (b->p)
+		b->p[b->len] = '\0'; /* drop any truncated tail of a failed try */
 	buf_check(b);
-	return CP_OK;
+	return rc;
+}
+
+cp_rc cp_buf_addf(struct cp_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	cp_rc rc;
+
+	va_start(ap, fmt);
+	rc = cp_buf_vaddf(b, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 const char *cp_buf_str(const struct cp_buf *b)

@@ -12,6 +12,7 @@
 #ifndef CP_BUF_H
 #define CP_BUF_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -41,6 +42,9 @@ cp_rc cp_buf_addc(struct cp_buf *b, char c) CP_WUR;
 /* Append printf-formatted text; as cp_buf_add, and CP_ERR_INVALID when the
  * format fails (vsnprintf < 0). */
 cp_rc cp_buf_addf(struct cp_buf *b, const char *fmt, ...) CP_WUR CP_PRINTF(2, 3);
+
+/* cp_buf_addf with a va_list (ap is consumed: va_end it after). */
+cp_rc cp_buf_vaddf(struct cp_buf *b, const char *fmt, va_list ap) CP_WUR CP_PRINTF(2, 0);
 
 /* The content, NUL-terminated ("" when nothing was added). Borrowed: valid
  * until the next add, take or free. */
