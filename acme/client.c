@@ -178,6 +178,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 		free(h->content_type);
 		h->content_type = cp_strndup(v, vl);
 	} else if ((v = header_value(line, n, "Retry-After", &vl))) {
+		/* Not CURLINFO_RETRY_AFTER: it answers 0 alike for no header, "0"
+		 * and a value it could not parse (so "absent, use our backoff"
+		 * is lost), and libcurl 7.88 reads "12abc" as 12 with strtoofft. */
 		char buf[128];
 		int64_t secs;
 
