@@ -185,9 +185,12 @@ const char *acme_result_reason(const struct acme_result *r);
  * an answered problem, or the error of an invalid order or authorization. */
 bool acme_result_is(const struct acme_result *r, const char *short_type);
 /*
- * Parse a Retry-After value: delta-seconds or an HTTP-date (IMF-fixdate,
- * RFC 850 or asctime form), relative to now (unix seconds). *secs >= 0
- * (dates in the past give 0). CP_ERR_INVALID if value is neither.
+ * Parse a Retry-After value: delta-seconds (digits only) or an HTTP-date
+ * (IMF-fixdate, RFC 850 or asctime form, exactly as RFC 9110 spells them; a
+ * date that does not exist, such as 31 February, is refused), relative to
+ * now (unix seconds), optional whitespace around it. *secs >= 0 (dates in
+ * the past give 0) and at most about 100 years (larger values are bounded to
+ * that). CP_ERR_INVALID if value is neither (or NULL); *secs is then unset.
  */
 cp_rc acme_parse_retry_after(const char *value, int64_t now, int64_t *secs) CP_WUR;
 /*

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/buf.h"
 #include "crypto/crypto.h"
 
 #define ACME_RESP_MAX (1024 * 1024) /* response body cap */
@@ -50,6 +51,7 @@ struct http_resp {
 	char *body; /* NUL-terminated, len bytes */
 	size_t len;
 	bool too_large;	       /* body exceeded ACME_RESP_MAX */
+	struct cp_buf acc;     /* collects the body, inside http_exchange only */
 	char *location;	       /* Location header */
 	char *content_type;    /* Content-Type header */
 	int64_t retry_after;   /* parsed Retry-After, -1 if none */
@@ -127,20 +129,13 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct http_resp *h = arg;
 	size_t n = size * nmemb;
-	char *nb;
+	cp_rc rc;
 
-	if (n > ACME_RESP_MAX - h->len) {
+	rc = cp_buf_add(&h->acc, ptr, n); /* capped at ACME_RESP_MAX */
+	if (rc == CP_ERR_TOO_LARGE)
 		h->too_large = true;
-		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-	}
-	nb = realloc(h->body, h->len + n + 1);
-	if (!nb)
-		return 0;
-	h->body = nb;
-	memcpy(h->body + h->len, ptr, n);
-	h->len += n;
-	h->body[h->len] = '\0';
-	return n;
+	/* A short count aborts the transfer with CURLE_WRITE_ERROR. */
+	return rc == CP_OK ? n : 0;
 }
 
 /* Trimmed value of header line "name: value" if name matches, else NULL. */
@@ -183,6 +178,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 		free(h->content_type);
 		h->content_type = cp_strndup(v, vl);
 	} else if ((v = header_value(line, n, "Retry-After", &vl))) {
+		/* Not CURLINFO_RETRY_AFTER: it answers 0 alike for no header, "0"
+		 * and a value it could not parse (so "absent, use our backoff"
+		 * is lost), and libcurl 7.88 reads "12abc" as 12 with strtoofft. */
 		char buf[128];
 		int64_t secs;
 
@@ -260,6 +258,7 @@ static cp_rc http_exchange(struct acme_client *c, const char *method, const char
 
 	resp_clear(resp);
 	resp->c = c;
+	cp_buf_init(&resp->acc, ACME_RESP_MAX);
 	/* Reset drops the previous request's options but keeps the connection. */
 	curl_easy_reset(h);
 	if (strcmp(method, "POST") == 0) {
@@ -319,15 +318,15 @@ static cp_rc http_exchange(struct acme_client *c, const char *method, const char
 		}
 		goto out;
 	}
-	if (!resp->body) {
-		resp->body = cp_strdup("");
-		if (!resp->body) {
-			rc = result_local(r, CP_ERR_NOMEM, "out of memory");
-			goto out;
-		}
+	/* An empty body allocates nothing: add "" so there is one to take. */
+	if (cp_buf_add(&resp->acc, "", 0) != CP_OK) {
+		rc = result_local(r, CP_ERR_NOMEM, "out of memory");
+		goto out;
 	}
+	resp->body = cp_buf_take(&resp->acc, &resp->len);
 	rc = CP_OK;
 out:
+	cp_buf_free(&resp->acc);
 	/* Never leave pointers to this stack frame inside the reused handle. */
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);

@@ -20,6 +20,7 @@
  * (per-query timeouts * tries * hops used to add up past it).
  */
 #include "acme/acme.h"
+#include "common/buf.h"
 
 #include <ares.h>
 #include <arpa/nameser.h>
@@ -300,13 +301,15 @@ cp_rc acme_dns_txt(struct acme_resolver *res, const char *name, json_t **values)
 	struct dns_answer ans = { 0 };
 	struct ares_txt_ext *txt = NULL;
 	json_t *arr = NULL;
-	char *val = NULL;
-	size_t vlen = 0;
+	struct cp_buf val; /* the record being joined */
+	bool in_record = false;
 	char qname[DNS_NAME_MAX];
 	cp_rc rc = CP_ERR_NOMEM;
 	int st;
 
 	*values = NULL;
+	/* A DNS message is at most 65535 bytes, and so is any record in it. */
+	cp_buf_init(&val, 65535);
 	if (!res || !name || !dns_norm(name, qname))
 		return CP_ERR_INVALID;
 	arr = json_array();
@@ -329,23 +332,20 @@ cp_rc acme_dns_txt(struct acme_resolver *res, const char *name, json_t **values)
 	}
 	/* A TXT record may hold several strings; its value is their concatenation. */
 	for (struct ares_txt_ext *t = txt; t; t = t->next) {
-		if (t->record_start && val) {
-			if (json_array_append_new(arr, json_stringn(val, vlen)))
+		if (t->record_start && in_record) {
+			if (json_array_append_new(arr, json_stringn(cp_buf_str(&val), val.len)))
 				goto out;
-			free(val);
-			val = NULL;
-			vlen = 0;
+			cp_buf_reset(&val);
 		}
-		char *nv = realloc(val, vlen + t->length + 1);
+		in_record = true;
+		cp_rc brc = cp_buf_add(&val, t->txt, t->length);
 
-		if (!nv)
+		if (brc != CP_OK) {
+			rc = brc == CP_ERR_TOO_LARGE ? CP_ERR_UPSTREAM : brc;
 			goto out;
-		val = nv;
-		memcpy(val + vlen, t->txt, t->length);
-		vlen += t->length;
-		val[vlen] = '\0';
+		}
 	}
-	if (val && json_array_append_new(arr, json_stringn(val, vlen)))
+	if (in_record && json_array_append_new(arr, json_stringn(cp_buf_str(&val), val.len)))
 		goto out;
 done:
 	*values = arr;
@@ -354,7 +354,7 @@ done:
 out:
 	if (txt)
 		ares_free_data(txt);
-	free(val);
+	cp_buf_free(&val);
 	free(ans.abuf);
 	json_decref(arr);
 	return rc;

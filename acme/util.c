@@ -10,6 +10,9 @@
  */
 #include "acme/acme.h"
 
+#include <assert.h>
+#include <curl/curl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,52 +42,81 @@ bool acme_result_is(const struct acme_result *r, const char *short_name)
 	return strcmp(t, short_name) == 0;
 }
 
+/* Retry-After values above this (about 100 years) are read as this: a bound,
+ * not an overflow, whatever the CA sends. */
+#define RETRY_AFTER_MAX 3155760000LL
+/* The longest HTTP-date (RFC 850 with "Wednesday") is 37 characters. */
+#define HTTP_DATE_MAX 40
+
+static bool ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* The HTTP-date (RFC 9110 5.6.7) in s[0..n) as unix seconds, or -1.
+ * libcurl's curl_getdate does the conversion; it is lenient (trailing words,
+ * 31 February rolled into March, any weekday), so the result is formatted
+ * back in each of the three forms and must give s exactly: strict by
+ * construction, with no calendar code of ours. */
+static int64_t http_date(const char *s, size_t n)
+{
+	/* IMF-fixdate, then the obsolete RFC 850 and asctime forms. */
+	static const char *const forms[] = { "%a, %d %b %Y %H:%M:%S GMT",
+					     "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y" };
+	char in[HTTP_DATE_MAX + 1], out[HTTP_DATE_MAX + 1];
+	struct tm tm;
+	time_t t;
+
+	if (n > HTTP_DATE_MAX)
+		return -1;
+	memcpy(in, s, n);
+	in[n] = '\0';
+	t = curl_getdate(in, NULL);
+	if (t < 0 || !gmtime_r(&t, &tm))
+		return -1;
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		size_t m = strftime(out, sizeof(out), forms[i], &tm);
+
+		if (m == n && memcmp(out, in, n) == 0)
+			return (int64_t)t;
+	}
+	return -1;
+}
+
 cp_rc acme_parse_retry_after(const char *value, int64_t now, int64_t *secs)
 {
-	/* HTTP-date forms (RFC 9110 5.6.7): IMF-fixdate, RFC 850, asctime. */
-	static const char *const formats[] = { "%a, %d %b %Y %H:%M:%S GMT",
-					       "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y",
-					       NULL };
-	const char *p = value;
-	int64_t v = 0;
+	const char *p, *end;
+	int64_t v = 0, t;
 
+	assert(secs);
 	if (!value)
 		return CP_ERR_INVALID;
-	while (*p == ' ' || *p == '\t')
-		p++;
+	/* Optional whitespace around the value (RFC 9110 5.6.3). */
+	for (p = value; ows(*p); p++)
+		;
+	for (end = p + strlen(p); end > p && ows(end[-1]); end--)
+		;
+	if (p == end)
+		return CP_ERR_INVALID;
 	if (*p >= '0' && *p <= '9') {
-		for (; *p >= '0' && *p <= '9'; p++) {
-			/* Cap absurd values at ~100 years instead of overflowing. */
-			if (v < 3155760000LL)
-				v = v * 10 + (*p - '0');
+		/* delay-seconds = 1*DIGIT, nothing else; saturating, so any
+		 * number of digits is bounded rather than overflowing. */
+		for (; p < end; p++) {
+			if (*p < '0' || *p > '9')
+				return CP_ERR_INVALID;
+			v = v * 10 + (*p - '0');
+			if (v > RETRY_AFTER_MAX)
+				v = RETRY_AFTER_MAX;
 		}
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p)
-			return CP_ERR_INVALID;
 		*secs = v;
 		return CP_OK;
 	}
-	for (int i = 0; formats[i]; i++) {
-		struct tm tm;
-		const char *end;
-		time_t t;
-
-		memset(&tm, 0, sizeof(tm));
-		end = strptime(p, formats[i], &tm);
-		if (!end)
-			continue;
-		while (*end == ' ' || *end == '\t')
-			end++;
-		if (*end)
-			continue;
-		t = timegm(&tm);
-		if (t == (time_t)-1)
-			return CP_ERR_INVALID;
-		*secs = (int64_t)t > now ? (int64_t)t - now : 0;
-		return CP_OK;
-	}
-	return CP_ERR_INVALID;
+	t = http_date(p, (size_t)(end - p));
+	if (t < 0)
+		return CP_ERR_INVALID;
+	v = t > now ? t - now : 0; /* a date in the past: go now */
+	*secs = v > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : v;
+	return CP_OK;
 }
 
 void acme_parse_problem(const char *body, size_t len, long status, struct acme_result *r)

@@ -16,6 +16,7 @@
  * (marked "OUR CHECK" below): an absolute deadline to receive a request,
  * and the framing/header rules of server_listener_check.
  */
+#include "common/buf.h"
 #include "crypto/crypto.h"
 #include "server/server_internal.h"
 
@@ -51,10 +52,9 @@ enum rs_phase { RS_LOCAL, RS_NET, RS_NET_DONE };
 struct req_state {
 	struct server_http *h;
 	struct MHD_Connection *c;
-	char *body; /* collected upload */
-	size_t len, cap;
-	bool too_large; /* over max_body_bytes while reading: answer 413 */
-	bool early;	/* answered at the first call (framing): discard */
+	struct cp_buf body; /* collected upload, capped at max_body_bytes; wiped */
+	bool too_large;	    /* over max_body_bytes while reading: answer 413 */
+	bool early;	    /* answered at the first call (framing): discard */
 	enum rs_phase phase;
 	/* Identity of the caller; req points here, and the request log reads
 	 * it after dispatch, so it lives as long as the request. */
@@ -245,7 +245,7 @@ static bool idem_begin(struct req_state *rs, const char *key)
 					    .method = rs->method,
 					    .path = rs->path,
 					    .key = rs->idem_key };
-	cp_sha256_hex(rs->body ? rs->body : "", rs->len, rs->body_hash);
+	cp_sha256_hex(cp_buf_str(&rs->body), rs->body.len, rs->body_hash);
 	rc = db_idem_reserve(req->db, &rs->scope, rs->request_id, rs->body_hash, IDEM_LEASE_SECONDS,
 			     IDEM_MAX_AGE, &claim, &rec);
 	if (rc != CP_OK) {
@@ -439,7 +439,7 @@ static bool dispatch(struct req_state *rs)
 	 * never sees what another caller's request answered. */
 	if (route->operator_only && !api_operator_or_reply(req, resp))
 		return false;
-	if (rs->len > 0) {
+	if (rs->body.len > 0) {
 		const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
 		json_error_t err;
 		if (ct && strncasecmp(ct, "application/json", 16) != 0 &&
@@ -449,8 +449,8 @@ static bool dispatch(struct req_state *rs)
 		}
 		/* Any JSON text parses (RFC 8259): a well-formed scalar body is then a
 		 * 422 from the handler's spec, not a 400. */
-		req->body = json_loadb(rs->body, rs->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-				       &err);
+		req->body = json_loadb(rs->body.p, rs->body.len,
+				       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
 		if (!req->body) {
 			char detail[256];
 			snprintf(detail, sizeof(detail), "malformed JSON at line %d column %d: %s",
@@ -574,7 +574,7 @@ static void rs_free(struct req_state *rs)
 {
 	if (!rs)
 		return;
-	crypto_wipe_free_buf(rs->body, rs->cap); /* uploads carry keys and passphrases */
+	cp_buf_free(&rs->body); /* wiping: uploads carry keys and passphrases */
 	free(rs->path);
 	json_decref(rs->req.query);
 	json_decref(rs->req.body);
@@ -631,6 +631,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		rs->h = h;
 		rs->c = c;
 		rs->start_ms = cp_mono_ms();
+		cp_buf_init(&rs->body, (size_t)h->ctx->cfg->max_body_bytes);
+		rs->body.wipe = true; /* uploads carry keys and passphrases */
 		rs->resp.status = 500;
 		cp_uuid(rs->request_id);
 		*con_cls = rs;
@@ -650,25 +652,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		if (!rs->too_large && rs->len + *upload_size > (size_t)h->ctx->cfg->max_body_bytes)
-			rs->too_large = true;
 		if (!rs->too_large) {
-			if (rs->len + *upload_size + 1 > rs->cap) {
-				/* Not realloc: the old buffer may hold a private key or a
-				 * passphrase and is wiped, not left in the heap. */
-				size_t cap = (rs->len + *upload_size + 1) * 2;
-				char *nb = malloc(cap);
-				if (!nb)
-					return MHD_NO;
-				if (rs->len)
-					memcpy(nb, rs->body, rs->len);
-				crypto_wipe_free_buf(rs->body, rs->cap);
-				rs->body = nb;
-				rs->cap = cap;
-			}
-			memcpy(rs->body + rs->len, upload, *upload_size);
-			rs->len += *upload_size;
-			rs->body[rs->len] = '\0';
+			/* The buffer's cap is max_body_bytes: past it, answer 413
+			 * and discard the rest. */
+			cp_rc rc = cp_buf_add(&rs->body, upload, *upload_size);
+			if (rc == CP_ERR_TOO_LARGE)
+				rs->too_large = true;
+			else if (rc != CP_OK)
+				return MHD_NO;
 		}
 		*upload_size = 0;
 		return MHD_YES;

@@ -19,6 +19,7 @@
  * no bearer token; the numbers are counts, never tenant data, but they do
  * reveal the fleet's size, so it is off by default).
  */
+#include "common/buf.h"
 #include "server/server_internal.h"
 
 #include <stdarg.h>
@@ -139,11 +140,10 @@ void server_metrics_delivery(const char *outcome)
 
 /* ------------------------------------------------------------ rendering */
 
-/* A text buffer with a cap; after a failure every append is a no-op and
- * take() answers NULL. */
+/* The text under construction and a sticky failure: after the first failed
+ * append every later one is a no-op and render() answers NULL. */
 struct out {
-	char *s;
-	size_t len, cap;
+	struct cp_buf b;
 	bool failed;
 };
 #define OUT_MAX (8u << 20)
@@ -152,33 +152,13 @@ static void out_add(struct out *o, const char *fmt, ...) CP_PRINTF(2, 3);
 static void out_add(struct out *o, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
 
 	if (o->failed)
 		return;
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(o->s ? o->s + o->len : NULL, o->s ? o->cap - o->len : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			o->failed = true;
-			return;
-		}
-		if (o->s && (size_t)n < o->cap - o->len) {
-			o->len += (size_t)n;
-			return;
-		}
-		size_t cap = o->cap ? o->cap * 2 : 16384;
-		while (cap < o->len + (size_t)n + 1)
-			cap *= 2;
-		char *ns = cap <= OUT_MAX ? realloc(o->s, cap) : NULL;
-		if (!ns) {
-			o->failed = true;
-			return;
-		}
-		o->s = ns;
-		o->cap = cap;
-	}
+	va_start(ap, fmt);
+	if (cp_buf_vaddf(&o->b, fmt, ap) != CP_OK)
+		o->failed = true;
+	va_end(ap);
 }
 
 /* Escape a label value (\, " and newline) into buf. */
@@ -384,18 +364,19 @@ static void render_process(struct out *o, const struct api_ctx *ctx)
 
 static char *render(struct db *db, const struct api_ctx *ctx)
 {
-	struct out o = { 0 };
+	struct out o = { .failed = false };
 
+	cp_buf_init(&o.b, OUT_MAX);
 	render_http(&o);
 	render_deliveries(&o);
 	if (db)
 		render_db(&o, db);
 	render_process(&o, ctx);
-	if (o.failed || !o.s) {
-		free(o.s);
+	if (o.failed) {
+		cp_buf_free(&o.b);
 		return NULL;
 	}
-	return o.s;
+	return cp_buf_take(&o.b, NULL);
 }
 
 char *server_metrics_render(struct db *db, const struct api_ctx *ctx)

@@ -7,7 +7,7 @@
  * Properties: a parsed time formats and parses back to itself; a canonical
  * "YYYY-MM-DDTHH:MM:SSZ" input (seconds < 60) formats back to the same
  * text, so an impossible date like February 31 cannot be accepted as a
- * different day; Retry-After is never negative; cp_time_fmt always writes
+ * different day; Retry-After is never negative nor above its bound; cp_time_fmt always writes
  * 20 characters.
  */
 #include <stdint.h>
@@ -52,7 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		}
 	}
-	if (acme_parse_retry_after(s, 1767225600, &secs) == CP_OK && secs < 0)
+	/* Never negative, never past the ~100-year bound of its contract. */
+	if (acme_parse_retry_after(s, 1767225600, &secs) == CP_OK &&
+	    (secs < 0 || secs > 3155760000LL))
 		abort();
 
 	/* Any 64-bit value (a corrupt row, a far-future notAfter) formats. */

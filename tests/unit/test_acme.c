@@ -184,6 +184,48 @@ static void test_retry_after(void)
 	CHECK_RC(acme_parse_retry_after("-5", t, &s), CP_ERR_INVALID);
 	CHECK_RC(acme_parse_retry_after("", t, &s), CP_ERR_INVALID);
 	CHECK_RC(acme_parse_retry_after(NULL, t, &s), CP_ERR_INVALID);
+	/* Past dates in every form give 0, the epoch itself too. */
+	CHECK_RC(acme_parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", t, &s), CP_OK);
+	CHECK(s == 0);
+	CHECK_RC(acme_parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", t, &s), CP_OK);
+	CHECK(s == 0);
+	CHECK_RC(acme_parse_retry_after("Sun Nov  6 08:49:37 1994", t, &s), CP_OK);
+	CHECK(s == 0);
+	/* Whitespace around a date; a one-digit asctime day is space-padded. */
+	CHECK_RC(acme_parse_retry_after("\tWed, 21 Oct 2015 07:29:00 GMT  ", t, &s), CP_OK);
+	CHECK(s == 60);
+	CHECK_RC(acme_parse_retry_after("Thu Oct  1 00:00:00 2015", t - 86400 * 30, &s), CP_OK);
+	CHECK(s == 1443657600 - (t - 86400 * 30));
+	/* Huge values are bounded, in both forms, never negative. */
+	CHECK_RC(acme_parse_retry_after("3155760001", t, &s), CP_OK);
+	CHECK(s == 3155760000LL);
+	CHECK_RC(acme_parse_retry_after("18446744073709551617", t, &s), CP_OK);
+	CHECK(s == 3155760000LL);
+	CHECK_RC(acme_parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", t, &s), CP_OK);
+	CHECK(s == 3155760000LL);
+	CHECK_RC(acme_parse_retry_after("3155759999", t, &s), CP_OK);
+	CHECK(s == 3155759999LL);
+	/* Garbage: what curl_getdate alone would accept is refused. */
+	s = 7;
+	CHECK_RC(acme_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT xyz", t, &s),
+		 CP_ERR_INVALID);
+	CHECK(s == 7); /* untouched on error */
+	CHECK_RC(acme_parse_retry_after("Wed, 31 Feb 2015 07:28:00 GMT", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Mon, 21 Oct 2015 07:28:00 GMT", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Wed, 21 Oct 2015 07:28:00 +0100", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Wed, 21 Oct 2015 07:28:00 PST", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Wed, 21 Oct 2015", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("wed, 21 oct 2015 07:28:00 gmt", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Wed, 21 Oct 2015 25:28:00 GMT", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Wed, 31 Dec 1969 23:59:59 GMT", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("12 0", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("+5", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("1.5", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("0x10", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after(" \t ", t, &s), CP_ERR_INVALID);
+	CHECK_RC(acme_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT and then some more text", t,
+					&s),
+		 CP_ERR_INVALID);
 }
 
 static void test_problems(void)

@@ -1,0 +1,202 @@
+/*
+ * buf.c - the bounded growable buffer of buf.h.
+ */
+#include "common/buf.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+/* The first allocation: small enough for a short body, one doubling away
+ * from most responses. */
+#define BUF_MIN_CAP 256
+
+/* The invariants every function checks on entry and exit. */
+static void buf_check(const struct cp_buf *b)
+{
+	assert(b);
+	assert(b->max > 0);
+	assert(b->p ? b->len < b->cap : b->len == 0 && b->cap == 0);
+	assert(b->len <= b->max);
+	assert(!b->p || b->p[b->len] == '\0');
+	(void)b;
+}
+
+void cp_buf_init(struct cp_buf *b, size_t max)
+{
+	assert(b);
+	assert(max > 0 && max < SIZE_MAX / 2);
+	b->p = NULL;
+	b->len = 0;
+	b->cap = 0;
+	b->max = max;
+	b->wipe = false;
+	buf_check(b);
+}
+
+/* Make room for n more bytes and the NUL. The content is unchanged on
+ * failure. */
+static cp_rc buf_grow(struct cp_buf *b, size_t n)
+{
+	size_t need, cap;
+	char *np;
+
+	buf_check(b);
+	if (n > b->max - b->len)
+		return CP_ERR_TOO_LARGE;
+	need = b->len + n + 1; /* <= max + 1, cannot overflow (max < SIZE_MAX / 2) */
+	if (need <= b->cap)
+		return CP_OK;
+	cap = b->cap ? b->cap : BUF_MIN_CAP;
+	while (cap < need)
+		cap *= 2;
+	if (cap > b->max + 1)
+		cap = b->max + 1; /* never allocate past the cap */
+	if (b->wipe) {
+		/* Not realloc: the old block holds a secret and is wiped, not
+		 * left behind in the heap. */
+		np = malloc(cap);
+		if (!np)
+			return CP_ERR_NOMEM;
+		if (b->p) {
+			memcpy(np, b->p, b->len + 1);
+			OPENSSL_cleanse(b->p, b->cap);
+			free(b->p);
+		}
+	} else {
+		np = realloc(b->p, cap);
+		if (!np)
+			return CP_ERR_NOMEM;
+	}
+	if (!b->p)
+		np[0] = '\0';
+	b->p = np;
+	b->cap = cap;
+	buf_check(b);
+	return CP_OK;
+}
+
+cp_rc cp_buf_add(struct cp_buf *b, const void *data, size_t n)
+{
+	cp_rc rc;
+
+	buf_check(b);
+	assert(data || n == 0);
+	rc = buf_grow(b, n);
+	if (rc != CP_OK)
+		return rc;
+	if (n)
+		memcpy(b->p + b->len, data, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	buf_check(b);
+	return CP_OK;
+}
+
+cp_rc cp_buf_addc(struct cp_buf *b, char c)
+{
+	return cp_buf_add(b, &c, 1);
+}
+
+cp_rc cp_buf_vaddf(struct cp_buf *b, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	int n;
+	cp_rc rc;
+
+	buf_check(b);
+	assert(fmt);
+	/* First try in the room there is; measure and grow only when short. */
+	va_copy(ap2, ap);
+	n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+	if (n < 0) {
+		rc = CP_ERR_INVALID;
+		goto out;
+	}
+	if (b->p && (size_t)n < b->cap - b->len) {
+		/* cap <= max + 1, so what fits the block fits the cap. */
+		b->len += (size_t)n;
+		rc = CP_OK;
+		goto out;
+	}
+	if (b->p)
+		b->p[b->len] = '\0'; /* drop the truncated tail before growing */
+	rc = buf_grow(b, (size_t)n);
+	if (rc != CP_OK)
+		goto out;
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap2);
+	if (n < 0 || (size_t)n >= b->cap - b->len) {
+		rc = CP_ERR_INVALID; /* the arguments changed under us: refuse */
+		goto out;
+	}
+	b->len += (size_t)n;
+out:
+	va_end(ap2);
+	if (b->p)
+		b->p[b->len] = '\0'; /* drop any truncated tail of a failed try */
+	buf_check(b);
+	return rc;
+}
+
+cp_rc cp_buf_addf(struct cp_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	cp_rc rc;
+
+	va_start(ap, fmt);
+	rc = cp_buf_vaddf(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+const char *cp_buf_str(const struct cp_buf *b)
+{
+	buf_check(b);
+	return b->p ? b->p : "";
+}
+
+char *cp_buf_take(struct cp_buf *b, size_t *len)
+{
+	char *p;
+
+	buf_check(b);
+	p = b->p;
+	if (len)
+		*len = b->len;
+	b->p = NULL;
+	b->len = 0;
+	b->cap = 0;
+	buf_check(b);
+	return p;
+}
+
+void cp_buf_reset(struct cp_buf *b)
+{
+	buf_check(b);
+	if (b->p) {
+		if (b->wipe)
+			OPENSSL_cleanse(b->p, b->cap);
+		b->p[0] = '\0';
+	}
+	b->len = 0;
+	buf_check(b);
+}
+
+void cp_buf_free(struct cp_buf *b)
+{
+	if (!b)
+		return;
+	buf_check(b);
+	if (b->p && b->wipe)
+		OPENSSL_cleanse(b->p, b->cap);
+	free(b->p);
+	b->p = NULL;
+	b->len = 0;
+	b->cap = 0;
+	buf_check(b);
+}

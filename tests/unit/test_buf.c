@@ -1,0 +1,126 @@
+/*
+ * test_buf.c - the bounded growable buffer (common/buf.h): growth, the cap
+ * on every add, NUL termination, take and reset, and that a failed add
+ * leaves the content as it was.
+ */
+#include "common/buf.h"
+#include "tests/unit/check.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_empty(void)
+{
+	struct cp_buf b;
+	size_t len = 99;
+
+	cp_buf_init(&b, 16);
+	CHECK(b.p == NULL && b.len == 0 && b.max == 16 && !b.wipe);
+	CHECK(strcmp(cp_buf_str(&b), "") == 0);
+	CHECK(cp_buf_take(&b, &len) == NULL);
+	CHECK(len == 0);
+	CHECK_RC(cp_buf_add(&b, NULL, 0), CP_OK);
+	CHECK(b.p && b.p[0] == '\0' && b.len == 0);
+	cp_buf_free(&b);
+	CHECK(b.p == NULL && b.cap == 0 && b.max == 16);
+	cp_buf_free(NULL);
+}
+
+static void test_add_and_cap(void)
+{
+	struct cp_buf b;
+
+	cp_buf_init(&b, 8);
+	CHECK_RC(cp_buf_add(&b, "abcd", 4), CP_OK);
+	CHECK_RC(cp_buf_addc(&b, 'e'), CP_OK);
+	CHECK(b.len == 5 && strcmp(b.p, "abcde") == 0);
+	/* Over the cap: refused whole, content unchanged. */
+	CHECK_RC(cp_buf_add(&b, "fghi", 4), CP_ERR_TOO_LARGE);
+	CHECK(b.len == 5 && strcmp(b.p, "abcde") == 0);
+	CHECK_RC(cp_buf_add(&b, "fgh", 3), CP_OK); /* exactly max */
+	CHECK(b.len == 8 && strcmp(b.p, "abcdefgh") == 0);
+	CHECK(b.cap <= b.max + 1);
+	CHECK_RC(cp_buf_addc(&b, 'x'), CP_ERR_TOO_LARGE);
+	CHECK_RC(cp_buf_addf(&b, "%d", 1), CP_ERR_TOO_LARGE);
+	CHECK(strcmp(b.p, "abcdefgh") == 0);
+	/* A huge n must not wrap the length check. */
+	CHECK_RC(cp_buf_add(&b, "", SIZE_MAX), CP_ERR_TOO_LARGE);
+	cp_buf_free(&b);
+}
+
+static void test_addf_growth(void)
+{
+	struct cp_buf b;
+	size_t i, len;
+	char *s;
+
+	cp_buf_init(&b, 1 << 20);
+	for (i = 0; i < 10000; i++)
+		CHECK_RC(cp_buf_addf(&b, "%05zu,", i), CP_OK);
+	CHECK(b.len == 60000);
+	CHECK(b.p[b.len] == '\0');
+	CHECK(memcmp(b.p, "00000,00001,", 12) == 0);
+	CHECK(memcmp(b.p + 59994, "09999,", 6) == 0);
+	/* A formatted string longer than the room left grows in one step. */
+	CHECK_RC(cp_buf_addf(&b, "%4000s|", "x"), CP_OK);
+	CHECK(b.len == 64001 && b.p[64000] == '|' && b.p[64001] == '\0');
+	s = cp_buf_take(&b, &len);
+	CHECK(s && len == 64001 && strlen(s) == len);
+	CHECK(b.p == NULL && b.len == 0 && b.max == 1 << 20);
+	free(s);
+	/* Reusable after take. */
+	CHECK_RC(cp_buf_addf(&b, "%s-%d", "again", 2), CP_OK);
+	CHECK(strcmp(cp_buf_str(&b), "again-2") == 0);
+	cp_buf_free(&b);
+}
+
+static void test_addf_cap(void)
+{
+	struct cp_buf b;
+
+	cp_buf_init(&b, 300);
+	CHECK_RC(cp_buf_addf(&b, "%290s", "a"), CP_OK);
+	CHECK(b.len == 290);
+	/* Ten more fit exactly, eleven do not, and the tail stays clean. */
+	CHECK_RC(cp_buf_addf(&b, "%11s", "b"), CP_ERR_TOO_LARGE);
+	CHECK(b.len == 290 && b.p[290] == '\0');
+	CHECK_RC(cp_buf_addf(&b, "%10s", "c"), CP_OK);
+	CHECK(b.len == 300 && b.p[299] == 'c' && b.p[300] == '\0');
+	cp_buf_free(&b);
+}
+
+static void test_wipe_and_reset(void)
+{
+	struct cp_buf b;
+	char chunk[1000];
+	size_t i;
+
+	memset(chunk, 'k', sizeof(chunk));
+	cp_buf_init(&b, 100000);
+	b.wipe = true;
+	/* Regrowth on a wiping buffer copies instead of realloc; content kept. */
+	for (i = 0; i < 50; i++)
+		CHECK_RC(cp_buf_add(&b, chunk, sizeof(chunk)), CP_OK);
+	CHECK(b.len == 50000);
+	for (i = 0; i < b.len && b.p[i] == 'k'; i++)
+		;
+	CHECK(i == 50000 && b.p[50000] == '\0');
+	cp_buf_reset(&b);
+	CHECK(b.len == 0 && b.p && b.p[0] == '\0' && b.cap >= 50001);
+	CHECK(b.wipe);
+	CHECK_RC(cp_buf_add(&b, "z", 1), CP_OK);
+	CHECK(strcmp(cp_buf_str(&b), "z") == 0);
+	cp_buf_free(&b);
+	CHECK(b.p == NULL && b.wipe);
+}
+
+int main(void)
+{
+	test_empty();
+	test_add_and_cap();
+	test_addf_growth();
+	test_addf_cap();
+	test_wipe_and_reset();
+	return check_exit("test_buf");
+}
