@@ -2,6 +2,7 @@
  * files.c - bounded whole-file reads and atomic, durable file replacement
  * (temporary file, fsync, rename, directory fsync).
  */
+#include "common/buf.h"
 #include "common/common.h"
 
 #include <assert.h>
@@ -17,14 +18,18 @@
 
 cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len)
 {
+	/* wipe: the caller may read a secret (operator token), so no copy of
+	 * it is left behind by regrowth or on an error path. */
+	struct cp_buf buf = { 0 };
 	struct stat st;
 	FILE *f = NULL;
-	char *buf = NULL;
-	size_t n = 0, cap = 4096;
+	char chunk[4096];
 	cp_rc rc = CP_ERR_IO;
 	int fd;
 
 	assert(path && max > 0 && out && len);
+	cp_buf_init(&buf, max + 1); /* room for the terminator */
+	buf.wipe = true;
 	/* O_NONBLOCK: a FIFO in the file's place must not hang the open; the
 	 * fstat below then refuses anything but a regular file. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -35,46 +40,32 @@ cp_rc cp_file_read(const char *path, size_t max, char **out, size_t *len)
 		close(fd);
 		goto out;
 	}
-	buf = malloc(cap + 1);
-	if (!buf) {
-		rc = CP_ERR_NOMEM;
-		goto out;
-	}
 	for (;;) {
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (n > max) {
-			rc = CP_ERR_TOO_LARGE;
-			goto out;
-		}
+		size_t got = fread(chunk, 1, sizeof(chunk), f);
 		if (got == 0)
 			break;
-		if (n == cap) {
-			char *nb = realloc(buf, cap * 2 + 1);
-			if (!nb) {
-				rc = CP_ERR_NOMEM;
-				goto out;
-			}
-			buf = nb;
-			cap *= 2;
-		}
+		rc = cp_buf_add(&buf, chunk, got);
+		if (rc != CP_OK)
+			goto out; /* CP_ERR_TOO_LARGE well over max, or CP_ERR_NOMEM */
 	}
+	rc = CP_ERR_IO;
 	if (ferror(f))
 		goto out;
-	buf[n] = '\0';
-	*out = buf;
-	buf = NULL;
-	if (len)
-		*len = n;
+	rc = CP_ERR_TOO_LARGE;
+	if (buf.len > max)
+		goto out;
+	/* Terminated, and an empty file still gives a (empty) string. */
+	rc = cp_buf_addc(&buf, '\0');
+	if (rc != CP_OK)
+		goto out;
+	*out = cp_buf_take(&buf, len);
+	*len -= 1; /* the terminator added above */
 	rc = CP_OK;
 out:
+	OPENSSL_cleanse(chunk, sizeof(chunk));
 	if (f)
 		fclose(f);
-	/* The caller may read a secret (operator token): wipe what we drop. */
-	if (buf) {
-		OPENSSL_cleanse(buf, cap + 1);
-		free(buf);
-	}
+	cp_buf_free(&buf);
 	return rc;
 }
 

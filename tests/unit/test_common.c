@@ -449,6 +449,18 @@ static void test_files(void)
 	snprintf(planted, sizeof(planted), "%s/big", dir);
 	CHECK(cp_file_write(planted, big, sizeof(big), 0600) == CP_OK);
 	CHECK(cp_file_read(planted, 4096, &buf, &n) == CP_ERR_TOO_LARGE);
+	/* At the limit exactly: read whole, terminated. */
+	CHECK(cp_file_read(planted, sizeof(big), &buf, &n) == CP_OK && n == sizeof(big) &&
+	      buf[n] == '\0' && buf[0] == 'a' && buf[n - 1] == 'a');
+	free(buf);
+	buf = NULL;
+	CHECK(cp_file_read(planted, sizeof(big) - 1, &buf, &n) == CP_ERR_TOO_LARGE);
+	unlink(planted);
+	/* An empty file is an empty string. */
+	CHECK(cp_file_write(planted, "", 0, 0600) == CP_OK);
+	CHECK(cp_file_read(planted, 16, &buf, &n) == CP_OK && n == 0 && buf && buf[0] == '\0');
+	free(buf);
+	buf = NULL;
 	unlink(planted);
 
 	for (int i = -2; i <= 2; i++) {
