@@ -156,9 +156,16 @@ def hundred_orders(kills=0):
         ids = []
         stages = {}
         rng = random.Random()
-        for k in range(kills):
-            ids += create(s, key, N // kills + (1 if k < N % kills else 0), "n")
-            time.sleep(rng.uniform(0.0, 0.08))
+        # A kill counts when orders are in flight at that moment; a batch can
+        # finish before its random kill, so there are a few spare batches and
+        # the test needs `kills` kills that landed, not `kills` attempts.
+        batches = kills + kills // 4
+        landed = 0
+        for k in range(batches):
+            if landed == kills:
+                break
+            ids += create(s, key, N // batches + (1 if k < N % batches else 0), "n")
+            time.sleep(rng.uniform(0.0, 0.05))
             s.kill9()
             # The statuses at the moment of the kill, from the dead server's file.
             db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"))
@@ -166,10 +173,12 @@ def hundred_orders(kills=0):
             db.close()
             check("failed" not in by, "an order failed: %r" % by)
             in_flight = {st: n for st, n in by.items() if st != "valid"}
-            check(in_flight, "orders in flight at kill %d: %r" % (k + 1, by))
+            landed += 1 if in_flight else 0
             for st, n in in_flight.items():
                 stages[st] = stages.get(st, 0) + n
             s.start()
+        check(landed == kills, "%d of the kills landed on orders in flight, %d wanted"
+              % (landed, kills))
         ids += create(s, key, N - len(ids), "n")
         if kills:
             print("  orders in flight at the %d kills, by status: %r" % (kills, stages))
