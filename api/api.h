@@ -90,6 +90,10 @@ bool api_object_body_or_reply(struct api_req *req, struct api_resp *resp);
 /* Validate the JSON body against spec; 400 if there is no body object, 422
  * with every field error otherwise. */
 bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec);
+/* A change to one object of the tenant: api_tenant_or_reply, path
+ * parameter 0 a UUID (api_id_or_reply) and the body valid against spec
+ * (api_body_or_reply), checked in that order. */
+bool api_change_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec);
 /* Path parameter i must be a UUID; 404 otherwise (a malformed id names no
  * object, exactly as a missing one). */
 bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i);

@@ -550,8 +550,7 @@ void api_certificates_update(struct api_req *req, struct api_resp *resp)
 	};
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_body_or_reply(req, resp, spec))
+	if (!api_change_or_reply(req, resp, spec))
 		return;
 	rc = db_begin(req->db);
 	if (rc == CP_OK)

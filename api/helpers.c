@@ -210,6 +210,12 @@ bool api_body_or_reply(struct api_req *req, struct api_resp *resp, const struct 
 	return false;
 }
 
+bool api_change_or_reply(struct api_req *req, struct api_resp *resp, const struct cp_spec *spec)
+{
+	return api_tenant_or_reply(req, resp) && api_id_or_reply(req, resp, 0) &&
+	       api_body_or_reply(req, resp, spec);
+}
+
 bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i)
 {
 	assert(req && resp && i >= 0 && (size_t)i < CP_ARRAY_LEN(req->params));

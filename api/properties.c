@@ -292,8 +292,7 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 	bool detach, bump;
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_body_or_reply(req, resp, spec))
+	if (!api_change_or_reply(req, resp, spec))
 		return;
 	errors = json_array();
 	for (const char *const *f = not_null; *f; f++)
@@ -360,8 +359,7 @@ void api_deployments_create(struct api_req *req, struct api_resp *resp)
 	json_t *dep = NULL, *detail = NULL;
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_body_or_reply(req, resp, spec))
+	if (!api_change_or_reply(req, resp, spec))
 		return;
 	rc = db_begin(req->db);
 	if (rc == CP_OK)

@@ -142,8 +142,7 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 	};
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_body_or_reply(req, resp, spec))
+	if (!api_change_or_reply(req, resp, spec))
 		return;
 	if (p.events && !events_or_reply(p.events, resp))
 		return;
