@@ -694,6 +694,20 @@ static void test_renewal_and_metrics(void)
 	CHECK(json_array_size(out) == 1 && !strcmp(fx_str(json_array_get(out, 0), "id"), cid));
 	json_decref(out);
 	out = NULL;
+	/* Deferred by the scheduler: found at the new moment only. */
+	CHECK_RC(db_renewal_defer(db, cid, 1234567), CP_OK);
+	CHECK_RC(db_renewal_attention(db, 1234566, 1234567, 10, &out), CP_OK);
+	CHECK(json_array_size(out) == 1 && !strcmp(fx_str(json_array_get(out, 0), "id"), cid));
+	json_decref(out);
+	out = NULL;
+	CHECK_RC(db_renewal_attention(db, 1234567, 1234999, 10, &out), CP_OK);
+	CHECK(json_array_size(out) == 0);
+	json_decref(out);
+	out = NULL;
+	/* No renewal order in flight: the budget resumes at no queued slot. */
+	na = -1;
+	CHECK_RC(db_renewal_last_run_at(db, "letsencrypt", &na), CP_OK);
+	CHECK(na == 0);
 	/* Backing off (next attempt later): not a candidate. */
 	CHECK_RC(db_certificate_set_renewal(
 			 db, ta, cid,
@@ -754,6 +768,10 @@ static void test_renewal_and_metrics(void)
 	CHECK_RC(db_renewal_hostnames(db, ta, cid, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_attention(db, 0, cp_now(), 10, &out), CP_ERR_INTERNAL);
+	CHECK_RC(db_renewal_defer(db, cid, cp_now() + 60), CP_ERR_INTERNAL);
+	CHECK_RC(db_renewal_last_run_at(db, "letsencrypt", &na), CP_ERR_INTERNAL);
+	CHECK_RC(db_job_prune(db, cp_now(), 10, &count), CP_ERR_INTERNAL);
+	CHECK_RC(db_webhook_prune(db, cp_now(), 10, &count), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_give_up_expired(db, &count), CP_ERR_INTERNAL);
 	fx_fail(db, false);
 	CHECK(out == NULL);
