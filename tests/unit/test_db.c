@@ -500,6 +500,26 @@ static void test_jobs(void)
 	db_job_set_lanes(NULL);
 }
 
+/* The constant lists of db.h: one place each, and their lookups. */
+static void test_constant_lists(void)
+{
+	CHECK(db_event_types[DB_EVENT_TYPES_COUNT] == NULL);
+	for (size_t i = 0; i < DB_EVENT_TYPES_COUNT; i++)
+		CHECK(db_event_types[i] && db_event_type_known(db_event_types[i]));
+	CHECK(db_event_type_known("certificate.issued"));
+	CHECK(!db_event_type_known("certificate.issue"));
+	CHECK(!db_event_type_known(""));
+	CHECK(!db_event_type_known(NULL));
+	CHECK(db_order_status_in_flight("pending"));
+	CHECK(db_order_status_in_flight("validating"));
+	CHECK(db_order_status_in_flight("issuing"));
+	CHECK(!db_order_status_in_flight("valid"));
+	CHECK(!db_order_status_in_flight("pend"));	/* a prefix of a member */
+	CHECK(!db_order_status_in_flight("'pending'")); /* the SQL spelling */
+	CHECK(!db_order_status_in_flight(""));
+	CHECK(!db_order_status_in_flight(NULL));
+}
+
 static void test_events(void)
 {
 	struct db *db = fx.db;
@@ -643,6 +663,7 @@ int main(void)
 	test_audit();
 	test_idem();
 	test_jobs();
+	test_constant_lists();
 	test_events();
 	test_quotas();
 	fx_close(&fx);
