@@ -67,9 +67,11 @@ def seed(s, key, i):
     prop = expect(s.post("/v1/properties", {
         "name": "shop-%d" % i, "hostnames": names, "edge_hostname_id": eh["id"],
         "certificate_id": cert["id"], "certificate_renew_automation": True}, token=key), 201).json
-    expect(s.post("/v1/properties/%s/deployments" % prop["id"], {"environment": "production"},
-                  token=key), 201)
-    return cert["id"], prop["id"], int(time.time()) + 1
+    dep = expect(s.post("/v1/properties/%s/deployments" % prop["id"],
+                        {"environment": "production"}, token=key), 201).json
+    # The server's own moment (whole seconds, as the order's created_at):
+    # the test's clock could put it a second after an order started at once.
+    return cert["id"], prop["id"], ts(dep["created_at"])
 
 
 def test_one_renewal_per_window():
