@@ -24,7 +24,7 @@ struct fx {
 };
 
 /* Make f->dir, open and migrate f->path in it. false on any failure. */
-static bool fx_open(struct fx *f, const char *name)
+static inline bool fx_open(struct fx *f, const char *name)
 {
 	cp_log_set_level(CP_LOG_ERROR); /* the error paths below log on purpose */
 	snprintf(f->dir, sizeof(f->dir), "/tmp/cp-%s-XXXXXX", name);
@@ -38,7 +38,7 @@ static bool fx_open(struct fx *f, const char *name)
 }
 
 /* Close the database and remove f->dir with every file in it. */
-static void fx_close(struct fx *f)
+static inline void fx_close(struct fx *f)
 {
 	DIR *d;
 	struct dirent *e;
@@ -59,7 +59,7 @@ static void fx_close(struct fx *f)
 }
 
 /* Raw SQL on the test's connection; true when it ran. */
-static bool fx_sql(struct db *db, const char *sql)
+static inline bool fx_sql(struct db *db, const char *sql)
 {
 	char *msg = NULL;
 	int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
@@ -71,7 +71,7 @@ static bool fx_sql(struct db *db, const char *sql)
 }
 
 /* The integer of the first column of sql's first row (-1 if none). */
-static int64_t fx_int(struct db *db, const char *sql)
+static inline int64_t fx_int(struct db *db, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 	int64_t v = -1;
@@ -83,27 +83,27 @@ static int64_t fx_int(struct db *db, const char *sql)
 	return v;
 }
 
-static int fx_interrupt(void *arg)
+static inline int fx_interrupt(void *arg)
 {
 	(void)arg;
 	return 1;
 }
 
 /* on: every statement of db is interrupted (SQLITE_INTERRUPT) as it runs. */
-static void fx_fail(struct db *db, bool on)
+static inline void fx_fail(struct db *db, bool on)
 {
 	sqlite3_progress_handler(db->h, 1, on ? fx_interrupt : NULL, NULL);
 }
 
 /* The string member key of o, "" when absent or not a string. */
-static const char *fx_str(const json_t *o, const char *key)
+static inline const char *fx_str(const json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 	return s ? s : "";
 }
 
 /* A new tenant's id copied into id; the tenant JSON is not kept. */
-static bool fx_tenant(struct db *db, const char *name, char id[CP_UUID_LEN + 1])
+static inline bool fx_tenant(struct db *db, const char *name, char id[CP_UUID_LEN + 1])
 {
 	json_t *t = NULL;
 	bool ok = db_tenant_create(db, name, &t) == CP_OK;
@@ -114,7 +114,7 @@ static bool fx_tenant(struct db *db, const char *name, char id[CP_UUID_LEN + 1])
 	return ok;
 }
 
-static void fx_list_clear(struct db_list *l)
+static inline void fx_list_clear(struct db_list *l)
 {
 	json_decref(l->data);
 	l->data = NULL;

@@ -23,18 +23,7 @@
 #include "common/common.h"
 #include "db/db_internal.h"
 #include "tests/unit/check.h"
-
-static int64_t count(struct db *db, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t n = -1;
-
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return n;
-}
+#include "tests/unit/db_fixture.h"
 
 static const char *test_lane(const char *kind)
 {
@@ -48,19 +37,19 @@ static const char *test_lane(const char *kind)
 /* The counts kept by the triggers equal the ones computed from jobs. */
 static bool counts_consistent(struct db *db)
 {
-	return count(db, "SELECT count(*) FROM (SELECT lane, ifnull(tenant_id, '') t, "
-			 "sum(state = 'queued') q, sum(state = 'running') r FROM jobs "
-			 "GROUP BY 1, 2) j LEFT JOIN job_tenants k ON k.lane = j.lane AND "
-			 "k.tenant_id = j.t WHERE ifnull(k.queued, 0) != j.q OR "
-			 "ifnull(k.running, 0) != j.r") == 0 &&
-	       count(db,
-		     "SELECT count(*) FROM job_tenants k WHERE (queued != 0 OR running != 0) "
-		     "AND NOT EXISTS (SELECT 1 FROM jobs WHERE lane = k.lane AND "
-		     "ifnull(tenant_id, '') = k.tenant_id AND state IN ('queued', 'running'))") ==
+	return fx_int(db, "SELECT count(*) FROM (SELECT lane, ifnull(tenant_id, '') t, "
+			  "sum(state = 'queued') q, sum(state = 'running') r FROM jobs "
+			  "GROUP BY 1, 2) j LEFT JOIN job_tenants k ON k.lane = j.lane AND "
+			  "k.tenant_id = j.t WHERE ifnull(k.queued, 0) != j.q OR "
+			  "ifnull(k.running, 0) != j.r") == 0 &&
+	       fx_int(db,
+		      "SELECT count(*) FROM job_tenants k WHERE (queued != 0 OR running != 0) "
+		      "AND NOT EXISTS (SELECT 1 FROM jobs WHERE lane = k.lane AND "
+		      "ifnull(tenant_id, '') = k.tenant_id AND state IN ('queued', 'running'))") ==
 		       0 &&
-	       count(db, "SELECT count(*) FROM job_tenants k WHERE next_run_at IS NOT (SELECT "
-			 "min(run_at) FROM jobs WHERE lane = k.lane AND ifnull(tenant_id, '') = "
-			 "k.tenant_id AND state = 'queued')") == 0;
+	       fx_int(db, "SELECT count(*) FROM job_tenants k WHERE next_run_at IS NOT (SELECT "
+			  "min(run_at) FROM jobs WHERE lane = k.lane AND ifnull(tenant_id, '') = "
+			  "k.tenant_id AND state = 'queued')") == 0;
 }
 
 static void enqueue(struct db *db, const char *kind, const char *tenant, int n)
@@ -84,9 +73,9 @@ static void test_claim(struct db *db)
 	enqueue(db, "acme_order", "B", 2);
 	enqueue(db, "acme_order", "C", 1);
 	enqueue(db, "some_new_kind", NULL, 1);
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE lane = 'acme'") == 13);
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE lane = 'webhook'") == 10);
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE lane = 'general'") == 1);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE lane = 'acme'") == 13);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE lane = 'webhook'") == 10);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE lane = 'general'") == 1);
 	CHECK(counts_consistent(db));
 
 	/* Round robin: the first three claims serve three different tenants,
@@ -104,8 +93,8 @@ static void test_claim(struct db *db)
 	CHECK(strcmp(j[3].tenant_id, "C") && strcmp(j[4].tenant_id, "C"));
 	/* The cap: A and B both run 2, so nothing more may run in the lane. */
 	CHECK(db_job_claim(db, "acme", 2, "w1", 60, &j[5]) == CP_ERR_NOT_FOUND);
-	CHECK(count(db,
-		    "SELECT running FROM job_tenants WHERE lane = 'acme' AND tenant_id = 'A'") ==
+	CHECK(fx_int(db,
+		     "SELECT running FROM job_tenants WHERE lane = 'acme' AND tenant_id = 'A'") ==
 	      2);
 	CHECK(counts_consistent(db));
 	/* The webhook lane is not held by the acme lane's work. */
@@ -142,20 +131,20 @@ static void test_claim(struct db *db)
 	CHECK(db_exec(db, "UPDATE jobs SET lease_until = 1 WHERE id = (SELECT min(id) FROM jobs "
 			  "WHERE state = 'running' AND lane = 'acme')") == CP_OK);
 	CHECK(db_job_claim(db, "acme", 2, "w2", 60, &j[6]) == CP_OK);
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE lease_owner = 'w2'") == 1);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE lease_owner = 'w2'") == 1);
 	CHECK(counts_consistent(db));
 	db_job_clear(&j[6]);
 	/* Clean shutdown and crash recovery requeue and keep the counts. */
 	CHECK(db_job_release_owner(db, "w2") == CP_OK);
 	CHECK(counts_consistent(db));
 	CHECK(db_job_recover_orphans(db) == CP_OK);
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0);
-	CHECK(count(db, "SELECT sum(running) FROM job_tenants") == 0);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE state = 'running'") == 0);
+	CHECK(fx_int(db, "SELECT sum(running) FROM job_tenants") == 0);
 	CHECK(counts_consistent(db));
 	/* Re-laning moves queued jobs and their counts. */
 	CHECK(db_job_relane(db, "webhook_delivery", "general") == CP_OK);
-	CHECK(count(db, "SELECT queued FROM job_tenants WHERE lane = 'general' AND tenant_id = "
-			"'A'") == 9);
+	CHECK(fx_int(db, "SELECT queued FROM job_tenants WHERE lane = 'general' AND tenant_id = "
+			 "'A'") == 9);
 	CHECK(db_job_relane(db, "webhook_delivery", "webhook") == CP_OK);
 	CHECK(counts_consistent(db));
 	CHECK(db_exec(db, "DELETE FROM jobs WHERE tenant_id = 'C'") == CP_OK);
@@ -165,12 +154,12 @@ static void test_claim(struct db *db)
 		struct db_job k;
 		if (db_job_claim(db, "acme", 2, "w3", 60, &k) != CP_OK)
 			break;
-		CHECK(count(db, "SELECT max(running) FROM job_tenants WHERE lane = 'acme'") <= 2);
+		CHECK(fx_int(db, "SELECT max(running) FROM job_tenants WHERE lane = 'acme'") <= 2);
 		CHECK(db_job_done(db, k.id, "w3") == CP_OK);
 		db_job_clear(&k);
 	}
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE lane = 'acme' AND state = 'queued' AND "
-			"run_at <= unixepoch()") == 0);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE lane = 'acme' AND state = 'queued' AND "
+			 "run_at <= unixepoch()") == 0);
 	CHECK(counts_consistent(db));
 	for (int i = 0; i < 5; i++)
 		db_job_clear(&j[i]);
@@ -257,10 +246,10 @@ static int bench(const char *path, int n)
 		return 1;
 	db_job_set_lanes(test_lane);
 	printf("jobs %lld (queued %lld, running %lld), tenants in job_tenants %lld\n",
-	       (long long)count(db, "SELECT count(*) FROM jobs"),
-	       (long long)count(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"),
-	       (long long)count(db, "SELECT count(*) FROM jobs WHERE state = 'running'"),
-	       (long long)count(db, "SELECT count(*) FROM job_tenants"));
+	       (long long)fx_int(db, "SELECT count(*) FROM jobs"),
+	       (long long)fx_int(db, "SELECT count(*) FROM jobs WHERE state = 'queued'"),
+	       (long long)fx_int(db, "SELECT count(*) FROM jobs WHERE state = 'running'"),
+	       (long long)fx_int(db, "SELECT count(*) FROM job_tenants"));
 	explain(db, "SELECT tenant_id FROM (SELECT tenant_id, next_run_at, running, last_served "
 		    "FROM job_tenants INDEXED BY job_tenants_rr WHERE lane = ?1 AND queued > 0 "
 		    "ORDER BY last_served LIMIT 64) "

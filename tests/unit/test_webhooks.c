@@ -25,6 +25,7 @@
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 #include "tests/unit/check.h"
+#include "tests/unit/db_fixture.h"
 
 /* ---- Standard Webhooks ---- */
 
@@ -78,18 +79,6 @@ static void test_schedule_parse(void)
 }
 
 /* ---- db: fan-out, disabling policy, reminders ---- */
-
-static int64_t count(struct db *db, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t n = -1;
-
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return n;
-}
 
 static char *make_webhook(struct db *db, const char *tenant, const char *events_json)
 {
@@ -145,17 +134,17 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 	emit(db, tenant, "certificate.issued");
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'", all);
-	CHECK(count(db, sql) == 1);
+	CHECK(fx_int(db, sql) == 1);
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'", issued);
-	CHECK(count(db, sql) == 1);
+	CHECK(fx_int(db, sql) == 1);
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '%s'", other);
-	CHECK(count(db, sql) == 0);
-	CHECK(count(db, "SELECT count(*) FROM jobs WHERE kind = 'webhook_delivery'") == 2);
+	CHECK(fx_int(db, sql) == 0);
+	CHECK(fx_int(db, "SELECT count(*) FROM jobs WHERE kind = 'webhook_delivery'") == 2);
 	/* Test events are never fanned out. */
 	emit(db, tenant, "webhook.test");
-	CHECK(count(db, "SELECT count(*) FROM webhook_deliveries") == 2);
+	CHECK(fx_int(db, "SELECT count(*) FROM webhook_deliveries") == 2);
 
 	/* Five deliveries to "issued" fail for good: it is disabled on the
 	 * fifth, with a webhook.disabled event fanned out to "*" only. */
@@ -182,11 +171,11 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 		 "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
 		 "AND disabled_reason LIKE '5 consecutive deliveries failed%%'",
 		 issued);
-	CHECK(count(db, sql) == 1);
-	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'webhook.disabled'") == 1);
-	CHECK(count(db, "SELECT count(*) FROM webhook_deliveries WHERE event_type = "
-			"'webhook.disabled'") == 1);
-	CHECK(count(db, "SELECT count(*) FROM webhook_attempts") == 10);
+	CHECK(fx_int(db, sql) == 1);
+	CHECK(fx_int(db, "SELECT count(*) FROM events WHERE type = 'webhook.disabled'") == 1);
+	CHECK(fx_int(db, "SELECT count(*) FROM webhook_deliveries WHERE event_type = "
+			 "'webhook.disabled'") == 1);
+	CHECK(fx_int(db, "SELECT count(*) FROM webhook_attempts") == 10);
 
 	/* 410 disables at once. */
 	{
@@ -202,7 +191,7 @@ static void test_fanout_and_policy(struct db *db, const char *tenant)
 		 "SELECT count(*) FROM webhooks WHERE id = '%s' AND enabled = 0 "
 		 "AND disabled_reason LIKE '%%410%%'",
 		 all);
-	CHECK(count(db, sql) == 1);
+	CHECK(fx_int(db, sql) == 1);
 
 	/* Re-enabling clears the reason and the counters. */
 	{
@@ -248,7 +237,7 @@ static int64_t reminders(struct db *db, const char *cert, int den)
 		 "= '%s' AND (%d < 0 OR json_extract(payload, '$.data.threshold') = '1/%d' "
 		 "OR (%d = 0 AND type = 'certificate.expired'))",
 		 cert, den, den, den);
-	return count(db, sql);
+	return fx_int(db, sql);
 }
 
 /* Reminders relative to the lifetime (lifecycle_reminder): 1/3, 1/6, 1/30
@@ -279,13 +268,13 @@ static void test_reminders(struct db *db, const char *tenant)
 	/* No 30-day warning for a 6-day certificate at issuance. */
 	CHECK(reminders(db, c6, -1) == 0);
 	/* Metadata, facts and the threshold are echoed. */
-	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
-			"json_extract(payload, '$.data.metadata.team') = 'x' AND "
-			"json_extract(payload, '$.data.sans[0]') = 'a.example'") == 3);
-	CHECK(count(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
-			"json_extract(payload, '$.data.threshold') = '1/3' AND "
-			"json_extract(payload, '$.data.threshold_seconds') = 30 * 86400 AND "
-			"json_extract(payload, '$.data.threshold_days') = 30") == 1);
+	CHECK(fx_int(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
+			 "json_extract(payload, '$.data.metadata.team') = 'x' AND "
+			 "json_extract(payload, '$.data.sans[0]') = 'a.example'") == 3);
+	CHECK(fx_int(db, "SELECT count(*) FROM events WHERE type = 'certificate.expiring' AND "
+			 "json_extract(payload, '$.data.threshold') = '1/3' AND "
+			 "json_extract(payload, '$.data.threshold_seconds') = 30 * 86400 AND "
+			 "json_extract(payload, '$.data.threshold_days') = 30") == 1);
 
 	/* The 6-day certificate: 1/3 at 2 days left (c2 has expired by then),
 	 * 1/6 at 1 day, 1/30 at 4.8 hours, then expired. */
