@@ -501,16 +501,46 @@ static void wipe_free(void *p)
 	crypto_wipe_free(p);
 }
 
+/* The URL of what a 201 created, into out (empty when there is none): every
+ * creation is a POST to its collection answering the new object with its
+ * "id", so it is the request path and that id. A replayed 201 carries its
+ * body as text and gets the same Location. Only [0-9a-z-] ids are used, so
+ * nothing a body holds can reach a header. */
+static void created_location(const char *method, const char *path, const struct api_resp *resp,
+			     char *out, size_t n)
+{
+	json_t *parsed = NULL;
+	const char *id;
+	size_t len;
+
+	assert(method && resp && out && n > 0);
+	out[0] = '\0';
+	if (resp->status != 201 || strcmp(method, "POST") != 0 || !path || path[0] != '/')
+		return;
+	if (!resp->json && resp->text)
+		parsed = json_loadb(resp->text, resp->text_len, 0, NULL);
+	id = json_string_value(json_object_get(resp->json ? resp->json : parsed, "id"));
+	len = id ? strlen(id) : 0;
+	if (len > 0 && len <= CP_UUID_LEN &&
+	    strspn(id, "0123456789abcdefghijklmnopqrstuvwxyz-") == len)
+		snprintf(out, n, "%s/%s", path, id);
+	json_decref(parsed);
+}
+
 static enum MHD_Result send_response(struct server_http *h, struct MHD_Connection *c,
 				     struct api_resp *resp, const char *request_id,
-				     const char *method, bool replayed, bool close)
+				     const char *method, const char *path, bool replayed,
+				     bool close)
 {
+	char location[512];
 	struct MHD_Response *r;
 	char *body = NULL;
 	size_t len = 0;
 	const char *origin = cors_origin(h->ctx->cfg, c);
 	enum MHD_Result ret;
 
+	/* before the body below takes resp->text */
+	created_location(method, path, resp, location, sizeof(location));
 	if (resp->json) {
 		body = json_dumps(resp->json, JSON_COMPACT);
 		len = body ? strlen(body) : 0;
@@ -546,6 +576,11 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 	}
 	if (resp->no_store)
 		MHD_add_response_header(r, "Cache-Control", "no-store");
+	/* RFC 9110 15.5.2: a 401 names its scheme (RFC 6750: Bearer). */
+	if (resp->status == 401)
+		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"certplane\"");
+	if (location[0])
+		MHD_add_response_header(r, "Location", location);
 	if (replayed)
 		MHD_add_response_header(r, "Idempotent-Replayed", "true");
 	if (close)
@@ -554,7 +589,8 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
 		MHD_add_response_header(r, "Vary", "Origin");
 		MHD_add_response_header(r, "Access-Control-Expose-Headers",
-					"X-Request-Id, Retry-After, Location, Idempotent-Replayed");
+					"X-Request-Id, Retry-After, Location, Idempotent-Replayed, "
+					"WWW-Authenticate");
 		if (strcmp(method, "OPTIONS") == 0) {
 			MHD_add_response_header(r, "Access-Control-Allow-Methods",
 						resp->allow[0] ? resp->allow : "GET");
@@ -594,7 +630,7 @@ static enum MHD_Result finish(struct req_state *rs, const char *method, const ch
 	enum MHD_Result ret;
 	double secs;
 
-	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->replayed,
+	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->path, rs->replayed,
 			    rs->early);
 	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
 	server_metrics_request(rs->route, method, rs->resp.status, secs);
