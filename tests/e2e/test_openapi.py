@@ -398,4 +398,102 @@ def test_contract_every_route():
           % (len(problems), "\n  ".join(problems)))
 
 
+def test_error_variants_every_route():
+    """The statuses every route can answer before its handler runs, each
+    documented for that operation with a matching body: the operator without
+    X-Tenant-ID (400 where the operation acts within a tenant), a malformed
+    and an unknown X-Tenant-ID (404), a body that is not JSON (415), a bad
+    Idempotency-Key on a POST (422), and no key (401 with WWW-Authenticate)."""
+    srv = Server().start()
+    problems = []
+    try:
+        _, key = srv.new_tenant("variants")
+        seen = set()
+        for method, pattern in sorted(route_table()):
+            path = fill(pattern, {})
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            operator = pattern.startswith("/v1/tenants") or pattern in ("/metrics", "/v1/audit-log")
+            variants = [
+                ("operator, no X-Tenant-ID", dict(body=body)),
+                ("operator, malformed X-Tenant-ID", dict(body=body, tenant="not-a-uuid")),
+                ("operator, unknown X-Tenant-ID", dict(body=body, tenant=str(uuid.uuid4()))),
+                ("text/plain body", dict(token=None if operator else key, raw=b"x",
+                                         headers={"Content-Type": "text/plain"})),
+                ("no key", dict(auth=False)),
+            ]
+            if method == "POST":
+                variants.append(("Idempotency-Key too long",
+                                 dict(body={}, token=None if operator else key,
+                                      headers={"Idempotency-Key": "k" * 300})))
+            for what, kw in variants:
+                r = srv.request(method, path, **kw)
+                seen.add(r.status)
+                before = len(problems)
+                conform(method, pattern, r, problems)
+                if len(problems) > before:
+                    problems[-1] = "(%s) %s" % (what, problems[-1])
+                if r.status == 401 and r.header("www-authenticate") != 'Bearer realm="certplane"':
+                    problems.append("%s %s (%s): 401 without WWW-Authenticate: Bearer"
+                                    % (method, pattern, what))
+        # the variants really reach the statuses they are about
+        check({400, 401, 404, 415, 422} <= seen, "statuses seen: %s" % sorted(seen))
+    finally:
+        srv.cleanup()
+    check(not problems, "%d responses do not match openapi.yaml:\n  %s"
+          % (len(problems), "\n  ".join(problems)))
+
+
+def test_document_serves_generated_clients():
+    """What a generated client needs: an example on every path parameter,
+    free-form objects typed as such (additionalProperties), Location on every
+    201, WWW-Authenticate on every 401, and no stale schema version pinned."""
+    doc, problems = load_spec(), []
+    for path, item in doc["paths"].items():
+        params = list(item.get("parameters", []))
+        for m, op in item.items():
+            if m not in METHODS:
+                continue
+            for p in params + op.get("parameters", []):
+                p = resolve(p)
+                if p.get("in") == "path" and "example" not in p and "examples" not in p:
+                    problems.append("%s %s: path parameter %s has no example" % (m, path, p["name"]))
+            for code, resp in op.get("responses", {}).items():
+                resp = resolve(resp)
+                hdrs = {k.lower() for k in resp.get("headers", {})}
+                if code == "201" and "location" not in hdrs:
+                    problems.append("%s %s: 201 documents no Location" % (m, path))
+                if code == "401" and "www-authenticate" not in hdrs:
+                    problems.append("%s %s: 401 documents no WWW-Authenticate" % (m, path))
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            t = node.get("type")
+            if (t == "object" or (isinstance(t, list) and "object" in t)) and not any(
+                    k in node for k in ("properties", "additionalProperties", "allOf", "oneOf",
+                                        "anyOf", "$ref")):
+                problems.append("%s: an object with no properties and no additionalProperties "
+                                "(a generated client types it Record<string, never>)" % where)
+            for k, v in node.items():
+                walk(v, "%s/%s" % (where, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, "%s[%d]" % (where, i))
+    walk(doc, "#")
+    for name in ("metadata",):
+        for schema in ("Certificate", "CertificatePatch", "Order"):
+            ap = doc["components"]["schemas"][schema]["properties"][name].get("additionalProperties")
+            if ap is not True:
+                problems.append("%s.%s is not a free-form object" % (schema, name))
+    if doc["components"]["schemas"]["Event"]["properties"]["data"].get("additionalProperties") is not True:
+        problems.append("Event.data is not a free-form object")
+    ready = doc["paths"]["/readyz"]["get"]["responses"]["200"]["content"]["application/json"]
+    migrations = sorted(f for f in os.listdir(os.path.join(SRC, "migrations")) if f.endswith(".sql"))
+    newest = int(migrations[-1][:3])
+    example = (ready.get("example") or {}).get("schema_version")
+    if example is not None and example != newest:
+        problems.append("/readyz example pins schema_version %r; the newest migration is %d"
+                        % (example, newest))
+    check(not problems, "%d gaps:\n  %s" % (len(problems), "\n  ".join(problems)))
+
+
 run(globals())
