@@ -176,6 +176,7 @@ void api_properties_update(struct api_req *, struct api_resp *);
 void api_properties_delete(struct api_req *, struct api_resp *);
 void api_deployments_create(struct api_req *, struct api_resp *);
 void api_deployments_list(struct api_req *, struct api_resp *);
+void api_deployments_get(struct api_req *, struct api_resp *);
 
 /* certificates.c */
 void api_certificates_create(struct api_req *, struct api_resp *);

@@ -395,3 +395,21 @@ void api_deployments_list(struct api_req *req, struct api_resp *resp)
 {
 	api_list_children(req, resp, property_exists, db_deployment_list, "property");
 }
+
+/* GET one deployment (the Location of its 201): params[0] the property,
+ * params[1] the deployment; 404 unless both are the tenant's. */
+void api_deployments_get(struct api_req *req, struct api_resp *resp)
+{
+	json_t *dep = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_id_or_reply(req, resp, 1))
+		return;
+	rc = db_deployment_get(req->db, req->tenant_id, req->params[0], req->params[1], &dep);
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "deployment");
+		return;
+	}
+	api_reply(resp, 200, dep);
+}

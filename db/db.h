@@ -325,6 +325,10 @@ cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id) C
  * environment, version, hostnames, certificate_id, created_at}. */
 cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *property_id,
 			   const char *environment, json_t **out) CP_WUR;
+/* One deployment of the property in the tenant; CP_ERR_NOT_FOUND when it
+ * is none of them. *out (owned by the caller) as db_deployment_create's. */
+cp_rc db_deployment_get(struct db *db, const char *tenant_id, const char *property_id,
+			const char *id, json_t **out) CP_WUR;
 /* Deployments of one property, oldest first (the caller checks the property). */
 cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
 			 struct db_page pg, struct db_list *out) CP_WUR;

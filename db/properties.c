@@ -233,6 +233,21 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 	return db_fetch_json(db, st, out);
 }
 
+cp_rc db_deployment_get(struct db *db, const char *tenant_id, const char *property_id,
+			const char *id, json_t **out)
+{
+	/* by the unique id; tenant and property only filter the one row */
+	static const char sql[] = "SELECT " DEPLOY_JSON " FROM deployments "
+				  "WHERE tenant_id = ?1 AND property_id = ?2 AND id = ?3";
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, property_id);
+
+	assert(db && tenant_id && property_id && id && out);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 3, id);
+	return db_fetch_json(db, st, out);
+}
+
 cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
 			 struct db_page pg, struct db_list *out)
 {

@@ -50,6 +50,8 @@ static const struct server_route routes[] = {
 	{ "DELETE", "/v1/properties/{id}", api_properties_delete, SERVER_AUTH_KEY },
 	{ "POST", "/v1/properties/{id}/deployments", api_deployments_create, SERVER_AUTH_KEY },
 	{ "GET", "/v1/properties/{id}/deployments", api_deployments_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/properties/{id}/deployments/{deployment_id}", api_deployments_get,
+	  SERVER_AUTH_KEY },
 
 	{ "POST", "/v1/certificates", api_certificates_create, SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates", api_certificates_list, SERVER_AUTH_KEY },

@@ -5,9 +5,9 @@ a generated browser client reads:
    (no key, a wrong key, a malformed header; tenant, operator and metrics
    routes), and CORS lets a page read it;
 2. every 201 carries `Location`, the URL of what it created, the same on an
-   idempotent replay; a GET there answers that object (api keys and
-   deployments have no single-object GET: their Location is the DELETE URL,
-   or the id shows in the collection); 200 and 202 answers carry none.
+   idempotent replay; a GET there answers that object (an API key has no
+   single-object GET: its Location is where it is revoked), a deployment's
+   only within its property and tenant; 200 and 202 answers carry none.
 """
 import os
 import sys
@@ -101,9 +101,13 @@ def test_201_has_location():
     pid = made["/v1/properties"].json["id"]
     deps = "/v1/properties/%s/deployments" % pid
     r = expect(srv.post(deps, {"environment": "staging"}, token=key), 201)
-    location_of(r, deps)
-    listed = srv.list_all(deps, token=key)
-    check(r.json["id"] in [d["id"] for d in listed], listed)
+    loc = location_of(r, deps)
+    check(expect(srv.get(loc, token=key), 200).json == r.json, loc)
+    # only within its property and tenant
+    other_t, other_key = srv.new_tenant("portal-other")
+    expect(srv.get(loc, token=other_key), 404)
+    expect(srv.get("/v1/properties/%s/deployments/%s" % (uuid.uuid4(), r.json["id"]), token=key), 404)
+    expect(srv.get(deps + "/not-a-uuid", token=key), 404)
 
     # an idempotent replay answers the same Location
     h = {"Idempotency-Key": "portal-" + uuid.uuid4().hex}
