@@ -141,6 +141,7 @@ Try it:
        -H 'Content-Type: application/json' -d '{"name": "first tenant"}' \\
        \$CERTPLANE_URL/v1/tenants
   deploy/scripts/create-tenant.sh "Example Shop"     # a tenant and its API key
+  deploy/scripts/follow-order.sh --help              # follow an order until it ends
   curl -s \$CERTPLANE_URL/openapi.yaml | head          # the API contract
 
 EOF
