@@ -237,6 +237,21 @@ static void test_properties(void)
 	CHECK_RC(db_deployment_list(db, tb, pid, (struct db_page){ .limit = 10 }, &l), CP_OK);
 	CHECK(json_array_size(l.data) == 0);
 	fx_list_clear(&l);
+	/* One deployment: only in its tenant and property. */
+	CHECK_RC(db_deployment_list(db, ta, pid, (struct db_page){ .limit = 1 }, &l), CP_OK);
+	{
+		char dep_id[CP_UUID_LEN + 1];
+		snprintf(dep_id, sizeof(dep_id), "%s", fx_str(json_array_get(l.data, 0), "id"));
+		fx_list_clear(&l);
+		CHECK_RC(db_deployment_get(db, ta, pid, dep_id, &d), CP_OK);
+		CHECK(!strcmp(fx_str(d, "id"), dep_id) &&
+		      !strcmp(fx_str(d, "environment"), "staging"));
+		json_decref(d);
+		d = NULL;
+		CHECK_RC(db_deployment_get(db, tb, pid, dep_id, &d), CP_ERR_NOT_FOUND);
+		CHECK_RC(db_deployment_get(db, ta, tb, dep_id, &d), CP_ERR_NOT_FOUND);
+		CHECK(d == NULL);
+	}
 
 	/* DNS targets of the property. */
 	CHECK_RC(db_property_dns_targets(db, ta, pid, &d), CP_OK);
