@@ -403,11 +403,14 @@ def test_error_variants_every_route():
     documented for that operation with a matching body: the operator without
     X-Tenant-ID (400 where the operation acts within a tenant), a malformed
     and an unknown X-Tenant-ID (404), a body that is not JSON (415), a bad
-    Idempotency-Key on a POST (422), and no key (401 with WWW-Authenticate)."""
+    Idempotency-Key on a POST (422), no key or a wrong one (401 with
+    WWW-Authenticate), a tenant key (403 on the operator's routes) and a
+    tenant key naming another tenant (404)."""
     srv = Server().start()
     problems = []
     try:
         _, key = srv.new_tenant("variants")
+        other, _ = srv.new_tenant("variants-other")
         seen = set()
         for method, pattern in sorted(route_table()):
             path = fill(pattern, {})
@@ -420,6 +423,10 @@ def test_error_variants_every_route():
                 ("text/plain body", dict(token=None if operator else key, raw=b"x",
                                          headers={"Content-Type": "text/plain"})),
                 ("no key", dict(auth=False)),
+                ("a wrong key", dict(token="cpk_" + "0" * 43)),
+                ("a tenant key", dict(token=key, body=body)),
+                ("a tenant key, another tenant's X-Tenant-ID",
+                 dict(token=key, body=body, tenant=other)),
             ]
             if method == "POST":
                 variants.append(("Idempotency-Key too long",
@@ -436,7 +443,7 @@ def test_error_variants_every_route():
                     problems.append("%s %s (%s): 401 without WWW-Authenticate: Bearer"
                                     % (method, pattern, what))
         # the variants really reach the statuses they are about
-        check({400, 401, 404, 415, 422} <= seen, "statuses seen: %s" % sorted(seen))
+        check({400, 401, 403, 404, 415, 422} <= seen, "statuses seen: %s" % sorted(seen))
     finally:
         srv.cleanup()
     check(not problems, "%d responses do not match openapi.yaml:\n  %s"
