@@ -109,7 +109,7 @@ void server_netpool_stop(struct server_netpool *p);
 /* Stop (if not yet) and free; NULL-safe. */
 void server_netpool_free(struct server_netpool *p);
 
-/* ---- ACME engine (orders.c, renew.c, http01.c) ---- */
+/* ---- ACME engine (acme_accounts.c, order_*.c, renew.c, http01.c) ---- */
 
 struct acme_client;
 struct acme_result;
