@@ -186,11 +186,8 @@ static enum order_step authz_poll(struct order_run *run, json_t *a)
 			step = ORDER_STEP_WAIT;
 			break;
 		}
-		if (!order_keep_lease(run)) {
-			step = order_fail_db(run, CP_ERR_BUSY, "extending the job lease");
+		if ((step = order_wait_poll(run, delay)) != ORDER_STEP_DONE)
 			break;
-		}
-		cp_sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
 		delay = delay * 2 > ORDER_POLL_MAX_MS ? ORDER_POLL_MAX_MS : delay * 2;
 	}
 	json_decref(authz);
@@ -265,6 +262,9 @@ enum order_step order_answer_authorizations(struct order_run *run)
 		json_t *authz = NULL;
 		if (cp_json_str(a, "identifier"))
 			continue;
+		/* Up to 100 CA requests: the lease must outlast them. */
+		if (!order_keep_lease(run))
+			return order_fail_db(run, CP_ERR_BUSY, "extending the job lease");
 		rc = acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r);
 		step = rc == CP_OK ? authz_learn(run, a, authz)
 				   : order_fail_ca(run, rc, "authorization");
@@ -292,6 +292,10 @@ enum order_step order_answer_authorizations(struct order_run *run)
 			break;
 		}
 		if (!cp_json_int(a, "responded")) {
+			if (!order_keep_lease(run)) {
+				step = order_fail_db(run, CP_ERR_BUSY, "extending the job lease");
+				break;
+			}
 			if (dns) {
 				if (!cp_json_int(a, "notified") &&
 				    (rc = dns_notify(run, a)) != CP_OK) {

@@ -17,6 +17,9 @@
 #define ORDER_POLL_FIRST_MS 50
 #define ORDER_POLL_MAX_MS 1000
 #define ORDER_POLL_BUDGET_MS 90000 /* one job run polls a CA object at most this long */
+/* The longest wait a worker sleeps through holding its job: a quarter of
+ * the lease (order_keep_lease extends it before each wait). */
+#define ORDER_WAIT_MAX_MS (SERVER_JOB_LEASE_SECONDS * 1000 / 4)
 
 /* How a run ended. */
 enum order_step {
@@ -49,6 +52,12 @@ struct order_run {
 /* Keep our lease while a long step runs (extends it at most every 20 s).
  * false: the lease is lost. */
 bool order_keep_lease(struct order_run *run);
+/* Wait before polling the CA again: delay_ms, or the CA's Retry-After
+ * (run->r.retry_after) when it gave one. DONE: poll again. A wait longer
+ * than ORDER_WAIT_MAX_MS never holds the worker: WAIT with run->run_at
+ * then (the job is re-queued, its lease given back). Workers stopping end
+ * the wait at once: WAIT, due now. A lost lease: as order_fail_db. */
+enum order_step order_wait_poll(struct order_run *run, int64_t delay_ms);
 /* Save a patch (stolen, NULL = CP_ERR_NOMEM) to the order inside its own
  * transaction; db_order_save's codes. Not CP_WUR: storing a backoff may
  * fail without harm (the job's own run_at still holds). */

@@ -40,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ORDER_LEASE_SECONDS 120
 #define MAX_RESETS 3		       /* fresh CA orders after the CA forgot one, per run */
 #define HOSTNAME_CHECK_BUDGET_MS 30000 /* every DNS lookup of the pre-order checks together */
 
@@ -52,7 +51,30 @@ bool order_keep_lease(struct order_run *run)
 	if (now - run->last_extend_ms < 20000)
 		return true;
 	run->last_extend_ms = now;
-	return db_job_extend(run->db, run->job->id, run->job->owner, ORDER_LEASE_SECONDS) == CP_OK;
+	return db_job_extend(run->db, run->job->id, run->job->owner, SERVER_JOB_LEASE_SECONDS) ==
+	       CP_OK;
+}
+
+enum order_step order_wait_poll(struct order_run *run, int64_t delay_ms)
+{
+	int64_t ms = run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay_ms;
+
+	if (ms > ORDER_WAIT_MAX_MS) {
+		/* Longer than a worker may hold its job: back to the queue, due
+		 * when the CA said (the next run polls from what is stored). */
+		run->run_at = cp_now() + (ms + 999) / 1000;
+		cp_log_json(CP_LOG_INFO, "acme.order_requeued",
+			    json_pack("{s:s,s:I}", "order_id", run->id, "retry_in",
+				      (json_int_t)((ms + 999) / 1000)));
+		return ORDER_STEP_WAIT;
+	}
+	if (!order_keep_lease(run))
+		return order_fail_db(run, CP_ERR_BUSY, "extending the job lease");
+	if (!server_workers_wait(ms)) {
+		run->run_at = cp_now(); /* shutting down: the next process goes on */
+		return ORDER_STEP_WAIT;
+	}
+	return ORDER_STEP_DONE;
 }
 
 /* Save a patch (stolen) to the order inside its own transaction. */
@@ -414,9 +436,8 @@ static enum order_step advance(struct order_run *run)
 			run->run_at = cp_now() + 5;
 			return ORDER_STEP_WAIT;
 		}
-		if (!order_keep_lease(run))
-			return order_fail_db(run, CP_ERR_BUSY, "extending the job lease");
-		cp_sleep_ms(run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay);
+		if ((step = order_wait_poll(run, delay)) != ORDER_STEP_DONE)
+			return step;
 		delay = delay * 2 > ORDER_POLL_MAX_MS ? ORDER_POLL_MAX_MS : delay * 2;
 		if ((rc = order_reload(run)) != CP_OK)
 			return order_fail_db(run, rc, "reloading the order");
@@ -505,6 +526,12 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 				cp_logf(CP_LOG_WARN, "acme.account",
 					"cannot forget the account URL");
 		rc = db_order_reset(db, run.id);
+		if (rc == CP_ERR_CONFLICT) {
+			/* Finished meanwhile (its tenant canceled it while we
+			 * talked to the CA): it stays so, nothing to record. */
+			step = ORDER_STEP_DONE;
+			break;
+		}
 		if (rc == CP_OK)
 			rc = order_reload(&run);
 		if (rc != CP_OK) {
