@@ -26,13 +26,27 @@
 #define LEASE_SECONDS SERVER_JOB_LEASE_SECONDS
 
 /* The waits of running jobs (server_workers_wait): a condition, so that
- * server_workers_stop ends every one at once rather than after its sleep. */
+ * server_workers_stop ends every one at once rather than after its sleep.
+ * On the monotonic clock: a wall-clock step never stretches a wait past
+ * the lease. */
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wait_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t wait_cond;
+static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
 static bool wait_stopping;
+
+static void wait_init(void)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&wait_cond, &a);
+	pthread_condattr_destroy(&a);
+}
 
 static void wait_set_stopping(bool stopping)
 {
+	pthread_once(&wait_once, wait_init);
 	pthread_mutex_lock(&wait_lock);
 	wait_stopping = stopping;
 	pthread_cond_broadcast(&wait_cond);
@@ -44,7 +58,8 @@ bool server_workers_wait(int64_t ms)
 	struct timespec until;
 	bool stopping;
 
-	clock_gettime(CLOCK_REALTIME, &until);
+	pthread_once(&wait_once, wait_init);
+	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += (time_t)(ms / 1000);
 	until.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (until.tv_nsec >= 1000000000L) {
