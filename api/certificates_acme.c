@@ -3,7 +3,7 @@
  * certificate with source "acme" (a pending certificate and its first
  * order, answered 202) and POST /v1/certificates/{id}/renew (a renewal
  * order now, whatever the backoff says). certificates.c validates the
- * acme body and hands over here; the order engine is server/orders.c.
+ * acme body and hands over here; the order engine is server/order_run.c.
  */
 #include "api/api.h"
 

@@ -3,7 +3,7 @@
  * POST /v1/certificates (source "acme"), POST /v1/certificates/{id}/renew
  * and the auto-renew scheduler; here they are read, nudged (verify: "my
  * TXT records are published, check now") and canceled. The engine that
- * advances them is the "acme_order" job (server/orders.c).
+ * advances them is the "acme_order" job (server/order_run.c).
  */
 #include "api/api.h"
 

@@ -600,7 +600,9 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 cp_rc db_order_authz_save(struct db *db, const char *order_id, int position,
 			  const json_t *patch) CP_WUR;
 /* Forget the CA side of an order (URLs, authorizations) so that the next
- * run places a new CA order; keeps the key and the attempt count. */
+ * run places a new CA order; keeps the key and the attempt count. Only an
+ * order in flight: a finished one (valid, failed, canceled) is left as it
+ * is and CP_ERR_CONFLICT returned; CP_ERR_NOT_FOUND for no such order. */
 cp_rc db_order_reset(struct db *db, const char *id) CP_WUR;
 /* HTTP-01: the key authorization (new string) for token when host
  * (lower case, no port, no trailing dot) is the identifier of the token's

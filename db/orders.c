@@ -211,15 +211,27 @@ cp_rc db_order_reset(struct db *db, const char *id)
 	assert(db);
 
 	/* The CA forgot the order (restart, new account): start a fresh one,
-	 * keeping the key (it never left us) and the attempt count. */
-	static const char del[] = "DELETE FROM order_authorizations WHERE order_id = ?";
+	 * keeping the key (it never left us) and the attempt count. Only an
+	 * order in flight: one canceled by its tenant while a run talked to
+	 * the CA (or valid, or failed) never comes back to pending, so both
+	 * statements carry the guard, in SQL, where the row is. */
+	static const char del[] =
+		"DELETE FROM order_authorizations WHERE order_id = ?1 AND EXISTS (SELECT 1 FROM "
+		"orders WHERE id = ?1 AND status IN " DB_ORDER_IN_FLIGHT_SQL ")";
 	static const char upd[] =
 		"UPDATE orders SET status = 'pending', account_url = NULL, order_url = NULL, "
 		"finalize_url = NULL, certificate_url = NULL, dns_deadline = NULL, updated_at = ?2 "
-		"WHERE id = ?1";
+		"WHERE id = ?1 AND status IN " DB_ORDER_IN_FLIGHT_SQL;
+	static const char exists[] = "SELECT 1 FROM orders WHERE id = ?";
 	cp_rc rc = db_exec_stmt(db, db_stmt_keyed(db, del, id, NULL));
 
-	return rc == CP_OK ? db_exec_at(db, upd, id, cp_now()) : rc;
+	if (rc == CP_OK)
+		rc = db_exec_at(db, upd, id, cp_now());
+	if (rc != CP_OK || sqlite3_changes(db->h) > 0)
+		return rc;
+	/* Nothing changed: a finished order, or none at all. */
+	rc = db_probe(db, db_stmt_keyed(db, exists, id, NULL));
+	return rc == CP_OK ? CP_ERR_CONFLICT : rc;
 }
 
 cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *host, char **out)

@@ -176,4 +176,5 @@ void server_http01_stop(struct server_http01 *h)
 		return;
 	server_listener_stop(h->listener);
 	free(h);
+	cp_logf(CP_LOG_INFO, "http01.stopped", "HTTP-01 responder stopped");
 }

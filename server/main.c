@@ -304,10 +304,12 @@ static int cmd_serve(struct app *app)
 	cp_logf(CP_LOG_INFO, "server.stopping", "signal received, shutting down");
 	status = 0;
 out:
-	/* Stop accepting first, then let workers finish or release their jobs. */
+	/* Stop accepting first, then let workers finish or release their jobs.
+	 * The HTTP-01 responder stops last: a worker still in a validation
+	 * (its challenge answered, the CA fetching the token) gets it served. */
 	server_http_stop(http);
-	server_http01_stop(http01);
 	server_workers_stop(workers);
+	server_http01_stop(http01);
 	db_thread_close();
 	cp_logf(CP_LOG_INFO, "server.stopped", "clean shutdown");
 	close(lock);

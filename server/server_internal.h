@@ -61,6 +61,15 @@ void server_metrics_delivery(const char *outcome);
 
 /* ---- jobs and scheduler ticks (workers.c runs them) ---- */
 
+/* How long a job's claim is valid; a handler that works longer extends it
+ * (db_job_extend) and never waits past it (server_workers_wait). */
+#define SERVER_JOB_LEASE_SECONDS 120
+/* Wait up to ms on a worker thread, or less when the workers stop: true
+ * after the whole wait, false at once (or as soon as it happens) when
+ * server_workers_stop has begun - the handler then gives its job back
+ * (SERVER_JOB_RETRY, due now) instead of holding the shutdown. */
+bool server_workers_wait(int64_t ms);
+
 /* What a job handler decided. */
 enum server_job_result { SERVER_JOB_DONE, SERVER_JOB_RETRY, SERVER_JOB_FAIL };
 struct server_job_outcome {
@@ -109,7 +118,7 @@ void server_netpool_stop(struct server_netpool *p);
 /* Stop (if not yet) and free; NULL-safe. */
 void server_netpool_free(struct server_netpool *p);
 
-/* ---- ACME engine (orders.c, renew.c, http01.c) ---- */
+/* ---- ACME engine (acme_accounts.c, order_*.c, renew.c, http01.c) ---- */
 
 struct acme_client;
 struct acme_result;

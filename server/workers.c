@@ -19,10 +19,61 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* How long a claim is valid; long jobs extend it with db_job_extend. */
-#define LEASE_SECONDS 120
+#define LEASE_SECONDS SERVER_JOB_LEASE_SECONDS
+
+/* The waits of running jobs (server_workers_wait): a condition, so that
+ * server_workers_stop ends every one at once rather than after its sleep.
+ * On the monotonic clock: a wall-clock step never stretches a wait past
+ * the lease. */
+static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wait_cond;
+static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
+static bool wait_stopping;
+
+static void wait_init(void)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&wait_cond, &a);
+	pthread_condattr_destroy(&a);
+}
+
+static void wait_set_stopping(bool stopping)
+{
+	pthread_once(&wait_once, wait_init);
+	pthread_mutex_lock(&wait_lock);
+	wait_stopping = stopping;
+	pthread_cond_broadcast(&wait_cond);
+	pthread_mutex_unlock(&wait_lock);
+}
+
+bool server_workers_wait(int64_t ms)
+{
+	struct timespec until;
+	bool stopping;
+
+	pthread_once(&wait_once, wait_init);
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(ms / 1000);
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&wait_lock);
+	while (!wait_stopping && ms > 0)
+		if (pthread_cond_timedwait(&wait_cond, &wait_lock, &until) != 0)
+			break; /* the time is up (ETIMEDOUT) */
+	stopping = wait_stopping;
+	pthread_mutex_unlock(&wait_lock);
+	return !stopping;
+}
 
 /* Housekeeping: idempotency records live 24 hours. */
 static void tick_purge_idempotency(const struct api_ctx *ctx, struct db *db)
@@ -257,6 +308,7 @@ cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **ou
 		return CP_ERR_NOMEM;
 	w->ctx = ctx;
 	atomic_init(&w->stop, false);
+	wait_set_stopping(false);
 	if (cp_random(b, sizeof(b)) != CP_OK) {
 		free(w);
 		return CP_ERR_CRYPTO;
@@ -298,11 +350,13 @@ void server_workers_stop(struct server_workers *w)
 	if (!w)
 		return;
 	atomic_store(&w->stop, true);
+	wait_set_stopping(true); /* jobs waiting on a CA give their job back now */
 	cp_kick();
 	for (int i = 0; i < w->n; i++)
 		pthread_join(w->threads[i], NULL);
 	if (w->scheduler_started)
 		pthread_join(w->scheduler, NULL);
+	cp_logf(CP_LOG_INFO, "workers.stopped", "%d workers stopped", w->n);
 	free(w->threads);
 	free(w);
 }

@@ -1,5 +1,5 @@
 /*
- * test_orders.c - the acme_order job (server/orders.c) when the database
+ * test_orders.c - the acme_order job (server/order_run.c) when the database
  * fails. Only a missing order ends the job; a busy or failing database
  * (a statement that cannot run, a row the query fails on; busy is handled
  * the same way, as every error but CP_ERR_NOT_FOUND) must retry the job later and leave the order
