@@ -226,7 +226,7 @@ static enum renew_outcome renew_one(const struct api_ctx *ctx, struct db *db, co
 	char order_id[CP_UUID_LEN + 1];
 	enum renew_outcome outcome = RENEW_ERROR;
 	enum lifecycle_why why = LIFECYCLE_WHY_LIFETIME;
-	int64_t due, at_ms, later = 0;
+	int64_t due, at_ms = 0, later = 0;
 	struct sched_budget *b;
 	int per_hour, burst;
 	uint64_t rnd = 0;
@@ -271,11 +271,6 @@ static enum renew_outcome renew_one(const struct api_ctx *ctx, struct db *db, co
 				(int64_t)(*deferred)++ * sched_slot_ms(per_hour) / 1000;
 		} else if ((rc = start_renewal(db, c, cert, &p, at_ms / 1000, order_id)) == CP_OK) {
 			outcome = RENEW_STARTED;
-			cp_log_json(CP_LOG_INFO, "renew.started",
-				    json_pack("{s:s,s:s,s:O,s:s,s:I}", "certificate_id", id,
-					      "order_id", order_id, "hostnames", p.sans, "reason",
-					      lifecycle_why_name(why), "run_at",
-					      (json_int_t)(at_ms / 1000)));
 		} else if (rc == CP_ERR_NOT_FOUND || rc == CP_ERR_CONFLICT) {
 			/* No hostname to order (look again later, not on every
 			 * tick), or an order in flight (its end recomputes). */
@@ -293,6 +288,12 @@ out:
 		db_rollback(db);
 	if (rc != CP_OK)
 		outcome = RENEW_ERROR;
+	if (outcome == RENEW_STARTED) /* committed */
+		cp_log_json(CP_LOG_INFO, "renew.started",
+			    json_pack("{s:s,s:s,s:O,s:s,s:I}", "certificate_id", id, "order_id",
+				      order_id, "hostnames", p.sans, "reason",
+				      lifecycle_why_name(why), "run_at",
+				      (json_int_t)(at_ms / 1000)));
 	api_renewal_plan_free(&p);
 	json_decref(cert);
 	json_decref(c);
