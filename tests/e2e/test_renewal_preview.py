@@ -21,7 +21,8 @@ against Pebble + challtestsrv (harness.Testbed().ensure()), scheduler tick 1 s
    seconds (not at the renewal window, years away), fails while the new
    name is not pointed (the preview names it), and once it is pointed a new
    version covers the new set; the property then loses a name and the next
-   version drops it.
+   version drops it; a manual renewal (POST .../renew) then requests exactly
+   that set, sorted.
 """
 import calendar
 import os
@@ -227,7 +228,7 @@ def test_renewal_preview_and_san_change():
         check(ts(c["renewal"]["renew_after"]) > time.time() + 86400, "back to the window")
         n_orders = len(orders_of(s, key, cid))
         # Loses a name: the next version drops it.
-        expect(s.patch("/v1/properties/" + prop["id"], {"hostnames": [new, www]}, token=key),
+        expect(s.patch("/v1/properties/" + prop["id"], {"hostnames": [www, new]}, token=key),
                200)
         deploy(s, key, prop["id"])
         s.wait_for(lambda: current(s, key, cid)["version"] == 4, timeout=SOON + 15,
@@ -237,9 +238,16 @@ def test_renewal_preview_and_san_change():
         os_ = orders_of(s, key, cid)
         check(len(os_) == n_orders + 1 and os_[-1]["identifiers"] == sorted([www, new]), os_)
         check(v2["version"] == 2, v2)
+        # A manual renewal with the set unchanged: exactly the previous SAN
+        # set, sorted (not the deployment's order).
+        o = expect(s.post("/v1/certificates/%s/renew" % cid, token=key), 202).json
+        check(o["identifiers"] == sorted([www, new]), o)
+        s.wait_for(lambda: current(s, key, cid)["version"] == 5, timeout=30,
+                   what="the manual renewal")
+        check(sorted(current(s, key, cid)["sans"]) == sorted([www, new]), "same SANs")
         # Settled: no loop of re-orders.
         time.sleep(3)
-        check(len(orders_of(s, key, cid)) == n_orders + 1, "no further order")
+        check(len(orders_of(s, key, cid)) == n_orders + 2, "no further order")
     finally:
         s.cleanup()
 
