@@ -311,6 +311,19 @@ static void test_attention(struct db *db)
 		       "'p1', 'production', 8, '[\"a.example\"]', 'c1', 0)"));
 	CHECK(attention(db) == ra);
 	CHECK(consistent(db));
+	/* The preview's facts: the tenant's own certificate only. */
+	{
+		json_t *f = NULL;
+		CHECK_RC(db_renewal_facts(db, "t1", "c1", &f), CP_OK);
+		CHECK(json_integer_value(json_object_get(f, "renew_after")) == ra);
+		CHECK(json_integer_value(json_object_get(f, "version")) == 2);
+		CHECK(json_is_true(json_object_get(f, "ca_issued")));
+		CHECK(json_is_null(json_object_get(f, "order_in_flight")));
+		json_decref(f);
+		f = NULL;
+		CHECK_RC(db_renewal_facts(db, "t2", "c1", &f), CP_ERR_NOT_FOUND);
+		CHECK(f == NULL);
+	}
 	/* An expired version: nothing to do (stored NULL at the next change). */
 	snprintf(sql, sizeof(sql),
 		 "UPDATE certificate_versions SET not_after = %lld WHERE id = 'v3'; UPDATE "
