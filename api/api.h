@@ -237,6 +237,32 @@ void api_tenants_quotas_patch(struct api_req *, struct api_resp *);
 /* dns_check.c */
 void api_properties_dns_check(struct api_req *, struct api_resp *);
 
+/* renewal_preview.c: the renewal plan of a certificate, as the scheduler
+ * (server/renew.c) and GET /v1/certificates/{id}/renewal-preview use it. */
+struct lifecycle_plan;
+struct api_renewal_plan {
+	json_t *deployed;	     /* owned: hostnames of the carrying deployments */
+	const char **names;	     /* owned: pointers into cert's sans, then deployed */
+	struct lifecycle_plan *plan; /* owned */
+	json_t *sans;		     /* owned: the plan's SANs, a JSON array */
+};
+/*
+ * Load the plan of cert (a db_certificate_get object of tenant_id, borrowed
+ * and kept alive by the caller while *out is used): the carried hostnames
+ * (db_renewal_hostnames), then lifecycle_plan with ca = cert's auto_renew,
+ * its profile, challenge and key type (key_type, when not NULL, is the
+ * requested one). carried: true when the caller knows a production
+ * deployment with automation carries cert (the scheduler's candidate); else
+ * it is true when the carried hostnames are not empty. *out is zeroed
+ * first; free it with api_renewal_plan_free on every path. CP_ERR_NOMEM or
+ * a db error.
+ */
+cp_rc api_renewal_plan_load(struct db *db, const char *tenant_id, const json_t *cert,
+			    const char *key_type, bool carried,
+			    struct api_renewal_plan *out) CP_WUR;
+void api_renewal_plan_free(struct api_renewal_plan *p);
+void api_certificates_renewal_preview(struct api_req *, struct api_resp *);
+
 /* API-KEY FORMAT: "cpk_" + base64url(32 random bytes). */
 #define API_KEY_PREFIX "cpk_"
 

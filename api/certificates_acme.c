@@ -135,9 +135,18 @@ void api_certificates_renew(struct api_req *req, struct api_resp *resp)
 		return;
 	}
 	has_version = json_integer_value(json_object_get(cert, "version")) > 0;
-	/* The SAN: the production properties' hostnames, else what the
-	 * certificate holds (or asked for, when it was never issued). */
-	rc = db_renewal_hostnames(req->db, req->tenant_id, id, &names);
+	/* The SAN of a renewal: its plan (lifecycle_plan: the version's SAN
+	 * set unless the production properties' hostnames changed). Never
+	 * issued: the production properties' hostnames. Either empty: what
+	 * the certificate holds (or asked for). */
+	if (has_version) {
+		struct api_renewal_plan plan;
+		rc = api_renewal_plan_load(req->db, req->tenant_id, cert, NULL, false, &plan);
+		names = rc == CP_OK ? json_incref(plan.sans) : NULL;
+		api_renewal_plan_free(&plan);
+	} else {
+		rc = db_renewal_hostnames(req->db, req->tenant_id, id, &names);
+	}
 	if (rc == CP_OK && json_array_size(names) == 0) {
 		json_decref(names);
 		names = json_deep_copy(json_object_get(cert, has_version ? "sans" : "hostnames"));

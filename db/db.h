@@ -634,6 +634,13 @@ cp_rc db_renewal_attention(struct db *db, int64_t after, int64_t until, int limi
  * ca_issued} when it may be renewed now (see orders.c), CP_ERR_NOT_FOUND
  * when it may not (expired, backoff, order in flight, not deployed...). */
 cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **out) CP_WUR;
+/* The renewal facts of certificate_id of tenant_id (renewal preview):
+ * *out = a new {type, auto_renew, version, key_type (requested),
+ * version_key_type, not_before, not_after, renew_after, next_attempt_at
+ * (0 = none), next_attention_at, ca_issued, order_in_flight (id or null)};
+ * CP_ERR_NOT_FOUND when the tenant has no such certificate. */
+cp_rc db_renewal_facts(struct db *db, const char *tenant_id, const char *certificate_id,
+		       json_t **out) CP_WUR;
 /* Move a certificate's next_attention_at to at (unix seconds; 0 = NULL,
  * nothing to do) after the scheduler re-checked it. */
 cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at) CP_WUR;

@@ -351,6 +351,26 @@ cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **o
 	return db_fetch_json(db, st, out);
 }
 
+cp_rc db_renewal_facts(struct db *db, const char *tenant_id, const char *certificate_id,
+		       json_t **out)
+{
+	/* The renewal preview's view of one certificate of the tenant: by id
+	 * (unique index), its current version by (certificate_id, version)
+	 * and its order in flight by orders_in_flight. */
+	static const char sql[] =
+		"SELECT json_object('type', c.type, 'auto_renew', c.auto_renew, 'version', "
+		"c.version, 'key_type', c.key_type, 'version_key_type', v.key_type, "
+		"'not_before', v.not_before, 'not_after', v.not_after, 'renew_after', "
+		"coalesce(c.renew_after, 0), 'next_attempt_at', coalesce(c.next_attempt_at, 0), "
+		"'next_attention_at', c.next_attention_at, 'ca_issued', json(CASE WHEN "
+		"v.order_id IS NULL THEN 'false' ELSE 'true' END), 'order_in_flight', (SELECT "
+		"o.id FROM orders o WHERE o.certificate_id = c.id AND o.status IN ('pending', "
+		"'validating', 'issuing'))) FROM certificates c LEFT JOIN certificate_versions v "
+		"ON v.certificate_id = c.id AND v.version = c.version WHERE c.tenant_id = ? AND "
+		"c.id = ?";
+	return db_get_scoped(db, sql, tenant_id, certificate_id, out);
+}
+
 cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at)
 {
 	/* Only the scheduler writes next_attention_at directly, and only to

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 int64_t lifecycle_renew_at(const struct lifecycle_version *v, int renew_before_days)
@@ -96,4 +97,104 @@ int64_t lifecycle_reminder_seconds(int64_t not_before, int64_t not_after, int th
 	if (threshold <= 0)
 		return 0;
 	return (not_after - not_before) / threshold;
+}
+
+/* ---- the renewal plan ---- */
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* True when name is one of list[0..n). */
+static bool name_in(const char *name, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i] && strcmp(list[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Copy list into out sorted and without duplicates (or NULLs). */
+static void names_set(const char *const *list, size_t n, struct lifecycle_plan *out)
+{
+	out->n_sans = 0;
+	out->truncated = false;
+	for (size_t i = 0; i < n; i++) {
+		if (!list[i] || name_in(list[i], out->sans, out->n_sans))
+			continue;
+		if (out->n_sans == LIFECYCLE_PLAN_NAMES) {
+			out->truncated = true;
+			continue;
+		}
+		out->sans[out->n_sans++] = list[i];
+	}
+	qsort(out->sans, out->n_sans, sizeof(out->sans[0]), name_cmp);
+}
+
+/* True when every name of a is in b. */
+static bool names_within(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+	for (size_t i = 0; i < na; i++)
+		if (a[i] && !name_in(a[i], b, nb))
+			return false;
+	return true;
+}
+
+void lifecycle_plan(const struct lifecycle_plan_in *in, struct lifecycle_plan *out)
+{
+	assert(in && out);
+	assert(in->n_version_sans == 0 || in->version_sans);
+	assert(in->n_deployed == 0 || in->deployed);
+	memset(out, 0, sizeof(*out));
+	/* Set equality, whatever the order or duplicates of either side. */
+	out->san_changed = in->carried && !(names_within(in->version_sans, in->n_version_sans,
+							 in->deployed, in->n_deployed) &&
+					    names_within(in->deployed, in->n_deployed,
+							 in->version_sans, in->n_version_sans));
+	if (out->san_changed)
+		names_set(in->deployed, in->n_deployed, out);
+	else
+		names_set(in->version_sans, in->n_version_sans, out);
+	out->ca = in->ca;
+	out->profile = in->profile;
+	out->challenge = in->challenge ? in->challenge : "http-01";
+	out->key_type = in->key_type	       ? in->key_type
+			: in->version_key_type ? in->version_key_type
+					       : "ecdsa-p256";
+}
+
+static const char *const why_names[] = {
+	[LIFECYCLE_WHY_LIFETIME] = "lifetime",
+	[LIFECYCLE_WHY_ARI] = "ari",
+	[LIFECYCLE_WHY_SAN_CHANGE] = "san_change",
+	[LIFECYCLE_WHY_BOOTSTRAP] = "bootstrap",
+};
+
+const char *lifecycle_why_name(enum lifecycle_why w)
+{
+	assert((size_t)w < sizeof(why_names) / sizeof(why_names[0]));
+	return why_names[w];
+}
+
+int64_t lifecycle_next_renewal(int64_t renew_after, int64_t next_attempt_at,
+			       const struct lifecycle_version *v, int renew_before_days,
+			       bool san_changed, int64_t now, enum lifecycle_why *why)
+{
+	int64_t at, rule;
+
+	assert(v && why);
+	rule = lifecycle_renew_at(v, renew_before_days);
+	if (san_changed) {
+		*why = LIFECYCLE_WHY_SAN_CHANGE;
+		at = now;
+	} else {
+		at = lifecycle_due_at(renew_after, v, renew_before_days);
+		if (renew_after > 0 && renew_after != rule)
+			*why = LIFECYCLE_WHY_ARI;
+		else
+			*why = v->origin == LIFECYCLE_CA ? LIFECYCLE_WHY_LIFETIME
+							 : LIFECYCLE_WHY_BOOTSTRAP;
+	}
+	return next_attempt_at > at ? next_attempt_at : at;
 }

@@ -29,6 +29,7 @@
 #define CP_LIFECYCLE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Certificates shorter than this renew at half their lifetime. */
@@ -147,5 +148,75 @@ int64_t lifecycle_reminder_seconds(int64_t not_before, int64_t not_after, int th
 	"WHEN (" na " - ?1) * 6 <= (" na " - " nb ") THEN 6 WHEN (" na " - ?1) * 3 <= (" na        \
 	" - " nb ") THEN 3 ELSE -1 END)"
 /* clang-format on */
+
+/* ---- the renewal plan ---- */
+
+/*
+ * What the next renewal of a certificate requests, and why and when it
+ * happens (issue 10: "SAN changes are orders of their own"):
+ *   - SANs: while no production property with renew automation carries the
+ *     certificate, or their hostnames are the current version's SAN set,
+ *     exactly the version's SAN set (a renewal at the CA); when they gained
+ *     or lost a hostname, their hostnames (a new order, due at once, not at
+ *     the next renewal window). Names are compared exactly (both sides are
+ *     lower case: the API normalises hostnames, CAs issue lower case) and
+ *     the plan's list is sorted and without duplicates;
+ *   - CA: the certificate's auto_renew CA; profile: the certificate's (NULL
+ *     = the CA's default); challenge: the certificate's (http-01 when it has
+ *     none: uploaded and self-signed versions); key type: the requested one,
+ *     else the version's, else ecdsa-p256.
+ * Migration 011's view certificate_attention states the same SAN-change
+ * test in SQL (the scheduler's stored next_attention_at).
+ */
+
+/* Names a plan holds: Let's Encrypt's 100 and one more, so that an
+ * oversized set reaches the CA and fails there with its reason instead of
+ * being silently shrunk. */
+#define LIFECYCLE_PLAN_NAMES 101
+
+struct lifecycle_plan_in {
+	const char *const *version_sans; /* the current version's SANs */
+	size_t n_version_sans;
+	const char *const *deployed; /* hostnames of the production deployments */
+	size_t n_deployed;	     /* (renew automation on) carrying it */
+	bool carried;		     /* at least one such deployment */
+	const char *ca;		     /* auto_renew */
+	const char *profile;	     /* NULL: none */
+	const char *challenge;	     /* NULL: http-01 */
+	const char *key_type;	     /* requested; NULL: version_key_type */
+	const char *version_key_type;
+};
+
+struct lifecycle_plan {
+	const char *sans[LIFECYCLE_PLAN_NAMES]; /* borrowed from the input, sorted */
+	size_t n_sans;
+	bool truncated; /* more names than LIFECYCLE_PLAN_NAMES */
+	bool san_changed;
+	const char *ca, *profile, *challenge, *key_type; /* borrowed or static */
+};
+
+/* Fill *out from *in (see above). Pointers in *out borrow from *in. */
+void lifecycle_plan(const struct lifecycle_plan_in *in, struct lifecycle_plan *out);
+
+/* Why the next renewal happens. */
+enum lifecycle_why {
+	LIFECYCLE_WHY_LIFETIME = 0, /* the lifetime rule of a CA-issued version */
+	LIFECYCLE_WHY_ARI,	    /* a moment in the CA's ARI window */
+	LIFECYCLE_WHY_SAN_CHANGE,   /* the carried hostnames changed */
+	LIFECYCLE_WHY_BOOTSTRAP,    /* the lifetime rule of an uploaded/self-signed one */
+};
+
+/* Static name of w ("lifetime", "ari", "san_change", "bootstrap"). */
+const char *lifecycle_why_name(enum lifecycle_why w);
+
+/*
+ * The moment the scheduler starts the next renewal and why: a SAN change
+ * is due at now; otherwise lifecycle_due_at (a stored renew_after other
+ * than the lifetime rule's moment was chosen in an ARI window). A failure
+ * backoff (next_attempt_at, 0 = none) later than that moment postpones it.
+ */
+int64_t lifecycle_next_renewal(int64_t renew_after, int64_t next_attempt_at,
+			       const struct lifecycle_version *v, int renew_before_days,
+			       bool san_changed, int64_t now, enum lifecycle_why *why);
 
 #endif

@@ -15,8 +15,14 @@
  *     certificates coming due within renew_before_days, a bounded batch
  *     per tick taken in turn (a cursor over next_attention_at).
  *
- * The order's SAN is every hostname of those production deployments. The
- * hostname checks run in the order job; a failure there is reported as
+ * The order is built from the certificate's renewal plan (lifecycle_plan,
+ * api_renewal_plan_load): the previous version's SAN set while the carried
+ * hostnames are that set (so the CA counts it as a renewal), the carried
+ * hostnames when a production property gained or lost one (migration 011
+ * makes such a certificate due at once: a re-order, not a wait for the
+ * window), and the certificate's CA, challenge and key type. Each
+ * certificate is re-checked, planned and started or deferred in one
+ * transaction (renew_one). The hostname checks run in the order job; a failure there is reported as
  * certificate.renewal_failed and the certificate backs off (renew_backoff_
  * seconds, ±10 %). No fixed number of orders per tick: each CA has an order
  * budget (sched/sched.h; ca_orders_per_hour and ca_order_burst, per CA in
@@ -136,49 +142,23 @@ out:
 	free(pem);
 }
 
-/* Start the renewal order of one due certificate: CP_OK, CP_ERR_CONFLICT
- * (an order is in flight already) or another error. */
-static cp_rc start_renewal(struct db *db, const json_t *c, int64_t run_at)
+/* Start the renewal order of c (a candidate, re-read in the caller's
+ * transaction) from its plan: CP_OK (order id in order_id), CP_ERR_NOT_FOUND
+ * when the plan has no name to order, or another error. Call inside the
+ * transaction that read c. */
+static cp_rc start_renewal(struct db *db, const json_t *c, const json_t *cert,
+			   const struct api_renewal_plan *p, int64_t run_at,
+			   char order_id[CP_UUID_LEN + 1])
 {
-	const char *id = jstr(c, "id"), *tenant = jstr(c, "tenant_id");
-	json_t *names = NULL, *cert = NULL;
-	char order_id[CP_UUID_LEN + 1];
-	cp_rc rc;
-
-	/* One transaction: the SAN, the certificate and the new order are read
-	 * and written against the same state. */
-	rc = db_begin(db);
-	if (rc != CP_OK)
-		goto out;
-	rc = db_renewal_hostnames(db, tenant, id, &names);
-	if (rc == CP_OK && json_array_size(names) == 0)
-		rc = CP_ERR_NOT_FOUND;
-	/* Bound: Let's Encrypt accepts 100 names per certificate. The order
-	 * fails with a clear reason instead of silently shrinking. */
-	while (rc == CP_OK && json_array_size(names) > 101)
-		json_array_remove(names, json_array_size(names) - 1);
-	if (rc == CP_OK)
-		rc = db_certificate_get(db, tenant, id, &cert);
-	if (rc == CP_OK)
-		rc = db_order_start(db, tenant, id, "renew", "http-01", names,
-				    jstr(c, "auto_renew"),
-				    jstr(c, "key_type") ? jstr(c, "key_type") : "ecdsa-p256",
-				    json_object_get(cert, "metadata"), run_at, order_id);
-	if (rc == CP_OK)
-		rc = db_commit(db);
-	else
-		db_rollback(db);
-	if (rc == CP_OK)
-		cp_log_json(CP_LOG_INFO, "renew.started",
-			    json_pack("{s:s,s:s,s:O,s:I}", "certificate_id", id, "order_id",
-				      order_id, "hostnames", names, "run_at", (json_int_t)run_at));
-	else if (rc != CP_ERR_CONFLICT && rc != CP_ERR_NOT_FOUND)
-		cp_logf(CP_LOG_WARN, "renew.start", "cannot start the renewal of %s: %s", id,
-			cp_rc_str(rc));
-out:
-	json_decref(names);
-	json_decref(cert);
-	return rc;
+	if (json_array_size(p->sans) == 0)
+		return CP_ERR_NOT_FOUND;
+	/* The plan keeps the certificate's CA, challenge and key type; its
+	 * SANs are the previous version's (a renewal at the CA) unless the
+	 * carried hostnames changed (then the new set: a re-order). An
+	 * oversized set reaches the CA and fails there with its reason. */
+	return db_order_start(db, jstr(c, "tenant_id"), jstr(c, "id"), "renew", p->plan->challenge,
+			      p->sans, p->plan->ca, p->plan->key_type,
+			      json_object_get(cert, "metadata"), run_at, order_id);
 }
 
 /* Each CA's order budget (scheduler thread only). */
@@ -226,6 +206,100 @@ static struct sched_budget *ca_budget(const struct cp_config *cfg, struct db *db
 	return &budgets[i].b;
 }
 
+enum renew_outcome { RENEW_STARTED, RENEW_LATER, RENEW_ERROR };
+
+/*
+ * One certificate the attention scan gave, read, decided and written in one
+ * transaction (the renewal read-modify-write): re-check it
+ * (db_renewal_candidate), build its plan (api_renewal_plan_load), and start
+ * its order when it is due and its CA's budget has a slot, or move its
+ * next_attention_at to when to look again. A renewal finishing, an order
+ * started by the API or a deployment changing meanwhile is seen or waits
+ * for the commit: no decision on stale facts. *deferred counts refusals of
+ * this tick (spreads the deferred slots).
+ */
+static enum renew_outcome renew_one(const struct api_ctx *ctx, struct db *db, const char *id,
+				    int64_t now, int *deferred)
+{
+	struct api_renewal_plan p = { 0 };
+	json_t *c = NULL, *cert = NULL;
+	char order_id[CP_UUID_LEN + 1];
+	enum renew_outcome outcome = RENEW_ERROR;
+	enum lifecycle_why why = LIFECYCLE_WHY_LIFETIME;
+	int64_t due, at_ms = 0, later = 0;
+	struct sched_budget *b;
+	int per_hour, burst;
+	uint64_t rnd = 0;
+	cp_rc rc;
+
+	if (db_begin(db) != CP_OK)
+		return RENEW_ERROR;
+	rc = db_renewal_candidate(db, id, &c);
+	if (rc == CP_ERR_NOT_FOUND) {
+		/* Stale (expired meanwhile, or a change that will recompute
+		 * it): nothing to do until something changes. */
+		rc = db_renewal_defer(db, id, 0);
+		outcome = RENEW_LATER;
+		goto out;
+	}
+	if (rc == CP_OK)
+		rc = db_certificate_get(db, jstr(c, "tenant_id"), id, &cert);
+	if (rc == CP_OK)
+		rc = api_renewal_plan_load(db, jstr(c, "tenant_id"), cert, jstr(c, "key_type"),
+					   true, &p);
+	if (rc != CP_OK)
+		goto out;
+	struct lifecycle_version v = {
+		jint(c, "not_before"),
+		jint(c, "not_after"),
+		json_is_true(json_object_get(c, "ca_issued")) ? LIFECYCLE_CA : LIFECYCLE_BOOTSTRAP,
+	};
+	/* The candidate's backoff has passed: only the plan's moment counts. */
+	due = lifecycle_next_renewal(jint(c, "renew_after"), 0, &v, ctx->cfg->renew_before_days,
+				     p.plan->san_changed, now, &why);
+	outcome = RENEW_LATER;
+	if (now < due) {
+		later = due; /* a row stored without renew_after */
+	} else {
+		b = ca_budget(ctx->cfg, db, jstr(c, "auto_renew"), &per_hour, &burst);
+		if (cp_random(&rnd, sizeof(rnd)) != CP_OK)
+			rnd = 0; /* no jitter rather than no renewal */
+		if (!sched_budget_take(b, now * 1000, per_hour, burst, rnd, &at_ms)) {
+			/* Refused: defer to the slots after the free one, in
+			 * order, so the head of the scan is never clogged. */
+			later = at_ms / 1000 + 1 +
+				(int64_t)(*deferred)++ * sched_slot_ms(per_hour) / 1000;
+		} else if ((rc = start_renewal(db, c, cert, &p, at_ms / 1000, order_id)) == CP_OK) {
+			outcome = RENEW_STARTED;
+		} else if (rc == CP_ERR_NOT_FOUND || rc == CP_ERR_CONFLICT) {
+			/* No hostname to order (look again later, not on every
+			 * tick), or an order in flight (its end recomputes). */
+			if (rc == CP_ERR_NOT_FOUND)
+				later = now + ctx->cfg->scheduler_interval_seconds;
+			rc = CP_OK;
+		}
+	}
+	if (rc == CP_OK && later)
+		rc = db_renewal_defer(db, id, later);
+out:
+	if (rc == CP_OK)
+		rc = db_commit(db);
+	else
+		db_rollback(db);
+	if (rc != CP_OK)
+		outcome = RENEW_ERROR;
+	if (outcome == RENEW_STARTED) /* committed */
+		cp_log_json(CP_LOG_INFO, "renew.started",
+			    json_pack("{s:s,s:s,s:O,s:s,s:I}", "certificate_id", id, "order_id",
+				      order_id, "hostnames", p.sans, "reason",
+				      lifecycle_why_name(why), "run_at",
+				      (json_int_t)(at_ms / 1000)));
+	api_renewal_plan_free(&p);
+	json_decref(cert);
+	json_decref(c);
+	return outcome;
+}
+
 bool server_renew_backlog(void)
 {
 	return atomic_load(&renew_backlog);
@@ -257,7 +331,7 @@ static void tick_ari(const struct api_ctx *ctx, struct db *db, int64_t now)
 
 void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 {
-	json_t *list = NULL, *row, *c = NULL;
+	json_t *list = NULL, *row;
 	int64_t now = cp_now();
 	int started = 0, deferred = 0;
 	size_t i;
@@ -271,53 +345,22 @@ void server_tick_renew(const struct api_ctx *ctx, struct db *db)
 		return;
 	json_array_foreach(list, i, row)
 	{
-		const char *id = jstr(row, "id");
-		int64_t due, at_ms, later = 0;
-		struct sched_budget *b;
-		int per_hour, burst;
-		uint64_t rnd = 0;
-		cp_rc rc;
-
-		json_decref(c);
-		c = NULL;
-		if (db_renewal_candidate(db, id, &c) != CP_OK) {
-			/* Stale (expired meanwhile, or a race with a change that
-			 * will recompute it): nothing to do until something
-			 * changes. */
-			if (db_renewal_defer(db, id, 0) != CP_OK)
-				cp_logf(CP_LOG_WARN, "renew.defer", "cannot defer %s", id);
-			continue;
+		switch (renew_one(ctx, db, jstr(row, "id"), now, &deferred)) {
+		case RENEW_STARTED:
+			started++;
+			break;
+		case RENEW_ERROR:
+			/* Rolled back: look again next interval, not on every tick. */
+			cp_logf(CP_LOG_WARN, "renew.start", "cannot renew %s", jstr(row, "id"));
+			if (db_renewal_defer(db, jstr(row, "id"),
+					     now + ctx->cfg->scheduler_interval_seconds) != CP_OK)
+				cp_logf(CP_LOG_WARN, "renew.defer", "cannot defer %s",
+					jstr(row, "id"));
+			break;
+		case RENEW_LATER:
+			break;
 		}
-		struct lifecycle_version v = {
-			jint(c, "not_before"),
-			jint(c, "not_after"),
-			json_is_true(json_object_get(c, "ca_issued")) ? LIFECYCLE_CA
-								      : LIFECYCLE_BOOTSTRAP,
-		};
-		due = lifecycle_due_at(jint(c, "renew_after"), &v, ctx->cfg->renew_before_days);
-		if (now < due) {
-			later = due; /* a row stored without renew_after */
-		} else {
-			b = ca_budget(ctx->cfg, db, jstr(c, "auto_renew"), &per_hour, &burst);
-			if (cp_random(&rnd, sizeof(rnd)) != CP_OK)
-				rnd = 0; /* no jitter rather than no renewal */
-			if (!sched_budget_take(b, now * 1000, per_hour, burst, rnd, &at_ms)) {
-				/* Refused: defer to the slots after the free one, in
-				 * order, so the head of the scan is never clogged. */
-				later = at_ms / 1000 + 1 +
-					(int64_t)deferred++ * sched_slot_ms(per_hour) / 1000;
-			} else if ((rc = start_renewal(db, c, at_ms / 1000)) == CP_OK) {
-				started++;
-			} else if (rc != CP_ERR_CONFLICT) {
-				/* e.g. no hostname to order: look again later, not on
-				 * every tick. */
-				later = now + ctx->cfg->scheduler_interval_seconds;
-			}
-		}
-		if (later && db_renewal_defer(db, id, later) != CP_OK)
-			cp_logf(CP_LOG_WARN, "renew.defer", "cannot defer %s", id);
 	}
-	json_decref(c);
 	/* Every row read left the due range (an order in flight, deferred or
 	 * nothing to do), so a full batch means more may be waiting. */
 	if (json_array_size(list) == RENEW_SCAN)

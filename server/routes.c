@@ -62,6 +62,8 @@ static const struct server_route routes[] = {
 	{ "GET", "/v1/certificates/{id}/private-key", api_certificates_private_key,
 	  SERVER_AUTH_KEY },
 	{ "GET", "/v1/certificates/{id}/versions", api_certificates_versions, SERVER_AUTH_KEY },
+	{ "GET", "/v1/certificates/{id}/renewal-preview", api_certificates_renewal_preview,
+	  SERVER_AUTH_KEY, .offload = true },
 
 	{ "POST", "/v1/webhooks", api_webhooks_create, SERVER_AUTH_KEY, .offload = true },
 	{ "GET", "/v1/webhooks", api_webhooks_list, SERVER_AUTH_KEY },

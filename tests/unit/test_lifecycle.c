@@ -234,11 +234,149 @@ static void test_reminders(sqlite3 *h)
 	sqlite3_finalize(st);
 }
 
+/* ---- the renewal plan ---- */
+
+#define L(...) ((const char *const[]){ __VA_ARGS__ })
+
+/* One row: the version's SANs, the carried hostnames (carried = 0: no
+ * production property with automation), the SANs expected (a
+ * comma-separated sorted list) and whether it is a SAN change. */
+struct plan_row {
+	const char *what;
+	const char *const *version;
+	size_t nv;
+	const char *const *deployed;
+	size_t nd;
+	int carried;
+	const char *want;
+	int changed;
+};
+
+static const struct plan_row plan_rows[] = {
+	{ "same set: the version's SANs", L("a.test", "b.test"), 2, L("a.test", "b.test"), 2, 1,
+	  "a.test,b.test", 0 },
+	{ "same set in another order: no change, order normalised", L("b.test", "a.test"), 2,
+	  L("a.test", "b.test"), 2, 1, "a.test,b.test", 0 },
+	{ "duplicates across properties: no change", L("a.test", "b.test"), 2,
+	  L("b.test", "a.test", "b.test"), 3, 1, "a.test,b.test", 0 },
+	{ "a hostname gained: the new set", L("a.test"), 1, L("c.test", "a.test"), 2, 1,
+	  "a.test,c.test", 1 },
+	{ "a hostname lost: the new set", L("a.test", "b.test"), 2, L("a.test"), 1, 1, "a.test",
+	  1 },
+	{ "one swapped for another: the new set", L("a.test", "b.test"), 2, L("a.test", "z.test"),
+	  2, 1, "a.test,z.test", 1 },
+	{ "wildcard kept", L("*.a.test", "a.test"), 2, L("a.test", "*.a.test"), 2, 1,
+	  "*.a.test,a.test", 0 },
+	{ "not carried: the version's SANs, no change", L("b.test", "a.test"), 2, NULL, 0, 0,
+	  "a.test,b.test", 0 },
+	{ "carried with no hostname: a change to nothing", L("a.test"), 1, NULL, 0, 1, "", 1 },
+};
+
+static void plan_join(const struct lifecycle_plan *p, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < p->n_sans && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "," : "", p->sans[i]);
+}
+
+static void test_plan(void)
+{
+	struct lifecycle_plan p;
+	char got[512];
+
+	for (size_t i = 0; i < sizeof(plan_rows) / sizeof(plan_rows[0]); i++) {
+		const struct plan_row *r = &plan_rows[i];
+		struct lifecycle_plan_in in = {
+			.version_sans = r->version,
+			.n_version_sans = r->nv,
+			.deployed = r->deployed,
+			.n_deployed = r->nd,
+			.carried = r->carried,
+			.ca = "letsencrypt",
+		};
+		lifecycle_plan(&in, &p);
+		plan_join(&p, got, sizeof(got));
+		if (strcmp(got, r->want) != 0 || p.san_changed != (bool)r->changed)
+			fprintf(stderr, "plan row %zu (%s): [%s] changed=%d\n", i, r->what, got,
+				p.san_changed);
+		CHECK(strcmp(got, r->want) == 0);
+		CHECK(p.san_changed == (bool)r->changed);
+		CHECK(!p.truncated);
+		/* Defaults: http-01, the version's key type else ecdsa-p256. */
+		CHECK(strcmp(p.challenge, "http-01") == 0);
+		CHECK(strcmp(p.key_type, "ecdsa-p256") == 0);
+		CHECK(strcmp(p.ca, "letsencrypt") == 0 && p.profile == NULL);
+	}
+	/* The certificate's choices are kept across renewals. */
+	lifecycle_plan(&(struct lifecycle_plan_in){ .version_sans = L("a.test"),
+						    .n_version_sans = 1,
+						    .ca = "pebble",
+						    .profile = "shortlived",
+						    .challenge = "dns-01",
+						    .key_type = NULL,
+						    .version_key_type = "rsa-2048" },
+		       &p);
+	CHECK(strcmp(p.challenge, "dns-01") == 0 && strcmp(p.key_type, "rsa-2048") == 0);
+	CHECK(strcmp(p.profile, "shortlived") == 0 && strcmp(p.ca, "pebble") == 0);
+	lifecycle_plan(&(struct lifecycle_plan_in){ .key_type = "ecdsa-p384",
+						    .version_key_type = "rsa-2048" },
+		       &p);
+	CHECK(strcmp(p.key_type, "ecdsa-p384") == 0 && p.n_sans == 0 && !p.san_changed);
+	/* More names than the plan holds: flagged, never silently dropped. */
+	{
+		static char names[LIFECYCLE_PLAN_NAMES + 5][16];
+		const char *ptrs[LIFECYCLE_PLAN_NAMES + 5];
+		for (size_t i = 0; i < LIFECYCLE_PLAN_NAMES + 5; i++) {
+			snprintf(names[i], sizeof(names[i]), "h%03zu.test", i);
+			ptrs[i] = names[i];
+		}
+		lifecycle_plan(&(struct lifecycle_plan_in){ .version_sans = ptrs,
+							    .n_version_sans = 1,
+							    .deployed = ptrs,
+							    .n_deployed = LIFECYCLE_PLAN_NAMES + 5,
+							    .carried = true },
+			       &p);
+		CHECK(p.san_changed && p.truncated && p.n_sans == LIFECYCLE_PLAN_NAMES);
+	}
+}
+
+/* When and why: rows of (renew_after stored, backoff, origin, SAN change). */
+static void test_next_renewal(void)
+{
+	struct lifecycle_version ca = { NB, NB + 90 * D, LIFECYCLE_CA };
+	struct lifecycle_version boot = { NB, NB + 90 * D, LIFECYCLE_BOOTSTRAP };
+	int64_t rule = lifecycle_renew_at(&ca, 25), now = NB + 1 * D;
+	enum lifecycle_why why;
+
+	CHECK(lifecycle_next_renewal(rule, 0, &ca, 25, false, now, &why) == rule);
+	CHECK(why == LIFECYCLE_WHY_LIFETIME);
+	CHECK(lifecycle_next_renewal(0, 0, &ca, 25, false, now, &why) == rule);
+	CHECK(why == LIFECYCLE_WHY_LIFETIME);
+	CHECK(lifecycle_next_renewal(rule + 7, 0, &ca, 25, false, now, &why) == rule + 7);
+	CHECK(why == LIFECYCLE_WHY_ARI);
+	CHECK(lifecycle_next_renewal(lifecycle_renew_at(&boot, 25), 0, &boot, 25, false, now,
+				     &why) == NB + 65 * D);
+	CHECK(why == LIFECYCLE_WHY_BOOTSTRAP);
+	/* A SAN change is due now, not at the window. */
+	CHECK(lifecycle_next_renewal(rule, 0, &ca, 25, true, now, &why) == now);
+	CHECK(why == LIFECYCLE_WHY_SAN_CHANGE);
+	/* A backoff postpones either. */
+	CHECK(lifecycle_next_renewal(rule, now + 600, &ca, 25, true, now, &why) == now + 600);
+	CHECK(lifecycle_next_renewal(rule, rule + 60, &ca, 25, false, now, &why) == rule + 60);
+	CHECK(lifecycle_next_renewal(rule, rule - 60, &ca, 25, false, now, &why) == rule);
+	CHECK(strcmp(lifecycle_why_name(LIFECYCLE_WHY_SAN_CHANGE), "san_change") == 0);
+	CHECK(strcmp(lifecycle_why_name(LIFECYCLE_WHY_ARI), "ari") == 0);
+}
+
 int main(void)
 {
 	sqlite3 *h = NULL;
 
 	test_renewal_window();
+	test_plan();
+	test_next_renewal();
 	CHECK(sqlite3_open(":memory:", &h) == SQLITE_OK);
 	CHECK(sqlite3_exec(h, "CREATE TABLE t (stored TEXT, nb INTEGER, na INTEGER)", NULL, NULL,
 			   NULL) == SQLITE_OK);

@@ -171,9 +171,10 @@ static void test_attention(struct db *db)
 	snprintf(sql, sizeof(sql),
 		 "INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, "
 		 "cert_pem, private_key, key_type, issuer, serial, not_before, not_after, "
-		 "fingerprint_sha256, created_at) VALUES ('v1', 'c1', 't1', 1, 'x', 'k', "
-		 "'ecdsa-p256', 'i', '01', %lld, %lld, 'f', 0), ('v2', 'c2', 't1', 1, 'x', 'k', "
-		 "'ecdsa-p256', 'i', '02', %lld, %lld, 'f', 0);"
+		 "fingerprint_sha256, sans, created_at) VALUES ('v1', 'c1', 't1', 1, 'x', 'k', "
+		 "'ecdsa-p256', 'i', '01', %lld, %lld, 'f', '[\"a.example\"]', 0), ('v2', 'c2', "
+		 "'t1', 1, 'x', 'k', 'ecdsa-p256', 'i', '02', %lld, %lld, 'f', "
+		 "'[\"a.example\"]', 0);"
 		 "UPDATE certificates SET version = 1, renew_after = %lld;",
 		 (long long)nb, (long long)na, (long long)nb, (long long)na, (long long)ra);
 	CHECK(exec(db, sql));
@@ -227,8 +228,9 @@ static void test_attention(struct db *db)
 	snprintf(sql, sizeof(sql),
 		 "INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, "
 		 "cert_pem, private_key, key_type, issuer, serial, not_before, not_after, "
-		 "fingerprint_sha256, order_id, created_at) VALUES ('v3', 'c1', 't1', 2, 'x', "
-		 "'k', 'ecdsa-p256', 'i', '03', %lld, %lld, 'f', 'o1', 0);"
+		 "fingerprint_sha256, order_id, sans, created_at) VALUES ('v3', 'c1', 't1', 2, "
+		 "'x', 'k', 'ecdsa-p256', 'i', '03', %lld, %lld, 'f', 'o1', "
+		 "'[\"a.example\"]', 0);"
 		 "UPDATE certificates SET version = 2, renew_after = %lld WHERE id = 'c1';",
 		 (long long)now, (long long)(now + 90 * 86400), (long long)(now + 60 * 86400));
 	CHECK(exec(db, sql));
@@ -254,7 +256,9 @@ static void test_attention(struct db *db)
 	CHECK(exec(db, "INSERT INTO deployments (id, tenant_id, property_id, environment, "
 		       "version, hostnames, certificate_id, created_at) VALUES ('d3', 't1', "
 		       "'p2', 'production', 1, '[\"b.example\"]', 'c1', 0)"));
-	CHECK(attention(db) == ra);
+	/* ... and its b.example is not in c1's SANs: a SAN change, due at once
+	 * (migration 011). */
+	CHECK(attention(db) == 1);
 	CHECK(due_found(db) == 2);
 	CHECK(exec(db, "DELETE FROM properties WHERE id = 'p2'"));
 	CHECK(attention(db) == -1);
@@ -278,6 +282,48 @@ static void test_attention(struct db *db)
 	CHECK(due_found(db) == 0);
 	CHECK(exec(db, "UPDATE certificates SET auto_renew = 'letsencrypt' WHERE id = 'c1'"));
 	CHECK(attention(db) == ra);
+	/* SAN change (migration 011): p1 gains n.example -> due at once (1, the
+	 * past), after a failure backoff if later; the same set again (any
+	 * order, duplicates) -> back to renew_after. */
+	CHECK(exec(db, "INSERT INTO deployments (id, tenant_id, property_id, environment, "
+		       "version, hostnames, certificate_id, created_at) VALUES ('d6', 't1', "
+		       "'p1', 'production', 5, '[\"n.example\", \"a.example\"]', 'c1', 0)"));
+	CHECK(attention(db) == 1);
+	CHECK(due_found(db) == 1);
+	CHECK(consistent(db));
+	snprintf(sql, sizeof(sql), "UPDATE certificates SET next_attempt_at = %lld WHERE id = 'c1'",
+		 (long long)(now + 600));
+	CHECK(exec(db, sql));
+	CHECK(attention(db) == now + 600);
+	CHECK(exec(db, "UPDATE certificates SET next_attempt_at = NULL WHERE id = 'c1'"));
+	CHECK(attention(db) == 1);
+	CHECK(exec(db, "INSERT INTO deployments (id, tenant_id, property_id, environment, "
+		       "version, hostnames, certificate_id, created_at) VALUES ('d7', 't1', "
+		       "'p1', 'production', 6, '[\"a.example\", \"a.example\"]', 'c1', 0)"));
+	CHECK(attention(db) == ra);
+	/* Lost every name: a change too. */
+	CHECK(exec(db, "INSERT INTO deployments (id, tenant_id, property_id, environment, "
+		       "version, hostnames, certificate_id, created_at) VALUES ('d8', 't1', "
+		       "'p1', 'production', 7, '[]', 'c1', 0)"));
+	CHECK(attention(db) == 1);
+	CHECK(exec(db, "INSERT INTO deployments (id, tenant_id, property_id, environment, "
+		       "version, hostnames, certificate_id, created_at) VALUES ('d9', 't1', "
+		       "'p1', 'production', 8, '[\"a.example\"]', 'c1', 0)"));
+	CHECK(attention(db) == ra);
+	CHECK(consistent(db));
+	/* The preview's facts: the tenant's own certificate only. */
+	{
+		json_t *f = NULL;
+		CHECK_RC(db_renewal_facts(db, "t1", "c1", &f), CP_OK);
+		CHECK(json_integer_value(json_object_get(f, "renew_after")) == ra);
+		CHECK(json_integer_value(json_object_get(f, "version")) == 2);
+		CHECK(json_is_true(json_object_get(f, "ca_issued")));
+		CHECK(json_is_null(json_object_get(f, "order_in_flight")));
+		json_decref(f);
+		f = NULL;
+		CHECK_RC(db_renewal_facts(db, "t2", "c1", &f), CP_ERR_NOT_FOUND);
+		CHECK(f == NULL);
+	}
 	/* An expired version: nothing to do (stored NULL at the next change). */
 	snprintf(sql, sizeof(sql),
 		 "UPDATE certificate_versions SET not_after = %lld WHERE id = 'v3'; UPDATE "
