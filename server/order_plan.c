@@ -1,0 +1,103 @@
+/*
+ * order_plan.c - what a new CA order carries beyond its names (the renewal
+ * plan), and the one newOrder exchange that carries it:
+ *
+ *   - profile: the certificate's ACME profile (draft-ietf-acme-profiles),
+ *     sent while the CA's directory still offers it in meta.profiles; kept
+ *     across renewals because it is read from the certificate, not from the
+ *     order that issued the previous version;
+ *   - replaces: for a renewal of a version that this same CA issued, its
+ *     ARI certificate id (RFC 9773 section 5), so the CA can link the two
+ *     and exempt the renewal from rate limits. A CA that answers
+ *     alreadyReplaced (another order already names that certificate) gets
+ *     the newOrder once more without it: the renewal must not be lost over
+ *     a hint.
+ *
+ * Also the profile check of the API (server_ca_profile_check), so the rule
+ * "a profile is accepted only if the certificate's CA offers it" is asked
+ * of the same directory the orders use.
+ */
+#include "acme/acme.h"
+#include "server/server_internal.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The ARI id of the version an order of kind on ca replaces, or NULL (new
+ * string). Only a renewal of a version ordered from the same CA names one:
+ * another CA (or a self-signed bootstrap) does not know that certificate. */
+static char *replaced_cert_id(const json_t *plan, const char *kind, const char *ca)
+{
+	const char *pem = cp_json_str(plan, "cert_pem");
+	const char *vca = cp_json_str(plan, "version_ca");
+	char *id = NULL;
+
+	if (!kind || strcmp(kind, "renew") != 0 || !pem || !vca || !ca || strcmp(vca, ca) != 0)
+		return NULL;
+	if (acme_ari_cert_id(pem, strlen(pem), &id) != CP_OK)
+		return NULL; /* no AKI: nothing to name, the order goes without */
+	return id;
+}
+
+cp_rc server_order_place(struct acme_client *c, struct db *db, const char *tenant_id,
+			 const json_t *order, const char *const *names, size_t n, char **order_url,
+			 json_t **ca_order, bool *profile_refused, struct acme_result *r)
+{
+	const char *cert_id = cp_json_str(order, "certificate_id"), *profile;
+	json_t *plan = NULL;
+	char *replaces = NULL;
+	cp_rc rc;
+
+	assert(c && db && tenant_id && order && order_url && ca_order && profile_refused && r);
+	*order_url = NULL;
+	*ca_order = NULL;
+	*profile_refused = false;
+	rc = cert_id ? db_certificate_order_plan(db, tenant_id, cert_id, &plan) : CP_ERR_NOT_FOUND;
+	if (rc != CP_OK)
+		goto out;
+	profile = cp_json_str(plan, "profile");
+	if (profile) {
+		rc = acme_profile_offered(c, profile, r);
+		if (rc == CP_ERR_NOT_FOUND)
+			*profile_refused = true; /* r->detail names it */
+		if (rc != CP_OK)
+			goto out;
+	}
+	replaces = replaced_cert_id(plan, cp_json_str(order, "kind"), cp_json_str(order, "ca"));
+	rc = acme_order_new_profile(c, names, n, replaces, profile, order_url, ca_order, r);
+	if (rc != CP_OK && replaces && acme_result_is(r, "alreadyReplaced")) {
+		cp_logf(CP_LOG_INFO, "acme.already_replaced",
+			"certificate %s: the CA says %s is already replaced; ordering without "
+			"replaces",
+			cert_id, replaces);
+		rc = acme_order_new_profile(c, names, n, NULL, profile, order_url, ca_order, r);
+	}
+out:
+	free(replaces);
+	json_decref(plan);
+	return rc;
+}
+
+cp_rc server_ca_profile_check(const struct api_ctx *ctx, struct db *db, const char *ca,
+			      const char *profile, char *detail, size_t detail_len)
+{
+	struct acme_client *c = NULL;
+	struct acme_result r;
+	cp_rc rc;
+
+	assert(ctx && db && ca && profile && detail && detail_len);
+	memset(&r, 0, sizeof(r));
+	detail[0] = '\0';
+	rc = server_acme_client(ctx, db, ca, &c, &r);
+	if (rc == CP_OK)
+		rc = acme_profile_offered(c, profile, &r);
+	if (rc == CP_ERR_NOT_FOUND)
+		snprintf(detail, detail_len, "CA \"%s\" does not offer profile \"%.64s\"", ca,
+			 profile);
+	else if (rc != CP_OK)
+		snprintf(detail, detail_len,
+			 "CA \"%s\" cannot be asked which profiles it offers: %s", ca,
+			 r.detail[0] ? r.detail : cp_rc_str(rc));
+	return rc == CP_OK || rc == CP_ERR_NOT_FOUND ? rc : CP_ERR_UPSTREAM;
+}
