@@ -17,8 +17,10 @@ usual). This front adds both, and records what the client sent:
   - GET of the directory gains "renewalInfo" (served here) and
     "meta.profiles";
   - GET renewal-info/<certID> answers {"suggestedWindow": {start, end}} with
-    Retry-After: the window set for that certID, else a default far in the
-    future (so nothing renews until the test moves a window);
+    Retry-After: the window set for that certID, else a default one
+    (--default-window-ahead seconds after the front started, 60 s long;
+    the test picks it inside its certificates' lifetime and after its own
+    end, so nothing renews until the test moves a window);
   - every newOrder payload (the JWS payload, decoded, not verified) is
     recorded with the time it arrived;
   - it can answer the next N newOrders that carry "replaces" with a 409
@@ -28,7 +30,7 @@ usual). This front adds both, and records what the client sent:
 Control endpoints (plain JSON over the same HTTPS listener, no auth, test
 use only):
   GET  /front/orders                  -> [{"at": unix, "payload": {...},
-                                           "answered": status}]
+                                           "answered": status, "problem": type}]
   GET  /front/renewal-info-requests   -> [certID, ...]
   POST /front/window {"cert_id", "start", "end"} (RFC 3339 strings)
   POST /front/already-replaced {"count": N}
@@ -37,7 +39,7 @@ use only):
 Usage: acme-front.py --port P --cert C --key K --upstream-ca CA
                      [--upstream https://127.0.0.1:14000]
                      [--profiles '{"tlsserver": "...", "shortlived": "..."}']
-                     [--retry-after SECONDS]
+                     [--retry-after SECONDS] [--default-window-ahead SECONDS]
 Prints "ready <port>" on stdout once it listens. Python stdlib only.
 """
 import argparse
@@ -118,7 +120,13 @@ class Front(http.server.BaseHTTPRequestHandler):
             d.setdefault("meta", {})["profiles"] = self.opts.profiles
             data = json.dumps(d).encode()
         self.reply(status, raw=data, ctype=ctype or "application/octet-stream", headers=out)
-        return status
+        problem = None
+        if status >= 400:
+            try:
+                problem = json.loads(data).get("type")
+            except (ValueError, AttributeError):
+                problem = None
+        return status, problem
 
     # ---- control ----
     def control(self, body):
@@ -147,8 +155,12 @@ class Front(http.server.BaseHTTPRequestHandler):
             STATE["ari_requests"].append(cert_id)
             w = STATE["windows"].get(cert_id)
         if not w:
-            now = time.time()
-            w = (rfc3339(now + 30 * 86400), rfc3339(now + 31 * 86400))
+            # Fixed when the front started (a window that moves at every
+            # answer makes the client draw a new moment every time). It must
+            # end before the certificates expire: a client keeps no renewal
+            # moment past not_after (certplane's attention view drops it).
+            w = (rfc3339(self.opts.t0 + self.opts.default_ahead),
+                 rfc3339(self.opts.t0 + self.opts.default_ahead + 60))
         return self.reply(200, {"suggestedWindow": {"start": w[0], "end": w[1]}},
                           headers=[("Retry-After", str(self.opts.retry_after))])
 
@@ -157,7 +169,7 @@ class Front(http.server.BaseHTTPRequestHandler):
             payload = json.loads(b64url_decode(json.loads(body)["payload"]))
         except (ValueError, KeyError, TypeError):
             payload = None
-        rec = {"at": time.time(), "payload": payload, "answered": None}
+        rec = {"at": time.time(), "payload": payload, "answered": None, "problem": None}
         with LOCK:
             STATE["orders"].append(rec)
             inject = (isinstance(payload, dict) and "replaces" in payload
@@ -168,13 +180,13 @@ class Front(http.server.BaseHTTPRequestHandler):
             _, hdrs, _ = self.upstream("HEAD", urllib.parse.urlsplit(
                 self.opts.nonce_url).path)
             nonce = [(k, v) for k, v in hdrs if k.lower() == "replay-nonce"]
-            rec["answered"] = 409
+            rec["answered"], rec["problem"] = 409, "urn:ietf:params:acme:error:alreadyReplaced"
             return self.reply(409, {
                 "type": "urn:ietf:params:acme:error:alreadyReplaced",
                 "detail": "the certificate named in replaces is already replaced "
                           "(injected by acme-front)", "status": 409},
                 ctype="application/problem+json", headers=nonce)
-        rec["answered"] = self.proxy(body)
+        rec["answered"], rec["problem"] = self.proxy(body)
 
     # ---- dispatch ----
     def handle_any(self):
@@ -206,7 +218,9 @@ def main():
         "tlsserver": "the CA's default: 90-day TLS server certificates",
         "shortlived": "short-lived TLS server certificates"}))
     ap.add_argument("--retry-after", type=int, default=1)
+    ap.add_argument("--default-window-ahead", dest="default_ahead", type=int, default=86400)
     opts = ap.parse_args()
+    opts.t0 = int(time.time())
     opts.profiles = json.loads(opts.profiles)
     Front.opts = opts
     # Pebble's nonce URL, learned once (its path does not depend on Host).
