@@ -15,12 +15,16 @@
  *
  * Also the profile check of the API (server_ca_profile_check), so the rule
  * "a profile is accepted only if the certificate's CA offers it" is asked
- * of the same directory the orders use.
+ * of the same directory the orders use (fetched once per thread's client
+ * and kept: a CA that adds a profile is seen after a restart). A CA that
+ * cannot be asked is remembered for DOWN_SECONDS, during which the check
+ * answers at once (503 upstream) without another attempt.
  */
 #include "acme/acme.h"
 #include "server/server_internal.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +83,49 @@ out:
 	return rc;
 }
 
+/* CAs the API found unreachable lately: while one is in here, a profile
+ * check answers at once instead of holding an HTTP worker for the CA's
+ * connect timeout on every request during an outage. */
+#define DOWN_CAS 16
+#define DOWN_SECONDS 30
+static struct {
+	char ca[64];
+	int64_t until;
+} down_cas[DOWN_CAS];
+static pthread_mutex_t down_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* True if ca failed less than DOWN_SECONDS ago. */
+static bool ca_down(const char *ca)
+{
+	bool down = false;
+
+	pthread_mutex_lock(&down_lock);
+	for (int i = 0; i < DOWN_CAS; i++)
+		if (!strcmp(down_cas[i].ca, ca) && down_cas[i].until > cp_now())
+			down = true;
+	pthread_mutex_unlock(&down_lock);
+	return down;
+}
+
+/* Remember (failed) or forget (!failed) that ca could not be asked. */
+static void ca_mark(const char *ca, bool failed)
+{
+	int slot = -1;
+
+	pthread_mutex_lock(&down_lock);
+	for (int i = 0; i < DOWN_CAS && slot < 0; i++)
+		if (!strcmp(down_cas[i].ca, ca))
+			slot = i;
+	for (int i = 0; i < DOWN_CAS && slot < 0 && failed; i++)
+		if (down_cas[i].until <= cp_now())
+			slot = i; /* a free or expired entry */
+	if (slot >= 0) {
+		snprintf(down_cas[slot].ca, sizeof(down_cas[slot].ca), "%s", ca);
+		down_cas[slot].until = failed ? cp_now() + DOWN_SECONDS : 0;
+	}
+	pthread_mutex_unlock(&down_lock);
+}
+
 cp_rc server_ca_profile_check(const struct api_ctx *ctx, struct db *db, const char *ca,
 			      const char *profile, char *detail, size_t detail_len)
 {
@@ -89,9 +136,16 @@ cp_rc server_ca_profile_check(const struct api_ctx *ctx, struct db *db, const ch
 	assert(ctx && db && ca && profile && detail && detail_len);
 	memset(&r, 0, sizeof(r));
 	detail[0] = '\0';
+	if (ca_down(ca)) {
+		snprintf(detail, detail_len,
+			 "CA \"%s\" could not be asked which profiles it offers less than %d s ago",
+			 ca, DOWN_SECONDS);
+		return CP_ERR_UPSTREAM;
+	}
 	rc = server_acme_client(ctx, db, ca, &c, &r);
 	if (rc == CP_OK)
 		rc = acme_profile_offered(c, profile, &r);
+	ca_mark(ca, rc != CP_OK && rc != CP_ERR_NOT_FOUND);
 	if (rc == CP_ERR_NOT_FOUND)
 		snprintf(detail, detail_len, "CA \"%s\" does not offer profile \"%.64s\"", ca,
 			 profile);

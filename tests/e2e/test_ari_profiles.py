@@ -13,7 +13,8 @@ test_renewal_window.py does); the lifetime rule (LIFE / 2) never comes due
 while the test runs, so every renewal here is ARI's.
 
 (a) a profile the CA does not offer is refused (422 naming "profile"), at
-    create and at PATCH;
+    create and at PATCH; a CA that cannot be asked gives 503 + Retry-After
+    and nothing is stored;
 (b) a certificate with profile "shortlived" is issued and its newOrder
     carried "profile": "shortlived" (and no "replaces");
 (c) a suggested window a few seconds ahead: the renewal happens inside it
@@ -146,7 +147,10 @@ def test_profiles_and_ari():
         front = Front()
         env = TB.server_env()
         env.update({"CERTPLANE_ACME_DIRECTORY_URL": front.directory,
-                    "CERTPLANE_RENEW_BACKOFF_SECONDS": "[2,2,2]"})
+                    "CERTPLANE_RENEW_BACKOFF_SECONDS": "[2,2,2]",
+                    # A CA nothing answers for (port 9: refused at once).
+                    "CERTPLANE_CAS": json.dumps({"down": {
+                        "directory_url": "https://127.0.0.1:9/dir"}})})
         s = Server(env=env).start()
         _, key = s.new_tenant("ari-profiles")
         zone = rnd("ari") + ".test"
@@ -168,6 +172,14 @@ def test_profiles_and_ari():
         check("no-such-profile" in r.text, "the detail names the profile: %r" % r)
         r = expect(s.post("/v1/certificates", dict(body, profile="bad profile!"), token=key), 422)
         check(field_error(r, "profile"), r)
+        # The CA cannot be asked: 503 + Retry-After, never stored unchecked.
+        r = expect(s.post("/v1/certificates", dict(body, profile="shortlived", ca="down"),
+                          token=key), 503)
+        check(r.header("retry-after") and "down" in r.text, r)
+        # Remembered for a while: the next check answers without asking again.
+        r = expect(s.post("/v1/certificates", dict(body, profile="shortlived", ca="down"),
+                          token=key), 503)
+        check("ago" in r.json["detail"], "the outage is remembered: %r" % r)
         check(s.list_all("/v1/certificates", token=key) == [], "nothing was created")
         check(front.orders() == [], "no newOrder for a refused profile")
 
