@@ -695,8 +695,8 @@ cp_rc acme_profile_offered(struct acme_client *c, const char *profile, struct ac
 	profiles = json_object_get(json_object_get(c->dir, "meta"), "profiles");
 	if (json_is_object(profiles) && json_object_get(profiles, profile))
 		return CP_OK;
-	snprintf(r->detail, sizeof(r->detail), "the CA's directory does not offer profile \"%.64s\"",
-		 profile);
+	snprintf(r->detail, sizeof(r->detail),
+		 "the CA's directory does not offer profile \"%.64s\"", profile);
 	return CP_ERR_NOT_FOUND;
 }
 

@@ -85,8 +85,9 @@ static bool profile_or_reply(struct api_req *req, struct api_resp *resp, const c
 	for (const char *p = profile; *p; p++) {
 		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
 		    !(*p >= '0' && *p <= '9') && !strchr("._-", *p)) {
-			api_problem_field(resp, "profile",
-					  "may only contain letters, digits, \".\", \"_\" and \"-\"");
+			api_problem_field(
+				resp, "profile",
+				"may only contain letters, digits, \".\", \"_\" and \"-\"");
 			return false;
 		}
 	}
@@ -97,7 +98,8 @@ static bool profile_or_reply(struct api_req *req, struct api_resp *resp, const c
 	}
 	for (int i = 0; i < 2; i++) {
 		cp_rc rc = CP_ERR_NOT_FOUND;
-		if (!cas[i] || !strcmp(cas[i], "none") || (i == 1 && cas[0] && !strcmp(cas[0], cas[1])))
+		if (!cas[i] || !strcmp(cas[i], "none") ||
+		    (i == 1 && cas[0] && !strcmp(cas[0], cas[1])))
 			continue;
 		snprintf(detail, sizeof(detail), "CA \"%s\" does not offer profile \"%s\"", cas[i],
 			 profile);
@@ -378,8 +380,7 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 		api_problem_field(resp, "ca", "must be \"letsencrypt\" or a configured CA name");
 		return;
 	}
-	if (profile &&
-	    !profile_or_reply(req, resp, ca ? ca : "letsencrypt", auto_renew, profile))
+	if (profile && !profile_or_reply(req, resp, ca ? ca : "letsencrypt", auto_renew, profile))
 		return;
 	/* ACME engine (api/certificates_acme.c) takes over from here. */
 	const struct api_acme_new in = { .name = name,
@@ -605,6 +606,11 @@ static bool profile_change_or_reply(struct api_req *req, struct api_resp *resp,
 
 	if (rc != CP_OK) {
 		api_reply_rc(resp, rc, "certificate");
+		return false;
+	}
+	/* A bad auto_renew is its own 422, before any CA is asked. */
+	if (!auto_renew_or_reply(req, resp, cp_json_str(cert, "type"), auto_renew)) {
+		json_decref(cert);
 		return false;
 	}
 	if (!auto_renew)

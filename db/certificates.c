@@ -491,8 +491,7 @@ cp_rc db_certificate_set_profile(struct db *db, const char *tenant_id, const cha
 	return db_exec_one(db, st);
 }
 
-cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char *id,
-				json_t **out)
+cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	/* One row by primary key; the CA of the current version is the one
 	 * of the order that stored it (NULL: uploaded or self-signed). */

@@ -143,6 +143,12 @@ cp_rc server_ca_profile_check(const struct api_ctx *ctx, struct db *db, const ch
 		return CP_ERR_UPSTREAM;
 	}
 	rc = server_acme_client(ctx, db, ca, &c, &r);
+	if (rc == CP_ERR_INVALID) {
+		/* Not configured (or a directory URL that is no URL): it offers
+		 * nothing, whatever the network says. */
+		snprintf(detail, detail_len, "CA \"%s\" is not a usable configured CA", ca);
+		return CP_ERR_NOT_FOUND;
+	}
 	if (rc == CP_OK)
 		rc = acme_profile_offered(c, profile, &r);
 	ca_mark(ca, rc != CP_OK && rc != CP_ERR_NOT_FOUND);

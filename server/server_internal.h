@@ -134,9 +134,8 @@ cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *c
  * certificate's profile. Other codes as acme_order_new, or a database error.
  */
 cp_rc server_order_place(struct acme_client *c, struct db *db, const char *tenant_id,
-			 const json_t *order, const char *const *names, size_t n,
-			 char **order_url, json_t **ca_order, bool *profile_refused,
-			 struct acme_result *r) CP_WUR;
+			 const json_t *order, const char *const *names, size_t n, char **order_url,
+			 json_t **ca_order, bool *profile_refused, struct acme_result *r) CP_WUR;
 /* Job kind "acme_order": advance one order (payload {"order_id"}). */
 void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 			   struct server_job_outcome *out);

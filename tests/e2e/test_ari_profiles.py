@@ -201,6 +201,10 @@ def test_profiles_and_ari():
         # PATCH: an unknown profile is refused too, and the stored one stays.
         r = expect(s.patch("/v1/certificates/" + cid, {"profile": "longlived"}, token=key), 422)
         check(field_error(r, "profile"), r)
+        # A bad auto_renew is its own 422, before any CA is asked.
+        r = expect(s.patch("/v1/certificates/" + cid, {"auto_renew": "nosuch",
+                                                       "profile": "shortlived"}, token=key), 422)
+        check(field_error(r, "auto_renew"), r)
         check(expect(s.get("/v1/certificates/" + cid, token=key), 200).json["profile"]
               == "shortlived", "a refused PATCH changes nothing")
 
