@@ -57,6 +57,8 @@ cp_rc server_order_place(struct acme_client *c, struct db *db, const char *tenan
 	*order_url = NULL;
 	*ca_order = NULL;
 	*profile_refused = false;
+	memset(r, 0, sizeof(*r));
+	r->retry_after = -1; /* a database failure below is no CA outcome */
 	rc = cert_id ? db_certificate_order_plan(db, tenant_id, cert_id, &plan) : CP_ERR_NOT_FOUND;
 	if (rc != CP_OK)
 		goto out;

@@ -22,7 +22,9 @@ while the test runs, so every renewal here is ARI's.
     carried replaces = the ARI certID of the previous version (computed here
     from its PEM with openssl) and the profile was kept;
 (d) alreadyReplaced injected: the renewal still succeeds, the retried
-    newOrder carried no "replaces".
+    newOrder carried no "replaces";
+(e) the CA stops offering the profile: the next order fails with
+    profile_not_offered and no newOrder is sent.
 """
 import base64
 import calendar
@@ -82,8 +84,9 @@ def ari_cert_id(pem):
 class Front:
     """The acme-front.py process, on a free port, trusted via the test bed's CA."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port=None, profiles=None):
+        self.port = port or free_port()
+        extra = ["--profiles", json.dumps(profiles)] if profiles is not None else []
         d = TB.dir
         self.log = open(os.path.join(d, "acme-front.log"), "ab")
         self.proc = subprocess.Popen(
@@ -91,7 +94,7 @@ class Front:
              os.path.join(d, "https-cert.pem"), "--key", os.path.join(d, "https-key.pem"),
              "--upstream-ca", TB.env["ACME_CA_BUNDLE"],
              # The default window: inside LIFE, after the test's end.
-             "--default-window-ahead", str(LIFE // 2)],
+             "--default-window-ahead", str(LIFE // 2)] + extra,
             stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline().decode()
         check(line.startswith("ready"), "acme-front started: %r" % line)
@@ -264,6 +267,20 @@ def test_profiles_and_ari():
         orders = s.list_all("/v1/orders", token=key, query={"certificate_id": cid})
         check(sorted(x["status"] for x in orders) == ["valid"] * 3, orders)
         check(len(current(s, key, cid)) == 3, "no extra renewal")
+
+        # (e) the CA stops offering the profile (a new front, and certplane
+        # restarted: the directory is read once per client): the next order
+        # fails with profile_not_offered instead of ordering without it.
+        front.stop()
+        front = Front(port=front.port, profiles={"tlsserver": "the default"})
+        s.restart()
+        o = expect(s.post("/v1/certificates/%s/renew" % cid, token=key), 202).json
+        o = s.wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(
+            expect(s.get("/v1/orders/" + o["id"], token=key), 200).json), timeout=20,
+            what="the order refused for its profile")
+        check(o["error"]["reason"] == "profile_not_offered" and "shortlived" in
+              o["error"]["detail"], o)
+        check(front.orders() == [], "no newOrder without the profile: %r" % front.orders())
 
         # PATCH null clears the profile.
         cert = expect(s.patch("/v1/certificates/" + cid, {"profile": None}, token=key), 200).json
