@@ -211,7 +211,8 @@ void acme_parse_problem(const char *body, size_t len, long status, struct acme_r
  * on. Every URL must be an http(s) URL of at most 2048 printable ASCII
  * characters. CP_OK, or CP_ERR_INVALID with *why (static) naming the field.
  *
- * directory: newNonce, newAccount, newOrder URLs; renewalInfo a URL if given.
+ * directory: newNonce, newAccount, newOrder URLs; renewalInfo a URL if given;
+ *   meta.profiles, if given, an object of at most 64 names of 1..64 chars.
  * order: status one of pending|ready|processing|valid|invalid,
  *   authorizations an array of 1..100 URLs, finalize a URL, certificate a
  *   URL if given, expires a string if given.
@@ -288,6 +289,23 @@ cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
 cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 		     const char *replaces, char **order_url, json_t **order,
 		     struct acme_result *r) CP_WUR;
+/*
+ * acme_order_new with an ACME profile (draft-ietf-acme-profiles): profile
+ * (NULL: none) is sent as newOrder "profile". The caller checks first that
+ * the CA offers it (acme_profile_offered): a CA that does not know the
+ * field may ignore it or refuse the order (invalidProfile).
+ */
+cp_rc acme_order_new_profile(struct acme_client *c, const char *const *names, size_t n,
+			     const char *replaces, const char *profile, char **order_url,
+			     json_t **order, struct acme_result *r) CP_WUR;
+/*
+ * Whether the CA's directory (fetched once, acme_directory) names profile
+ * in meta.profiles. CP_OK: offered. CP_ERR_NOT_FOUND: not offered (also when
+ * the directory has no meta.profiles at all), r->detail says so. Any other
+ * code: the directory could not be read (r says why, as acme_directory).
+ */
+cp_rc acme_profile_offered(struct acme_client *c, const char *profile,
+			   struct acme_result *r) CP_WUR;
 /*
  * POST-as-GET url and return the JSON object it answers with (*obj new
  * reference). acme_order_get / acme_authz_get / acme_challenge_get are the

@@ -675,6 +675,35 @@ out:
 cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 		     const char *replaces, char **order_url, json_t **order, struct acme_result *r)
 {
+	return acme_order_new_profile(c, names, n, replaces, NULL, order_url, order, r);
+}
+
+cp_rc acme_profile_offered(struct acme_client *c, const char *profile, struct acme_result *r)
+{
+	struct acme_result tmp;
+	const json_t *profiles;
+	cp_rc rc;
+
+	assert(c && profile);
+	if (!r)
+		r = &tmp;
+	result_reset(r);
+	if ((rc = acme_directory(c, NULL, r)) != CP_OK)
+		return rc;
+	/* draft-ietf-acme-profiles: meta.profiles maps each name to a
+	 * description; only the names matter here. */
+	profiles = json_object_get(json_object_get(c->dir, "meta"), "profiles");
+	if (json_is_object(profiles) && json_object_get(profiles, profile))
+		return CP_OK;
+	snprintf(r->detail, sizeof(r->detail),
+		 "the CA's directory does not offer profile \"%.64s\"", profile);
+	return CP_ERR_NOT_FOUND;
+}
+
+cp_rc acme_order_new_profile(struct acme_client *c, const char *const *names, size_t n,
+			     const char *replaces, const char *profile, char **order_url,
+			     json_t **order, struct acme_result *r)
+{
 	struct acme_result tmp;
 	json_t *payload = NULL, *ids = NULL, *o = NULL;
 	char *body = NULL;
@@ -707,6 +736,8 @@ cp_rc acme_order_new(struct acme_client *c, const char *const *names, size_t n,
 	if (!payload)
 		goto oom;
 	if (replaces && json_object_set_new(payload, "replaces", json_string(replaces)))
+		goto oom;
+	if (profile && json_object_set_new(payload, "profile", json_string(profile)))
 		goto oom;
 	body = json_dumps(payload, JSON_COMPACT);
 	if (!body)

@@ -275,6 +275,25 @@ static bool opt_url(const json_t *o, const char *k)
 	return !v || url_ok(v);
 }
 
+/* meta.profiles, if given: an object of 1..64 names of 1..64 characters
+ * (the values are descriptions for humans, not read). */
+static bool profiles_ok(const json_t *profiles)
+{
+	const char *name;
+	const json_t *v;
+
+	if (!profiles)
+		return true;
+	if (!json_is_object(profiles) || json_object_size(profiles) > 64)
+		return false;
+	json_object_foreach((json_t *)profiles, name, v)
+	{
+		if (!*name || strlen(name) > 64)
+			return false;
+	}
+	return true;
+}
+
 cp_rc acme_directory_check(const json_t *dir, const char **why)
 {
 	static const char *const required[] = { "newNonce", "newAccount", "newOrder", NULL };
@@ -292,6 +311,10 @@ cp_rc acme_directory_check(const json_t *dir, const char **why)
 	}
 	if (!opt_url(dir, "renewalInfo")) {
 		*why = "directory renewalInfo is not a URL";
+		return CP_ERR_INVALID;
+	}
+	if (!profiles_ok(json_object_get(json_object_get(dir, "meta"), "profiles"))) {
+		*why = "directory meta.profiles is not an object of at most 64 names";
 		return CP_ERR_INVALID;
 	}
 	return CP_OK;

@@ -25,6 +25,12 @@ struct api_ctx {
 	 * main.c), so that api/ renders it without including server/; a new
 	 * string, NULL on OOM. */
 	char *(*metrics_render)(struct db *db, const struct api_ctx *ctx);
+	/* Whether CA ca offers ACME profile (server_ca_profile_check, set by
+	 * main.c): CP_OK, CP_ERR_NOT_FOUND (not offered) or CP_ERR_UPSTREAM
+	 * (the CA cannot be asked); detail says which. NULL: no CA reachable
+	 * (unit tests), every profile is refused as not offered. */
+	cp_rc (*ca_profile_check)(const struct api_ctx *ctx, struct db *db, const char *ca,
+				  const char *profile, char *detail, size_t detail_len);
 };
 
 /* One request, as the HTTP layer parsed it. All fields borrowed. */
@@ -213,6 +219,7 @@ struct api_acme_new {
 	const char *ca;		/* default "letsencrypt" */
 	const char *auto_renew; /* default "none" */
 	json_t *metadata;	/* object or NULL */
+	const char *profile;	/* ACME profile, checked with the CA; NULL: none */
 };
 /* Create the pending certificate and its first order; 202 {certificate...,
  * "order": {...}}. Wildcards with http-01 are 422 on "challenge". */

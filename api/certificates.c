@@ -67,6 +67,58 @@ static bool auto_renew_or_reply(struct api_req *req, struct api_resp *resp, cons
 	return true;
 }
 
+/*
+ * profile (an ACME profile, migration 010): letters, digits, ".", "_", "-",
+ * and offered in meta.profiles by each CA that will order the certificate:
+ * ca (its first order; NULL: none) and renew_ca (auto_renew; NULL or
+ * "none": none). Not offered -> 422 on "profile". A CA that cannot be asked
+ * -> 503 with Retry-After: a profile is never stored unchecked (the order
+ * checks again before newOrder: profile_not_offered). Asks the CA, so call
+ * it outside a transaction. True if the profile may be stored.
+ */
+static bool profile_or_reply(struct api_req *req, struct api_resp *resp, const char *ca,
+			     const char *renew_ca, const char *profile)
+{
+	const char *cas[2] = { ca, renew_ca };
+	char detail[600];
+
+	for (const char *p = profile; *p; p++) {
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+		    !(*p >= '0' && *p <= '9') && !strchr("._-", *p)) {
+			api_problem_field(
+				resp, "profile",
+				"may only contain letters, digits, \".\", \"_\" and \"-\"");
+			return false;
+		}
+	}
+	if (!cas[0] && (!cas[1] || !strcmp(cas[1], "none"))) {
+		api_problem_field(resp, "profile",
+				  "needs a CA to order with: set auto_renew to a CA");
+		return false;
+	}
+	for (int i = 0; i < 2; i++) {
+		cp_rc rc = CP_ERR_NOT_FOUND;
+		if (!cas[i] || !strcmp(cas[i], "none") ||
+		    (i == 1 && cas[0] && !strcmp(cas[0], cas[1])))
+			continue;
+		snprintf(detail, sizeof(detail), "CA \"%s\" does not offer profile \"%s\"", cas[i],
+			 profile);
+		if (req->ctx->ca_profile_check)
+			rc = req->ctx->ca_profile_check(req->ctx, req->db, cas[i], profile, detail,
+							sizeof(detail));
+		if (rc == CP_ERR_NOT_FOUND) {
+			api_problem_field(resp, "profile", detail);
+			return false;
+		}
+		if (rc != CP_OK) {
+			api_problem(resp, 503, detail, NULL);
+			resp->retry_after = 30;
+			return false;
+		}
+	}
+	return true;
+}
+
 /* hostnames: 1..100 distinct valid names; wildcards only if allowed. */
 static bool hostnames_or_reply(struct api_resp *resp, json_t *hostnames, bool allow_wildcard,
 			       const char *wildcard_why)
@@ -304,7 +356,7 @@ out:
 static void acme_reply(struct api_req *req, struct api_resp *resp)
 {
 	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = "http-01",
-		   *ca = NULL, *auto_renew = NULL;
+		   *ca = NULL, *auto_renew = NULL, *profile = NULL;
 	json_t *hostnames = NULL, *metadata = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_CHOICE("source", true, &source, sources),
@@ -315,6 +367,7 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 		CP_SPEC_STR("ca", false, &ca, 1, 64),
 		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
 		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
+		CP_SPEC_STR("profile", false, &profile, 1, 64),
 		CP_SPEC_DONE,
 	};
 
@@ -327,6 +380,8 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 		api_problem_field(resp, "ca", "must be \"letsencrypt\" or a configured CA name");
 		return;
 	}
+	if (profile && !profile_or_reply(req, resp, ca ? ca : "letsencrypt", auto_renew, profile))
+		return;
 	/* ACME engine (api/certificates_acme.c) takes over from here. */
 	const struct api_acme_new in = { .name = name,
 					 .hostnames = hostnames,
@@ -334,7 +389,8 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 					 .key_type = key_type,
 					 .ca = ca,
 					 .auto_renew = auto_renew,
-					 .metadata = metadata };
+					 .metadata = metadata,
+					 .profile = profile };
 	api_certificates_acme_create(req, resp, &in);
 }
 
@@ -538,19 +594,58 @@ void api_certificates_private_key(struct api_req *req, struct api_resp *resp)
 
 /* ------------------------------------------------------------ changes */
 
+/* The profile check of a PATCH: against the CAs the certificate will order
+ * from after the change (auto_renew if the PATCH sets it). Reads the
+ * certificate outside a transaction; the order checks again before the CA. */
+static bool profile_change_or_reply(struct api_req *req, struct api_resp *resp,
+				    const char *auto_renew, const char *profile)
+{
+	json_t *cert = NULL;
+	cp_rc rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
+	bool ok = false;
+
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "certificate");
+		return false;
+	}
+	/* A bad auto_renew is its own 422, before any CA is asked. */
+	if (!auto_renew_or_reply(req, resp, cp_json_str(cert, "type"), auto_renew)) {
+		json_decref(cert);
+		return false;
+	}
+	if (!auto_renew)
+		auto_renew = cp_json_str(cert, "auto_renew");
+	/* The CA of its next order, as api_certificates_renew picks it. */
+	if (!strcmp(json_string_value(json_object_get(cert, "type")), "ca"))
+		api_problem_field(resp, "profile", "a CA certificate is never ordered");
+	else if (auto_renew && strcmp(auto_renew, "none") != 0)
+		ok = profile_or_reply(req, resp, NULL, auto_renew, profile);
+	else
+		ok = profile_or_reply(req, resp, cp_json_str(cert, "ca"), NULL, profile);
+	json_decref(cert);
+	return ok;
+}
+
 void api_certificates_update(struct api_req *req, struct api_resp *resp)
 {
-	const char *name = NULL, *auto_renew = NULL;
+	const char *name = NULL, *auto_renew = NULL, *profile = NULL;
 	json_t *metadata = NULL, *cert = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_STR("name", false, &name, 1, CERT_NAME_MAX),
 		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
 		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
+		CP_SPEC_STR("profile", false, &profile, 1, 64),
 		CP_SPEC_DONE,
 	};
+	bool set_profile;
 	cp_rc rc;
 
 	if (!api_change_or_reply(req, resp, spec))
+		return;
+	/* "profile": null clears it; a name is checked with the CA first,
+	 * outside the transaction (profile_or_reply asks the CA). */
+	set_profile = profile || json_is_null(json_object_get(req->body, "profile"));
+	if (profile && !profile_change_or_reply(req, resp, auto_renew, profile))
 		return;
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
@@ -566,6 +661,8 @@ void api_certificates_update(struct api_req *req, struct api_resp *resp)
 	cert = NULL;
 	rc = db_certificate_update(req->db, req->tenant_id, req->params[0], name, auto_renew,
 				   metadata);
+	if (rc == CP_OK && set_profile)
+		rc = db_certificate_set_profile(req->db, req->tenant_id, req->params[0], profile);
 	cert_write_end(req, resp, rc, "certificate.update", req->params[0], NULL, 200);
 	goto out;
 fail:

@@ -87,6 +87,8 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 	}
 	if (rc == CP_OK)
 		rc = db_certificate_create(req->db, req->tenant_id, &row, cert_id);
+	if (rc == CP_OK && in->profile)
+		rc = db_certificate_set_profile(req->db, req->tenant_id, cert_id, in->profile);
 	if (rc == CP_OK)
 		rc = db_order_start(req->db, req->tenant_id, cert_id, "issue", challenge,
 				    in->hostnames, ca, key_type, meta, cp_now(), order_id);

@@ -34,6 +34,7 @@
 	"'status', " CERT_STATUS ", 'auto_renew', c.auto_renew, "                              \
 	"'key_type', coalesce(v.key_type, c.key_type), 'hostnames', json(c.hostnames), "       \
 	"'challenge', c.challenge, 'ca', c.ca, "                                               \
+	"'profile', c.profile, "                                                               \
 	"'subject_cn', v.subject_cn, 'sans', json(v.sans), 'issuer', v.issuer, "              \
 	"'serial', v.serial, 'not_before', " DB_TS("v.not_before") ", "                        \
 	"'not_after', " DB_TS("v.not_after") ", 'fingerprint_sha256', v.fingerprint_sha256, "  \
@@ -473,4 +474,36 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 	sqlite3_bind_int(st, 8, r->failure_count);
 	sqlite3_bind_int64(st, 9, cp_now());
 	return db_exec_one(db, st);
+}
+
+cp_rc db_certificate_set_profile(struct db *db, const char *tenant_id, const char *id,
+				 const char *profile)
+{
+	static const char sql[] = "UPDATE certificates SET profile = ?3, updated_at = ?4 "
+				  "WHERE tenant_id = ?1 AND id = ?2";
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+
+	assert(db && tenant_id);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 3, profile);
+	sqlite3_bind_int64(st, 4, cp_now());
+	return db_exec_one(db, st);
+}
+
+cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	/* One row by primary key; the CA of the current version is the one
+	 * of the order that stored it (NULL: uploaded or self-signed). */
+	static const char sql[] =
+		"SELECT json_object('profile', c.profile, 'cert_pem', v.cert_pem, 'version_ca', "
+		"(SELECT o.ca FROM orders o WHERE o.id = v.order_id))" CERT_FROM
+		"WHERE c.tenant_id = ?1 AND c.id = ?2";
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+
+	assert(db && tenant_id && out);
+	*out = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	return db_fetch_json(db, st, out);
 }

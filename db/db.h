@@ -492,6 +492,19 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 /* Change name / auto_renew / metadata; NULL keeps a field. */
 cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id, const char *name,
 			    const char *auto_renew, json_t *metadata) CP_WUR;
+/* Set (or clear: NULL) the ACME profile the certificate's orders name
+ * (migration 010); the caller checked that its CA offers it. */
+cp_rc db_certificate_set_profile(struct db *db, const char *tenant_id, const char *id,
+				 const char *profile) CP_WUR;
+/*
+ * What a new CA order of the certificate carries besides its names: *out is
+ * a new object {"profile": string|null, "cert_pem": the current version's
+ * leaf or null, "version_ca": the CA whose order stored that version, null
+ * when it was uploaded or self-signed}. CP_ERR_NOT_FOUND if no such
+ * certificate.
+ */
+cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char *id,
+				json_t **out) CP_WUR;
 /* Delete with every version; CP_ERR_CONFLICT while a property of the tenant
  * has certificate_id = id. Call inside a transaction. */
 cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;

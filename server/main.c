@@ -238,6 +238,7 @@ static int app_open(struct app *app, const char *config_path, bool need_keys)
 	app->ctx.operator_token_hash = app->op_hash;
 	app->ctx.started_at = cp_now();
 	app->ctx.metrics_render = server_metrics_render;
+	app->ctx.ca_profile_check = server_ca_profile_check;
 	return 0;
 }
 

@@ -270,6 +270,7 @@ static enum order_step place_order(struct order_run *run)
 	struct crypto_key *key = NULL;
 	char *order_url = NULL;
 	size_t n = json_array_size(ids), i;
+	bool profile_refused = false;
 	enum order_step step;
 	cp_rc rc;
 
@@ -284,7 +285,10 @@ static enum order_step place_order(struct order_run *run)
 	ids = json_object_get(run->order, "identifiers");
 	for (i = 0; i < n; i++)
 		names[i] = json_string_value(json_array_get(ids, i));
-	rc = acme_order_new(run->c, names, n, NULL, &order_url, &ca_order, &run->r);
+	rc = server_order_place(run->c, run->db, run->tenant_id, run->order, names, n, &order_url,
+				&ca_order, &profile_refused, &run->r);
+	if (profile_refused)
+		return order_fail(run, "profile_not_offered", "%s", run->r.detail);
 	if (rc != CP_OK)
 		return order_fail_ca(run, rc, "new order");
 	/* Persist every URL of the new order before anything else happens. */

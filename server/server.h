@@ -60,6 +60,15 @@ void server_http_stop(struct server_http *h);
  * be NULL: left out); new string (NULL on OOM). main.c puts it in
  * api_ctx.metrics_render for the handler (api/metrics.c). */
 char *server_metrics_render(struct db *db, const struct api_ctx *ctx);
+/*
+ * api_ctx.ca_profile_check: CP_OK if CA ca offers profile (its directory's
+ * meta.profiles), CP_ERR_NOT_FOUND if not, CP_ERR_UPSTREAM if the CA cannot
+ * be asked; detail (detail_len bytes) says which. May register this
+ * thread's account at the CA (server_acme_client): call outside a
+ * transaction.
+ */
+cp_rc server_ca_profile_check(const struct api_ctx *ctx, struct db *db, const char *ca,
+			      const char *profile, char *detail, size_t detail_len) CP_WUR;
 
 /* ---- worker pool and scheduler (workers.c) ---- */
 

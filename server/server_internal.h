@@ -133,6 +133,18 @@ cp_rc server_acme_ca(const struct cp_config *cfg, const char *ca, const char **d
  * CP_ERR_INVALID for an unknown CA; r says what the CA answered. */
 cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *ca,
 			 struct acme_client **client, struct acme_result *r) CP_WUR;
+/*
+ * newOrder for the order row (its certificate_id, kind, ca) and names, with
+ * the certificate's renewal plan (order_plan.c): its profile, and for a
+ * renewal of a version this CA issued, RFC 9773 "replaces" (retried once
+ * without it on alreadyReplaced). *order_url (new string) and *ca_order (new
+ * reference) as acme_order_new. *profile_refused is true (rc
+ * CP_ERR_NOT_FOUND, r->detail says why) when the CA no longer offers the
+ * certificate's profile. Other codes as acme_order_new, or a database error.
+ */
+cp_rc server_order_place(struct acme_client *c, struct db *db, const char *tenant_id,
+			 const json_t *order, const char *const *names, size_t n, char **order_url,
+			 json_t **ca_order, bool *profile_refused, struct acme_result *r) CP_WUR;
 /* Job kind "acme_order": advance one order (payload {"order_id"}). */
 void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 			   struct server_job_outcome *out);

@@ -497,6 +497,15 @@ static void test_shape_checks(void)
 		       "\"newOrder\":\"https://ca.test/o\"}",
 		       0, NULL);
 	CHECK_RC(acme_directory_check(o, &why), CP_OK);
+	/* meta.profiles: an object of names; anything else is refused. */
+	json_object_set_new(o, "meta", json_pack("{s:{s:s}}", "profiles", "shortlived", "6 days"));
+	CHECK_RC(acme_directory_check(o, &why), CP_OK);
+	json_object_set_new(o, "meta", json_pack("{s:[s]}", "profiles", "shortlived"));
+	CHECK_RC(acme_directory_check(o, &why), CP_ERR_INVALID);
+	CHECK(why && strstr(why, "profiles"));
+	json_object_set_new(o, "meta", json_pack("{s:{s:s}}", "profiles", "", "empty name"));
+	CHECK_RC(acme_directory_check(o, &why), CP_ERR_INVALID);
+	json_object_del(o, "meta");
 	json_object_set_new(o, "renewalInfo", json_integer(3));
 	CHECK_RC(acme_directory_check(o, &why), CP_ERR_INVALID);
 	json_decref(o);
@@ -563,7 +572,8 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *conn, cons
 		snprintf(
 			buf, sizeof(buf),
 			"{\"newNonce\":\"http://127.0.0.1:%d/nonce\",\"newAccount\":\"http://127.0.0.1:%d/acct\","
-			"\"newOrder\":\"http://127.0.0.1:%d/order\",\"renewalInfo\":\"http://127.0.0.1:%d/ari\"}",
+			"\"newOrder\":\"http://127.0.0.1:%d/order\",\"renewalInfo\":\"http://127.0.0.1:%d/ari\","
+			"\"meta\":{\"profiles\":{\"shortlived\":\"6-day certificates\"}}}",
 			m->port, m->port, m->port, m->port);
 		return mock_reply(conn, m, 200, "application/json", buf, strlen(buf), NULL, NULL);
 	}
@@ -693,6 +703,10 @@ static void test_client_mock(void)
 	CHECK_RC(acme_client_new(&cfg, &c), CP_OK);
 	CHECK_RC(acme_directory(c, &dir, &r), CP_OK);
 	CHECK(json_is_string(json_object_get(dir, "newOrder")));
+	/* Profiles: only the names the directory's meta.profiles lists. */
+	CHECK_RC(acme_profile_offered(c, "shortlived", &r), CP_OK);
+	CHECK_RC(acme_profile_offered(c, "tlsserver", &r), CP_ERR_NOT_FOUND);
+	CHECK(strstr(r.detail, "tlsserver") != NULL);
 
 	/* Kid-signed requests need an account first. */
 	CHECK_RC(acme_order_get(c, "http://127.0.0.1:1/x", &obj, &r), CP_ERR_INVALID);

@@ -334,6 +334,82 @@ static json_t *last_event(const char *tenant, const char *type)
 	return d;
 }
 
+/* The ACME profile (migration 010) and what a new CA order of the
+ * certificate carries (db_certificate_order_plan). */
+static void test_profile_plan(void)
+{
+	struct db *db = fx.db;
+	struct db_cert_material m = { .cert_pem = cert_pem, .key_pem = key_pem };
+	char cid[CP_UUID_LEN + 1], oid[CP_UUID_LEN + 1], sql[256];
+	json_t *plan = NULL, *c = NULL, *names = json_pack("[s]", "www.a.test");
+	char tc[CP_UUID_LEN + 1];
+	const char *long_name = "p1234567890123456789012345678901234567890123456789012345678901234";
+
+	CHECK(strlen(long_name) == 65);
+	/* A tenant of its own: the other tests count what ta and tb hold. */
+	CHECK(fx_tenant(db, "c", tc));
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(cert_create(tc, "profiled", "pending", cid), CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	/* No profile, no version yet. */
+	CHECK_RC(db_certificate_order_plan(db, tc, cid, &plan), CP_OK);
+	CHECK(json_is_null(json_object_get(plan, "profile")) &&
+	      json_is_null(json_object_get(plan, "cert_pem")) &&
+	      json_is_null(json_object_get(plan, "version_ca")));
+	json_decref(plan);
+	plan = NULL;
+	/* Set: shown in the certificate and in the plan; another tenant's id
+	 * is not found. */
+	CHECK_RC(db_certificate_set_profile(db, tc, cid, "shortlived"), CP_OK);
+	CHECK_RC(db_certificate_get(db, tc, cid, &c), CP_OK);
+	CHECK(!strcmp(fx_str(c, "profile"), "shortlived"));
+	json_decref(c);
+	c = NULL;
+	CHECK_RC(db_certificate_set_profile(db, tb, cid, "x"), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_certificate_order_plan(db, tb, cid, &plan), CP_ERR_NOT_FOUND);
+	CHECK(plan == NULL);
+	/* The table bounds it: 1..64 characters. */
+	CHECK_RC(db_certificate_set_profile(db, tc, cid, long_name), CP_ERR_CONFLICT);
+	CHECK_RC(db_certificate_set_profile(db, tc, cid, ""), CP_ERR_CONFLICT);
+	/* A version stored without an order (uploaded, self-signed): no CA. */
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_certificate_add_version(db, ring, tc, cid, &m, NULL), CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	CHECK_RC(db_certificate_order_plan(db, tc, cid, &plan), CP_OK);
+	CHECK(!strcmp(fx_str(plan, "profile"), "shortlived"));
+	CHECK(fx_str(plan, "cert_pem") && strstr(fx_str(plan, "cert_pem"), "BEGIN CERTIFICATE"));
+	CHECK(json_is_null(json_object_get(plan, "version_ca")));
+	json_decref(plan);
+	plan = NULL;
+	/* A version an order stored: the plan names that order's CA. */
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_order_start(db, tc, cid, "renew", "http-01", names, "letsencrypt", "ecdsa-p256",
+				NULL, cp_now(), oid),
+		 CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE certificate_versions SET order_id = '%s' WHERE certificate_id = '%s'", oid,
+		 cid);
+	CHECK(fx_sql(db, sql));
+	CHECK_RC(db_certificate_order_plan(db, tc, cid, &plan), CP_OK);
+	CHECK(!strcmp(fx_str(plan, "version_ca"), "letsencrypt"));
+	json_decref(plan);
+	plan = NULL;
+	/* Cleared. */
+	CHECK_RC(db_certificate_set_profile(db, tc, cid, NULL), CP_OK);
+	CHECK_RC(db_certificate_order_plan(db, tc, cid, &plan), CP_OK);
+	CHECK(json_is_null(json_object_get(plan, "profile")));
+	json_decref(plan);
+	plan = NULL;
+	/* The database failing. */
+	fx_fail(db, true);
+	CHECK_RC(db_certificate_set_profile(db, tc, cid, "x"), CP_ERR_INTERNAL);
+	CHECK_RC(db_certificate_order_plan(db, tc, cid, &plan), CP_ERR_INTERNAL);
+	fx_fail(db, false);
+	CHECK(plan == NULL);
+	json_decref(names);
+}
+
 static void test_cert_events(void)
 {
 	struct db *db = fx.db;
@@ -835,6 +911,7 @@ int main(void)
 	test_orders();
 	test_renewal_and_metrics();
 	test_tenant_delete();
+	test_profile_plan();
 	crypto_keyring_free(ring);
 	crypto_key_free(key);
 	crypto_key_free(key2);
