@@ -200,3 +200,149 @@ void cp_buf_free(struct cp_buf *b)
 	b->cap = 0;
 	buf_check(b);
 }
+
+/* ----------------------------------------------------------- JSON writer */
+
+void cp_jw_init(struct cp_jw *w, struct cp_buf *b)
+{
+	assert(w && b);
+	w->b = b;
+	w->rc = CP_OK;
+}
+
+cp_rc cp_jw_rc(const struct cp_jw *w)
+{
+	assert(w);
+	return w->rc;
+}
+
+static void jw_add(struct cp_jw *w, const char *s, size_t n)
+{
+	if (w->rc == CP_OK)
+		w->rc = cp_buf_add(w->b, s, n);
+}
+
+/* The ',' before a value or key that follows another one. */
+static void jw_sep(struct cp_jw *w)
+{
+	char last;
+
+	if (w->rc != CP_OK || w->b->len == 0)
+		return;
+	last = w->b->p[w->b->len - 1];
+	if (last != '{' && last != '[' && last != ':')
+		jw_add(w, ",", 1);
+}
+
+void cp_jw_open(struct cp_jw *w, char c)
+{
+	assert(c == '{' || c == '[');
+	jw_sep(w);
+	jw_add(w, &c, 1);
+}
+
+void cp_jw_close(struct cp_jw *w, char c)
+{
+	assert(c == '}' || c == ']');
+	jw_add(w, &c, 1);
+}
+
+void cp_jw_key(struct cp_jw *w, const char *key)
+{
+	assert(key);
+	jw_sep(w);
+	jw_add(w, "\"", 1);
+	jw_add(w, key, strlen(key));
+	jw_add(w, "\":", 2);
+}
+
+void cp_jw_str(struct cp_jw *w, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *end = s + n, *run;
+
+	if (!s) {
+		cp_jw_null(w);
+		return;
+	}
+	jw_sep(w);
+	if (w->rc != CP_OK)
+		return;
+	if (!cp_utf8_valid(s, n)) {
+		w->rc = CP_ERR_INVALID;
+		return;
+	}
+	jw_add(w, "\"", 1);
+	while (s < end) {
+		char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+		unsigned char c;
+
+		for (run = s; s < end; s++) {
+			c = (unsigned char)*s;
+			if (c < 0x20 || c == '"' || c == '\\')
+				break;
+		}
+		jw_add(w, run, (size_t)(s - run));
+		if (s == end)
+			break;
+		c = (unsigned char)*s++;
+		esc[1] = c == '"' ? '"' : c == '\\' ? '\\' : c == '\b' ? 'b' : c == '\f' ? 'f'
+			: c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : 'u';
+		if (esc[1] != 'u') {
+			jw_add(w, esc, 2);
+			continue;
+		}
+		esc[4] = hex[c >> 4];
+		esc[5] = hex[c & 15];
+		jw_add(w, esc, 6);
+	}
+	jw_add(w, "\"", 1);
+}
+
+void cp_jw_cstr(struct cp_jw *w, const char *s)
+{
+	cp_jw_str(w, s, s ? strlen(s) : 0);
+}
+
+void cp_jw_int(struct cp_jw *w, long long v)
+{
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%lld", v);
+
+	assert(n > 0 && (size_t)n < sizeof(num));
+	jw_sep(w);
+	jw_add(w, num, (size_t)n);
+}
+
+void cp_jw_bool(struct cp_jw *w, bool v)
+{
+	jw_sep(w);
+	jw_add(w, v ? "true" : "false", v ? 4 : 5);
+}
+
+void cp_jw_null(struct cp_jw *w)
+{
+	jw_sep(w);
+	jw_add(w, "null", 4);
+}
+
+void cp_jw_time(struct cp_jw *w, int64_t t)
+{
+	char ts[CP_TIME_LEN + 3];
+
+	cp_time_fmt(t, ts + 1);
+	ts[0] = '"';
+	ts[CP_TIME_LEN + 1] = '"';
+	jw_sep(w);
+	jw_add(w, ts, CP_TIME_LEN + 2);
+}
+
+void cp_jw_raw(struct cp_jw *w, const char *json, size_t n)
+{
+	if (!json) {
+		cp_jw_null(w);
+		return;
+	}
+	jw_sep(w);
+	jw_add(w, json, n);
+}

@@ -439,6 +439,7 @@ cp_rc db_commit(struct db *db)
 	assert(db);
 	if (rc != CP_OK)
 		db_rollback(db);
+	db_auth_committed(db); /* after COMMIT: see the auth cache (tenants.c) */
 	return rc;
 }
 
@@ -446,6 +447,8 @@ void db_rollback(struct db *db)
 {
 	if (db && !sqlite3_get_autocommit(db->h))
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+	if (db)
+		db_auth_committed(db);
 }
 
 int db_schema_version(void)

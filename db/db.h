@@ -85,6 +85,9 @@ struct db_list {
 
 cp_rc db_tenant_create(struct db *db, const char *name, json_t **out) CP_WUR;
 cp_rc db_tenant_get(struct db *db, const char *id, json_t **out) CP_WUR;
+/* CP_OK if tenant id exists, CP_ERR_NOT_FOUND if not. Answers from the auth
+ * cache (tenants.c), so a request naming X-Tenant-ID costs no read. */
+cp_rc db_tenant_exists(struct db *db, const char *id) CP_WUR;
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out) CP_WUR;
 /* Deletes the tenant and everything it owns. */
 cp_rc db_tenant_delete(struct db *db, const char *id) CP_WUR;
@@ -95,7 +98,9 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg,
 		     struct db_list *out) CP_WUR;
 cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
-/* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id. */
+/* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id.
+ * Found keys are cached (tenants.c); db_apikey_delete and db_tenant_delete
+ * revoke the cached answers once their transaction commits. */
 cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UUID_LEN + 1],
 		       char key_id[CP_UUID_LEN + 1]) CP_WUR;
 

@@ -17,6 +17,9 @@ struct db {
 		const char *sql;
 		sqlite3_stmt *stmt;
 	} cache[512];
+	/* This transaction revoked an auth answer (db_auth_changed): the auth
+	 * cache's generation is bumped when it ends (db_auth_committed). */
+	bool auth_dirty;
 };
 
 /* Map a SQLite result code to cp_rc (BUSY, CONFLICT for constraints...). */
@@ -105,6 +108,14 @@ cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out) CP_WUR;
 /* Copy text column col of st's current row into buf (cap > 0 bytes,
  * truncated, NUL-terminated; SQL NULL copies ""). */
 void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
+
+/* A write that can revoke a cached auth answer (API key or tenant delete)
+ * succeeded: bump the auth cache's generation now outside a transaction,
+ * or when the open one ends (tenants.c). */
+void db_auth_changed(struct db *db);
+/* The open transaction ended (committed or rolled back): apply a pending
+ * db_auth_changed. Called by db_commit and db_rollback. */
+void db_auth_committed(struct db *db);
 
 /* Raw SQL (multiple statements), for migrations and maintenance. */
 cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
