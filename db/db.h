@@ -18,6 +18,7 @@
 #include "common/common.h"
 
 struct db;
+struct cp_buf;
 
 /* ---- connections, transactions, migrations ---- */
 
@@ -314,6 +315,10 @@ struct db_hostname_taken {
 cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
 			 struct db_hostname_taken *taken, json_t **out) CP_WUR;
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* db_property_get rendered as JSON text appended to out (the GET path), as
+ * db_certificate_render. */
+cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id,
+			 struct cp_buf *out) CP_WUR;
 /* hostname (may be NULL) keeps only the property that has that hostname. */
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
 		       struct db_page pg, struct db_list *out) CP_WUR;
@@ -482,6 +487,11 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
  * status is "expired" when now > not_after, else the stored status.
  */
 cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* The same object rendered as JSON text appended to out (the GET path: no
+ * JSON tree). CP_ERR_NOT_FOUND; CP_ERR_TOO_LARGE or CP_ERR_NOMEM from out;
+ * on error out may hold a partial object. */
+cp_rc db_certificate_render(struct db *db, const char *tenant_id, const char *id,
+			    struct cp_buf *out) CP_WUR;
 /* Filters of db_certificate_list; NULL / negative = not filtered. */
 struct db_cert_filter {
 	const char *status;	 /* derived status (incl. "expired") */

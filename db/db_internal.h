@@ -5,6 +5,7 @@
 #ifndef CP_DB_INTERNAL_H
 #define CP_DB_INTERNAL_H
 
+#include "common/buf.h"
 #include "db/db.h"
 
 #include <sqlite3.h>
@@ -108,6 +109,29 @@ cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out) CP_WUR;
 /* Copy text column col of st's current row into buf (cap > 0 bytes,
  * truncated, NUL-terminated; SQL NULL copies ""). */
 void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
+
+/*
+ * Rendering rows straight to JSON text (the single-resource reads and their
+ * lists): column writers over cp_jw, SQL NULL writing null for each.
+ */
+/* The cap of one rendered object (a certificate used by thousands of
+ * properties lists them all). */
+#define DB_RENDER_MAX (16u << 20)
+void db_jw_text(struct cp_jw *w, sqlite3_stmt *st, int col);
+void db_jw_int(struct cp_jw *w, sqlite3_stmt *st, int col);
+/* A unix-seconds column as RFC 3339 text (what DB_TS renders). */
+void db_jw_time(struct cp_jw *w, sqlite3_stmt *st, int col);
+/* A column holding stored JSON text (written compact by db_bind_json),
+ * copied as is. */
+void db_jw_json(struct cp_jw *w, sqlite3_stmt *st, int col);
+/* Parse a rendered object into *out (owned by the caller), for callers that
+ * need the object as JSON: CP_OK, or CP_ERR_INTERNAL. */
+cp_rc db_json_from_buf(const struct cp_buf *b, json_t **out) CP_WUR;
+/* Render st's current row as one JSON value into w; CP_OK or an error. */
+typedef cp_rc (*db_row_render_fn)(struct db *db, sqlite3_stmt *st, struct cp_jw *w);
+/* db_fetch_page for (seq, columns...) rows that render renders. */
+cp_rc db_fetch_page_render(struct db *db, sqlite3_stmt *st, int limit, db_row_render_fn render,
+			   struct db_list *out) CP_WUR;
 
 /* A write that can revoke a cached auth answer (API key or tenant delete)
  * succeeded: bump the auth cache's generation now outside a transaction,
