@@ -286,8 +286,14 @@ void cp_jw_str(struct cp_jw *w, const char *s, size_t n)
 		if (s == end)
 			break;
 		c = (unsigned char)*s++;
-		esc[1] = c == '"' ? '"' : c == '\\' ? '\\' : c == '\b' ? 'b' : c == '\f' ? 'f'
-			: c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : 'u';
+		esc[1] = c == '"'    ? '"'
+			 : c == '\\' ? '\\'
+			 : c == '\b' ? 'b'
+			 : c == '\f' ? 'f'
+			 : c == '\n' ? 'n'
+			 : c == '\r' ? 'r'
+			 : c == '\t' ? 't'
+				     : 'u';
 		if (esc[1] != 'u') {
 			jw_add(w, esc, 2);
 			continue;

@@ -30,8 +30,8 @@
  * every other caller reads).
  */
 /* The latest deployment of p to env: col is d.version or d.created_at. */
-#define PROP_DEPLOYED(col, env)                                                 \
-	"(SELECT " col " FROM deployments d WHERE d.property_id = p.id "         \
+#define PROP_DEPLOYED(col, env)                                                                    \
+	"(SELECT " col " FROM deployments d WHERE d.property_id = p.id "                           \
 	"AND d.environment = '" env "' ORDER BY d.seq DESC LIMIT 1)"
 /* clang-format off */
 #define PROP_COLS                                                                          \
@@ -83,8 +83,7 @@ static void prop_render_deployed(struct cp_jw *w, sqlite3_stmt *st, int vcol, in
 
 /* The property's hostnames (verification false) or their claims (true),
  * as a JSON array. */
-static cp_rc prop_render_claims(struct db *db, const char *id, bool verification,
-				struct cp_jw *w)
+static cp_rc prop_render_claims(struct db *db, const char *id, bool verification, struct cp_jw *w)
 {
 	sqlite3_stmt *st = db_stmt_keyed(db, CLAIMS_SQL, id, NULL);
 	int r;
@@ -291,8 +290,7 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 	return rc;
 }
 
-cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id,
-			 struct cp_buf *out)
+cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id, struct cp_buf *out)
 {
 	static const char sql[] = "SELECT " PROP_COLS " FROM properties p "
 				  "WHERE p.tenant_id = ?1 AND p.id = ?2";

@@ -248,15 +248,18 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	static const char sql[] = "SELECT tenant_id, id FROM api_keys WHERE key_hash = ?";
 	uint64_t gen = atomic_load(&auth_gen); /* before the read: see auth cache */
 	char key[72];
+	bool cacheable;
 	sqlite3_stmt *st;
 	cp_rc rc;
 
 	assert(db && key_hash && tenant_id && key_id);
-	if (strlen(key_hash) != 64)
-		return CP_ERR_NOT_FOUND;
-	snprintf(key, sizeof(key), "k%s", key_hash);
-	if (auth_get(key, tenant_id, key_id))
-		return CP_OK;
+	/* A SHA-256 hex always fits; anything longer just is not cached. */
+	cacheable = strlen(key_hash) < sizeof(key) - 1;
+	if (cacheable) {
+		snprintf(key, sizeof(key), "k%s", key_hash);
+		if (auth_get(key, tenant_id, key_id))
+			return CP_OK;
+	}
 	st = db_stmt_keyed(db, sql, key_hash, NULL);
 	rc = db_step_row(db, st);
 	if (rc != CP_OK)
@@ -264,6 +267,7 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	db_column_copy(st, 0, tenant_id, CP_UUID_LEN + 1);
 	db_column_copy(st, 1, key_id, CP_UUID_LEN + 1);
 	sqlite3_reset(st);
-	auth_put(key, gen, tenant_id, key_id);
+	if (cacheable)
+		auth_put(key, gen, tenant_id, key_id);
 	return CP_OK;
 }
