@@ -354,7 +354,10 @@ void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	cp_buf_init(&b, 16u << 20);
-	rc = render(req->db, req->tenant_id, req->params[0], &b);
+	/* One allocation for a typical object (a certificate is ~1 KiB). */
+	rc = cp_buf_reserve(&b, 2048);
+	if (rc == CP_OK)
+		rc = render(req->db, req->tenant_id, req->params[0], &b);
 	if (rc == CP_OK && b.len == 0)
 		rc = CP_ERR_INTERNAL;
 	if (rc == CP_OK)

@@ -98,6 +98,11 @@ cp_rc cp_buf_add(struct cp_buf *b, const void *data, size_t n)
 	return CP_OK;
 }
 
+cp_rc cp_buf_reserve(struct cp_buf *b, size_t n)
+{
+	return buf_grow(b, n);
+}
+
 cp_rc cp_buf_addc(struct cp_buf *b, char c)
 {
 	return cp_buf_add(b, &c, 1);
@@ -218,8 +223,18 @@ cp_rc cp_jw_rc(const struct cp_jw *w)
 
 static void jw_add(struct cp_jw *w, const char *s, size_t n)
 {
-	if (w->rc == CP_OK)
-		w->rc = cp_buf_add(w->b, s, n);
+	struct cp_buf *b = w->b;
+
+	if (w->rc != CP_OK)
+		return;
+	/* The common case, inline: it fits the block (and so the cap). */
+	if (b->p && n < b->cap - b->len) {
+		memcpy(b->p + b->len, s, n);
+		b->len += n;
+		b->p[b->len] = '\0';
+		return;
+	}
+	w->rc = cp_buf_add(b, s, n);
 }
 
 /* The ',' before a value or key that follows another one. */
@@ -312,12 +327,19 @@ void cp_jw_cstr(struct cp_jw *w, const char *s)
 
 void cp_jw_int(struct cp_jw *w, long long v)
 {
+	/* By hand, not snprintf: a few per object on the hot read path. */
 	char num[24];
-	int n = snprintf(num, sizeof(num), "%lld", v);
+	size_t i = sizeof(num);
+	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
 
-	assert(n > 0 && (size_t)n < sizeof(num));
+	do {
+		num[--i] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		num[--i] = '-';
 	jw_sep(w);
-	jw_add(w, num, (size_t)n);
+	jw_add(w, num + i, sizeof(num) - i);
 }
 
 void cp_jw_bool(struct cp_jw *w, bool v)

@@ -36,6 +36,10 @@ void cp_buf_init(struct cp_buf *b, size_t max);
  * CP_ERR_TOO_LARGE when len + n would exceed max; CP_ERR_NOMEM. */
 cp_rc cp_buf_add(struct cp_buf *b, const void *data, size_t n) CP_WUR;
 
+/* Make room for n more bytes now (one allocation instead of doublings),
+ * adding nothing. CP_OK; CP_ERR_TOO_LARGE past max; CP_ERR_NOMEM. */
+cp_rc cp_buf_reserve(struct cp_buf *b, size_t n) CP_WUR;
+
 /* Append one byte; as cp_buf_add. */
 cp_rc cp_buf_addc(struct cp_buf *b, char c) CP_WUR;
 

@@ -85,22 +85,52 @@ void cp_sleep_ms(int64_t ms)
 		;
 }
 
+/* Write v (0 <= v < 10^width) as width digits at p. */
+static void put_digits(char *p, int64_t v, int width)
+{
+	assert(v >= 0);
+	for (int i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
 {
+	int64_t z, era, doe, yoe, doy, mp, y, m, d, secs;
+
 	assert(out);
 
 	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
-	 * a corrupt or far-future value still gives 20 characters (gmtime_r
-	 * fails past int years, strftime's %Y does not pad). */
-	time_t tt = (time_t)(t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t);
-	struct tm tm;
-	char buf[80]; /* room for any int fields, so the compiler sees no truncation */
-
-	if (!gmtime_r(&tt, &tm))
-		memset(&tm, 0, sizeof(tm));
-	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-	memcpy(out, buf, CP_TIME_LEN);
+	 * a corrupt or far-future value still gives 20 characters. Computed by
+	 * hand (Howard Hinnant's civil_from_days, the inverse of
+	 * cp_days_from_civil) rather than gmtime_r + snprintf: every response
+	 * and log line formats several times, and glibc's gmtime_r takes the
+	 * process-wide timezone lock. */
+	t = t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t;
+	z = (t >= 0 ? t : t - 86399) / 86400; /* floor division: days since 1970 */
+	secs = t - z * 86400;
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = doy - (153 * mp + 2) / 5 + 1;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	y = yoe + era * 400 + (m <= 2);
+	put_digits(out, y, 4);
+	out[4] = '-';
+	put_digits(out + 5, m, 2);
+	out[7] = '-';
+	put_digits(out + 8, d, 2);
+	out[10] = 'T';
+	put_digits(out + 11, secs / 3600, 2);
+	out[13] = ':';
+	put_digits(out + 14, secs / 60 % 60, 2);
+	out[16] = ':';
+	put_digits(out + 17, secs % 60, 2);
+	out[19] = 'Z';
 	out[CP_TIME_LEN] = '\0';
 }
 
