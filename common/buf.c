@@ -271,6 +271,21 @@ void cp_jw_key(struct cp_jw *w, const char *key)
 	jw_add(w, "\":", 2);
 }
 
+/* The length of the UTF-8 sequence at s (< end) if it is valid
+ * (cp_utf8_valid's rules, the one definition), else 0. */
+static size_t utf8_seq(const char *s, const char *end)
+{
+	unsigned char c = (unsigned char)*s;
+	size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+		   : c >= 0xe0 && c <= 0xef ? 3
+		   : c >= 0xf0 && c <= 0xf4 ? 4
+					    : 0;
+
+	if (!n || (size_t)(end - s) < n || !cp_utf8_valid(s, n))
+		return 0;
+	return n;
+}
+
 void cp_jw_str(struct cp_jw *w, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -281,26 +296,33 @@ void cp_jw_str(struct cp_jw *w, const char *s, size_t n)
 		return;
 	}
 	jw_sep(w);
-	if (w->rc != CP_OK)
-		return;
-	if (!cp_utf8_valid(s, n)) {
-		w->rc = CP_ERR_INVALID;
-		return;
-	}
 	jw_add(w, "\"", 1);
-	while (s < end) {
+	/* One pass: copy runs that need no escape, validating UTF-8 as it
+	 * goes; a NUL or a broken sequence fails the whole value. */
+	while (s < end && w->rc == CP_OK) {
 		char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
-		unsigned char c;
+		unsigned char c = 0;
 
 		for (run = s; s < end; s++) {
+			size_t k;
 			c = (unsigned char)*s;
-			if (c < 0x20 || c == '"' || c == '\\')
+			if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
+				continue;
+			if (c < 0x80)
 				break;
+			k = utf8_seq(s, end);
+			if (!k)
+				break;
+			s += k - 1;
 		}
 		jw_add(w, run, (size_t)(s - run));
 		if (s == end)
 			break;
-		c = (unsigned char)*s++;
+		if (c == 0 || c >= 0x80) {
+			w->rc = CP_ERR_INVALID;
+			return;
+		}
+		s++;
 		esc[1] = c == '"'    ? '"'
 			 : c == '\\' ? '\\'
 			 : c == '\b' ? 'b'

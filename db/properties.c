@@ -81,9 +81,9 @@ static void prop_render_deployed(struct cp_jw *w, sqlite3_stmt *st, int vcol, in
 	cp_jw_close(w, '}');
 }
 
-/* The property's hostnames (verification false) or their claims (true),
- * as a JSON array. */
-static cp_rc prop_render_claims(struct db *db, const char *id, bool verification, struct cp_jw *w)
+/* The property's hostnames as a JSON array into w and, in the same pass
+ * over its claims, their verification objects as a JSON array into v. */
+static cp_rc prop_render_claims(struct db *db, const char *id, struct cp_jw *w, struct cp_jw *v)
 {
 	sqlite3_stmt *st = db_stmt_keyed(db, CLAIMS_SQL, id, NULL);
 	int r;
@@ -91,15 +91,12 @@ static cp_rc prop_render_claims(struct db *db, const char *id, bool verification
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_jw_open(w, '[');
+	cp_jw_open(v, '[');
 	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *h = (const char *)sqlite3_column_text(st, 0);
 		char txt[320];
 		int n;
 
-		if (!verification) {
-			db_jw_text(w, st, 0);
-			continue;
-		}
 		h = h ? h : "";
 		n = snprintf(txt, sizeof(txt), "_certplane-verify.%s",
 			     strncmp(h, "*.", 2) == 0 ? h + 2 : h);
@@ -107,31 +104,33 @@ static cp_rc prop_render_claims(struct db *db, const char *id, bool verification
 			sqlite3_reset(st);
 			return CP_ERR_INTERNAL; /* hostnames are bounded to 253 */
 		}
-		cp_jw_open(w, '{');
-		cp_jw_key(w, "hostname");
 		db_jw_text(w, st, 0);
-		cp_jw_key(w, "status");
-		db_jw_text(w, st, 1);
-		cp_jw_key(w, "method");
-		db_jw_text(w, st, 2);
-		cp_jw_key(w, "token");
-		db_jw_text(w, st, 3);
-		cp_jw_key(w, "txt_record_name");
-		cp_jw_str(w, txt, (size_t)n);
-		cp_jw_key(w, "checked_at");
-		db_jw_time(w, st, 4);
-		cp_jw_key(w, "expires_at");
-		db_jw_time(w, st, 5);
-		cp_jw_key(w, "verified_at");
-		db_jw_time(w, st, 6);
-		cp_jw_key(w, "detail");
-		db_jw_text(w, st, 7);
-		cp_jw_close(w, '}');
+		cp_jw_open(v, '{');
+		cp_jw_key(v, "hostname");
+		db_jw_text(v, st, 0);
+		cp_jw_key(v, "status");
+		db_jw_text(v, st, 1);
+		cp_jw_key(v, "method");
+		db_jw_text(v, st, 2);
+		cp_jw_key(v, "token");
+		db_jw_text(v, st, 3);
+		cp_jw_key(v, "txt_record_name");
+		cp_jw_str(v, txt, (size_t)n);
+		cp_jw_key(v, "checked_at");
+		db_jw_time(v, st, 4);
+		cp_jw_key(v, "expires_at");
+		db_jw_time(v, st, 5);
+		cp_jw_key(v, "verified_at");
+		db_jw_time(v, st, 6);
+		cp_jw_key(v, "detail");
+		db_jw_text(v, st, 7);
+		cp_jw_close(v, '}');
 	}
 	sqlite3_reset(st);
 	if (r != SQLITE_DONE)
 		return db_rc(db, r);
 	cp_jw_close(w, ']');
+	cp_jw_close(v, ']');
 	return CP_OK;
 }
 
@@ -142,20 +141,26 @@ static cp_rc prop_render_row(struct db *db, sqlite3_stmt *st, int c0, struct cp_
 	/* The id outlives the claims statement's steps: st is another
 	 * statement, left on its row. */
 	const char *id = (const char *)sqlite3_column_text(st, c0 + PC_ID);
+	struct cp_buf vb;
+	struct cp_jw v;
 	cp_rc rc;
 
 	assert(sqlite3_column_count(st) >= c0 + PC_COUNT);
 	if (!id)
 		return CP_ERR_INTERNAL;
+	cp_buf_init(&vb, DB_RENDER_MAX);
+	cp_jw_init(&v, &vb);
 	cp_jw_open(w, '{');
 	cp_jw_key(w, "id");
 	db_jw_text(w, st, c0 + PC_ID);
 	cp_jw_key(w, "name");
 	db_jw_text(w, st, c0 + PC_NAME);
 	cp_jw_key(w, "hostnames");
-	rc = prop_render_claims(db, id, false, w);
+	rc = prop_render_claims(db, id, w, &v);
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&v);
 	if (rc != CP_OK)
-		return rc;
+		goto out;
 	cp_jw_key(w, "edge_hostname_id");
 	db_jw_text(w, st, c0 + PC_EDGE_ID);
 	cp_jw_key(w, "edge_hostname");
@@ -163,9 +168,7 @@ static cp_rc prop_render_row(struct db *db, sqlite3_stmt *st, int c0, struct cp_
 	cp_jw_key(w, "certificate_id");
 	db_jw_text(w, st, c0 + PC_CERTIFICATE_ID);
 	cp_jw_key(w, "hostname_verification");
-	rc = prop_render_claims(db, id, true, w);
-	if (rc != CP_OK)
-		return rc;
+	cp_jw_raw(w, cp_buf_str(&vb), vb.len);
 	cp_jw_key(w, "certificate_renew_automation");
 	cp_jw_bool(w, sqlite3_column_int(st, c0 + PC_RENEW_AUTOMATION) != 0);
 	cp_jw_key(w, "version");
@@ -179,7 +182,9 @@ static cp_rc prop_render_row(struct db *db, sqlite3_stmt *st, int c0, struct cp_
 	cp_jw_key(w, "updated_at");
 	db_jw_time(w, st, c0 + PC_UPDATED_AT);
 	cp_jw_close(w, '}');
-	return CP_OK;
+out:
+	cp_buf_free(&vb);
+	return rc;
 }
 
 /* db_row_render_fn over prop_render_row for (seq, PROP_COLS) rows. */

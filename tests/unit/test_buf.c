@@ -183,8 +183,32 @@ static void test_jw_shapes(void)
 	cp_jw_cstr(&w, "\xff");
 	cp_jw_int(&w, 1);
 	CHECK_RC(cp_jw_rc(&w), CP_ERR_INVALID);
-	CHECK(strcmp(cp_buf_str(&b), "[") == 0);
+	CHECK(strcmp(cp_buf_str(&b), "[\"") == 0);
 	cp_buf_free(&b);
+	/* cp_utf8_valid's rules: overlong, surrogate, truncated, NUL refused;
+	 * 2-, 3- and 4-byte forms kept as they are. */
+	{
+		static const char *const bad[] = { "\xc0\xaf", "\xed\xa0\x80", "a\xe2\x82",
+						   "\xf5\x80\x80\x80" };
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			cp_buf_init(&b, 64);
+			cp_jw_init(&w, &b);
+			cp_jw_cstr(&w, bad[i]);
+			CHECK_RC(cp_jw_rc(&w), CP_ERR_INVALID);
+			cp_buf_free(&b);
+		}
+		cp_buf_init(&b, 64);
+		cp_jw_init(&w, &b);
+		cp_jw_str(&w, "a\0b", 3);
+		CHECK_RC(cp_jw_rc(&w), CP_ERR_INVALID);
+		cp_buf_free(&b);
+		cp_buf_init(&b, 64);
+		cp_jw_init(&w, &b);
+		cp_jw_cstr(&w, "\xc3\xa9\xe2\x9c\x93\xf0\x9f\x94\x92\"");
+		CHECK_RC(cp_jw_rc(&w), CP_OK);
+		CHECK(strcmp(cp_buf_str(&b), "\"\xc3\xa9\xe2\x9c\x93\xf0\x9f\x94\x92\\\"\"") == 0);
+		cp_buf_free(&b);
+	}
 
 	/* Over the cap: CP_ERR_TOO_LARGE, the content a whole prefix. */
 	cp_buf_init(&b, 10);
