@@ -518,6 +518,30 @@ cp_rc db_begin(struct db *db)
 	return db_exec_stmt(db, db_stmt(db, sql));
 }
 
+cp_rc db_read_begin(struct db *db, bool *began)
+{
+	static const char sql[] = "BEGIN DEFERRED";
+	cp_rc rc;
+
+	assert(db && began);
+	*began = false;
+	if (!sqlite3_get_autocommit(db->h))
+		return CP_OK; /* inside the caller's transaction already */
+	rc = db_exec_stmt(db, db_stmt(db, sql));
+	*began = rc == CP_OK;
+	return rc;
+}
+
+void db_read_end(struct db *db, bool began)
+{
+	static const char sql[] = "COMMIT";
+
+	assert(db);
+	/* A read-only transaction: COMMIT only releases the snapshot. */
+	if (began && db_exec_stmt(db, db_stmt(db, sql)) != CP_OK)
+		db_rollback(db);
+}
+
 cp_rc db_commit(struct db *db)
 {
 	static const char sql[] = "COMMIT";

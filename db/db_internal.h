@@ -133,6 +133,13 @@ typedef cp_rc (*db_row_render_fn)(struct db *db, sqlite3_stmt *st, struct cp_jw 
 cp_rc db_fetch_page_render(struct db *db, sqlite3_stmt *st, int limit, db_row_render_fn render,
 			   struct db_list *out) CP_WUR;
 
+/* Open a read transaction (BEGIN DEFERRED) if none is open, so that
+ * several statements read one snapshot; *began says whether it did.
+ * CP_OK or the error of BEGIN. */
+cp_rc db_read_begin(struct db *db, bool *began) CP_WUR;
+/* End what db_read_begin began (nothing when began is false). */
+void db_read_end(struct db *db, bool began);
+
 /* A write that can revoke a cached auth answer (API key or tenant delete)
  * succeeded: bump the auth cache's generation now outside a transaction,
  * or when the open one ends (tenants.c). */

@@ -300,17 +300,27 @@ cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id, s
 	static const char sql[] = "SELECT " PROP_COLS " FROM properties p "
 				  "WHERE p.tenant_id = ?1 AND p.id = ?2";
 	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	bool began = false;
 	struct cp_jw w;
 	cp_rc rc;
 
 	assert(db && tenant_id && id && out);
-	rc = db_step_row(db, st);
+	/* The row and its claims are two statements: one read transaction for
+	 * both (one snapshot, and one WAL read lock instead of two). */
+	rc = db_read_begin(db, &began);
 	if (rc != CP_OK)
 		return rc;
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		goto out;
 	cp_jw_init(&w, out);
 	rc = prop_render_row(db, st, 0, &w);
 	sqlite3_reset(st);
-	return rc != CP_OK ? rc : cp_jw_rc(&w);
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&w);
+out:
+	db_read_end(db, began);
+	return rc;
 }
 
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
