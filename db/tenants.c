@@ -55,14 +55,15 @@ struct auth_entry {
 };
 
 static struct auth_entry auth_cache[AUTH_SLOTS];
-static pthread_mutex_t auth_locks[AUTH_LOCKS];
+/* Readers share a stripe (every request of one key reads the same one). */
+static pthread_rwlock_t auth_locks[AUTH_LOCKS];
 static pthread_once_t auth_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t auth_gen = 1;
 
 static void auth_init(void)
 {
 	for (size_t i = 0; i < AUTH_LOCKS; i++)
-		pthread_mutex_init(&auth_locks[i], NULL);
+		pthread_rwlock_init(&auth_locks[i], NULL);
 }
 
 /* The group (first slot) of key. */
@@ -75,7 +76,7 @@ static size_t auth_group(const char *key)
 	return (size_t)(h % (AUTH_SLOTS / AUTH_WAYS)) * AUTH_WAYS;
 }
 
-static pthread_mutex_t *auth_lock(size_t group)
+static pthread_rwlock_t *auth_lock(size_t group)
 {
 	pthread_once(&auth_once, auth_init);
 	return &auth_locks[(group / AUTH_WAYS) % AUTH_LOCKS];
@@ -89,7 +90,7 @@ static bool auth_get(const char *key, char tenant[CP_UUID_LEN + 1], char key_id[
 	int64_t now = cp_mono_ms();
 	bool hit = false;
 
-	pthread_mutex_lock(auth_lock(g));
+	pthread_rwlock_rdlock(auth_lock(g));
 	for (size_t i = g; i < g + AUTH_WAYS; i++) {
 		struct auth_entry *e = &auth_cache[i];
 		if (strcmp(e->key, key) != 0)
@@ -101,7 +102,7 @@ static bool auth_get(const char *key, char tenant[CP_UUID_LEN + 1], char key_id[
 		}
 		break;
 	}
-	pthread_mutex_unlock(auth_lock(g));
+	pthread_rwlock_unlock(auth_lock(g));
 	return hit;
 }
 
@@ -114,7 +115,7 @@ static void auth_put(const char *key, uint64_t gen, const char *tenant, const ch
 	struct auth_entry *victim = NULL;
 
 	assert(strlen(key) < sizeof(victim->key));
-	pthread_mutex_lock(auth_lock(g));
+	pthread_rwlock_wrlock(auth_lock(g));
 	for (size_t i = g; i < g + AUTH_WAYS; i++) {
 		struct auth_entry *e = &auth_cache[i];
 		if (strcmp(e->key, key) == 0 || !e->key[0] || e->gen != cur) {
@@ -129,7 +130,7 @@ static void auth_put(const char *key, uint64_t gen, const char *tenant, const ch
 	snprintf(victim->key_id, sizeof(victim->key_id), "%s", key_id);
 	victim->gen = gen;
 	victim->at_ms = cp_mono_ms();
-	pthread_mutex_unlock(auth_lock(g));
+	pthread_rwlock_unlock(auth_lock(g));
 }
 
 void db_auth_changed(struct db *db)
