@@ -14,6 +14,7 @@
 #include "db/db.h"
 
 struct crypto_keyring;
+struct cp_buf;
 
 /* Process-wide services handed to every handler (read-only after start). */
 struct api_ctx {
@@ -70,6 +71,8 @@ void api_reply(struct api_resp *resp, int status, json_t *body);
 /* Reply with a raw body (copied) and a static content type. */
 void api_reply_text(struct api_resp *resp, int status, const char *content_type, const char *text,
 		    size_t len);
+/* Reply with a JSON text body taken from b (b is left empty). */
+void api_reply_buf(struct api_resp *resp, int status, struct cp_buf *b);
 /* RFC 9457 problem: {"type","title","status","detail","errors"}; errors
  * (stolen, may be NULL) is an array of {"field","message"}. */
 void api_problem(struct api_resp *resp, int status, const char *detail, json_t *errors);
@@ -126,6 +129,13 @@ typedef cp_rc (*api_get_fn)(struct db *db, const char *tenant_id, const char *id
 /* The tenant-scoped GET /{id} every resource shares: 200 with get's object
  * (req->params[0] the id), 404 naming what. */
 void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get, const char *what);
+/* A domain render of one tenant's object as JSON text appended to out. */
+typedef cp_rc (*api_render_fn)(struct db *db, const char *tenant_id, const char *id,
+			       struct cp_buf *out);
+/* api_get_resource for an object rendered straight to text (the hot
+ * reads): no JSON tree is built or dumped. */
+void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_fn render,
+			 const char *what);
 /* A domain page of one tenant's objects. */
 typedef cp_rc (*api_list_fn)(struct db *db, const char *tenant_id, struct db_page pg,
 			     struct db_list *out);

@@ -529,7 +529,7 @@ void api_certificates_list(struct api_req *req, struct api_resp *resp)
 
 void api_certificates_get(struct api_req *req, struct api_resp *resp)
 {
-	api_get_resource(req, resp, db_certificate_get, "certificate");
+	api_render_resource(req, resp, db_certificate_render, "certificate");
 }
 
 void api_certificates_versions(struct api_req *req, struct api_resp *resp)

@@ -4,6 +4,7 @@
  * the JSON spec helper, pagination cursors and audit records.
  */
 #include "api/api.h"
+#include "common/buf.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -33,6 +34,18 @@ void api_reply_text(struct api_resp *resp, int status, const char *content_type,
 	}
 	resp->text_len = resp->text ? len : 0;
 	resp->content_type = content_type;
+}
+
+void api_reply_buf(struct api_resp *resp, int status, struct cp_buf *b)
+{
+	assert(resp && b && status >= 100 && status <= 599);
+
+	json_decref(resp->json);
+	resp->json = NULL;
+	free(resp->text);
+	resp->status = status;
+	resp->text = cp_buf_take(b, &resp->text_len);
+	resp->content_type = "application/json";
 }
 
 static const char *status_title(int status)
@@ -329,6 +342,29 @@ void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get
 		return;
 	}
 	api_reply(resp, 200, obj);
+}
+
+void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_fn render,
+			 const char *what)
+{
+	struct cp_buf b;
+	cp_rc rc;
+
+	assert(req && resp && render);
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	cp_buf_init(&b, 16u << 20);
+	/* One allocation for a typical object (a certificate is ~1 KiB). */
+	rc = cp_buf_reserve(&b, 2048);
+	if (rc == CP_OK)
+		rc = render(req->db, req->tenant_id, req->params[0], &b);
+	if (rc == CP_OK && b.len == 0)
+		rc = CP_ERR_INTERNAL;
+	if (rc == CP_OK)
+		api_reply_buf(resp, 200, &b);
+	else
+		api_reply_rc(resp, rc, what);
+	cp_buf_free(&b);
 }
 
 void api_reply_list_rc(struct api_resp *resp, cp_rc rc, struct db_list *list, const char *what)

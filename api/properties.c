@@ -263,7 +263,7 @@ void api_properties_list(struct api_req *req, struct api_resp *resp)
 
 void api_properties_get(struct api_req *req, struct api_resp *resp)
 {
-	api_get_resource(req, resp, db_property_get, "property");
+	api_render_resource(req, resp, db_property_render, "property");
 }
 
 /*

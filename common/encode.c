@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,12 +51,25 @@ void cp_hex(const uint8_t *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+static EVP_MD *sha256_md; /* NULL if the fetch failed: SHA256() then */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void cp_sha256_hex(const void *data, size_t n, char out[65])
 {
 	uint8_t md[SHA256_DIGEST_LENGTH];
 
 	assert((data || n == 0) && out);
-	SHA256(data, n, md);
+	/* Fetched once: the one-shot SHA256() looks the algorithm up in the
+	 * provider tables (locks, hashing) on every call, and every API request
+	 * hashes its key. */
+	pthread_once(&sha256_once, sha256_fetch);
+	if (!sha256_md || EVP_Digest(data, n, md, NULL, sha256_md, NULL) != 1)
+		SHA256(data, n, md);
 	cp_hex(md, sizeof(md), out);
 }
 

@@ -14,6 +14,27 @@
 #include <openssl/rand.h>
 #include <uuid/uuid.h>
 
+#define UUID_POOL 512 /* 32 ids per DRBG call */
+
+/* Copy 16 fresh random bytes out of this thread's pool into u, refilling
+ * it from the DRBG when it runs out; CP_ERR_CRYPTO if the DRBG fails. Each
+ * byte is handed out once and then wiped from the pool. */
+static cp_rc uuid_pool_take(uint8_t u[16])
+{
+	static _Thread_local uint8_t pool[UUID_POOL];
+	static _Thread_local size_t used = UUID_POOL;
+
+	if (used + 16 > UUID_POOL) {
+		if (RAND_bytes(pool, sizeof(pool)) != 1)
+			return CP_ERR_CRYPTO;
+		used = 0;
+	}
+	memcpy(u, pool + used, 16);
+	memset(pool + used, 0, 16);
+	used += 16;
+	return CP_OK;
+}
+
 void cp_uuid(char out[CP_UUID_LEN + 1])
 {
 	static const char digits[] = "0123456789abcdef";
@@ -23,8 +44,12 @@ void cp_uuid(char out[CP_UUID_LEN + 1])
 	assert(out);
 	/* OpenSSL's DRBG is per thread; libuuid's uuid_generate_random also
 	 * cranks libc random() under its global lock on every call, which
-	 * serialised the API's threads on the request id alone. */
-	if (RAND_bytes(u, sizeof(u)) != 1) {
+	 * serialised the API's threads on the request id alone. The DRBG's
+	 * bytes are drawn UUID_POOL at a time into a per-thread pool: a
+	 * generate call costs ~1 us whatever its size, and every request takes
+	 * an id. Ids are not secrets (tokens and keys use cp_random), and the
+	 * process never forks, so no two processes share a pool. */
+	if (uuid_pool_take(u) != CP_OK) {
 		uuid_t v;
 		uuid_generate_random(v);
 		uuid_unparse_lower(v, out);
@@ -85,22 +110,52 @@ void cp_sleep_ms(int64_t ms)
 		;
 }
 
+/* Write v (0 <= v < 10^width) as width digits at p. */
+static void put_digits(char *p, int64_t v, int width)
+{
+	assert(v >= 0);
+	for (int i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
 void cp_time_fmt(int64_t t, char out[CP_TIME_LEN + 1])
 {
+	int64_t z, era, doe, yoe, doy, mp, y, m, d, secs;
+
 	assert(out);
 
 	/* CP_TIME_MIN .. CP_TIME_MAX is what four year digits hold. Clamped, so
-	 * a corrupt or far-future value still gives 20 characters (gmtime_r
-	 * fails past int years, strftime's %Y does not pad). */
-	time_t tt = (time_t)(t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t);
-	struct tm tm;
-	char buf[80]; /* room for any int fields, so the compiler sees no truncation */
-
-	if (!gmtime_r(&tt, &tm))
-		memset(&tm, 0, sizeof(tm));
-	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-	memcpy(out, buf, CP_TIME_LEN);
+	 * a corrupt or far-future value still gives 20 characters. Computed by
+	 * hand (Howard Hinnant's civil_from_days, the inverse of
+	 * cp_days_from_civil) rather than gmtime_r + snprintf: every response
+	 * and log line formats several times, and glibc's gmtime_r takes the
+	 * process-wide timezone lock. */
+	t = t < CP_TIME_MIN ? CP_TIME_MIN : t > CP_TIME_MAX ? CP_TIME_MAX : t;
+	z = (t >= 0 ? t : t - 86399) / 86400; /* floor division: days since 1970 */
+	secs = t - z * 86400;
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = doy - (153 * mp + 2) / 5 + 1;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	y = yoe + era * 400 + (m <= 2);
+	put_digits(out, y, 4);
+	out[4] = '-';
+	put_digits(out + 5, m, 2);
+	out[7] = '-';
+	put_digits(out + 8, d, 2);
+	out[10] = 'T';
+	put_digits(out + 11, secs / 3600, 2);
+	out[13] = ':';
+	put_digits(out + 14, secs / 60 % 60, 2);
+	out[16] = ':';
+	put_digits(out + 17, secs % 60, 2);
+	out[19] = 'Z';
 	out[CP_TIME_LEN] = '\0';
 }
 

@@ -28,26 +28,146 @@
 /* The derived status (lifecycle.h: "failed" wins over "expired"). */
 #define CERT_STATUS LIFECYCLE_STATUS_SQL("c.status", "v.not_after")
 
+/*
+ * A certificate as the API shows it (openapi.yaml, Certificate): the plain
+ * columns of CERT_COLS, in the order of enum cert_col, rendered by
+ * cert_render_row, the one renderer of a certificate (get, list, and the
+ * JSON every other caller reads). To add a field: a column at the end of
+ * CERT_COLS, its CC_ name at the end of the enum, one line in
+ * cert_render_row where the field goes.
+ */
 /* clang-format off */
-#define CERT_JSON                                                                               \
-	"json_object('id', c.id, 'name', c.name, 'type', c.type, 'source', c.source, "        \
-	"'status', " CERT_STATUS ", 'auto_renew', c.auto_renew, "                              \
-	"'key_type', coalesce(v.key_type, c.key_type), 'hostnames', json(c.hostnames), "       \
-	"'challenge', c.challenge, 'ca', c.ca, "                                               \
-	"'profile', c.profile, "                                                               \
-	"'subject_cn', v.subject_cn, 'sans', json(v.sans), 'issuer', v.issuer, "              \
-	"'serial', v.serial, 'not_before', " DB_TS("v.not_before") ", "                        \
-	"'not_after', " DB_TS("v.not_after") ", 'fingerprint_sha256', v.fingerprint_sha256, "  \
-	"'version', c.version, "                                                               \
-	"'property_ids', json((SELECT json_group_array(p.id) FROM properties p "               \
-	"WHERE p.certificate_id = c.id AND p.tenant_id = c.tenant_id)), "                      \
-	"'metadata', json(c.metadata), "                                                       \
-	"'renewal', json_object('renew_after', " DB_TS("c.renew_after") ", "                   \
-	"'next_attempt_at', " DB_TS("c.next_attempt_at") ", "                                  \
-	"'last_attempt_at', " DB_TS("c.last_attempt_at") ", 'last_error', c.last_error, "      \
-	"'last_error_reason', c.last_error_reason, 'failure_count', c.failure_count), "        \
-	"'created_at', " DB_TS("c.created_at") ", 'updated_at', " DB_TS("c.updated_at") ")"
+#define CERT_COLS                                                                             \
+	"c.id, c.name, c.type, c.source, " CERT_STATUS ", c.auto_renew, "                    \
+	"coalesce(v.key_type, c.key_type), c.hostnames, c.challenge, c.ca, v.subject_cn, "   \
+	"v.sans, v.issuer, v.serial, v.not_before, v.not_after, v.fingerprint_sha256, "      \
+	"c.version, (SELECT group_concat(p.id, ',') FROM properties p "                      \
+	"WHERE p.certificate_id = c.id AND p.tenant_id = c.tenant_id), c.metadata, "         \
+	"c.renew_after, c.next_attempt_at, c.last_attempt_at, c.last_error, "                \
+	"c.last_error_reason, c.failure_count, c.created_at, c.updated_at, c.profile"
 /* clang-format on */
+
+enum cert_col {
+	CC_ID,
+	CC_NAME,
+	CC_TYPE,
+	CC_SOURCE,
+	CC_STATUS,
+	CC_AUTO_RENEW,
+	CC_KEY_TYPE,
+	CC_HOSTNAMES,
+	CC_CHALLENGE,
+	CC_CA,
+	CC_SUBJECT_CN,
+	CC_SANS,
+	CC_ISSUER,
+	CC_SERIAL,
+	CC_NOT_BEFORE,
+	CC_NOT_AFTER,
+	CC_FINGERPRINT,
+	CC_VERSION,
+	CC_PROPERTY_IDS,
+	CC_METADATA,
+	CC_RENEW_AFTER,
+	CC_NEXT_ATTEMPT_AT,
+	CC_LAST_ATTEMPT_AT,
+	CC_LAST_ERROR,
+	CC_LAST_ERROR_REASON,
+	CC_FAILURE_COUNT,
+	CC_CREATED_AT,
+	CC_UPDATED_AT,
+	CC_PROFILE,
+	CC_COUNT
+};
+
+/* Render the certificate of st's current row, whose CERT_COLS start at
+ * column c0, as one JSON object appended to w. */
+static void cert_render_row(struct cp_jw *w, sqlite3_stmt *st, int c0)
+{
+	const char *ids = (const char *)sqlite3_column_text(st, c0 + CC_PROPERTY_IDS);
+
+	assert(sqlite3_column_count(st) >= c0 + CC_COUNT);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + CC_ID);
+	cp_jw_key(w, "name");
+	db_jw_text(w, st, c0 + CC_NAME);
+	cp_jw_key(w, "type");
+	db_jw_text(w, st, c0 + CC_TYPE);
+	cp_jw_key(w, "source");
+	db_jw_text(w, st, c0 + CC_SOURCE);
+	cp_jw_key(w, "status");
+	db_jw_text(w, st, c0 + CC_STATUS);
+	cp_jw_key(w, "auto_renew");
+	db_jw_text(w, st, c0 + CC_AUTO_RENEW);
+	cp_jw_key(w, "key_type");
+	db_jw_text(w, st, c0 + CC_KEY_TYPE);
+	cp_jw_key(w, "hostnames");
+	db_jw_json(w, st, c0 + CC_HOSTNAMES);
+	cp_jw_key(w, "challenge");
+	db_jw_text(w, st, c0 + CC_CHALLENGE);
+	cp_jw_key(w, "ca");
+	db_jw_text(w, st, c0 + CC_CA);
+	cp_jw_key(w, "profile");
+	db_jw_text(w, st, c0 + CC_PROFILE);
+	cp_jw_key(w, "subject_cn");
+	db_jw_text(w, st, c0 + CC_SUBJECT_CN);
+	cp_jw_key(w, "sans");
+	db_jw_json(w, st, c0 + CC_SANS);
+	cp_jw_key(w, "issuer");
+	db_jw_text(w, st, c0 + CC_ISSUER);
+	cp_jw_key(w, "serial");
+	db_jw_text(w, st, c0 + CC_SERIAL);
+	cp_jw_key(w, "not_before");
+	db_jw_time(w, st, c0 + CC_NOT_BEFORE);
+	cp_jw_key(w, "not_after");
+	db_jw_time(w, st, c0 + CC_NOT_AFTER);
+	cp_jw_key(w, "fingerprint_sha256");
+	db_jw_text(w, st, c0 + CC_FINGERPRINT);
+	cp_jw_key(w, "version");
+	db_jw_int(w, st, c0 + CC_VERSION);
+	/* The ids of the tenant's properties using it, "a,b" (UUIDs hold no
+	 * comma), NULL for none. */
+	cp_jw_key(w, "property_ids");
+	cp_jw_open(w, '[');
+	while (ids && *ids) {
+		const char *comma = strchr(ids, ',');
+		size_t n = comma ? (size_t)(comma - ids) : strlen(ids);
+		cp_jw_str(w, ids, n);
+		ids += n + (comma ? 1 : 0);
+	}
+	cp_jw_close(w, ']');
+	cp_jw_key(w, "metadata");
+	db_jw_json(w, st, c0 + CC_METADATA);
+	cp_jw_key(w, "renewal");
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "renew_after");
+	db_jw_time(w, st, c0 + CC_RENEW_AFTER);
+	cp_jw_key(w, "next_attempt_at");
+	db_jw_time(w, st, c0 + CC_NEXT_ATTEMPT_AT);
+	cp_jw_key(w, "last_attempt_at");
+	db_jw_time(w, st, c0 + CC_LAST_ATTEMPT_AT);
+	cp_jw_key(w, "last_error");
+	db_jw_text(w, st, c0 + CC_LAST_ERROR);
+	cp_jw_key(w, "last_error_reason");
+	db_jw_text(w, st, c0 + CC_LAST_ERROR_REASON);
+	cp_jw_key(w, "failure_count");
+	db_jw_int(w, st, c0 + CC_FAILURE_COUNT);
+	cp_jw_close(w, '}');
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, c0 + CC_CREATED_AT);
+	cp_jw_key(w, "updated_at");
+	db_jw_time(w, st, c0 + CC_UPDATED_AT);
+	cp_jw_close(w, '}');
+}
+
+/* db_row_render_fn over cert_render_row for (seq, CERT_COLS) rows. */
+static cp_rc cert_render_listed(struct db *db, sqlite3_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	cert_render_row(w, st, 1);
+	return CP_OK;
+}
 
 /* clang-format off */
 #define VERSION_JSON                                                                          \
@@ -273,19 +393,42 @@ cp_rc db_certificate_add_version(struct db *db, const struct crypto_keyring *rin
 	return rc;
 }
 
-cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
+cp_rc db_certificate_render(struct db *db, const char *tenant_id, const char *id,
+			    struct cp_buf *out)
 {
 	static const char sql[] =
-		"SELECT " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
+		"SELECT " CERT_COLS CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
 	sqlite3_stmt *st = db_stmt(db, sql);
+	struct cp_jw w;
+	cp_rc rc;
 
-	assert(db && tenant_id && out);
+	assert(db && tenant_id && id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	sqlite3_bind_int64(st, 1, cp_now());
 	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, id);
-	return db_fetch_json(db, st, out);
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	cp_jw_init(&w, out);
+	cert_render_row(&w, st, 0);
+	sqlite3_reset(st);
+	return cp_jw_rc(&w);
+}
+
+cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
+{
+	struct cp_buf b;
+	cp_rc rc;
+
+	assert(db && tenant_id && out);
+	cp_buf_init(&b, DB_RENDER_MAX);
+	rc = db_certificate_render(db, tenant_id, id, &b);
+	if (rc == CP_OK)
+		rc = db_json_from_buf(&b, out);
+	cp_buf_free(&b);
+	return rc;
 }
 
 cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_cert_filter *f,
@@ -298,7 +441,7 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 	 * first issuance, a requested name) exactly or through a wildcard one
 	 * label up. */
 	static const char sql[] =
-		"SELECT c.seq, " CERT_JSON CERT_FROM "WHERE c.tenant_id = ?2 AND c.seq > ?3 "
+		"SELECT c.seq, " CERT_COLS CERT_FROM "WHERE c.tenant_id = ?2 AND c.seq > ?3 "
 		"AND (?4 IS NULL OR " CERT_STATUS " = ?4) "
 		"AND (?5 IS NULL OR (v.not_after IS NOT NULL AND v.not_after >= ?1 "
 		"AND v.not_after <= ?1 + ?5)) "
@@ -319,7 +462,7 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 		sqlite3_bind_null(st, 5);
 	db_bind_text(st, 6, f ? f->hostname : NULL);
 	sqlite3_bind_int(st, 7, pg.limit + 1);
-	return db_fetch_page(db, st, pg.limit, out);
+	return db_fetch_page_render(db, st, pg.limit, cert_render_listed, out);
 }
 
 cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id, const char *name,

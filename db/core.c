@@ -253,6 +253,93 @@ cp_rc db_fetch_json(struct db *db, sqlite3_stmt *st, json_t **out)
 	return rc;
 }
 
+void db_jw_text(struct cp_jw *w, sqlite3_stmt *st, int col)
+{
+	const char *s = (const char *)sqlite3_column_text(st, col);
+
+	cp_jw_str(w, s, s ? (size_t)sqlite3_column_bytes(st, col) : 0);
+}
+
+void db_jw_int(struct cp_jw *w, sqlite3_stmt *st, int col)
+{
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		cp_jw_null(w);
+	else
+		cp_jw_int(w, sqlite3_column_int64(st, col));
+}
+
+void db_jw_time(struct cp_jw *w, sqlite3_stmt *st, int col)
+{
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		cp_jw_null(w);
+	else
+		cp_jw_time(w, sqlite3_column_int64(st, col));
+}
+
+void db_jw_json(struct cp_jw *w, sqlite3_stmt *st, int col)
+{
+	const char *s = (const char *)sqlite3_column_text(st, col);
+
+	cp_jw_raw(w, s, s ? (size_t)sqlite3_column_bytes(st, col) : 0);
+}
+
+cp_rc db_json_from_buf(const struct cp_buf *b, json_t **out)
+{
+	assert(b && out);
+	*out = json_loadb(cp_buf_str(b), b->len, 0, NULL);
+	return *out ? CP_OK : CP_ERR_INTERNAL;
+}
+
+cp_rc db_fetch_page_render(struct db *db, sqlite3_stmt *st, int limit, db_row_render_fn render,
+			   struct db_list *out)
+{
+	struct cp_buf b;
+	cp_rc rc = CP_OK;
+	int r = SQLITE_DONE, n = 0;
+	int64_t last = 0;
+
+	assert(db && out && render && limit >= 1 && limit <= 500);
+	cp_buf_init(&b, DB_RENDER_MAX);
+	out->data = json_array();
+	out->next = 0;
+	if (!st || !out->data) {
+		rc = CP_ERR_INTERNAL;
+		goto out;
+	}
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cp_jw w;
+		json_t *row = NULL;
+		if (n == limit) {
+			/* One more row exists: the page ends at the last one kept. */
+			out->next = last;
+			break;
+		}
+		last = sqlite3_column_int64(st, 0);
+		cp_buf_reset(&b);
+		cp_jw_init(&w, &b);
+		rc = render(db, st, &w);
+		if (rc == CP_OK)
+			rc = cp_jw_rc(&w);
+		if (rc == CP_OK)
+			rc = db_json_from_buf(&b, &row);
+		if (rc != CP_OK)
+			goto out;
+		json_array_append_new(out->data, row);
+		n++;
+	}
+	if (r != SQLITE_ROW && r != SQLITE_DONE)
+		rc = db_rc(db, r);
+out:
+	if (st)
+		sqlite3_reset(st);
+	cp_buf_free(&b);
+	if (rc != CP_OK) {
+		json_decref(out->data);
+		out->data = NULL;
+	}
+	return rc;
+}
+
 cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *out)
 {
 	cp_rc rc = CP_OK;
@@ -431,6 +518,30 @@ cp_rc db_begin(struct db *db)
 	return db_exec_stmt(db, db_stmt(db, sql));
 }
 
+cp_rc db_read_begin(struct db *db, bool *began)
+{
+	static const char sql[] = "BEGIN DEFERRED";
+	cp_rc rc;
+
+	assert(db && began);
+	*began = false;
+	if (!sqlite3_get_autocommit(db->h))
+		return CP_OK; /* inside the caller's transaction already */
+	rc = db_exec_stmt(db, db_stmt(db, sql));
+	*began = rc == CP_OK;
+	return rc;
+}
+
+void db_read_end(struct db *db, bool began)
+{
+	static const char sql[] = "COMMIT";
+
+	assert(db);
+	/* A read-only transaction: COMMIT only releases the snapshot. */
+	if (began && db_exec_stmt(db, db_stmt(db, sql)) != CP_OK)
+		db_rollback(db);
+}
+
 cp_rc db_commit(struct db *db)
 {
 	static const char sql[] = "COMMIT";
@@ -439,6 +550,7 @@ cp_rc db_commit(struct db *db)
 	assert(db);
 	if (rc != CP_OK)
 		db_rollback(db);
+	db_auth_committed(db); /* after COMMIT: see the auth cache (tenants.c) */
 	return rc;
 }
 
@@ -446,6 +558,8 @@ void db_rollback(struct db *db)
 {
 	if (db && !sqlite3_get_autocommit(db->h))
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+	if (db)
+		db_auth_committed(db);
 }
 
 int db_schema_version(void)

@@ -18,6 +18,7 @@
 #include "common/common.h"
 
 struct db;
+struct cp_buf;
 
 /* ---- connections, transactions, migrations ---- */
 
@@ -85,6 +86,9 @@ struct db_list {
 
 cp_rc db_tenant_create(struct db *db, const char *name, json_t **out) CP_WUR;
 cp_rc db_tenant_get(struct db *db, const char *id, json_t **out) CP_WUR;
+/* CP_OK if tenant id exists, CP_ERR_NOT_FOUND if not. Answers from the auth
+ * cache (tenants.c), so a request naming X-Tenant-ID costs no read. */
+cp_rc db_tenant_exists(struct db *db, const char *id) CP_WUR;
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out) CP_WUR;
 /* Deletes the tenant and everything it owns. */
 cp_rc db_tenant_delete(struct db *db, const char *id) CP_WUR;
@@ -95,7 +99,9 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg,
 		     struct db_list *out) CP_WUR;
 cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
-/* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id. */
+/* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id.
+ * Found keys are cached (tenants.c); db_apikey_delete and db_tenant_delete
+ * revoke the cached answers once their transaction commits. */
 cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UUID_LEN + 1],
 		       char key_id[CP_UUID_LEN + 1]) CP_WUR;
 
@@ -309,6 +315,10 @@ struct db_hostname_taken {
 cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_property_in *in,
 			 struct db_hostname_taken *taken, json_t **out) CP_WUR;
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* db_property_get rendered as JSON text appended to out (the GET path), as
+ * db_certificate_render. */
+cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id,
+			 struct cp_buf *out) CP_WUR;
 /* hostname (may be NULL) keeps only the property that has that hostname. */
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
 		       struct db_page pg, struct db_list *out) CP_WUR;
@@ -481,6 +491,11 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
  * status is "expired" when now > not_after, else the stored status.
  */
 cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+/* The same object rendered as JSON text appended to out (the GET path: no
+ * JSON tree). CP_ERR_NOT_FOUND; CP_ERR_TOO_LARGE or CP_ERR_NOMEM from out;
+ * on error out may hold a partial object. */
+cp_rc db_certificate_render(struct db *db, const char *tenant_id, const char *id,
+			    struct cp_buf *out) CP_WUR;
 /* Filters of db_certificate_list; NULL / negative = not filtered. */
 struct db_cert_filter {
 	const char *status;	 /* derived status (incl. "expired") */

@@ -5,6 +5,7 @@
 #ifndef CP_DB_INTERNAL_H
 #define CP_DB_INTERNAL_H
 
+#include "common/buf.h"
 #include "db/db.h"
 
 #include <sqlite3.h>
@@ -17,6 +18,9 @@ struct db {
 		const char *sql;
 		sqlite3_stmt *stmt;
 	} cache[512];
+	/* This transaction revoked an auth answer (db_auth_changed): the auth
+	 * cache's generation is bumped when it ends (db_auth_committed). */
+	bool auth_dirty;
 };
 
 /* Map a SQLite result code to cp_rc (BUSY, CONFLICT for constraints...). */
@@ -105,6 +109,44 @@ cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out) CP_WUR;
 /* Copy text column col of st's current row into buf (cap > 0 bytes,
  * truncated, NUL-terminated; SQL NULL copies ""). */
 void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
+
+/*
+ * Rendering rows straight to JSON text (the single-resource reads and their
+ * lists): column writers over cp_jw, SQL NULL writing null for each.
+ */
+/* The cap of one rendered object (a certificate used by thousands of
+ * properties lists them all). */
+#define DB_RENDER_MAX (16u << 20)
+void db_jw_text(struct cp_jw *w, sqlite3_stmt *st, int col);
+void db_jw_int(struct cp_jw *w, sqlite3_stmt *st, int col);
+/* A unix-seconds column as RFC 3339 text (what DB_TS renders). */
+void db_jw_time(struct cp_jw *w, sqlite3_stmt *st, int col);
+/* A column holding stored JSON text (written compact by db_bind_json),
+ * copied as is. */
+void db_jw_json(struct cp_jw *w, sqlite3_stmt *st, int col);
+/* Parse a rendered object into *out (owned by the caller), for callers that
+ * need the object as JSON: CP_OK, or CP_ERR_INTERNAL. */
+cp_rc db_json_from_buf(const struct cp_buf *b, json_t **out) CP_WUR;
+/* Render st's current row as one JSON value into w; CP_OK or an error. */
+typedef cp_rc (*db_row_render_fn)(struct db *db, sqlite3_stmt *st, struct cp_jw *w);
+/* db_fetch_page for (seq, columns...) rows that render renders. */
+cp_rc db_fetch_page_render(struct db *db, sqlite3_stmt *st, int limit, db_row_render_fn render,
+			   struct db_list *out) CP_WUR;
+
+/* Open a read transaction (BEGIN DEFERRED) if none is open, so that
+ * several statements read one snapshot; *began says whether it did.
+ * CP_OK or the error of BEGIN. */
+cp_rc db_read_begin(struct db *db, bool *began) CP_WUR;
+/* End what db_read_begin began (nothing when began is false). */
+void db_read_end(struct db *db, bool began);
+
+/* A write that can revoke a cached auth answer (API key or tenant delete)
+ * succeeded: bump the auth cache's generation now outside a transaction,
+ * or when the open one ends (tenants.c). */
+void db_auth_changed(struct db *db);
+/* The open transaction ended (committed or rolled back): apply a pending
+ * db_auth_changed. Called by db_commit and db_rollback. */
+void db_auth_committed(struct db *db);
 
 /* Raw SQL (multiple statements), for migrations and maintenance. */
 cp_rc db_exec(struct db *db, const char *sql) CP_WUR;

@@ -23,40 +23,175 @@
 	"h WHERE h.property_id = p.id ORDER BY h.position))"
 /* clang-format on */
 
-/* The claim of each hostname of property pid, in order: what verifies it
- * (TXT name and token) and where it stands. */
+/*
+ * A property as the API shows it (openapi.yaml, Property): the plain columns
+ * of PROP_COLS (enum prop_col) and its claims (CLAIMS_SQL), rendered by
+ * prop_render_row, the one renderer of a property (get, list, and the JSON
+ * every other caller reads).
+ */
+/* The latest deployment of p to env: col is d.version or d.created_at. */
+#define PROP_DEPLOYED(col, env)                                                                    \
+	"(SELECT " col " FROM deployments d WHERE d.property_id = p.id "                           \
+	"AND d.environment = '" env "' ORDER BY d.seq DESC LIMIT 1)"
 /* clang-format off */
-#define DB_CLAIMS_JSON(pid)                                                                  \
-	"(SELECT json_group_array(json_object('hostname', hostname, 'status', status, "     \
-	"'method', method, 'token', token, 'txt_record_name', '_certplane-verify.' || "     \
-	"(CASE WHEN hostname LIKE '*.%' THEN substr(hostname, 3) ELSE hostname END), "      \
-	"'checked_at', " DB_TS("checked_at") ", 'expires_at', " DB_TS("expires_at") ", "    \
-	"'verified_at', " DB_TS("verified_at") ", 'detail', detail)) FROM (SELECT * FROM "  \
-	"property_hostnames c WHERE c.property_id = " pid " ORDER BY c.position))"
+#define PROP_COLS                                                                          \
+	"p.id, p.name, p.edge_hostname_id, (SELECT e.hostname FROM edge_hostnames e "      \
+	"WHERE e.id = p.edge_hostname_id), p.certificate_id, "                             \
+	"p.certificate_renew_automation, p.version, "                                      \
+	PROP_DEPLOYED("d.version", "staging") ", " PROP_DEPLOYED("d.created_at", "staging") \
+	", " PROP_DEPLOYED("d.version", "production") ", "                                \
+	PROP_DEPLOYED("d.created_at", "production") ", p.created_at, p.updated_at"
 /* clang-format on */
 
-/* {version, deployed_at} of the latest deployment of p to env, or null. */
-/* clang-format off */
-#define PROP_DEPLOYED(env)                                                              \
-	"json((SELECT json_object('version', d.version, 'deployed_at', " DB_TS(         \
-		"d.created_at") ") FROM deployments d WHERE d.property_id = p.id "      \
-				"AND d.environment = '" env "' ORDER BY d.seq DESC LIMIT 1))"
-/* clang-format on */
+enum prop_col {
+	PC_ID,
+	PC_NAME,
+	PC_EDGE_ID,
+	PC_EDGE_HOSTNAME,
+	PC_CERTIFICATE_ID,
+	PC_RENEW_AUTOMATION,
+	PC_VERSION,
+	PC_STAGING_VERSION,
+	PC_STAGING_AT,
+	PC_PRODUCTION_VERSION,
+	PC_PRODUCTION_AT,
+	PC_CREATED_AT,
+	PC_UPDATED_AT,
+	PC_COUNT
+};
 
-/* clang-format off */
-#define PROP_JSON                                                                          \
-	"json_object('id', p.id, 'name', p.name, 'hostnames', json(" PROP_HOSTNAMES "), "  \
-	"'edge_hostname_id', p.edge_hostname_id, "                                         \
-	"'edge_hostname', (SELECT e.hostname FROM edge_hostnames e "                       \
-	"WHERE e.id = p.edge_hostname_id), "                                               \
-	"'certificate_id', p.certificate_id, "                                             \
-	"'hostname_verification', json(" DB_CLAIMS_JSON("p.id") "), "                     \
-	"'certificate_renew_automation', "                                                 \
-	"json(CASE WHEN p.certificate_renew_automation THEN 'true' ELSE 'false' END), "    \
-	"'version', p.version, 'staging', " PROP_DEPLOYED("staging") ", "                  \
-	"'production', " PROP_DEPLOYED("production") ", "                                  \
-	"'created_at', " DB_TS("p.created_at") ", 'updated_at', " DB_TS("p.updated_at") ")"
-/* clang-format on */
+/* The claim of each hostname of property ?1 in order: what verifies it and
+ * where it stands. */
+static const char CLAIMS_SQL[] =
+	"SELECT hostname, status, method, token, checked_at, expires_at, verified_at, detail "
+	"FROM property_hostnames WHERE property_id = ?1 ORDER BY position";
+
+/* {version, deployed_at} of a deployment, or null when there is none. */
+static void prop_render_deployed(struct cp_jw *w, sqlite3_stmt *st, int vcol, int atcol)
+{
+	if (sqlite3_column_type(st, vcol) == SQLITE_NULL) {
+		cp_jw_null(w);
+		return;
+	}
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "version");
+	db_jw_int(w, st, vcol);
+	cp_jw_key(w, "deployed_at");
+	db_jw_time(w, st, atcol);
+	cp_jw_close(w, '}');
+}
+
+/* The property's hostnames as a JSON array into w and, in the same pass
+ * over its claims, their verification objects as a JSON array into v. */
+static cp_rc prop_render_claims(struct db *db, const char *id, struct cp_jw *w, struct cp_jw *v)
+{
+	sqlite3_stmt *st = db_stmt_keyed(db, CLAIMS_SQL, id, NULL);
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '[');
+	cp_jw_open(v, '[');
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *h = (const char *)sqlite3_column_text(st, 0);
+		char txt[320];
+		int n;
+
+		h = h ? h : "";
+		n = snprintf(txt, sizeof(txt), "_certplane-verify.%s",
+			     strncmp(h, "*.", 2) == 0 ? h + 2 : h);
+		if (n < 0 || (size_t)n >= sizeof(txt)) {
+			sqlite3_reset(st);
+			return CP_ERR_INTERNAL; /* hostnames are bounded to 253 */
+		}
+		db_jw_text(w, st, 0);
+		cp_jw_open(v, '{');
+		cp_jw_key(v, "hostname");
+		db_jw_text(v, st, 0);
+		cp_jw_key(v, "status");
+		db_jw_text(v, st, 1);
+		cp_jw_key(v, "method");
+		db_jw_text(v, st, 2);
+		cp_jw_key(v, "token");
+		db_jw_text(v, st, 3);
+		cp_jw_key(v, "txt_record_name");
+		cp_jw_str(v, txt, (size_t)n);
+		cp_jw_key(v, "checked_at");
+		db_jw_time(v, st, 4);
+		cp_jw_key(v, "expires_at");
+		db_jw_time(v, st, 5);
+		cp_jw_key(v, "verified_at");
+		db_jw_time(v, st, 6);
+		cp_jw_key(v, "detail");
+		db_jw_text(v, st, 7);
+		cp_jw_close(v, '}');
+	}
+	sqlite3_reset(st);
+	if (r != SQLITE_DONE)
+		return db_rc(db, r);
+	cp_jw_close(w, ']');
+	cp_jw_close(v, ']');
+	return CP_OK;
+}
+
+/* Render the property of st's current row, whose PROP_COLS start at column
+ * c0, as one JSON object appended to w. */
+static cp_rc prop_render_row(struct db *db, sqlite3_stmt *st, int c0, struct cp_jw *w)
+{
+	/* The id outlives the claims statement's steps: st is another
+	 * statement, left on its row. */
+	const char *id = (const char *)sqlite3_column_text(st, c0 + PC_ID);
+	struct cp_buf vb;
+	struct cp_jw v;
+	cp_rc rc;
+
+	assert(sqlite3_column_count(st) >= c0 + PC_COUNT);
+	if (!id)
+		return CP_ERR_INTERNAL;
+	cp_buf_init(&vb, DB_RENDER_MAX);
+	cp_jw_init(&v, &vb);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + PC_ID);
+	cp_jw_key(w, "name");
+	db_jw_text(w, st, c0 + PC_NAME);
+	cp_jw_key(w, "hostnames");
+	rc = prop_render_claims(db, id, w, &v);
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&v);
+	if (rc != CP_OK)
+		goto out;
+	cp_jw_key(w, "edge_hostname_id");
+	db_jw_text(w, st, c0 + PC_EDGE_ID);
+	cp_jw_key(w, "edge_hostname");
+	db_jw_text(w, st, c0 + PC_EDGE_HOSTNAME);
+	cp_jw_key(w, "certificate_id");
+	db_jw_text(w, st, c0 + PC_CERTIFICATE_ID);
+	cp_jw_key(w, "hostname_verification");
+	cp_jw_raw(w, cp_buf_str(&vb), vb.len);
+	cp_jw_key(w, "certificate_renew_automation");
+	cp_jw_bool(w, sqlite3_column_int(st, c0 + PC_RENEW_AUTOMATION) != 0);
+	cp_jw_key(w, "version");
+	db_jw_int(w, st, c0 + PC_VERSION);
+	cp_jw_key(w, "staging");
+	prop_render_deployed(w, st, c0 + PC_STAGING_VERSION, c0 + PC_STAGING_AT);
+	cp_jw_key(w, "production");
+	prop_render_deployed(w, st, c0 + PC_PRODUCTION_VERSION, c0 + PC_PRODUCTION_AT);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, c0 + PC_CREATED_AT);
+	cp_jw_key(w, "updated_at");
+	db_jw_time(w, st, c0 + PC_UPDATED_AT);
+	cp_jw_close(w, '}');
+out:
+	cp_buf_free(&vb);
+	return rc;
+}
+
+/* db_row_render_fn over prop_render_row for (seq, PROP_COLS) rows. */
+static cp_rc prop_render_listed(struct db *db, sqlite3_stmt *st, struct cp_jw *w)
+{
+	return prop_render_row(db, st, 1, w);
+}
 
 /* clang-format off */
 #define DEPLOY_JSON                                                                        \
@@ -160,22 +295,61 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 	return rc;
 }
 
+cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id, struct cp_buf *out)
+{
+	static const char sql[] = "SELECT " PROP_COLS " FROM properties p "
+				  "WHERE p.tenant_id = ?1 AND p.id = ?2";
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	bool began = false;
+	struct cp_jw w;
+	cp_rc rc;
+
+	assert(db && tenant_id && id && out);
+	/* The row and its claims are two statements: one read transaction for
+	 * both (one snapshot, and one WAL read lock instead of two). */
+	rc = db_read_begin(db, &began);
+	if (rc != CP_OK)
+		return rc;
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		goto out;
+	cp_jw_init(&w, out);
+	rc = prop_render_row(db, st, 0, &w);
+	sqlite3_reset(st);
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&w);
+out:
+	db_read_end(db, began);
+	return rc;
+}
+
 cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
-	static const char sql[] = "SELECT " PROP_JSON " FROM properties p "
-				  "WHERE p.tenant_id = ?1 AND p.id = ?2";
-	return db_get_scoped(db, sql, tenant_id, id, out);
+	struct cp_buf b;
+	cp_rc rc;
+
+	assert(db && tenant_id && out);
+	cp_buf_init(&b, DB_RENDER_MAX);
+	rc = db_property_render(db, tenant_id, id, &b);
+	if (rc == CP_OK)
+		rc = db_json_from_buf(&b, out);
+	cp_buf_free(&b);
+	return rc;
 }
 
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
 		       struct db_page pg, struct db_list *out)
 {
 	static const char sql[] =
-		"SELECT p.seq, " PROP_JSON " FROM properties p "
+		"SELECT p.seq, " PROP_COLS " FROM properties p "
 		"WHERE p.tenant_id = ?1 AND p.seq > ?3 AND (?5 IS NULL OR p.id IN "
 		"(SELECT property_id FROM property_hostnames WHERE hostname = ?5)) "
 		"ORDER BY p.seq LIMIT ?4";
-	return db_list_filtered(db, sql, tenant_id, NULL, hostname, pg, out);
+	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, NULL, pg);
+
+	if (st)
+		db_bind_text(st, 5, hostname);
+	return db_fetch_page_render(db, st, pg.limit, prop_render_listed, out);
 }
 
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
