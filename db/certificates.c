@@ -323,7 +323,7 @@ cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, j
 /* clang-format on */
 
 static const char list_by_name[] = LIST_PAGE(
-	"SELECT DISTINCT c.seq FROM certificate_names n JOIN certificates c ON c.seq = n.cert_seq "
+	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c ON c.seq = n.cert_seq "
 	"WHERE n.tenant_id = ?2 AND n.name IN (?6, '*.' || substr(?6, instr(?6, '.') + 1)) "
 	"AND n.cert_seq > ?3 AND c.tenant_id = ?2" LIST_IF_EXPIRING LIST_TAIL);
 static const char list_by_expiry[] =
