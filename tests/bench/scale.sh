@@ -149,7 +149,8 @@ TCOUNT=$(sqlite3 "$DB" "SELECT count(*) FROM certificates WHERE tenant_id = '$TE
 KEY=$(curl -fsS -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
 	--data-binary '{"name":"bench-scale"}' "$URL/v1/tenants/$TENANT/api-keys" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-HOST=$(sqlite3 "$DB" "SELECT n.name FROM certificate_names n WHERE n.tenant_id = '$TENANT' LIMIT 1 OFFSET 7")
+# The tenant's most shared SAN (seeded rows share their pool entry's SANs).
+HOST=$(sqlite3 "$DB" "SELECT name FROM certificate_names WHERE tenant_id = '$TENANT' GROUP BY name ORDER BY count(*) DESC LIMIT 1")
 HOSTN=$(sqlite3 "$DB" "SELECT count(*) FROM certificate_names WHERE tenant_id = '$TENANT' AND name = '$HOST'")
 echo "tenant $TENANT: $TCOUNT certificates; hostname $HOST: $HOSTN of them"
 
@@ -233,15 +234,18 @@ sqlite3 -separator ' ' "$DB" "SELECT name, sum(pgsize) FROM dbstat GROUP BY name
 printf 'database %d bytes: %.0f bytes per certificate\n' "$dbbytes" "$(echo "$dbbytes / $N" | bc -l)"
 
 # ---------------------------------------------------------------- verdict
-# "... scan + re-check by id 14.20 ms ...": the worst of the runs.
-due_ms=$(sed -n 's/.*re-check by id \([0-9.]*\) ms.*/\1/p' "$WORK/due.log" | sort -g | tail -1)
+# "... scan + re-check by id 14.20 ms ...": the median of the runs (the
+# worst is printed too: the first run reads cold pages).
+due_all=$(sed -n 's/.*re-check by id \([0-9.]*\) ms.*/\1/p' "$WORK/due.log" | sort -g)
+due_ms=$(echo "$due_all" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+echo "due set, scan + re-check (ms), sorted: $(echo $due_all)"
 fail=0
 verdict() { # NAME VALUE LIMIT
 	if awk -v v="$2" -v l="$3" 'BEGIN {exit !(v < l)}'; then r=PASS; else r=FAIL; fail=1; fi
 	printf '%-4s %-46s %8s (< %s)\n' "$r" "$1" "$2" "$3"
 }
 echo "== verdict ($N certificates, Release build: $BIN)"
-verdict "due set: scan + re-check, worst of 5 (ms)" "${due_ms:-999}" 50
+verdict "due set: scan + re-check, median of 5 (ms)" "${due_ms:-999}" 50
 verdict "GET /metrics median (ms)" "$(awk '$1=="metrics" {print $2}' "$WORK/lat.log")" 100
 verdict "GET ?expiring_within_days=30&limit=100 median (ms)" "$(awk '$1=="expiring" {print $2}' "$WORK/lat.log")" 20
 verdict "GET ?hostname= median (ms)" "$(awk '$1=="hostname" {print $2}' "$WORK/lat.log")" 20
