@@ -28,6 +28,9 @@ struct db_migration {
 extern const struct db_migration db_migrations[];
 extern const size_t db_migrations_count;
 
+/* Page cache per connection: cache_size in KiB when negative (1 MiB). */
+#define DB_CACHE_SIZE "-1024"
+
 static char *db_path;
 static pthread_key_t thread_key;
 static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
@@ -100,8 +103,14 @@ cp_rc db_open(const char *path, struct db **out)
 		goto out;
 	}
 	sqlite3_busy_timeout(db->h, 5000);
+	/* Memory stays flat whatever the database's size (issue 10): a page
+	 * cache of DB_CACHE_SIZE KiB per connection (one connection per thread, the
+	 * threads fixed by config), temporary B-trees on disk rather than in
+	 * RAM, and no memory map (mapped pages of a 6 GB file would count in
+	 * the resident size). The OS page cache keeps the hot pages anyway. */
 	rc = db_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-			 "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;");
+			 "PRAGMA foreign_keys=ON; PRAGMA temp_store=FILE;"
+			 "PRAGMA cache_size=" DB_CACHE_SIZE "; PRAGMA mmap_size=0;");
 	if (rc != CP_OK)
 		goto out;
 	*out = db;

@@ -1,9 +1,12 @@
 /*
  * metrics.c - the aggregate counts behind GET /metrics: orders by status,
  * certificates by status, the soonest certificate expiry and webhook
- * deliveries by state. These read across every tenant on purpose (only the
- * operator, or an unauthenticated scraper when metrics_public is set, sees
- * them) and return counts, never a row.
+ * deliveries by state. At a million certificates none of them may read a
+ * table whole (issue 10): the counts come from metric_counts, kept by
+ * triggers (migration 012), and the time-derived parts (expired, soonest
+ * expiry) from index ranges on certificates(status, not_after). These read across every tenant on
+ * purpose (only the operator, or an unauthenticated scraper when metrics_public is set, sees them)
+ * and return counts, never a row.
  *
  * The tables they read belong to other capabilities and arrive in their own
  * migrations; a binary may run against a schema that lacks one of them (and
@@ -57,34 +60,101 @@ static cp_rc fetch_counts(struct db *db, sqlite3_stmt *st, json_t **out)
 	return CP_OK;
 }
 
-cp_rc db_metrics_orders(struct db *db, json_t **out)
+/* {k1: n} of one family of the maintained counts (migration 012). */
+static cp_rc family_counts(struct db *db, const char *family, json_t **out)
 {
-	sqlite3_stmt *st = prepare_quiet(db, "SELECT status, count(*) FROM orders GROUP BY status");
+	sqlite3_stmt *st =
+		prepare_quiet(db, "SELECT k1, n FROM metric_counts WHERE family = ?1 AND k2 = ''");
 
-	assert(db && out);
 	if (!st)
 		return CP_ERR_NOT_FOUND;
+	sqlite3_bind_text(st, 1, family, -1, SQLITE_STATIC);
 	return fetch_counts(db, st, out);
 }
 
-/* The derived status is the lifecycle rule the API shows too
- * (LIFECYCLE_STATUS_SQL: "expired" is not stored, "failed" wins over it). */
-cp_rc db_metrics_certificates(struct db *db, json_t **out)
+cp_rc db_metrics_orders(struct db *db, json_t **out)
 {
-	sqlite3_stmt *st = prepare_quiet(
-		db,
-		"SELECT " LIFECYCLE_STATUS_SQL(
-			"c.status",
-			"v.not_after") " AS s, count(*) "
-				       "FROM certificates c "
-				       "LEFT JOIN certificate_versions v ON v.certificate_id = c.id "
-				       "AND v.version = c.version GROUP BY s");
-
 	assert(db && out);
+	return family_counts(db, "orders", out);
+}
+
+/* Add n to counts[name]. */
+static cp_rc count_add(json_t *counts, const char *name, json_int_t n)
+{
+	json_t *v = json_object_get(counts, name);
+
+	if (v)
+		return json_integer_set(v, json_integer_value(v) + n) == 0 ? CP_OK : CP_ERR_NOMEM;
+	return json_object_set_new(counts, name, json_integer(n)) == 0 ? CP_OK : CP_ERR_NOMEM;
+}
+
+/* How many certificates of a stored status have a current version past its
+ * not_after: a range of certificates_status_expiry (status, not_after), so
+ * the cost is the number of such rows, never the table. */
+static cp_rc count_past(struct db *db, const char *stored, int64_t now, json_int_t *n)
+{
+	static const char sql[] = "SELECT count(*) FROM certificates "
+				  "INDEXED BY certificates_status_expiry "
+				  "WHERE status = ?1 AND not_after < ?2";
+	sqlite3_stmt *st = prepare_quiet(db, sql);
+	int r;
+
 	if (!st)
 		return CP_ERR_NOT_FOUND;
-	sqlite3_bind_int64(st, 1, cp_now());
-	return fetch_counts(db, st, out);
+	sqlite3_bind_text(st, 1, stored, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now);
+	r = sqlite3_step(st);
+	*n = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+}
+
+/*
+ * Certificates by derived status, by the lifecycle rule the API shows too
+ * (lifecycle_status: "expired" is not stored, "failed" wins over it), from
+ * the maintained counts by stored status and, for each stored status that
+ * the rule turns into another one once not_after has passed, an index
+ * range count of those rows. No scan of the certificates.
+ */
+cp_rc db_metrics_certificates(struct db *db, json_t **out)
+{
+	json_t *stored = NULL, *counts = json_object(), *v;
+	const char *name;
+	int64_t now = cp_now();
+	cp_rc rc;
+
+	assert(db && out);
+	if (!counts)
+		return CP_ERR_NOMEM;
+	rc = family_counts(db, "certificates", &stored);
+	if (rc != CP_OK)
+		goto out;
+	json_object_foreach(stored, name, v)
+	{
+		json_int_t total = json_integer_value(v), past = 0;
+		/* The rule for a row of this stored status before and after its
+		 * not_after (a row without a version is never past). */
+		enum lifecycle_status live = lifecycle_status(name, true, now + 1, now);
+		enum lifecycle_status gone = lifecycle_status(name, true, now - 1, now);
+
+		if (live != gone) {
+			rc = count_past(db, name, now, &past);
+			if (rc != CP_OK)
+				goto out;
+			if (past > 0)
+				rc = count_add(counts, lifecycle_status_name(gone), past);
+		}
+		if (rc == CP_OK)
+			rc = count_add(counts, lifecycle_status_name(live), total - past);
+		if (rc != CP_OK)
+			goto out;
+	}
+	*out = counts;
+	counts = NULL;
+out:
+	json_decref(stored);
+	json_decref(counts);
+	return rc;
 }
 
 cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after)
@@ -92,11 +162,12 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after)
 	assert(db && not_after);
 
 	/* The current version of every certificate that is in service; expired
-	 * ones count too (a negative "seconds to expiry" is what alerts). */
+	 * ones count too (a negative "seconds to expiry" is what alerts). One
+	 * index seek per status (certificates_status_expiry). */
 	sqlite3_stmt *st = prepare_quiet(
-		db, "SELECT min(v.not_after) FROM certificates c JOIN certificate_versions v "
-		    "ON v.certificate_id = c.id AND v.version = c.version "
-		    "WHERE c.status IN ('active', 'renewing')");
+		db, "SELECT min(m) FROM (SELECT min(not_after) AS m FROM certificates "
+		    "WHERE status = 'active' UNION ALL SELECT min(not_after) FROM certificates "
+		    "WHERE status = 'renewing')");
 	cp_rc rc = CP_ERR_NOT_FOUND;
 	int r;
 
@@ -115,11 +186,6 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after)
 
 cp_rc db_metrics_webhook_deliveries(struct db *db, json_t **out)
 {
-	sqlite3_stmt *st =
-		prepare_quiet(db, "SELECT state, count(*) FROM webhook_deliveries GROUP BY state");
-
 	assert(db && out);
-	if (!st)
-		return CP_ERR_NOT_FOUND;
-	return fetch_counts(db, st, out);
+	return family_counts(db, "webhook_deliveries", out);
 }

@@ -51,6 +51,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "claims/claims.h"
 #include "common/common.h"
 #include "common/config.h"
 #include "crypto/crypto.h"
@@ -321,6 +322,7 @@ struct seed_ctx {
 	long n_due, n_ok; /* pool: [0, n_due) due, [n_due, n_due + n_ok) not due */
 	char (*tenant_ids)[CP_UUID_LEN + 1];
 	char (*edge_ids)[CP_UUID_LEN + 1];
+	struct db_claim_policy claims; /* the server's claim timing (claims_policy) */
 };
 
 /* One row: certificate + version + property + production deployment. */
@@ -365,9 +367,19 @@ static cp_rc seed_row(struct seed_ctx *s, long r, long tenants, double fraction)
 			.edge_hostname_id = s->edge_ids[t],
 			.certificate_id = id,
 			.renew_automation = true,
+			.claim_ttl_seconds = s->claims.ttl_seconds,
 		};
 		rc = db_property_create(s->db, tenant, &in, &taken, &prop);
 	}
+	/* The hostname's claim verified by its CNAME, as a production CDN's
+	 * hostnames are (a pending one would be released after its TTL and
+	 * stop the renewals); re-checked a week from now. */
+	if (rc == CP_OK)
+		rc = db_claim_record(s->db, tenant, host,
+				     &(struct db_claim_check){ .outcome = DB_CLAIM_VERIFIED,
+							       .method = "cname",
+							       .detail = "seeded" },
+				     &s->claims, NULL);
 	if (rc == CP_OK)
 		rc = db_deployment_create(s->db, tenant,
 					  json_string_value(json_object_get(prop, "id")),
@@ -418,7 +430,7 @@ static cp_rc seed_tenants(struct seed_ctx *s, long tenants)
 static int run_seed(const struct opts *o, struct db *db, const struct crypto_keyring *ring,
 		    const struct cp_config *cfg)
 {
-	struct seed_ctx s = { .db = db, .ring = ring, .cfg = cfg };
+	struct seed_ctx s = { .db = db, .ring = ring, .cfg = cfg, .claims = claims_policy(cfg) };
 	struct pool_issuer issuer = { 0 };
 	int64_t now = cp_now();
 	double t0 = now_s(), t_pool, t_rows;

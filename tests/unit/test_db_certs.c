@@ -827,18 +827,23 @@ static void test_renewal_and_metrics(void)
 	json_decref(out);
 	out = NULL;
 
-	/* A schema without the table: NOT_FOUND, so a scrape never fails. */
-	CHECK(fx_sql(db, "ALTER TABLE webhook_deliveries RENAME TO wd_away"));
+	/* A schema without the counts or the index: NOT_FOUND, so a scrape
+	 * never fails. */
+	CHECK(fx_sql(db, "ALTER TABLE metric_counts RENAME TO mc_away"));
 	CHECK_RC(db_metrics_webhook_deliveries(db, &out), CP_ERR_NOT_FOUND);
-	CHECK(fx_sql(db, "ALTER TABLE wd_away RENAME TO webhook_deliveries"));
-	CHECK(fx_sql(db, "ALTER TABLE orders RENAME TO orders_away"));
 	CHECK_RC(db_metrics_orders(db, &out), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_metrics_certificates(db, &out), CP_ERR_NOT_FOUND);
+	CHECK(fx_sql(db, "ALTER TABLE mc_away RENAME TO metric_counts"));
+	CHECK(fx_sql(db, "ALTER TABLE orders RENAME TO orders_away"));
 	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_INTERNAL);
 	CHECK(fx_sql(db, "ALTER TABLE orders_away RENAME TO orders"));
-	CHECK(fx_sql(db, "ALTER TABLE certificate_versions RENAME TO cv_away"));
+	CHECK(fx_sql(db, "DROP INDEX certificates_status_expiry"));
 	CHECK_RC(db_metrics_certificates(db, &out), CP_ERR_NOT_FOUND);
+	CHECK(fx_sql(db,
+		     "CREATE INDEX certificates_status_expiry ON certificates(status, not_after)"));
+	CHECK(fx_sql(db, "ALTER TABLE certificates RENAME COLUMN not_after TO na_away"));
 	CHECK_RC(db_metrics_soonest_expiry(db, &na), CP_ERR_NOT_FOUND);
-	CHECK(fx_sql(db, "ALTER TABLE cv_away RENAME TO certificate_versions"));
+	CHECK(fx_sql(db, "ALTER TABLE certificates RENAME COLUMN na_away TO not_after"));
 	fx_fail(db, true);
 	CHECK_RC(db_metrics_orders(db, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_hostnames(db, ta, cid, &out), CP_ERR_INTERNAL);

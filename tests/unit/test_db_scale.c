@@ -1,0 +1,299 @@
+/*
+ * test_db_scale.c - migration 012 (issue 10, memory and queries at scale):
+ * every path of db_certificate_list (hostname through certificate_names,
+ * expiring_within as a sorted range and as the seq walk past
+ * LIST_RANGE_MAX matches, status expired and stored, no filter) returns
+ * exactly what the one-statement rule it replaced returned, page by page;
+ * the counts of GET /metrics (metric_counts kept by triggers, expired by an
+ * index range) equal a GROUP BY over the tables; both stay right after
+ * status changes, new versions with other SANs, and deletes.
+ */
+#include "tests/unit/check.h"
+#include "tests/unit/db_fixture.h"
+
+#include "lifecycle/lifecycle.h"
+
+static struct fx fx;
+static char ta[CP_UUID_LEN + 1], tb[CP_UUID_LEN + 1];
+static int64_t now;
+
+/* The filter rule as db/certificates.c stated it before migration 012: the
+ * current version joined, SANs read with json_each, every filter a
+ * NULL-switched condition. The reference the index paths must match. */
+static const char reference[] =
+	"SELECT c.id FROM certificates c LEFT JOIN certificate_versions v "
+	"ON v.certificate_id = c.id AND v.version = c.version "
+	"WHERE c.tenant_id = ?2 "
+	"AND (?4 IS NULL OR " LIFECYCLE_STATUS_SQL(
+		"c.status",
+		"v.not_after") " = ?4) "
+			       "AND (?5 IS NULL OR (v.not_after IS NOT NULL AND v.not_after >= ?1 "
+			       "AND v.not_after <= ?1 + ?5)) "
+			       "AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(coalesce(v.sans, c.hostnames)) j "
+			       "WHERE j.value = ?6 OR j.value = '*.' || substr(?6, instr(?6, '.') + 1))) "
+			       "ORDER BY c.seq";
+
+/* The ids of the reference rule, as a JSON array. */
+static json_t *expected(const char *tenant, const struct db_cert_filter *f)
+{
+	sqlite3_stmt *st = NULL;
+	json_t *ids = json_array();
+
+	if (sqlite3_prepare_v2(fx.db->h, reference, -1, &st, NULL) != SQLITE_OK)
+		return ids;
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_text(st, 2, tenant, -1, SQLITE_STATIC);
+	if (f->status)
+		sqlite3_bind_text(st, 4, f->status, -1, SQLITE_STATIC);
+	if (f->expiring_within >= 0)
+		sqlite3_bind_int64(st, 5, f->expiring_within);
+	if (f->hostname)
+		sqlite3_bind_text(st, 6, f->hostname, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(ids, json_string((const char *)sqlite3_column_text(st, 0)));
+	sqlite3_finalize(st);
+	return ids;
+}
+
+/* Every page of db_certificate_list (limit per page), ids in order. */
+static json_t *listed(const char *tenant, const struct db_cert_filter *f, int limit)
+{
+	json_t *ids = json_array(), *row;
+	struct db_list l = { 0 };
+	struct db_page pg = { .after = 0, .limit = limit };
+	size_t i;
+
+	for (int pages = 0; pages < 1000; pages++) {
+		if (db_certificate_list(fx.db, tenant, f, pg, &l) != CP_OK) {
+			json_array_append_new(ids, json_string("(error)"));
+			break;
+		}
+		json_array_foreach(l.data, i, row)
+			json_array_append_new(ids, json_string(fx_str(row, "id")));
+		pg.after = l.next;
+		fx_list_clear(&l);
+		if (!pg.after)
+			break;
+	}
+	return ids;
+}
+
+static void check_filter(const char *what, const char *tenant, struct db_cert_filter f,
+			 size_t min_rows)
+{
+	json_t *want = expected(tenant, &f), *got = listed(tenant, &f, 100);
+	bool same = json_equal(want, got);
+
+	if (!same || json_array_size(want) < min_rows)
+		fprintf(stderr, "filter %s: want %zu rows, got %zu (%s)\n", what,
+			json_array_size(want), json_array_size(got), same ? "same" : "differ");
+	CHECK(same);
+	CHECK(json_array_size(want) >= min_rows);
+	json_decref(want);
+	json_decref(got);
+}
+
+static void check_filters(const char *when)
+{
+	static const char *statuses[] = { "pending", "active", "renewing", "failed", "expired" };
+
+	fprintf(stderr, "filters %s\n", when);
+	check_filter("none", ta, (struct db_cert_filter){ .expiring_within = -1 }, 3000);
+	for (size_t i = 0; i < CP_ARRAY_LEN(statuses); i++)
+		check_filter(
+			statuses[i], ta,
+			(struct db_cert_filter){ .status = statuses[i], .expiring_within = -1 }, 1);
+	/* A few hundred rows: the sorted range. */
+	check_filter("expiring 5d", ta, (struct db_cert_filter){ .expiring_within = 5 * 86400 },
+		     100);
+	/* Thousands: the seq walk. */
+	check_filter("expiring 80d", ta, (struct db_cert_filter){ .expiring_within = 80 * 86400 },
+		     2000);
+	check_filter("expiring 80d active", ta,
+		     (struct db_cert_filter){ .status = "active", .expiring_within = 80 * 86400 },
+		     1000);
+	check_filter("expiring 0", ta, (struct db_cert_filter){ .expiring_within = 0 }, 0);
+	check_filter("hostname", ta,
+		     (struct db_cert_filter){ .hostname = "h7.a.test", .expiring_within = -1 }, 10);
+	check_filter("hostname wildcard", ta,
+		     (struct db_cert_filter){ .hostname = "x.w.a.test", .expiring_within = -1 },
+		     10);
+	check_filter("hostname requested", ta,
+		     (struct db_cert_filter){ .hostname = "req30.a.test", .expiring_within = -1 },
+		     0);
+	check_filter("hostname failed", ta,
+		     (struct db_cert_filter){
+			     .hostname = "h7.a.test", .status = "failed", .expiring_within = -1 },
+		     1);
+	check_filter(
+		"hostname expiring", ta,
+		(struct db_cert_filter){ .hostname = "h7.a.test", .expiring_within = 30 * 86400 },
+		1);
+	check_filter("hostname absent", ta,
+		     (struct db_cert_filter){ .hostname = "nope.a.test", .expiring_within = -1 },
+		     0);
+	/* The other tenant's rows never show. */
+	check_filter("tenant b", tb, (struct db_cert_filter){ .expiring_within = -1 }, 50);
+	check_filter("tenant b hostname", tb,
+		     (struct db_cert_filter){ .hostname = "h7.a.test", .expiring_within = -1 }, 1);
+}
+
+/* db_metrics_certificates equals the derived status grouped over the
+ * tables; the other families equal their GROUP BY. */
+static void check_counts(void)
+{
+	json_t *got = NULL, *v;
+	const char *k;
+	sqlite3_stmt *st = NULL;
+	int64_t total = 0;
+
+	CHECK_RC(db_metrics_certificates(fx.db, &got), CP_OK);
+	CHECK(sqlite3_prepare_v2(
+		      fx.db->h,
+		      "SELECT " LIFECYCLE_STATUS_SQL(
+			      "c.status",
+			      "v.not_after") " AS s, "
+					     "count(*) FROM certificates c LEFT JOIN certificate_versions v "
+					     "ON v.certificate_id = c.id AND v.version = c.version GROUP BY s",
+		      -1, &st, NULL) == SQLITE_OK);
+	sqlite3_bind_int64(st, 1, cp_now());
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *s = (const char *)sqlite3_column_text(st, 0);
+		int64_t n = sqlite3_column_int64(st, 1);
+		if (json_integer_value(json_object_get(got, s)) != n)
+			fprintf(stderr, "certificates %s: want %lld, got %lld\n", s, (long long)n,
+				(long long)json_integer_value(json_object_get(got, s)));
+		CHECK(json_integer_value(json_object_get(got, s)) == n);
+		total += n;
+	}
+	sqlite3_finalize(st);
+	json_object_foreach(got, k, v) total -= json_integer_value(v);
+	CHECK(total == 0);
+	json_decref(got);
+	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT k1, k2, n FROM metric_counts "
+			    "WHERE family = 'jobs' AND n > 0 EXCEPT SELECT kind, state, count(*) "
+			    "FROM jobs GROUP BY kind, state)") == 0);
+	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT kind, state, count(*) FROM jobs "
+			    "GROUP BY kind, state EXCEPT SELECT k1, k2, n FROM metric_counts "
+			    "WHERE family = 'jobs')") == 0);
+	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT status, count(*) FROM certificates "
+			    "GROUP BY status EXCEPT SELECT k1, n FROM metric_counts "
+			    "WHERE family = 'certificates')") == 0);
+}
+
+/* certificate_names holds exactly coalesce(v.sans, c.hostnames) of every
+ * certificate. */
+static void check_names(void)
+{
+	static const char truth[] =
+		"SELECT c.tenant_id, j.value, c.seq FROM certificates c LEFT JOIN "
+		"certificate_versions v ON v.certificate_id = c.id AND v.version = c.version, "
+		"json_each(coalesce(v.sans, c.hostnames)) j";
+	char sql[1024];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM (%s EXCEPT SELECT tenant_id, name, cert_seq FROM "
+		 "certificate_names)",
+		 truth);
+	CHECK(fx_int(fx.db, sql) == 0);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM (SELECT tenant_id, name, cert_seq FROM certificate_names "
+		 "EXCEPT %s)",
+		 truth);
+	CHECK(fx_int(fx.db, sql) == 0);
+	CHECK(fx_int(fx.db, "SELECT count(*) FROM certificates c LEFT JOIN certificate_versions v "
+			    "ON v.certificate_id = c.id AND v.version = c.version "
+			    "WHERE c.not_after IS NOT v.not_after") == 0);
+}
+
+/* rows certificates of tenant (seq order), shaped by their number i:
+ * i % 10 == 0 pending without a version (requested names req<i>.a.test),
+ * else a version with not_after spread over [-10, 90) days, SANs
+ * h<i % 50>.a.test (and *.w.a.test every 7th), status renewing every 13th,
+ * failed every 17th, else active. */
+static bool seed(const char *tenant, int rows, int64_t base)
+{
+	char sql[4096];
+
+	snprintf(
+		sql, sizeof(sql),
+		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+		"INSERT INTO certificates (id, tenant_id, name, source, status, auto_renew, "
+		"hostnames, created_at, updated_at) SELECT '%s-' || i, '%s', 'c' || i, 'upload', "
+		"CASE WHEN i %% 10 = 0 THEN 'pending' WHEN i %% 17 = 0 THEN 'failed' "
+		"WHEN i %% 13 = 0 THEN 'renewing' ELSE 'active' END, 'none', "
+		"json_array('req' || i || '.a.test'), %lld, %lld FROM n;"
+		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+		"INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
+		"private_key, key_type, sans, issuer, serial, not_before, not_after, "
+		"fingerprint_sha256, created_at) SELECT 'v-%s-' || i, '%s-' || i, '%s', 1, 'x', "
+		"'x', 'ec-p256', CASE WHEN i %% 7 = 0 THEN json_array('h' || (i %% 50) || "
+		"'.a.test', '*.w.a.test') ELSE json_array('h' || (i %% 50) || '.a.test') END, "
+		"'i', 's', %lld, %lld + (i * 7919 %% (100 * 86400)) - 10 * 86400, 'f', %lld "
+		"FROM n WHERE i %% 10 != 0;"
+		"UPDATE certificates SET version = 1 WHERE tenant_id = '%s' AND status != 'pending';",
+		rows, tenant, tenant, (long long)base, (long long)base, rows, tenant, tenant,
+		tenant, (long long)(base - 90 * 86400), (long long)base, (long long)base, tenant);
+	return fx_sql(fx.db, sql);
+}
+
+int main(void)
+{
+	struct db_job j = { 0 };
+
+	CHECK(fx_open(&fx, "dbscale"));
+	CHECK(fx_tenant(fx.db, "a", ta));
+	CHECK(fx_tenant(fx.db, "b", tb));
+	now = cp_now();
+	CHECK(seed(ta, 5000, now));
+	CHECK(seed(tb, 60, now));
+	check_names();
+	check_counts();
+	check_filters("after seeding");
+	check_filter("hostname requested, pending", ta,
+		     (struct db_cert_filter){ .hostname = "req30.a.test", .expiring_within = -1 },
+		     1);
+
+	/* Changes: statuses, a new version with other SANs and expiry, deletes. */
+	CHECK(fx_sql(fx.db, "UPDATE certificates SET status = 'failed' WHERE seq % 11 = 0"));
+	CHECK(fx_sql(fx.db, "UPDATE certificates SET status = 'active' WHERE seq % 19 = 0 "
+			    "AND version = 1"));
+	CHECK(fx_sql(fx.db, "INSERT INTO certificate_versions (id, certificate_id, tenant_id, "
+			    "version, cert_pem, private_key, key_type, sans, issuer, serial, "
+			    "not_before, not_after, fingerprint_sha256, created_at) "
+			    "SELECT 'v2-' || id, id, tenant_id, 2, 'x', 'x', 'ec-p256', "
+			    "json_array('h7.a.test', 'new.a.test'), 'i', 's', 0, "
+			    "strftime('%s', 'now') + 3 * 86400, 'f', 0 FROM certificates "
+			    "WHERE seq % 5 = 1"));
+	CHECK(fx_sql(fx.db, "UPDATE certificates SET version = 2 WHERE seq % 5 = 1"));
+	CHECK(fx_sql(fx.db, "UPDATE certificates SET hostnames = json_array('moved.a.test') "
+			    "WHERE status = 'pending'"));
+	CHECK(fx_sql(fx.db, "DELETE FROM certificates WHERE seq % 23 = 0"));
+	check_names();
+	check_counts();
+	check_filters("after changes");
+	check_filter("hostname of new versions", ta,
+		     (struct db_cert_filter){ .hostname = "new.a.test", .expiring_within = -1 },
+		     500);
+	check_filter("requested names moved", ta,
+		     (struct db_cert_filter){ .hostname = "moved.a.test", .expiring_within = -1 },
+		     100);
+
+	/* Jobs through the storage layer: enqueue, claim, done, fail. */
+	for (int i = 0; i < 5; i++)
+		CHECK_RC(db_job_enqueue(fx.db, i % 2 ? "k_odd" : "k_even", ta, NULL, now - 1, NULL),
+			 CP_OK);
+	CHECK_RC(db_job_claim(fx.db, DB_JOB_LANE_GENERAL, 4, "w", 30, &j), CP_OK);
+	CHECK_RC(db_job_done(fx.db, j.id, "w"), CP_OK);
+	db_job_clear(&j);
+	CHECK_RC(db_job_claim(fx.db, DB_JOB_LANE_GENERAL, 4, "w", 30, &j), CP_OK);
+	CHECK_RC(db_job_fail(fx.db, j.id, "w", "e"), CP_OK);
+	db_job_clear(&j);
+	CHECK_RC(db_job_claim(fx.db, DB_JOB_LANE_GENERAL, 4, "w", 30, &j), CP_OK);
+	db_job_clear(&j);
+	check_counts();
+	CHECK(fx_sql(fx.db, "DELETE FROM jobs WHERE state = 'done'"));
+	check_counts();
+	fx_close(&fx);
+	return check_exit("test_db_scale");
+}
