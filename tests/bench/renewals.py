@@ -44,6 +44,7 @@ KEEP=1 keeps the data directory.
 """
 import math
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -164,6 +165,9 @@ def slope(xs, ys):
 
 
 def main():
+    # SIGTERM/SIGINT end the run through the finally below (server killed,
+    # data directory removed).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     tb = Testbed().ensure()
     s = Server(env=server_env(tb))
     if os.environ.get("KEEP") == "1":
@@ -183,10 +187,15 @@ def main():
                  "WHERE order_id IS NOT NULL")
             return db.execute(q).fetchone()[0]
         deadline = time.time() + max(120, 4 * WINDOW)
+        next_note = time.time() + SAMPLE
         while issued() < CERTS:
             if time.time() > deadline:
                 raise SystemExit("only %d of %d certificates issued before the run"
                                  % (issued(), CERTS))
+            if time.time() >= next_note:
+                next_note += SAMPLE
+                print("  waiting for the first issuance: %d of %d, backlog %r"
+                      % (issued(), CERTS, backlog(db)))
             time.sleep(1)
         t0 = time.time()
         cpu0 = (cpu_seconds(s.proc.pid), cpu_seconds(pebble_pid(tb)))

@@ -36,7 +36,14 @@ fi
 
 TB=/tmp/$NETNS-testbed
 "$SRC/tests/testbed/acme-testbed" stop "$TB" >/dev/null 2>&1 || true
+# PEBBLE_AUTHZREUSE=0: every renewal validates afresh. Pebble 2.4's
+# authorization reuse (default 50 %) deadlocks under concurrent new orders:
+# at ~25 orders/s every request hung within two minutes, its goroutine dump
+# (SIGQUIT) all new-order handlers waiting on MemoryStore locks, one inside
+# FindValidAuthorization (the reuse lookup), others in AddChallenge and
+# GetAccountByID.
 ACME_TESTBED_CERT_VALIDITY_SECONDS=$VALIDITY PEBBLE_VA_NOSLEEP=1 \
+	PEBBLE_AUTHZREUSE=${PEBBLE_AUTHZREUSE:-0} \
 	"$SRC/tests/testbed/acme-testbed" start "$TB" >&2
 trap '"$SRC/tests/testbed/acme-testbed" stop "$TB" >/dev/null 2>&1 || true' EXIT
 set -a
