@@ -155,6 +155,49 @@ def backlog(db):
             "queued": st.get("queued", (0, 0))[1], "running": st.get("running", (0, 0))[1]}
 
 
+STALL = int(os.environ.get("STALL", "45"))
+
+
+class Stalled(Exception):
+    pass
+
+
+def pebble_diagnosis(tb):
+    """After a stall: Pebble's goroutine dump (SIGQUIT makes the Go runtime
+    print every goroutine and exit) searched for its known lock cycle."""
+    try:
+        os.kill(pebble_pid(tb), signal.SIGQUIT)
+    except OSError:
+        return "Pebble is not running"
+    time.sleep(2)
+    with open(os.path.join(tb.dir, "pebble.log"), errors="replace") as f:
+        dump = f.read()
+    dump = dump[dump.find("goroutine "):]
+    blocked = dump.count("semacquire")
+    cycle = ("MemoryStore).FindValidAuthorization" in dump and
+             "WebFrontEndImpl).Authz(" in dump and blocked > 0)
+    return ("Pebble deadlocked: %d goroutines blocked on locks%s; dump in %s/pebble.log"
+            % (blocked, " (the FindValidAuthorization / Authz lock cycle, see "
+               "tests/bench/README.md)" if cycle else "", tb.dir))
+
+
+class Progress:
+    """Raises Stalled when no CA-issued version appeared for STALL seconds
+    while orders are queued or running."""
+
+    def __init__(self, db):
+        self.db, self.n, self.t = db, -1, time.time()
+
+    def check(self, b):
+        n = self.db.execute("SELECT count(*) FROM certificate_versions "
+                            "WHERE order_id IS NOT NULL").fetchone()[0]
+        if n != self.n or (b["queued_due"] + b["running"]) == 0:
+            self.n, self.t = n, time.time()
+        elif time.time() - self.t > STALL:
+            raise Stalled("no certificate issued for %d s with %d orders running and %d "
+                          "queued and due" % (STALL, b["running"], b["queued_due"]))
+
+
 def slope(xs, ys):
     n = len(xs)
     if n < 2:
@@ -188,7 +231,9 @@ def main():
             return db.execute(q).fetchone()[0]
         deadline = time.time() + max(120, 4 * WINDOW)
         next_note = time.time() + SAMPLE
+        prog = Progress(db)
         while issued() < CERTS:
+            prog.check(backlog(db))
             if time.time() > deadline:
                 raise SystemExit("only %d of %d certificates issued before the run"
                                  % (issued(), CERTS))
@@ -212,6 +257,7 @@ def main():
             time.sleep(min(SAMPLE, t0 + DURATION - now))
             now = time.time()
             b = backlog(db)
+            prog.check(b)
             n = db.execute("SELECT count(*) FROM certificate_versions WHERE order_id IS NOT NULL "
                            "AND created_at >= ?", (int(t0),)).fetchone()[0]
             samples.append((now - t0, b))
@@ -280,6 +326,8 @@ def main():
               % (cp_cpu, 100 * cp_cpu / elapsed, 1000 * cp_cpu / max(1, total),
                  pb_cpu, 100 * pb_cpu / elapsed, 1000 * pb_cpu / max(1, total)))
         db.close()
+    except Stalled as e:
+        failures.append("stalled: %s; %s" % (e, pebble_diagnosis(tb)))
     finally:
         if s.keep:
             print("data directory kept: %s" % s.data_dir)
