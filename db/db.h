@@ -742,7 +742,7 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
  * tenant has no such delivery on that endpoint, CP_ERR_CONFLICT if it is
  * still pending. */
 cp_rc db_webhook_redeliver(struct db *db, const char *tenant_id, const char *webhook_id,
-			    const char *delivery_id, char event_id_out[CP_UUID_LEN + 1]) CP_WUR;
+			   const char *delivery_id, char event_id_out[CP_UUID_LEN + 1]) CP_WUR;
 /* Replace the endpoint's secret with sealed_secret (aad "webhooks:<id>");
  * the old one keeps signing too until previous_until (unix seconds; none
  * if not in the future). out is the endpoint as db_webhook_get; CP_ERR_NOT_FOUND

@@ -184,7 +184,7 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 }
 
 cp_rc db_webhook_redeliver(struct db *db, const char *tenant_id, const char *webhook_id,
-			    const char *delivery_id, char event_id_out[CP_UUID_LEN + 1])
+			   const char *delivery_id, char event_id_out[CP_UUID_LEN + 1])
 {
 	assert(db && tenant_id && webhook_id && delivery_id && event_id_out);
 

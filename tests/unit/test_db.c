@@ -186,9 +186,11 @@ static void test_tenants(void)
 	CHECK_RC(db_apikey_create(db, ids[0], "ci", "aa11", "cpk_aa", &grant, &k), CP_OK);
 	CHECK(cp_uuid_valid(fx_str(k, "id")) && !strcmp(fx_str(k, "name"), "ci"));
 	CHECK(!strcmp(fx_str(k, "prefix"), "cpk_aa"));
-	CHECK(!strcmp(fx_str(k, "scope"), "admin") && json_is_null(json_object_get(k, "expires_at")));
+	CHECK(!strcmp(fx_str(k, "scope"), "admin") &&
+	      json_is_null(json_object_get(k, "expires_at")));
 	CHECK(json_object_get(k, "key_hash") == NULL);
-	CHECK_RC(db_apikey_create(db, ids[1], "dup", "aa11", "cpk_aa", &grant, &t), CP_ERR_CONFLICT);
+	CHECK_RC(db_apikey_create(db, ids[1], "dup", "aa11", "cpk_aa", &grant, &t),
+		 CP_ERR_CONFLICT);
 	CHECK_RC(db_apikey_create(db, "00000000-0000-4000-8000-000000000000", "x", "bb22", "cpk_bb",
 				  &grant, &t),
 		 CP_ERR_NOT_FOUND);
