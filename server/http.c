@@ -4,8 +4,9 @@
  *
  * A request is collected (body capped at max_body_bytes, an over-long
  * declared Content-Length refused before the body is read), routed through
- * the static table, authenticated, rate limited, checked against the
- * route's operator-only flag, its Idempotency-Key reserved, and handed to
+ * the static table, authenticated (an expired key is a 401), rate limited,
+ * checked against the key's scope (a "read" key: GET/HEAD only, else 403)
+ * and the route's operator-only flag, its Idempotency-Key reserved, and handed to
  * its handler with this thread's database connection; routes flagged
  * offload run on a net thread (netpool.c) with the connection suspended.
  * Each answer is one JSON log line. CORS preflights for configured origins
@@ -437,16 +438,17 @@ static bool dispatch(struct req_state *rs)
 			api_problem(resp, 401, "this API key has expired", NULL);
 			return false;
 		}
+		if (!rate_take(h->ctx->cfg, req->actor, &retry)) {
+			api_problem(resp, 429, "rate limit exceeded for this API key", NULL);
+			resp->retry_after = retry;
+			return false;
+		}
+		/* After the rate limit: a valid key's refused writes count too. */
 		if (grant.read_only && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 			api_problem(resp, 403,
 				    "this API key has scope \"read\": it may only make GET and "
 				    "HEAD requests",
 				    NULL);
-			return false;
-		}
-		if (!rate_take(h->ctx->cfg, req->actor, &retry)) {
-			api_problem(resp, 429, "rate limit exceeded for this API key", NULL);
-			resp->retry_after = retry;
 			return false;
 		}
 	}
