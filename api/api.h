@@ -167,6 +167,10 @@ void api_tenants_delete(struct api_req *, struct api_resp *);
 void api_apikeys_create(struct api_req *, struct api_resp *);
 void api_apikeys_list(struct api_req *, struct api_resp *);
 void api_apikeys_delete(struct api_req *, struct api_resp *);
+/* A tenant's own keys: /v1/api-keys (scope admin to change them). */
+void api_keys_create(struct api_req *, struct api_resp *);
+void api_keys_list(struct api_req *, struct api_resp *);
+void api_keys_delete(struct api_req *, struct api_resp *);
 
 /* ops.c: health, readiness, audit log, events, openapi */
 void api_healthz(struct api_req *, struct api_resp *);
@@ -212,6 +216,8 @@ void api_webhooks_update(struct api_req *, struct api_resp *);
 void api_webhooks_delete(struct api_req *, struct api_resp *);
 void api_webhooks_test(struct api_req *, struct api_resp *);
 void api_webhooks_deliveries(struct api_req *, struct api_resp *);
+void api_webhooks_redeliver(struct api_req *, struct api_resp *);
+void api_webhooks_rotate_secret(struct api_req *, struct api_resp *);
 
 /* orders.c: ACME orders */
 void api_orders_list(struct api_req *, struct api_resp *);

@@ -4,8 +4,9 @@
  *
  * A request is collected (body capped at max_body_bytes, an over-long
  * declared Content-Length refused before the body is read), routed through
- * the static table, authenticated, rate limited, checked against the
- * route's operator-only flag, its Idempotency-Key reserved, and handed to
+ * the static table, authenticated (an expired key is a 401), rate limited,
+ * checked against the key's scope (a "read" key: GET/HEAD only, else 403)
+ * and the route's operator-only flag, its Idempotency-Key reserved, and handed to
  * its handler with this thread's database connection; routes flagged
  * offload run on a net thread (netpool.c) with the connection suspended.
  * Each answer is one JSON log line. CORS preflights for configured origins
@@ -167,9 +168,11 @@ static enum MHD_Result query_collect(void *cls, enum MHD_ValueKind kind, const c
 	return MHD_YES;
 }
 
-/* Authenticate the bearer token: operator or a tenant key. */
+/* Authenticate the bearer token: operator or a tenant key (its scope and
+ * expiry in grant; the operator's grant is all-zero: admin, no expiry). */
 static cp_rc authenticate(struct api_req *req, struct MHD_Connection *c,
-			  char tenant[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1])
+			  char tenant[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1],
+			  struct db_apikey_grant *grant)
 {
 	const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 	const char *xt = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Tenant-ID");
@@ -196,7 +199,7 @@ static cp_rc authenticate(struct api_req *req, struct MHD_Connection *c,
 	/* The lookup is by the hash of a 256-bit random key: timing reveals
 	 * nothing usable about any stored key. Found keys are cached and
 	 * revoked by key or tenant deletion (db/tenants.c). */
-	rc = db_apikey_lookup(req->db, hash, tenant, key_id);
+	rc = db_apikey_lookup(req->db, hash, tenant, key_id, grant);
 	if (rc == CP_ERR_NOT_FOUND)
 		return CP_ERR_UNAUTHORIZED;
 	if (rc != CP_OK)
@@ -419,7 +422,8 @@ static bool dispatch(struct req_state *rs)
 	}
 	if (route->auth == SERVER_AUTH_KEY ||
 	    (route->auth == SERVER_AUTH_METRICS && !h->ctx->cfg->metrics_public)) {
-		rc = authenticate(req, c, rs->tenant, rs->key_id);
+		struct db_apikey_grant grant = { 0 };
+		rc = authenticate(req, c, rs->tenant, rs->key_id, &grant);
 		if (rc == CP_ERR_NOT_FOUND) {
 			api_problem(resp, 404, "no such tenant (X-Tenant-ID)", NULL);
 			return false;
@@ -428,9 +432,23 @@ static bool dispatch(struct req_state *rs)
 			api_reply_rc(resp, rc, NULL);
 			return false;
 		}
+		/* The one place a key's grant is enforced. The grant may come from
+		 * the auth cache, so the clock is read here on every request. */
+		if (grant.expires_at > 0 && cp_now() >= grant.expires_at) {
+			api_problem(resp, 401, "this API key has expired", NULL);
+			return false;
+		}
 		if (!rate_take(h->ctx->cfg, req->actor, &retry)) {
 			api_problem(resp, 429, "rate limit exceeded for this API key", NULL);
 			resp->retry_after = retry;
+			return false;
+		}
+		/* After the rate limit: a valid key's refused writes count too. */
+		if (grant.read_only && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+			api_problem(resp, 403,
+				    "this API key has scope \"read\": it may only make GET and "
+				    "HEAD requests",
+				    NULL);
 			return false;
 		}
 	}

@@ -404,13 +404,15 @@ def test_error_variants_every_route():
     X-Tenant-ID (400 where the operation acts within a tenant), a malformed
     and an unknown X-Tenant-ID (404), a body that is not JSON (415), a bad
     Idempotency-Key on a POST (422), no key or a wrong one (401 with
-    WWW-Authenticate), a tenant key (403 on the operator's routes) and a
-    tenant key naming another tenant (404)."""
+    WWW-Authenticate), a tenant key (403 on the operator's routes), a read
+    key (403 on every write) and a tenant key naming another tenant (404)."""
     srv = Server().start()
     problems = []
     try:
-        _, key = srv.new_tenant("variants")
+        vt, key = srv.new_tenant("variants")
         other, _ = srv.new_tenant("variants-other")
+        ro = expect(srv.post("/v1/tenants/%s/api-keys" % vt, {"name": "ro", "scope": "read"}),
+                    201).json["key"]
         seen = set()
         for method, pattern in sorted(route_table()):
             path = fill(pattern, {})
@@ -425,6 +427,7 @@ def test_error_variants_every_route():
                 ("no key", dict(auth=False)),
                 ("a wrong key", dict(token="cpk_" + "0" * 43)),
                 ("a tenant key", dict(token=key, body=body)),
+                ("a read key", dict(token=ro, body=body)),
                 ("a tenant key, another tenant's X-Tenant-ID",
                  dict(token=key, body=body, tenant=other)),
             ]
