@@ -288,6 +288,9 @@ void api_tenants_quotas_get(struct api_req *, struct api_resp *);
 void api_tenants_quotas_put(struct api_req *, struct api_resp *);
 void api_tenants_quotas_patch(struct api_req *, struct api_resp *);
 
+/* summary.c: GET /v1/summary, one tenant's dashboard */
+void api_summary_get(struct api_req *, struct api_resp *);
+
 /* dns_check.c */
 void api_properties_dns_check(struct api_req *, struct api_resp *);
 
