@@ -4,8 +4,8 @@
  * hostname claims still pending. At a million certificates nothing here
  * reads a tenant's rows one by one: the counts come from tenant_counts
  * (kept by triggers, migration 014), the time-derived "expired" from an
- * index range of the rows past not_after (certificates_tenant_expiry, as
- * many rows as are expired), the lists from index ranges that stop at 5.
+ * index-only range count of the rows past not_after
+ * (certificates_tenant_status_expiry), the lists from index ranges that stop at 5.
  * Everything is read in one read transaction (one snapshot).
  */
 #include "db/db_internal.h"
@@ -59,14 +59,14 @@ static cp_rc count_add(json_t *counts, const char *name, json_int_t n)
 }
 
 /* How many of tenant_id's certificates of stored status have their current
- * version past not_after: the certificates_tenant_expiry range below now
- * (the expired rows only), each row's status checked. */
+ * version past not_after: an index-only range count of
+ * certificates_tenant_status_expiry (migration 014). */
 static cp_rc count_past(struct db *db, const char *tenant_id, const char *stored, int64_t now,
 			int64_t *n)
 {
 	sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM certificates "
-				       "INDEXED BY certificates_tenant_expiry "
-				       "WHERE tenant_id = ?1 AND not_after < ?2 AND status = ?3");
+				       "INDEXED BY certificates_tenant_status_expiry "
+				       "WHERE tenant_id = ?1 AND status = ?3 AND not_after < ?2");
 
 	if (!st)
 		return CP_ERR_INTERNAL;
