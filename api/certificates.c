@@ -682,5 +682,6 @@ out:
 void api_certificates_delete(struct api_req *req, struct api_resp *resp)
 {
 	api_delete_resource_if(req, resp, db_certificate_delete, &cert_repr, "certificate",
-			       "certificate", "the certificate is attached to a property: detach it first");
+			       "certificate",
+			       "the certificate is attached to a property: detach it first");
 }

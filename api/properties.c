@@ -353,8 +353,8 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 
 void api_properties_delete(struct api_req *req, struct api_resp *resp)
 {
-	api_delete_resource_if(req, resp, db_property_delete, &property_repr, "property", "property",
-			       NULL);
+	api_delete_resource_if(req, resp, db_property_delete, &property_repr, "property",
+			       "property", NULL);
 }
 
 /* --------------------------------------------------------- deployments */
