@@ -63,7 +63,7 @@ void api_tenants_get(struct api_req *req, struct api_resp *resp)
 		api_reply_rc(resp, rc, "tenant");
 		return;
 	}
-	api_reply(resp, 200, tenant);
+	api_reply_entity(req, resp, tenant);
 }
 
 void api_tenants_delete(struct api_req *req, struct api_resp *resp)

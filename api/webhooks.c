@@ -124,6 +124,9 @@ void api_webhooks_list(struct api_req *req, struct api_resp *resp)
 	api_list_resource(req, resp, db_webhook_list, "webhook");
 }
 
+/* A webhook is represented as GET /v1/webhooks/{id} answers it. */
+static const struct api_repr webhook_repr = { .get = db_webhook_get };
+
 void api_webhooks_get(struct api_req *req, struct api_resp *resp)
 {
 	api_get_resource(req, resp, db_webhook_get, "webhook");
@@ -156,10 +159,16 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 			   "description", p.description != NULL, "enabled",
 			   enabled < 0 ? json_null() : json_boolean(enabled));
 	rc = db_begin(req->db);
+	if (rc == CP_OK && !api_if_match_or_reply(req, resp, &webhook_repr, req->params[0])) {
+		json_decref(detail);
+		return;
+	}
 	if (rc == CP_OK)
 		rc = db_webhook_update(req->db, req->tenant_id, req->params[0], &p, &row);
 	if (rc == CP_OK)
 		rc = api_audit(req, "webhook.update", "webhook", req->params[0], detail);
+	if (rc == CP_OK)
+		api_etag_set(req, resp, &webhook_repr, req->params[0]);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 	json_decref(detail);
@@ -174,7 +183,8 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 
 void api_webhooks_delete(struct api_req *req, struct api_resp *resp)
 {
-	api_delete_resource(req, resp, db_webhook_delete, "webhook", "webhook", NULL);
+	api_delete_resource_if(req, resp, db_webhook_delete, &webhook_repr, "webhook", "webhook",
+			       NULL);
 }
 
 void api_webhooks_test(struct api_req *req, struct api_resp *resp)

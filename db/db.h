@@ -577,6 +577,14 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after) CP_WUR;
 /* {"<state>": n} over webhook deliveries. */
 cp_rc db_metrics_webhook_deliveries(struct db *db, json_t **out) CP_WUR;
 
+/* ---- summary (summary.c): one tenant's dashboard ---- */
+/* GET /v1/summary of tenant_id at now into *out (new object): {certificates:
+ * {total, by_status}, expiring_soonest: [{id, name, not_after}] (top 5),
+ * failing_renewals: {count, top: [...]}, hostname_verifications: {pending,
+ * verified}}; index ranges and maintained counts only (migration 014).
+ * CP_ERR_NOMEM or a database error. */
+cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out) CP_WUR;
+
 /* ---- ACME accounts (accounts.c): one per configured CA ---- */
 
 /* {id, ca, directory_url, key (sealed, aad "acme_accounts:<id>"),

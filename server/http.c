@@ -598,6 +598,8 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"certplane\"");
 	if (location[0])
 		MHD_add_response_header(r, "Location", location);
+	if (resp->etag[0])
+		MHD_add_response_header(r, "ETag", resp->etag);
 	if (replayed)
 		MHD_add_response_header(r, "Idempotent-Replayed", "true");
 	if (close)
@@ -607,13 +609,14 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		MHD_add_response_header(r, "Vary", "Origin");
 		MHD_add_response_header(r, "Access-Control-Expose-Headers",
 					"X-Request-Id, Retry-After, Location, Idempotent-Replayed, "
-					"WWW-Authenticate");
+					"WWW-Authenticate, ETag");
 		if (strcmp(method, "OPTIONS") == 0) {
 			MHD_add_response_header(r, "Access-Control-Allow-Methods",
 						resp->allow[0] ? resp->allow : "GET");
 			MHD_add_response_header(
 				r, "Access-Control-Allow-Headers",
-				"Authorization, Content-Type, Idempotency-Key, X-Tenant-ID");
+				"Authorization, Content-Type, Idempotency-Key, X-Tenant-ID, "
+				"If-Match, If-None-Match");
 			MHD_add_response_header(r, "Access-Control-Max-Age", "600");
 		}
 	}
@@ -730,6 +733,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	rs->req.method = rs->method;
 	rs->req.path = rs->path;
 	rs->req.request_id = rs->request_id;
+	/* Borrowed: libmicrohttpd keeps header values until the request ends. */
+	rs->req.if_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Match");
+	rs->req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_collect, rs->req.query);
 	if (dispatch(rs))
 		return MHD_YES; /* suspended; called again when the net thread is done */

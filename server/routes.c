@@ -41,6 +41,7 @@ static const struct server_route routes[] = {
 
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/summary", api_summary_get, SERVER_AUTH_KEY },
 	{ "POST", "/v1/edge-hostnames", api_edge_hostnames_create, SERVER_AUTH_KEY },
 	{ "GET", "/v1/edge-hostnames", api_edge_hostnames_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/edge-hostnames/{id}", api_edge_hostnames_get, SERVER_AUTH_KEY },
@@ -81,7 +82,7 @@ static const struct server_route routes[] = {
 
 	{ "GET", "/v1/orders", api_orders_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/orders/{id}", api_orders_get, SERVER_AUTH_KEY },
-	{ "POST", "/v1/orders/{id}/verify", api_orders_verify, SERVER_AUTH_KEY },
+	{ "POST", "/v1/orders/{id}/verify", api_orders_verify, SERVER_AUTH_KEY, .offload = true },
 	{ "POST", "/v1/orders/{id}/cancel", api_orders_cancel, SERVER_AUTH_KEY },
 	{ "POST", "/v1/certificates/{id}/renew", api_certificates_renew, SERVER_AUTH_KEY },
 	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY,
