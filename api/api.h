@@ -48,6 +48,17 @@ struct api_req {
 				  without X-Tenant-ID */
 	const char *actor;     /* "operator" or the API key id (audit) */
 	const char *request_id;
+	const char *last_event_id; /* Last-Event-ID header, or NULL */
+};
+
+/* What GET /v1/events/stream streams when its handler accepted it (on):
+ * the HTTP layer answers with the stream, or 429/503 when the stream
+ * limits are reached. */
+struct api_stream {
+	bool on;
+	int64_t after; /* seq of the last event the client has */
+	char certificate_id[CP_UUID_LEN + 1]; /* "" = any */
+	char property_id[CP_UUID_LEN + 1];    /* "" = any */
 };
 
 /* The response a handler fills. Owned fields are freed by the HTTP layer. */
@@ -60,6 +71,7 @@ struct api_resp {
 	char allow[64];		  /* Allow header for 405 */
 	int retry_after;	  /* Retry-After seconds when > 0 */
 	bool no_store;		  /* Cache-Control: no-store (secrets) */
+	struct api_stream stream; /* an event stream instead of a body */
 };
 
 typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);
@@ -174,6 +186,9 @@ void api_readyz(struct api_req *, struct api_resp *);
 void api_openapi(struct api_req *, struct api_resp *);
 void api_audit_list(struct api_req *, struct api_resp *);
 void api_events_list(struct api_req *, struct api_resp *);
+/* Validates GET /v1/events/stream and fills resp->stream (server/sse.c
+ * streams it). */
+void api_events_stream(struct api_req *, struct api_resp *);
 
 /* metrics.c: GET /metrics, the operator key unless metrics_public */
 void api_metrics(struct api_req *, struct api_resp *);

@@ -1,0 +1,371 @@
+/*
+ * sse.c - GET /v1/events/stream: a tenant's events as server-sent events,
+ * without a thread per client.
+ *
+ * Each stream is a libmicrohttpd callback response. Its reader sends what
+ * it has buffered (one page of events at most, so memory per stream is
+ * bounded), reads the next page from the outbox when that is sent, and
+ * suspends the connection when it is caught up. libmicrohttpd only calls
+ * the reader when the socket can take more, so a client that reads slowly
+ * holds back its own stream and nothing else (back-pressure; one that
+ * never reads is closed by the idle timeout once its socket buffer is
+ * full). A COMMIT that wrote an event bumps the generation and resumes
+ * every suspended stream (db_event_hook_set); a tick thread resumes a
+ * stream that has been quiet for SSE_KEEPALIVE_MS to send a keepalive
+ * comment. Suspending (in the reader) and resuming both happen under
+ * s->lock, so a wake-up is never lost between a stream's last read and its
+ * suspension, and a connection is never resumed twice.
+ *
+ * Limits: SSE_TENANT_MAX streams a tenant (429), event_streams_max in all
+ * (503). server_sse_stop ends every stream (the readers answer end of
+ * stream) before the daemon stops, so shutdown does not wait on clients.
+ */
+#include "common/buf.h"
+#include "server/server_internal.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SSE_TENANT_MAX 4
+#define SSE_KEEPALIVE_MS 15000
+#define SSE_TICK_MS 500
+/* Events read and buffered at once (the per-stream memory bound). */
+#define SSE_PAGE 16
+#define SSE_BUF_MAX (1024 * 1024)
+
+struct server_sse_stream {
+	struct server_sse_stream *prev, *next;
+	struct server_sse *s;
+	struct MHD_Connection *c; /* set by server_sse_response */
+	char tenant[CP_UUID_LEN + 1];
+	struct api_stream want;
+	uint64_t seen_gen; /* the generation the last read started at */
+	bool fresh;	   /* nothing sent yet: send the retry hint first */
+	bool more;	   /* the last page was full: read again at once */
+	/* Under s->lock: */
+	bool suspended;
+	bool keepalive;
+	int64_t last_ms; /* last write */
+	struct cp_buf out;
+	size_t off; /* sent bytes of out */
+};
+
+struct server_sse {
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	struct server_sse_stream head; /* sentinel */
+	int count, max;
+	uint64_t gen; /* bumped by each COMMIT that wrote an event */
+	bool stopping;
+	pthread_t tick;
+	bool tick_started;
+};
+
+/* Resume st if it is suspended; s->lock held. */
+static void stream_wake(struct server_sse_stream *st)
+{
+	if (st->suspended && st->c) {
+		st->suspended = false;
+		MHD_resume_connection(st->c);
+	}
+}
+
+/* The db event hook: after a COMMIT with events, on the committing thread. */
+static void sse_on_commit(void *cls)
+{
+	struct server_sse *s = cls;
+
+	pthread_mutex_lock(&s->lock);
+	s->gen++;
+	for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next)
+		stream_wake(st);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void *tick_main(void *arg)
+{
+	struct server_sse *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->stopping) {
+		struct timespec ts;
+		int64_t now = cp_mono_ms();
+		for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next)
+			if (st->suspended && now - st->last_ms >= SSE_KEEPALIVE_MS) {
+				st->keepalive = true;
+				stream_wake(st);
+			}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SSE_TICK_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->cv, &s->lock, &ts);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+cp_rc server_sse_start(int max, struct server_sse **out)
+{
+	struct server_sse *s = calloc(1, sizeof(*s));
+
+	assert(out && max > 0);
+	*out = NULL;
+	if (!s)
+		return CP_ERR_NOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->head.next = s->head.prev = &s->head;
+	s->max = max;
+	if (pthread_create(&s->tick, NULL, tick_main, s) != 0) {
+		server_sse_free(s);
+		return CP_ERR_INTERNAL;
+	}
+	s->tick_started = true;
+	db_event_hook_set(sse_on_commit, s);
+	*out = s;
+	return CP_OK;
+}
+
+void server_sse_stop(struct server_sse *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stopping = true;
+	for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next)
+		stream_wake(st);
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+	if (s->tick_started)
+		pthread_join(s->tick, NULL);
+	s->tick_started = false;
+}
+
+void server_sse_free(struct server_sse *s)
+{
+	if (!s)
+		return;
+	server_sse_stop(s);
+	/* Called after the daemon stopped: every response (stream) is gone. */
+	assert(s->count == 0);
+	db_event_hook_set(NULL, NULL);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+bool server_sse_admit(struct server_sse *s, const char *tenant, struct api_resp *resp,
+		      struct server_sse_stream **out)
+{
+	struct server_sse_stream *st = NULL;
+	int mine = 0;
+	bool ok = false;
+
+	assert(s && tenant && resp && resp->stream.on && out);
+	*out = NULL;
+	resp->stream.on = false;
+	resp->content_type = NULL;
+	pthread_mutex_lock(&s->lock);
+	for (struct server_sse_stream *p = s->head.next; p != &s->head; p = p->next)
+		mine += strcmp(p->tenant, tenant) == 0;
+	if (s->stopping) {
+		api_problem(resp, 503, "the server is stopping", NULL);
+	} else if (mine >= SSE_TENANT_MAX) {
+		char detail[96];
+		snprintf(detail, sizeof(detail), "this tenant already has %d event streams open",
+			 SSE_TENANT_MAX);
+		api_problem(resp, 429, detail, NULL);
+	} else if (s->count >= s->max) {
+		api_problem(resp, 503, "no capacity for more event streams (event_streams_max)",
+			    NULL);
+	} else if (!(st = calloc(1, sizeof(*st)))) {
+		api_problem(resp, 503, "out of memory", NULL);
+	} else {
+		st->s = s;
+		snprintf(st->tenant, sizeof(st->tenant), "%s", tenant);
+		st->want = resp->stream;
+		st->want.on = true;
+		st->fresh = true;
+		st->seen_gen = s->gen - 1; /* read at once */
+		st->last_ms = cp_mono_ms();
+		cp_buf_init(&st->out, SSE_BUF_MAX);
+		st->next = s->head.next;
+		st->prev = &s->head;
+		s->head.next->prev = st;
+		s->head.next = st;
+		s->count++;
+		ok = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!ok) {
+		resp->retry_after = 1;
+		return false;
+	}
+	resp->status = 200;
+	resp->content_type = "text/event-stream";
+	*out = st;
+	return true;
+}
+
+void server_sse_stream_free(struct server_sse_stream *st)
+{
+	struct server_sse *s;
+
+	if (!st)
+		return;
+	s = st->s;
+	pthread_mutex_lock(&s->lock);
+	st->prev->next = st->next;
+	st->next->prev = st->prev;
+	s->count--;
+	pthread_mutex_unlock(&s->lock);
+	cp_buf_free(&st->out);
+	free(st);
+}
+
+/* Append one event of the page as an SSE frame: id, event, data (the
+ * Event object on one line: compact JSON escapes every newline). */
+static cp_rc frame_add(struct cp_buf *b, const json_t *ev)
+{
+	const char *id = json_string_value(json_object_get(ev, "id"));
+	const char *type = json_string_value(json_object_get(ev, "type"));
+	char *data = json_dumps(ev, JSON_COMPACT);
+	cp_rc rc = CP_ERR_NOMEM;
+
+	if (data && id && type)
+		rc = cp_buf_addf(b, "id: %s\nevent: %s\ndata: %s\n\n", id, type, data);
+	free(data);
+	return rc;
+}
+
+/* Read the next page after st->want.after into st->out (empty when there
+ * is nothing new). */
+static cp_rc stream_read(struct server_sse_stream *st)
+{
+	struct db *db = db_thread();
+	struct db_event_filter f = {
+		.certificate_id = st->want.certificate_id[0] ? st->want.certificate_id : NULL,
+		.property_id = st->want.property_id[0] ? st->want.property_id : NULL,
+	};
+	struct db_list list = { 0 };
+	size_t i, n;
+	json_t *ev;
+	cp_rc rc;
+
+	if (!db)
+		return CP_ERR_INTERNAL;
+	rc = db_event_list_filtered(db, st->tenant, &f,
+				    (struct db_page){ .after = st->want.after, .limit = SSE_PAGE },
+				    &list);
+	if (rc != CP_OK)
+		goto out;
+	n = json_array_size(list.data);
+	json_array_foreach(list.data, i, ev)
+	{
+		rc = frame_add(&st->out, ev);
+		if (rc != CP_OK)
+			goto out;
+	}
+	st->more = list.next != 0;
+	if (list.next)
+		st->want.after = list.next;
+	else if (n > 0)
+		rc = db_event_seq(
+			db, st->tenant,
+			json_string_value(json_object_get(json_array_get(list.data, n - 1), "id")),
+			&st->want.after);
+out:
+	json_decref(list.data);
+	return rc;
+}
+
+/* Copy what is buffered into buf (up to max); 0 when nothing is. */
+static size_t stream_copy(struct server_sse_stream *st, char *buf, size_t max)
+{
+	size_t n = st->out.len - st->off;
+
+	if (n > max)
+		n = max;
+	memcpy(buf, st->out.p + st->off, n);
+	st->off += n;
+	if (st->off == st->out.len) {
+		cp_buf_reset(&st->out);
+		st->off = 0;
+	}
+	st->last_ms = cp_mono_ms();
+	return n;
+}
+
+/* libmicrohttpd's content reader: on a listener thread, whenever the
+ * socket can take more. */
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct server_sse_stream *st = cls;
+	struct server_sse *s = st->s;
+	static const char keepalive[] = ": keepalive\n\n";
+	uint64_t gen;
+
+	(void)pos;
+	if (max == 0)
+		return 0;
+	if (st->off < st->out.len)
+		return (ssize_t)stream_copy(st, buf, max);
+	if (st->fresh) {
+		/* Something at once, so the client sees the stream open. */
+		st->fresh = false;
+		if (cp_buf_addf(&st->out, "retry: 2000\n\n") != CP_OK)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		return (ssize_t)stream_copy(st, buf, max);
+	}
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		if (s->stopping) {
+			pthread_mutex_unlock(&s->lock);
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		}
+		gen = s->gen;
+		if (gen == st->seen_gen && !st->more) {
+			if (st->keepalive) {
+				st->keepalive = false;
+				pthread_mutex_unlock(&s->lock);
+				if (cp_buf_add(&st->out, keepalive, sizeof(keepalive) - 1) != CP_OK)
+					return MHD_CONTENT_READER_END_WITH_ERROR;
+				return (ssize_t)stream_copy(st, buf, max);
+			}
+			/* Caught up: sleep until a commit or the tick resumes us. */
+			st->suspended = true;
+			MHD_suspend_connection(st->c);
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
+		pthread_mutex_unlock(&s->lock);
+		st->seen_gen = gen;
+		if (stream_read(st) != CP_OK)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		if (st->out.len > 0)
+			return (ssize_t)stream_copy(st, buf, max);
+	}
+}
+
+static void stream_done(void *cls)
+{
+	server_sse_stream_free(cls);
+}
+
+struct MHD_Response *server_sse_response(struct server_sse_stream *st, struct MHD_Connection *c)
+{
+	struct MHD_Response *r;
+
+	assert(st && c);
+	st->c = c;
+	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st,
+					      stream_done);
+	if (!r)
+		server_sse_stream_free(st);
+	return r;
+}
