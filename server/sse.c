@@ -12,7 +12,8 @@
  * full). A COMMIT that wrote an event bumps the generation and resumes
  * every suspended stream (db_event_hook_set); a tick thread resumes a
  * stream that has been quiet for SSE_KEEPALIVE_MS to send a keepalive
- * comment. Suspending (in the reader) and resuming both happen under
+ * comment, and one whose client hung up while it slept (libmicrohttpd does
+ * not poll a suspended connection) to end it and free its slot. Suspending (in the reader) and resuming both happen under
  * s->lock, so a wake-up is never lost between a stream's last read and its
  * suspension, and a connection is never resumed twice.
  *
@@ -24,6 +25,7 @@
 #include "server/server_internal.h"
 
 #include <assert.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,7 @@ struct server_sse_stream {
 	struct server_sse_stream *prev, *next;
 	struct server_sse *s;
 	struct MHD_Connection *c; /* set by server_sse_response */
+	int fd;			  /* c's socket (libmicrohttpd's), -1 until then */
 	char tenant[CP_UUID_LEN + 1];
 	struct api_stream want;
 	uint64_t seen_gen; /* the generation the last read started at */
@@ -47,6 +50,7 @@ struct server_sse_stream {
 	/* Under s->lock: */
 	bool suspended;
 	bool keepalive;
+	bool gone;	 /* the client hung up while we slept */
 	int64_t last_ms; /* last write */
 	struct cp_buf out;
 	size_t off; /* sent bytes of out */
@@ -61,6 +65,9 @@ struct server_sse {
 	bool stopping;
 	pthread_t tick;
 	bool tick_started;
+	/* The tick's poll set: the sockets of suspended streams (max of them). */
+	struct pollfd *pfd;
+	struct server_sse_stream **pst;
 };
 
 /* Resume st if it is suspended; s->lock held. */
@@ -92,11 +99,29 @@ static void *tick_main(void *arg)
 	while (!s->stopping) {
 		struct timespec ts;
 		int64_t now = cp_mono_ms();
-		for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next)
-			if (st->suspended && now - st->last_ms >= SSE_KEEPALIVE_MS) {
+		nfds_t n = 0;
+		for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next) {
+			if (!st->suspended || st->fd < 0)
+				continue;
+			if (now - st->last_ms >= SSE_KEEPALIVE_MS) {
 				st->keepalive = true;
 				stream_wake(st);
+				continue;
 			}
+			assert(n < (nfds_t)s->max);
+			s->pfd[n] = (struct pollfd){ .fd = st->fd, .events = POLLRDHUP };
+			s->pst[n++] = st;
+		}
+		/* A suspended connection is not polled by libmicrohttpd: a client
+		 * that hung up would hold its slot until the next keepalive. Its
+		 * socket stays open while it is suspended (and it stays suspended
+		 * while we hold the lock), so looking at it here is safe. */
+		if (n > 0 && poll(s->pfd, n, 0) > 0)
+			for (nfds_t i = 0; i < n; i++)
+				if (s->pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+					s->pst[i]->gone = true;
+					stream_wake(s->pst[i]);
+				}
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += SSE_TICK_MS * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
@@ -121,6 +146,12 @@ cp_rc server_sse_start(int max, struct server_sse **out)
 	pthread_cond_init(&s->cv, NULL);
 	s->head.next = s->head.prev = &s->head;
 	s->max = max;
+	s->pfd = calloc((size_t)max, sizeof(*s->pfd));
+	s->pst = calloc((size_t)max, sizeof(*s->pst));
+	if (!s->pfd || !s->pst) {
+		server_sse_free(s);
+		return CP_ERR_NOMEM;
+	}
 	if (pthread_create(&s->tick, NULL, tick_main, s) != 0) {
 		server_sse_free(s);
 		return CP_ERR_INTERNAL;
@@ -156,6 +187,8 @@ void server_sse_free(struct server_sse *s)
 	db_event_hook_set(NULL, NULL);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->lock);
+	free(s->pfd);
+	free(s->pst);
 	free(s);
 }
 
@@ -191,6 +224,7 @@ bool server_sse_admit(struct server_sse *s, const char *tenant, struct api_resp 
 		st->want = resp->stream;
 		st->want.on = true;
 		st->fresh = true;
+		st->fd = -1;
 		st->seen_gen = s->gen - 1; /* read at once */
 		st->last_ms = cp_mono_ms();
 		cp_buf_init(&st->out, SSE_BUF_MAX);
@@ -328,6 +362,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			pthread_mutex_unlock(&s->lock);
 			return MHD_CONTENT_READER_END_OF_STREAM;
 		}
+		if (st->gone) {
+			pthread_mutex_unlock(&s->lock);
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
 		gen = s->gen;
 		if (gen == st->seen_gen && !st->more) {
 			if (st->keepalive) {
@@ -361,8 +399,14 @@ struct MHD_Response *server_sse_response(struct server_sse_stream *st, struct MH
 {
 	struct MHD_Response *r;
 
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
 	assert(st && c);
+	pthread_mutex_lock(&st->s->lock);
 	st->c = c;
+	st->fd = ci ? ci->connect_fd : -1;
+	pthread_mutex_unlock(&st->s->lock);
 	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st,
 					      stream_done);
 	if (!r)
