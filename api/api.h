@@ -56,7 +56,7 @@ struct api_req {
  * limits are reached. */
 struct api_stream {
 	bool on;
-	int64_t after; /* seq of the last event the client has */
+	int64_t after;			      /* seq of the last event the client has */
 	char certificate_id[CP_UUID_LEN + 1]; /* "" = any */
 	char property_id[CP_UUID_LEN + 1];    /* "" = any */
 };

@@ -560,7 +560,8 @@ cp_rc db_commit(struct db *db)
 	if (rc != CP_OK)
 		db_rollback(db);
 	db_auth_committed(db); /* after COMMIT: see the auth cache (tenants.c) */
-	db_event_committed(db, rc == CP_OK); /* wake the event streams */
+	/* and wake the event streams (events.c) */
+	db_event_committed(db, rc == CP_OK);
 	return rc;
 }
 

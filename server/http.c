@@ -623,7 +623,8 @@ static void rs_free(struct req_state *rs)
 	if (!rs)
 		return;
 	cp_buf_free(&rs->body); /* wiping: uploads carry keys and passphrases */
-	server_sse_stream_free(rs->sse); /* admitted but never sent */
+	/* an event stream admitted but never sent */
+	server_sse_stream_free(rs->sse);
 	free(rs->path);
 	json_decref(rs->req.query);
 	json_decref(rs->req.body);

@@ -13,8 +13,9 @@
  * every suspended stream (db_event_hook_set); a tick thread resumes a
  * stream that has been quiet for SSE_KEEPALIVE_MS to send a keepalive
  * comment, and one whose client hung up while it slept (libmicrohttpd does
- * not poll a suspended connection) to end it and free its slot. Suspending (in the reader) and resuming both happen under
- * s->lock, so a wake-up is never lost between a stream's last read and its
+ * not poll a suspended connection) to end it and free its slot. Suspending
+ * (in the reader) and resuming both happen under s->lock, so a wake-up is
+ * never lost between a stream's last read and its
  * suspension, and a connection is never resumed twice.
  *
  * Limits: SSE_TENANT_MAX streams a tenant (429), event_streams_max in all
