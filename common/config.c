@@ -76,6 +76,8 @@ static const struct key_def keys[] = {
 	{ "net_threads", K_INT, OFF(net_threads), "8", 1, 256, false },
 	{ "net_tenant_concurrency", K_INT, OFF(net_tenant_concurrency), "2", 1, 256, false },
 	{ "event_streams_max", K_INT, OFF(event_streams_max), "256", 1, 4096, false },
+	{ "event_stream_keepalive_seconds", K_INT, OFF(event_stream_keepalive_seconds), "15", 1,
+	  300, false },
 	{ "webhook_workers", K_INT, OFF(webhook_workers), "4", 1, 256, false },
 	{ "general_workers", K_INT, OFF(general_workers), "2", 1, 256, false },
 	{ "tenant_max_running_jobs", K_INT, OFF(tenant_max_running_jobs), "2", 1, 256, false },

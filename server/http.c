@@ -348,8 +348,15 @@ static void run_handler(struct req_state *rs)
 	idem_end(rs);
 	/* An event stream the handler accepted: within the stream limits, or
 	 * 429/503 (sse.c). */
-	if (rs->resp.stream.on)
-		(void)server_sse_admit(rs->h->sse, rs->req.tenant_id, &rs->resp, &rs->sse);
+	if (rs->resp.stream.on) {
+		const char *auth =
+			MHD_lookup_connection_value(rs->c, MHD_HEADER_KIND, "Authorization");
+		char hash[65];
+		assert(auth && strlen(auth) > 7); /* authenticate() passed */
+		cp_sha256_hex(auth + 7, strlen(auth + 7), hash);
+		(void)server_sse_admit(rs->h->sse, rs->req.tenant_id,
+				       rs->req.is_operator ? NULL : hash, &rs->resp, &rs->sse);
+	}
 }
 
 /* A net thread's turn (netpool.c): run the handler with that thread's own
@@ -1252,7 +1259,8 @@ cp_rc server_http_start(const struct api_ctx *ctx, struct server_http **out)
 	h->ctx = ctx;
 	rc = server_netpool_start(ctx->cfg->net_threads, ctx->cfg->net_tenant_concurrency, &h->net);
 	if (rc == CP_OK)
-		rc = server_sse_start(ctx->cfg->event_streams_max, &h->sse);
+		rc = server_sse_start(ctx->cfg->event_streams_max,
+				      ctx->cfg->event_stream_keepalive_seconds, &h->sse);
 	if (rc == CP_OK)
 		rc = server_listener_start(ctx->cfg, ctx->cfg->listen, ctx->cfg->http_threads,
 					   on_request, h, on_completed, &h->listener);

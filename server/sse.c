@@ -11,8 +11,8 @@
  * never reads is closed by the idle timeout once its socket buffer is
  * full). A COMMIT that wrote an event bumps the generation and resumes
  * every suspended stream (db_event_hook_set); a tick thread resumes a
- * stream that has been quiet for SSE_KEEPALIVE_MS to send a keepalive
- * comment, and one whose client hung up while it slept (libmicrohttpd does
+ * stream that has been quiet for event_stream_keepalive_seconds to send a
+ * keepalive comment, and one whose client hung up while it slept (libmicrohttpd does
  * not poll a suspended connection) to end it and free its slot. Suspending
  * (in the reader) and resuming both happen under s->lock, so a wake-up is
  * never lost between a stream's last read and its
@@ -32,7 +32,6 @@
 #include <string.h>
 
 #define SSE_TENANT_MAX 4
-#define SSE_KEEPALIVE_MS 15000
 #define SSE_TICK_MS 500
 /* Events read and buffered at once (the per-stream memory bound). */
 #define SSE_PAGE 16
@@ -44,6 +43,7 @@ struct server_sse_stream {
 	struct MHD_Connection *c; /* set by server_sse_response */
 	int fd;			  /* c's socket (libmicrohttpd's), -1 until then */
 	char tenant[CP_UUID_LEN + 1];
+	char key_hash[65]; /* the caller's API key; "" for the operator */
 	struct api_stream want;
 	uint64_t seen_gen; /* the generation the last read started at */
 	bool fresh;	   /* nothing sent yet: send the retry hint first */
@@ -62,6 +62,7 @@ struct server_sse {
 	pthread_cond_t cv;
 	struct server_sse_stream head; /* sentinel */
 	int count, max;
+	int64_t keepalive_ms;
 	uint64_t gen; /* bumped by each COMMIT that wrote an event */
 	bool stopping;
 	pthread_t tick;
@@ -104,7 +105,7 @@ static void *tick_main(void *arg)
 		for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next) {
 			if (!st->suspended || st->fd < 0)
 				continue;
-			if (now - st->last_ms >= SSE_KEEPALIVE_MS) {
+			if (now - st->last_ms >= s->keepalive_ms) {
 				st->keepalive = true;
 				stream_wake(st);
 				continue;
@@ -135,11 +136,11 @@ static void *tick_main(void *arg)
 	return NULL;
 }
 
-cp_rc server_sse_start(int max, struct server_sse **out)
+cp_rc server_sse_start(int max, int keepalive_seconds, struct server_sse **out)
 {
 	struct server_sse *s = calloc(1, sizeof(*s));
 
-	assert(out && max > 0);
+	assert(out && max > 0 && keepalive_seconds > 0);
 	*out = NULL;
 	if (!s)
 		return CP_ERR_NOMEM;
@@ -147,6 +148,7 @@ cp_rc server_sse_start(int max, struct server_sse **out)
 	pthread_cond_init(&s->cv, NULL);
 	s->head.next = s->head.prev = &s->head;
 	s->max = max;
+	s->keepalive_ms = (int64_t)keepalive_seconds * 1000;
 	s->pfd = calloc((size_t)max, sizeof(*s->pfd));
 	s->pst = calloc((size_t)max, sizeof(*s->pst));
 	if (!s->pfd || !s->pst) {
@@ -193,8 +195,8 @@ void server_sse_free(struct server_sse *s)
 	free(s);
 }
 
-bool server_sse_admit(struct server_sse *s, const char *tenant, struct api_resp *resp,
-		      struct server_sse_stream **out)
+bool server_sse_admit(struct server_sse *s, const char *tenant, const char *key_hash,
+		      struct api_resp *resp, struct server_sse_stream **out)
 {
 	struct server_sse_stream *st = NULL;
 	int mine = 0;
@@ -222,6 +224,7 @@ bool server_sse_admit(struct server_sse *s, const char *tenant, struct api_resp 
 	} else {
 		st->s = s;
 		snprintf(st->tenant, sizeof(st->tenant), "%s", tenant);
+		snprintf(st->key_hash, sizeof(st->key_hash), "%s", key_hash ? key_hash : "");
 		st->want = resp->stream;
 		st->want.on = true;
 		st->fresh = true;
@@ -278,6 +281,23 @@ static cp_rc frame_add(struct cp_buf *b, const json_t *ev)
 	return rc;
 }
 
+/* The caller may still read the tenant's events: its key is not revoked
+ * (nor expired) and the tenant not deleted. Both lookups are cached
+ * (db/tenants.c) and revoked when the deletion commits. CP_ERR_NOT_FOUND
+ * when it may not. */
+static cp_rc stream_allowed(struct db *db, const struct server_sse_stream *st)
+{
+	char tenant[CP_UUID_LEN + 1], key_id[CP_UUID_LEN + 1];
+	cp_rc rc;
+
+	if (!st->key_hash[0])
+		return db_tenant_exists(db, st->tenant);
+	rc = db_apikey_lookup(db, st->key_hash, tenant, key_id);
+	if (rc == CP_OK && strcmp(tenant, st->tenant) != 0)
+		rc = CP_ERR_NOT_FOUND;
+	return rc;
+}
+
 /* Read the next page after st->want.after into st->out (empty when there
  * is nothing new). */
 static cp_rc stream_read(struct server_sse_stream *st)
@@ -294,6 +314,9 @@ static cp_rc stream_read(struct server_sse_stream *st)
 
 	if (!db)
 		return CP_ERR_INTERNAL;
+	rc = stream_allowed(db, st);
+	if (rc != CP_OK)
+		return rc;
 	rc = db_event_list_filtered(db, st->tenant, &f,
 				    (struct db_page){ .after = st->want.after, .limit = SSE_PAGE },
 				    &list);
@@ -344,6 +367,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	struct server_sse *s = st->s;
 	static const char keepalive[] = ": keepalive\n\n";
 	uint64_t gen;
+	cp_rc rc;
 
 	(void)pos;
 	if (max == 0)
@@ -370,8 +394,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		gen = s->gen;
 		if (gen == st->seen_gen && !st->more) {
 			if (st->keepalive) {
+				struct db *db = db_thread();
 				st->keepalive = false;
 				pthread_mutex_unlock(&s->lock);
+				if (!db || stream_allowed(db, st) != CP_OK)
+					return MHD_CONTENT_READER_END_OF_STREAM;
 				if (cp_buf_add(&st->out, keepalive, sizeof(keepalive) - 1) != CP_OK)
 					return MHD_CONTENT_READER_END_WITH_ERROR;
 				return (ssize_t)stream_copy(st, buf, max);
@@ -384,7 +411,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		}
 		pthread_mutex_unlock(&s->lock);
 		st->seen_gen = gen;
-		if (stream_read(st) != CP_OK)
+		rc = stream_read(st);
+		if (rc == CP_ERR_NOT_FOUND) /* revoked: a clean end, not an error */
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (rc != CP_OK)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		if (st->out.len > 0)
 			return (ssize_t)stream_copy(st, buf, max);
