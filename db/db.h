@@ -284,10 +284,11 @@ struct db_event_filter {
  * index range scan in seq order. */
 cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct db_event_filter *f,
 			     struct db_page pg, struct db_list *out) CP_WUR;
-/* Call fn(cls) after every COMMIT that wrote an event (or after an event
- * written outside a transaction), on the committing thread; it must not
+/* Call fn(cls, tenant_id) after every COMMIT that wrote an event (or after
+ * an event written outside a transaction), on the committing thread, with
+ * the tenant whose events it wrote (NULL: several tenants'); it must not
  * block nor call db/. Set once, before any thread writes. NULL: none. */
-void db_event_hook_set(void (*fn)(void *cls), void *cls);
+void db_event_hook_set(void (*fn)(void *cls, const char *tenant_id), void *cls);
 
 /* ---- edge hostnames (the CNAME targets; hostname unique across tenants) ---- */
 

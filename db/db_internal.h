@@ -22,8 +22,11 @@ struct db {
 	 * cache's generation is bumped when it ends (db_auth_committed). */
 	bool auth_dirty;
 	/* This transaction wrote an event: the event hook runs after its
-	 * COMMIT (db_event_committed). */
+	 * COMMIT (db_event_committed), told the tenant (event_tenant, or
+	 * NULL when it wrote events of several). */
 	bool event_dirty;
+	bool event_tenants_many;
+	char event_tenant[CP_UUID_LEN + 1];
 };
 
 /* Map a SQLite result code to cp_rc (BUSY, CONFLICT for constraints...). */

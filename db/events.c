@@ -6,6 +6,7 @@
 #include "db/db_internal.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #define EVENT_JSON "json_insert(payload, '$.id', id)"
@@ -40,10 +41,10 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 
 /* The stream's wake-up (db_event_hook_set): set once before any thread
  * writes an event. */
-static void (*event_hook)(void *cls);
+static void (*event_hook)(void *cls, const char *tenant_id);
 static void *event_hook_cls;
 
-void db_event_hook_set(void (*fn)(void *cls), void *cls)
+void db_event_hook_set(void (*fn)(void *cls, const char *tenant_id), void *cls)
 {
 	event_hook = fn;
 	event_hook_cls = cls;
@@ -53,8 +54,9 @@ void db_event_committed(struct db *db, bool committed)
 {
 	assert(db);
 	if (db->event_dirty && committed && event_hook)
-		event_hook(event_hook_cls);
+		event_hook(event_hook_cls, db->event_tenants_many ? NULL : db->event_tenant);
 	db->event_dirty = false;
+	db->event_tenants_many = false;
 }
 
 /* data's "key" when it is a string that fits an id (the filter columns);
@@ -100,6 +102,10 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	/* Streams wake once the event is visible: at the COMMIT of the
 	 * caller's transaction (db_commit), or now when there is none. */
 	if (rc == CP_OK) {
+		if (!db->event_dirty)
+			snprintf(db->event_tenant, sizeof(db->event_tenant), "%s", tenant_id);
+		else if (strcmp(db->event_tenant, tenant_id) != 0)
+			db->event_tenants_many = true;
 		db->event_dirty = true;
 		if (sqlite3_get_autocommit(db->h))
 			db_event_committed(db, true);

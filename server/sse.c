@@ -9,8 +9,8 @@
  * the reader when the socket can take more, so a client that reads slowly
  * holds back its own stream and nothing else (back-pressure; one that
  * never reads is closed by the idle timeout once its socket buffer is
- * full). A COMMIT that wrote an event bumps the generation and resumes
- * every suspended stream (db_event_hook_set); a tick thread resumes a
+ * full). A COMMIT that wrote events of a tenant marks and resumes every
+ * suspended stream of that tenant (db_event_hook_set); a tick thread resumes a
  * stream that has been quiet for event_stream_keepalive_seconds to send a
  * keepalive comment, and one whose client hung up while it slept (libmicrohttpd does
  * not poll a suspended connection) to end it and free its slot. Suspending
@@ -45,11 +45,11 @@ struct server_sse_stream {
 	char tenant[CP_UUID_LEN + 1];
 	char key_hash[65]; /* the caller's API key; "" for the operator */
 	struct api_stream want;
-	uint64_t seen_gen; /* the generation the last read started at */
-	bool fresh;	   /* nothing sent yet: send the retry hint first */
-	bool more;	   /* the last page was full: read again at once */
+	bool fresh; /* nothing sent yet: send the retry hint first */
+	bool more;  /* the last page was full: read again at once */
 	/* Under s->lock: */
 	bool suspended;
+	bool pending; /* events were committed since the last read began */
 	bool keepalive;
 	bool gone;	 /* the client hung up while we slept */
 	int64_t last_ms; /* last write */
@@ -63,7 +63,6 @@ struct server_sse {
 	struct server_sse_stream head; /* sentinel */
 	int count, max;
 	int64_t keepalive_ms;
-	uint64_t gen; /* bumped by each COMMIT that wrote an event */
 	bool stopping;
 	pthread_t tick;
 	bool tick_started;
@@ -82,14 +81,16 @@ static void stream_wake(struct server_sse_stream *st)
 }
 
 /* The db event hook: after a COMMIT with events, on the committing thread. */
-static void sse_on_commit(void *cls)
+static void sse_on_commit(void *cls, const char *tenant_id)
 {
 	struct server_sse *s = cls;
 
 	pthread_mutex_lock(&s->lock);
-	s->gen++;
 	for (struct server_sse_stream *st = s->head.next; st != &s->head; st = st->next)
-		stream_wake(st);
+		if (!tenant_id || strcmp(st->tenant, tenant_id) == 0) {
+			st->pending = true;
+			stream_wake(st);
+		}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -229,7 +230,7 @@ bool server_sse_admit(struct server_sse *s, const char *tenant, const char *key_
 		st->want.on = true;
 		st->fresh = true;
 		st->fd = -1;
-		st->seen_gen = s->gen - 1; /* read at once */
+		st->pending = true; /* read at once */
 		st->last_ms = cp_mono_ms();
 		cp_buf_init(&st->out, SSE_BUF_MAX);
 		st->next = s->head.next;
@@ -366,7 +367,6 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	struct server_sse_stream *st = cls;
 	struct server_sse *s = st->s;
 	static const char keepalive[] = ": keepalive\n\n";
-	uint64_t gen;
 	cp_rc rc;
 
 	(void)pos;
@@ -391,8 +391,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			pthread_mutex_unlock(&s->lock);
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		}
-		gen = s->gen;
-		if (gen == st->seen_gen && !st->more) {
+		if (!st->pending && !st->more) {
 			if (st->keepalive) {
 				struct db *db = db_thread();
 				st->keepalive = false;
@@ -409,8 +408,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			pthread_mutex_unlock(&s->lock);
 			return 0;
 		}
+		st->pending = false; /* a commit from now on sets it again */
 		pthread_mutex_unlock(&s->lock);
-		st->seen_gen = gen;
 		rc = stream_read(st);
 		if (rc == CP_ERR_NOT_FOUND) /* revoked: a clean end, not an error */
 			return MHD_CONTENT_READER_END_OF_STREAM;

@@ -18,10 +18,12 @@
 static struct fx fx;
 static char ta[CP_UUID_LEN + 1], tb[CP_UUID_LEN + 1];
 static int hook_calls;
+static char hook_tenant[CP_UUID_LEN + 1];
 
-static void on_hook(void *cls)
+static void on_hook(void *cls, const char *tenant_id)
 {
 	CHECK(cls == &hook_calls);
+	snprintf(hook_tenant, sizeof(hook_tenant), "%s", tenant_id ? tenant_id : "many");
 	hook_calls++;
 }
 
@@ -145,7 +147,18 @@ static void test_hook(void)
 	add(ta, "webhook.test", NULL, NULL, NULL);
 	CHECK(hook_calls == 0); /* not visible yet */
 	CHECK_RC(db_commit(fx.db), CP_OK);
-	CHECK(hook_calls == 1); /* once a commit */
+	CHECK(hook_calls == 1); /* once a commit, naming the tenant */
+	CHECK(strcmp(hook_tenant, ta) == 0);
+	CHECK_RC(db_begin(fx.db), CP_OK);
+	add(ta, "webhook.test", NULL, NULL, NULL);
+	add(tb, "webhook.test", NULL, NULL, NULL);
+	CHECK_RC(db_commit(fx.db), CP_OK);
+	CHECK(hook_calls == 2 && strcmp(hook_tenant, "many") == 0); /* two tenants' events */
+	CHECK_RC(db_begin(fx.db), CP_OK);
+	add(tb, "webhook.test", NULL, NULL, NULL);
+	CHECK_RC(db_commit(fx.db), CP_OK);
+	CHECK(hook_calls == 3 && strcmp(hook_tenant, tb) == 0);
+	hook_calls = 1;
 	CHECK_RC(db_begin(fx.db), CP_OK);
 	add(ta, "webhook.test", NULL, NULL, NULL);
 	db_rollback(fx.db);
