@@ -125,8 +125,9 @@ void api_events_stream(struct api_req *req, struct api_resp *resp)
 		return;
 	}
 	/* A reconnecting browser sends Last-Event-ID: it wins over the
-	 * ?after= of the URL it first opened. */
-	if (req->last_event_id) {
+	 * ?after= of the URL it first opened. Empty is none (the spec's
+	 * "no last event ID"). */
+	if (req->last_event_id && req->last_event_id[0]) {
 		after = req->last_event_id;
 		field = "Last-Event-ID";
 	}
@@ -134,6 +135,16 @@ void api_events_stream(struct api_req *req, struct api_resp *resp)
 	if (after && !events_after_or_reply(req, resp, after, field, &resp->stream.after)) {
 		resp->stream.on = false;
 		return;
+	}
+	/* Without a cursor the stream starts now: the history is GET
+	 * /v1/events, whose last id a client passes as ?after= for no gap. */
+	if (!after) {
+		cp_rc rc = db_event_last_seq(req->db, req->tenant_id, &resp->stream.after);
+		if (rc != CP_OK) {
+			resp->stream.on = false;
+			api_reply_rc(resp, rc, "event");
+			return;
+		}
 	}
 	if (f.certificate_id)
 		snprintf(resp->stream.certificate_id, sizeof(resp->stream.certificate_id), "%s",

@@ -268,6 +268,8 @@ bool db_event_type_known(const char *type);
  * the same transaction. */
 cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_t *data,
 		   char id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* The seq of tenant_id's newest event into *seq (0 when it has none). */
+cp_rc db_event_last_seq(struct db *db, const char *tenant_id, int64_t *seq) CP_WUR;
 /* The seq of event id of tenant_id (for ?after=<event id>). */
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq) CP_WUR;
 /* Events of a tenant, oldest first; type may be NULL; after is a seq. */

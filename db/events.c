@@ -163,6 +163,20 @@ cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct 
 	return db_fetch_page(db, st, pg.limit, out);
 }
 
+cp_rc db_event_last_seq(struct db *db, const char *tenant_id, int64_t *seq)
+{
+	/* One step down the (tenant_id, seq) index from its end. */
+	static const char sql[] =
+		"SELECT seq FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1";
+	cp_rc rc = db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, NULL), seq);
+
+	if (rc == CP_ERR_NOT_FOUND) {
+		*seq = 0;
+		rc = CP_OK;
+	}
+	return rc;
+}
+
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq)
 {
 	static const char sql[] = "SELECT seq FROM events WHERE tenant_id = ?1 AND id = ?2";

@@ -208,10 +208,12 @@ def test_resume_exactly_the_missed_events():
     s = server()
     _, key = s.new_tenant("resume")
     wid = hook(s, key)
-    first = fire(s, key, wid)
+    fire(s, key, wid)
     st = opened(Stream(s, key))
+    check(st.events() == [], "without a cursor the stream starts now")
+    first = fire(s, key, wid)
     got = [f["id"] for f in st.events()]
-    check(got == [first], "from the start: %r" % got)
+    check(got == [first], "then the new one: %r" % got)
     st.close()
     missed = [fire(s, key, wid) for _ in range(20)]  # more than one page (16)
     for how in ({"headers": {"Last-Event-ID": first}}, {"query": "?after=" + first},
@@ -227,6 +229,10 @@ def test_resume_exactly_the_missed_events():
     got = [f["id"] for f in st.events()]
     st.close()
     check(got == [late], "then only the new one: %r" % got)
+    st = opened(Stream(s, key, headers={"Last-Event-ID": ""}, query="?after=" + missed[-2]))
+    got = [f["id"] for f in st.events()]
+    st.close()
+    check(got == [missed[-1], late], "an empty Last-Event-ID is none: %r" % got)
     for bad, field in (({"Last-Event-ID": "nope"}, "Last-Event-ID"),
                        ({"Last-Event-ID": ZERO_UUID}, "Last-Event-ID")):
         st = Stream(s, key, headers=bad)
@@ -277,12 +283,14 @@ def test_filters_and_isolation():
     wid = hook(s, key)
     spy_all = opened(Stream(s, bad))
     tmp = tempfile.mkdtemp(prefix="cp-sse-")
+    e0 = fire(s, key, wid)
     c1 = upload_expired(s, key, tmp, "one")
-    st = opened(Stream(s, key, query="?certificate_id=" + c1))
+    # after e0: c1's reminder may be written before the stream opens
+    st = opened(Stream(s, key, query="?certificate_id=%s&after=%s" % (c1, e0)))
     spy_c1 = opened(Stream(s, bad, query="?certificate_id=" + c1))
     try:
         c2 = upload_expired(s, key, tmp, "two")
-        tests = [fire(s, key, wid) for _ in range(3)]
+        tests = [e0] + [fire(s, key, wid) for _ in range(3)]
 
         def expired(c):
             ev = s.list_all("/v1/events", token=key, query={"certificate_id": c})

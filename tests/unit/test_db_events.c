@@ -110,6 +110,15 @@ static void test_filters(void)
 	ids_of(ta, (struct db_event_filter){ .certificate_id = C1 }, 1, seq1, got, sizeof(got));
 	snprintf(want, sizeof(want), "%.8s", e2);
 	CHECK(strcmp(got, want) == 0);
+	/* the newest seq: where a stream without a cursor starts */
+	{
+		int64_t last = -1, seq4 = 0;
+		CHECK_RC(db_event_seq(fx.db, ta, e4, &seq4), CP_OK);
+		CHECK_RC(db_event_last_seq(fx.db, ta, &last), CP_OK);
+		CHECK(last == seq4);
+		CHECK_RC(db_event_last_seq(fx.db, "no-such-tenant", &last), CP_OK);
+		CHECK(last == 0);
+	}
 	/* tenant b sees only its own */
 	ids_of(tb, (struct db_event_filter){ .certificate_id = C2 }, 10, 0, got, sizeof(got));
 	CHECK(strcmp(got, "") == 0);
@@ -136,6 +145,9 @@ static void test_plans(void)
 	CHECK(plan_uses("EXPLAIN QUERY PLAN SELECT seq FROM events WHERE tenant_id = 'a' AND "
 			"property_id = 'p' AND seq > 0 ORDER BY seq LIMIT 5",
 			"events_tenant_property"));
+	CHECK(plan_uses("EXPLAIN QUERY PLAN SELECT seq FROM events WHERE tenant_id = 'a' "
+			"ORDER BY seq DESC LIMIT 1",
+			"events_tenant"));
 }
 
 static void test_hook(void)
