@@ -50,6 +50,17 @@ struct api_req {
 	const char *request_id;
 	const char *if_match;	   /* If-Match header, or NULL */
 	const char *if_none_match; /* If-None-Match header, or NULL */
+	const char *last_event_id; /* Last-Event-ID header, or NULL */
+};
+
+/* What GET /v1/events/stream streams when its handler accepted it (on):
+ * the HTTP layer answers with the stream, or 429/503 when the stream
+ * limits are reached. */
+struct api_stream {
+	bool on;
+	int64_t after;			      /* seq of the last event the client has */
+	char certificate_id[CP_UUID_LEN + 1]; /* "" = any */
+	char property_id[CP_UUID_LEN + 1];    /* "" = any */
 };
 
 /* The response a handler fills. Owned fields are freed by the HTTP layer. */
@@ -63,6 +74,7 @@ struct api_resp {
 	int retry_after;	  /* Retry-After seconds when > 0 */
 	bool no_store;		  /* Cache-Control: no-store (secrets) */
 	char etag[24];		  /* ETag header ("\"<16 hex>\"") when set */
+	struct api_stream stream; /* an event stream instead of a body */
 };
 
 typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);
@@ -215,6 +227,9 @@ void api_readyz(struct api_req *, struct api_resp *);
 void api_openapi(struct api_req *, struct api_resp *);
 void api_audit_list(struct api_req *, struct api_resp *);
 void api_events_list(struct api_req *, struct api_resp *);
+/* Validates GET /v1/events/stream and fills resp->stream (server/sse.c
+ * streams it). */
+void api_events_stream(struct api_req *, struct api_resp *);
 
 /* metrics.c: GET /metrics, the operator key unless metrics_public */
 void api_metrics(struct api_req *, struct api_resp *);

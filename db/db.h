@@ -278,11 +278,29 @@ bool db_event_type_known(const char *type);
  * the same transaction. */
 cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_t *data,
 		   char id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* The seq of tenant_id's newest event into *seq (0 when it has none). */
+cp_rc db_event_last_seq(struct db *db, const char *tenant_id, int64_t *seq) CP_WUR;
 /* The seq of event id of tenant_id (for ?after=<event id>). */
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq) CP_WUR;
 /* Events of a tenant, oldest first; type may be NULL; after is a seq. */
 cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
 		    struct db_list *out) CP_WUR;
+/* What an event list selects; NULL members select any. certificate_id and
+ * property_id are the data's ids of that name. */
+struct db_event_filter {
+	const char *type;
+	const char *certificate_id;
+	const char *property_id;
+};
+/* db_event_list with every filter of f (borrowed); each combination is one
+ * index range scan in seq order. */
+cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct db_event_filter *f,
+			     struct db_page pg, struct db_list *out) CP_WUR;
+/* Call fn(cls, tenant_id) after every COMMIT that wrote an event (or after
+ * an event written outside a transaction), on the committing thread, with
+ * the tenant whose events it wrote (NULL: several tenants'); it must not
+ * block nor call db/. Set once, before any thread writes. NULL: none. */
+void db_event_hook_set(void (*fn)(void *cls, const char *tenant_id), void *cls);
 
 /* ---- edge hostnames (the CNAME targets; hostname unique across tenants) ---- */
 

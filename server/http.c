@@ -76,11 +76,13 @@ struct req_state {
 	char body_hash[65];
 	struct db_idem_scope scope;
 	char slot_tenant[CP_UUID_LEN + 1]; /* net pool slot owner */
+	struct server_sse_stream *sse;	   /* an admitted event stream (sse.c) */
 };
 
 struct server_http {
 	struct server_listener *listener;
 	struct server_netpool *net;
+	struct server_sse *sse;
 	const struct api_ctx *ctx;
 };
 
@@ -347,6 +349,17 @@ static void run_handler(struct req_state *rs)
 {
 	rs->route->handler(&rs->req, &rs->resp);
 	idem_end(rs);
+	/* An event stream the handler accepted: within the stream limits, or
+	 * 429/503 (sse.c). */
+	if (rs->resp.stream.on) {
+		const char *auth =
+			MHD_lookup_connection_value(rs->c, MHD_HEADER_KIND, "Authorization");
+		char hash[65];
+		assert(auth && strlen(auth) > 7); /* authenticate() passed */
+		cp_sha256_hex(auth + 7, strlen(auth + 7), hash);
+		(void)server_sse_admit(rs->h->sse, rs->req.tenant_id,
+				       rs->req.is_operator ? NULL : hash, &rs->resp, &rs->sse);
+	}
 }
 
 /* A net thread's turn (netpool.c): run the handler with that thread's own
@@ -547,13 +560,14 @@ static void created_location(const char *method, const char *path, const struct 
 static enum MHD_Result send_response(struct server_http *h, struct MHD_Connection *c,
 				     struct api_resp *resp, const char *request_id,
 				     const char *method, const char *path, bool replayed,
-				     bool close)
+				     bool close, struct server_sse_stream **sse)
 {
 	char location[512];
 	struct MHD_Response *r;
 	char *body = NULL;
 	size_t len = 0;
 	const char *origin = cors_origin(h->ctx->cfg, c);
+	bool streaming = *sse != NULL;
 	enum MHD_Result ret;
 
 	/* before the body below takes resp->text */
@@ -566,7 +580,11 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		len = resp->text_len;
 		resp->text = NULL;
 	}
-	if (body && resp->no_store)
+	if (*sse) {
+		/* The response owns the stream from here (freed with it). */
+		r = server_sse_response(*sse, c);
+		*sse = NULL;
+	} else if (body && resp->no_store)
 		/* A secret (private key, API key, webhook secret): wiped, not just
 		 * freed, once libmicrohttpd has sent it. */
 		r = MHD_create_response_from_buffer_with_free_callback_cls(len, body, wipe_free,
@@ -579,7 +597,7 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		free(body);
 		return MHD_NO;
 	}
-	if (len || resp->json)
+	if (len || resp->json || streaming)
 		MHD_add_response_header(r, "Content-Type",
 					resp->content_type ? resp->content_type
 							   : "application/json");
@@ -591,8 +609,10 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		snprintf(ra, sizeof(ra), "%d", resp->retry_after);
 		MHD_add_response_header(r, "Retry-After", ra);
 	}
-	if (resp->no_store)
+	if (resp->no_store || streaming)
 		MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (streaming)
+		MHD_add_response_header(r, "X-Accel-Buffering", "no"); /* proxies: no buffering */
 	/* RFC 9110 15.5.2: a 401 names its scheme (RFC 6750: Bearer). */
 	if (resp->status == 401)
 		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"certplane\"");
@@ -631,6 +651,8 @@ static void rs_free(struct req_state *rs)
 	if (!rs)
 		return;
 	cp_buf_free(&rs->body); /* wiping: uploads carry keys and passphrases */
+	/* an event stream admitted but never sent */
+	server_sse_stream_free(rs->sse);
 	free(rs->path);
 	json_decref(rs->req.query);
 	json_decref(rs->req.body);
@@ -651,7 +673,7 @@ static enum MHD_Result finish(struct req_state *rs, const char *method, const ch
 	double secs;
 
 	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->path, rs->replayed,
-			    rs->early);
+			    rs->early, &rs->sse);
 	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
 	server_metrics_request(rs->route, method, rs->resp.status, secs);
 	/* One line a request. The URL path carries ids only; query strings,
@@ -736,6 +758,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	/* Borrowed: libmicrohttpd keeps header values until the request ends. */
 	rs->req.if_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Match");
 	rs->req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	rs->req.last_event_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_collect, rs->req.query);
 	if (dispatch(rs))
 		return MHD_YES; /* suspended; called again when the net thread is done */
@@ -1260,9 +1283,13 @@ cp_rc server_http_start(const struct api_ctx *ctx, struct server_http **out)
 	h->ctx = ctx;
 	rc = server_netpool_start(ctx->cfg->net_threads, ctx->cfg->net_tenant_concurrency, &h->net);
 	if (rc == CP_OK)
+		rc = server_sse_start(ctx->cfg->event_streams_max,
+				      ctx->cfg->event_stream_keepalive_seconds, &h->sse);
+	if (rc == CP_OK)
 		rc = server_listener_start(ctx->cfg, ctx->cfg->listen, ctx->cfg->http_threads,
 					   on_request, h, on_completed, &h->listener);
 	if (rc != CP_OK) {
+		server_sse_free(h->sse);
 		server_netpool_free(h->net);
 		free(h);
 		return rc;
@@ -1278,8 +1305,10 @@ void server_http_stop(struct server_http *h)
 		return;
 	/* The net pool first: every suspended request is answered and its
 	 * connection resumed before the daemon stops. */
+	server_sse_stop(h->sse); /* every stream ends instead of waiting */
 	server_netpool_stop(h->net);
 	server_listener_stop(h->listener);
+	server_sse_free(h->sse); /* after the daemon freed the streams */
 	server_netpool_free(h->net);
 	free(h);
 }

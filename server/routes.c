@@ -42,6 +42,7 @@ static const struct server_route routes[] = {
 	{ "GET", "/v1/audit-log", api_audit_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/events", api_events_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/summary", api_summary_get, SERVER_AUTH_KEY },
+	{ "GET", "/v1/events/stream", api_events_stream, SERVER_AUTH_KEY },
 	{ "POST", "/v1/edge-hostnames", api_edge_hostnames_create, SERVER_AUTH_KEY },
 	{ "GET", "/v1/edge-hostnames", api_edge_hostnames_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/edge-hostnames/{id}", api_edge_hostnames_get, SERVER_AUTH_KEY },
