@@ -75,11 +75,16 @@ out:
 cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
 		    struct db_list *out)
 {
-	static const char sql_all[] = "SELECT seq, " EVENT_JSON " FROM events "
-				      "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
-	static const char sql_type[] = "SELECT seq, " EVENT_JSON " FROM events "
-				       "WHERE tenant_id = ?1 AND seq > ?3 AND type = ?5 "
-				       "ORDER BY seq LIMIT ?4";
+#define SQL_ALL(cmp, dir)                                                                          \
+	"SELECT seq, " EVENT_JSON " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
+	"ORDER BY seq" dir " LIMIT ?4"
+#define SQL_TYPE(cmp, dir)                                                                         \
+	"SELECT seq, " EVENT_JSON " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
+	"AND type = ?5 ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
+	static const char *const sql_type[2] = DB_LIST_BOTH(SQL_TYPE);
+#undef SQL_ALL
+#undef SQL_TYPE
 	/* Two statements, so that each is one index range scan. */
 	return db_list_filtered(db, type ? sql_type : sql_all, tenant_id, NULL, type, pg, out);
 }
