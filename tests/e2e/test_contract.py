@@ -55,6 +55,9 @@ ID_FIELDS = {
 }
 
 
+# The operations whose description says null is refused (422 naming the
+# field) rather than the field left out, the document's general rule.
+NULL_REFUSED = {("PATCH", "/v1/properties/{id}")}
 # Deletions that must come before others (what uses an object goes first).
 DELETE_FIRST = ["/v1/properties/{id}", "/v1/webhooks/{id}", "/v1/certificates/{id}",
                 "/v1/edge-hostnames/{id}"]
@@ -216,6 +219,10 @@ def body_mutations(schema, body, foreign):
                 out.append(("%s bad uuid" % name, name, dict(body, **{name: "not-a-uuid"})))
             if "minLength" in ps and ps["minLength"] >= 1:
                 out.append(("%s empty" % name, name, dict(body, **{name: ""})))
+            if "pattern" in ps and "enum" not in ps:
+                out.append(("%s against its pattern" % name, name, dict(body, **{name: "!! ~"})))
+        if name in schema.get("required", []):
+            out.append(("%s null" % name, name, dict(body, **{name: None})))
         if "integer" in types or "number" in types:
             if "minimum" in ps:
                 out.append(("%s below minimum" % name, name,
@@ -231,6 +238,9 @@ def body_mutations(schema, body, foreign):
                                                  for k in range(ps["maxItems"] + 1)]})))
             if ps.get("minItems", 0) >= 1:
                 out.append(("%s empty array" % name, name, dict(body, **{name: []})))
+            if ps.get("uniqueItems") and isinstance(body.get(name), list) and body[name]:
+                out.append(("%s duplicate items" % name, name,
+                            dict(body, **{name: [body[name][0], body[name][0]]})))
             if items.get("type") == "string":
                 out.append(("%s item wrong type" % name, name, dict(body, **{name: [7]})))
                 if "maxLength" in items:
@@ -244,6 +254,35 @@ def body_mutations(schema, body, foreign):
 def query_params(op, item):
     ps = [oa.resolve(p) for p in item.get("parameters", []) + op.get("parameters", [])]
     return [p for p in ps if p.get("in") == "query"]
+
+
+def query_valid(params, gen):
+    """[(what, {name: valid value})]: each enum value, each integer bound,
+    a fixture's id for an id filter, a hostname, the other order."""
+    out = []
+    for p in params:
+        s = oa.resolve(p.get("schema", {}))
+        name = p["name"]
+        t = s.get("type")
+        types = t if isinstance(t, list) else [t]
+        if name == "cursor":
+            continue
+        if "enum" in s:
+            out += [("?%s=%s" % (name, v), {name: str(v)}) for v in s["enum"] if v is not None]
+        elif "integer" in types:
+            for v in (s.get("minimum"), s.get("maximum")):
+                if v is not None:
+                    out.append(("?%s=%d" % (name, v), {name: str(v)}))
+        elif name in ID_FIELDS and ID_FIELDS[name] in gen.fx["ids"]:
+            out.append(("?%s=<fixture>" % name, {name: gen.fx["ids"][ID_FIELDS[name]]}))
+        elif "hostname" in name:
+            out.append(("?%s=<a hostname>" % name, {name: gen.hostname()}))
+    return out
+
+
+def header_params(op, item):
+    ps = [oa.resolve(p) for p in item.get("parameters", []) + op.get("parameters", [])]
+    return [p for p in ps if p.get("in") == "header" and p["name"].lower() != "x-tenant-id"]
 
 
 def query_mutations(params):
@@ -439,7 +478,28 @@ def test_generated_requests_every_operation():
                             and scope == "tenant" and 200 <= r.status < 300):
                         problems.append("%s %s: another tenant's key reached the object (%d)"
                                         % (method, pattern, r.status))
-                # 3. the body's mutations, by the natural caller
+                # 3. an optional field given as null is the field left out
+                #    (openapi.yaml's info): the request still succeeds
+                if schema is not None and method in ("POST", "PUT", "PATCH") \
+                        and not pattern.endswith("/cancel"):
+                    for name in oa.resolve(schema).get("properties", {}):
+                        ps = oa.resolve(oa.resolve(schema)["properties"][name])
+                        if (name in oa.resolve(schema).get("required", []) or name in body
+                                or "null" in (ps.get("type") if isinstance(ps.get("type"), list)
+                                              else [ps.get("type")])):
+                            continue  # null is a value of its own there
+                        r = send(method, path_a, pattern, "%s: %s null" % (tag, name),
+                                 body=dict(dup(body), **{name: None}), **natural)
+                        if (method, pattern) in NULL_REFUSED:
+                            if r.status != 422 or not any(e.get("field") == name for e in
+                                                          r.json.get("errors", [])):
+                                problems.append("%s %s (%s null, documented as refused) "
+                                                "answered %d" % (method, pattern, name, r.status))
+                        elif not 200 <= r.status < 300 and r.status != 409:
+                            problems.append("%s %s (%s null, documented as absent) answered "
+                                            "%d: %s" % (method, pattern, name, r.status,
+                                                        r.text[:200]))
+                # 4. the body's mutations, by the natural caller
                 if schema is not None and method != "DELETE":
                     for what, field, bad in body_mutations(schema, body, b):
                         r = send(method, path_a, pattern, "%s: %s" % (tag, what), body=bad, **natural)
@@ -455,8 +515,33 @@ def test_generated_requests_every_operation():
                                 for e in (r.json or {}).get("errors", [])):
                             problems.append("%s %s (%s): the 422 does not name %r: %s"
                                             % (method, pattern, what, field, r.text[:200]))
-            # 4. query parameters out of their schema
+            # 5. request headers out of their schema (X-Tenant-ID is above),
+            #    and a body of another media type
+            if method in ("POST", "PUT", "PATCH"):
+                body0 = variants[0][2]
+                for hp in header_params(op, item):
+                    hs = oa.resolve(hp.get("schema", {}))
+                    if "maxLength" in hs:
+                        r = send(method, path_a, pattern, "%s too long" % hp["name"],
+                                 body=dup(body0) if body0 is not ABSENT else {},
+                                 headers={hp["name"]: "k" * (hs["maxLength"] + 1)}, **natural)
+                        if not 400 <= r.status < 500:
+                            problems.append("%s %s: %s too long answered %d"
+                                            % (method, pattern, hp["name"], r.status))
+                if op.get("requestBody"):
+                    r = send(method, path_a, pattern, "text/plain body", raw=b"name=x",
+                             headers={"Content-Type": "text/plain"}, **natural)
+                    if r.status != 415:
+                        problems.append("%s %s: a text/plain body answered %d"
+                                        % (method, pattern, r.status))
+            # 4. query parameters: each valid value succeeds, each value out
+            #    of its schema is a 4xx naming the parameter
             if method == "GET":
+                for what, q in query_valid(qparams, gen):
+                    r = send(method, path_a, pattern, what, query=q, **natural)
+                    if not 200 <= r.status < 300:
+                        problems.append("%s %s (%s): a valid query answered %d: %s"
+                                        % (method, pattern, what, r.status, r.text[:200]))
                 for what, name, q in query_mutations(qparams):
                     r = send(method, path_a, pattern, what, query=q, **natural)
                     if not 400 <= r.status < 500:
