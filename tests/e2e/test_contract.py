@@ -474,6 +474,12 @@ def test_generated_requests_every_operation():
                         problems.append("%s %s: no key answered %d" % (method, pattern, r.status))
                     if what == "a wrong key" and scope != "public" and r.status != 401:
                         problems.append("%s %s: a wrong key answered %d" % (method, pattern, r.status))
+                    if (what in ("the operator, X-Tenant-ID", "the tenant's key")
+                            and scope == "tenant" and method != "DELETE"
+                            and not 200 <= r.status < 300
+                            and not (method == "POST" and r.status == 409)):
+                        problems.append("%s %s (%s): a valid request answered %d: %s"
+                                        % (method, pattern, what, r.status, r.text[:200]))
                     if (what == "another tenant's key on these ids" and "{" in pattern
                             and scope == "tenant" and 200 <= r.status < 300):
                         problems.append("%s %s: another tenant's key reached the object (%d)"
@@ -542,6 +548,14 @@ def test_generated_requests_every_operation():
                     if not 200 <= r.status < 300:
                         problems.append("%s %s (%s): a valid query answered %d: %s"
                                         % (method, pattern, what, r.status, r.text[:200]))
+                # an id filter naming another tenant's object finds nothing
+                for p in qparams:
+                    if p["name"] in ID_FIELDS and ID_FIELDS[p["name"]] in b:
+                        r = send(method, path_a, pattern, "?%s of another tenant" % p["name"],
+                                 query={p["name"]: b[ID_FIELDS[p["name"]]]}, **natural)
+                        if r.status != 200 or (r.json or {}).get("data") != []:
+                            problems.append("%s %s (?%s of another tenant): %r"
+                                            % (method, pattern, p["name"], r))
                 for what, name, q in query_mutations(qparams):
                     r = send(method, path_a, pattern, what, query=q, **natural)
                     if not 400 <= r.status < 500:
