@@ -26,14 +26,16 @@ request with the natural auth must succeed (2xx); an invalid one must be a
 4xx, and a 422 must name the field it is about.
 """
 import copy
+import http.client
 import json
 import os
+import urllib.parse
 import sys
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, Testbed, check, expect, run  # noqa: E402
+from harness import Resp, Server, Testbed, check, expect, run  # noqa: E402
 import test_openapi as oa  # noqa: E402
 
 TB = Testbed().ensure()
@@ -70,6 +72,34 @@ def op_scope(path):
     if path.startswith("/v1/tenants") or path == "/metrics":
         return "operator"
     return "tenant"
+
+
+def streams(op):
+    """True when a 2xx of op is an endless stream (text/event-stream)."""
+    return any("text/event-stream" in (oa.resolve(r).get("content") or {})
+               for code, r in op.get("responses", {}).items() if code.startswith("2"))
+
+
+def stream_request(srv, method, path, query=None, token=None, auth=True, tenant=None,
+                   headers=None, body=None, raw=None):
+    """A request whose 2xx answer is a stream: status and headers only (the
+    body of a 2xx is not read; an error's body is)."""
+    h = dict(headers or {})
+    if auth:
+        h["Authorization"] = "Bearer " + (token or srv.token)
+    if tenant:
+        h["X-Tenant-ID"] = tenant
+    if query:
+        path += "?" + urllib.parse.urlencode(query)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.request(method, path, headers=h)
+        r = conn.getresponse()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        data = b"" if 200 <= r.status < 300 else r.read()
+        return Resp(r.status, hdrs, data)
+    finally:
+        conn.close()
 
 
 # ----------------------------------------------------------- generation
@@ -389,11 +419,22 @@ def test_generated_requests_every_operation():
         def send(method, path, pattern, what, body=ABSENT, query=None, **kw):
             if body is not ABSENT:
                 kw["body"] = body
-            r = srv.request(method, path, query=query, **kw)
+            if streams(spec["paths"][pattern][method.lower()]):
+                r = stream_request(srv, method, path, query=query, **kw)
+            else:
+                r = srv.request(method, path, query=query, **kw)
             counts["requests"] += 1
             before = len(problems)
+            op_ = spec["paths"][pattern][method.lower()]
             if r.status >= 500:
                 problems.append("%s %s (%s): %d: %s" % (method, pattern, what, r.status, r.text[:300]))
+            elif streams(op_) and 200 <= r.status < 300:
+                doc = oa.resolve(op_["responses"].get(str(r.status), {}))
+                ctype = (r.header("content-type") or "").split(";")[0].strip()
+                if ctype not in (doc.get("content") or {}):
+                    problems.append("%s %s (%s): stream answered %d %r, documented %s"
+                                    % (method, pattern, what, r.status, ctype,
+                                       sorted(doc.get("content") or {})))
             else:
                 oa.conform(method, pattern, r, problems)
             if len(problems) > before and r.status < 500:
