@@ -1,7 +1,7 @@
 """test_list_order.py - newest-first lists and the two list filters (issue 12).
 
-(a) every list endpoint (the operations with the shared `Order` parameter in
-    openapi.yaml) walked page by page with limit=2 in both orders: the
+(a) every list endpoint (every GET of openapi.yaml that pages with `cursor`
+    must take the shared `Order` parameter too) walked page by page with limit=2 in both orders: the
     ?order=desc walk is exactly the ?order=asc walk reversed, each page's
     next_cursor continues in its page's order, no row twice, none lost; a bad
     `order` is a 400 naming it;
@@ -18,6 +18,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Server, Testbed, check, expect, run  # noqa: E402
+import test_openapi as oa  # noqa: E402
 
 TB = Testbed().ensure()
 
@@ -131,12 +132,32 @@ def test_every_list_both_orders():
             ("/v1/tenants", None, None, 2),
             ("/v1/tenants/%s/api-keys" % f["ta"], None, None, 3),
         ]
-        covered = set()
         for path, tok, q, at_least in lists:
             rows = same_reversed(srv, path, tok, q)
             check(len(rows) >= at_least, "%s %s: %d rows, expected >= %d: %s"
                   % (path, q, len(rows), at_least, [r.get("type") for r in rows]))
-            covered.add(path.split("/")[2] if path.count("/") == 2 else path.split("/")[-1])
+        # Every list the document has: paged lists take Order, and a list
+        # not named above (added later) is walked with the tenant's key.
+        walked = {p.split("?")[0] for p, _, _, _ in lists}
+        pattern_of = {"/v1/certificates/%s/versions" % f["c0"]: "/v1/certificates/{id}/versions",
+                      "/v1/properties/%s/deployments" % f["props"][0]["id"]:
+                          "/v1/properties/{id}/deployments",
+                      "/v1/webhooks/%s/deliveries" % f["hook"]["id"]: "/v1/webhooks/{id}/deliveries",
+                      "/v1/tenants/%s/api-keys" % f["ta"]: "/v1/tenants/{id}/api-keys"}
+        walked = {pattern_of.get(p, p) for p in walked}
+        for path, item in oa.load_spec()["paths"].items():
+            op = item.get("get")
+            if not op:
+                continue
+            names = [(oa.resolve(p) or {}).get("name") for p in
+                     item.get("parameters", []) + op.get("parameters", [])]
+            if "cursor" not in names:
+                continue
+            check("order" in names, "GET %s pages (cursor) but documents no order" % path)
+            if path not in walked:
+                check("{" not in path, "GET %s: a list with path ids this test does not walk"
+                      % path)
+                same_reversed(srv, path, ka)
         # A bad order is a 400 naming it, on every list.
         for path, tok, _, _ in lists:
             r = expect(srv.get(path, token=tok, query={"order": "newest"}), 422)
