@@ -81,6 +81,16 @@ def op_scope(path):
     return "tenant"
 
 
+def flat(schema):
+    """schema resolved, with an allOf folded into one object (the form
+    `allOf: [$ref], default: x` that names a shared schema)."""
+    s = dict(oa.resolve(schema))
+    for sub in s.pop("allOf", []):
+        for k, v in flat(sub).items():
+            s.setdefault(k, v)
+    return s
+
+
 def streams(op):
     """True when a 2xx of op is an endless stream (text/event-stream)."""
     return any("text/event-stream" in (oa.resolve(r).get("content") or {})
@@ -235,8 +245,8 @@ def body_mutations(schema, body, foreign):
     if schema.get("additionalProperties") is False:
         out.append(("unknown field", "zz_unknown", dict(body, zz_unknown=1)))
     for name, ps in props.items():
-        ps = oa.resolve(ps)
-        if "oneOf" in ps or "anyOf" in ps or "allOf" in ps:
+        ps = flat(ps)
+        if "oneOf" in ps or "anyOf" in ps:
             continue
         t = ps.get("type")
         types = t if isinstance(t, list) else [t]
@@ -254,6 +264,8 @@ def body_mutations(schema, body, foreign):
                 out.append(("%s bad enum" % name, name, dict(body, **{name: "zz-not-a-value"})))
             if ps.get("format") == "uuid":
                 out.append(("%s bad uuid" % name, name, dict(body, **{name: "not-a-uuid"})))
+            if ps.get("format") == "date-time":
+                out.append(("%s bad date-time" % name, name, dict(body, **{name: "tomorrow"})))
             if "minLength" in ps and ps["minLength"] >= 1:
                 out.append(("%s empty" % name, name, dict(body, **{name: ""})))
             if "pattern" in ps and "enum" not in ps:
@@ -326,7 +338,7 @@ def query_mutations(params):
     """[(what, param name, {name: invalid value})]."""
     out = []
     for p in params:
-        s = oa.resolve(p.get("schema", {}))
+        s = flat(p.get("schema", {}))
         name = p["name"]
         t = s.get("type")
         types = t if isinstance(t, list) else [t]
@@ -394,6 +406,14 @@ def fixtures(srv):
 
     a, ka = tenant("a")
     b, kb = tenant("b")
+    # A read-only key, when the document has key scopes.
+    create = oa.resolve(oa.load_spec()["paths"]["/v1/tenants/{id}/api-keys"]["post"]
+                        ["requestBody"]["content"]["application/json"]["schema"])
+    scope = flat(create.get("properties", {}).get("scope", {}))
+    read_key = None
+    if "read" in scope.get("enum", []):
+        read_key = expect(srv.post("/v1/tenants/%s/api-keys" % a["tenant"],
+                                   {"name": "read", "scope": "read"}), 201).json["key"]
     pem = expect(srv.get("/v1/certificates/%s/pem" % a["certificate"], token=ka), 200).text
     key = expect(srv.get("/v1/certificates/%s/private-key" % a["certificate"], token=ka), 200)
     key = key.json["private_key"] if key.json else key.text
@@ -404,7 +424,7 @@ def fixtures(srv):
     if ev:
         a["event"] = ev[0]["id"]
     return {"u": u, "ids": a, "tenant_key": ka, "other": b, "other_key": kb, "pem": pem,
-            "key_pem": key}
+            "key_pem": key, "read_key": read_key}
 
 
 # ------------------------------------------------------------------ test
@@ -513,6 +533,8 @@ def test_generated_requests_every_operation():
                         ("the operator, no X-Tenant-ID", dict()),
                         ("the operator, X-Tenant-ID", dict(tenant=a["tenant"])),
                         ("the tenant's key", dict(token=ka))]
+                if fx["read_key"]:
+                    auth.append(("a read key", dict(token=fx["read_key"])))
                 if method == "DELETE":
                     # the natural one first: the rest must then answer a
                     # documented status for an object that is gone
@@ -523,6 +545,10 @@ def test_generated_requests_every_operation():
                     if what == "natural" and not 200 <= r.status < 300:
                         problems.append("%s %s: a valid request answered %d: %s"
                                         % (method, pattern, r.status, r.text[:300]))
+                    if (what == "a read key" and scope == "tenant"
+                            and (method != "GET") != (r.status == 403)
+                            and (method, pattern) not in EXPECTED_STATUS):
+                        problems.append("%s %s: a read key answered %d" % (method, pattern, r.status))
                     if what == "no key" and scope != "public" and r.status != 401:
                         problems.append("%s %s: no key answered %d" % (method, pattern, r.status))
                     if what == "a wrong key" and scope != "public" and r.status != 401:
