@@ -590,6 +590,23 @@ static void test_orders(void)
 		 CP_OK);
 	CHECK(json_array_size(l.data) == 0);
 	fx_list_clear(&l);
+	/* By identifier (order_names, migration 016), in both orders, only
+	 * in the order's tenant. */
+	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ .hostname = "www.a.test" },
+			       (struct db_page){ .limit = 10, .desc = true }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) == 1 && !strcmp(fx_str(json_array_get(l.data, 0), "id"), oid));
+	fx_list_clear(&l);
+	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ .hostname = "api.a.test" },
+			       (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) == 0);
+	fx_list_clear(&l);
+	CHECK_RC(db_order_list(db, tb, &(struct db_order_filter){ .hostname = "www.a.test" },
+			       (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) == 0);
+	fx_list_clear(&l);
 
 	/* Save: present members set, absent kept. */
 	patch = json_pack("{s:s,s:s,s:i,s:s}", "status", "validating", "order_url",
