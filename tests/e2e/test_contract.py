@@ -27,7 +27,6 @@ request with the natural auth must succeed (2xx); an invalid one must be a
 """
 import copy
 import http.client
-import json
 import os
 import urllib.parse
 import sys
