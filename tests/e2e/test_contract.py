@@ -13,7 +13,11 @@ property, a deployment, a webhook and its delivery, an ACME order):
   * it is sent with every auth variant: no key, a wrong key, the tenant's
     key, another tenant's key on the first tenant's ids, the tenant's key
     naming another tenant in X-Tenant-ID, the operator with and without
-    X-Tenant-ID;
+    X-Tenant-ID, and a read-only key when keys have scopes (403 on writes);
+  * an optional field sent as null must act as the field left out (the
+    document's rule; NULL_REFUSED lists the operation that refuses it);
+  * an id filter (?certificate_id=...) naming another tenant's object must
+    find nothing;
   * it is mutated into invalid ones: each required field missing, each
     property of the wrong type, strings over maxLength, integers out of
     range, bad enum values, bad uuids, arrays over maxItems, an unknown field
