@@ -121,7 +121,8 @@ bool api_change_or_reply(struct api_req *req, struct api_resp *resp, const struc
 /* Path parameter i must be a UUID; 404 otherwise (a malformed id names no
  * object, exactly as a missing one). */
 bool api_id_or_reply(struct api_req *req, struct api_resp *resp, int i);
-/* Parse ?limit=&cursor= into pg (limit 1..500, default 50). */
+/* Parse ?limit=&cursor=&order= into pg (limit 1..500, default 50; order
+ * asc, the default, or desc). */
 bool api_page_or_reply(struct api_req *req, struct api_resp *resp, struct db_page *pg);
 /* Query parameter as a string (NULL if absent). */
 const char *api_query(struct api_req *req, const char *name);

@@ -254,11 +254,22 @@ const char *api_query(struct api_req *req, const char *name)
 bool api_page_or_reply(struct api_req *req, struct api_resp *resp, struct db_page *pg)
 {
 	const char *limit = api_query(req, "limit"), *cursor = api_query(req, "cursor");
+	const char *order = api_query(req, "order");
 	char *end;
 
 	assert(req && resp && pg);
 	pg->after = 0;
 	pg->limit = 50;
+	pg->desc = false;
+	/* ?order=desc lists newest first; a cursor walks on in the order of
+	 * the page that returned it (the client repeats ?order). */
+	if (order) {
+		if (strcmp(order, "desc") != 0 && strcmp(order, "asc") != 0) {
+			api_problem_field(resp, "order", "must be asc or desc");
+			return false;
+		}
+		pg->desc = order[0] == 'd';
+	}
 	if (limit) {
 		long v = strtol(limit, &end, 10);
 		if (!*limit || *end || v < 1 || v > 500) {

@@ -57,6 +57,7 @@ static bool order_change_begin(struct api_req *req, struct api_resp *resp,
 void api_orders_list(struct api_req *req, struct api_resp *resp)
 {
 	const char *cert = api_query(req, "certificate_id"), *status = api_query(req, "status");
+	const char *hostname = api_query(req, "hostname"), *why;
 	struct db_page pg;
 	struct db_list list;
 	bool ok = false;
@@ -76,7 +77,15 @@ void api_orders_list(struct api_req *req, struct api_resp *resp)
 				  "failed, canceled");
 		return;
 	}
-	rc = db_order_list(req->db, req->tenant_id, cert, status, pg, &list);
+	/* An identifier as the order names it: a wildcard is allowed. */
+	if (hostname && !cp_hostname_valid(hostname, true, &why)) {
+		api_problem_field(resp, "hostname", why);
+		return;
+	}
+	rc = db_order_list(req->db, req->tenant_id,
+			   &(struct db_order_filter){
+				   .certificate_id = cert, .status = status, .hostname = hostname },
+			   pg, &list);
 	api_reply_list_rc(resp, rc, &list, "order");
 }
 

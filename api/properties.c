@@ -252,6 +252,7 @@ void api_properties_create(struct api_req *req, struct api_resp *resp)
 void api_properties_list(struct api_req *req, struct api_resp *resp)
 {
 	const char *hostname = api_query(req, "hostname"), *why;
+	const char *cert = api_query(req, "certificate_id");
 	struct db_page pg;
 	struct db_list list;
 	cp_rc rc;
@@ -262,7 +263,11 @@ void api_properties_list(struct api_req *req, struct api_resp *resp)
 		api_problem_field(resp, "hostname", why);
 		return;
 	}
-	rc = db_property_list(req->db, req->tenant_id, hostname, pg, &list);
+	if (cert && !cp_uuid_valid(cert)) {
+		api_problem_field(resp, "certificate_id", "must be a certificate id (UUID)");
+		return;
+	}
+	rc = db_property_list(req->db, req->tenant_id, hostname, cert, pg, &list);
 	api_reply_list_rc(resp, rc, &list, "property");
 }
 

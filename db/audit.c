@@ -38,11 +38,18 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 
 cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
-	/* Two statements, so that each is one index range scan. */
-	static const char sql_all[] = "SELECT seq, " AUDIT_JSON " FROM audit_log "
-				      "WHERE seq > ?3 ORDER BY seq LIMIT ?4";
-	static const char sql_tenant[] = "SELECT seq, " AUDIT_JSON " FROM audit_log "
-					 "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+	/* Two statements (each in both orders), so that each is one index
+	 * range scan. */
+#define SQL_ALL(cmp, dir)                                                                          \
+	"SELECT seq, " AUDIT_JSON " FROM audit_log WHERE seq " cmp " ?3 ORDER BY seq" dir          \
+	" LIMIT ?4"
+#define SQL_TENANT(cmp, dir)                                                                       \
+	"SELECT seq, " AUDIT_JSON " FROM audit_log WHERE tenant_id = ?1 AND seq " cmp " ?3 "       \
+	"ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
+	static const char *const sql_tenant[2] = DB_LIST_BOTH(SQL_TENANT);
+#undef SQL_ALL
+#undef SQL_TENANT
 	return db_list_scoped(db, tenant_id ? sql_tenant : sql_all, tenant_id, NULL, pg, out);
 }
 

@@ -459,32 +459,40 @@ cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, j
 #define LIST_IF_STATUS " AND (?4 IS NULL OR " LIST_STATUS " = ?4)"
 #define LIST_IF_EXPIRING " AND (?5 IS NULL OR (c.not_after >= ?1 AND c.not_after <= ?1 + ?5))"
 #define LIST_EXPIRING " AND c.not_after >= ?1 AND c.not_after <= ?1 + ?5"
-#define LIST_TAIL " AND c.seq > ?3" LIST_IF_STATUS " ORDER BY c.seq LIMIT ?7"
-#define LIST_PAGE(inner)                                                                       \
+/* Each statement is a macro of (cmp, dir), the keyset comparison and the
+ * ORDER BY direction, instantiated in both orders by DB_LIST_BOTH. */
+#define LIST_TAIL(cmp, dir) " AND c.seq " cmp " ?3" LIST_IF_STATUS " ORDER BY c.seq" dir " LIMIT ?7"
+#define LIST_PAGE(inner, dir)                                                                  \
 	"SELECT c.seq, " CERT_COLS " FROM (" inner ") s JOIN certificates c ON c.seq = s.seq "  \
 	"LEFT JOIN certificate_versions v ON v.certificate_id = c.id AND v.version = c.version " \
-	"ORDER BY c.seq"
+	"ORDER BY c.seq" dir
+#define LIST_BY_NAME(cmp, dir) LIST_PAGE(                                                       \
+	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c ON c.seq = n.cert_seq " \
+	"WHERE n.tenant_id = ?2 AND n.name IN (?6, '*.' || substr(?6, instr(?6, '.') + 1)) "     \
+	"AND n.cert_seq " cmp " ?3 AND c.tenant_id = ?2" LIST_IF_EXPIRING LIST_TAIL(cmp, dir), dir)
+#define LIST_BY_EXPIRY(cmp, dir)                                                          \
+	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_expiry " \
+		  "WHERE c.tenant_id = ?2" LIST_EXPIRING LIST_TAIL(cmp, dir), dir)
+#define LIST_WALK_EXPIRY(cmp, dir)                                                     \
+	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq " \
+		  "WHERE c.tenant_id = ?2" LIST_EXPIRING LIST_TAIL(cmp, dir), dir)
+#define LIST_EXPIRED(cmp, dir)                                                            \
+	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_expiry " \
+		  "WHERE c.tenant_id = ?2 AND c.not_after < ?1" LIST_TAIL(cmp, dir), dir)
+#define LIST_BY_STATUS(cmp, dir)                                                          \
+	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_status " \
+		  "WHERE c.tenant_id = ?2 AND c.status = ?4" LIST_TAIL(cmp, dir), dir)
+#define LIST_ALL(cmp, dir)                                                             \
+	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq " \
+		  "WHERE c.tenant_id = ?2" LIST_TAIL(cmp, dir), dir)
 /* clang-format on */
 
-static const char list_by_name[] = LIST_PAGE(
-	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c ON c.seq = n.cert_seq "
-	"WHERE n.tenant_id = ?2 AND n.name IN (?6, '*.' || substr(?6, instr(?6, '.') + 1)) "
-	"AND n.cert_seq > ?3 AND c.tenant_id = ?2" LIST_IF_EXPIRING LIST_TAIL);
-static const char list_by_expiry[] =
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_expiry "
-		  "WHERE c.tenant_id = ?2" LIST_EXPIRING LIST_TAIL);
-static const char list_walk_expiry[] =
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq "
-		  "WHERE c.tenant_id = ?2" LIST_EXPIRING LIST_TAIL);
-static const char list_expired[] =
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_expiry "
-		  "WHERE c.tenant_id = ?2 AND c.not_after < ?1" LIST_TAIL);
-static const char list_by_status[] =
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_status "
-		  "WHERE c.tenant_id = ?2 AND c.status = ?4" LIST_TAIL);
-static const char list_all[] =
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq "
-		  "WHERE c.tenant_id = ?2" LIST_TAIL);
+static const char *const list_by_name[2] = DB_LIST_BOTH(LIST_BY_NAME);
+static const char *const list_by_expiry[2] = DB_LIST_BOTH(LIST_BY_EXPIRY);
+static const char *const list_walk_expiry[2] = DB_LIST_BOTH(LIST_WALK_EXPIRY);
+static const char *const list_expired[2] = DB_LIST_BOTH(LIST_EXPIRED);
+static const char *const list_by_status[2] = DB_LIST_BOTH(LIST_BY_STATUS);
+static const char *const list_all[2] = DB_LIST_BOTH(LIST_ALL);
 
 /* Bind the list parameters (see above) to st. */
 static void list_bind(sqlite3_stmt *st, int64_t now, const char *tenant_id,
@@ -492,7 +500,7 @@ static void list_bind(sqlite3_stmt *st, int64_t now, const char *tenant_id,
 {
 	sqlite3_bind_int64(st, 1, now);
 	db_bind_text(st, 2, tenant_id);
-	sqlite3_bind_int64(st, 3, pg.after);
+	sqlite3_bind_int64(st, 3, db_page_from(pg));
 	db_bind_text(st, 4, f->status);
 	if (f->expiring_within >= 0)
 		sqlite3_bind_int64(st, 5, f->expiring_within);
@@ -502,17 +510,20 @@ static void list_bind(sqlite3_stmt *st, int64_t now, const char *tenant_id,
 	sqlite3_bind_int(st, 7, pg.limit + 1);
 }
 
-/* True when the tenant's expiry range after the cursor holds at least
- * LIST_RANGE_MAX rows (an index-only count that stops there). */
+/* True when the tenant's expiry range after the cursor (in pg's order)
+ * holds at least LIST_RANGE_MAX rows (an index-only count that stops
+ * there). */
 static cp_rc expiry_range_large(struct db *db, int64_t now, const char *tenant_id,
 				const struct db_cert_filter *f, struct db_page pg, bool *large)
 {
-	static const char sql[] =
-		"SELECT count(*) FROM (SELECT 1 FROM certificates c "
-		"INDEXED BY certificates_tenant_expiry WHERE c.tenant_id = ?2" LIST_EXPIRING
-		" AND c.seq > ?3 LIMIT ?7)";
-	sqlite3_stmt *st = db_stmt(db, sql);
-	struct db_page probe = { .after = pg.after, .limit = LIST_RANGE_MAX - 1 };
+#define SQL(cmp, dir)                                                                              \
+	"SELECT count(*) FROM (SELECT 1 FROM certificates c "                                      \
+	"INDEXED BY certificates_tenant_expiry WHERE c.tenant_id = ?2" LIST_EXPIRING               \
+	" AND c.seq " cmp " ?3 LIMIT ?7)"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
+	sqlite3_stmt *st = db_stmt(db, sql[pg.desc ? 1 : 0]);
+	struct db_page probe = { .after = pg.after, .limit = LIST_RANGE_MAX - 1, .desc = pg.desc };
 	int64_t n = 0;
 	cp_rc rc;
 
@@ -530,7 +541,7 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 	static const struct db_cert_filter none = { .status = NULL,
 						    .expiring_within = -1,
 						    .hostname = NULL };
-	const char *sql = list_all;
+	const char *const *sql = list_all;
 	int64_t now = cp_now();
 	sqlite3_stmt *st;
 	bool large = false;
@@ -551,7 +562,7 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 			      ? list_expired
 			      : list_by_status;
 	}
-	st = db_stmt(db, sql);
+	st = db_stmt(db, sql[pg.desc ? 1 : 0]);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	list_bind(st, now, tenant_id, f, pg);
@@ -592,11 +603,13 @@ cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id
 cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *id,
 			      struct db_page pg, struct db_list *out)
 {
-	static const char sql[] =
-		"SELECT v.seq, " VERSION_JSON " FROM certificate_versions v "
-		"JOIN certificates c ON c.id = v.certificate_id "
-		"WHERE v.tenant_id = ?1 AND v.certificate_id = ?2 AND c.tenant_id = ?1 "
-		"AND v.seq > ?3 ORDER BY v.seq LIMIT ?4";
+#define SQL(cmp, dir)                                                                              \
+	"SELECT v.seq, " VERSION_JSON " FROM certificate_versions v "                              \
+	"JOIN certificates c ON c.id = v.certificate_id "                                          \
+	"WHERE v.tenant_id = ?1 AND v.certificate_id = ?2 AND c.tenant_id = ?1 "                   \
+	"AND v.seq " cmp " ?3 ORDER BY v.seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	return db_list_scoped(db, sql, tenant_id, id, pg, out);
 }
 

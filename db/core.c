@@ -420,21 +420,27 @@ cp_rc db_delete_scoped(struct db *db, const char *sql, const char *tenant_id, co
 	return db_exec_one(db, db_stmt_keyed(db, sql, tenant_id, id));
 }
 
-sqlite3_stmt *db_stmt_page(struct db *db, const char *sql, const char *tenant_id,
+int64_t db_page_from(struct db_page pg)
+{
+	assert(pg.after >= 0);
+	return pg.desc && pg.after == 0 ? INT64_MAX : pg.after;
+}
+
+sqlite3_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
 			   const char *parent, struct db_page pg)
 {
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, parent);
+	sqlite3_stmt *st = db_stmt_keyed(db, sql[pg.desc ? 1 : 0], tenant_id, parent);
 
 	assert(pg.limit > 0);
 	if (st) {
-		sqlite3_bind_int64(st, 3, pg.after);
+		sqlite3_bind_int64(st, 3, db_page_from(pg));
 		sqlite3_bind_int(st, 4, pg.limit + 1);
 	}
 	return st;
 }
 
-cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, const char *parent,
-		     struct db_page pg, struct db_list *out)
+cp_rc db_list_scoped(struct db *db, const char *const sql[2], const char *tenant_id,
+		     const char *parent, struct db_page pg, struct db_list *out)
 {
 	return db_fetch_page(db, db_stmt_page(db, sql, tenant_id, parent, pg), pg.limit, out);
 }
@@ -448,8 +454,9 @@ cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t)
 	return db_exec_stmt(db, st);
 }
 
-cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,
-		       const char *filter, struct db_page pg, struct db_list *out)
+cp_rc db_list_filtered(struct db *db, const char *const sql[2], const char *tenant_id,
+		       const char *parent, const char *filter, struct db_page pg,
+		       struct db_list *out)
 {
 	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, parent, pg);
 

@@ -71,10 +71,12 @@ cp_rc db_secrets_rotate(struct db *db, struct crypto_keyring *ring, const char *
 
 /* ---- pagination: keyset on an insertion sequence ---- */
 
-/* A page request: rows with seq > after, at most limit of them. */
+/* A page request: rows with seq > after (seq < after when desc, newest
+ * first), at most limit of them. */
 struct db_page {
-	int64_t after; /* 0 = from the start */
+	int64_t after; /* 0 = from the start (the newest row when desc) */
 	int limit;     /* 1..500 */
+	bool desc;     /* seq descending (?order=desc) */
 };
 /* A page result: data is a new JSON array; next is the cursor seq (0 = end). */
 struct db_list {
@@ -347,9 +349,10 @@ cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json
  * db_certificate_render. */
 cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id,
 			 struct cp_buf *out) CP_WUR;
-/* hostname (may be NULL) keeps only the property that has that hostname. */
+/* hostname (may be NULL) keeps only the property that has that hostname;
+ * certificate_id (may be NULL) only the properties using it. */
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
-		       struct db_page pg, struct db_list *out) CP_WUR;
+		       const char *certificate_id, struct db_page pg, struct db_list *out) CP_WUR;
 /* Replace every writable field; bump_version adds 1 to version. Same
  * CP_ERR_CONFLICT / *taken contract as create. Call inside a transaction. */
 cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
@@ -641,9 +644,16 @@ bool db_order_status_in_flight(const char *status);
 /* The certificate's order in flight (API shape), or CP_ERR_NOT_FOUND. */
 cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
 			 json_t **out) CP_WUR;
-/* Orders of a tenant, oldest first; certificate_id / status NULL = any. */
-cp_rc db_order_list(struct db *db, const char *tenant_id, const char *certificate_id,
-		    const char *status, struct db_page pg, struct db_list *out) CP_WUR;
+/* Filters of db_order_list; each NULL = any. hostname is one identifier
+ * exactly as the order names it ("*.example.com" for a wildcard). */
+struct db_order_filter {
+	const char *certificate_id;
+	const char *status;
+	const char *hostname;
+};
+/* Orders of a tenant in seq order (pg.desc: newest first), filtered by f. */
+cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_filter *f,
+		    struct db_page pg, struct db_list *out) CP_WUR;
 /* The worker's full view: API fields plus tenant_id, account_url,
  * order_url, finalize_url, certificate_url, key (sealed), error_reason,
  * dns_deadline, verify_at, created_at as unix seconds, and authorizations

@@ -74,13 +74,25 @@ cp_rc db_get_scoped(struct db *db, const char *sql, const char *tenant_id, const
  * it changed no row. */
 cp_rc db_delete_scoped(struct db *db, const char *sql, const char *tenant_id,
 		       const char *id) CP_WUR;
-/* db_stmt_keyed(sql, tenant_id, parent) with the page bound at ?3 and ?4,
- * for a caller that binds its filters (?5 on) before db_fetch_page. */
-sqlite3_stmt *db_stmt_page(struct db *db, const char *sql, const char *tenant_id,
+/* A list statement in both orders: the list's SQL is written once as a
+ * macro m(cmp, dir) of its keyset comparison with ?3 and its ORDER BY
+ * direction, and DB_LIST_BOTH(m) is { ascending, descending }, so each
+ * order is the same index range scan walked one way or the other. Used as
+ * `static const char *const sql[2] = DB_LIST_BOTH(m);`, indexed by pg.desc. */
+/* clang-format off */
+#define DB_LIST_BOTH(m) { m(">", ""), m("<", " DESC") }
+/* clang-format on */
+/* The value ?3 takes for pg: pg.after, or past the newest seq for a first
+ * descending page. */
+int64_t db_page_from(struct db_page pg);
+/* db_stmt_keyed(sql[pg.desc], tenant_id, parent) with the page bound at ?3
+ * (db_page_from) and ?4, for a caller that binds its filters (?5 on) before
+ * db_fetch_page. */
+sqlite3_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
 			   const char *parent, struct db_page pg);
-/* One keyset page of sql's (seq, json) rows into out (db_fetch_page). */
-cp_rc db_list_scoped(struct db *db, const char *sql, const char *tenant_id, const char *parent,
-		     struct db_page pg, struct db_list *out) CP_WUR;
+/* One keyset page of sql[pg.desc]'s (seq, json) rows into out (db_fetch_page). */
+cp_rc db_list_scoped(struct db *db, const char *const sql[2], const char *tenant_id,
+		     const char *parent, struct db_page pg, struct db_list *out) CP_WUR;
 /* Execute the statement sql with ?1 = key (text) and ?2 = the time t (the
  * "stamp a row by its key" shape): db_exec_stmt's result. */
 cp_rc db_exec_at(struct db *db, const char *sql, const char *key, int64_t t) CP_WUR;
@@ -90,8 +102,9 @@ cp_rc db_delete_batch(struct db *db, const char *sql, int64_t cutoff, int limit,
 		      int *deleted) CP_WUR;
 /* db_list_scoped for a list with one optional text filter at ?5 (NULL
  * binds SQL NULL, which the statement reads as "no filter"). */
-cp_rc db_list_filtered(struct db *db, const char *sql, const char *tenant_id, const char *parent,
-		       const char *filter, struct db_page pg, struct db_list *out) CP_WUR;
+cp_rc db_list_filtered(struct db *db, const char *const sql[2], const char *tenant_id,
+		       const char *parent, const char *filter, struct db_page pg,
+		       struct db_list *out) CP_WUR;
 /* Step st once: CP_OK leaves its row to read, and the caller resets st
  * when done with it; CP_ERR_NOT_FOUND (no row) or an error (CP_ERR_INTERNAL
  * for a NULL st) has reset it already. The "step, copy the columns,

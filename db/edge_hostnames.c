@@ -41,8 +41,11 @@ cp_rc db_edge_hostname_get(struct db *db, const char *tenant_id, const char *id,
 cp_rc db_edge_hostname_list(struct db *db, const char *tenant_id, struct db_page pg,
 			    struct db_list *out)
 {
-	static const char sql[] = "SELECT seq, " EDGE_JSON " FROM edge_hostnames "
-				  "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+#define SQL(cmp, dir)                                                                              \
+	"SELECT seq, " EDGE_JSON " FROM edge_hostnames WHERE tenant_id = ?1 AND seq " cmp " ?3 "   \
+	"ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
 }
 

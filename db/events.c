@@ -126,24 +126,33 @@ cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, stru
 cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct db_event_filter *f,
 			     struct db_page pg, struct db_list *out)
 {
-	static const char sql_all[] = "SELECT seq, " EVENT_JSON " FROM events "
-				      "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
-	static const char sql_type[] = "SELECT seq, " EVENT_JSON " FROM events "
-				       "WHERE tenant_id = ?1 AND seq > ?3 AND type = ?5 "
-				       "ORDER BY seq LIMIT ?4";
+#define SQL_ALL(cmp, dir)                                                                          \
+	"SELECT seq, " EVENT_JSON " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
+	"ORDER BY seq" dir " LIMIT ?4"
+#define SQL_TYPE(cmp, dir)                                                                         \
+	"SELECT seq, " EVENT_JSON " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
+	"AND type = ?5 ORDER BY seq" dir " LIMIT ?4"
 	/* By certificate (and maybe property and type), or by property (and
 	 * maybe type): the id's partial index (migration 013) is the range,
 	 * the other filters are checked on its rows. */
-	static const char sql_cert[] =
-		"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_certificate "
-		"WHERE tenant_id = ?1 AND certificate_id = ?6 AND seq > ?3 "
-		"AND (?5 IS NULL OR type = ?5) AND (?7 IS NULL OR property_id = ?7) "
-		"ORDER BY seq LIMIT ?4";
-	static const char sql_prop[] =
-		"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_property "
-		"WHERE tenant_id = ?1 AND property_id = ?7 AND seq > ?3 "
-		"AND (?5 IS NULL OR type = ?5) ORDER BY seq LIMIT ?4";
-	const char *sql = sql_all;
+#define SQL_CERT(cmp, dir)                                                                         \
+	"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_certificate "             \
+	"WHERE tenant_id = ?1 AND certificate_id = ?6 AND seq " cmp " ?3 "                         \
+	"AND (?5 IS NULL OR type = ?5) AND (?7 IS NULL OR property_id = ?7) "                      \
+	"ORDER BY seq" dir " LIMIT ?4"
+#define SQL_PROP(cmp, dir)                                                                         \
+	"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_property "                \
+	"WHERE tenant_id = ?1 AND property_id = ?7 AND seq " cmp " ?3 "                            \
+	"AND (?5 IS NULL OR type = ?5) ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
+	static const char *const sql_type[2] = DB_LIST_BOTH(SQL_TYPE);
+	static const char *const sql_cert[2] = DB_LIST_BOTH(SQL_CERT);
+	static const char *const sql_prop[2] = DB_LIST_BOTH(SQL_PROP);
+#undef SQL_ALL
+#undef SQL_TYPE
+#undef SQL_CERT
+#undef SQL_PROP
+	const char *const *sql = sql_all;
 	sqlite3_stmt *st;
 
 	assert(db && tenant_id && f);
@@ -154,7 +163,7 @@ cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct 
 	else if (f->type)
 		sql = sql_type;
 	st = db_stmt_page(db, sql, tenant_id, NULL, pg);
-	if (st && (sql == sql_cert || sql == sql_prop || sql == sql_type))
+	if (st && sql != sql_all)
 		db_bind_text(st, 5, f->type);
 	if (st && sql == sql_cert)
 		db_bind_text(st, 6, f->certificate_id);

@@ -338,17 +338,33 @@ cp_rc db_property_get(struct db *db, const char *tenant_id, const char *id, json
 }
 
 cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostname,
-		       struct db_page pg, struct db_list *out)
+		       const char *certificate_id, struct db_page pg, struct db_list *out)
 {
-	static const char sql[] =
-		"SELECT p.seq, " PROP_COLS " FROM properties p "
-		"WHERE p.tenant_id = ?1 AND p.seq > ?3 AND (?5 IS NULL OR p.id IN "
-		"(SELECT property_id FROM property_hostnames WHERE hostname = ?5)) "
-		"ORDER BY p.seq LIMIT ?4";
-	sqlite3_stmt *st = db_stmt_page(db, sql, tenant_id, NULL, pg);
+	/* ?5 hostname (NULL: no condition), ?6 certificate. With a certificate
+	 * its range of properties_tenant_certificate (migration 017) drives,
+	 * otherwise the tenant's seq range; both in either order. */
+#define SQL_IF_HOST                                                                                \
+	" AND (?5 IS NULL OR p.id IN (SELECT property_id FROM "                                    \
+	"property_hostnames WHERE hostname = ?5)) "
+#define SQL_ALL(cmp, dir)                                                                          \
+	"SELECT p.seq, " PROP_COLS " FROM properties p WHERE p.tenant_id = ?1 AND p.seq " cmp      \
+	" ?3" SQL_IF_HOST "ORDER BY p.seq" dir " LIMIT ?4"
+#define SQL_CERT(cmp, dir)                                                                         \
+	"SELECT p.seq, " PROP_COLS " FROM properties p INDEXED BY properties_tenant_certificate "  \
+	"WHERE p.tenant_id = ?1 AND p.certificate_id = ?6 AND p.seq " cmp " ?3" SQL_IF_HOST        \
+	"ORDER BY p.seq" dir " LIMIT ?4"
+	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
+	static const char *const sql_cert[2] = DB_LIST_BOTH(SQL_CERT);
+#undef SQL_IF_HOST
+#undef SQL_ALL
+#undef SQL_CERT
+	sqlite3_stmt *st =
+		db_stmt_page(db, certificate_id ? sql_cert : sql_all, tenant_id, NULL, pg);
 
-	if (st)
+	if (st) {
 		db_bind_text(st, 5, hostname);
+		db_bind_text(st, 6, certificate_id);
+	}
 	return db_fetch_page_render(db, st, pg.limit, prop_render_listed, out);
 }
 
@@ -425,8 +441,10 @@ cp_rc db_deployment_get(struct db *db, const char *tenant_id, const char *proper
 cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
 			 struct db_page pg, struct db_list *out)
 {
-	static const char sql[] = "SELECT seq, " DEPLOY_JSON " FROM deployments "
-				  "WHERE tenant_id = ?1 AND property_id = ?2 AND seq > ?3 "
-				  "ORDER BY seq LIMIT ?4";
+#define SQL(cmp, dir)                                                                              \
+	"SELECT seq, " DEPLOY_JSON " FROM deployments WHERE tenant_id = ?1 AND property_id = ?2 "  \
+	"AND seq " cmp " ?3 ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	return db_list_scoped(db, sql, tenant_id, property_id, pg, out);
 }

@@ -205,8 +205,10 @@ cp_rc db_tenant_exists(struct db *db, const char *id)
 
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out)
 {
-	static const char sql[] =
-		"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq > ?3 ORDER BY seq LIMIT ?4";
+#define SQL(cmp, dir)                                                                              \
+	"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq " cmp " ?3 ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	return db_list_scoped(db, sql, NULL, NULL, pg, out);
 }
 
@@ -245,8 +247,11 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
-	static const char sql[] = "SELECT seq, " APIKEY_JSON " FROM api_keys "
-				  "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+#define SQL(cmp, dir)                                                                              \
+	"SELECT seq, " APIKEY_JSON " FROM api_keys WHERE tenant_id = ?1 AND seq " cmp " ?3 "       \
+	"ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
 }
 

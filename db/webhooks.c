@@ -75,8 +75,11 @@ cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_
 
 cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
-	static const char sql[] = "SELECT seq, " WEBHOOK_JSON " FROM webhooks "
-				  "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
+#define SQL(cmp, dir)                                                                              \
+	"SELECT seq, " WEBHOOK_JSON " FROM webhooks WHERE tenant_id = ?1 AND seq " cmp " ?3 "      \
+	"ORDER BY seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
 }
 
@@ -123,18 +126,20 @@ cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *we
 	/* Attempts are few per delivery (the schedule's length), so they are
 	 * embedded; json() re-parses each object after the sub-select. */
 	/* clang-format off */
-	static const char sql[] =
-		"SELECT d.seq, json_object('id', d.id, 'webhook_id', d.webhook_id, "
-		"'event_id', d.event_id, 'event_type', d.event_type, 'state', d.state, "
-		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN "
-		DB_TS("d.next_attempt_at") " END, 'last_error', d.last_error, "
-		"'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object("
-		"'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, "
-		"'error', a.error, 'at', " DB_TS("a.created_at") ") AS x FROM webhook_attempts a "
-		"WHERE a.delivery_id = d.id ORDER BY a.seq)), "
-		"'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS("d.updated_at") ") "
-		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 "
-		"AND d.seq > ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq LIMIT ?4";
+#define SQL(cmp, dir) \
+		"SELECT d.seq, json_object('id', d.id, 'webhook_id', d.webhook_id, " \
+		"'event_id', d.event_id, 'event_type', d.event_type, 'state', d.state, " \
+		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN " \
+		DB_TS("d.next_attempt_at") " END, 'last_error', d.last_error, " \
+		"'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object(" \
+		"'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, " \
+		"'error', a.error, 'at', " DB_TS("a.created_at") ") AS x FROM webhook_attempts a " \
+		"WHERE a.delivery_id = d.id ORDER BY a.seq)), " \
+		"'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS("d.updated_at") ") " \
+		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 " \
+		"AND d.seq " cmp " ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq" dir " LIMIT ?4"
+	static const char *const sql[2] = DB_LIST_BOTH(SQL);
+#undef SQL
 	/* clang-format on */
 	return db_list_filtered(db, sql, tenant_id, webhook_id, state, pg, out);
 }

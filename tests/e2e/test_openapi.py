@@ -536,4 +536,6 @@ def test_document_serves_generated_clients():
     check(not problems, "%d gaps:\n  %s" % (len(problems), "\n  ".join(problems)))
 
 
-run(globals())
+# test_contract.py imports the bundler, the validator and conform() from here.
+if __name__ == "__main__":
+    run(globals())

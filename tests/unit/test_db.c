@@ -181,6 +181,19 @@ static void test_tenants(void)
 	CHECK(json_array_size(l.data) == 1 && l.next == 0);
 	CHECK(!strcmp(fx_str(json_array_get(l.data, 0), "id"), ids[2]));
 	fx_list_clear(&l);
+	/* Newest first (desc): the same keyset walked down, from the top
+	 * (after 0) and then below the cursor, down to the oldest. */
+	CHECK_RC(db_tenant_list(db, (struct db_page){ .limit = 2, .desc = true }, &l), CP_OK);
+	CHECK(json_array_size(l.data) == 2 && l.next > 0);
+	CHECK(!strcmp(fx_str(json_array_get(l.data, 0), "id"), ids[2]));
+	CHECK(!strcmp(fx_str(json_array_get(l.data, 1), "id"), ids[1]));
+	next = l.next;
+	fx_list_clear(&l);
+	CHECK_RC(db_tenant_list(db, (struct db_page){ .after = next, .limit = 2, .desc = true }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) >= 1);
+	CHECK(!strcmp(fx_str(json_array_get(l.data, 0), "id"), ids[0]));
+	fx_list_clear(&l);
 
 	/* API keys: stored by hash, found by hash, scoped by tenant. */
 	CHECK_RC(db_apikey_create(db, ids[0], "ci", "aa11", "cpk_aa", &grant, &k), CP_OK);

@@ -573,13 +573,38 @@ static void test_orders(void)
 	CHECK_RC(db_job_done(db, j.id, "w"), CP_OK);
 	db_job_clear(&j);
 
-	CHECK_RC(db_order_list(db, ta, NULL, NULL, (struct db_page){ .limit = 10 }, &l), CP_OK);
+	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ 0 },
+			       (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
 	CHECK(json_array_size(l.data) == 1);
 	fx_list_clear(&l);
-	CHECK_RC(db_order_list(db, ta, cid, "valid", (struct db_page){ .limit = 10 }, &l), CP_OK);
+	CHECK_RC(
+		db_order_list(db, ta,
+			      &(struct db_order_filter){ .certificate_id = cid, .status = "valid" },
+			      (struct db_page){ .limit = 10 }, &l),
+		CP_OK);
 	CHECK(json_array_size(l.data) == 0);
 	fx_list_clear(&l);
-	CHECK_RC(db_order_list(db, tb, NULL, NULL, (struct db_page){ .limit = 10 }, &l), CP_OK);
+	CHECK_RC(db_order_list(db, tb, &(struct db_order_filter){ 0 },
+			       (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) == 0);
+	fx_list_clear(&l);
+	/* By identifier (order_names, migration 017), in both orders, only
+	 * in the order's tenant. */
+	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ .hostname = "www.a.test" },
+			       (struct db_page){ .limit = 10, .desc = true }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) == 1 && !strcmp(fx_str(json_array_get(l.data, 0), "id"), oid));
+	fx_list_clear(&l);
+	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ .hostname = "api.a.test" },
+			       (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
+	CHECK(json_array_size(l.data) == 0);
+	fx_list_clear(&l);
+	CHECK_RC(db_order_list(db, tb, &(struct db_order_filter){ .hostname = "www.a.test" },
+			       (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
 	CHECK(json_array_size(l.data) == 0);
 	fx_list_clear(&l);
 
@@ -689,7 +714,8 @@ static void test_orders(void)
 		 CP_ERR_INTERNAL);
 	CHECK_RC(db_order_get(db, ta, oid, &o), CP_ERR_INTERNAL);
 	CHECK_RC(db_order_in_flight(db, ta, cid, &o), CP_ERR_INTERNAL);
-	CHECK_RC(db_order_list(db, ta, NULL, NULL, (struct db_page){ .limit = 10 }, &l),
+	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ 0 },
+			       (struct db_page){ .limit = 10 }, &l),
 		 CP_ERR_INTERNAL);
 	CHECK_RC(db_order_load(db, ta, oid, &o), CP_ERR_INTERNAL);
 	CHECK_RC(db_order_save(db, oid, ids), CP_ERR_INTERNAL);

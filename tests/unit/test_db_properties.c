@@ -163,16 +163,17 @@ static void test_properties(void)
 	CHECK_RC(db_property_get(db, tb, pid, &p), CP_ERR_NOT_FOUND);
 	CHECK_RC(db_property_get(db, ta, NOID, &p), CP_ERR_NOT_FOUND);
 
-	CHECK_RC(db_property_list(db, ta, NULL, (struct db_page){ .limit = 10 }, &l), CP_OK);
+	CHECK_RC(db_property_list(db, ta, NULL, NULL, (struct db_page){ .limit = 10 }, &l), CP_OK);
 	CHECK(json_array_size(l.data) == 1 &&
 	      !strcmp(fx_str(json_array_get(l.data, 0), "id"), pid));
 	fx_list_clear(&l);
-	CHECK_RC(db_property_list(db, tb, "www.a.test", (struct db_page){ .limit = 10 }, &l),
+	CHECK_RC(db_property_list(db, tb, "www.a.test", NULL, (struct db_page){ .limit = 10 }, &l),
 		 CP_OK);
 	CHECK(json_array_size(l.data) == 1 &&
 	      !strcmp(fx_str(json_array_get(l.data, 0), "id"), pid2));
 	fx_list_clear(&l);
-	CHECK_RC(db_property_list(db, ta, "b.test", (struct db_page){ .limit = 10 }, &l), CP_OK);
+	CHECK_RC(db_property_list(db, ta, "b.test", NULL, (struct db_page){ .limit = 10 }, &l),
+		 CP_OK);
 	CHECK(json_array_size(l.data) == 0);
 	fx_list_clear(&l);
 
@@ -267,7 +268,7 @@ static void test_properties(void)
 	fx_fail(db, true);
 	CHECK_RC(db_property_create(db, ta, &in, &taken, &p), CP_ERR_INTERNAL);
 	CHECK_RC(db_property_get(db, ta, pid, &p), CP_ERR_INTERNAL);
-	CHECK_RC(db_property_list(db, ta, NULL, (struct db_page){ .limit = 10 }, &l),
+	CHECK_RC(db_property_list(db, ta, NULL, NULL, (struct db_page){ .limit = 10 }, &l),
 		 CP_ERR_INTERNAL);
 	CHECK_RC(db_property_update(db, ta, pid, &in, true, &taken, &p), CP_ERR_INTERNAL);
 	CHECK_RC(db_property_delete(db, ta, pid), CP_ERR_INTERNAL);
