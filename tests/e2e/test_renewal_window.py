@@ -34,7 +34,7 @@ from harness import Server, Testbed, check, expect, run  # noqa: E402
 TB = Testbed().ensure()
 LIFE = 60        # seconds: Pebble's certificateValidityPeriod for this test
 WINDOW = LIFE // 2
-OBSERVE = 160    # seconds of renewals watched
+OBSERVE = 100    # seconds of renewals watched (3 windows)
 CERTS = 3
 INTERVAL = 1     # scheduler_interval_seconds (harness default)
 SLACK = 4        # seconds: a tick's start spread (<= interval) + one job pass
