@@ -703,6 +703,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return finish(rs, method, url);
 	assert(rs->phase == RS_LOCAL);
 	server_listener_received(c);
+	if (server_portal_path(url)) /* static files, no API handling */
+		return server_portal_answer(h->ctx->cfg, c, url, method);
 	snprintf(rs->method, sizeof(rs->method), "%s", method);
 	rs->path = cp_strdup(url);
 	rs->req.query = json_object();
