@@ -319,6 +319,7 @@ const FINAL = ["valid", "failed", "canceled"];
 
 function OrderDetail(p: { id: string }) {
   const { data: o, problem, reload } = useLoad(() => must(api.GET("/v1/orders/{id}", { params: { path: { id: p.id } } })), [p.id]);
+  const cert = useLoad(() => (o ? must(api.GET("/v1/certificates/{id}", { params: { path: { id: o.certificate_id } } })) : Promise.resolve(null)), [o?.certificate_id, o?.status]);
   const [action, setAction] = useState<Problem | null>(null);
   const [note, setNote] = useState("");
   const running = !!o && !FINAL.includes(o.status);
@@ -343,7 +344,7 @@ function OrderDetail(p: { id: string }) {
       <h1>Order {o.id.slice(0, 8)}</h1>
       <dl class="facts">
         <dt>Status</dt><dd data-testid="order-status"><Badge status={o.status} /></dd>
-        <dt>Certificate</dt><dd><Link to={"/certificates/" + o.certificate_id}>{o.certificate_id.slice(0, 8)}</Link></dd>
+        <dt>Certificate</dt><dd><Link to={"/certificates/" + o.certificate_id}>{cert.data?.name ?? o.certificate_id.slice(0, 8)}</Link>{cert.data && <> <Badge status={cert.data.status} /></>}</dd>
         <dt>Kind</dt><dd>{o.kind}</dd>
         <dt>Names</dt><dd>{o.identifiers.join(", ")}</dd>
         <dt>CA</dt><dd>{o.ca}</dd>
@@ -356,17 +357,23 @@ function OrderDetail(p: { id: string }) {
         <div class="card authz" data-identifier={a.identifier ?? ""}>
           <h3>{a.identifier ?? "(not asked yet)"} <Badge status={a.status} /></h3>
           {a.challenge?.type === "dns-01" && (
-            <dl>
-              <dt>Publish a TXT record named</dt><dd><code class="txt-name">{a.challenge.txt_record_name}</code></dd>
-              <dt>with the value</dt><dd><code class="txt-value">{a.challenge.txt_record_value}</code></dd>
-            </dl>
+            <>
+              <p>Publish this TXT record in the hostname's DNS zone, then press Verify:</p>
+              <dl class="facts">
+                <dt>Name</dt><dd><code class="txt-name">{a.challenge.txt_record_name}</code></dd>
+                <dt>Type</dt><dd>TXT</dd>
+                <dt>Value</dt><dd><code class="txt-value">{a.challenge.txt_record_value}</code></dd>
+              </dl>
+            </>
           )}
           {a.challenge?.type === "http-01" && (
-            <dl>
-              <dt>The CA fetches</dt><dd><code class="http-url">{a.challenge.url}</code></dd>
-              <dt>which must answer</dt><dd><code class="http-body">{a.challenge.body}</code></dd>
-              <dd><small>certplane serves it itself when the hostname CNAMEs to its edge hostname.</small></dd>
-            </dl>
+            <>
+              <p>The CA fetches this URL; certplane answers it itself once the hostname CNAMEs to its edge hostname.</p>
+              <dl class="facts">
+                <dt>URL</dt><dd><code class="http-url">{a.challenge.url}</code></dd>
+                <dt>Body</dt><dd><code class="http-body">{a.challenge.body}</code></dd>
+              </dl>
+            </>
           )}
           {!a.challenge && <p>Nothing to publish.</p>}
         </div>
@@ -492,9 +499,9 @@ function PropertyDetail(p: { id: string }) {
           return (
             <tr data-hostname={v.hostname}>
               <td>{v.hostname}</td>
-              <td class="cname">{d ? (d.points_to_edge ? "pointed to the edge" : "not pointed") : "not checked"}{d && d.cname_chain.length > 0 && <small> ({d.cname_chain.join(" → ")})</small>}</td>
+              <td class="cname">{d ? (d.points_to_edge ? "pointed to the edge" : "not pointed") : "not checked"}</td>
               <td><Badge status={v.status} />{v.method ? " by " + v.method : ""}</td>
-              <td>{d?.detail ?? v.detail ?? ""}{v.status === "pending" && <small> Or publish TXT <code>{v.txt_record_name}</code> = <code>{v.token}</code>.</small>}</td>
+              <td>{sentence(d?.detail ?? v.detail ?? "")}{v.status === "pending" && <small class="block">Or prove control with a TXT record <code>{v.txt_record_name}</code> = <code>{v.token}</code>.</small>}</td>
             </tr>
           );
         })}</tbody>
@@ -516,6 +523,10 @@ function PropertyDetail(p: { id: string }) {
       <ProblemBox problem={action} shown={["certificate_id"]} />
     </section>
   );
+}
+
+function sentence(s: string): string {
+  return s && !/[.!?]$/.test(s) ? s + "." : s;
 }
 
 // ------------------------------------------------------------ edge hostnames

@@ -43,9 +43,11 @@ export function Field(p: { label: string; name: string; errors: Record<string, s
 export function ProblemBox(p: { problem: Problem | null; shown?: string[] }) {
   if (!p.problem) return null;
   const rest = p.problem.errors.filter((e) => !(p.shown ?? []).includes(e.field));
+  // Every error is next to its field already: say where, not the same words again.
+  const atFields = p.problem.errors.length > 0 && rest.length === 0;
   return (
-    <div class="problem" role="alert">
-      <strong>{p.problem.title}</strong> {p.problem.detail}
+    <div class="problem" role={atFields ? undefined : "alert"}>
+      <strong>{p.problem.title}</strong> {atFields ? "Correct the field" + (p.problem.errors.length > 1 ? "s" : "") + " marked above." : p.problem.detail}
       {rest.length > 0 && <ul>{rest.map((e) => <li>{e.field}: {e.message}</li>)}</ul>}
     </div>
   );
