@@ -119,7 +119,10 @@ export function live(filter: LiveFilter, onEvent: (e: Event) => void): () => voi
     const headers: Record<string, string> = { Authorization: "Bearer " + (getKey() ?? ""), Accept: "text/event-stream" };
     if (last) headers["Last-Event-ID"] = last;
     const r = await fetch("/v1/events/stream?" + q.toString(), { headers, signal: ctl.signal });
-    if (r.status === 404 || !r.ok || !r.body) return r.status !== 404 && r.status !== 405 ? true : false;
+    // 404/405: a server without the stream; 429: this tenant's streams are
+    // all in use (other tabs) - either way, poll instead.
+    if ([404, 405, 429].includes(r.status)) return false;
+    if (!r.ok || !r.body) return true;
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     for (;;) {
@@ -165,5 +168,18 @@ export function live(filter: LiveFilter, onEvent: (e: Event) => void): () => voi
   return () => {
     stopped = true;
     ctl.abort();
+  };
+}
+
+/** live() for a page that only reloads: events arriving together (a replay
+ * after a reconnect, an order's burst) cause one reload, 250 ms later. */
+export function liveReload(filter: LiveFilter, reload: () => void): () => void {
+  let t: ReturnType<typeof setTimeout> | null = null;
+  const stop = live(filter, () => {
+    if (t === null) t = setTimeout(() => { t = null; reload(); }, 250);
+  });
+  return () => {
+    if (t !== null) clearTimeout(t);
+    stop();
   };
 }

@@ -3,7 +3,7 @@
 // REST API only (api.ts).
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { all, api, fetchSummary, getKey, live, must, problemOf, setKey } from "./api";
+import { all, api, fetchSummary, getKey, liveReload, must, problemOf, setKey } from "./api";
 import type { Problem, S } from "./api";
 import { Badge, Field, Link, ProblemBox, fieldErrors, lines, navigate, relative, useLoad, when } from "./ui";
 import "./style.css";
@@ -248,9 +248,9 @@ function CertificateDetail(p: { id: string }) {
   ]);
   const { data, problem, reload } = useLoad(load, [p.id]);
   const [action, setAction] = useState<Problem | null>(null);
-  useEffect(() => live({ certificate_id: p.id }, () => reload()), [p.id]);
+  useEffect(() => liveReload({ certificate_id: p.id }, reload), [p.id]);
   useEffect(() => {
-    const t = setInterval(reload, 5000); // the renewal's moment passes without an event
+    const t = setInterval(reload, 15000); // a status change without an event (renewing)
     return () => clearInterval(t);
   }, [p.id]);
   if (problem && !data) return <ProblemBox problem={problem} />;
@@ -323,7 +323,7 @@ function OrderDetail(p: { id: string }) {
   const [action, setAction] = useState<Problem | null>(null);
   const [note, setNote] = useState("");
   const running = !!o && !FINAL.includes(o.status);
-  useEffect(() => (o ? live({ certificate_id: o.certificate_id }, () => reload()) : undefined), [o?.certificate_id]);
+  useEffect(() => (o ? liveReload({ certificate_id: o.certificate_id }, reload) : undefined), [o?.certificate_id]);
   useEffect(() => {
     if (!running) return;
     const t = setInterval(reload, 2000); // state changes without an event (validating, issuing)
@@ -458,7 +458,7 @@ function PropertyDetail(p: { id: string }) {
   const [action, setAction] = useState<Problem | null>(null);
   const [note, setNote] = useState("");
   const [cert, setCert] = useState<string | null>(null);
-  useEffect(() => live({ property_id: p.id }, () => reload()), [p.id]);
+  useEffect(() => liveReload({ property_id: p.id }, reload), [p.id]);
   if (problem && !pr) return <ProblemBox problem={problem} />;
   if (!pr) return <p>Loading…</p>;
   const certs = choices.data?.[1] ?? [];
@@ -614,7 +614,7 @@ function WebhookRow(p: { w: S["Webhook"] }) {
 // ------------------------------------------------------- events, audit log
 function Events() {
   const { data, problem, reload } = useLoad(() => all((cursor) => must(api.GET("/v1/events", { params: { query: { limit: 500, ...(cursor ? { cursor } : {}) } } }))), []);
-  useEffect(() => live({}, () => reload()), []);
+  useEffect(() => liveReload({}, reload), []);
   return <section><h1>Events</h1><ProblemBox problem={problem} />{data && <EventList events={data.slice().reverse()} />}</section>;
 }
 
