@@ -80,7 +80,9 @@ function renewalWords(c: Cert): string {
   const r = c.renewal;
   if (c.status === "renewing") return "Renewing now.";
   if (r.last_error) {
-    const next = r.next_attempt_at ? " Next try " + relative(r.next_attempt_at) + " (" + when(r.next_attempt_at) + ")." : "";
+    const next = !r.next_attempt_at ? ""
+      : new Date(r.next_attempt_at).getTime() <= Date.now() ? " It is tried again now."
+      : " Next try " + relative(r.next_attempt_at) + " (" + when(r.next_attempt_at) + ").";
     return `The last renewal attempt failed${r.failure_count > 1 ? " (" + r.failure_count + " times in a row)" : ""}: ${r.last_error}.${next}`;
   }
   if (c.auto_renew === "none") return "Auto-renew is off: this certificate will not be renewed.";
@@ -134,6 +136,7 @@ function CreateCertificate() {
   const [pem, setPem] = useState("");
   const [keyPem, setKeyPem] = useState("");
   const [chain, setChain] = useState("");
+  const [ctype, setCtype] = useState<"server" | "ca">("server");
   const [problem, setProblem] = useState<Problem | null>(null);
   const [busy, setBusy] = useState(false);
   const errs = fieldErrors(problem);
@@ -156,7 +159,7 @@ function CreateCertificate() {
         const d = r.data as S["CertificateWithOrder"];
         navigate(d.order ? "/orders/" + d.order.id : "/certificates/" + d.id);
       } else {
-        const c = await must(api.POST("/v1/certificates", { body: { source, name, certificate: pem, private_key: keyPem, ...(chain ? { chain } : {}), auto_renew: autoRenew } }));
+        const c = await must(api.POST("/v1/certificates", { body: { source, name, type: ctype, certificate: pem, private_key: keyPem, ...(chain ? { chain } : {}), auto_renew: ctype === "ca" ? "none" : autoRenew } }));
         navigate("/certificates/" + c.id);
       }
     } catch (x) {
@@ -190,6 +193,9 @@ function CreateCertificate() {
       )}
       {source === "upload" && (
         <>
+          <Field label="Type" name="type" errors={errs}>
+            {(id, d) => <select id={id} value={ctype} aria-describedby={d} onChange={(e) => setCtype(e.currentTarget.value as "server" | "ca")}><option value="server">Server certificate</option><option value="ca">CA certificate</option></select>}
+          </Field>
           <Field label="Certificate (PEM)" name="certificate" errors={errs}>{(id, d) => <textarea id={id} rows={4} value={pem} aria-describedby={d} onInput={(e) => setPem(e.currentTarget.value)} />}</Field>
           <Field label="Certificate file" name="certificate_file" errors={errs}>{(id) => <input id={id} type="file" accept=".pem,.crt" onChange={(e) => readFile(e, setPem)} />}</Field>
           <Field label="Private key (PEM)" name="private_key" errors={errs}>{(id, d) => <textarea id={id} rows={4} value={keyPem} aria-describedby={d} onInput={(e) => setKeyPem(e.currentTarget.value)} />}</Field>
@@ -200,7 +206,7 @@ function CreateCertificate() {
       <Field label="Auto renew" name="auto_renew" errors={errs}>
         {(id, d) => <select id={id} value={autoRenew} aria-describedby={d} onChange={(e) => setAutoRenew(e.currentTarget.value)}><option value="letsencrypt">Let's Encrypt</option><option value="none">None</option></select>}
       </Field>
-      <ProblemBox problem={problem} shown={["name", "hostnames", "validity_days", "challenge", "certificate", "private_key", "chain", "auto_renew"]} />
+      <ProblemBox problem={problem} shown={["name", "hostnames", "validity_days", "challenge", "type", "certificate", "private_key", "chain", "auto_renew"]} />
       <button type="submit" disabled={busy}>Create certificate</button>
     </form>
   );

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,13 +92,21 @@ def test_static_files():
 def test_seed_flow_in_chromium():
     prerequisites()
     s = server()
+    pem_dir = None
     try:
         _, key = s.new_tenant("portal")
         zone = "p" + uuid.uuid4().hex[:10] + ".test"
+        pem_dir = tempfile.mkdtemp(prefix="cp-portal-pem-")
+        crt, pkey = os.path.join(pem_dir, "up.crt"), os.path.join(pem_dir, "up.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", pkey, "-out", crt,
+                        "-days", "30", "-subj", "/CN=up." + zone, "-addext",
+                        "subjectAltName=DNS:up." + zone, "-addext",
+                        "basicConstraints=critical,CA:FALSE"], check=True, capture_output=True)
         env = dict(os.environ)
         env.update({"PORTAL_URL": "http://127.0.0.1:%d" % s.port, "API_KEY": key, "ZONE": zone,
                     "CHALLTESTSRV": "http://127.0.0.1:8055", "SCREENSHOTS": SHOTS,
-                    "CHROMIUM": CHROMIUM})
+                    "CHROMIUM": CHROMIUM, "UPLOAD_CERT": crt, "UPLOAD_KEY": pkey})
         p = subprocess.run(["node", os.path.join(PORTAL, "tests", "seed-flow.mjs")], env=env,
                            cwd=PORTAL, capture_output=True, text=True, timeout=240)
         sys.stdout.write(p.stdout)
@@ -110,11 +119,15 @@ def test_seed_flow_in_chromium():
               boot[0]["source"] == "self_signed", boot)
         dns = [c for c in certs if c["name"] == "api-dns01"]
         check(len(dns) == 1 and dns[0]["status"] == "active", dns)
+        up = [c for c in certs if c["name"] == "uploaded"]
+        check(len(up) == 1 and up[0]["source"] == "upload" and up[0]["sans"] == ["up." + zone], up)
         for n in ["01-signin-error", "06-property-not-pointed", "07-property-pointed",
                   "08-certificate-renewed", "10-order-valid", "17-webhooks"]:
             check(os.path.getsize(os.path.join(SHOTS, n + ".png")) > 1000, n)
     finally:
         s.cleanup()
+        if pem_dir:
+            shutil.rmtree(pem_dir, ignore_errors=True)
 
 
 run(globals())

@@ -5,6 +5,7 @@
 // the page shows through challtestsrv's management API.
 //
 // env: PORTAL_URL (http://127.0.0.1:PORT), API_KEY, ZONE (a fresh zone),
+//      UPLOAD_CERT, UPLOAD_KEY (PEM files to upload),
 //      CHALLTESTSRV (http://127.0.0.1:8055), SCREENSHOTS (a directory),
 //      CHROMIUM (default /usr/bin/chromium).
 // Exit 0 when every step passed; 1 with the failing step otherwise.
@@ -80,6 +81,15 @@ try {
   await shot("02-dashboard-empty");
   log("signed in");
 
+  step = "keyboard: Tab reaches the skip link, then the navigation; Enter follows a link";
+  await page.keyboard.press("Tab");
+  if ((await page.evaluate(() => document.activeElement?.textContent)) !== "Skip to content") throw new Error("first Tab stop is not the skip link");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  if ((await page.evaluate(() => document.activeElement?.textContent)) !== "Certificates") throw new Error("Tab order: expected the Certificates link");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Certificates", exact: true }).waitFor();
+
   step = "edge hostname: a bad label is named next to its field, then one is created";
   await nav("Edge hostnames");
   await page.getByLabel("Label").fill("Not A Label!");
@@ -142,6 +152,11 @@ try {
   await shot("06-property-not-pointed");
   log("not pointed");
 
+  step = "the certificate tab tells, in plain words, why the renewal fails (no CNAME yet)";
+  await certPage.getByTestId("renewal-words").filter({ hasText: /last renewal attempt failed.*CNAME/ }).waitFor({ timeout: 20000 });
+  await shot("06b-certificate-renewal-failing", certPage);
+  log("renewal failing: " + (await certPage.getByTestId("renewal-words").textContent()));
+
   step = "the test sets the CNAMEs; DNS check: pointed";
   for (const h of [`www.${ZONE}`, `shop.${ZONE}`]) await cts("/set-cname", { host: h + ".", target: edge + "." });
   await page.getByRole("button", { name: "Check DNS" }).click();
@@ -159,6 +174,9 @@ try {
   const navs = await certPage.evaluate(() => performance.getEntriesByType("navigation").length);
   if (navs !== 1) throw new Error("the certificate tab navigated " + navs + " times");
   await shot("08-certificate-renewed", certPage);
+  const [download] = await Promise.all([certPage.waitForEvent("download"), certPage.getByRole("button", { name: "Download PEM" }).click()]);
+  const pem = await (await import("node:fs/promises")).readFile(await download.path(), "utf8");
+  if (!pem.startsWith("-----BEGIN CERTIFICATE-----") || download.suggestedFilename() !== "bootstrap.pem") throw new Error("PEM download: " + download.suggestedFilename() + " " + pem.slice(0, 40));
   log("renewed: " + (await certPage.getByTestId("renewal-words").textContent()));
   await certPage.close();
 
@@ -182,6 +200,19 @@ try {
   await page.getByTestId("order-status").filter({ hasText: /^valid$/ }).waitFor({ timeout: 30000 });
   await shot("10-order-valid");
   log("order valid");
+
+  step = "upload a PEM certificate and key from files";
+  await nav("Certificates");
+  await page.getByLabel("Upload PEM").check();
+  await page.getByLabel("Name", { exact: true }).fill("uploaded");
+  await page.getByLabel("Certificate file").setInputFiles(env("UPLOAD_CERT"));
+  await page.getByLabel("Private key file").setInputFiles(env("UPLOAD_KEY"));
+  await page.waitForFunction(() => [...document.querySelectorAll("textarea")].some((t) => t.value.includes("BEGIN CERTIFICATE")));
+  await page.getByLabel("Auto renew").selectOption("none");
+  await page.getByRole("button", { name: "Create certificate" }).click();
+  await page.getByRole("heading", { name: "Certificate uploaded" }).waitFor();
+  await page.getByTestId("cert-version").filter({ hasText: /^1$/ }).waitFor();
+  await shot("10b-certificate-uploaded");
 
   step = "every page renders";
   for (const [n, l] of [["11-dashboard", "Dashboard"], ["12-certificates", "Certificates"], ["13-properties", "Properties"], ["14-orders", "Orders"], ["15-events", "Events"], ["16-audit-log", "Audit log"]]) {
