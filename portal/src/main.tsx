@@ -81,7 +81,7 @@ function renewalWords(c: Cert): string {
   if (c.status === "renewing") return "Renewing now.";
   if (r.last_error) {
     const next = !r.next_attempt_at ? ""
-      : new Date(r.next_attempt_at).getTime() <= Date.now() ? " It is tried again now."
+      : new Date(r.next_attempt_at).getTime() <= Date.now() + 1500 ? " It is tried again now."
       : " Next try " + relative(r.next_attempt_at) + " (" + when(r.next_attempt_at) + ").";
     return `The last renewal attempt failed${r.failure_count > 1 ? " (" + r.failure_count + " times in a row)" : ""}: ${r.last_error}.${next}`;
   }
@@ -226,9 +226,18 @@ async function downloadPem(id: string, name: string) {
 function EventList(p: { events: S["Event"][] }) {
   if (!p.events.length) return <p>No events yet.</p>;
   return (
-    <ol class="events" aria-live="polite">
-      {p.events.map((e) => <li data-type={e.type}><time>{when(e.timestamp)}</time> <code>{e.type}</code> {eventWords(e)}</li>)}
-    </ol>
+    <ul class="events" aria-live="polite" aria-label="Events, newest first">
+      {p.events.map((e) => {
+        const cid = e.data["certificate_id"];
+        const oid = e.data["order_id"];
+        return (
+          <li data-type={e.type}><time>{when(e.timestamp)}</time> <code>{e.type}</code> {eventWords(e)}
+            {typeof cid === "string" && <> <Link to={"/certificates/" + cid}>certificate</Link></>}
+            {typeof oid === "string" && <> <Link to={"/orders/" + oid}>order</Link></>}
+          </li>
+        );
+      })}
+    </ul>
   );
 }
 
@@ -240,6 +249,8 @@ function eventWords(e: S["Event"]): string {
     case "certificate.renewed": return "Renewed:" + v + " is current.";
     case "certificate.renewal_failed": return "Renewal failed: " + String(d["detail"] ?? d["reason"] ?? "") + ".";
     case "order.dns_challenge_required": return "Publish TXT " + String(d["txt_record_name"] ?? "") + ".";
+    case "order.dns_challenge_completed": return "The CA saw the TXT record of " + String(d["domain"] ?? "the name") + ".";
+    case "webhook.test": return "Test event.";
     case "order.failed": return "Order failed: " + String(d["detail"] ?? d["reason"] ?? "") + ".";
     default: return "";
   }
@@ -631,7 +642,7 @@ function Audit() {
       <h1>Audit log</h1>
       <ProblemBox problem={problem} />
       {data && <table><thead><tr><th>When</th><th>Actor</th><th>Action</th><th>Resource</th></tr></thead>
-        <tbody>{data.slice().reverse().map((a) => <tr><td>{when(a.created_at)}</td><td>{a.actor}</td><td><code>{a.action}</code></td><td>{a.resource_type} {a.resource_id?.slice(0, 8) ?? ""}</td></tr>)}</tbody></table>}
+        <tbody>{data.slice().reverse().map((a) => <tr><td>{when(a.created_at)}</td><td>{a.actor === "operator" ? "operator" : <span title={a.actor}>API key {a.actor.slice(0, 8)}</span>}</td><td><code>{a.action}</code></td><td>{a.resource_type} {a.resource_id?.slice(0, 8) ?? ""}</td></tr>)}</tbody></table>}
     </section>
   );
 }

@@ -169,7 +169,7 @@ try {
   step = "the certificate renews (an ACME order against Pebble): version 2 and its event appear without a reload";
   await certPage.bringToFront();
   await certPage.getByTestId("cert-version").filter({ hasText: /^2$/ }).waitFor({ timeout: 45000 });
-  await certPage.locator('ol.events li[data-type="certificate.renewed"]').first().waitFor({ timeout: 15000 });
+  await certPage.locator('ul.events li[data-type="certificate.renewed"]').first().waitFor({ timeout: 15000 });
   await certPage.locator('table[data-testid="versions"] tr[data-version="2"]').waitFor();
   const navs = await certPage.evaluate(() => performance.getEntriesByType("navigation").length);
   if (navs !== 1) throw new Error("the certificate tab navigated " + navs + " times");
