@@ -96,8 +96,8 @@ static bool portal_rel_ok(const char *rel)
 }
 
 /* Queue a plain answer (status, text body) with the portal's headers. */
-static enum MHD_Result portal_plain(struct MHD_Connection *c, unsigned status, const char *text,
-				    const char *location)
+static enum MHD_Result portal_plain(struct MHD_Connection *c, int *out_status, unsigned status,
+				    const char *text, const char *location)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(
 		strlen(text), (void *)(uintptr_t)text, MHD_RESPMEM_PERSISTENT);
@@ -110,6 +110,7 @@ static enum MHD_Result portal_plain(struct MHD_Connection *c, unsigned status, c
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	if (location)
 		MHD_add_response_header(r, "Location", location);
+	*out_status = (int)status;
 	ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -134,7 +135,7 @@ static int portal_open(const char *dir, const char *rel, struct stat *st)
 }
 
 enum MHD_Result server_portal_answer(const struct cp_config *cfg, struct MHD_Connection *c,
-				     const char *url, const char *method)
+				     const char *url, const char *method, int *status)
 {
 	const char *dir = cfg->portal_dir;
 	const char *rel, *type, *last;
@@ -151,17 +152,19 @@ enum MHD_Result server_portal_answer(const struct cp_config *cfg, struct MHD_Con
 		if (!na)
 			return MHD_NO;
 		MHD_add_response_header(na, "Allow", "GET, HEAD");
+		*status = 405;
 		ret = MHD_queue_response(c, 405, na);
 		MHD_destroy_response(na);
 		return ret;
 	}
 	if (strcmp(url, "/") == 0 || strcmp(url, PORTAL_PREFIX) == 0)
-		return portal_plain(c, 302, "see /portal/\n", PORTAL_PREFIX "/");
+		return portal_plain(c, status, 302, "see /portal/\n", PORTAL_PREFIX "/");
 	if (!dir || !dir[0])
-		return portal_plain(c, 404, "the portal is not configured (portal_dir)\n", NULL);
+		return portal_plain(c, status, 404, "the portal is not configured (portal_dir)\n",
+				    NULL);
 	rel = url + strlen(PORTAL_PREFIX "/");
 	if (!portal_rel_ok(rel))
-		return portal_plain(c, 404, "not found\n", NULL);
+		return portal_plain(c, status, 404, "not found\n", NULL);
 	last = strrchr(rel, '/');
 	last = last ? last + 1 : rel;
 	/* SPA routing: a path without an extension is a page of the app. */
@@ -170,11 +173,11 @@ enum MHD_Result server_portal_answer(const struct cp_config *cfg, struct MHD_Con
 		rel = "index.html";
 	type = portal_type(rel);
 	if (!type)
-		return portal_plain(c, 404, "not found\n", NULL);
+		return portal_plain(c, status, 404, "not found\n", NULL);
 	fd = portal_open(dir, rel, &st);
 	if (fd < 0)
 		return portal_plain(
-			c, 404,
+			c, status, 404,
 			index ? "the portal is not built (portal_dir has no index.html)\n"
 			      : "not found\n",
 			NULL);
@@ -194,6 +197,7 @@ enum MHD_Result server_portal_answer(const struct cp_config *cfg, struct MHD_Con
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	*status = 200;
 	ret = MHD_queue_response(c, 200, r);
 	MHD_destroy_response(r);
 	return ret;

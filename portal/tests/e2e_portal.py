@@ -83,8 +83,9 @@ def test_static_files():
             check(r.status in (400, 404), "%s -> %r" % (p, r))
             check(b"import" not in r.body and b"devDependencies" not in r.body, p)
         check(s.request("POST", "/portal/", auth=False).status == 405, "POST /portal/")
-        # The API is untouched.
+        # The API is untouched; portal requests have their log line too.
         expect(s.get("/healthz", auth=False), 200)
+        check('"route":"portal"' in s.log() and '"status":404' in s.log(), "portal log lines")
     finally:
         s.cleanup()
 
