@@ -94,8 +94,10 @@ build_portal() {
 	say "building the portal (portal/, npm ci + vite build)"
 	local log="$SRC/portal/quickstart-build.log"
 	if ! {
-		if ! cmp -s portal/package-lock.json portal/node_modules/.package-lock.json 2>/dev/null; then
-			(cd portal && npm ci --no-audit --no-fund --loglevel=error)
+		# npm ci again only when the lockfile changed since the last one.
+		if ! cmp -s portal/package-lock.json portal/node_modules/.certplane-lock 2>/dev/null; then
+			(cd portal && npm ci --no-audit --no-fund --loglevel=error &&
+				cp package-lock.json node_modules/.certplane-lock)
 		fi &&
 			(cd portal && npm run build)
 	} >"$log" 2>&1; then
