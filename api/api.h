@@ -48,6 +48,19 @@ struct api_req {
 				  without X-Tenant-ID */
 	const char *actor;     /* "operator" or the API key id (audit) */
 	const char *request_id;
+	const char *if_match;	   /* If-Match header, or NULL */
+	const char *if_none_match; /* If-None-Match header, or NULL */
+	const char *last_event_id; /* Last-Event-ID header, or NULL */
+};
+
+/* What GET /v1/events/stream streams when its handler accepted it (on):
+ * the HTTP layer answers with the stream, or 429/503 when the stream
+ * limits are reached. */
+struct api_stream {
+	bool on;
+	int64_t after;			      /* seq of the last event the client has */
+	char certificate_id[CP_UUID_LEN + 1]; /* "" = any */
+	char property_id[CP_UUID_LEN + 1];    /* "" = any */
 };
 
 /* The response a handler fills. Owned fields are freed by the HTTP layer. */
@@ -60,6 +73,8 @@ struct api_resp {
 	char allow[64];		  /* Allow header for 405 */
 	int retry_after;	  /* Retry-After seconds when > 0 */
 	bool no_store;		  /* Cache-Control: no-store (secrets) */
+	char etag[24];		  /* ETag header ("\"<16 hex>\"") when set */
+	struct api_stream stream; /* an event stream instead of a body */
 };
 
 typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);
@@ -123,6 +138,12 @@ typedef cp_rc (*api_delete_fn)(struct db *db, const char *tenant_id, const char 
  * what; 409 with conflict_detail when the object is still in use. */
 void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_fn del,
 			 const char *resource_type, const char *what, const char *conflict_detail);
+struct api_repr;
+/* api_delete_resource honouring If-Match against repr's current tag, checked
+ * inside the delete's transaction (412 on a mismatch, nothing deleted). */
+void api_delete_resource_if(struct api_req *req, struct api_resp *resp, api_delete_fn del,
+			    const struct api_repr *repr, const char *resource_type,
+			    const char *what, const char *conflict_detail);
 
 /* A domain read of one tenant's object: CP_ERR_NOT_FOUND, ... */
 typedef cp_rc (*api_get_fn)(struct db *db, const char *tenant_id, const char *id, json_t **out);
@@ -136,6 +157,34 @@ typedef cp_rc (*api_render_fn)(struct db *db, const char *tenant_id, const char 
  * reads): no JSON tree is built or dumped. */
 void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_fn render,
 			 const char *what);
+/* ---- entity tags (RFC 9110 8.8.3, 13.1) ----
+ * A strong ETag is a 64-bit hash of the bytes GET answers for the object, so
+ * whatever changes the representation changes the tag. A resource names how
+ * it is represented (exactly one of render/get set) once, and reads, writes
+ * and deletes all derive its tag from that. */
+struct api_repr {
+	api_render_fn render; /* the GET renders straight to text, or */
+	api_get_fn get;	      /* the GET answers this JSON (compact dump) */
+};
+/* The ETag of bytes p[0..n) into out ("\"<16 hex>\"", NUL-terminated). */
+void api_etag_of(const char *p, size_t n, char out[24]);
+/* Set resp->etag to object id's current tag, rendered inside the caller's
+ * open transaction (so the tag belongs to what it commits). Best effort: a
+ * failure leaves no ETag, never fails the write. */
+void api_etag_set(struct api_req *req, struct api_resp *resp, const struct api_repr *repr,
+		  const char *id);
+/* The If-Match precondition of a PATCH or DELETE of id, inside the caller's
+ * open write transaction and before it writes: true when there is no
+ * If-Match, it is "*", it lists the object's current tag, or the object does
+ * not exist (the handler's write answers 404); false after rolling the
+ * transaction back and replying 412 (or the problem of a failed render). */
+bool api_if_match_or_reply(struct api_req *req, struct api_resp *resp, const struct api_repr *repr,
+			   const char *id);
+/* Reply 200 with body text b (taken) and its ETag; 304 without a body when
+ * If-None-Match lists that tag or is "*". */
+void api_reply_entity_buf(struct api_req *req, struct api_resp *resp, struct cp_buf *b);
+/* api_reply_entity_buf for a JSON object (stolen), dumped compact. */
+void api_reply_entity(struct api_req *req, struct api_resp *resp, json_t *obj);
 /* A domain page of one tenant's objects. */
 typedef cp_rc (*api_list_fn)(struct db *db, const char *tenant_id, struct db_page pg,
 			     struct db_list *out);
@@ -167,6 +216,10 @@ void api_tenants_delete(struct api_req *, struct api_resp *);
 void api_apikeys_create(struct api_req *, struct api_resp *);
 void api_apikeys_list(struct api_req *, struct api_resp *);
 void api_apikeys_delete(struct api_req *, struct api_resp *);
+/* A tenant's own keys: /v1/api-keys (scope admin to change them). */
+void api_keys_create(struct api_req *, struct api_resp *);
+void api_keys_list(struct api_req *, struct api_resp *);
+void api_keys_delete(struct api_req *, struct api_resp *);
 
 /* ops.c: health, readiness, audit log, events, openapi */
 void api_healthz(struct api_req *, struct api_resp *);
@@ -174,6 +227,9 @@ void api_readyz(struct api_req *, struct api_resp *);
 void api_openapi(struct api_req *, struct api_resp *);
 void api_audit_list(struct api_req *, struct api_resp *);
 void api_events_list(struct api_req *, struct api_resp *);
+/* Validates GET /v1/events/stream and fills resp->stream (server/sse.c
+ * streams it). */
+void api_events_stream(struct api_req *, struct api_resp *);
 
 /* metrics.c: GET /metrics, the operator key unless metrics_public */
 void api_metrics(struct api_req *, struct api_resp *);
@@ -212,6 +268,8 @@ void api_webhooks_update(struct api_req *, struct api_resp *);
 void api_webhooks_delete(struct api_req *, struct api_resp *);
 void api_webhooks_test(struct api_req *, struct api_resp *);
 void api_webhooks_deliveries(struct api_req *, struct api_resp *);
+void api_webhooks_redeliver(struct api_req *, struct api_resp *);
+void api_webhooks_rotate_secret(struct api_req *, struct api_resp *);
 
 /* orders.c: ACME orders */
 void api_orders_list(struct api_req *, struct api_resp *);
@@ -250,6 +308,9 @@ bool api_quota_or_reply(struct api_req *req, struct api_resp *resp,
 void api_tenants_quotas_get(struct api_req *, struct api_resp *);
 void api_tenants_quotas_put(struct api_req *, struct api_resp *);
 void api_tenants_quotas_patch(struct api_req *, struct api_resp *);
+
+/* summary.c: GET /v1/summary, one tenant's dashboard */
+void api_summary_get(struct api_req *, struct api_resp *);
 
 /* dns_check.c */
 void api_properties_dns_check(struct api_req *, struct api_resp *);

@@ -394,6 +394,9 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 	api_certificates_acme_create(req, resp, &in);
 }
 
+/* A certificate is represented as GET /v1/certificates/{id} renders it. */
+static const struct api_repr cert_repr = { .render = db_certificate_render };
+
 /* End the write transaction of certificate id with its result rc: on CP_OK
  * the audit record action (detail borrowed), the commit and a reply of
  * status with the certificate as it now is; otherwise (or when one of those
@@ -407,6 +410,8 @@ static void cert_write_end(struct api_req *req, struct api_resp *resp, cp_rc rc,
 		rc = api_audit(req, action, "certificate", id, detail);
 	if (rc == CP_OK)
 		rc = db_certificate_get(req->db, req->tenant_id, id, &cert);
+	if (rc == CP_OK)
+		api_etag_set(req, resp, &cert_repr, id);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 	if (rc == CP_OK) {
@@ -652,6 +657,8 @@ void api_certificates_update(struct api_req *req, struct api_resp *resp)
 		rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
 	if (rc != CP_OK)
 		goto fail;
+	if (!api_if_match_or_reply(req, resp, &cert_repr, req->params[0]))
+		goto out;
 	if (!auto_renew_or_reply(req, resp, json_string_value(json_object_get(cert, "type")),
 				 auto_renew)) {
 		db_rollback(req->db);
@@ -674,6 +681,7 @@ out:
 
 void api_certificates_delete(struct api_req *req, struct api_resp *resp)
 {
-	api_delete_resource(req, resp, db_certificate_delete, "certificate", "certificate",
-			    "the certificate is attached to a property: detach it first");
+	api_delete_resource_if(req, resp, db_certificate_delete, &cert_repr, "certificate",
+			       "certificate",
+			       "the certificate is attached to a property: detach it first");
 }

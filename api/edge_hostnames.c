@@ -133,7 +133,10 @@ void api_edge_hostnames_get(struct api_req *req, struct api_resp *resp)
 
 void api_edge_hostnames_delete(struct api_req *req, struct api_resp *resp)
 {
-	api_delete_resource(req, resp, db_edge_hostname_delete, "edge_hostname", "edge hostname",
-			    "the edge hostname is used by a property; move or delete the "
-			    "property first");
+	static const struct api_repr repr = { .get = db_edge_hostname_get };
+
+	api_delete_resource_if(req, resp, db_edge_hostname_delete, &repr, "edge_hostname",
+			       "edge hostname",
+			       "the edge hostname is used by a property; move or delete the "
+			       "property first");
 }

@@ -7,6 +7,8 @@
 #include "common/buf.h"
 
 #include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +65,8 @@ static const char *status_title(int status)
 		return "Method Not Allowed";
 	case 409:
 		return "Conflict";
+	case 412:
+		return "Precondition Failed";
 	case 413:
 		return "Content Too Large";
 	case 415:
@@ -303,6 +307,13 @@ cp_rc api_audit(struct api_req *req, const char *action, const char *resource_ty
 void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_fn del,
 			 const char *resource_type, const char *what, const char *conflict_detail)
 {
+	api_delete_resource_if(req, resp, del, NULL, resource_type, what, conflict_detail);
+}
+
+void api_delete_resource_if(struct api_req *req, struct api_resp *resp, api_delete_fn del,
+			    const struct api_repr *repr, const char *resource_type,
+			    const char *what, const char *conflict_detail)
+{
 	char action[64];
 	cp_rc rc;
 
@@ -311,6 +322,8 @@ void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_
 		return;
 	snprintf(action, sizeof(action), "%s.delete", resource_type);
 	rc = db_begin(req->db);
+	if (rc == CP_OK && repr && !api_if_match_or_reply(req, resp, repr, req->params[0]))
+		return;
 	if (rc == CP_OK)
 		rc = del(req->db, req->tenant_id, req->params[0]);
 	if (rc == CP_OK)
@@ -329,6 +342,157 @@ void api_delete_resource(struct api_req *req, struct api_resp *resp, api_delete_
 	api_reply_rc(resp, rc, what);
 }
 
+/* ------------------------------------------------------------ entity tags */
+
+void api_etag_of(const char *p, size_t n, char out[24])
+{
+	/* FNV-1a 64: a few ns a byte, no table, and a 64-bit tag makes two
+	 * versions of one object colliding negligible. */
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	assert(p || n == 0);
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 0x100000001b3ull;
+	}
+	snprintf(out, 24, "\"%016llx\"", (unsigned long long)h);
+}
+
+/* The current tag of id as repr represents it, into out. */
+static cp_rc etag_current(struct api_req *req, const struct api_repr *repr, const char *id,
+			  char out[24])
+{
+	struct cp_buf b;
+	json_t *obj = NULL;
+	char *text = NULL;
+	cp_rc rc;
+
+	assert(req && repr && (repr->render != NULL) != (repr->get != NULL) && id);
+	if (repr->render) {
+		cp_buf_init(&b, 16u << 20);
+		rc = repr->render(req->db, req->tenant_id, id, &b);
+		if (rc == CP_OK)
+			api_etag_of(b.p, b.len, out);
+		cp_buf_free(&b);
+		return rc;
+	}
+	rc = repr->get(req->db, req->tenant_id, id, &obj);
+	if (rc != CP_OK)
+		return rc;
+	text = json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	if (!text)
+		return CP_ERR_NOMEM;
+	api_etag_of(text, strlen(text), out);
+	free(text);
+	return CP_OK;
+}
+
+/* Whether the If-Match / If-None-Match list hdr names tag (or is "*").
+ * Only strong tags compare (weak "W/" entries never match, RFC 9110 8.8.3.2). */
+static bool etag_listed(const char *hdr, const char *tag)
+{
+	size_t tl = strlen(tag);
+	const char *p = hdr;
+
+	assert(hdr && tag);
+	while (*p) {
+		size_t n;
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		n = strcspn(p, ",");
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if ((n == 1 && p[0] == '*') || (n == tl && memcmp(p, tag, tl) == 0))
+			return true;
+		p += strcspn(p, ",");
+	}
+	return false;
+}
+
+void api_etag_set(struct api_req *req, struct api_resp *resp, const struct api_repr *repr,
+		  const char *id)
+{
+	char tag[24];
+
+	assert(req && resp && repr && id);
+	if (etag_current(req, repr, id, tag) == CP_OK)
+		memcpy(resp->etag, tag, sizeof(tag));
+}
+
+bool api_if_match_or_reply(struct api_req *req, struct api_resp *resp, const struct api_repr *repr,
+			   const char *id)
+{
+	char tag[24];
+	cp_rc rc;
+
+	assert(req && resp && repr && id);
+	if (!req->if_match)
+		return true;
+	if (strlen(req->if_match) > 4096) {
+		db_rollback(req->db);
+		api_problem_field(resp, "If-Match", "must be at most 4096 characters");
+		return false;
+	}
+	rc = etag_current(req, repr, id, tag);
+	if (rc == CP_ERR_NOT_FOUND)
+		return true;
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		api_reply_rc(resp, rc, NULL);
+		return false;
+	}
+	if (etag_listed(req->if_match, tag))
+		return true;
+	db_rollback(req->db);
+	api_problem(resp, 412,
+		    "If-Match does not name the current ETag: the object changed since it was "
+		    "read; GET it again and retry",
+		    NULL);
+	memcpy(resp->etag, tag, sizeof(tag));
+	return false;
+}
+
+void api_reply_entity_buf(struct api_req *req, struct api_resp *resp, struct cp_buf *b)
+{
+	char tag[24];
+
+	assert(req && resp && b);
+	api_etag_of(b->p, b->len, tag);
+	if (req->if_none_match && strlen(req->if_none_match) <= 4096 &&
+	    etag_listed(req->if_none_match, tag)) {
+		json_decref(resp->json);
+		resp->json = NULL;
+		free(resp->text);
+		resp->text = NULL;
+		resp->text_len = 0;
+		resp->status = 304;
+	} else {
+		api_reply_buf(resp, 200, b);
+	}
+	memcpy(resp->etag, tag, sizeof(tag));
+}
+
+void api_reply_entity(struct api_req *req, struct api_resp *resp, json_t *obj)
+{
+	struct cp_buf b;
+	char *text;
+
+	assert(req && resp && obj);
+	text = json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	cp_buf_init(&b, 64u << 20);
+	if (!text || cp_buf_add(&b, text, strlen(text)) != CP_OK) {
+		free(text);
+		cp_buf_free(&b);
+		api_reply_rc(resp, CP_ERR_NOMEM, NULL);
+		return;
+	}
+	free(text);
+	api_reply_entity_buf(req, resp, &b);
+	cp_buf_free(&b);
+}
+
 void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get, const char *what)
 {
 	json_t *obj = NULL;
@@ -341,7 +505,7 @@ void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get
 		api_reply_rc(resp, rc, what);
 		return;
 	}
-	api_reply(resp, 200, obj);
+	api_reply_entity(req, resp, obj);
 }
 
 void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_fn render,
@@ -361,7 +525,7 @@ void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_
 	if (rc == CP_OK && b.len == 0)
 		rc = CP_ERR_INTERNAL;
 	if (rc == CP_OK)
-		api_reply_buf(resp, 200, &b);
+		api_reply_entity_buf(req, resp, &b);
 	else
 		api_reply_rc(resp, rc, what);
 	cp_buf_free(&b);

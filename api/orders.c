@@ -5,6 +5,7 @@
  * TXT records are published, check now") and canceled. The engine that
  * advances them is the "acme_order" job (server/order_run.c).
  */
+#include "acme/acme.h"
 #include "api/api.h"
 
 #include <stdlib.h>
@@ -84,19 +85,86 @@ void api_orders_get(struct api_req *req, struct api_resp *resp)
 	api_get_resource(req, resp, db_order_get, "order");
 }
 
+/* TXT lookups of verify stop after this long; later records are reported
+ * as not looked up. */
+#define VERIFY_DNS_BUDGET_MS 5000
+
+/*
+ * What the configured resolver sees for each pending dns-01 authorization
+ * of order: a new array of {name, type "TXT", value, visible, seen, detail}
+ * (visible: value is among the TXT values seen at name; detail says why a
+ * record could not be looked up, else null). NULL on OOM. Called outside
+ * any transaction: it waits on the network.
+ */
+static json_t *txt_visibility(struct api_req *req, const json_t *order)
+{
+	struct acme_resolver *res = NULL;
+	int64_t deadline = cp_mono_ms() + VERIFY_DNS_BUDGET_MS;
+	json_t *records = json_array(), *a;
+	size_t i;
+
+	if (!records)
+		return NULL;
+	if (acme_resolver_new(req->ctx->cfg->dns_resolver, &res) != CP_OK)
+		res = NULL;
+	else
+		acme_resolver_set_deadline(res, deadline);
+	json_array_foreach(json_object_get(order, "authorizations"), i, a)
+	{
+		const json_t *ch = json_object_get(a, "challenge");
+		const char *name = cp_json_str(ch, "txt_record_name");
+		const char *value = cp_json_str(ch, "txt_record_value");
+		const char *detail = NULL;
+		json_t *seen = NULL;
+		bool visible = false;
+
+		if (!name || !value || !cp_json_str(a, "status") ||
+		    strcmp(cp_json_str(a, "status"), "pending") != 0)
+			continue;
+		if (!res)
+			detail = "the dns_resolver setting is unusable";
+		else if (cp_mono_ms() > deadline)
+			detail = "not looked up: the check ran out of time";
+		else if (acme_dns_txt(res, name, &seen) != CP_OK)
+			detail = "the TXT lookup failed (timeout, SERVFAIL or refused)";
+		if (!seen)
+			seen = json_array();
+		for (size_t j = 0; seen && j < json_array_size(seen); j++)
+			visible = visible ||
+				  strcmp(json_string_value(json_array_get(seen, j)), value) == 0;
+		json_array_append_new(records,
+				      json_pack("{s:s,s:s,s:s,s:b,s:o*,s:s?}", "name", name, "type",
+						"TXT", "value", value, "visible", visible, "seen",
+						seen, "detail", detail));
+	}
+	acme_resolver_free(res);
+	return records;
+}
+
 /* verify: a DNS-01 order in flight is checked at once instead of at its
- * next poll; the TXT lookup itself stays the engine's job. */
+ * next poll (the CA is asked by the engine, as before); the answer also
+ * says, per pending TXT record, whether the configured resolver sees it
+ * now, so the portal can show "not visible yet" before the CA says no. */
 void api_orders_verify(struct api_req *req, struct api_resp *resp)
 {
-	json_t *order = NULL, *patch = NULL;
+	json_t *order = NULL, *patch = NULL, *records = NULL;
 	char key[64];
 	cp_rc rc;
 
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	/* Look first, outside the write transaction (it waits on DNS); a
+	 * missing or finished order is answered by order_change_begin. */
+	if (db_order_get(req->db, req->tenant_id, req->params[0], &order) == CP_OK &&
+	    dns_in_flight(order))
+		records = txt_visibility(req, order);
+	json_decref(order);
+	order = NULL;
 	if (!order_change_begin(req, resp, dns_in_flight,
 				"only a dns-01 order in flight can be verified (see its status "
 				"and challenge)",
 				&order))
-		return;
+		goto out;
 	patch = json_pack("{s:I}", "verify_at", (json_int_t)cp_now());
 	snprintf(key, sizeof(key), "acme_order:%s", req->params[0]);
 	rc = patch ? db_order_save(req->db, req->params[0], patch) : CP_ERR_NOMEM;
@@ -109,14 +177,18 @@ void api_orders_verify(struct api_req *req, struct api_resp *resp)
 	if (rc != CP_OK)
 		goto fail;
 	cp_kick();
+	json_object_set_new(order, "records", records ? records : json_array());
+	records = NULL;
 	api_reply(resp, 202, order);
-	json_decref(patch);
-	return;
+	order = NULL;
+	goto out;
 fail:
 	db_rollback(req->db);
+	api_reply_rc(resp, rc, "order");
+out:
 	json_decref(order);
 	json_decref(patch);
-	api_reply_rc(resp, rc, "order");
+	json_decref(records);
 }
 
 void api_orders_cancel(struct api_req *req, struct api_resp *resp)

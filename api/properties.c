@@ -104,6 +104,9 @@ static void reply_errors(struct api_resp *resp, json_t *errors)
 
 /* -------------------------------------------------------------- writes */
 
+/* A property is represented as GET /v1/properties/{id} renders it. */
+static const struct api_repr property_repr = { .render = db_property_render };
+
 /*
  * Create (id NULL) or update property id with in, inside the transaction
  * the caller opened: check the references (edge hostname and certificate of
@@ -173,6 +176,8 @@ static void property_write(struct api_req *req, struct api_resp *resp, const cha
 			   json_object_get(prop, "version"));
 	rc = api_audit(req, id ? "property.update" : "property.create", "property",
 		       json_string_value(json_object_get(prop, "id")), detail);
+	if (rc == CP_OK)
+		api_etag_set(req, resp, &property_repr, pid);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 out:
@@ -318,6 +323,11 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 		api_reply_rc(resp, rc, "property");
 		return;
 	}
+	if (!api_if_match_or_reply(req, resp, &property_repr, req->params[0])) {
+		json_decref(errors);
+		json_decref(cur);
+		return;
+	}
 	cur_cert = json_string_value(json_object_get(cur, "certificate_id"));
 	in.name = name ? name : json_string_value(json_object_get(cur, "name"));
 	in.hostnames = hostnames ? hostnames : json_object_get(cur, "hostnames");
@@ -343,7 +353,8 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 
 void api_properties_delete(struct api_req *req, struct api_resp *resp)
 {
-	api_delete_resource(req, resp, db_property_delete, "property", "property", NULL);
+	api_delete_resource_if(req, resp, db_property_delete, &property_repr, "property",
+			       "property", NULL);
 }
 
 /* --------------------------------------------------------- deployments */
@@ -411,5 +422,5 @@ void api_deployments_get(struct api_req *req, struct api_resp *resp)
 		api_reply_rc(resp, rc, "deployment");
 		return;
 	}
-	api_reply(resp, 200, dep);
+	api_reply_entity(req, resp, dep);
 }

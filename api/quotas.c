@@ -100,7 +100,7 @@ void api_tenants_quotas_get(struct api_req *req, struct api_resp *resp)
 		api_reply_rc(resp, rc, "tenant");
 		return;
 	}
-	api_reply(resp, 200, out);
+	api_reply_entity(req, resp, out);
 }
 
 /*

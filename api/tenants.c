@@ -1,7 +1,7 @@
 /*
- * tenants.c - operator endpoints: tenants and their API keys. A tenant key
- * is shown exactly once, in the response that creates it; only its SHA-256
- * is stored.
+ * tenants.c - operator endpoints: tenants and their API keys, and a
+ * tenant's own keys (/v1/api-keys). A tenant key is shown exactly once, in
+ * the response that creates it; only its SHA-256 is stored.
  */
 #include "api/api.h"
 #include "crypto/crypto.h"
@@ -63,7 +63,7 @@ void api_tenants_get(struct api_req *req, struct api_resp *resp)
 		api_reply_rc(resp, rc, "tenant");
 		return;
 	}
-	api_reply(resp, 200, tenant);
+	api_reply_entity(req, resp, tenant);
 }
 
 void api_tenants_delete(struct api_req *req, struct api_resp *resp)
@@ -88,28 +88,46 @@ void api_tenants_delete(struct api_req *req, struct api_resp *resp)
 	resp->status = 204;
 }
 
-void api_apikeys_create(struct api_req *req, struct api_resp *resp)
+/* Longest lifetime a key may be given (expires_at); a bound, not a policy. */
+#define KEY_LIFETIME_MAX (10LL * 366 * 86400)
+
+/* Create a key of tenant_id from the body {name, scope?, expires_at?}:
+ * 201 with the key shown once, 404 if the tenant does not exist, 422 on
+ * a bad field. */
+static void key_create(struct api_req *req, struct api_resp *resp, const char *tenant_id)
 {
-	const char *name = NULL;
+	static const char *const scopes[] = { "admin", "read", NULL };
+	const char *name = NULL, *scope = "admin", *expires = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_STR("name", true, &name, 1, 200),
+		CP_SPEC_CHOICE("scope", false, &scope, scopes),
+		CP_SPEC_STR("expires_at", false, &expires, 1, 64),
 		CP_SPEC_DONE,
 	};
+	struct db_apikey_grant grant = { 0 };
 	uint8_t raw[32];
 	char *secret = NULL, *key = NULL, hash[65], prefix[13];
-	json_t *row = NULL;
+	json_t *row = NULL, *detail = NULL;
+	int64_t now = cp_now();
 	cp_rc rc;
 
-	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_body_or_reply(req, resp, spec))
+	if (!api_body_or_reply(req, resp, spec))
 		return;
+	if (expires && (cp_time_parse(expires, &grant.expires_at) != CP_OK ||
+			grant.expires_at <= now || grant.expires_at - now > KEY_LIFETIME_MAX)) {
+		api_problem_field(resp, "expires_at",
+				  "must be an RFC 3339 time in the future, at most 10 years away");
+		return;
+	}
+	grant.read_only = strcmp(scope, "read") == 0;
 	rc = cp_random(raw, sizeof(raw));
 	if (rc != CP_OK)
 		goto out;
 	secret = cp_b64url(raw, sizeof(raw));
 	crypto_wipe(raw, sizeof(raw));
 	key = secret ? cp_aprintf(API_KEY_PREFIX "%s", secret) : NULL;
-	if (!key) {
+	detail = json_pack("{s:s,s:b}", "scope", scope, "expires", expires != NULL);
+	if (!key || !detail) {
 		rc = CP_ERR_NOMEM;
 		goto out;
 	}
@@ -117,10 +135,10 @@ void api_apikeys_create(struct api_req *req, struct api_resp *resp)
 	snprintf(prefix, sizeof(prefix), "%s", key);
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
-		rc = db_apikey_create(req->db, req->params[0], name, hash, prefix, &row);
+		rc = db_apikey_create(req->db, tenant_id, name, hash, prefix, &grant, &row);
 	if (rc == CP_OK)
-		rc = db_audit_add(req->db, req->params[0], req->actor, "api_key.create", "api_key",
-				  json_string_value(json_object_get(row, "id")), NULL);
+		rc = db_audit_add(req->db, tenant_id, req->actor, "api_key.create", "api_key",
+				  json_string_value(json_object_get(row, "id")), detail);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 	if (rc != CP_OK) {
@@ -135,41 +153,43 @@ out:
 	if (rc != CP_OK)
 		api_reply_rc(resp, rc, "tenant");
 	json_decref(row);
+	json_decref(detail);
 	/* The key exists in clear only here and in the response (wiped when sent). */
 	crypto_wipe_free(secret);
 	crypto_wipe_free(key);
 }
 
-void api_apikeys_list(struct api_req *req, struct api_resp *resp)
+/* List tenant_id's keys (never their hashes); 404 if no such tenant. */
+static void key_list(struct api_req *req, struct api_resp *resp, const char *tenant_id)
 {
 	struct db_page pg;
 	struct db_list list;
 	json_t *tenant = NULL;
 	cp_rc rc;
 
-	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_page_or_reply(req, resp, &pg))
+	if (!api_page_or_reply(req, resp, &pg))
 		return;
-	rc = db_tenant_get(req->db, req->params[0], &tenant);
+	rc = db_tenant_get(req->db, tenant_id, &tenant);
 	json_decref(tenant);
 	if (rc == CP_OK)
-		rc = db_apikey_list(req->db, req->params[0], pg, &list);
+		rc = db_apikey_list(req->db, tenant_id, pg, &list);
 	api_reply_list_rc(resp, rc, &list, "tenant");
 }
 
-void api_apikeys_delete(struct api_req *req, struct api_resp *resp)
+/* Delete key key_id of tenant_id: 204, or 404 when tenant_id has no such
+ * key (another tenant's key included). The key in use may be deleted; the
+ * auth cache is revoked on commit (db_apikey_delete), so the next request
+ * with it is a 401. */
+static void key_delete(struct api_req *req, struct api_resp *resp, const char *tenant_id,
+		       const char *key_id)
 {
-	cp_rc rc;
+	cp_rc rc = db_begin(req->db);
 
-	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
-	    !api_id_or_reply(req, resp, 1))
-		return;
-	rc = db_begin(req->db);
 	if (rc == CP_OK)
-		rc = db_apikey_delete(req->db, req->params[0], req->params[1]);
+		rc = db_apikey_delete(req->db, tenant_id, key_id);
 	if (rc == CP_OK)
-		rc = db_audit_add(req->db, req->params[0], req->actor, "api_key.delete", "api_key",
-				  req->params[1], NULL);
+		rc = db_audit_add(req->db, tenant_id, req->actor, "api_key.delete", "api_key",
+				  key_id, NULL);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 	if (rc != CP_OK) {
@@ -178,4 +198,43 @@ void api_apikeys_delete(struct api_req *req, struct api_resp *resp)
 		return;
 	}
 	resp->status = 204;
+}
+
+void api_apikeys_create(struct api_req *req, struct api_resp *resp)
+{
+	if (api_operator_or_reply(req, resp) && api_id_or_reply(req, resp, 0))
+		key_create(req, resp, req->params[0]);
+}
+
+void api_apikeys_list(struct api_req *req, struct api_resp *resp)
+{
+	if (api_operator_or_reply(req, resp) && api_id_or_reply(req, resp, 0))
+		key_list(req, resp, req->params[0]);
+}
+
+void api_apikeys_delete(struct api_req *req, struct api_resp *resp)
+{
+	if (api_operator_or_reply(req, resp) && api_id_or_reply(req, resp, 0) &&
+	    api_id_or_reply(req, resp, 1))
+		key_delete(req, resp, req->params[0], req->params[1]);
+}
+
+/* The tenant's own keys (/v1/api-keys): a tenant key, or the operator with
+ * X-Tenant-ID. A read key never gets here for POST/DELETE (server/http.c). */
+void api_keys_create(struct api_req *req, struct api_resp *resp)
+{
+	if (api_tenant_or_reply(req, resp))
+		key_create(req, resp, req->tenant_id);
+}
+
+void api_keys_list(struct api_req *req, struct api_resp *resp)
+{
+	if (api_tenant_or_reply(req, resp))
+		key_list(req, resp, req->tenant_id);
+}
+
+void api_keys_delete(struct api_req *req, struct api_resp *resp)
+{
+	if (api_tenant_or_reply(req, resp) && api_id_or_reply(req, resp, 0))
+		key_delete(req, resp, req->tenant_id, req->params[0]);
 }

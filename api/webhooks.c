@@ -1,8 +1,9 @@
 /*
  * webhooks.c - callback URL endpoints of a tenant: create (the signing
  * secret is shown once, then stored only sealed under the master key with
- * aad "webhooks:<id>"), list, read, update, delete, send a test event, and
- * list an endpoint's deliveries with every attempt.
+ * aad "webhooks:<id>"), list, read, update, delete, send a test event,
+ * list an endpoint's deliveries with every attempt, redeliver one, and
+ * rotate the secret with an overlap (both signatures sent meanwhile).
  *
  * A callback URL is user input that makes certplane open connections, so it
  * goes through the SSRF guard (netpolicy_url_check) at registration and
@@ -123,6 +124,9 @@ void api_webhooks_list(struct api_req *req, struct api_resp *resp)
 	api_list_resource(req, resp, db_webhook_list, "webhook");
 }
 
+/* A webhook is represented as GET /v1/webhooks/{id} answers it. */
+static const struct api_repr webhook_repr = { .get = db_webhook_get };
+
 void api_webhooks_get(struct api_req *req, struct api_resp *resp)
 {
 	api_get_resource(req, resp, db_webhook_get, "webhook");
@@ -155,10 +159,16 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 			   "description", p.description != NULL, "enabled",
 			   enabled < 0 ? json_null() : json_boolean(enabled));
 	rc = db_begin(req->db);
+	if (rc == CP_OK && !api_if_match_or_reply(req, resp, &webhook_repr, req->params[0])) {
+		json_decref(detail);
+		return;
+	}
 	if (rc == CP_OK)
 		rc = db_webhook_update(req->db, req->tenant_id, req->params[0], &p, &row);
 	if (rc == CP_OK)
 		rc = api_audit(req, "webhook.update", "webhook", req->params[0], detail);
+	if (rc == CP_OK)
+		api_etag_set(req, resp, &webhook_repr, req->params[0]);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 	json_decref(detail);
@@ -173,7 +183,8 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 
 void api_webhooks_delete(struct api_req *req, struct api_resp *resp)
 {
-	api_delete_resource(req, resp, db_webhook_delete, "webhook", "webhook", NULL);
+	api_delete_resource_if(req, resp, db_webhook_delete, &webhook_repr, "webhook", "webhook",
+			       NULL);
 }
 
 void api_webhooks_test(struct api_req *req, struct api_resp *resp)
@@ -248,4 +259,117 @@ void api_webhooks_deliveries(struct api_req *req, struct api_resp *resp)
 		rc = db_webhook_deliveries(req->db, req->tenant_id, req->params[0], state, pg,
 					   &list);
 	api_reply_list_rc(resp, rc, &list, "webhook");
+}
+
+void api_webhooks_redeliver(struct api_req *req, struct api_resp *resp)
+{
+	char event_id[CP_UUID_LEN + 1];
+	json_t *row = NULL;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_id_or_reply(req, resp, 1))
+		return;
+	if (req->body && (!json_is_object(req->body) || json_object_size(req->body) != 0)) {
+		api_problem_field(resp, "body", "this request takes no body");
+		return;
+	}
+	rc = db_begin(req->db);
+	if (rc == CP_OK)
+		rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
+	if (rc == CP_OK && !json_is_true(json_object_get(row, "enabled"))) {
+		db_rollback(req->db);
+		json_decref(row);
+		api_problem(resp, 409, "the webhook is disabled; enable it first", NULL);
+		return;
+	}
+	json_decref(row);
+	if (rc == CP_OK) {
+		rc = db_webhook_redeliver(req->db, req->tenant_id, req->params[0], req->params[1],
+					  event_id);
+		if (rc == CP_ERR_CONFLICT) {
+			db_rollback(req->db);
+			api_problem(resp, 409,
+				    "the delivery is still pending: it is retried on its schedule",
+				    NULL);
+			return;
+		}
+		if (rc == CP_ERR_NOT_FOUND) {
+			db_rollback(req->db);
+			api_reply_rc(resp, rc, "delivery");
+			return;
+		}
+	}
+	if (rc == CP_OK)
+		rc = api_audit(req, "webhook.redeliver", "webhook_delivery", req->params[1], NULL);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK) {
+		db_rollback(req->db);
+		api_reply_rc(resp, rc, "webhook");
+		return;
+	}
+	api_reply(resp, 202,
+		  json_pack("{s:s,s:s,s:s}", "event_id", event_id, "delivery_id", req->params[1],
+			    "webhook_id", req->params[0]));
+}
+
+/* Longest overlap of a secret rotation: a week covers any deploy cycle of
+ * a receiver; longer would keep a leaked secret valid for too long. */
+#define ROTATE_OVERLAP_MAX (7 * 86400)
+#define ROTATE_OVERLAP_DEFAULT 86400
+
+void api_webhooks_rotate_secret(struct api_req *req, struct api_resp *resp)
+{
+	json_int_t overlap = ROTATE_OVERLAP_DEFAULT;
+	const struct cp_spec spec[] = {
+		CP_SPEC_INTEGER("overlap_seconds", false, &overlap, 0, ROTATE_OVERLAP_MAX),
+		CP_SPEC_DONE,
+	};
+	char *aad = NULL, *secret = NULL, *sealed = NULL;
+	json_t *row = NULL, *detail = NULL;
+	int64_t until = 0;
+	char until_s[CP_TIME_LEN + 1];
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	/* The body is optional: none means the default overlap. */
+	if (req->body && !api_body_or_reply(req, resp, spec))
+		return;
+	until = overlap > 0 ? cp_now() + (int64_t)overlap : 0;
+	aad = cp_aprintf("webhooks:%s", req->params[0]);
+	detail = json_pack("{s:I}", "overlap_seconds", overlap);
+	rc = aad && detail ? crypto_webhook_secret_new(&secret) : CP_ERR_NOMEM;
+	if (rc == CP_OK)
+		rc = crypto_seal(req->ctx->keyring, aad, secret, strlen(secret), &sealed);
+	if (rc == CP_OK)
+		rc = db_begin(req->db);
+	if (rc != CP_OK)
+		goto out;
+	rc = db_webhook_rotate_secret(req->db, req->tenant_id, req->params[0], sealed, until, &row);
+	if (rc == CP_OK)
+		rc = api_audit(req, "webhook.rotate_secret", "webhook", req->params[0], detail);
+	if (rc == CP_OK)
+		rc = db_commit(req->db);
+	if (rc != CP_OK)
+		db_rollback(req->db);
+out:
+	if (rc != CP_OK) {
+		api_reply_rc(resp, rc, "webhook");
+	} else {
+		/* The new secret is shown here once, like at creation. */
+		json_object_set_new(row, "secret", json_string(secret));
+		cp_time_fmt(until, until_s);
+		json_object_set_new(row, "previous_secret_expires_at",
+				    until ? json_string(until_s) : json_null());
+		api_reply(resp, 200, row);
+		resp->no_store = true;
+		row = NULL;
+	}
+	json_decref(row);
+	json_decref(detail);
+	free(aad);
+	free(sealed);
+	crypto_wipe_free(secret);
 }

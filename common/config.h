@@ -51,6 +51,8 @@ struct cp_config {
 	int http_idle_timeout_seconds;	       /* keep-alive / inactivity timeout */
 	int net_threads;		       /* threads for requests that wait on the network */
 	int net_tenant_concurrency;	       /* such requests in flight per tenant (429 above) */
+	int event_streams_max;		       /* open event streams, all tenants (503 above) */
+	int event_stream_keepalive_seconds;    /* a quiet stream's keepalive comment */
 	int webhook_workers;		       /* worker threads of the webhook lane */
 	int general_workers;		       /* worker threads of the general lane */
 	int tenant_max_running_jobs; /* one tenant's running jobs per lane (<= half its workers) */

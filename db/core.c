@@ -560,6 +560,8 @@ cp_rc db_commit(struct db *db)
 	if (rc != CP_OK)
 		db_rollback(db);
 	db_auth_committed(db); /* after COMMIT: see the auth cache (tenants.c) */
+	/* and wake the event streams (events.c) */
+	db_event_committed(db, rc == CP_OK);
 	return rc;
 }
 
@@ -569,6 +571,8 @@ void db_rollback(struct db *db)
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
 	if (db)
 		db_auth_committed(db);
+	if (db)
+		db_event_committed(db, false);
 }
 
 int db_schema_version(void)

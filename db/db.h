@@ -93,17 +93,27 @@ cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out) CP_W
 /* Deletes the tenant and everything it owns. */
 cp_rc db_tenant_delete(struct db *db, const char *id) CP_WUR;
 
-/* Store a key by its hash; out is {id, name, prefix, created_at}. */
+/* What a key may do: read_only keys may only GET/HEAD (server/http.c);
+ * expires_at unix seconds, 0 = never. */
+struct db_apikey_grant {
+	bool read_only;
+	int64_t expires_at;
+};
+/* Store a key by its hash with grant (borrowed); out is {id, tenant_id,
+ * name, prefix, scope, expires_at, created_at}; CP_ERR_NOT_FOUND if the
+ * tenant does not exist. */
 cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, const char *key_hash,
-		       const char *prefix, json_t **out) CP_WUR;
+		       const char *prefix, const struct db_apikey_grant *grant,
+		       json_t **out) CP_WUR;
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg,
 		     struct db_list *out) CP_WUR;
 cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
-/* Find the key whose SHA-256 hex is key_hash; fills tenant_id and key_id.
+/* Find the key whose SHA-256 hex is key_hash; fills tenant_id, key_id and
+ * grant (may be NULL; the caller checks expires_at against the clock).
  * Found keys are cached (tenants.c); db_apikey_delete and db_tenant_delete
  * revoke the cached answers once their transaction commits. */
 cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UUID_LEN + 1],
-		       char key_id[CP_UUID_LEN + 1]) CP_WUR;
+		       char key_id[CP_UUID_LEN + 1], struct db_apikey_grant *grant) CP_WUR;
 
 /* ---- audit log ---- */
 
@@ -268,11 +278,29 @@ bool db_event_type_known(const char *type);
  * the same transaction. */
 cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_t *data,
 		   char id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* The seq of tenant_id's newest event into *seq (0 when it has none). */
+cp_rc db_event_last_seq(struct db *db, const char *tenant_id, int64_t *seq) CP_WUR;
 /* The seq of event id of tenant_id (for ?after=<event id>). */
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq) CP_WUR;
 /* Events of a tenant, oldest first; type may be NULL; after is a seq. */
 cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
 		    struct db_list *out) CP_WUR;
+/* What an event list selects; NULL members select any. certificate_id and
+ * property_id are the data's ids of that name. */
+struct db_event_filter {
+	const char *type;
+	const char *certificate_id;
+	const char *property_id;
+};
+/* db_event_list with every filter of f (borrowed); each combination is one
+ * index range scan in seq order. */
+cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct db_event_filter *f,
+			     struct db_page pg, struct db_list *out) CP_WUR;
+/* Call fn(cls, tenant_id) after every COMMIT that wrote an event (or after
+ * an event written outside a transaction), on the committing thread, with
+ * the tenant whose events it wrote (NULL: several tenants'); it must not
+ * block nor call db/. Set once, before any thread writes. NULL: none. */
+void db_event_hook_set(void (*fn)(void *cls, const char *tenant_id), void *cls);
 
 /* ---- edge hostnames (the CNAME targets; hostname unique across tenants) ---- */
 
@@ -567,6 +595,14 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after) CP_WUR;
 /* {"<state>": n} over webhook deliveries. */
 cp_rc db_metrics_webhook_deliveries(struct db *db, json_t **out) CP_WUR;
 
+/* ---- summary (summary.c): one tenant's dashboard ---- */
+/* GET /v1/summary of tenant_id at now into *out (new object): {certificates:
+ * {total, by_status}, expiring_soonest: [{id, name, not_after}] (top 5),
+ * failing_renewals: {count, top: [...]}, hostname_verifications: {pending,
+ * verified}}; index ranges and maintained counts only (migration 014).
+ * CP_ERR_NOMEM or a database error. */
+cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out) CP_WUR;
+
 /* ---- ACME accounts (accounts.c): one per configured CA ---- */
 
 /* {id, ca, directory_url, key (sealed, aad "acme_accounts:<id>"),
@@ -725,6 +761,21 @@ cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *we
 cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *webhook_id,
 			    const char *event_id, const char *type,
 			    char delivery_id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* Redeliver delivery_id of endpoint webhook_id of tenant_id: a delivered
+ * or failed delivery becomes pending again with its next attempt due now
+ * (a new attempt row, the same event and webhook-id), queued in the
+ * caller's transaction; event_id_out is its event. CP_ERR_NOT_FOUND if the
+ * tenant has no such delivery on that endpoint, CP_ERR_CONFLICT if it is
+ * still pending. */
+cp_rc db_webhook_redeliver(struct db *db, const char *tenant_id, const char *webhook_id,
+			   const char *delivery_id, char event_id_out[CP_UUID_LEN + 1]) CP_WUR;
+/* Replace the endpoint's secret with sealed_secret (aad "webhooks:<id>");
+ * the old one keeps signing too until previous_until (unix seconds; none
+ * if not in the future). out is the endpoint as db_webhook_get; CP_ERR_NOT_FOUND
+ * if not the tenant's. */
+cp_rc db_webhook_rotate_secret(struct db *db, const char *tenant_id, const char *id,
+			       const char *sealed_secret, int64_t previous_until,
+			       json_t **out) CP_WUR;
 /* Called by db_event_add: deliver to every enabled endpoint of the tenant
  * subscribed to type ("*" or the type). webhook.test is never fanned out. */
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
@@ -732,7 +783,8 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 
 /* Worker side. Everything one attempt needs: {delivery_id, tenant_id,
  * webhook_id, event_id, state, attempts, created_at, next_attempt_at (unix
- * s), url, enabled, secret (sealed), body (the event object)}. */
+ * s), url, enabled, secret (sealed), previous_secret (sealed; only while a
+ * rotation's overlap lasts, else null), body (the event object)}. */
 cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **out) CP_WUR;
 enum db_webhook_outcome {
 	DB_WEBHOOK_DELIVERED, /* 2xx */

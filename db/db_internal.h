@@ -21,6 +21,12 @@ struct db {
 	/* This transaction revoked an auth answer (db_auth_changed): the auth
 	 * cache's generation is bumped when it ends (db_auth_committed). */
 	bool auth_dirty;
+	/* This transaction wrote an event: the event hook runs after its
+	 * COMMIT (db_event_committed), told the tenant (event_tenant, or
+	 * NULL when it wrote events of several). */
+	bool event_dirty;
+	bool event_tenants_many;
+	char event_tenant[CP_UUID_LEN + 1];
 };
 
 /* Map a SQLite result code to cp_rc (BUSY, CONFLICT for constraints...). */
@@ -147,6 +153,9 @@ void db_auth_changed(struct db *db);
 /* The open transaction ended (committed or rolled back): apply a pending
  * db_auth_changed. Called by db_commit and db_rollback. */
 void db_auth_committed(struct db *db);
+/* The transaction ended (committed or rolled back): run the event hook if
+ * it committed an event (events.c). */
+void db_event_committed(struct db *db, bool committed);
 
 /* Raw SQL (multiple statements), for migrations and maintenance. */
 cp_rc db_exec(struct db *db, const char *sql) CP_WUR;

@@ -6,6 +6,7 @@
 #include "db/db_internal.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #define EVENT_JSON "json_insert(payload, '$.id', id)"
@@ -38,11 +39,40 @@ bool db_event_type_known(const char *type)
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type);
 
+/* The stream's wake-up (db_event_hook_set): set once before any thread
+ * writes an event. */
+static void (*event_hook)(void *cls, const char *tenant_id);
+static void *event_hook_cls;
+
+void db_event_hook_set(void (*fn)(void *cls, const char *tenant_id), void *cls)
+{
+	event_hook = fn;
+	event_hook_cls = cls;
+}
+
+void db_event_committed(struct db *db, bool committed)
+{
+	assert(db);
+	if (db->event_dirty && committed && event_hook)
+		event_hook(event_hook_cls, db->event_tenants_many ? NULL : db->event_tenant);
+	db->event_dirty = false;
+	db->event_tenants_many = false;
+}
+
+/* data's "key" when it is a string that fits an id (the filter columns);
+ * NULL otherwise. */
+static const char *event_key(const json_t *data, const char *key)
+{
+	const char *s = json_string_value(json_object_get(data, key));
+
+	return s && strlen(s) <= CP_UUID_LEN ? s : NULL;
+}
+
 cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_t *data,
 		   char id_out[CP_UUID_LEN + 1])
 {
-	static const char sql[] = "INSERT INTO events (id, tenant_id, type, payload, created_at) "
-				  "VALUES (?, ?, ?, ?, ?)";
+	static const char sql[] = "INSERT INTO events (id, tenant_id, type, payload, created_at, "
+				  "certificate_id, property_id) VALUES (?, ?, ?, ?, ?, ?, ?)";
 	char id[CP_UUID_LEN + 1], ts[CP_TIME_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 	int64_t now = cp_now();
@@ -61,12 +91,25 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	db_bind_text(st, 3, type);
 	db_bind_json(st, 4, payload);
 	sqlite3_bind_int64(st, 5, now);
+	db_bind_text(st, 6, event_key(data, "certificate_id"));
+	db_bind_text(st, 7, event_key(data, "property_id"));
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		goto out;
 	rc = db_webhook_fanout(db, tenant_id, id, type);
 	if (rc == CP_OK && id_out)
 		memcpy(id_out, id, sizeof(id));
+	/* Streams wake once the event is visible: at the COMMIT of the
+	 * caller's transaction (db_commit), or now when there is none. */
+	if (rc == CP_OK) {
+		if (!db->event_dirty)
+			snprintf(db->event_tenant, sizeof(db->event_tenant), "%s", tenant_id);
+		else if (strcmp(db->event_tenant, tenant_id) != 0)
+			db->event_tenants_many = true;
+		db->event_dirty = true;
+		if (sqlite3_get_autocommit(db->h))
+			db_event_committed(db, true);
+	}
 out:
 	json_decref(payload);
 	return rc;
@@ -75,13 +118,63 @@ out:
 cp_rc db_event_list(struct db *db, const char *tenant_id, const char *type, struct db_page pg,
 		    struct db_list *out)
 {
+	struct db_event_filter f = { .type = type };
+
+	return db_event_list_filtered(db, tenant_id, &f, pg, out);
+}
+
+cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct db_event_filter *f,
+			     struct db_page pg, struct db_list *out)
+{
 	static const char sql_all[] = "SELECT seq, " EVENT_JSON " FROM events "
 				      "WHERE tenant_id = ?1 AND seq > ?3 ORDER BY seq LIMIT ?4";
 	static const char sql_type[] = "SELECT seq, " EVENT_JSON " FROM events "
 				       "WHERE tenant_id = ?1 AND seq > ?3 AND type = ?5 "
 				       "ORDER BY seq LIMIT ?4";
-	/* Two statements, so that each is one index range scan. */
-	return db_list_filtered(db, type ? sql_type : sql_all, tenant_id, NULL, type, pg, out);
+	/* By certificate (and maybe property and type), or by property (and
+	 * maybe type): the id's partial index (migration 013) is the range,
+	 * the other filters are checked on its rows. */
+	static const char sql_cert[] =
+		"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_certificate "
+		"WHERE tenant_id = ?1 AND certificate_id = ?6 AND seq > ?3 "
+		"AND (?5 IS NULL OR type = ?5) AND (?7 IS NULL OR property_id = ?7) "
+		"ORDER BY seq LIMIT ?4";
+	static const char sql_prop[] =
+		"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_property "
+		"WHERE tenant_id = ?1 AND property_id = ?7 AND seq > ?3 "
+		"AND (?5 IS NULL OR type = ?5) ORDER BY seq LIMIT ?4";
+	const char *sql = sql_all;
+	sqlite3_stmt *st;
+
+	assert(db && tenant_id && f);
+	if (f->certificate_id)
+		sql = sql_cert;
+	else if (f->property_id)
+		sql = sql_prop;
+	else if (f->type)
+		sql = sql_type;
+	st = db_stmt_page(db, sql, tenant_id, NULL, pg);
+	if (st && (sql == sql_cert || sql == sql_prop || sql == sql_type))
+		db_bind_text(st, 5, f->type);
+	if (st && sql == sql_cert)
+		db_bind_text(st, 6, f->certificate_id);
+	if (st && (sql == sql_cert || sql == sql_prop))
+		db_bind_text(st, 7, f->property_id);
+	return db_fetch_page(db, st, pg.limit, out);
+}
+
+cp_rc db_event_last_seq(struct db *db, const char *tenant_id, int64_t *seq)
+{
+	/* One step down the (tenant_id, seq) index from its end. */
+	static const char sql[] =
+		"SELECT seq FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1";
+	cp_rc rc = db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, NULL), seq);
+
+	if (rc == CP_ERR_NOT_FOUND) {
+		*seq = 0;
+		rc = CP_OK;
+	}
+	return rc;
 }
 
 cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t *seq)

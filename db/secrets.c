@@ -21,6 +21,7 @@ static const struct {
 	{ "acme_accounts", "id", "key" },
 	{ "orders", "id", "key" },
 	{ "webhooks", "id", "secret" },
+	{ "webhooks", "id", "previous_secret" }, /* during a rotation's overlap */
 	/* Idempotent replays of responses that carried a secret. */
 	{ "idempotency", "actor || ':' || tenant_id || ':' || method || ':' || path || ':' || key",
 	  "response" },

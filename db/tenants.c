@@ -16,6 +16,7 @@
 /* clang-format off */
 #define APIKEY_JSON                                                                        \
 	"json_object('id', id, 'tenant_id', tenant_id, 'name', name, 'prefix', prefix, " \
+	"'scope', scope, 'expires_at', " DB_TS("expires_at") ", "                         \
 	"'created_at', " DB_TS("created_at") ")"
 /* clang-format on */
 
@@ -40,6 +41,11 @@
  * with several instances on one database the TTL below bounds how long a
  * deleted key keeps working (keep it short, or replace the counter with a
  * generation row read from the database).
+ *
+ * A key's scope and expiry are part of its entry, so a cached answer says
+ * all authorization needs; expiry is compared with the clock by the caller
+ * on every request (an entry outliving its key's expires_at changes
+ * nothing).
  */
 #define AUTH_SLOTS 1024 /* power of two; ~150 KiB */
 #define AUTH_WAYS 4	/* a key lives in one of 4 slots of its group */
@@ -50,6 +56,7 @@ struct auth_entry {
 	char key[72]; /* "k" + key hash hex, or "t" + tenant id; "" = free */
 	char tenant[CP_UUID_LEN + 1];
 	char key_id[CP_UUID_LEN + 1];
+	struct db_apikey_grant grant; /* zero for tenant entries */
 	uint64_t gen;
 	int64_t at_ms;
 };
@@ -82,8 +89,10 @@ static pthread_rwlock_t *auth_lock(size_t group)
 	return &auth_locks[(group / AUTH_WAYS) % AUTH_LOCKS];
 }
 
-/* Copy a valid entry for key into tenant / key_id; false if none. */
-static bool auth_get(const char *key, char tenant[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1])
+/* Copy a valid entry for key into tenant / key_id / grant (may be NULL);
+ * false if none. */
+static bool auth_get(const char *key, char tenant[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1],
+		     struct db_apikey_grant *grant)
 {
 	size_t g = auth_group(key);
 	uint64_t gen = atomic_load(&auth_gen);
@@ -98,6 +107,8 @@ static bool auth_get(const char *key, char tenant[CP_UUID_LEN + 1], char key_id[
 		if (e->gen == gen && now - e->at_ms < AUTH_TTL_MS) {
 			memcpy(tenant, e->tenant, CP_UUID_LEN + 1);
 			memcpy(key_id, e->key_id, CP_UUID_LEN + 1);
+			if (grant)
+				*grant = e->grant;
 			hit = true;
 		}
 		break;
@@ -108,7 +119,8 @@ static bool auth_get(const char *key, char tenant[CP_UUID_LEN + 1], char key_id[
 
 /* Keep an answer read from the database in generation gen (read before the
  * query). Replaces the entry of key, a free or stale slot, or the oldest. */
-static void auth_put(const char *key, uint64_t gen, const char *tenant, const char *key_id)
+static void auth_put(const char *key, uint64_t gen, const char *tenant, const char *key_id,
+		     const struct db_apikey_grant *grant)
 {
 	size_t g = auth_group(key);
 	uint64_t cur = atomic_load(&auth_gen);
@@ -128,6 +140,7 @@ static void auth_put(const char *key, uint64_t gen, const char *tenant, const ch
 	snprintf(victim->key, sizeof(victim->key), "%s", key);
 	snprintf(victim->tenant, sizeof(victim->tenant), "%s", tenant);
 	snprintf(victim->key_id, sizeof(victim->key_id), "%s", key_id);
+	victim->grant = grant ? *grant : (struct db_apikey_grant){ 0 };
 	victim->gen = gen;
 	victim->at_ms = cp_mono_ms();
 	pthread_rwlock_unlock(auth_lock(g));
@@ -182,11 +195,11 @@ cp_rc db_tenant_exists(struct db *db, const char *id)
 	if (strlen(id) > CP_UUID_LEN)
 		return CP_ERR_NOT_FOUND; /* not an id: not cached, never found */
 	snprintf(key, sizeof(key), "t%s", id);
-	if (auth_get(key, t, k))
+	if (auth_get(key, t, k, NULL))
 		return CP_OK;
 	rc = db_probe(db, db_stmt_keyed(db, sql, NULL, id));
 	if (rc == CP_OK)
-		auth_put(key, gen, id, "");
+		auth_put(key, gen, id, "", NULL);
 	return rc;
 }
 
@@ -208,21 +221,25 @@ cp_rc db_tenant_delete(struct db *db, const char *id)
 }
 
 cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, const char *key_hash,
-		       const char *prefix, json_t **out)
+		       const char *prefix, const struct db_apikey_grant *grant, json_t **out)
 {
 	static const char sql[] =
-		"INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at) "
-		"SELECT ?, id, ?, ?, ?, ? FROM tenants WHERE id = ? RETURNING " APIKEY_JSON;
+		"INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at, scope, "
+		"expires_at) SELECT ?, id, ?, ?, ?, ?, ?, ? FROM tenants WHERE id = ? "
+		"RETURNING " APIKEY_JSON;
 	char id[CP_UUID_LEN + 1];
 	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
 
-	assert(db && tenant_id && out);
+	assert(db && tenant_id && grant && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, key_hash);
 	db_bind_text(st, 4, prefix);
 	sqlite3_bind_int64(st, 5, cp_now());
-	db_bind_text(st, 6, tenant_id);
+	db_bind_text(st, 6, grant->read_only ? "read" : "admin");
+	if (grant->expires_at > 0)
+		sqlite3_bind_int64(st, 7, grant->expires_at);
+	db_bind_text(st, 8, tenant_id);
 	return db_fetch_json(db, st, out);
 }
 
@@ -244,9 +261,11 @@ cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id)
 }
 
 cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UUID_LEN + 1],
-		       char key_id[CP_UUID_LEN + 1])
+		       char key_id[CP_UUID_LEN + 1], struct db_apikey_grant *grant)
 {
-	static const char sql[] = "SELECT tenant_id, id FROM api_keys WHERE key_hash = ?";
+	static const char sql[] = "SELECT tenant_id, id, scope = 'read', coalesce(expires_at, 0) "
+				  "FROM api_keys WHERE key_hash = ?";
+	struct db_apikey_grant g;
 	uint64_t gen = atomic_load(&auth_gen); /* before the read: see auth cache */
 	char key[72];
 	bool cacheable;
@@ -258,7 +277,7 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	cacheable = strlen(key_hash) < sizeof(key) - 1;
 	if (cacheable) {
 		snprintf(key, sizeof(key), "k%s", key_hash);
-		if (auth_get(key, tenant_id, key_id))
+		if (auth_get(key, tenant_id, key_id, grant))
 			return CP_OK;
 	}
 	st = db_stmt_keyed(db, sql, key_hash, NULL);
@@ -267,8 +286,12 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 		return rc;
 	db_column_copy(st, 0, tenant_id, CP_UUID_LEN + 1);
 	db_column_copy(st, 1, key_id, CP_UUID_LEN + 1);
+	g.read_only = sqlite3_column_int(st, 2) != 0;
+	g.expires_at = sqlite3_column_int64(st, 3);
 	sqlite3_reset(st);
+	if (grant)
+		*grant = g;
 	if (cacheable)
-		auth_put(key, gen, tenant_id, key_id);
+		auth_put(key, gen, tenant_id, key_id, &g);
 	return CP_OK;
 }

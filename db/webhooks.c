@@ -183,6 +183,75 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 	return CP_OK;
 }
 
+cp_rc db_webhook_redeliver(struct db *db, const char *tenant_id, const char *webhook_id,
+			   const char *delivery_id, char event_id_out[CP_UUID_LEN + 1])
+{
+	assert(db && tenant_id && webhook_id && delivery_id && event_id_out);
+
+	/* Re-open a settled delivery: its next attempt is due now and is
+	 * appended to its attempts (same event, so the same webhook-id). A
+	 * pending one is left to its schedule, so one delivery never has two
+	 * attempts racing. */
+	static const char upd[] =
+		"UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = ?4, "
+		"last_error = NULL, updated_at = ?4 WHERE tenant_id = ?1 AND webhook_id = ?2 "
+		"AND id = ?3 AND state <> 'pending' RETURNING event_id";
+	static const char probe[] = "SELECT 1 FROM webhook_deliveries WHERE tenant_id = ?1 "
+				    "AND webhook_id = ?2 AND id = ?3";
+	sqlite3_stmt *st = db_stmt_keyed(db, upd, tenant_id, webhook_id);
+	json_t *payload = NULL;
+	int64_t now = cp_now();
+	cp_rc rc;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 3, delivery_id);
+	sqlite3_bind_int64(st, 4, now);
+	rc = db_fetch_text(db, st, event_id_out, CP_UUID_LEN + 1);
+	if (rc == CP_ERR_NOT_FOUND) {
+		st = db_stmt_keyed(db, probe, tenant_id, webhook_id);
+		if (!st)
+			return CP_ERR_INTERNAL;
+		db_bind_text(st, 3, delivery_id);
+		rc = db_probe(db, st);
+		return rc == CP_OK ? CP_ERR_CONFLICT : rc; /* still pending */
+	}
+	if (rc != CP_OK)
+		return rc;
+	payload = json_pack("{s:s}", "delivery_id", delivery_id);
+	if (!payload)
+		return CP_ERR_NOMEM;
+	/* No dedupe key: the state guard above already admits one job per
+	 * re-opening, and an extra run finds the delivery settled. */
+	rc = db_job_enqueue(db, "webhook_delivery", tenant_id, payload, now, NULL);
+	json_decref(payload);
+	if (rc == CP_OK)
+		cp_kick();
+	return rc;
+}
+
+cp_rc db_webhook_rotate_secret(struct db *db, const char *tenant_id, const char *id,
+			       const char *sealed_secret, int64_t previous_until, json_t **out)
+{
+	assert(db && tenant_id && id && sealed_secret && out);
+
+	/* The current secret signs alongside the new one until previous_until
+	 * (none when that is not in the future); an older previous secret is
+	 * dropped, so at most two are ever valid. */
+	static const char sql[] =
+		"UPDATE webhooks SET previous_secret = CASE WHEN ?4 > ?5 THEN secret END, "
+		"previous_secret_until = CASE WHEN ?4 > ?5 THEN ?4 END, secret = ?3, "
+		"updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
+	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 3, sealed_secret);
+	sqlite3_bind_int64(st, 4, previous_until);
+	sqlite3_bind_int64(st, 5, cp_now());
+	return db_fetch_json(db, st, out);
+}
+
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type)
 {
@@ -225,15 +294,17 @@ cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **
 		"'attempts', d.attempts, 'created_at', d.created_at, "
 		"'next_attempt_at', d.next_attempt_at, 'url', w.url, "
 		"'enabled', json(CASE WHEN w.enabled THEN 'true' ELSE 'false' END), "
-		"'secret', w.secret, 'body', json_insert(e.payload, '$.id', e.id)) "
+		"'secret', w.secret, 'previous_secret', CASE WHEN w.previous_secret_until > ?2 "
+		"THEN w.previous_secret END, 'body', json_insert(e.payload, '$.id', e.id)) "
 		"FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
-		"JOIN events e ON e.id = d.event_id WHERE d.id = ?";
+		"JOIN events e ON e.id = d.event_id WHERE d.id = ?1";
 	sqlite3_stmt *st = db_stmt(db, sql);
 
 	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, delivery_id);
+	sqlite3_bind_int64(st, 2, cp_now());
 	return db_fetch_json(db, st, out);
 }
 

@@ -198,3 +198,8 @@ int64_t lifecycle_next_renewal(int64_t renew_after, int64_t next_attempt_at,
 	}
 	return next_attempt_at > at ? next_attempt_at : at;
 }
+
+bool lifecycle_plan_replaces(bool is_renewal, const char *version_ca, const char *order_ca)
+{
+	return is_renewal && version_ca && order_ca && strcmp(version_ca, order_ca) == 0;
+}

@@ -198,6 +198,16 @@ struct lifecycle_plan {
 /* Fill *out from *in (see above). Pointers in *out borrow from *in. */
 void lifecycle_plan(const struct lifecycle_plan_in *in, struct lifecycle_plan *out);
 
+/*
+ * Whether a new order names the version it replaces (ARI `replaces`, RFC
+ * 9773 section 5): only a renewal (is_renewal) of a version that was
+ * ordered from the same CA as the new order (version_ca, NULL for an
+ * uploaded or self-signed version); another CA does not know that
+ * certificate. The id itself is the version's AKI and serial
+ * (acme_ari_cert_id).
+ */
+bool lifecycle_plan_replaces(bool is_renewal, const char *version_ca, const char *order_ca);
+
 /* Why the next renewal happens. */
 enum lifecycle_why {
 	LIFECYCLE_WHY_LIFETIME = 0, /* the lifetime rule of a CA-issued version */

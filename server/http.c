@@ -4,8 +4,9 @@
  *
  * A request is collected (body capped at max_body_bytes, an over-long
  * declared Content-Length refused before the body is read), routed through
- * the static table, authenticated, rate limited, checked against the
- * route's operator-only flag, its Idempotency-Key reserved, and handed to
+ * the static table, authenticated (an expired key is a 401), rate limited,
+ * checked against the key's scope (a "read" key: GET/HEAD only, else 403)
+ * and the route's operator-only flag, its Idempotency-Key reserved, and handed to
  * its handler with this thread's database connection; routes flagged
  * offload run on a net thread (netpool.c) with the connection suspended.
  * Each answer is one JSON log line. CORS preflights for configured origins
@@ -75,11 +76,13 @@ struct req_state {
 	char body_hash[65];
 	struct db_idem_scope scope;
 	char slot_tenant[CP_UUID_LEN + 1]; /* net pool slot owner */
+	struct server_sse_stream *sse;	   /* an admitted event stream (sse.c) */
 };
 
 struct server_http {
 	struct server_listener *listener;
 	struct server_netpool *net;
+	struct server_sse *sse;
 	const struct api_ctx *ctx;
 };
 
@@ -167,9 +170,11 @@ static enum MHD_Result query_collect(void *cls, enum MHD_ValueKind kind, const c
 	return MHD_YES;
 }
 
-/* Authenticate the bearer token: operator or a tenant key. */
+/* Authenticate the bearer token: operator or a tenant key (its scope and
+ * expiry in grant; the operator's grant is all-zero: admin, no expiry). */
 static cp_rc authenticate(struct api_req *req, struct MHD_Connection *c,
-			  char tenant[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1])
+			  char tenant[CP_UUID_LEN + 1], char key_id[CP_UUID_LEN + 1],
+			  struct db_apikey_grant *grant)
 {
 	const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 	const char *xt = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Tenant-ID");
@@ -196,7 +201,7 @@ static cp_rc authenticate(struct api_req *req, struct MHD_Connection *c,
 	/* The lookup is by the hash of a 256-bit random key: timing reveals
 	 * nothing usable about any stored key. Found keys are cached and
 	 * revoked by key or tenant deletion (db/tenants.c). */
-	rc = db_apikey_lookup(req->db, hash, tenant, key_id);
+	rc = db_apikey_lookup(req->db, hash, tenant, key_id, grant);
 	if (rc == CP_ERR_NOT_FOUND)
 		return CP_ERR_UNAUTHORIZED;
 	if (rc != CP_OK)
@@ -344,6 +349,17 @@ static void run_handler(struct req_state *rs)
 {
 	rs->route->handler(&rs->req, &rs->resp);
 	idem_end(rs);
+	/* An event stream the handler accepted: within the stream limits, or
+	 * 429/503 (sse.c). */
+	if (rs->resp.stream.on) {
+		const char *auth =
+			MHD_lookup_connection_value(rs->c, MHD_HEADER_KIND, "Authorization");
+		char hash[65];
+		assert(auth && strlen(auth) > 7); /* authenticate() passed */
+		cp_sha256_hex(auth + 7, strlen(auth + 7), hash);
+		(void)server_sse_admit(rs->h->sse, rs->req.tenant_id,
+				       rs->req.is_operator ? NULL : hash, &rs->resp, &rs->sse);
+	}
 }
 
 /* A net thread's turn (netpool.c): run the handler with that thread's own
@@ -419,7 +435,8 @@ static bool dispatch(struct req_state *rs)
 	}
 	if (route->auth == SERVER_AUTH_KEY ||
 	    (route->auth == SERVER_AUTH_METRICS && !h->ctx->cfg->metrics_public)) {
-		rc = authenticate(req, c, rs->tenant, rs->key_id);
+		struct db_apikey_grant grant = { 0 };
+		rc = authenticate(req, c, rs->tenant, rs->key_id, &grant);
 		if (rc == CP_ERR_NOT_FOUND) {
 			api_problem(resp, 404, "no such tenant (X-Tenant-ID)", NULL);
 			return false;
@@ -428,9 +445,23 @@ static bool dispatch(struct req_state *rs)
 			api_reply_rc(resp, rc, NULL);
 			return false;
 		}
+		/* The one place a key's grant is enforced. The grant may come from
+		 * the auth cache, so the clock is read here on every request. */
+		if (grant.expires_at > 0 && cp_now() >= grant.expires_at) {
+			api_problem(resp, 401, "this API key has expired", NULL);
+			return false;
+		}
 		if (!rate_take(h->ctx->cfg, req->actor, &retry)) {
 			api_problem(resp, 429, "rate limit exceeded for this API key", NULL);
 			resp->retry_after = retry;
+			return false;
+		}
+		/* After the rate limit: a valid key's refused writes count too. */
+		if (grant.read_only && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+			api_problem(resp, 403,
+				    "this API key has scope \"read\": it may only make GET and "
+				    "HEAD requests",
+				    NULL);
 			return false;
 		}
 	}
@@ -529,13 +560,14 @@ static void created_location(const char *method, const char *path, const struct 
 static enum MHD_Result send_response(struct server_http *h, struct MHD_Connection *c,
 				     struct api_resp *resp, const char *request_id,
 				     const char *method, const char *path, bool replayed,
-				     bool close)
+				     bool close, struct server_sse_stream **sse)
 {
 	char location[512];
 	struct MHD_Response *r;
 	char *body = NULL;
 	size_t len = 0;
 	const char *origin = cors_origin(h->ctx->cfg, c);
+	bool streaming = *sse != NULL;
 	enum MHD_Result ret;
 
 	/* before the body below takes resp->text */
@@ -548,7 +580,11 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		len = resp->text_len;
 		resp->text = NULL;
 	}
-	if (body && resp->no_store)
+	if (*sse) {
+		/* The response owns the stream from here (freed with it). */
+		r = server_sse_response(*sse, c);
+		*sse = NULL;
+	} else if (body && resp->no_store)
 		/* A secret (private key, API key, webhook secret): wiped, not just
 		 * freed, once libmicrohttpd has sent it. */
 		r = MHD_create_response_from_buffer_with_free_callback_cls(len, body, wipe_free,
@@ -561,7 +597,7 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		free(body);
 		return MHD_NO;
 	}
-	if (len || resp->json)
+	if (len || resp->json || streaming)
 		MHD_add_response_header(r, "Content-Type",
 					resp->content_type ? resp->content_type
 							   : "application/json");
@@ -573,13 +609,17 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		snprintf(ra, sizeof(ra), "%d", resp->retry_after);
 		MHD_add_response_header(r, "Retry-After", ra);
 	}
-	if (resp->no_store)
+	if (resp->no_store || streaming)
 		MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (streaming)
+		MHD_add_response_header(r, "X-Accel-Buffering", "no"); /* proxies: no buffering */
 	/* RFC 9110 15.5.2: a 401 names its scheme (RFC 6750: Bearer). */
 	if (resp->status == 401)
 		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"certplane\"");
 	if (location[0])
 		MHD_add_response_header(r, "Location", location);
+	if (resp->etag[0])
+		MHD_add_response_header(r, "ETag", resp->etag);
 	if (replayed)
 		MHD_add_response_header(r, "Idempotent-Replayed", "true");
 	if (close)
@@ -589,13 +629,14 @@ static enum MHD_Result send_response(struct server_http *h, struct MHD_Connectio
 		MHD_add_response_header(r, "Vary", "Origin");
 		MHD_add_response_header(r, "Access-Control-Expose-Headers",
 					"X-Request-Id, Retry-After, Location, Idempotent-Replayed, "
-					"WWW-Authenticate");
+					"WWW-Authenticate, ETag");
 		if (strcmp(method, "OPTIONS") == 0) {
 			MHD_add_response_header(r, "Access-Control-Allow-Methods",
 						resp->allow[0] ? resp->allow : "GET");
 			MHD_add_response_header(
 				r, "Access-Control-Allow-Headers",
-				"Authorization, Content-Type, Idempotency-Key, X-Tenant-ID");
+				"Authorization, Content-Type, Idempotency-Key, X-Tenant-ID, "
+				"If-Match, If-None-Match");
 			MHD_add_response_header(r, "Access-Control-Max-Age", "600");
 		}
 	}
@@ -610,6 +651,8 @@ static void rs_free(struct req_state *rs)
 	if (!rs)
 		return;
 	cp_buf_free(&rs->body); /* wiping: uploads carry keys and passphrases */
+	/* an event stream admitted but never sent */
+	server_sse_stream_free(rs->sse);
 	free(rs->path);
 	json_decref(rs->req.query);
 	json_decref(rs->req.body);
@@ -648,7 +691,7 @@ static enum MHD_Result finish(struct req_state *rs, const char *method, const ch
 	double secs;
 
 	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->path, rs->replayed,
-			    rs->early);
+			    rs->early, &rs->sse);
 	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
 	server_metrics_request(rs->route, method, rs->resp.status, secs);
 	request_log(rs, method, url, rs->route ? rs->route->pattern : "unmatched", secs);
@@ -726,6 +769,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	rs->req.method = rs->method;
 	rs->req.path = rs->path;
 	rs->req.request_id = rs->request_id;
+	/* Borrowed: libmicrohttpd keeps header values until the request ends. */
+	rs->req.if_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Match");
+	rs->req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	rs->req.last_event_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_collect, rs->req.query);
 	if (dispatch(rs))
 		return MHD_YES; /* suspended; called again when the net thread is done */
@@ -1250,9 +1297,13 @@ cp_rc server_http_start(const struct api_ctx *ctx, struct server_http **out)
 	h->ctx = ctx;
 	rc = server_netpool_start(ctx->cfg->net_threads, ctx->cfg->net_tenant_concurrency, &h->net);
 	if (rc == CP_OK)
+		rc = server_sse_start(ctx->cfg->event_streams_max,
+				      ctx->cfg->event_stream_keepalive_seconds, &h->sse);
+	if (rc == CP_OK)
 		rc = server_listener_start(ctx->cfg, ctx->cfg->listen, ctx->cfg->http_threads,
 					   on_request, h, on_completed, &h->listener);
 	if (rc != CP_OK) {
+		server_sse_free(h->sse);
 		server_netpool_free(h->net);
 		free(h);
 		return rc;
@@ -1268,8 +1319,10 @@ void server_http_stop(struct server_http *h)
 		return;
 	/* The net pool first: every suspended request is answered and its
 	 * connection resumed before the daemon stops. */
+	server_sse_stop(h->sse); /* every stream ends instead of waiting */
 	server_netpool_stop(h->net);
 	server_listener_stop(h->listener);
+	server_sse_free(h->sse); /* after the daemon freed the streams */
 	server_netpool_free(h->net);
 	free(h);
 }

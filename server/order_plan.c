@@ -21,6 +21,7 @@
  * answers at once (503 upstream) without another attempt.
  */
 #include "acme/acme.h"
+#include "lifecycle/lifecycle.h"
 #include "server/server_internal.h"
 
 #include <assert.h>
@@ -29,15 +30,14 @@
 #include <string.h>
 
 /* The ARI id of the version an order of kind on ca replaces, or NULL (new
- * string). Only a renewal of a version ordered from the same CA names one:
- * another CA (or a self-signed bootstrap) does not know that certificate. */
+ * string); lifecycle_plan_replaces says when there is one. */
 static char *replaced_cert_id(const json_t *plan, const char *kind, const char *ca)
 {
 	const char *pem = cp_json_str(plan, "cert_pem");
 	const char *vca = cp_json_str(plan, "version_ca");
 	char *id = NULL;
 
-	if (!kind || strcmp(kind, "renew") != 0 || !pem || !vca || !ca || strcmp(vca, ca) != 0)
+	if (!pem || !lifecycle_plan_replaces(kind && strcmp(kind, "renew") == 0, vca, ca))
 		return NULL;
 	if (acme_ari_cert_id(pem, strlen(pem), &id) != CP_OK)
 		return NULL; /* no AKI: nothing to name, the order goes without */

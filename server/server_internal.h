@@ -92,6 +92,33 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
  * reminders. */
 void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
 
+/* ---- event streams: GET /v1/events/stream (sse.c) ---- */
+
+struct server_sse;
+struct server_sse_stream;
+/* Start the stream registry (at most max streams in all) and its keepalive
+ * tick, and hook it to event commits (db_event_hook_set). *out owned by the
+ * caller (server_sse_free). */
+cp_rc server_sse_start(int max, int keepalive_seconds, struct server_sse **out) CP_WUR;
+/* Admit the stream resp->stream describes for tenant, called with the API
+ * key of SHA-256 hex key_hash (NULL: the operator): true with a new *out
+ * (owned by the caller until server_sse_response) and resp 200
+ * text/event-stream; false with a 429 (the tenant has its 4) or 503 (all
+ * event_streams_max are open, or stopping) problem in resp. The stream
+ * ends when the key is revoked or the tenant deleted. */
+bool server_sse_admit(struct server_sse *s, const char *tenant, const char *key_hash,
+		      struct api_resp *resp, struct server_sse_stream **out);
+/* The response that streams st on connection c; it owns st from now on
+ * (freed with it). NULL when out of memory (st is freed). */
+struct MHD_Response *server_sse_response(struct server_sse_stream *st, struct MHD_Connection *c);
+/* Free a stream never handed to server_sse_response; NULL-safe. */
+void server_sse_stream_free(struct server_sse_stream *st);
+/* End every stream (each answers end of stream when libmicrohttpd next
+ * runs it) and refuse new ones; before the daemon stops. NULL-safe. */
+void server_sse_stop(struct server_sse *s);
+/* Free the registry after the daemon stopped (no stream left). NULL-safe. */
+void server_sse_free(struct server_sse *s);
+
 /* ---- net pool (netpool.c): API requests that wait on the network ---- */
 
 struct server_netpool;

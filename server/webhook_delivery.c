@@ -13,8 +13,10 @@
  * commit sends it again, with the same webhook-id).
  *
  * Each attempt follows the Standard Webhooks spec: POST of the event JSON
- * with webhook-id (the event id, identical on every retry and for every
- * endpoint), webhook-timestamp and webhook-signature "v1,<base64 HMAC>".
+ * with webhook-id (the event id, identical on every retry, redelivery and
+ * endpoint), webhook-timestamp and webhook-signature "v1,<base64 HMAC>";
+ * during a secret rotation's overlap the header carries two signatures,
+ * "v1,<new> v1,<previous>" (the spec's space-separated list).
  * Only 2xx is success; redirects are not followed (3xx is a failure); 410
  * disables the endpoint; 429/502/504 push the next attempt to at least
  * Retry-After. The answer's body is read up to 64 KiB and discarded.
@@ -94,7 +96,7 @@ static void send_once(const struct api_ctx *ctx, const char *url, const char *ms
 {
 	struct send_ctx c = { .allow_private = ctx->cfg->webhook_allow_private_networks };
 	struct curl_slist *hdrs = NULL;
-	char h_id[128], h_ts[64], h_sig[256];
+	char h_id[128], h_ts[64], h_sig[320];
 	CURL *curl = NULL;
 	CURLcode code;
 	curl_off_t retry_after = 0;
@@ -160,14 +162,28 @@ static int64_t jitter(int64_t delay)
 	return delay * (int64_t)(900 + cp_random_below(201)) / 1000;
 }
 
+/* The signature of body under the sealed secret (aad); new string in *sig. */
+static cp_rc sign_sealed(const struct api_ctx *ctx, const char *aad, const char *sealed,
+			 const char *event_id, int64_t ts, const char *body, char **sig)
+{
+	char *secret = NULL;
+	size_t secret_len = 0;
+	cp_rc rc = crypto_open(ctx->keyring, aad, sealed, &secret, &secret_len);
+
+	if (rc == CP_OK)
+		rc = crypto_webhook_sign(secret, event_id, ts, body, strlen(body), sig);
+	crypto_wipe_free_buf(secret, secret_len);
+	return rc;
+}
+
 /* Sign and send one attempt of delivery d (from db_webhook_delivery_load). */
 static cp_rc attempt(const struct api_ctx *ctx, json_t *d, struct send_result *r)
 {
 	const char *webhook_id = json_string_value(json_object_get(d, "webhook_id"));
 	const char *event_id = json_string_value(json_object_get(d, "event_id"));
 	const char *sealed = json_string_value(json_object_get(d, "secret"));
-	char *aad = NULL, *secret = NULL, *body = NULL, *sig = NULL;
-	size_t secret_len = 0;
+	const char *previous = json_string_value(json_object_get(d, "previous_secret"));
+	char *aad = NULL, *body = NULL, *sig = NULL, *old = NULL, *both = NULL;
 	int64_t ts = cp_now();
 	cp_rc rc = CP_ERR_NOMEM;
 
@@ -175,17 +191,25 @@ static cp_rc attempt(const struct api_ctx *ctx, json_t *d, struct send_result *r
 	body = json_dumps(json_object_get(d, "body"), JSON_COMPACT);
 	if (!aad || !body)
 		goto out;
-	rc = crypto_open(ctx->keyring, aad, sealed, &secret, &secret_len);
-	if (rc == CP_OK)
-		rc = crypto_webhook_sign(secret, event_id, ts, body, strlen(body), &sig);
+	rc = sign_sealed(ctx, aad, sealed, event_id, ts, body, &sig);
+	/* A rotation's overlap: the new signature first, then the previous
+	 * one, so receivers still holding the old secret verify too. */
+	if (rc == CP_OK && previous) {
+		rc = sign_sealed(ctx, aad, previous, event_id, ts, body, &old);
+		both = rc == CP_OK ? cp_aprintf("%s %s", sig, old) : NULL;
+		if (rc == CP_OK && !both)
+			rc = CP_ERR_NOMEM;
+	}
 	if (rc != CP_OK)
 		goto out;
-	send_once(ctx, json_string_value(json_object_get(d, "url")), event_id, ts, sig, body, r);
+	send_once(ctx, json_string_value(json_object_get(d, "url")), event_id, ts,
+		  both ? both : sig, body, r);
 out:
 	free(aad);
 	free(body);
 	free(sig);
-	crypto_wipe_free_buf(secret, secret_len);
+	free(old);
+	free(both);
 	return rc;
 }
 

@@ -328,10 +328,11 @@ def run(module_globals):
     """Run every test_* function of the calling module in definition order."""
     tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
     only = os.environ.get("TEST_ONLY")
-    failed = 0
+    failed = ran = 0
     for name, fn in tests:
         if only and only not in name:
             continue
+        ran += 1
         t0 = time.time()
         try:
             fn()
@@ -340,5 +341,6 @@ def run(module_globals):
             failed += 1
             print("FAIL %-55s %.2fs" % (name, time.time() - t0), flush=True)
             traceback.print_exc()
-    print("%d passed, %d failed" % (len(tests) - failed, failed))
-    sys.exit(1 if failed else 0)
+    print("%d passed, %d failed" % (ran - failed, failed))
+    # TEST_ONLY matching nothing is a typo, not a pass.
+    sys.exit(1 if failed or not ran else 0)

@@ -14,6 +14,7 @@
 The document is read through `redocly bundle --ext json`, so this test needs
 nothing outside the Python standard library besides the pinned linter.
 """
+import http.client
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import tempfile
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BIN, SRC, CheckFailed, Server, check, expect, run  # noqa: E402
+from harness import BIN, SRC, CheckFailed, Resp, Server, check, expect, run  # noqa: E402
 
 SPEC_PATH = os.path.join(SRC, "openapi.yaml")
 LINT_DIR = os.path.join(SRC, "tests", "openapi")
@@ -322,8 +323,37 @@ ID_OF = {"/v1/tenants": "tenant", "/v1/tenants/{id}/api-keys": "api_key",
          "/v1/webhooks": "webhook"}
 
 
+def stream_aware(srv):
+    """srv.request, except that a GET of an event stream (a 200 never ends)
+    reads the status, the headers and the first line of the body only."""
+    plain = srv.request
+
+    def request(method, path, body=None, token=None, auth=True, headers=None, raw=None,
+                tenant=None, query=None):
+        if path.split("?")[0] != "/v1/events/stream":
+            return plain(method, path, body=body, token=token, auth=auth, headers=headers,
+                         raw=raw, tenant=tenant, query=query)
+        h = {"Authorization": "Bearer " + (token or srv.token)} if auth else {}
+        if tenant:
+            h["X-Tenant-ID"] = tenant
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            got = r.readline() if r.status == 200 else r.read()
+            return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, got)
+        finally:
+            conn.close()
+    srv.request = request
+    return srv
+
+
 def test_contract_every_route():
-    srv = Server(env={"CERTPLANE_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}).start()
+    srv = stream_aware(Server(env={"CERTPLANE_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}).start())
     problems, called = [], set()
     try:
         routes = route_table()
@@ -404,13 +434,15 @@ def test_error_variants_every_route():
     X-Tenant-ID (400 where the operation acts within a tenant), a malformed
     and an unknown X-Tenant-ID (404), a body that is not JSON (415), a bad
     Idempotency-Key on a POST (422), no key or a wrong one (401 with
-    WWW-Authenticate), a tenant key (403 on the operator's routes) and a
-    tenant key naming another tenant (404)."""
-    srv = Server().start()
+    WWW-Authenticate), a tenant key (403 on the operator's routes), a read
+    key (403 on every write) and a tenant key naming another tenant (404)."""
+    srv = stream_aware(Server().start())
     problems = []
     try:
-        _, key = srv.new_tenant("variants")
+        vt, key = srv.new_tenant("variants")
         other, _ = srv.new_tenant("variants-other")
+        ro = expect(srv.post("/v1/tenants/%s/api-keys" % vt, {"name": "ro", "scope": "read"}),
+                    201).json["key"]
         seen = set()
         for method, pattern in sorted(route_table()):
             path = fill(pattern, {})
@@ -425,6 +457,7 @@ def test_error_variants_every_route():
                 ("no key", dict(auth=False)),
                 ("a wrong key", dict(token="cpk_" + "0" * 43)),
                 ("a tenant key", dict(token=key, body=body)),
+                ("a read key", dict(token=ro, body=body)),
                 ("a tenant key, another tenant's X-Tenant-ID",
                  dict(token=key, body=body, tenant=other)),
             ]

@@ -40,11 +40,13 @@ TB = Testbed().ensure()
 
 class Front:
     """A TLS front for Pebble on a free port. retry_after[name] = n: every
-    authorization of name is answered "pending" with Retry-After: n.
+    authorization of name, and every poll of its answered challenge, is
+    answered "pending" with Retry-After: n.
     hold_challenge = name: a challenge POST of that name's authorization
     waits until release is set, is then forwarded, and answered a second
     after Pebble took it (so that Pebble validates before our next poll).
-    seen[name] records Pebble's real authorization statuses."""
+    seen[name] records Pebble's real authorization and challenge-poll
+    statuses."""
 
     def __init__(self):
         self.retry_after = {}
@@ -87,6 +89,8 @@ class Front:
                     time.sleep(1.0)
                 if self.path.startswith("/authZ/") and status == 200:
                     out, hdrs = front.authz(out, hdrs)
+                elif name and status == 200 and is_poll(body):
+                    out, hdrs = front.challenge(name, out, hdrs)
                 self.send_response(status)
                 for k, v in hdrs:
                     self.send_header(k, v)
@@ -127,9 +131,31 @@ class Front:
             ch.pop("validated", None)
         return json.dumps(a).encode(), hdrs + [("Retry-After", str(ra))]
 
+    def challenge(self, name, out, hdrs):
+        """As authz() for a poll of an answered challenge (the order engine
+        polls the challenge, not its authorization)."""
+        c = json.loads(out)
+        with self.lock:
+            self.seen.setdefault(name, []).append(c.get("status"))
+            ra = self.retry_after.get(name)
+        if ra is None:
+            return out, hdrs
+        c["status"] = "pending"
+        c.pop("validated", None)
+        return json.dumps(c).encode(), hdrs + [("Retry-After", str(ra))]
+
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def is_poll(body):
+    """True for a POST-as-GET (a JWS with an empty payload), false for the
+    challenge's answer ("{}")."""
+    try:
+        return body is not None and json.loads(body).get("payload") == ""
+    except ValueError:
+        return False
 
 
 def rnd(prefix):

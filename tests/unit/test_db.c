@@ -152,6 +152,7 @@ static void test_tenants(void)
 	json_t *t = NULL, *k = NULL;
 	struct db_list l = { 0 };
 	char ids[3][CP_UUID_LEN + 1], tid[CP_UUID_LEN + 1], kid[CP_UUID_LEN + 1];
+	struct db_apikey_grant grant = { 0 }, got = { 0 };
 	int64_t next;
 
 	CHECK_RC(db_tenant_create(db, "acme corp", &t), CP_OK);
@@ -182,17 +183,20 @@ static void test_tenants(void)
 	fx_list_clear(&l);
 
 	/* API keys: stored by hash, found by hash, scoped by tenant. */
-	CHECK_RC(db_apikey_create(db, ids[0], "ci", "aa11", "cpk_aa", &k), CP_OK);
+	CHECK_RC(db_apikey_create(db, ids[0], "ci", "aa11", "cpk_aa", &grant, &k), CP_OK);
 	CHECK(cp_uuid_valid(fx_str(k, "id")) && !strcmp(fx_str(k, "name"), "ci"));
 	CHECK(!strcmp(fx_str(k, "prefix"), "cpk_aa"));
+	CHECK(!strcmp(fx_str(k, "scope"), "admin") &&
+	      json_is_null(json_object_get(k, "expires_at")));
 	CHECK(json_object_get(k, "key_hash") == NULL);
-	CHECK_RC(db_apikey_create(db, ids[1], "dup", "aa11", "cpk_aa", &t), CP_ERR_CONFLICT);
+	CHECK_RC(db_apikey_create(db, ids[1], "dup", "aa11", "cpk_aa", &grant, &t),
+		 CP_ERR_CONFLICT);
 	CHECK_RC(db_apikey_create(db, "00000000-0000-4000-8000-000000000000", "x", "bb22", "cpk_bb",
-				  &t),
+				  &grant, &t),
 		 CP_ERR_NOT_FOUND);
-	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid), CP_OK);
+	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid, NULL), CP_OK);
 	CHECK(!strcmp(tid, ids[0]) && !strcmp(kid, fx_str(k, "id")));
-	CHECK_RC(db_apikey_lookup(db, "ffff", tid, kid), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_apikey_lookup(db, "ffff", tid, kid, NULL), CP_ERR_NOT_FOUND);
 	CHECK_RC(db_apikey_list(db, ids[0], (struct db_page){ .limit = 10 }, &l), CP_OK);
 	CHECK(json_array_size(l.data) == 1 && l.next == 0);
 	CHECK(!strcmp(fx_str(json_array_get(l.data, 0), "id"), fx_str(k, "id")));
@@ -201,20 +205,34 @@ static void test_tenants(void)
 	CHECK(json_array_size(l.data) == 0);
 	fx_list_clear(&l);
 	CHECK_RC(db_apikey_delete(db, ids[1], fx_str(k, "id")), CP_ERR_NOT_FOUND);
-	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid), CP_OK); /* still there */
+	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid, NULL), CP_OK); /* still there */
 	CHECK_RC(db_apikey_delete(db, ids[0], fx_str(k, "id")), CP_OK);
 	CHECK_RC(db_apikey_delete(db, ids[0], fx_str(k, "id")), CP_ERR_NOT_FOUND);
-	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid, NULL), CP_ERR_NOT_FOUND);
 	json_decref(k);
 	k = NULL;
 
+	/* Scope and expiry are stored, rendered and answered (cached too). */
+	grant = (struct db_apikey_grant){ .read_only = true, .expires_at = 4102444800 };
+	CHECK_RC(db_apikey_create(db, ids[0], "ro", "ee55", "cpk_ee", &grant, &k), CP_OK);
+	CHECK(!strcmp(fx_str(k, "scope"), "read"));
+	CHECK(!strcmp(fx_str(k, "expires_at"), "2100-01-01T00:00:00Z"));
+	for (int i = 0; i < 2; i++) { /* the database, then the cache */
+		got = (struct db_apikey_grant){ 0 };
+		CHECK_RC(db_apikey_lookup(db, "ee55", tid, kid, &got), CP_OK);
+		CHECK(got.read_only && got.expires_at == 4102444800);
+	}
+	json_decref(k);
+	k = NULL;
+	grant = (struct db_apikey_grant){ 0 };
+
 	/* Deleting a tenant takes its keys with it. */
-	CHECK_RC(db_apikey_create(db, ids[2], "k", "cc33", "cpk_cc", &k), CP_OK);
+	CHECK_RC(db_apikey_create(db, ids[2], "k", "cc33", "cpk_cc", &grant, &k), CP_OK);
 	json_decref(k);
 	CHECK_RC(db_tenant_delete(db, ids[2]), CP_OK);
 	CHECK_RC(db_tenant_delete(db, ids[2]), CP_ERR_NOT_FOUND);
 	CHECK_RC(db_tenant_get(db, ids[2], &t), CP_ERR_NOT_FOUND);
-	CHECK_RC(db_apikey_lookup(db, "cc33", tid, kid), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_apikey_lookup(db, "cc33", tid, kid, NULL), CP_ERR_NOT_FOUND);
 
 	/* The database failing. */
 	fx_fail(db, true);
@@ -222,10 +240,10 @@ static void test_tenants(void)
 	CHECK_RC(db_tenant_get(db, ids[0], &t), CP_ERR_INTERNAL);
 	CHECK_RC(db_tenant_list(db, (struct db_page){ .limit = 2 }, &l), CP_ERR_INTERNAL);
 	CHECK_RC(db_tenant_delete(db, ids[1]), CP_ERR_INTERNAL);
-	CHECK_RC(db_apikey_create(db, ids[0], "x", "dd44", "p", &t), CP_ERR_INTERNAL);
+	CHECK_RC(db_apikey_create(db, ids[0], "x", "dd44", "p", &grant, &t), CP_ERR_INTERNAL);
 	CHECK_RC(db_apikey_list(db, ids[0], (struct db_page){ .limit = 2 }, &l), CP_ERR_INTERNAL);
 	CHECK_RC(db_apikey_delete(db, ids[0], "x"), CP_ERR_INTERNAL);
-	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid), CP_ERR_INTERNAL);
+	CHECK_RC(db_apikey_lookup(db, "aa11", tid, kid, NULL), CP_ERR_INTERNAL);
 	fx_fail(db, false);
 	CHECK(l.data == NULL);
 }

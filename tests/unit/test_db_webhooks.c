@@ -333,6 +333,99 @@ static void test_secrets(void)
 	CHECK(count == 2);
 }
 
+/* Redelivery re-opens a settled delivery of the tenant's endpoint (a new
+ * attempt of the same event); rotation keeps the old secret signing during
+ * the overlap, sealed like the current one and re-sealed with it. */
+static void test_redeliver_rotate(void)
+{
+	struct db *db = fx.db;
+	char eid[CP_UUID_LEN + 1], did[CP_UUID_LEN + 1], got[CP_UUID_LEN + 1], aad[64];
+	struct db_webhook_attempt a = { .outcome = DB_WEBHOOK_DELIVERED, .status_code = 200 };
+	json_t *d = NULL, *w = NULL;
+	char *sealed = NULL, *pt = NULL, *sql = NULL;
+	size_t n = 0;
+	bool disabled = false;
+	int count = -1;
+	int64_t stale = -1, jobs;
+
+	CHECK_RC(db_event_add(db, ta, "webhook.test", NULL, eid), CP_OK);
+	CHECK_RC(db_webhook_deliver_to(db, ta, w1, eid, "webhook.test", did), CP_OK);
+	CHECK_RC(db_webhook_redeliver(db, ta, w1, did, got), CP_ERR_CONFLICT); /* pending */
+	CHECK_RC(db_webhook_attempt_record(db, did, &a, &disabled), CP_OK);
+	CHECK_RC(db_webhook_redeliver(db, tb, w1, did, got), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_webhook_redeliver(db, ta, w2, did, got), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_webhook_redeliver(db, ta, w1, NOID, got), CP_ERR_NOT_FOUND);
+	sql = cp_aprintf("SELECT count(*) FROM jobs WHERE kind = 'webhook_delivery' AND "
+			 "json_extract(payload, '$.delivery_id') = '%s'",
+			 did);
+	jobs = sql ? fx_int(db, sql) : -1;
+	CHECK_RC(db_webhook_redeliver(db, ta, w1, did, got), CP_OK);
+	CHECK(!strcmp(got, eid));
+	CHECK(sql && fx_int(db, sql) == jobs + 1);
+	free(sql);
+	CHECK_RC(db_webhook_delivery_load(db, did, &d), CP_OK);
+	CHECK(!strcmp(fx_str(d, "state"), "pending") && !strcmp(fx_str(d, "event_id"), eid));
+	CHECK(json_integer_value(json_object_get(d, "attempts")) == 1);
+	CHECK(json_integer_value(json_object_get(d, "next_attempt_at")) <= cp_now());
+	CHECK(json_is_null(json_object_get(d, "previous_secret")));
+	json_decref(d);
+	d = NULL;
+	CHECK_RC(db_webhook_redeliver(db, ta, w1, did, got), CP_ERR_CONFLICT); /* once */
+
+	/* Rotate w1 with an overlap: both secrets load; another tenant: 404. */
+	snprintf(aad, sizeof(aad), "webhooks:%s", w1);
+	CHECK_RC(crypto_seal(ring, aad, "whsec_new", 9, &sealed), CP_OK);
+	CHECK_RC(db_webhook_rotate_secret(db, tb, w1, sealed, cp_now() + 60, &w), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_webhook_rotate_secret(db, ta, w1, sealed, cp_now() + 60, &w), CP_OK);
+	CHECK(!strcmp(fx_str(w, "id"), w1) && json_object_get(w, "secret") == NULL);
+	json_decref(w);
+	w = NULL;
+	CHECK_RC(db_webhook_delivery_load(db, did, &d), CP_OK);
+	CHECK_RC(crypto_open(ring, aad, fx_str(d, "secret"), &pt, &n), CP_OK);
+	CHECK(pt && n == 9 && !memcmp(pt, "whsec_new", 9));
+	crypto_wipe_free(pt);
+	pt = NULL;
+	CHECK_RC(crypto_open(ring, aad, fx_str(d, "previous_secret"), &pt, &n), CP_OK);
+	CHECK(pt && n == 7 && !memcmp(pt, "whsec_x", 7));
+	crypto_wipe_free(pt);
+	pt = NULL;
+	json_decref(d);
+	d = NULL;
+	/* A master-key rotation re-seals the previous secret too (3 = w1's two
+	 * and w2's), and it still opens. */
+	CHECK_RC(crypto_keyring_rotate(ring, fx.dir), CP_OK);
+	CHECK_RC(db_secrets_count_stale(db, ring, &stale), CP_OK);
+	CHECK(stale == 3);
+	CHECK_RC(db_secrets_reseal(db, ring, &count), CP_OK);
+	CHECK(count == 3);
+	CHECK_RC(db_webhook_delivery_load(db, did, &d), CP_OK);
+	CHECK(crypto_sealed_is_current(ring, fx_str(d, "previous_secret")));
+	CHECK_RC(crypto_open(ring, aad, fx_str(d, "previous_secret"), &pt, &n), CP_OK);
+	crypto_wipe_free(pt);
+	pt = NULL;
+	json_decref(d);
+	d = NULL;
+	/* Past the overlap (or none): only the current secret loads. */
+	CHECK(fx_sql(
+		db,
+		"UPDATE webhooks SET previous_secret_until = 1 WHERE previous_secret IS NOT NULL"));
+	CHECK_RC(db_webhook_delivery_load(db, did, &d), CP_OK);
+	CHECK(json_is_null(json_object_get(d, "previous_secret")));
+	json_decref(d);
+	d = NULL;
+	CHECK_RC(db_webhook_rotate_secret(db, ta, w1, sealed, 0, &w), CP_OK);
+	json_decref(w);
+	w = NULL;
+	CHECK(fx_int(db, "SELECT count(*) FROM webhooks WHERE previous_secret IS NOT NULL OR "
+			 "previous_secret_until IS NOT NULL") == 0);
+	fx_fail(db, true);
+	CHECK(db_webhook_redeliver(db, ta, w1, did, got) != CP_OK);
+	CHECK(db_webhook_rotate_secret(db, ta, w1, sealed, 0, &w) != CP_OK);
+	fx_fail(db, false);
+	CHECK(w == NULL);
+	free(sealed);
+}
+
 int main(void)
 {
 	if (!fx_open(&fx, "test-db-webhooks") || !fx_tenant(fx.db, "a", ta) ||
@@ -343,6 +436,7 @@ int main(void)
 	test_endpoints();
 	test_deliveries();
 	test_secrets();
+	test_redeliver_rotate();
 	crypto_keyring_free(ring);
 	fx_close(&fx);
 	return check_exit("test_db_webhooks");

@@ -370,6 +370,15 @@ static void test_next_renewal(void)
 	CHECK(strcmp(lifecycle_why_name(LIFECYCLE_WHY_ARI), "ari") == 0);
 }
 
+static void test_plan_replaces(void)
+{
+	CHECK(lifecycle_plan_replaces(true, "letsencrypt", "letsencrypt"));
+	CHECK(!lifecycle_plan_replaces(false, "letsencrypt", "letsencrypt")); /* first order */
+	CHECK(!lifecycle_plan_replaces(true, NULL, "letsencrypt"));	 /* self-signed bootstrap */
+	CHECK(!lifecycle_plan_replaces(true, "zerossl", "letsencrypt")); /* another CA */
+	CHECK(!lifecycle_plan_replaces(true, "letsencrypt", NULL));
+}
+
 int main(void)
 {
 	sqlite3 *h = NULL;
@@ -377,6 +386,7 @@ int main(void)
 	test_renewal_window();
 	test_plan();
 	test_next_renewal();
+	test_plan_replaces();
 	CHECK(sqlite3_open(":memory:", &h) == SQLITE_OK);
 	CHECK(sqlite3_exec(h, "CREATE TABLE t (stored TEXT, nb INTEGER, na INTEGER)", NULL, NULL,
 			   NULL) == SQLITE_OK);
