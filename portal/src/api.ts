@@ -55,16 +55,12 @@ export async function all<T>(page: (cursor?: string) => Promise<{ data: T[]; nex
   return out;
 }
 
-/** GET /v1/summary when the server has it (null on 404: compute from lists). */
-export interface Summary {
-  certificates: { by_status: Record<string, number>; soonest_expiry: unknown; failing_renewals: unknown };
-  pending_verifications: unknown;
-}
-export async function fetchSummary(): Promise<Summary | null> {
-  const r = await fetch("/v1/summary", { headers: { Authorization: "Bearer " + (getKey() ?? "") } });
-  if (r.status === 404 || r.status === 405) return null;
-  if (!r.ok) throw problemOf(await r.json().catch(() => undefined), r);
-  return (await r.json()) as Summary;
+/** GET /v1/summary; null when the server has none (404: compute from lists). */
+export async function fetchSummary(): Promise<S["Summary"] | null> {
+  const r = await api.GET("/v1/summary", {});
+  if (r.response.status === 404) return null;
+  if (r.error !== undefined || !r.data) throw problemOf(r.error, r.response);
+  return r.data;
 }
 
 export interface LiveFilter { certificate_id?: string; property_id?: string }

@@ -44,12 +44,22 @@ function SignIn(p: { onIn: () => void }) {
 function Dashboard() {
   const { data, problem } = useLoad(async () => {
     const summary = await fetchSummary();
+    if (summary) {
+      return {
+        byStatus: summary.certificates.by_status as Record<string, number>,
+        soonest: summary.expiring_soonest.slice(0, 5),
+        failing: summary.failing_renewals.top.map((c) => ({ id: c.id, name: c.name, words: c.last_error ? "The last renewal attempt failed" + (c.failure_count > 1 ? ` (${c.failure_count} times in a row)` : "") + ": " + sentence(c.last_error) : "Renewal failing." })),
+        failingCount: summary.failing_renewals.count,
+        pending: summary.hostname_verifications.pending as number | undefined,
+      };
+    }
+    // A server without /v1/summary: the same from the lists.
     const certs = await all((cursor) => must(api.GET("/v1/certificates", { params: { query: { limit: 500, ...(cursor ? { cursor } : {}) } } })));
     const by: Record<string, number> = {};
     for (const c of certs) by[c.status] = (by[c.status] ?? 0) + 1;
     const soonest = certs.filter((c) => c.not_after).sort((a, b) => (a.not_after ?? "").localeCompare(b.not_after ?? "")).slice(0, 5);
-    const failing = certs.filter((c) => c.renewal.failure_count > 0 || c.status === "failed");
-    return { byStatus: summary?.certificates.by_status ?? by, soonest, failing, fromSummary: !!summary, pending: summary?.pending_verifications };
+    const failing = certs.filter((c) => c.renewal.failure_count > 0 || c.status === "failed").map((c) => ({ id: c.id, name: c.name, words: renewalWords(c) }));
+    return { byStatus: by, soonest, failing, failingCount: failing.length, pending: undefined };
   }, []);
   return (
     <section>
@@ -60,14 +70,16 @@ function Dashboard() {
           <h2>Certificates by status</h2>
           <ul class="counts">
             {Object.entries(data.byStatus).map(([k, v]) => <li><Badge status={k} /> <strong data-testid={"count-" + k}>{v}</strong></li>)}
-            {Object.keys(data.byStatus).length === 0 && <li>No certificates yet. <Link to="/certificates">Create one</Link>.</li>}
           </ul>
-          {typeof data.pending === "number" && <p>Hostnames pending verification: <strong>{data.pending}</strong></p>}
+          {typeof data.pending === "number" && <p>Hostnames pending verification: <strong data-testid="pending-verifications">{data.pending}</strong></p>}
           <h2>Soonest expiries</h2>
-          <CertTable certs={data.soonest} />
-          <h2>Failing renewals</h2>
+          {data.soonest.length ? (
+            <table><thead><tr><th>Certificate</th><th>Expires</th></tr></thead>
+              <tbody>{data.soonest.map((c) => <tr><td><Link to={"/certificates/" + c.id}>{c.name}</Link></td><td>{when(c.not_after)} <small>{relative(c.not_after)}</small></td></tr>)}</tbody></table>
+          ) : <p>No certificates yet. <Link to="/certificates">Create one</Link>.</p>}
+          <h2>Failing renewals ({data.failingCount})</h2>
           {data.failing.length ? (
-            <ul>{data.failing.map((c) => <li><Link to={"/certificates/" + c.id}>{c.name}</Link>: {renewalWords(c)}</li>)}</ul>
+            <ul>{data.failing.map((c) => <li><Link to={"/certificates/" + c.id}>{c.name}</Link>: {c.words}</li>)}</ul>
           ) : <p>None.</p>}
         </>
       )}
@@ -261,7 +273,7 @@ function CertificateDetail(p: { id: string }) {
     must(api.GET("/v1/certificates/{id}", { params: { path: { id: p.id } } })),
     all((cursor) => must(api.GET("/v1/certificates/{id}/versions", { params: { path: { id: p.id }, query: { limit: 500, ...(cursor ? { cursor } : {}) } } }))),
     all((cursor) => must(api.GET("/v1/orders", { params: { query: { certificate_id: p.id, limit: 500, ...(cursor ? { cursor } : {}) } } }))),
-    all((cursor) => must(api.GET("/v1/events", { params: { query: { limit: 500, ...(cursor ? { cursor } : {}) } } }))).then((es) => es.filter((e) => e.data["certificate_id"] === p.id)),
+    all((cursor) => must(api.GET("/v1/events", { params: { query: { certificate_id: p.id, limit: 500, ...(cursor ? { cursor } : {}) } } }))),
   ]);
   const { data, problem, reload } = useLoad(load, [p.id]);
   const [action, setAction] = useState<Problem | null>(null);
@@ -339,6 +351,7 @@ function OrderDetail(p: { id: string }) {
   const cert = useLoad(() => (o ? must(api.GET("/v1/certificates/{id}", { params: { path: { id: o.certificate_id } } })) : Promise.resolve(null)), [o?.certificate_id, o?.status]);
   const [action, setAction] = useState<Problem | null>(null);
   const [note, setNote] = useState("");
+  const [records, setRecords] = useState<S["VerifyRecord"][]>([]);
   const running = !!o && !FINAL.includes(o.status);
   useEffect(() => (o ? liveReload({ certificate_id: o.certificate_id }, reload) : undefined), [o?.certificate_id]);
   useEffect(() => {
@@ -349,11 +362,16 @@ function OrderDetail(p: { id: string }) {
   if (problem && !o) return <ProblemBox problem={problem} />;
   if (!o) return <p>Loading…</p>;
   async function post(what: "verify" | "cancel") {
-    const r = what === "verify"
-      ? await api.POST("/v1/orders/{id}/verify", { params: { path: { id: p.id } } })
-      : await api.POST("/v1/orders/{id}/cancel", { params: { path: { id: p.id } } });
-    setAction(r.error !== undefined ? problemOf(r.error, r.response) : null);
-    setNote(r.error !== undefined ? "" : what === "verify" ? "Asked the CA to validate now." : "Canceled.");
+    if (what === "verify") {
+      const r = await api.POST("/v1/orders/{id}/verify", { params: { path: { id: p.id } } });
+      setAction(r.error !== undefined ? problemOf(r.error, r.response) : null);
+      setRecords(r.data?.records ?? []);
+      setNote(r.error !== undefined ? "" : "Asked the CA to validate now.");
+    } else {
+      const r = await api.POST("/v1/orders/{id}/cancel", { params: { path: { id: p.id } } });
+      setAction(r.error !== undefined ? problemOf(r.error, r.response) : null);
+      setNote(r.error !== undefined ? "" : "Canceled.");
+    }
     reload();
   }
   return (
@@ -380,6 +398,9 @@ function OrderDetail(p: { id: string }) {
                 <dt>Name</dt><dd><code class="txt-name">{a.challenge.txt_record_name}</code></dd>
                 <dt>Type</dt><dd>TXT</dd>
                 <dt>Value</dt><dd><code class="txt-value">{a.challenge.txt_record_value}</code></dd>
+                {records.filter((x) => x.name === a.challenge?.txt_record_name && x.value === a.challenge?.txt_record_value).map((x) => (
+                  <><dt>At Verify</dt><dd class={x.visible ? "" : "error-text"} data-testid="txt-visible">{x.visible ? "visible in DNS" : "not visible yet" + (x.seen.length ? " (found: " + x.seen.join(", ") + ")" : "") + (x.detail ? " - " + x.detail : "")}</dd></>
+                ))}
               </dl>
             </>
           )}
@@ -469,7 +490,12 @@ function PropertyForm() {
 }
 
 function PropertyDetail(p: { id: string }) {
-  const { data: pr, problem, reload } = useLoad(() => must(api.GET("/v1/properties/{id}", { params: { path: { id: p.id } } })), [p.id]);
+  const { data: loaded, problem, reload } = useLoad(async () => {
+    const r = await api.GET("/v1/properties/{id}", { params: { path: { id: p.id } } });
+    if (r.error !== undefined || !r.data) throw problemOf(r.error, r.response);
+    return { pr: r.data, etag: r.response.headers.get("ETag") };
+  }, [p.id]);
+  const pr = loaded?.pr;
   const choices = useChoices();
   const [dns, setDns] = useState<S["DnsCheck"] | null>(null);
   const [action, setAction] = useState<Problem | null>(null);
@@ -489,10 +515,17 @@ function PropertyDetail(p: { id: string }) {
     try { const d = await must(api.POST("/v1/properties/{id}/deployments", { params: { path: { id: p.id } }, body: { environment } })); setNote(`Deployed version ${d.version} to ${environment}.`); reload(); }
     catch (x) { setAction(x as Problem); }
   }
-  async function save(body: S["Property"] extends never ? never : { certificate_id?: string | null; certificate_renew_automation?: boolean }) {
+  async function save(body: { certificate_id?: string | null; certificate_renew_automation?: boolean }) {
     setAction(null);
-    try { await must(api.PATCH("/v1/properties/{id}", { params: { path: { id: p.id } }, body })); setNote("Saved."); reload(); }
-    catch (x) { setAction(x as Problem); }
+    // If-Match: a change made meanwhile (another tab) is a 412, not overwritten.
+    const etag = loaded?.etag;
+    const r = await api.PATCH("/v1/properties/{id}", { params: { path: { id: p.id } }, body, ...(etag ? { headers: { "If-Match": etag } } : {}) });
+    if (r.response.status === 412) {
+      setAction({ type: "about:blank", title: "Changed elsewhere", status: 412, detail: "The property changed since this page loaded (another tab or user); it is reloaded now: check it and save again.", errors: [] });
+      setCert(null);
+    } else if (r.error !== undefined) setAction(problemOf(r.error, r.response));
+    else setNote("Saved.");
+    reload();
   }
   const byHost = new Map((dns?.hostnames ?? []).map((h) => [h.hostname, h]));
   const errs = fieldErrors(action);
@@ -594,7 +627,7 @@ function Webhooks() {
       <h1>Webhooks</h1>
       <ProblemBox problem={problem} />
       {secret && <div class="secret" role="status">Signing secret (shown once, store it now): <code>{secret}</code> <button type="button" onClick={() => setSecret(null)}>Done</button></div>}
-      {data && (data.length ? data.map((w) => <WebhookRow w={w} />) : <p>None yet.</p>)}
+      {data && (data.length ? data.map((w) => <WebhookRow w={w} onSecret={setSecret} />) : <p>None yet.</p>)}
       <form onSubmit={submit} aria-label="Create webhook" class="card">
         <h2>Create a webhook</h2>
         <Field label="Endpoint URL" name="url" errors={errs}>{(id, d) => <input id={id} type="url" required value={url} aria-describedby={d} onInput={(e) => setUrl(e.currentTarget.value)} />}</Field>
@@ -606,10 +639,27 @@ function Webhooks() {
   );
 }
 
-function WebhookRow(p: { w: S["Webhook"] }) {
+function WebhookRow(p: { w: S["Webhook"]; onSecret: (s: string) => void }) {
   const [open, setOpen] = useState(false);
   const [note, setNote] = useState("");
   const dl = useLoad(() => (open ? all((cursor) => must(api.GET("/v1/webhooks/{id}/deliveries", { params: { path: { id: p.w.id }, query: { limit: 100, ...(cursor ? { cursor } : {}) } } }))) : Promise.resolve([])), [open, p.w.id]);
+  const pending = !!dl.data?.some((d) => d.state === "pending");
+  useEffect(() => {
+    if (!open || !pending) return;
+    const t = setInterval(dl.reload, 2000); // until every delivery is decided
+    return () => clearInterval(t);
+  }, [open, pending]);
+  async function rotate() {
+    const r = await api.POST("/v1/webhooks/{id}/rotate-secret", { params: { path: { id: p.w.id } }, body: {} });
+    if (r.error !== undefined || !r.data) { setNote(problemOf(r.error, r.response).detail); return; }
+    p.onSecret(r.data.secret);
+    setNote("New secret made; the previous one still signs for a day.");
+  }
+  async function redeliver(d: S["WebhookDelivery"]) {
+    const r = await api.POST("/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", { params: { path: { id: p.w.id, delivery_id: d.id } } });
+    setNote(r.error !== undefined ? problemOf(r.error, r.response).detail : "Redelivery of " + d.event_type + " queued.");
+    dl.reload();
+  }
   async function test() {
     const r = await api.POST("/v1/webhooks/{id}/test", { params: { path: { id: p.w.id } } });
     setNote(r.error !== undefined ? problemOf(r.error, r.response).detail : "Test event queued.");
@@ -619,10 +669,10 @@ function WebhookRow(p: { w: S["Webhook"] }) {
     <div class="card">
       <h3><code>{p.w.url}</code> {p.w.enabled ? <Badge status="enabled" /> : <Badge status="disabled" />}</h3>
       <p>Events: {p.w.events.join(", ")}{p.w.disabled_reason ? " — " + p.w.disabled_reason : ""}</p>
-      <p class="actions"><button type="button" onClick={test}>Send test</button> <button type="button" aria-expanded={open} onClick={() => setOpen(!open)}>Deliveries</button> <span role="status">{note}</span></p>
+      <p class="actions"><button type="button" onClick={test}>Send test</button> <button type="button" aria-expanded={open} onClick={() => setOpen(!open)}>Deliveries</button> <button type="button" onClick={rotate}>Rotate secret</button> <span role="status">{note}</span></p>
       {open && dl.data && (dl.data.length ? (
-        <table><thead><tr><th>Event</th><th>State</th><th>Attempts</th><th>Last error</th><th>Created</th></tr></thead>
-          <tbody>{dl.data.map((d) => <tr><td>{d.event_type}</td><td><Badge status={d.state} /></td><td>{d.attempts.length}</td><td>{d.last_error ?? ""}</td><td>{when(d.created_at)}</td></tr>)}</tbody></table>
+        <table><thead><tr><th>Event</th><th>State</th><th>Attempts</th><th>Last error</th><th>Created</th><th></th></tr></thead>
+          <tbody>{dl.data.map((d) => <tr><td>{d.event_type}</td><td><Badge status={d.state} /></td><td>{d.attempts.length}</td><td>{d.last_error ?? ""}</td><td>{when(d.created_at)}</td><td><button type="button" onClick={() => redeliver(d)} aria-label={"Redeliver " + d.event_type} disabled={d.state === "pending"} title={d.state === "pending" ? "A pending delivery is retried on its schedule" : undefined}>Redeliver</button></td></tr>)}</tbody></table>
       ) : <p>No deliveries yet.</p>)}
     </div>
   );
@@ -647,8 +697,55 @@ function Audit() {
   );
 }
 
+// ------------------------------------------------------------------ API keys
+function ApiKeys() {
+  const { data, problem, reload } = useLoad(() => all((cursor) => must(api.GET("/v1/api-keys", { params: { query: { limit: 500, ...(cursor ? { cursor } : {}) } } }))), []);
+  const [name, setName] = useState("");
+  const [scope, setScope] = useState<"admin" | "read">("read");
+  const [expires, setExpires] = useState("");
+  const [made, setMade] = useState<string | null>(null);
+  const [fp, setFp] = useState<Problem | null>(null);
+  const [note, setNote] = useState("");
+  const errs = fieldErrors(fp);
+  async function submit(e: Event) {
+    e.preventDefault();
+    setFp(null);
+    try {
+      const k = await must(api.POST("/v1/api-keys", { body: { name, scope, ...(expires ? { expires_at: new Date(expires + "T00:00:00Z").toISOString().replace(/\.\d+Z$/, "Z") } : {}) } }));
+      setMade(k.key); setName(""); reload();
+    } catch (x) { setFp(x as Problem); }
+  }
+  async function revoke(k: S["ApiKey"]) {
+    const r = await api.DELETE("/v1/api-keys/{id}", { params: { path: { id: k.id } } });
+    setNote(r.error !== undefined ? problemOf(r.error, r.response).detail : "Revoked " + k.prefix + "….");
+    reload();
+  }
+  return (
+    <section>
+      <h1>API keys</h1>
+      <ProblemBox problem={problem} />
+      {made && <div class="secret" role="status">New key (shown once, store it now): <code>{made}</code> <button type="button" onClick={() => setMade(null)}>Done</button></div>}
+      {data && (
+        <table><thead><tr><th>Name</th><th>Prefix</th><th>Scope</th><th>Expires</th><th>Created</th><th></th></tr></thead>
+          <tbody>{data.map((k) => <tr><td>{k.name}</td><td><code>{k.prefix}</code></td><td>{k.scope}</td><td>{k.expires_at ? when(k.expires_at) : "never"}</td><td>{when(k.created_at)}</td><td><button type="button" onClick={() => revoke(k)} aria-label={"Revoke " + k.name}>Revoke</button></td></tr>)}</tbody></table>
+      )}
+      <p role="status">{note}</p>
+      <form onSubmit={submit} aria-label="Create API key" class="card">
+        <h2>Create an API key</h2>
+        <Field label="Key name" name="name" errors={errs}>{(id, d) => <input id={id} required value={name} aria-describedby={d} onInput={(e) => setName(e.currentTarget.value)} />}</Field>
+        <Field label="Scope" name="scope" errors={errs} hint="read: GET only, for dashboards and this portal when it only looks.">
+          {(id, d) => <select id={id} value={scope} aria-describedby={d} onChange={(e) => setScope(e.currentTarget.value as "admin" | "read")}><option value="read">read</option><option value="admin">admin</option></select>}
+        </Field>
+        <Field label="Expires on (optional)" name="expires_at" errors={errs}>{(id, d) => <input id={id} type="date" value={expires} aria-describedby={d} onInput={(e) => setExpires(e.currentTarget.value)} />}</Field>
+        <ProblemBox problem={fp} shown={["name", "scope", "expires_at"]} />
+        <button type="submit">Create API key</button>
+      </form>
+    </section>
+  );
+}
+
 // ------------------------------------------------------------------- shell
-const NAV: [string, string][] = [["/", "Dashboard"], ["/certificates", "Certificates"], ["/properties", "Properties"], ["/edge-hostnames", "Edge hostnames"], ["/orders", "Orders"], ["/webhooks", "Webhooks"], ["/events", "Events"], ["/audit-log", "Audit log"]];
+const NAV: [string, string][] = [["/", "Dashboard"], ["/certificates", "Certificates"], ["/properties", "Properties"], ["/edge-hostnames", "Edge hostnames"], ["/orders", "Orders"], ["/webhooks", "Webhooks"], ["/events", "Events"], ["/audit-log", "Audit log"], ["/api-keys", "API keys"]];
 
 function route(path: string) {
   const m = (re: RegExp) => path.match(re)?.[1];
@@ -664,6 +761,7 @@ function route(path: string) {
     case "/webhooks": return <Webhooks />;
     case "/events": return <Events />;
     case "/audit-log": return <Audit />;
+    case "/api-keys": return <ApiKeys />;
     default: return <Dashboard />;
   }
 }

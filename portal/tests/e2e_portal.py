@@ -34,7 +34,9 @@ def server():
     env = TB.server_env()
     env.update({"CERTPLANE_PORTAL_DIR": DIST,
                 "CERTPLANE_RENEW_BACKOFF_SECONDS": "[1,1,1,1]",
-                "CERTPLANE_DNS01_TIMEOUT_SECONDS": "120"})
+                "CERTPLANE_DNS01_TIMEOUT_SECONDS": "120",
+                # one attempt: the test webhook's delivery fails at once (redeliver)
+                "CERTPLANE_WEBHOOK_RETRY_SCHEDULE": "[0]"})
     return Server(env=env).start()
 
 

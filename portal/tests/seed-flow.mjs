@@ -196,7 +196,12 @@ try {
   if (!names.length || names.length !== values.length) throw new Error("TXT records shown: " + names.length + "/" + values.length);
   for (let i = 0; i < names.length; i++) await cts("/set-txt", { host: names[i].trim().replace(/\.?$/, "."), value: values[i].trim() });
   log("published " + names.join(", "));
-  await page.getByRole("button", { name: "Verify" }).click();
+  const [verified] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/verify") && r.request().method() === "POST"),
+    page.getByRole("button", { name: "Verify" }).click(),
+  ]);
+  const vr = await verified.json();
+  if (verified.status() !== 202 || !(vr.records ?? []).every((x) => x.visible)) throw new Error("verify: " + verified.status() + " " + JSON.stringify(vr.records));
   await page.getByTestId("order-status").filter({ hasText: /^valid$/ }).waitFor({ timeout: 30000 });
   await shot("10-order-valid");
   log("order valid");
@@ -215,7 +220,7 @@ try {
   await shot("10b-certificate-uploaded");
 
   step = "every page renders";
-  for (const [n, l] of [["11-dashboard", "Dashboard"], ["12-certificates", "Certificates"], ["13-properties", "Properties"], ["14-orders", "Orders"], ["15-events", "Events"], ["16-audit-log", "Audit log"]]) {
+  for (const [n, l] of [["11-dashboard", "Dashboard"], ["12-certificates", "Certificates"], ["13-properties", "Properties"], ["14-orders", "Orders"], ["15-events", "Events"], ["16-audit-log", "Audit log"], ["18-api-keys", "API keys"]]) {
     await nav(l);
     await page.getByRole("heading", { name: l, exact: true }).waitFor();
     await page.waitForLoadState("networkidle").catch(() => undefined);
@@ -231,11 +236,52 @@ try {
   await page.getByText("Test event queued.").waitFor();
   await page.getByRole("button", { name: "Deliveries" }).first().click();
   await page.locator(".card table").first().waitFor();
+  await page.locator("td .badge.s-failed").first().waitFor({ timeout: 15000 });
+  await page.getByRole("button", { name: "Redeliver webhook.test" }).first().click();
+  await page.getByText("Redelivery of webhook.test queued.").waitFor();
+  const first = await page.locator(".secret code").textContent();
+  await page.getByRole("button", { name: "Rotate secret" }).first().click();
+  await page.locator(".secret code").filter({ hasNotText: first }).waitFor();
   await shot("17-webhooks");
+
+  step = "API keys: a read-only key, shown once, then revoked";
+  await nav("API keys");
+  await page.getByLabel("Key name").fill("dashboard (read)");
+  await page.getByLabel("Scope").selectOption("read");
+  await page.getByRole("button", { name: "Create API key" }).click();
+  await page.locator(".secret code").filter({ hasText: /^cpk_/ }).waitFor();
+  await page.getByRole("cell", { name: "dashboard (read)", exact: true }).waitFor();
+  await shot("19-api-key-created");
+  await page.getByRole("button", { name: "Revoke dashboard (read)" }).click();
+  await page.getByText(/^Revoked cpk_/).waitFor();
+
+  step = "two tabs edit one property: the second save is refused (If-Match, 412) and the page says so";
+  await nav("Properties");
+  await page.getByRole("link", { name: "shop", exact: true }).click();
+  await page.getByRole("heading", { name: "Property shop" }).waitFor();
+  const other = await ctx.newPage();
+  watch(other, "second tab");
+  await other.goto(page.url());
+  await other.getByLabel("API key").fill(KEY);
+  await other.getByRole("button", { name: "Sign in" }).click();
+  await other.getByRole("heading", { name: "Property shop" }).waitFor();
+  await other.getByLabel("Certificate renew automation").uncheck();
+  await other.getByText("Saved.").waitFor();
+  await other.close();
+  await page.bringToFront();
+  await page.getByLabel("Attach certificate").selectOption({ label: "api-dns01" });
+  expected.add("412");
+  await page.getByRole("button", { name: "Save certificate" }).click();
+  await page.getByText("Changed elsewhere").waitFor();
+  await shot("20-property-conflict");
+  expected.delete("412");
+  await page.getByLabel("Attach certificate").selectOption({ label: "api-dns01" });
+  await page.getByRole("button", { name: "Save certificate" }).click();
+  await page.getByText("Saved.").waitFor();
 
   step = "console";
   if (problems.length) throw new Error("console errors:\n  " + problems.join("\n  "));
-  log(`console: no errors (${allowed.length} expected resource answers: the documented 404 fallbacks and the provoked 401/422)`);
+  log(`console: no errors (${allowed.length} expected resource answers: the documented 404 fallbacks and the provoked 401/422/412)`);
   log("ok: seed flow through the portal");
   await browser.close();
   process.exit(0);
