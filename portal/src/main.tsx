@@ -549,7 +549,7 @@ function PropertyDetail(p: { id: string }) {
           return (
             <tr data-hostname={v.hostname}>
               <td>{v.hostname}</td>
-              <td class="cname">{d ? (d.points_to_edge ? "pointed to the edge" : "not pointed") : "not checked"}</td>
+              <td class="cname">{d ? (d.points_to_edge ? "pointed to the edge" : "not pointed") : v.method === "cname" && v.status === "verified" ? "pointed at the last check" : "not checked yet"}{!d && v.checked_at && <small class="block">{relative(v.checked_at)}</small>}</td>
               <td><Badge status={v.status} />{v.method ? " by " + v.method : ""}</td>
               <td>{sentence(d?.detail ?? v.detail ?? "")}{v.status === "pending" && <small class="block">Or prove control with a TXT record <code>{v.txt_record_name}</code> = <code>{v.token}</code>.</small>}</td>
             </tr>

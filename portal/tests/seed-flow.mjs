@@ -226,6 +226,7 @@ try {
     await page.waitForLoadState("networkidle").catch(() => undefined);
     await page.waitForTimeout(300);
     await shot(n);
+    if (l === "Dashboard") await page.getByTestId("count-active").filter({ hasText: /^3$/ }).waitFor();
   }
   step = "webhook: created with its secret shown once, tested";
   await nav("Webhooks");
