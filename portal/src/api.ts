@@ -23,6 +23,14 @@ api.use({
     if (k) request.headers.set("Authorization", "Bearer " + k);
     return request;
   },
+  onResponse({ response }) {
+    // The key stopped working (revoked, expired): back to the sign-in page.
+    if (response.status === 401 && getKey()) {
+      setKey(null);
+      dispatchEvent(new Event("certplane:signed-out"));
+    }
+    return response;
+  },
 });
 
 /** The problem of a failed call, or a synthetic one for a network failure. */
@@ -117,7 +125,8 @@ export function live(filter: LiveFilter, onEvent: (e: Event) => void): () => voi
     const r = await fetch("/v1/events/stream?" + q.toString(), { headers, signal: ctl.signal });
     // 404/405: a server without the stream; 429: this tenant's streams are
     // all in use (other tabs) - either way, poll instead.
-    if ([404, 405, 429].includes(r.status)) return false;
+    // 401: the polling's first call signs out (the middleware above).
+    if ([401, 404, 405, 429].includes(r.status)) return false;
     if (!r.ok || !r.body) return true;
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";

@@ -727,7 +727,7 @@ function ApiKeys() {
       {made && <div class="secret" role="status">New key (shown once, store it now): <code>{made}</code> <button type="button" onClick={() => setMade(null)}>Done</button></div>}
       {data && (
         <table><thead><tr><th>Name</th><th>Prefix</th><th>Scope</th><th>Expires</th><th>Created</th><th></th></tr></thead>
-          <tbody>{data.map((k) => <tr><td>{k.name}</td><td><code>{k.prefix}</code></td><td>{k.scope}</td><td>{k.expires_at ? when(k.expires_at) : "never"}</td><td>{when(k.created_at)}</td><td><button type="button" onClick={() => revoke(k)} aria-label={"Revoke " + k.name}>Revoke</button></td></tr>)}</tbody></table>
+          <tbody>{data.map((k) => <tr><td>{k.name}{getKey()?.startsWith(k.prefix) && <small> (this session's key)</small>}</td><td><code>{k.prefix}</code></td><td>{k.scope}</td><td>{k.expires_at ? when(k.expires_at) : "never"}</td><td>{when(k.created_at)}</td><td><button type="button" onClick={() => revoke(k)} aria-label={"Revoke " + k.name}>Revoke</button></td></tr>)}</tbody></table>
       )}
       <p role="status">{note}</p>
       <form onSubmit={submit} aria-label="Create API key" class="card">
@@ -772,8 +772,10 @@ function App() {
   const [signed, setSigned] = useState(!!getKey());
   useEffect(() => {
     const on = () => setPath(here());
+    const out = () => setSigned(false);
     addEventListener("popstate", on);
-    return () => removeEventListener("popstate", on);
+    addEventListener("certplane:signed-out", out);
+    return () => { removeEventListener("popstate", on); removeEventListener("certplane:signed-out", out); };
   }, []);
   useEffect(() => { document.title = "certplane — " + (NAV.find(([p]) => p !== "/" && path.startsWith(p))?.[1] ?? (signed ? "Dashboard" : "Sign in")); }, [path, signed]);
   if (!signed) return <SignIn onIn={() => setSigned(true)} />;
