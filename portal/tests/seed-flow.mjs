@@ -10,7 +10,7 @@
 //      CHROMIUM (default /usr/bin/chromium).
 // Exit 0 when every step passed; 1 with the failing step otherwise.
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const env = (k, d) => {
@@ -23,6 +23,7 @@ const KEY = env("API_KEY");
 const ZONE = env("ZONE");
 const CTS = env("CHALLTESTSRV", "http://127.0.0.1:8055");
 const SHOTS = env("SCREENSHOTS");
+rmSync(SHOTS, { recursive: true, force: true }); // this run's screenshots only
 mkdirSync(SHOTS, { recursive: true });
 
 const t0 = Date.now();
