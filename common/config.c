@@ -22,6 +22,10 @@ struct key_def {
 	bool secret;	 /* redacted by cp_config_json */
 };
 
+/* The built portal next to the source (CMake sets it); "" = no portal. */
+#ifndef CP_PORTAL_DIR_DEFAULT
+#define CP_PORTAL_DIR_DEFAULT ""
+#endif
 #define OFF(f) offsetof(struct cp_config, f)
 static const struct key_def keys[] = {
 	{ "listen", K_STR, OFF(listen), "127.0.0.1:8080", 0, 0, false },
@@ -56,6 +60,7 @@ static const struct key_def keys[] = {
 	  "[0,5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000,36000]", 0, 0, false },
 	{ "renew_backoff_seconds", K_STR, OFF(renew_backoff_seconds), "[60,600,6000,86400]", 0, 0,
 	  false },
+	{ "portal_dir", K_STR, OFF(portal_dir), CP_PORTAL_DIR_DEFAULT, 0, 0, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
 	{ "ca_orders_per_hour", K_INT, OFF(ca_orders_per_hour), "18000", 1, 3600000, false },

@@ -39,6 +39,7 @@ struct cp_config {
 	char *webhook_retry_schedule; /* seconds before each attempt ("[0,5,300,...]") */
 	char *renew_backoff_seconds;  /* renewal retry delays after failures ("[60,600,6000,86400]")
 				       */
+	char *portal_dir;	      /* the built portal served at /portal/ ("" = none) */
 	char *log_level;	      /* debug|info|warn|error */
 	bool metrics_public;	      /* GET /metrics without a key (else operator key) */
 	int hostname_claim_ttl_days;  /* pending hostname claims are released after this */

@@ -2,8 +2,10 @@
 # quickstart.sh - build certplane from this checkout and run it, or test it.
 #
 #   bash deploy/quickstart.sh serve   install what is missing, build (Release)
-#                                     into build/, run `certplane serve` on the
+#                                     into build/ and the portal into
+#                                     portal/dist, run `certplane serve` on the
 #                                     embedded SQLite database under ./data
+#                                     (the portal at http://LISTEN/portal/)
 #   bash deploy/quickstart.sh test    install build + test dependencies, build
 #                                     build/ and build-asan/ (ASan+UBSan), run
 #                                     the whole CTest suite, then the whole
@@ -55,6 +57,8 @@ TEST_PKGS=(pebble lego bind9-dnsutils python3 openssl valgrind jq)
 TEST_PKGS+=(clang libclang-rt-14-dev)
 # clang-format: the style check (tests/style/check-format.sh, CTest style_clang_format).
 TEST_PKGS+=(clang-format)
+# chromium: the portal's browser test (CTest e2e_portal, driven by playwright-core).
+TEST_PKGS+=(chromium)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -80,6 +84,29 @@ ensure_node() {
 
 # ------------------------------------------------------------------- build
 
+# The tenant portal (portal/): npm ci when the lockfile changed, then the
+# types from openapi.yaml, tsc and vite build into portal/dist, which the
+# server's portal_dir defaults to. Vite and playwright-core need Node >= 20.19.
+build_portal() {
+	ensure_node
+	node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)' ||
+		die "the portal needs Node.js >= 20.19 (found $(node --version))"
+	say "building the portal (portal/, npm ci + vite build)"
+	local log="$SRC/portal/quickstart-build.log"
+	if ! {
+		# npm ci again only when the lockfile changed since the last one.
+		if ! cmp -s portal/package-lock.json portal/node_modules/.certplane-lock 2>/dev/null; then
+			(cd portal && npm ci --no-audit --no-fund --loglevel=error &&
+				cp package-lock.json node_modules/.certplane-lock)
+		fi &&
+			(cd portal && npm run build)
+	} >"$log" 2>&1; then
+		tail -40 "$log" >&2
+		die "the portal build failed (full log: $log)"
+	fi
+	grep -E 'gzip' "$log" | sed 's/^/  /' || true
+}
+
 build() { # DIR TYPE [cmake args...]
 	local dir=$1 type=$2
 	shift 2
@@ -103,6 +130,7 @@ port_busy() { # host:port -> true if something accepts connections there
 
 serve() {
 	ensure_packages "${BUILD_PKGS[@]}"
+	build_portal
 	build build Release
 	export CERTPLANE_LISTEN=${CERTPLANE_LISTEN:-127.0.0.1:8080}
 	if [ -z "${CERTPLANE_HTTP01_LISTEN+x}" ]; then
@@ -131,6 +159,9 @@ serve() {
 	cat <<EOF
 
 certplane is running (pid $pid). Ctrl-C stops it.
+
+Portal (sign in with a tenant API key):
+  http://$CERTPLANE_LISTEN/portal/
 
 Operator token (also in data/operator.token, mode 0600):
   $token
@@ -164,6 +195,7 @@ test_all() {
 	tests/testbed/acme-testbed status /tmp/cp-testbed >/dev/null 2>&1 || testbed_was_up=0
 	[ $testbed_was_up -eq 1 ] || trap 'tests/testbed/acme-testbed stop /tmp/cp-testbed >/dev/null 2>&1 || true' EXIT
 
+	build_portal
 	build build Debug
 	build build-asan Debug -DCERTPLANE_SANITIZE=ON
 

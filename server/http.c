@@ -664,18 +664,12 @@ static void rs_free(struct req_state *rs)
 	free(rs);
 }
 
-/* Send rs->resp and write the request's log line and metrics. */
-static enum MHD_Result finish(struct req_state *rs, const char *method, const char *url)
+/* Write the request's log line (route_name: its route pattern). */
+static void request_log(const struct req_state *rs, const char *method, const char *url,
+			const char *route_name, double secs)
 {
-	const char *route_name = rs->route ? rs->route->pattern : "unmatched";
 	struct cp_logline log;
-	enum MHD_Result ret;
-	double secs;
 
-	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->path, rs->replayed,
-			    rs->early, &rs->sse);
-	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
-	server_metrics_request(rs->route, method, rs->resp.status, secs);
 	/* One line a request. The URL path carries ids only; query strings,
 	 * headers and bodies (keys, PEM) never reach the log. */
 	cp_logline_begin(&log, CP_LOG_INFO, "http.request");
@@ -688,6 +682,19 @@ static enum MHD_Result finish(struct req_state *rs, const char *method, const ch
 	cp_logline_str(&log, "tenant_id", rs->req.tenant_id);
 	cp_logline_str(&log, "actor", rs->req.actor);
 	cp_logline_end(&log);
+}
+
+/* Send rs->resp and write the request's log line and metrics. */
+static enum MHD_Result finish(struct req_state *rs, const char *method, const char *url)
+{
+	enum MHD_Result ret;
+	double secs;
+
+	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->path, rs->replayed,
+			    rs->early, &rs->sse);
+	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
+	server_metrics_request(rs->route, method, rs->resp.status, secs);
+	request_log(rs, method, url, rs->route ? rs->route->pattern : "unmatched", secs);
 	return ret;
 }
 
@@ -746,6 +753,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return finish(rs, method, url);
 	assert(rs->phase == RS_LOCAL);
 	server_listener_received(c);
+	if (server_portal_path(url)) { /* static files, no API handling */
+		enum MHD_Result ret =
+			server_portal_answer(h->ctx->cfg, c, url, method, &rs->resp.status);
+		request_log(rs, method, url, "portal",
+			    (double)(cp_mono_ms() - rs->start_ms) / 1000.0);
+		return ret;
+	}
 	snprintf(rs->method, sizeof(rs->method), "%s", method);
 	rs->path = cp_strdup(url);
 	rs->req.query = json_object();

@@ -189,4 +189,15 @@ void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct
 /* Scheduler tick: release expired pending claims, queue the re-checks due. */
 void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db);
 
+/* ---- portal.c: the tenant portal's static files ---- */
+/* True if url is the portal's ("/", "/portal", "/portal/..."). */
+bool server_portal_path(const char *url);
+/* Answer a portal url (server_portal_path) from cfg->portal_dir: `/` and
+ * `/portal` redirect to `/portal/`, index.html for pages, files with their
+ * Content-Type, cache and security headers; 404 for anything outside the
+ * directory's plain names, 405 for a method other than GET/HEAD. *status
+ * gets the status queued (for the log line). */
+enum MHD_Result server_portal_answer(const struct cp_config *cfg, struct MHD_Connection *c,
+				     const char *url, const char *method, int *status);
+
 #endif
