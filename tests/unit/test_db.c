@@ -189,8 +189,9 @@ static void test_tenants(void)
 	CHECK(!strcmp(fx_str(json_array_get(l.data, 1), "id"), ids[1]));
 	next = l.next;
 	fx_list_clear(&l);
-	CHECK_RC(db_tenant_list(db, (struct db_page){ .after = next, .limit = 2, .desc = true }, &l),
-		 CP_OK);
+	CHECK_RC(
+		db_tenant_list(db, (struct db_page){ .after = next, .limit = 2, .desc = true }, &l),
+		CP_OK);
 	CHECK(json_array_size(l.data) >= 1);
 	CHECK(!strcmp(fx_str(json_array_get(l.data, 0), "id"), ids[0]));
 	fx_list_clear(&l);

@@ -595,7 +595,8 @@ static void test_orders(void)
 	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ .hostname = "www.a.test" },
 			       (struct db_page){ .limit = 10, .desc = true }, &l),
 		 CP_OK);
-	CHECK(json_array_size(l.data) == 1 && !strcmp(fx_str(json_array_get(l.data, 0), "id"), oid));
+	CHECK(json_array_size(l.data) == 1 &&
+	      !strcmp(fx_str(json_array_get(l.data, 0), "id"), oid));
 	fx_list_clear(&l);
 	CHECK_RC(db_order_list(db, ta, &(struct db_order_filter){ .hostname = "api.a.test" },
 			       (struct db_page){ .limit = 10 }, &l),
