@@ -187,28 +187,48 @@ void api_webhooks_delete(struct api_req *req, struct api_resp *resp)
 			       NULL);
 }
 
-void api_webhooks_test(struct api_req *req, struct api_resp *resp)
+/* The checks before an action on the tenant's webhook params[0] that
+ * delivers something (test, redeliver): no body (or an empty one), then a
+ * transaction holding the webhook, which must be enabled. CP_OK: inside
+ * the transaction; otherwise rolled back, and *answered when the answer
+ * is already made (400, 409); else the caller answers rc. */
+static cp_rc deliverable_begin(struct api_req *req, struct api_resp *resp, bool *answered)
 {
-	char event_id[CP_UUID_LEN + 1], delivery_id[CP_UUID_LEN + 1];
-	json_t *row = NULL, *data = NULL;
+	json_t *row = NULL;
 	cp_rc rc;
 
-	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
-		return;
-	/* An optional body is accepted only if it is empty: nothing to set. */
+	*answered = true;
 	if (req->body && (!json_is_object(req->body) || json_object_size(req->body) != 0)) {
 		api_problem_field(resp, "body", "this request takes no body");
-		return;
+		return CP_ERR_INVALID;
 	}
+	*answered = false;
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
 		rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
 	if (rc == CP_OK && !json_is_true(json_object_get(row, "enabled"))) {
-		db_rollback(req->db);
-		json_decref(row);
 		api_problem(resp, 409, "the webhook is disabled; enable it first", NULL);
-		return;
+		*answered = true;
+		rc = CP_ERR_CONFLICT;
 	}
+	json_decref(row);
+	if (rc != CP_OK)
+		db_rollback(req->db);
+	return rc;
+}
+
+void api_webhooks_test(struct api_req *req, struct api_resp *resp)
+{
+	char event_id[CP_UUID_LEN + 1], delivery_id[CP_UUID_LEN + 1];
+	json_t *data = NULL;
+	bool answered;
+	cp_rc rc;
+
+	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
+		return;
+	rc = deliverable_begin(req, resp, &answered);
+	if (answered)
+		return;
 	if (rc == CP_OK) {
 		data = json_pack("{s:s,s:s}", "webhook_id", req->params[0], "message",
 				 "test event sent from certplane");
@@ -221,7 +241,6 @@ void api_webhooks_test(struct api_req *req, struct api_resp *resp)
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
 	json_decref(data);
-	json_decref(row);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		api_reply_rc(resp, rc, "webhook");
@@ -264,26 +283,15 @@ void api_webhooks_deliveries(struct api_req *req, struct api_resp *resp)
 void api_webhooks_redeliver(struct api_req *req, struct api_resp *resp)
 {
 	char event_id[CP_UUID_LEN + 1];
-	json_t *row = NULL;
+	bool answered;
 	cp_rc rc;
 
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
 	    !api_id_or_reply(req, resp, 1))
 		return;
-	if (req->body && (!json_is_object(req->body) || json_object_size(req->body) != 0)) {
-		api_problem_field(resp, "body", "this request takes no body");
+	rc = deliverable_begin(req, resp, &answered);
+	if (answered)
 		return;
-	}
-	rc = db_begin(req->db);
-	if (rc == CP_OK)
-		rc = db_webhook_get(req->db, req->tenant_id, req->params[0], &row);
-	if (rc == CP_OK && !json_is_true(json_object_get(row, "enabled"))) {
-		db_rollback(req->db);
-		json_decref(row);
-		api_problem(resp, 409, "the webhook is disabled; enable it first", NULL);
-		return;
-	}
-	json_decref(row);
 	if (rc == CP_OK) {
 		rc = db_webhook_redeliver(req->db, req->tenant_id, req->params[0], req->params[1],
 					  event_id);

@@ -96,10 +96,26 @@ enum order_step order_fail_authz(struct order_run *run, json_t *a, json_t *authz
 	return v.outcome == ACME_OUTCOME_TRANSIENT ? ORDER_STEP_BACKOFF : ORDER_STEP_FAIL;
 }
 
+/* The payload of a DNS-01 event for authorization a: the order's base,
+ * the domain and its TXT record (new reference, NULL out of memory). */
+static json_t *dns_event_data(struct order_run *run, json_t *a)
+{
+	json_t *data = order_event_base(run);
+
+	if (!data)
+		return NULL;
+	json_object_set_new(data, "domain", json_string(cp_json_str(a, "identifier")));
+	json_object_set_new(data, "txt_record_name",
+			    json_string(cp_json_str(a, "txt_record_name")));
+	json_object_set_new(data, "txt_record_value",
+			    json_string(cp_json_str(a, "txt_record_value")));
+	return data;
+}
+
 /* DNS-01: tell the tenant what to publish (once per authorization). */
 static cp_rc dns_notify(struct order_run *run, json_t *a)
 {
-	json_t *data = order_event_base(run);
+	json_t *data = dns_event_data(run, a);
 	char exp[CP_TIME_LEN + 1];
 	int64_t deadline = cp_json_int(run->order, "dns_deadline");
 	cp_rc rc;
@@ -109,11 +125,6 @@ static cp_rc dns_notify(struct order_run *run, json_t *a)
 	cp_time_fmt(deadline, exp);
 	if (!data)
 		return CP_ERR_NOMEM;
-	json_object_set_new(data, "domain", json_string(cp_json_str(a, "identifier")));
-	json_object_set_new(data, "txt_record_name",
-			    json_string(cp_json_str(a, "txt_record_name")));
-	json_object_set_new(data, "txt_record_value",
-			    json_string(cp_json_str(a, "txt_record_value")));
 	json_object_set_new(data, "expires_at", json_string(exp));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
@@ -213,16 +224,11 @@ out:
 /* DNS-01: the challenge is done; tell the tenant to remove its record. */
 static cp_rc dns_completed(struct order_run *run, json_t *a)
 {
-	json_t *data = order_event_base(run);
+	json_t *data = dns_event_data(run, a);
 	cp_rc rc;
 
 	if (!data)
 		return CP_ERR_NOMEM;
-	json_object_set_new(data, "domain", json_string(cp_json_str(a, "identifier")));
-	json_object_set_new(data, "txt_record_name",
-			    json_string(cp_json_str(a, "txt_record_name")));
-	json_object_set_new(data, "txt_record_value",
-			    json_string(cp_json_str(a, "txt_record_value")));
 	rc = db_begin(run->db);
 	if (rc == CP_OK)
 		rc = db_event_add(run->db, run->tenant_id, "order.dns_challenge_completed", data,

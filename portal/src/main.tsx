@@ -274,6 +274,7 @@ function CertificateDetail(p: { id: string }) {
     all((cursor) => must(api.GET("/v1/certificates/{id}/versions", { params: { path: { id: p.id }, query: { limit: 500, ...(cursor ? { cursor } : {}) } } }))),
     all((cursor) => must(api.GET("/v1/orders", { params: { query: { certificate_id: p.id, limit: 500, ...(cursor ? { cursor } : {}) } } }))),
     all((cursor) => must(api.GET("/v1/events", { params: { query: { certificate_id: p.id, limit: 500, ...(cursor ? { cursor } : {}) } } }))),
+    all((cursor) => must(api.GET("/v1/properties", { params: { query: { certificate_id: p.id, limit: 500, ...(cursor ? { cursor } : {}) } } }))),
   ]);
   const { data, problem, reload } = useLoad(load, [p.id]);
   const [action, setAction] = useState<Problem | null>(null);
@@ -284,7 +285,7 @@ function CertificateDetail(p: { id: string }) {
   }, [p.id]);
   if (problem && !data) return <ProblemBox problem={problem} />;
   if (!data) return <p>Loading…</p>;
-  const [c, versions, orders, events] = data;
+  const [c, versions, orders, events, props] = data;
   async function renew() {
     const r = await api.POST("/v1/certificates/{id}/renew", { params: { path: { id: p.id } } });
     setAction(r.error !== undefined ? problemOf(r.error, r.response) : null);
@@ -302,7 +303,7 @@ function CertificateDetail(p: { id: string }) {
         <dt>Valid</dt><dd>{when(c.not_before)} – {when(c.not_after)} <small>{relative(c.not_after)}</small></dd>
         <dt>Current version</dt><dd data-testid="cert-version">{c.version}</dd>
         <dt>Renewal</dt><dd data-testid="renewal-words">{renewalWords(c)}</dd>
-        <dt>Properties</dt><dd>{c.property_ids.length ? c.property_ids.map((id) => <Link to={"/properties/" + id}>{id.slice(0, 8)}</Link>) : "none"}</dd>
+        <dt>Properties</dt><dd>{props.length ? props.map((pr, i) => <>{i ? ", " : ""}<Link to={"/properties/" + pr.id}>{pr.name}</Link></>) : "none"}</dd>
       </dl>
       <p class="actions">
         <button type="button" onClick={() => downloadPem(c.id, c.name)} disabled={!c.version}>Download PEM</button>
