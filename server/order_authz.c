@@ -221,6 +221,27 @@ out:
 	return step;
 }
 
+/* True while another authorization of the order that publishes at a's TXT
+ * name is not valid yet: a wildcard and its apex share
+ * _acme-challenge.<name>, and telling the tenant to remove the record
+ * after the first would take the second's value away before the CA saw
+ * it (a tenant deletes the whole record set). */
+static bool txt_name_needed(struct order_run *run, json_t *a)
+{
+	const char *name = cp_json_str(a, "txt_record_name");
+	json_t *b;
+	size_t i;
+
+	json_array_foreach(json_object_get(run->order, "authorizations"), i, b)
+	{
+		const char *other = cp_json_str(b, "txt_record_name");
+		if (b != a && name && other && !strcmp(name, other) &&
+		    strcmp(cp_json_str(b, "status"), "valid") != 0)
+			return true;
+	}
+	return false;
+}
+
 /* DNS-01: the challenge is done; tell the tenant to remove its record. */
 static cp_rc dns_completed(struct order_run *run, json_t *a)
 {
@@ -304,7 +325,8 @@ enum order_step order_answer_authorizations(struct order_run *run)
 	{
 		const char *st = cp_json_str(a, "status");
 		if (strcmp(st, "valid") == 0) {
-			if (dns && cp_json_int(a, "notified") && !cp_json_int(a, "completed"))
+			if (dns && cp_json_int(a, "notified") && !cp_json_int(a, "completed") &&
+			    !txt_name_needed(run, a))
 				(void)dns_completed(run, a);
 			continue;
 		}
@@ -362,7 +384,18 @@ enum order_step order_answer_authorizations(struct order_run *run)
 			continue;
 		if ((step = authz_poll(run, a)) != ORDER_STEP_DONE)
 			return step;
-		if (dns && (rc = dns_completed(run, a)) != CP_OK)
+	}
+	/* The records of what is now valid can go, unless an authorization
+	 * still waiting publishes at the same name. */
+	if (dns && (rc = order_reload(run)) != CP_OK)
+		return order_fail_db(run, rc, "reloading the order");
+	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
+	{
+		if (!dns || strcmp(cp_json_str(a, "status"), "valid") != 0 ||
+		    !cp_json_int(a, "notified") || cp_json_int(a, "completed") ||
+		    txt_name_needed(run, a))
+			continue;
+		if ((rc = dns_completed(run, a)) != CP_OK)
 			return order_fail_db(run, rc, "recording the DNS challenge");
 	}
 	if (waiting) {
