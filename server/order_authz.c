@@ -169,30 +169,24 @@ static bool decided(const char *st)
 	return st && strcmp(st, "pending") != 0 && strcmp(st, "processing") != 0;
 }
 
-/* Poll one answered authorization until the CA decides. The answered
- * challenge is what is polled (RFC 8555 7.5.1 allows either): its
- * authorization becomes valid with it (7.1.6), and Pebble's authorization
- * handler holds the authorization's lock while it takes its store's, the
- * half of a lock cycle with new orders that hangs Pebble under load
- * (tests/bench/README.md); the authorization is read once at the end,
- * unless the challenge is valid. */
+/* Poll one answered authorization until the CA decides. */
 static enum order_step authz_poll(struct order_run *run, json_t *a)
 {
 	int64_t delay = ORDER_POLL_FIRST_MS, deadline = cp_mono_ms() + ORDER_POLL_BUDGET_MS;
-	json_t *ch = NULL, *authz = NULL;
+	json_t *authz = NULL;
 	enum order_step step = ORDER_STEP_DONE;
 	const char *st;
 	cp_rc rc;
 
 	for (;;) {
-		json_decref(ch);
-		ch = NULL;
-		rc = acme_challenge_get(run->c, cp_json_str(a, "challenge_url"), &ch, &run->r);
+		json_decref(authz);
+		authz = NULL;
+		rc = acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r);
 		if (rc != CP_OK) {
-			step = order_fail_ca(run, rc, "challenge");
+			step = order_fail_ca(run, rc, "authorization");
 			goto out;
 		}
-		if (decided(st = cp_json_str(ch, "status")))
+		if (decided(st = cp_json_str(authz, "status")))
 			break;
 		if (cp_mono_ms() > deadline) {
 			/* Come back later rather than hold the worker. */
@@ -211,12 +205,8 @@ static enum order_step authz_poll(struct order_run *run, json_t *a)
 			step = order_fail_db(run, rc, "storing an authorization");
 		goto out;
 	}
-	/* Decided, not valid: the authorization says why. */
-	rc = acme_authz_get(run->c, cp_json_str(a, "url"), &authz, &run->r);
-	step = rc == CP_OK ? order_fail_authz(run, a, authz)
-			   : order_fail_ca(run, rc, "authorization");
+	step = order_fail_authz(run, a, authz);
 out:
-	json_decref(ch);
 	json_decref(authz);
 	return step;
 }

@@ -170,8 +170,10 @@ def hundred_orders(kills=0):
             # The statuses at the moment of the kill, from the dead server's file.
             db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"))
             by = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+            why = db.execute("SELECT error_reason, error_detail FROM orders WHERE status = 'failed'").fetchall() \
+                if "failed" in by else []
             db.close()
-            check("failed" not in by, "an order failed: %r" % by)
+            check("failed" not in by, "an order failed: %r %r" % (by, why))
             in_flight = {st: n for st, n in by.items() if st != "valid"}
             landed += 1 if in_flight else 0
             for st, n in in_flight.items():
