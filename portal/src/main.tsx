@@ -502,6 +502,10 @@ function PropertyDetail(p: { id: string }) {
   const [action, setAction] = useState<Problem | null>(null);
   const [note, setNote] = useState("");
   const [cert, setCert] = useState<string | null>(null);
+  // The checkbox shows what was clicked until the property reloads: rendering
+  // the stale server value in between would flip it back under the user.
+  const [auto, setAuto] = useState<boolean | null>(null);
+  useEffect(() => setAuto(null), [loaded]);
   useEffect(() => liveReload({ property_id: p.id }, reload), [p.id]);
   if (problem && !pr) return <ProblemBox problem={problem} />;
   if (!pr) return <p>Loading…</p>;
@@ -568,7 +572,7 @@ function PropertyDetail(p: { id: string }) {
         <Field label="Attach certificate" name="certificate_id" errors={errs}>
           {(id, d) => <select id={id} aria-describedby={d} value={cert ?? pr.certificate_id ?? ""} onChange={(e) => setCert(e.currentTarget.value)}><option value="">(none)</option>{certs.map((c) => <option value={c.id}>{c.name}</option>)}</select>}
         </Field>
-        <div class="field"><label class="inline"><input type="checkbox" checked={pr.certificate_renew_automation} onChange={(e) => save({ certificate_renew_automation: e.currentTarget.checked })} /> Certificate renew automation</label></div>
+        <div class="field"><label class="inline"><input type="checkbox" checked={auto ?? pr.certificate_renew_automation} onChange={(e) => { const on = e.currentTarget.checked; setAuto(on); save({ certificate_renew_automation: on }); }} /> Certificate renew automation</label></div>
         <button type="submit">Save certificate</button>
       </form>
       <ProblemBox problem={action} shown={["certificate_id"]} />
