@@ -19,7 +19,7 @@
 cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out)
 {
 	static const char sql[] = "SELECT " ACCOUNT_JSON " FROM acme_accounts WHERE ca = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	assert(db && out);
 	if (!st)
@@ -38,13 +38,13 @@ cp_rc db_acme_account_create(struct db *db, const char *id, const char *ca,
 	static const char sql[] =
 		"INSERT INTO acme_accounts (id, ca, directory_url, key, created_at, updated_at) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (ca) DO NOTHING";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, ca);
+	struct db_stmt *st = db_stmt_keyed(db, sql, id, ca);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, directory_url);
 	db_bind_text(st, 4, sealed_key);
-	sqlite3_bind_int64(st, 5, cp_now());
+	db_bind_int64(st, 5, cp_now());
 	return db_exec_stmt(db, st);
 }
 
@@ -52,11 +52,11 @@ cp_rc db_acme_account_set_url(struct db *db, const char *ca, const char *account
 {
 	static const char sql[] =
 		"UPDATE acme_accounts SET account_url = ?2, updated_at = ?3 WHERE ca = ?1";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, ca, account_url);
+	struct db_stmt *st = db_stmt_keyed(db, sql, ca, account_url);
 
 	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 3, cp_now());
+	db_bind_int64(st, 3, cp_now());
 	return db_exec_stmt(db, st);
 }

@@ -22,7 +22,7 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 		"INSERT INTO audit_log (id, tenant_id, actor, action, resource_type, resource_id, "
 		"detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 	char id[CP_UUID_LEN + 1];
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	assert(db);
 	if (!st)
@@ -32,7 +32,7 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 	db_bind_text(st, 5, resource_type);
 	db_bind_text(st, 6, resource_id);
 	db_bind_json(st, 7, detail);
-	sqlite3_bind_int64(st, 8, cp_now());
+	db_bind_int64(st, 8, cp_now());
 	return db_exec_stmt(db, st);
 }
 
@@ -64,10 +64,10 @@ void db_idem_clear(struct db_idem *r)
 
 /* The cached statement sql with scope bound at ?1..?5 and owner at ?6
  * (NULL: left unbound). Borrowed; NULL on error. */
-static sqlite3_stmt *idem_stmt(struct db *db, const char *sql, const struct db_idem_scope *s,
-			       const char *owner)
+static struct db_stmt *idem_stmt(struct db *db, const char *sql, const struct db_idem_scope *s,
+				 const char *owner)
 {
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	if (!st)
 		return NULL;
@@ -88,24 +88,23 @@ static cp_rc idem_read(struct db *db, const struct db_idem_scope *scope, enum db
 	static const char sql[] = "SELECT state, body_hash, status, content_type, response "
 				  "FROM idempotency WHERE actor = ?1 AND tenant_id = ?2 AND "
 				  "method = ?3 AND path = ?4 AND key = ?5";
-	sqlite3_stmt *st = idem_stmt(db, sql, scope, NULL);
+	struct db_stmt *st = idem_stmt(db, sql, scope, NULL);
 	cp_rc rc = db_step_row(db, st);
 
 	if (rc != CP_OK)
 		return rc;
-	*claim = strcmp((const char *)sqlite3_column_text(st, 0), "done") == 0 ? DB_IDEM_DONE
-									       : DB_IDEM_PENDING;
+	*claim = strcmp(db_col_text(st, 0), "done") == 0 ? DB_IDEM_DONE : DB_IDEM_PENDING;
 	db_column_copy(st, 1, out->body_hash, sizeof(out->body_hash));
-	out->status = sqlite3_column_int(st, 2);
-	out->content_type = cp_strdup((const char *)sqlite3_column_text(st, 3));
-	out->response_len = (size_t)sqlite3_column_bytes(st, 4);
+	out->status = db_col_int64(st, 2);
+	out->content_type = cp_strdup(db_col_text(st, 3));
+	out->response_len = (size_t)db_col_bytes(st, 4);
 	out->response = malloc(out->response_len + 1);
 	if (out->response) {
 		if (out->response_len)
-			memcpy(out->response, sqlite3_column_blob(st, 4), out->response_len);
+			memcpy(out->response, db_col_text(st, 4), out->response_len);
 		out->response[out->response_len] = '\0';
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	rc = out->content_type && out->response ? CP_OK : CP_ERR_NOMEM;
 	if (rc != CP_OK)
 		db_idem_clear(out);
@@ -134,17 +133,17 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 
 	memset(out, 0, sizeof(*out));
 	for (int attempt = 0; attempt < 3; attempt++) {
-		sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
+		struct db_stmt *st = idem_stmt(db, sql, scope, owner);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		sqlite3_bind_int64(st, 7, now + lease_seconds);
+		db_bind_int64(st, 7, now + lease_seconds);
 		db_bind_text(st, 8, body_hash);
-		sqlite3_bind_int64(st, 9, now);
-		sqlite3_bind_int64(st, 10, now - max_age);
+		db_bind_int64(st, 9, now);
+		db_bind_int64(st, 10, now - max_age);
 		rc = db_exec_stmt(db, st);
 		if (rc != CP_OK)
 			return rc;
-		if (sqlite3_changes(db->h) == 1) {
+		if (db_changes(db) == 1) {
 			*claim = DB_IDEM_RESERVED;
 			snprintf(out->body_hash, sizeof(out->body_hash), "%s", body_hash);
 			return CP_OK;
@@ -165,17 +164,16 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 		"UPDATE idempotency SET state = 'done', status = ?7, content_type = ?8, "
 		"response = ?9 WHERE actor = ?1 AND tenant_id = ?2 AND method = ?3 AND "
 		"path = ?4 AND key = ?5 AND owner = ?6 AND state = 'pending'";
-	sqlite3_stmt *st = idem_stmt(db, sql, scope, owner);
+	struct db_stmt *st = idem_stmt(db, sql, scope, owner);
 
 	assert(db && scope && owner && r);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int(st, 7, r->status);
+	db_bind_int64(st, 7, r->status);
 	db_bind_text(st, 8, r->content_type);
 	/* As text, not a blob: key rotation (db/secrets.c) finds sealed values
 	 * with LIKE 'cpk1:%', which never matches a blob. */
-	sqlite3_bind_text(st, 9, r->response ? r->response : "", (int)r->response_len,
-			  SQLITE_TRANSIENT);
+	db_bind_textn(st, 9, r->response ? r->response : "", r->response ? r->response_len : 0);
 	return db_exec_one(db, st);
 }
 
@@ -190,11 +188,11 @@ cp_rc db_idem_release(struct db *db, const struct db_idem_scope *scope, const ch
 cp_rc db_idem_purge(struct db *db, int64_t cutoff)
 {
 	static const char sql[] = "DELETE FROM idempotency WHERE created_at < ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cutoff);
+	db_bind_int64(st, 1, cutoff);
 	return db_exec_stmt(db, st);
 }

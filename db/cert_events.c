@@ -107,7 +107,7 @@ static cp_rc reminder_send(struct db *db, const struct reminder *r, int64_t now,
 	static const char sql[] =
 		"INSERT INTO certificate_reminders (certificate_id, version, days, tenant_id, "
 		"event_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	char event_id[CP_UUID_LEN + 1] = "";
 	json_t *extra = NULL;
 	cp_rc rc;
@@ -134,15 +134,15 @@ static cp_rc reminder_send(struct db *db, const struct reminder *r, int64_t now,
 		rc = CP_ERR_INTERNAL;
 	if (rc == CP_OK) {
 		db_bind_text(st, 1, r->certificate_id);
-		sqlite3_bind_int64(st, 2, r->version);
-		sqlite3_bind_int(st, 3, r->days);
+		db_bind_int64(st, 2, r->version);
+		db_bind_int64(st, 3, r->days);
 		db_bind_text(st, 4, r->tenant_id);
 		db_bind_text(st, 5, event_id);
-		sqlite3_bind_int64(st, 6, now);
+		db_bind_int64(st, 6, now);
 		rc = db_exec_stmt(db, st);
 	}
 	/* Another scheduler got there first: drop our event with the rest. */
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+	if (rc == CP_OK && db_changes(db) == 0)
 		rc = CP_ERR_CONFLICT;
 	json_decref(extra);
 	if (rc != CP_OK) {
@@ -171,7 +171,7 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 		"r.certificate_id = c.id AND r.version = c.version AND r.days = " REMINDER_DAYS ") "
 		"ORDER BY v.not_after LIMIT ?2";
 	struct reminder due[64];
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int n = 0, r;
 	cp_rc rc = CP_OK;
 
@@ -181,22 +181,22 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 	st = db_stmt(db, sql);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_int(st, 2, max);
-	sqlite3_bind_int64(st, 3, LIFECYCLE_REMINDER_HORIZON);
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+	db_bind_int64(st, 1, now);
+	db_bind_int64(st, 2, max);
+	db_bind_int64(st, 3, LIFECYCLE_REMINDER_HORIZON);
+	while ((r = db_step(st)) == DB_ROW) {
 		struct reminder *d = &due[n++];
 		snprintf(d->certificate_id, sizeof(d->certificate_id), "%s",
-			 (const char *)sqlite3_column_text(st, 0));
+			 db_col_text(st, 0));
 		snprintf(d->tenant_id, sizeof(d->tenant_id), "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		d->version = sqlite3_column_int64(st, 2);
-		d->not_before = sqlite3_column_int64(st, 3);
-		d->not_after = sqlite3_column_int64(st, 4);
-		d->days = sqlite3_column_int(st, 5);
+			 db_col_text(st, 1));
+		d->version = db_col_int64(st, 2);
+		d->not_before = db_col_int64(st, 3);
+		d->not_after = db_col_int64(st, 4);
+		d->days = db_col_int64(st, 5);
 	}
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE)
+	db_reset(st);
+	if (r != DB_DONE)
 		return db_rc(db, r);
 	for (int i = 0; i < n && rc == CP_OK; i++) {
 		bool ok = false;

@@ -82,11 +82,11 @@ enum cert_col {
 
 /* Render the certificate of st's current row, whose CERT_COLS start at
  * column c0, as one JSON object appended to w. */
-static void cert_render_row(struct cp_jw *w, sqlite3_stmt *st, int c0)
+static void cert_render_row(struct cp_jw *w, struct db_stmt *st, int c0)
 {
-	const char *ids = (const char *)sqlite3_column_text(st, c0 + CC_PROPERTY_IDS);
+	const char *ids = db_col_text(st, c0 + CC_PROPERTY_IDS);
 
-	assert(sqlite3_column_count(st) >= c0 + CC_COUNT);
+	assert(db_col_count(st) >= c0 + CC_COUNT);
 	cp_jw_open(w, '{');
 	cp_jw_key(w, "id");
 	db_jw_text(w, st, c0 + CC_ID);
@@ -162,7 +162,7 @@ static void cert_render_row(struct cp_jw *w, sqlite3_stmt *st, int c0)
 }
 
 /* db_row_render_fn over cert_render_row for (seq, CERT_COLS) rows. */
-static cp_rc cert_render_listed(struct db *db, sqlite3_stmt *st, struct cp_jw *w)
+static cp_rc cert_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
 	(void)db;
 	cert_render_row(w, st, 1);
@@ -181,12 +181,12 @@ static cp_rc cert_render_listed(struct db *db, sqlite3_stmt *st, struct cp_jw *w
 /* clang-format on */
 
 /* Bind a unix time, 0 meaning "none" (SQL NULL). */
-static void bind_time(sqlite3_stmt *st, int idx, int64_t t)
+static void bind_time(struct db_stmt *st, int idx, int64_t t)
 {
 	if (t)
-		sqlite3_bind_int64(st, idx, t);
+		db_bind_int64(st, idx, t);
 	else
-		sqlite3_bind_null(st, idx);
+		db_bind_null(st, idx);
 }
 
 cp_rc db_certificate_exists(struct db *db, const char *tenant_id, const char *id)
@@ -203,7 +203,7 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 		"key_type, hostnames, challenge, ca, metadata, created_at, updated_at) "
 		"SELECT ?1, id, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, '[]'), ?10, ?11, "
 		"coalesce(?12, '{}'), ?13, ?13 FROM tenants WHERE id = ?2";
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id_out, tenant_id);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id_out, tenant_id);
 
 	assert(db && tenant_id && in);
 	if (!st)
@@ -218,7 +218,7 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 	db_bind_text(st, 10, in->challenge);
 	db_bind_text(st, 11, in->ca);
 	db_bind_json(st, 12, in->metadata);
-	sqlite3_bind_int64(st, 13, cp_now());
+	db_bind_int64(st, 13, cp_now());
 	return db_exec_one(db, st);
 }
 
@@ -228,15 +228,15 @@ static cp_rc next_version(struct db *db, const char *tenant_id, const char *id, 
 	static const char sql[] =
 		"SELECT c.version, (SELECT coalesce(max(version), 0) FROM certificate_versions "
 		"WHERE certificate_id = c.id) FROM certificates c WHERE c.tenant_id = ? AND c.id = ?";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 	cp_rc rc = db_step_row(db, st);
 	int cur, max;
 
 	if (rc != CP_OK)
 		return rc;
-	cur = sqlite3_column_int(st, 0);
-	max = sqlite3_column_int(st, 1);
-	sqlite3_reset(st);
+	cur = db_col_int64(st, 0);
+	max = db_col_int64(st, 1);
+	db_reset(st);
 	*out = (cur > max ? cur : max) + 1;
 	return CP_OK;
 }
@@ -319,7 +319,7 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 		"next_attempt_at = NULL, last_error = NULL, last_error_reason = NULL, "
 		"failure_count = 0, updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2";
 	char vid[CP_UUID_LEN + 1], *aad = NULL, *sealed = NULL;
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int version = 0;
 	int64_t now = cp_now();
 	cp_rc rc;
@@ -346,7 +346,7 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 	db_bind_text(st, 1, vid);
 	db_bind_text(st, 2, id);
 	db_bind_text(st, 3, tenant_id);
-	sqlite3_bind_int(st, 4, version);
+	db_bind_int64(st, 4, version);
 	db_bind_text(st, 5, p->cert_pem);
 	db_bind_text(st, 6, p->chain_pem);
 	db_bind_text(st, 7, sealed);
@@ -355,19 +355,19 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 	db_bind_text(st, 10, p->sans);
 	db_bind_text(st, 11, p->ci.issuer ? p->ci.issuer : "");
 	db_bind_text(st, 12, p->ci.serial ? p->ci.serial : "");
-	sqlite3_bind_int64(st, 13, p->ci.not_before);
-	sqlite3_bind_int64(st, 14, p->ci.not_after);
+	db_bind_int64(st, 13, p->ci.not_before);
+	db_bind_int64(st, 14, p->ci.not_after);
 	db_bind_text(st, 15, p->ci.fingerprint_sha256);
 	db_bind_text(st, 16, order_id);
-	sqlite3_bind_int64(st, 17, now);
+	db_bind_int64(st, 17, now);
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		goto out;
 	st = db_stmt_keyed(db, upd, tenant_id, id);
 	if (st) {
-		sqlite3_bind_int(st, 3, version);
+		db_bind_int64(st, 3, version);
 		bind_time(st, 4, renew_after);
-		sqlite3_bind_int64(st, 5, now);
+		db_bind_int64(st, 5, now);
 	}
 	rc = db_exec_one(db, st);
 	if (rc == CP_OK && version_out)
@@ -398,14 +398,14 @@ cp_rc db_certificate_render(struct db *db, const char *tenant_id, const char *id
 {
 	static const char sql[] =
 		"SELECT " CERT_COLS CERT_FROM "WHERE c.tenant_id = ?2 AND c.id = ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	struct cp_jw w;
 	cp_rc rc;
 
 	assert(db && tenant_id && id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_int64(st, 1, cp_now());
 	db_bind_text(st, 2, tenant_id);
 	db_bind_text(st, 3, id);
 	rc = db_step_row(db, st);
@@ -413,7 +413,7 @@ cp_rc db_certificate_render(struct db *db, const char *tenant_id, const char *id
 		return rc;
 	cp_jw_init(&w, out);
 	cert_render_row(&w, st, 0);
-	sqlite3_reset(st);
+	db_reset(st);
 	return cp_jw_rc(&w);
 }
 
@@ -495,19 +495,19 @@ static const char *const list_by_status[2] = DB_LIST_BOTH(LIST_BY_STATUS);
 static const char *const list_all[2] = DB_LIST_BOTH(LIST_ALL);
 
 /* Bind the list parameters (see above) to st. */
-static void list_bind(sqlite3_stmt *st, int64_t now, const char *tenant_id,
+static void list_bind(struct db_stmt *st, int64_t now, const char *tenant_id,
 		      const struct db_cert_filter *f, struct db_page pg)
 {
-	sqlite3_bind_int64(st, 1, now);
+	db_bind_int64(st, 1, now);
 	db_bind_text(st, 2, tenant_id);
-	sqlite3_bind_int64(st, 3, db_page_from(pg));
+	db_bind_int64(st, 3, db_page_from(pg));
 	db_bind_text(st, 4, f->status);
 	if (f->expiring_within >= 0)
-		sqlite3_bind_int64(st, 5, f->expiring_within);
+		db_bind_int64(st, 5, f->expiring_within);
 	else
-		sqlite3_bind_null(st, 5);
+		db_bind_null(st, 5);
 	db_bind_text(st, 6, f->hostname);
-	sqlite3_bind_int(st, 7, pg.limit + 1);
+	db_bind_int64(st, 7, pg.limit + 1);
 }
 
 /* True when the tenant's expiry range after the cursor (in pg's order)
@@ -522,7 +522,7 @@ static cp_rc expiry_range_large(struct db *db, int64_t now, const char *tenant_i
 	" AND c.seq " cmp " ?3 LIMIT ?7)"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	sqlite3_stmt *st = db_stmt(db, sql[pg.desc ? 1 : 0]);
+	struct db_stmt *st = db_stmt(db, sql[pg.desc ? 1 : 0]);
 	struct db_page probe = { .after = pg.after, .limit = LIST_RANGE_MAX - 1, .desc = pg.desc };
 	int64_t n = 0;
 	cp_rc rc;
@@ -543,7 +543,7 @@ cp_rc db_certificate_list(struct db *db, const char *tenant_id, const struct db_
 						    .hostname = NULL };
 	const char *const *sql = list_all;
 	int64_t now = cp_now();
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	bool large = false;
 	cp_rc rc;
 
@@ -576,7 +576,7 @@ cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id
 		"UPDATE certificates SET name = coalesce(?3, name), "
 		"auto_renew = coalesce(?4, auto_renew), metadata = coalesce(?5, metadata), "
 		"updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	assert(db && tenant_id);
 	if (!st)
@@ -584,7 +584,7 @@ cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id
 	db_bind_text(st, 3, name);
 	db_bind_text(st, 4, auto_renew);
 	db_bind_json(st, 5, metadata);
-	sqlite3_bind_int64(st, 6, cp_now());
+	db_bind_int64(st, 6, cp_now());
 	return db_exec_one(db, st);
 }
 
@@ -618,17 +618,17 @@ cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *
 static cp_rc current_version_row(struct db *db, const char *sql, const char *tenant_id,
 				 const char *id, char **a, char **b)
 {
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 	cp_rc rc = db_step_row(db, st);
 
 	*a = *b = NULL;
 	if (rc != CP_OK)
 		return rc;
-	if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+	if (db_col_null(st, 0)) {
 		rc = CP_ERR_CONFLICT;
 	} else {
-		*a = cp_strdup((const char *)sqlite3_column_text(st, 0));
-		*b = cp_strdup((const char *)sqlite3_column_text(st, 1));
+		*a = cp_strdup(db_col_text(st, 0));
+		*b = cp_strdup(db_col_text(st, 1));
 		rc = *a && *b ? CP_OK : CP_ERR_NOMEM;
 		if (rc != CP_OK) {
 			free(*a);
@@ -636,7 +636,7 @@ static cp_rc current_version_row(struct db *db, const char *sql, const char *ten
 			*a = *b = NULL;
 		}
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	return rc;
 }
 
@@ -692,13 +692,13 @@ cp_rc db_certificate_set_status(struct db *db, const char *tenant_id, const char
 {
 	static const char sql[] = "UPDATE certificates SET status = ?3, updated_at = ?4 "
 				  "WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, status);
-	sqlite3_bind_int64(st, 4, cp_now());
+	db_bind_int64(st, 4, cp_now());
 	/* The CHECK constraint turns a bad status into CP_ERR_CONFLICT. */
 	return db_exec_one(db, st);
 }
@@ -710,7 +710,7 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 		"UPDATE certificates SET renew_after = ?3, next_attempt_at = ?4, "
 		"last_attempt_at = ?5, last_error = ?6, last_error_reason = ?7, failure_count = ?8, "
 		"updated_at = ?9 WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	assert(db && tenant_id);
 	if (!st)
@@ -720,8 +720,8 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 	bind_time(st, 5, r->last_attempt_at);
 	db_bind_text(st, 6, r->last_error);
 	db_bind_text(st, 7, r->last_error_reason);
-	sqlite3_bind_int(st, 8, r->failure_count);
-	sqlite3_bind_int64(st, 9, cp_now());
+	db_bind_int64(st, 8, r->failure_count);
+	db_bind_int64(st, 9, cp_now());
 	return db_exec_one(db, st);
 }
 
@@ -730,13 +730,13 @@ cp_rc db_certificate_set_profile(struct db *db, const char *tenant_id, const cha
 {
 	static const char sql[] = "UPDATE certificates SET profile = ?3, updated_at = ?4 "
 				  "WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	assert(db && tenant_id);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, profile);
-	sqlite3_bind_int64(st, 4, cp_now());
+	db_bind_int64(st, 4, cp_now());
 	return db_exec_one(db, st);
 }
 
@@ -748,7 +748,7 @@ cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char
 		"SELECT json_object('profile', c.profile, 'cert_pem', v.cert_pem, 'version_ca', "
 		"(SELECT o.ca FROM orders o WHERE o.id = v.order_id))" CERT_FROM
 		"WHERE c.tenant_id = ?1 AND c.id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	assert(db && tenant_id && out);
 	*out = NULL;

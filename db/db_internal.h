@@ -7,16 +7,16 @@
 
 #include "common/buf.h"
 #include "db/db.h"
-
-#include <sqlite3.h>
+#include "db/driver.h"
 
 struct db {
-	sqlite3 *h;
+	const struct db_driver *drv;
+	struct db_conn *conn;
 	/* Prepared statements cached by their SQL text's address: every query
 	 * is a string literal, so the pointer identifies it. */
 	struct {
 		const char *sql;
-		sqlite3_stmt *stmt;
+		struct db_stmt *stmt;
 	} cache[512];
 	/* This transaction revoked an auth answer (db_auth_changed): the auth
 	 * cache's generation is bumped when it ends (db_auth_committed). */
@@ -29,26 +29,62 @@ struct db {
 	char event_tenant[CP_UUID_LEN + 1];
 };
 
-/* Map a SQLite result code to cp_rc (BUSY, CONFLICT for constraints...). */
+/* One embedded migration (cmake/embed_migrations.cmake). */
+struct db_migration {
+	const char *name;
+	const unsigned char *sql;
+	size_t len;
+};
+
+/* The SQL that differs per engine (dialect.c); strings are literals, so the
+ * statement cache may key on them. */
+struct db_dialect {
+	const char *begin_write;
+	const char *begin_read;
+	const char *version_get;     /* one row, the schema version in column 0 */
+	const char *version_set;     /* a printf format taking the new version */
+	const char *backup;	     /* ?1 = destination file; NULL: unsupported */
+	const char *integrity_check; /* one row "ok" when sound; NULL: unsupported */
+	const struct db_migration *migrations;
+	const size_t *migrations_count;
+};
+const struct db_dialect *db_dialect(const struct db *db);
+
+/* Map a driver result (enum db_result) to cp_rc: DB_ROW and DB_DONE are
+ * CP_OK, BUSY and RETRY CP_ERR_BUSY, CONSTRAINT CP_ERR_CONFLICT; anything
+ * else is logged with the driver's message and is CP_ERR_INTERNAL. */
 cp_rc db_rc(struct db *db, int rc);
+/* Prepare an uncached statement (SQL built at run time, or one used once):
+ * DB_DONE with *out (owned: db_finalize it), or an error class. */
+int db_prepare(struct db *db, const char *sql, struct db_stmt **out);
+void db_finalize(struct db *db, struct db_stmt *st);
+/* Bind text of a known length (not NUL-terminated, may hold NULs). */
+void db_bind_textn(struct db_stmt *st, int idx, const char *s, size_t len);
+/* Rows changed by the connection's last INSERT/UPDATE/DELETE. */
+int64_t db_changes(struct db *db);
+/* Whether a transaction is open on db's connection. */
+bool db_in_tx(struct db *db);
+/* The SQLite handle of a SQLite connection (asserts it is one): for the
+ * unit tests that inspect or damage the file on purpose, nothing else. */
+struct sqlite3 *db_sqlite_handle(struct db *db);
 /* Cached prepared statement for a string-literal sql, reset and unbound.
  * Borrowed: do not finalize. NULL on error (logged). */
-sqlite3_stmt *db_stmt(struct db *db, const char *sql);
+struct db_stmt *db_stmt(struct db *db, const char *sql);
 /* Bind text or NULL. */
-void db_bind_text(sqlite3_stmt *st, int idx, const char *s);
+void db_bind_text(struct db_stmt *st, int idx, const char *s);
 /* Bind a JSON value encoded compactly (NULL -> SQL NULL). */
-void db_bind_json(sqlite3_stmt *st, int idx, const json_t *v);
+void db_bind_json(struct db_stmt *st, int idx, const json_t *v);
 /* Step a statement that returns no rows; CP_ERR_CONFLICT on constraint. */
-cp_rc db_exec_stmt(struct db *db, sqlite3_stmt *st) CP_WUR;
+cp_rc db_exec_stmt(struct db *db, struct db_stmt *st) CP_WUR;
 /* db_exec_stmt for a statement that must change a row (UPDATE/DELETE of
  * one tenant's object): CP_ERR_NOT_FOUND when it changed none. */
-cp_rc db_exec_one(struct db *db, sqlite3_stmt *st) CP_WUR;
+cp_rc db_exec_one(struct db *db, struct db_stmt *st) CP_WUR;
 /* Execute a statement whose first column is a JSON object text; one row
  * -> *out, no row -> CP_ERR_NOT_FOUND. */
-cp_rc db_fetch_json(struct db *db, sqlite3_stmt *st, json_t **out) CP_WUR;
+cp_rc db_fetch_json(struct db *db, struct db_stmt *st, json_t **out) CP_WUR;
 /* Execute a statement returning (seq, json) rows with LIMIT pg.limit + 1;
  * fills out->data and out->next. */
-cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *out) CP_WUR;
+cp_rc db_fetch_page(struct db *db, struct db_stmt *st, int limit, struct db_list *out) CP_WUR;
 /*
  * Shared workers for the shapes every resource file repeats. Their SQL
  * follows one numbering: ?1 tenant_id, ?2 the object's id (or the parent's
@@ -61,10 +97,10 @@ cp_rc db_fetch_page(struct db *db, sqlite3_stmt *st, int limit, struct db_list *
  * A NULL key for a parameter the statement does not have is a no-op.
  * Borrowed; NULL on error (the fetch/exec helpers turn that into
  * CP_ERR_INTERNAL, so a caller may pass the result straight on). */
-sqlite3_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, const char *k2);
+struct db_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, const char *k2);
 /* db_stmt_keyed for a new row: a fresh UUID is written to id and bound at
  * ?1, k2 at ?2. */
-sqlite3_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
+struct db_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
 			      const char *k2);
 /* The one JSON object row of sql for (tenant_id, id): CP_OK with *out
  * (owned by the caller), CP_ERR_NOT_FOUND, or another error. */
@@ -88,7 +124,7 @@ int64_t db_page_from(struct db_page pg);
 /* db_stmt_keyed(sql[pg.desc], tenant_id, parent) with the page bound at ?3
  * (db_page_from) and ?4, for a caller that binds its filters (?5 on) before
  * db_fetch_page. */
-sqlite3_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
+struct db_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
 			   const char *parent, struct db_page pg);
 /* One keyset page of sql[pg.desc]'s (seq, json) rows into out (db_fetch_page). */
 cp_rc db_list_scoped(struct db *db, const char *const sql[2], const char *tenant_id,
@@ -109,10 +145,10 @@ cp_rc db_list_filtered(struct db *db, const char *const sql[2], const char *tena
  * when done with it; CP_ERR_NOT_FOUND (no row) or an error (CP_ERR_INTERNAL
  * for a NULL st) has reset it already. The "step, copy the columns,
  * reset" worker. */
-cp_rc db_step_row(struct db *db, sqlite3_stmt *st) CP_WUR;
+cp_rc db_step_row(struct db *db, struct db_stmt *st) CP_WUR;
 /* Step st once: CP_OK when a row exists, CP_ERR_NOT_FOUND when none,
  * another cp_rc on error (CP_ERR_INTERNAL for a NULL st). Resets st. */
-cp_rc db_probe(struct db *db, sqlite3_stmt *st) CP_WUR;
+cp_rc db_probe(struct db *db, struct db_stmt *st) CP_WUR;
 /* CP_ERR_CONFLICT when sql finds a row for (tenant_id, id) (the object is
  * still in use), CP_OK when it finds none: the precise answer a foreign key
  * would give only as a generic constraint error. */
@@ -121,13 +157,13 @@ cp_rc db_unused_or_conflict(struct db *db, const char *sql, const char *tenant_i
 /* Step st once and, on a row, copy its text column 0 into buf (cap bytes,
  * truncated, NUL-terminated; NULL copies ""). CP_ERR_NOT_FOUND without a
  * row. Resets st. */
-cp_rc db_fetch_text(struct db *db, sqlite3_stmt *st, char *buf, size_t cap) CP_WUR;
+cp_rc db_fetch_text(struct db *db, struct db_stmt *st, char *buf, size_t cap) CP_WUR;
 /* Step st once and, on a row, store its integer column 0 in *out.
  * CP_ERR_NOT_FOUND without a row. Resets st. */
-cp_rc db_fetch_int64(struct db *db, sqlite3_stmt *st, int64_t *out) CP_WUR;
+cp_rc db_fetch_int64(struct db *db, struct db_stmt *st, int64_t *out) CP_WUR;
 /* Copy text column col of st's current row into buf (cap > 0 bytes,
  * truncated, NUL-terminated; SQL NULL copies ""). */
-void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
+void db_column_copy(struct db_stmt *st, int col, char *buf, size_t cap);
 
 /*
  * Rendering rows straight to JSON text (the single-resource reads and their
@@ -136,20 +172,20 @@ void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t cap);
 /* The cap of one rendered object (a certificate used by thousands of
  * properties lists them all). */
 #define DB_RENDER_MAX (16u << 20)
-void db_jw_text(struct cp_jw *w, sqlite3_stmt *st, int col);
-void db_jw_int(struct cp_jw *w, sqlite3_stmt *st, int col);
+void db_jw_text(struct cp_jw *w, struct db_stmt *st, int col);
+void db_jw_int(struct cp_jw *w, struct db_stmt *st, int col);
 /* A unix-seconds column as RFC 3339 text (what DB_TS renders). */
-void db_jw_time(struct cp_jw *w, sqlite3_stmt *st, int col);
+void db_jw_time(struct cp_jw *w, struct db_stmt *st, int col);
 /* A column holding stored JSON text (written compact by db_bind_json),
  * copied as is. */
-void db_jw_json(struct cp_jw *w, sqlite3_stmt *st, int col);
+void db_jw_json(struct cp_jw *w, struct db_stmt *st, int col);
 /* Parse a rendered object into *out (owned by the caller), for callers that
  * need the object as JSON: CP_OK, or CP_ERR_INTERNAL. */
 cp_rc db_json_from_buf(const struct cp_buf *b, json_t **out) CP_WUR;
 /* Render st's current row as one JSON value into w; CP_OK or an error. */
-typedef cp_rc (*db_row_render_fn)(struct db *db, sqlite3_stmt *st, struct cp_jw *w);
+typedef cp_rc (*db_row_render_fn)(struct db *db, struct db_stmt *st, struct cp_jw *w);
 /* db_fetch_page for (seq, columns...) rows that render renders. */
-cp_rc db_fetch_page_render(struct db *db, sqlite3_stmt *st, int limit, db_row_render_fn render,
+cp_rc db_fetch_page_render(struct db *db, struct db_stmt *st, int limit, db_row_render_fn render,
 			   struct db_list *out) CP_WUR;
 
 /* Open a read transaction (BEGIN DEFERRED) if none is open, so that

@@ -38,7 +38,7 @@ struct db_stmt {
 enum db_result {
 	DB_DONE = 0,
 	DB_ROW = 1,
-	DB_E_BUSY = -1,       /* locked/busy: retry the transaction */
+	DB_E_BUSY = -1,	      /* locked/busy: retry the transaction */
 	DB_E_RETRY = -2,      /* serialization failure or deadlock (40001/40P01) */
 	DB_E_CONSTRAINT = -3, /* unique/foreign-key/check violation */
 	DB_E_NOMEM = -4,
@@ -63,8 +63,12 @@ struct db_driver {
 	void (*bind_null)(struct db_stmt *st, int idx);
 	/* Run (first call) or advance: DB_ROW, DB_DONE or an error class. */
 	int (*step)(struct db_stmt *st);
-	/* Back to before the first step, bindings cleared. */
+	/* Back to before the first step; the bindings stay (as SQLite's
+	 * reset), so a loop may rebind only what changes. */
 	void (*reset)(struct db_stmt *st);
+	/* Every parameter back to NULL (the statement cache does it when it
+	 * hands a cached statement out). */
+	void (*clear)(struct db_stmt *st);
 	int (*col_count)(struct db_stmt *st);
 	bool (*col_null)(struct db_stmt *st, int col);
 	int64_t (*col_int64)(struct db_stmt *st, int col);

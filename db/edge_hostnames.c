@@ -20,14 +20,14 @@ cp_rc db_edge_hostname_create(struct db *db, const char *tenant_id, const char *
 	static const char sql[] = "INSERT INTO edge_hostnames (id, tenant_id, hostname, label, "
 				  "created_at) VALUES (?, ?, ?, ?, ?) RETURNING " EDGE_JSON;
 	char id[CP_UUID_LEN + 1];
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, hostname);
 	db_bind_text(st, 4, label);
-	sqlite3_bind_int64(st, 5, cp_now());
+	db_bind_int64(st, 5, cp_now());
 	return db_fetch_json(db, st, out);
 }
 

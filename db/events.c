@@ -74,7 +74,7 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	static const char sql[] = "INSERT INTO events (id, tenant_id, type, payload, created_at, "
 				  "certificate_id, property_id) VALUES (?, ?, ?, ?, ?, ?, ?)";
 	char id[CP_UUID_LEN + 1], ts[CP_TIME_LEN + 1];
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 	int64_t now = cp_now();
 	json_t *payload = NULL;
 	cp_rc rc = CP_ERR_INTERNAL;
@@ -90,7 +90,7 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 		goto out;
 	db_bind_text(st, 3, type);
 	db_bind_json(st, 4, payload);
-	sqlite3_bind_int64(st, 5, now);
+	db_bind_int64(st, 5, now);
 	db_bind_text(st, 6, event_key(data, "certificate_id"));
 	db_bind_text(st, 7, event_key(data, "property_id"));
 	rc = db_exec_stmt(db, st);
@@ -107,7 +107,7 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 		else if (strcmp(db->event_tenant, tenant_id) != 0)
 			db->event_tenants_many = true;
 		db->event_dirty = true;
-		if (sqlite3_get_autocommit(db->h))
+		if (!db_in_tx(db))
 			db_event_committed(db, true);
 	}
 out:
@@ -153,7 +153,7 @@ cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct 
 #undef SQL_CERT
 #undef SQL_PROP
 	const char *const *sql = sql_all;
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 
 	assert(db && tenant_id && f);
 	if (f->certificate_id)

@@ -58,7 +58,7 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 		"DELETE FROM property_hostnames WHERE tenant_id = ? AND hostname = ?";
 	static const char sql_bump[] = "UPDATE properties SET version = version + 1, "
 				       "updated_at = ?2 WHERE id = ?1";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql_del, tenant_id, hostname);
+	struct db_stmt *st = db_stmt_keyed(db, sql_del, tenant_id, hostname);
 	json_t *data = NULL;
 	cp_rc rc;
 
@@ -84,7 +84,7 @@ static cp_rc release_others(struct db *db, const char *tenant_id, const char *ho
 {
 	static const char sql[] = "SELECT tenant_id, property_id FROM property_hostnames "
 				  "WHERE hostname = ?1 AND tenant_id != ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	json_t *others = json_array(), *o;
 	size_t i;
 	cp_rc rc = CP_OK;
@@ -97,12 +97,12 @@ static cp_rc release_others(struct db *db, const char *tenant_id, const char *ho
 	db_bind_text(st, 1, hostname);
 	db_bind_text(st, 2, tenant_id);
 	/* Collect first: releasing writes the table being read. */
-	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+	while ((r = db_step(st)) == DB_ROW)
 		json_array_append_new(others,
-				      json_pack("[s,s]", (const char *)sqlite3_column_text(st, 0),
-						(const char *)sqlite3_column_text(st, 1)));
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE)
+				      json_pack("[s,s]", db_col_text(st, 0),
+						db_col_text(st, 1)));
+	db_reset(st);
+	if (r != DB_DONE)
 		rc = db_rc(db, r);
 	json_array_foreach(others, i, o)
 	{
@@ -135,7 +135,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		"UPDATE property_hostnames SET status = 'pending', method = NULL, claimed_at = ?3, "
 		"expires_at = ?4, checked_at = ?3, next_check_at = ?5, failures = 0, detail = ?6 "
 		"WHERE tenant_id = ?1 AND hostname = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql_get, tenant_id, hostname);
+	struct db_stmt *st = db_stmt_keyed(db, sql_get, tenant_id, hostname);
 	int64_t now = cp_now();
 	char status[16] = "", property_id[CP_UUID_LEN + 1] = "";
 	const char *result = "pending";
@@ -152,9 +152,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	if (rc != CP_OK)
 		return rc;
 	db_column_copy(st, 0, status, sizeof(status));
-	failures = sqlite3_column_int(st, 1);
+	failures = db_col_int64(st, 1);
 	db_column_copy(st, 2, property_id, sizeof(property_id));
-	sqlite3_reset(st);
+	db_reset(st);
 	verified = strcmp(status, "verified") == 0;
 
 	if (chk->outcome == DB_CLAIM_VERIFIED) {
@@ -167,8 +167,8 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		if (!st)
 			return CP_ERR_INTERNAL;
 		db_bind_text(st, 3, chk->method);
-		sqlite3_bind_int64(st, 4, now);
-		sqlite3_bind_int64(st, 5, now + pol->verified_recheck_seconds);
+		db_bind_int64(st, 4, now);
+		db_bind_int64(st, 5, now + pol->verified_recheck_seconds);
 		db_bind_text(st, 6, chk->detail);
 		rc = db_exec_stmt(db, st);
 		if (rc == CP_OK)
@@ -181,9 +181,9 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		st = db_stmt_keyed(db, sql_demote, tenant_id, hostname);
 		if (!st)
 			return CP_ERR_INTERNAL;
-		sqlite3_bind_int64(st, 3, now);
-		sqlite3_bind_int64(st, 4, now + pol->ttl_seconds);
-		sqlite3_bind_int64(st, 5, now + pol->recheck_seconds);
+		db_bind_int64(st, 3, now);
+		db_bind_int64(st, 4, now + pol->ttl_seconds);
+		db_bind_int64(st, 5, now + pol->recheck_seconds);
 		db_bind_text(st, 6, chk->detail);
 		rc = db_exec_stmt(db, st);
 		data = json_pack("{s:s,s:s,s:s?}", "property_id", property_id, "hostname", hostname,
@@ -200,10 +200,10 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	st = db_stmt_keyed(db, sql_note, tenant_id, hostname);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 3, now);
+	db_bind_int64(st, 3, now);
 	/* A verified claim answering "not verified" is re-checked soon; one
 	 * that only failed to resolve keeps its daily cadence. */
-	sqlite3_bind_int64(st, 4,
+	db_bind_int64(st, 4,
 			   now + (verified && !failures ? pol->verified_recheck_seconds
 							: pol->recheck_seconds));
 	if (other) {
@@ -215,7 +215,7 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	} else {
 		db_bind_text(st, 5, chk->detail);
 	}
-	sqlite3_bind_int(st, 6, failures);
+	db_bind_int64(st, 6, failures);
 	rc = db_exec_stmt(db, st);
 	result = other ? "owned_by_another_tenant" : verified ? "verified" : "pending";
 out:
@@ -243,7 +243,7 @@ cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *pr
 		"hostname, 'token', token)) FROM (SELECT hostname, token FROM property_hostnames "
 		"WHERE property_id = ?2 AND tenant_id = ?1 ORDER BY position)))) "
 		"FROM properties WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	json_t *o = NULL;
 	cp_rc rc;
 
@@ -270,7 +270,7 @@ cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 	 * never scan the tenant's edge hostnames. */
 	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
 				  "(SELECT value FROM json_each(?1)) AND +tenant_id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, NULL, tenant_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, NULL, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
@@ -286,7 +286,7 @@ cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **ou
 		"UPDATE property_hostnames SET next_check_at = ?1 + ?3 WHERE rowid IN "
 		"(SELECT rowid FROM property_hostnames WHERE next_check_at <= ?1 "
 		"ORDER BY next_check_at LIMIT ?2) RETURNING tenant_id, property_id";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	json_t *arr = json_array(), *seen = json_object();
 	cp_rc rc = CP_OK;
 	int r;
@@ -298,22 +298,22 @@ cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **ou
 		json_decref(seen);
 		return st ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
 	}
-	sqlite3_bind_int64(st, 1, cp_now());
-	sqlite3_bind_int(st, 2, limit);
-	sqlite3_bind_int64(st, 3, lease_seconds);
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *pid = (const char *)sqlite3_column_text(st, 1);
+	db_bind_int64(st, 1, cp_now());
+	db_bind_int64(st, 2, limit);
+	db_bind_int64(st, 3, lease_seconds);
+	while ((r = db_step(st)) == DB_ROW) {
+		const char *pid = db_col_text(st, 1);
 
 		if (json_object_get(seen, pid))
 			continue;
 		json_object_set_new(seen, pid, json_true());
 		json_array_append_new(arr, json_pack("{s:s,s:s}", "tenant_id",
-						     (const char *)sqlite3_column_text(st, 0),
+						     db_col_text(st, 0),
 						     "property_id", pid));
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	json_decref(seen);
-	if (r != SQLITE_DONE) {
+	if (r != DB_DONE) {
 		rc = db_rc(db, r);
 		json_decref(arr);
 		return rc;
@@ -327,7 +327,7 @@ cp_rc db_claims_expire(struct db *db, int limit, int *removed)
 	static const char sql[] = "SELECT tenant_id, property_id, hostname FROM property_hostnames "
 				  "WHERE status = 'pending' AND expires_at <= ? "
 				  "ORDER BY expires_at LIMIT ?";
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	json_t *rows = json_array(), *o;
 	size_t i;
 	cp_rc rc;
@@ -345,15 +345,15 @@ cp_rc db_claims_expire(struct db *db, int limit, int *removed)
 		rc = CP_ERR_INTERNAL;
 		goto out;
 	}
-	sqlite3_bind_int64(st, 1, cp_now());
-	sqlite3_bind_int(st, 2, limit);
-	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+	db_bind_int64(st, 1, cp_now());
+	db_bind_int64(st, 2, limit);
+	while ((r = db_step(st)) == DB_ROW)
 		json_array_append_new(rows,
-				      json_pack("[s,s,s]", (const char *)sqlite3_column_text(st, 0),
-						(const char *)sqlite3_column_text(st, 1),
-						(const char *)sqlite3_column_text(st, 2)));
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE) {
+				      json_pack("[s,s,s]", db_col_text(st, 0),
+						db_col_text(st, 1),
+						db_col_text(st, 2)));
+	db_reset(st);
+	if (r != DB_DONE) {
 		rc = db_rc(db, r);
 		goto out;
 	}

@@ -15,6 +15,7 @@
 #include "db/db_internal.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -50,7 +51,7 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 		"INSERT INTO jobs (kind, tenant_id, payload, dedupe_key, run_at, created_at, "
 		"updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
 		"ON CONFLICT (dedupe_key) DO NOTHING";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, tenant_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, kind, tenant_id);
 	int64_t now = cp_now();
 
 	assert(db && kind);
@@ -61,9 +62,9 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 	else
 		db_bind_text(st, 3, "{}");
 	db_bind_text(st, 4, dedupe_key);
-	sqlite3_bind_int64(st, 5, run_at);
-	sqlite3_bind_int64(st, 6, now);
-	sqlite3_bind_int64(st, 7, now);
+	db_bind_int64(st, 5, run_at);
+	db_bind_int64(st, 6, now);
+	db_bind_int64(st, 7, now);
 	db_bind_text(st, 8, job_lane(kind));
 	return db_exec_stmt(db, st);
 }
@@ -72,7 +73,7 @@ cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)
 {
 	static const char sql[] = "UPDATE jobs SET lane = ?2 WHERE state IN ('queued', 'running') "
 				  "AND kind = ?1 AND lane != ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, kind, lane);
+	struct db_stmt *st = db_stmt_keyed(db, sql, kind, lane);
 
 	assert(db && kind && lane);
 	if (!st)
@@ -81,36 +82,36 @@ cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)
 }
 
 /* Fill out from a row (id, kind, tenant, payload, attempts) of st. */
-static cp_rc job_from_row(sqlite3_stmt *st, const char *owner, struct db_job *out)
+static cp_rc job_from_row(struct db_stmt *st, const char *owner, struct db_job *out)
 {
-	out->id = sqlite3_column_int64(st, 0);
-	snprintf(out->kind, sizeof(out->kind), "%s", (const char *)sqlite3_column_text(st, 1));
+	out->id = db_col_int64(st, 0);
+	snprintf(out->kind, sizeof(out->kind), "%s", db_col_text(st, 1));
 	snprintf(out->tenant_id, sizeof(out->tenant_id), "%s",
-		 (const char *)sqlite3_column_text(st, 2));
-	out->payload = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
-	out->attempts = sqlite3_column_int(st, 4);
+		 db_col_text(st, 2));
+	out->payload = json_loads(db_col_text(st, 3), 0, NULL);
+	out->attempts = db_col_int64(st, 4);
 	snprintf(out->owner, sizeof(out->owner), "%s", owner);
 	return out->payload ? CP_OK : CP_ERR_INTERNAL;
 }
 
 /* Run an UPDATE ... RETURNING job row; CP_ERR_NOT_FOUND when it changed none. */
-static cp_rc job_take(struct db *db, sqlite3_stmt *st, const char *owner, struct db_job *out)
+static cp_rc job_take(struct db *db, struct db_stmt *st, const char *owner, struct db_job *out)
 {
 	cp_rc rc = CP_ERR_NOT_FOUND;
 	int r;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	r = sqlite3_step(st);
+	r = db_step(st);
 
-	if (r == SQLITE_ROW) {
+	if (r == DB_ROW) {
 		rc = job_from_row(st, owner, out);
 		/* Step to completion so the UPDATE is finished (and, outside a
 		 * transaction, committed) before reset: an error there means
 		 * the claim did not happen, whatever the first row said. */
-		while ((r = sqlite3_step(st)) == SQLITE_ROW)
+		while ((r = db_step(st)) == DB_ROW)
 			;
-		if (r != SQLITE_DONE) {
+		if (r != DB_DONE) {
 			rc = db_rc(db, r);
 			if (rc == CP_OK)
 				rc = CP_ERR_INTERNAL;
@@ -119,23 +120,23 @@ static cp_rc job_take(struct db *db, sqlite3_stmt *st, const char *owner, struct
 			json_decref(out->payload);
 			out->payload = NULL;
 		}
-	} else if (r != SQLITE_DONE) {
+	} else if (r != DB_DONE) {
 		rc = db_rc(db, r);
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	return rc;
 }
 
 /* The claim statement sql with the lease bound: ?1 owner, ?2 now, ?3 lease
  * seconds. Borrowed; NULL on error (job_take answers CP_ERR_INTERNAL). */
-static sqlite3_stmt *lease_stmt(struct db *db, const char *sql, const char *owner,
+static struct db_stmt *lease_stmt(struct db *db, const char *sql, const char *owner,
 				int lease_seconds, int64_t now)
 {
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, owner, NULL);
+	struct db_stmt *st = db_stmt_keyed(db, sql, owner, NULL);
 
 	if (st) {
-		sqlite3_bind_int64(st, 2, now);
-		sqlite3_bind_int(st, 3, lease_seconds);
+		db_bind_int64(st, 2, now);
+		db_bind_int64(st, 3, lease_seconds);
 	}
 	return st;
 }
@@ -152,7 +153,7 @@ static cp_rc claim_expired(struct db *db, const char *lane, const char *owner, i
 		"WHERE id = (SELECT id FROM jobs WHERE lane = ?4 AND state = 'running' "
 		"AND lease_until < ?2 ORDER BY lease_until LIMIT 1) "
 		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
-	sqlite3_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
+	struct db_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
 
 	if (st)
 		db_bind_text(st, 4, lane);
@@ -164,11 +165,11 @@ static cp_rc claim_expired(struct db *db, const char *lane, const char *owner, i
 static cp_rc pick_tenant(struct db *db, const char *sql, const char *lane, int cap, int64_t now,
 			 char tenant[CP_UUID_LEN + 1])
 {
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, lane, NULL);
+	struct db_stmt *st = db_stmt_keyed(db, sql, lane, NULL);
 
 	if (st) {
-		sqlite3_bind_int64(st, 2, now);
-		sqlite3_bind_int(st, 3, cap);
+		db_bind_int64(st, 2, now);
+		db_bind_int64(st, 3, cap);
 	}
 	return db_fetch_text(db, st, tenant, CP_UUID_LEN + 1);
 }
@@ -205,7 +206,7 @@ static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now, i
 		"SELECT id FROM jobs INDEXED BY jobs_lane_tenant_due WHERE state = 'queued' "
 		"AND lane = ?1 AND ifnull(tenant_id, '') = ?2 AND run_at <= ?3 "
 		"ORDER BY run_at, id LIMIT 1";
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	cp_rc rc = pick_tenant(db, lru, lane, cap, now, tenant);
 
 	if (rc == CP_ERR_NOT_FOUND)
@@ -214,7 +215,7 @@ static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now, i
 		return rc;
 	st = db_stmt_keyed(db, first, lane, tenant);
 	if (st)
-		sqlite3_bind_int64(st, 3, now);
+		db_bind_int64(st, 3, now);
 	rc = db_fetch_int64(db, st, job_id);
 	/* No row: next_run_at promised one; the counts are kept by triggers
 	 * in the same transaction, so this is a bug, not a race. */
@@ -230,10 +231,10 @@ static cp_rc claim_queued(struct db *db, int64_t id, const char *owner, int leas
 		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
 		"attempts = attempts + 1, updated_at = ?2 WHERE id = ?4 AND state = 'queued' "
 		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
-	sqlite3_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
+	struct db_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
 
 	if (st)
-		sqlite3_bind_int64(st, 4, id);
+		db_bind_int64(st, 4, id);
 	return job_take(db, st, owner, out);
 }
 
@@ -246,27 +247,27 @@ static cp_rc claim_mark_served(struct db *db, const char *lane, const char *tena
 				   "RETURNING served";
 	static const char mark[] = "UPDATE job_tenants SET last_served = ?3 "
 				   "WHERE lane = ?1 AND tenant_id = ?2";
-	sqlite3_stmt *st = db_stmt(db, bump);
+	struct db_stmt *st = db_stmt(db, bump);
 	int64_t served = 0;
 	int r;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, lane);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW)
-		served = sqlite3_column_int64(st, 0);
-	while (r == SQLITE_ROW)
-		r = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE)
+	r = db_step(st);
+	if (r == DB_ROW)
+		served = db_col_int64(st, 0);
+	while (r == DB_ROW)
+		r = db_step(st);
+	db_reset(st);
+	if (r != DB_DONE)
 		return db_rc(db, r);
 	st = db_stmt(db, mark);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, lane);
 	db_bind_text(st, 2, tenant);
-	sqlite3_bind_int64(st, 3, served);
+	db_bind_int64(st, 3, served);
 	return db_exec_stmt(db, st);
 }
 
@@ -309,18 +310,18 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 static cp_rc job_update(struct db *db, const char *sql, int64_t id, const char *owner, int64_t t,
 			const char *error)
 {
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, id);
+	db_bind_int64(st, 1, id);
 	db_bind_text(st, 2, owner);
-	sqlite3_bind_int64(st, 3, t);
+	db_bind_int64(st, 3, t);
 	db_bind_text(st, 4, error);
-	sqlite3_bind_int64(st, 5, cp_now());
+	db_bind_int64(st, 5, cp_now());
 	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) == 0)
+	if (rc == CP_OK && db_changes(db) == 0)
 		rc = CP_ERR_CONFLICT; /* the lease was lost to another worker */
 	return rc;
 }
@@ -372,7 +373,7 @@ cp_rc db_job_release_owner(struct db *db, const char *owner)
 	static const char sql[] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
 				  "lease_until = NULL, attempts = max(attempts - 1, 0) "
 				  "WHERE lease_owner = ? AND state = 'running'";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	assert(db && owner);
 	if (!st)
@@ -386,7 +387,7 @@ cp_rc db_job_stats(struct db *db, json_t **out)
 	/* Maintained counts (migration 012), not a GROUP BY over every job. */
 	static const char sql[] = "SELECT k1, k2, n FROM metric_counts "
 				  "WHERE family = 'jobs' AND k2 != 'done'";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	json_t *o = json_object();
 	int r;
 
@@ -395,18 +396,18 @@ cp_rc db_job_stats(struct db *db, json_t **out)
 		json_decref(o);
 		return CP_ERR_INTERNAL;
 	}
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *kind = (const char *)sqlite3_column_text(st, 0);
+	while ((r = db_step(st)) == DB_ROW) {
+		const char *kind = db_col_text(st, 0);
 		json_t *k = json_object_get(o, kind);
 		if (!k) {
 			k = json_pack("{s:i,s:i,s:i}", "queued", 0, "running", 0, "failed", 0);
 			json_object_set_new(o, kind, k);
 		}
-		json_object_set_new(k, (const char *)sqlite3_column_text(st, 1),
-				    json_integer(sqlite3_column_int64(st, 2)));
+		json_object_set_new(k, db_col_text(st, 1),
+				    json_integer(db_col_int64(st, 2)));
 	}
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE) {
+	db_reset(st);
+	if (r != DB_DONE) {
 		json_decref(o);
 		return db_rc(db, r);
 	}
@@ -418,16 +419,16 @@ cp_rc db_job_recover_orphans(struct db *db)
 {
 	static const char sql[] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
 				  "lease_until = NULL WHERE state = 'running'";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
 	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	rc = db_exec_stmt(db, st);
-	if (rc == CP_OK && sqlite3_changes(db->h) > 0)
-		cp_logf(CP_LOG_INFO, "job.recover", "requeued %d jobs of a previous process",
-			sqlite3_changes(db->h));
+	if (rc == CP_OK && db_changes(db) > 0)
+		cp_logf(CP_LOG_INFO, "job.recover", "requeued %" PRId64 " jobs of a previous process",
+			db_changes(db));
 	return rc;
 }
 

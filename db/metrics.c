@@ -22,36 +22,35 @@
 #include "lifecycle/lifecycle.h"
 
 /* Prepare sql without logging; NULL if the schema has no such table. */
-static sqlite3_stmt *prepare_quiet(struct db *db, const char *sql)
+static struct db_stmt *prepare_quiet(struct db *db, const char *sql)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
-		sqlite3_finalize(st);
+	if (db_prepare(db, sql, &st) != DB_DONE) {
 		return NULL;
 	}
 	return st;
 }
 
 /* Run a (label TEXT, count INTEGER) statement into {label: count}. Takes st. */
-static cp_rc fetch_counts(struct db *db, sqlite3_stmt *st, json_t **out)
+static cp_rc fetch_counts(struct db *db, struct db_stmt *st, json_t **out)
 {
 	json_t *o = json_object();
 	cp_rc rc = CP_OK;
 	int r;
 
 	if (!o) {
-		sqlite3_finalize(st);
+		db_finalize(db, st);
 		return CP_ERR_NOMEM;
 	}
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *label = (const char *)sqlite3_column_text(st, 0);
+	while ((r = db_step(st)) == DB_ROW) {
+		const char *label = db_col_text(st, 0);
 		if (label)
-			json_object_set_new(o, label, json_integer(sqlite3_column_int64(st, 1)));
+			json_object_set_new(o, label, json_integer(db_col_int64(st, 1)));
 	}
-	if (r != SQLITE_DONE)
+	if (r != DB_DONE)
 		rc = db_rc(db, r);
-	sqlite3_finalize(st);
+	db_finalize(db, st);
 	if (rc != CP_OK) {
 		json_decref(o);
 		return rc;
@@ -63,12 +62,12 @@ static cp_rc fetch_counts(struct db *db, sqlite3_stmt *st, json_t **out)
 /* {k1: n} of one family of the maintained counts (migration 012). */
 static cp_rc family_counts(struct db *db, const char *family, json_t **out)
 {
-	sqlite3_stmt *st =
+	struct db_stmt *st =
 		prepare_quiet(db, "SELECT k1, n FROM metric_counts WHERE family = ?1 AND k2 = ''");
 
 	if (!st)
 		return CP_ERR_NOT_FOUND;
-	sqlite3_bind_text(st, 1, family, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, family);
 	return fetch_counts(db, st, out);
 }
 
@@ -96,17 +95,17 @@ static cp_rc count_past(struct db *db, const char *stored, int64_t now, json_int
 	static const char sql[] = "SELECT count(*) FROM certificates "
 				  "INDEXED BY certificates_status_expiry "
 				  "WHERE status = ?1 AND not_after < ?2";
-	sqlite3_stmt *st = prepare_quiet(db, sql);
+	struct db_stmt *st = prepare_quiet(db, sql);
 	int r;
 
 	if (!st)
 		return CP_ERR_NOT_FOUND;
-	sqlite3_bind_text(st, 1, stored, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, now);
-	r = sqlite3_step(st);
-	*n = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-	sqlite3_finalize(st);
-	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+	db_bind_text(st, 1, stored);
+	db_bind_int64(st, 2, now);
+	r = db_step(st);
+	*n = r == DB_ROW ? db_col_int64(st, 0) : 0;
+	db_finalize(db, st);
+	return r == DB_ROW ? CP_OK : db_rc(db, r);
 }
 
 /*
@@ -164,7 +163,7 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after)
 	/* The current version of every certificate that is in service; expired
 	 * ones count too (a negative "seconds to expiry" is what alerts). One
 	 * index seek per status (certificates_status_expiry). */
-	sqlite3_stmt *st = prepare_quiet(
+	struct db_stmt *st = prepare_quiet(
 		db, "SELECT min(m) FROM (SELECT min(not_after) AS m FROM certificates "
 		    "WHERE status = 'active' UNION ALL SELECT min(not_after) FROM certificates "
 		    "WHERE status = 'renewing')");
@@ -173,14 +172,14 @@ cp_rc db_metrics_soonest_expiry(struct db *db, int64_t *not_after)
 
 	if (!st)
 		return CP_ERR_NOT_FOUND;
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-		*not_after = sqlite3_column_int64(st, 0);
+	r = db_step(st);
+	if (r == DB_ROW && !db_col_null(st, 0)) {
+		*not_after = db_col_int64(st, 0);
 		rc = CP_OK;
-	} else if (r != SQLITE_ROW && r != SQLITE_DONE) {
+	} else if (r != DB_ROW && r != DB_DONE) {
 		rc = db_rc(db, r);
 	}
-	sqlite3_finalize(st);
+	db_finalize(db, st);
 	return rc;
 }
 

@@ -75,7 +75,7 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 		"INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, "
 		"ca, key_type, metadata, created_at, updated_at) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
 	assert(db && tenant_id);
 	if (!st)
@@ -87,7 +87,7 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 	db_bind_text(st, 7, ca);
 	db_bind_text(st, 8, key_type);
 	db_bind_json(st, 9, metadata);
-	sqlite3_bind_int64(st, 10, cp_now());
+	db_bind_int64(st, 10, cp_now());
 	/* CP_ERR_CONFLICT: orders_in_flight says one is already running. */
 	return db_exec_stmt(db, st);
 }
@@ -127,7 +127,7 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_
 #undef SQL_IF
 #undef SQL_ALL
 #undef SQL_NAME
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 
 	assert(db && tenant_id && f && out);
 	st = db_stmt_page(db, f->hostname ? sql_name : sql_all, tenant_id, NULL, pg);
@@ -163,14 +163,14 @@ cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t
 	col " = iif(json_type(?2, '$." col "') IS NULL, " col ", json_extract(?2, '$." col "'))"
 
 /* The cached patch statement sql with ?1 = key, ?2 = the patch, ?3 = n. */
-static sqlite3_stmt *patch_stmt(struct db *db, const char *sql, const char *key,
+static struct db_stmt *patch_stmt(struct db *db, const char *sql, const char *key,
 				const json_t *patch, int64_t n)
 {
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, key, NULL);
+	struct db_stmt *st = db_stmt_keyed(db, sql, key, NULL);
 
 	if (st) {
 		db_bind_json(st, 2, patch);
-		sqlite3_bind_int64(st, 3, n);
+		db_bind_int64(st, 3, n);
 	}
 	return st;
 }
@@ -195,13 +195,13 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 	static const char sql[] =
 		"INSERT INTO order_authorizations (order_id, position, url) VALUES (?, ?, ?) "
 		"ON CONFLICT (order_id, position) DO UPDATE SET url = excluded.url";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	assert(db);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, order_id);
-	sqlite3_bind_int(st, 2, position);
+	db_bind_int64(st, 2, position);
 	db_bind_text(st, 3, url);
 	return db_exec_stmt(db, st);
 }
@@ -242,7 +242,7 @@ cp_rc db_order_reset(struct db *db, const char *id)
 
 	if (rc == CP_OK)
 		rc = db_exec_at(db, upd, id, cp_now());
-	if (rc != CP_OK || sqlite3_changes(db->h) > 0)
+	if (rc != CP_OK || db_changes(db) > 0)
 		return rc;
 	/* Nothing changed: a finished order, or none at all. */
 	rc = db_probe(db, db_stmt_keyed(db, exists, id, NULL));
@@ -263,14 +263,14 @@ cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *
 		"o.id = a.order_id WHERE a.token = ? AND a.challenge_type = 'http-01' AND "
 		"a.key_authorization IS NOT NULL AND a.status = 'pending' AND "
 		"lower(a.identifier) = ? AND o.status IN ('pending', 'validating') LIMIT 1";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, token, host);
+	struct db_stmt *st = db_stmt_keyed(db, sql, token, host);
 	cp_rc rc = db_step_row(db, st);
 
 	*out = NULL;
 	if (rc != CP_OK)
 		return rc;
-	*out = cp_strdup((const char *)sqlite3_column_text(st, 0));
-	sqlite3_reset(st);
+	*out = cp_strdup(db_col_text(st, 0));
+	db_reset(st);
 	return *out ? CP_OK : CP_ERR_NOMEM;
 }
 
@@ -300,7 +300,7 @@ cp_rc db_renewal_attention(struct db *db, int64_t after, int64_t until, int limi
 	static const char sql[] = "SELECT id, tenant_id, next_attention_at FROM certificates "
 				  "WHERE next_attention_at > ?1 AND next_attention_at <= ?2 "
 				  "ORDER BY next_attention_at LIMIT ?3";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	json_t *arr = json_array();
 	int r;
 
@@ -310,23 +310,23 @@ cp_rc db_renewal_attention(struct db *db, int64_t after, int64_t until, int limi
 		json_decref(arr);
 		return CP_ERR_INTERNAL;
 	}
-	sqlite3_bind_int64(st, 1, after);
-	sqlite3_bind_int64(st, 2, until);
-	sqlite3_bind_int(st, 3, limit);
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+	db_bind_int64(st, 1, after);
+	db_bind_int64(st, 2, until);
+	db_bind_int64(st, 3, limit);
+	while ((r = db_step(st)) == DB_ROW) {
 		json_t *row =
-			json_pack("{s:s,s:s,s:I}", "id", (const char *)sqlite3_column_text(st, 0),
-				  "tenant_id", (const char *)sqlite3_column_text(st, 1), "at",
-				  (json_int_t)sqlite3_column_int64(st, 2));
+			json_pack("{s:s,s:s,s:I}", "id", db_col_text(st, 0),
+				  "tenant_id", db_col_text(st, 1), "at",
+				  (json_int_t)db_col_int64(st, 2));
 		if (!row || json_array_append_new(arr, row) != 0) {
-			r = SQLITE_NOMEM;
+			r = DB_E_NOMEM;
 			break;
 		}
 	}
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE) {
+	db_reset(st);
+	if (r != DB_DONE) {
 		json_decref(arr);
-		return r == SQLITE_NOMEM ? CP_ERR_NOMEM : db_rc(db, r);
+		return r == DB_E_NOMEM ? CP_ERR_NOMEM : db_rc(db, r);
 	}
 	*out = arr;
 	return CP_OK;
@@ -356,12 +356,12 @@ cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **o
 		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND d.seq = "
 		"(SELECT max(seq) FROM deployments d2 WHERE d2.property_id = d.property_id AND "
 		"d2.environment = 'production'))";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	*out = NULL;
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_int64(st, 1, cp_now());
 	db_bind_text(st, 2, certificate_id);
 	return db_fetch_json(db, st, out);
 }
@@ -392,15 +392,15 @@ cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at)
 	 * move a candidate it re-checked: any later change of what the value
 	 * depends on recomputes it (the triggers of migration 008). */
 	static const char sql[] = "UPDATE certificates SET next_attention_at = ?2 WHERE id = ?1";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, certificate_id);
 	if (at > 0)
-		sqlite3_bind_int64(st, 2, at);
+		db_bind_int64(st, 2, at);
 	else
-		sqlite3_bind_null(st, 2);
+		db_bind_null(st, 2);
 	return db_exec_stmt(db, st);
 }
 
@@ -416,18 +416,18 @@ cp_rc db_renewal_last_run_at(struct db *db, const char *ca, int64_t *out)
 		"JOIN jobs j ON j.dedupe_key = 'acme_order:' || o.id WHERE o.status IN "
 		"('pending', 'validating', 'issuing') AND o.kind = 'renew' AND o.ca = ?1 AND "
 		"j.state = 'queued' AND j.attempts = 0";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	int r;
 
 	*out = 0;
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, ca);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW)
-		*out = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	return r == SQLITE_ROW ? CP_OK : db_rc(db, r);
+	r = db_step(st);
+	if (r == DB_ROW)
+		*out = db_col_int64(st, 0);
+	db_reset(st);
+	return r == DB_ROW ? CP_OK : db_rc(db, r);
 }
 
 cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *certificate_id,
@@ -445,7 +445,7 @@ cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *cer
 		"d.certificate_id = ?2 AND d.seq = (SELECT max(seq) FROM deployments d2 WHERE "
 		"d2.property_id = d.property_id AND d2.environment = 'production') ORDER BY "
 		"p.seq, j.key)";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	int r;
 
 	*out = NULL;
@@ -453,11 +453,11 @@ cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *cer
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, certificate_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW)
-		*out = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-	sqlite3_reset(st);
-	if (r != SQLITE_ROW)
+	r = db_step(st);
+	if (r == DB_ROW)
+		*out = json_loads(db_col_text(st, 0), 0, NULL);
+	db_reset(st);
+	if (r != DB_ROW)
 		return db_rc(db, r);
 	return *out ? CP_OK : CP_ERR_INTERNAL;
 }
@@ -501,15 +501,15 @@ cp_rc db_renewal_give_up_expired(struct db *db, int *count)
 		"AND auto_renew != 'none' AND failure_count > 0 AND status != 'failed' AND "
 		"EXISTS (SELECT 1 FROM certificate_versions v WHERE v.certificate_id = "
 		"certificates.id AND v.version = certificates.version AND v.not_after < ?1)";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	cp_rc rc;
 
 	*count = 0;
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 1, cp_now());
+	db_bind_int64(st, 1, cp_now());
 	rc = db_exec_stmt(db, st);
 	if (rc == CP_OK)
-		*count = sqlite3_changes(db->h);
+		*count = db_changes(db);
 	return rc;
 }

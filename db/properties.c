@@ -67,9 +67,9 @@ static const char CLAIMS_SQL[] =
 	"FROM property_hostnames WHERE property_id = ?1 ORDER BY position";
 
 /* {version, deployed_at} of a deployment, or null when there is none. */
-static void prop_render_deployed(struct cp_jw *w, sqlite3_stmt *st, int vcol, int atcol)
+static void prop_render_deployed(struct cp_jw *w, struct db_stmt *st, int vcol, int atcol)
 {
-	if (sqlite3_column_type(st, vcol) == SQLITE_NULL) {
+	if (db_col_null(st, vcol)) {
 		cp_jw_null(w);
 		return;
 	}
@@ -85,15 +85,15 @@ static void prop_render_deployed(struct cp_jw *w, sqlite3_stmt *st, int vcol, in
  * over its claims, their verification objects as a JSON array into v. */
 static cp_rc prop_render_claims(struct db *db, const char *id, struct cp_jw *w, struct cp_jw *v)
 {
-	sqlite3_stmt *st = db_stmt_keyed(db, CLAIMS_SQL, id, NULL);
+	struct db_stmt *st = db_stmt_keyed(db, CLAIMS_SQL, id, NULL);
 	int r;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	cp_jw_open(w, '[');
 	cp_jw_open(v, '[');
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *h = (const char *)sqlite3_column_text(st, 0);
+	while ((r = db_step(st)) == DB_ROW) {
+		const char *h = db_col_text(st, 0);
 		char txt[320];
 		int n;
 
@@ -101,7 +101,7 @@ static cp_rc prop_render_claims(struct db *db, const char *id, struct cp_jw *w, 
 		n = snprintf(txt, sizeof(txt), "_certplane-verify.%s",
 			     strncmp(h, "*.", 2) == 0 ? h + 2 : h);
 		if (n < 0 || (size_t)n >= sizeof(txt)) {
-			sqlite3_reset(st);
+			db_reset(st);
 			return CP_ERR_INTERNAL; /* hostnames are bounded to 253 */
 		}
 		db_jw_text(w, st, 0);
@@ -126,8 +126,8 @@ static cp_rc prop_render_claims(struct db *db, const char *id, struct cp_jw *w, 
 		db_jw_text(v, st, 7);
 		cp_jw_close(v, '}');
 	}
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE)
+	db_reset(st);
+	if (r != DB_DONE)
 		return db_rc(db, r);
 	cp_jw_close(w, ']');
 	cp_jw_close(v, ']');
@@ -136,16 +136,16 @@ static cp_rc prop_render_claims(struct db *db, const char *id, struct cp_jw *w, 
 
 /* Render the property of st's current row, whose PROP_COLS start at column
  * c0, as one JSON object appended to w. */
-static cp_rc prop_render_row(struct db *db, sqlite3_stmt *st, int c0, struct cp_jw *w)
+static cp_rc prop_render_row(struct db *db, struct db_stmt *st, int c0, struct cp_jw *w)
 {
 	/* The id outlives the claims statement's steps: st is another
 	 * statement, left on its row. */
-	const char *id = (const char *)sqlite3_column_text(st, c0 + PC_ID);
+	const char *id = db_col_text(st, c0 + PC_ID);
 	struct cp_buf vb;
 	struct cp_jw v;
 	cp_rc rc;
 
-	assert(sqlite3_column_count(st) >= c0 + PC_COUNT);
+	assert(db_col_count(st) >= c0 + PC_COUNT);
 	if (!id)
 		return CP_ERR_INTERNAL;
 	cp_buf_init(&vb, DB_RENDER_MAX);
@@ -170,7 +170,7 @@ static cp_rc prop_render_row(struct db *db, sqlite3_stmt *st, int c0, struct cp_
 	cp_jw_key(w, "hostname_verification");
 	cp_jw_raw(w, cp_buf_str(&vb), vb.len);
 	cp_jw_key(w, "certificate_renew_automation");
-	cp_jw_bool(w, sqlite3_column_int(st, c0 + PC_RENEW_AUTOMATION) != 0);
+	cp_jw_bool(w, db_col_int64(st, c0 + PC_RENEW_AUTOMATION) != 0);
 	cp_jw_key(w, "version");
 	db_jw_int(w, st, c0 + PC_VERSION);
 	cp_jw_key(w, "staging");
@@ -188,7 +188,7 @@ out:
 }
 
 /* db_row_render_fn over prop_render_row for (seq, PROP_COLS) rows. */
-static cp_rc prop_render_listed(struct db *db, sqlite3_stmt *st, struct cp_jw *w)
+static cp_rc prop_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
 	return prop_render_row(db, st, 1, w);
 }
@@ -217,7 +217,7 @@ static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *pro
 		"ON CONFLICT (tenant_id, hostname) DO UPDATE SET position = excluded.position "
 		"WHERE property_id = excluded.property_id";
 	int64_t now = cp_now();
-	sqlite3_stmt *st = db_stmt(db, sql_drop);
+	struct db_stmt *st = db_stmt(db, sql_drop);
 	json_t *h;
 	size_t i;
 	cp_rc rc;
@@ -248,16 +248,16 @@ static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *pro
 			db_bind_text(st, 1, property_id);
 			db_bind_text(st, 2, tenant_id);
 			db_bind_text(st, 3, json_string_value(h));
-			sqlite3_bind_int64(st, 4, (sqlite3_int64)i);
+			db_bind_int64(st, 4, (int64_t)i);
 			db_bind_text(st, 5, token);
-			sqlite3_bind_int64(st, 6, now);
-			sqlite3_bind_int64(st, 7, now + in->claim_ttl_seconds);
+			db_bind_int64(st, 6, now);
+			db_bind_int64(st, 7, now + in->claim_ttl_seconds);
 			rc = db_exec_stmt(db, st);
 			if (rc != CP_OK)
 				return rc;
 		}
 		/* No row changed: another property of this tenant holds it. */
-		if (other || sqlite3_changes(db->h) == 0) {
+		if (other || db_changes(db) == 0) {
 			if (taken) {
 				taken->index = i;
 				taken->other_tenant = other;
@@ -277,7 +277,7 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 		"VALUES (?, ?, ?, ?, ?, ?, 1, ?7, ?7)";
 	char id[CP_UUID_LEN + 1];
 	cp_rc rc;
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	assert(db && tenant_id && out && in);
 	if (!st)
@@ -285,8 +285,8 @@ cp_rc db_property_create(struct db *db, const char *tenant_id, const struct db_p
 	db_bind_text(st, 3, in->name);
 	db_bind_text(st, 4, in->edge_hostname_id);
 	db_bind_text(st, 5, in->certificate_id);
-	sqlite3_bind_int(st, 6, in->renew_automation ? 1 : 0);
-	sqlite3_bind_int64(st, 7, cp_now());
+	db_bind_int64(st, 6, in->renew_automation ? 1 : 0);
+	db_bind_int64(st, 7, cp_now());
 	rc = db_exec_stmt(db, st);
 	if (rc == CP_OK)
 		rc = set_hostnames(db, tenant_id, id, in, taken);
@@ -299,7 +299,7 @@ cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id, s
 {
 	static const char sql[] = "SELECT " PROP_COLS " FROM properties p "
 				  "WHERE p.tenant_id = ?1 AND p.id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 	bool began = false;
 	struct cp_jw w;
 	cp_rc rc;
@@ -315,7 +315,7 @@ cp_rc db_property_render(struct db *db, const char *tenant_id, const char *id, s
 		goto out;
 	cp_jw_init(&w, out);
 	rc = prop_render_row(db, st, 0, &w);
-	sqlite3_reset(st);
+	db_reset(st);
 	if (rc == CP_OK)
 		rc = cp_jw_rc(&w);
 out:
@@ -358,7 +358,7 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 #undef SQL_IF_HOST
 #undef SQL_ALL
 #undef SQL_CERT
-	sqlite3_stmt *st =
+	struct db_stmt *st =
 		db_stmt_page(db, certificate_id ? sql_cert : sql_all, tenant_id, NULL, pg);
 
 	if (st) {
@@ -376,16 +376,16 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 		"UPDATE properties SET name = ?, edge_hostname_id = ?, certificate_id = ?, "
 		"certificate_renew_automation = ?, version = version + ?, updated_at = ? "
 		"WHERE tenant_id = ? AND id = ?";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, in->name, in->edge_hostname_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, in->name, in->edge_hostname_id);
 	cp_rc rc;
 
 	assert(db && tenant_id && out && in);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, in->certificate_id);
-	sqlite3_bind_int(st, 4, in->renew_automation ? 1 : 0);
-	sqlite3_bind_int(st, 5, bump_version ? 1 : 0);
-	sqlite3_bind_int64(st, 6, cp_now());
+	db_bind_int64(st, 4, in->renew_automation ? 1 : 0);
+	db_bind_int64(st, 5, bump_version ? 1 : 0);
+	db_bind_int64(st, 6, cp_now());
 	db_bind_text(st, 7, tenant_id);
 	db_bind_text(st, 8, id);
 	rc = db_exec_one(db, st);
@@ -412,12 +412,12 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 		", p.certificate_id, ?3 "
 		"FROM properties p WHERE p.tenant_id = ?4 AND p.id = ?5 RETURNING " DEPLOY_JSON;
 	char id[CP_UUID_LEN + 1];
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, environment);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, environment);
 
 	assert(db && tenant_id && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 3, cp_now());
+	db_bind_int64(st, 3, cp_now());
 	db_bind_text(st, 4, tenant_id);
 	db_bind_text(st, 5, property_id);
 	return db_fetch_json(db, st, out);
@@ -429,7 +429,7 @@ cp_rc db_deployment_get(struct db *db, const char *tenant_id, const char *proper
 	/* by the unique id; tenant and property only filter the one row */
 	static const char sql[] = "SELECT " DEPLOY_JSON " FROM deployments "
 				  "WHERE tenant_id = ?1 AND property_id = ?2 AND id = ?3";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, property_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, property_id);
 
 	assert(db && tenant_id && property_id && id && out);
 	if (!st)

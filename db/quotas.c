@@ -53,7 +53,7 @@ int db_quota_find(const char *name)
 static cp_rc quota_usage(struct db *db, const char *tenant_id, enum db_quota q,
 			 const char *property_id, int64_t *used, int64_t *own)
 {
-	sqlite3_stmt *st = db_stmt(db, usage_sql[q]);
+	struct db_stmt *st = db_stmt(db, usage_sql[q]);
 	cp_rc rc = CP_OK;
 	int r;
 
@@ -62,14 +62,14 @@ static cp_rc quota_usage(struct db *db, const char *tenant_id, enum db_quota q,
 	db_bind_text(st, 1, tenant_id);
 	if (q == DB_QUOTA_HOSTNAMES)
 		db_bind_text(st, 2, property_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
-		*used = sqlite3_column_int64(st, 0);
-		*own = sqlite3_column_int64(st, 1);
+	r = db_step(st);
+	if (r == DB_ROW) {
+		*used = db_col_int64(st, 0);
+		*own = db_col_int64(st, 1);
 	} else {
 		rc = db_rc(db, r);
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	return rc;
 }
 
@@ -78,7 +78,7 @@ cp_rc db_quota_limits(struct db *db, const char *tenant_id, const int64_t defaul
 {
 	static const char sql[] = "SELECT properties, hostnames, certificates, orders_in_flight, "
 				  "webhooks, edge_hostnames FROM tenant_quotas WHERE tenant_id = ?";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 	cp_rc rc = CP_OK;
 	int r;
 
@@ -90,18 +90,18 @@ cp_rc db_quota_limits(struct db *db, const char *tenant_id, const int64_t defaul
 		overridden[q] = false;
 	}
 	db_bind_text(st, 1, tenant_id);
-	r = sqlite3_step(st);
-	if (r == SQLITE_ROW) {
+	r = db_step(st);
+	if (r == DB_ROW) {
 		for (int q = 0; q < DB_QUOTA_COUNT; q++) {
-			if (sqlite3_column_type(st, q) == SQLITE_NULL)
+			if (db_col_null(st, q))
 				continue;
-			limits[q] = sqlite3_column_int64(st, q);
+			limits[q] = db_col_int64(st, q);
 			overridden[q] = true;
 		}
-	} else if (r != SQLITE_DONE) {
+	} else if (r != DB_DONE) {
 		rc = db_rc(db, r);
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	return rc;
 }
 
@@ -195,7 +195,7 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 		"webhooks = CASE WHEN ?12 THEN ?6 ELSE webhooks END, "
 		"edge_hostnames = CASE WHEN ?13 THEN ?7 ELSE edge_hostnames END, "
 		"updated_at = ?14";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	assert(db && tenant_id && values && present);
 	if (!st)
@@ -203,11 +203,11 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 	db_bind_text(st, 1, tenant_id);
 	for (int q = 0; q < DB_QUOTA_COUNT; q++) {
 		if (present[q] && values[q] >= 0)
-			sqlite3_bind_int64(st, 2 + q, values[q]);
+			db_bind_int64(st, 2 + q, values[q]);
 		else
-			sqlite3_bind_null(st, 2 + q);
-		sqlite3_bind_int(st, 8 + q, present[q]);
+			db_bind_null(st, 2 + q);
+		db_bind_int64(st, 8 + q, present[q]);
 	}
-	sqlite3_bind_int64(st, 14, cp_now());
+	db_bind_int64(st, 14, cp_now());
 	return db_exec_one(db, st);
 }

@@ -39,23 +39,23 @@ static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, con
 	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE %s LIKE 'cpk1:%%'", id_col, col, table,
 			       col);
 	char *upd = cp_aprintf("UPDATE %s SET %s = ? WHERE %s = ?", table, col, id_col);
-	sqlite3_stmt *st = NULL, *up = NULL;
+	struct db_stmt *st = NULL, *up = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
-	int r = SQLITE_DONE;
+	int r = DB_DONE;
 
 	if (!sel || !upd)
 		goto out;
-	if (sqlite3_prepare_v2(db->h, sel, -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db->h, upd, -1, &up, NULL) != SQLITE_OK) {
-		rc = db_rc(db, sqlite3_errcode(db->h));
+	if ((r = db_prepare(db, sel, &st)) != DB_DONE ||
+	    (r = db_prepare(db, upd, &up)) != DB_DONE) {
+		rc = db_rc(db, r);
 		if (rc == CP_OK)
 			rc = CP_ERR_INTERNAL;
 		goto out;
 	}
 	rc = CP_OK;
-	while (rc == CP_OK && (r = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
-		const char *sealed = (const char *)sqlite3_column_text(st, 1);
+	while (rc == CP_OK && (r = db_step(st)) == DB_ROW) {
+		const char *id = db_col_text(st, 0);
+		const char *sealed = db_col_text(st, 1);
 		char *aad = NULL, *pt = NULL, *resealed = NULL;
 		size_t n = 0;
 		if (!id || !sealed) {
@@ -69,16 +69,15 @@ static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, con
 		if (rc == CP_OK)
 			rc = crypto_seal(ring, aad, pt, n, &resealed);
 		if (rc == CP_OK) {
-			sqlite3_reset(up);
-			if (sqlite3_bind_text(up, 1, resealed, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
-			    sqlite3_bind_text(up, 2, id, -1, SQLITE_TRANSIENT) != SQLITE_OK)
-				rc = CP_ERR_NOMEM;
+			db_reset(up);
+			db_bind_text(up, 1, resealed);
+			db_bind_text(up, 2, id);
 		}
 		if (rc == CP_OK) {
-			int u = sqlite3_step(up);
-			rc = u == SQLITE_DONE ? CP_OK : db_rc(db, u);
+			int u = db_step(up);
+			rc = u == DB_DONE ? CP_OK : db_rc(db, u);
 			if (rc == CP_OK)
-				rc = sqlite3_changes(db->h) == 1 ? CP_OK : CP_ERR_INTERNAL;
+				rc = db_changes(db) == 1 ? CP_OK : CP_ERR_INTERNAL;
 			if (rc == CP_OK)
 				(*count)++;
 		}
@@ -90,18 +89,18 @@ static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, con
 		free(resealed);
 		crypto_wipe_free_buf(pt, n);
 	}
-	/* The loop ends on a failed row (rc), on SQLITE_DONE, or on an error of
+	/* The loop ends on a failed row (rc), on DB_DONE, or on an error of
 	 * the SELECT itself (busy, interrupt, I/O, corruption): that is a failure. */
-	if (rc == CP_OK && r != SQLITE_DONE) {
+	if (rc == CP_OK && r != DB_DONE) {
 		rc = db_rc(db, r);
 		if (rc == CP_OK)
 			rc = CP_ERR_INTERNAL;
 		cp_logf(CP_LOG_ERROR, "secrets.reseal", "reading %s.%s failed: %s", table, col,
-			sqlite3_errmsg(db->h));
+			db->drv->errmsg(db->conn));
 	}
 out:
-	sqlite3_finalize(st);
-	sqlite3_finalize(up);
+	db_finalize(db, st);
+	db_finalize(db, up);
 	free(sel);
 	free(upd);
 	return rc;
@@ -142,25 +141,24 @@ cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring, i
 				       "substr(%s, 1, length(?1)) IS NOT ?1",
 				       sealed_columns[i].table, sealed_columns[i].col,
 				       sealed_columns[i].col);
-		sqlite3_stmt *st = NULL;
+		struct db_stmt *st = NULL;
 		int r;
 		if (!sql) {
 			rc = CP_ERR_NOMEM;
 			break;
 		}
-		if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK ||
-		    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC) != SQLITE_OK) {
-			rc = db_rc(db, sqlite3_errcode(db->h));
-			if (rc == CP_OK)
-				rc = CP_ERR_INTERNAL;
-		} else if ((r = sqlite3_step(st)) == SQLITE_ROW) {
-			*stale += sqlite3_column_int64(st, 0);
+		if ((r = db_prepare(db, sql, &st)) == DB_DONE) {
+			db_bind_text(st, 1, prefix);
+			r = db_step(st);
+		}
+		if (r == DB_ROW) {
+			*stale += db_col_int64(st, 0);
 		} else {
 			rc = db_rc(db, r);
 			if (rc == CP_OK)
 				rc = CP_ERR_INTERNAL;
 		}
-		sqlite3_finalize(st);
+		db_finalize(db, st);
 		free(sql);
 	}
 	free(prefix);

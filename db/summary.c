@@ -20,7 +20,7 @@
 /* {k: n} of one family of tenant_id's counts into *out (new object). */
 static cp_rc family_counts(struct db *db, const char *tenant_id, const char *family, json_t **out)
 {
-	sqlite3_stmt *st =
+	struct db_stmt *st =
 		db_stmt(db, "SELECT k, n FROM tenant_counts WHERE tenant_id = ?1 AND family = ?2");
 	json_t *o = json_object();
 	cp_rc rc = CP_OK;
@@ -32,14 +32,14 @@ static cp_rc family_counts(struct db *db, const char *tenant_id, const char *fam
 	}
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, family);
-	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *k = (const char *)sqlite3_column_text(st, 0);
-		if (k && json_object_set_new(o, k, json_integer(sqlite3_column_int64(st, 1))) != 0)
+	while ((r = db_step(st)) == DB_ROW) {
+		const char *k = db_col_text(st, 0);
+		if (k && json_object_set_new(o, k, json_integer(db_col_int64(st, 1))) != 0)
 			rc = CP_ERR_NOMEM;
 	}
-	if (r != SQLITE_DONE)
+	if (r != DB_DONE)
 		rc = db_rc(db, r);
-	sqlite3_reset(st);
+	db_reset(st);
 	if (rc != CP_OK) {
 		json_decref(o);
 		return rc;
@@ -64,14 +64,14 @@ static cp_rc count_add(json_t *counts, const char *name, json_int_t n)
 static cp_rc count_past(struct db *db, const char *tenant_id, const char *stored, int64_t now,
 			int64_t *n)
 {
-	sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM certificates "
+	struct db_stmt *st = db_stmt(db, "SELECT count(*) FROM certificates "
 				       "INDEXED BY certificates_tenant_status_expiry "
 				       "WHERE tenant_id = ?1 AND status = ?3 AND not_after < ?2");
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
-	sqlite3_bind_int64(st, 2, now);
+	db_bind_int64(st, 2, now);
 	db_bind_text(st, 3, stored);
 	return db_fetch_int64(db, st, n);
 }
@@ -122,34 +122,34 @@ out:
 /* The rows of st (id, name, not_after, failure_count, last_error_reason,
  * last_error, last_attempt_at; the failing columns only when failing) as
  * an array into *out. Resets st. */
-static cp_rc rows_array(struct db *db, sqlite3_stmt *st, bool failing, json_t **out)
+static cp_rc rows_array(struct db *db, struct db_stmt *st, bool failing, json_t **out)
 {
 	json_t *a = json_array();
 	cp_rc rc = CP_OK;
 	int r;
 
 	if (!a) {
-		sqlite3_reset(st);
+		db_reset(st);
 		return CP_ERR_NOMEM;
 	}
-	while (rc == CP_OK && (r = sqlite3_step(st)) == SQLITE_ROW) {
+	while (rc == CP_OK && (r = db_step(st)) == DB_ROW) {
 		char na[CP_TIME_LEN + 1] = "";
 		json_t *o;
 
-		if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-			cp_time_fmt(sqlite3_column_int64(st, 2), na);
-		o = json_pack("{s:s,s:s,s:o}", "id", (const char *)sqlite3_column_text(st, 0),
-			      "name", (const char *)sqlite3_column_text(st, 1), "not_after",
+		if (!db_col_null(st, 2))
+			cp_time_fmt(db_col_int64(st, 2), na);
+		o = json_pack("{s:s,s:s,s:o}", "id", db_col_text(st, 0),
+			      "name", db_col_text(st, 1), "not_after",
 			      na[0] ? json_string(na) : json_null());
 		if (o && failing) {
 			char at[CP_TIME_LEN + 1] = "";
-			const char *reason = (const char *)sqlite3_column_text(st, 4);
-			const char *err = (const char *)sqlite3_column_text(st, 5);
+			const char *reason = db_col_text(st, 4);
+			const char *err = db_col_text(st, 5);
 
-			if (sqlite3_column_type(st, 6) != SQLITE_NULL)
-				cp_time_fmt(sqlite3_column_int64(st, 6), at);
+			if (!db_col_null(st, 6))
+				cp_time_fmt(db_col_int64(st, 6), at);
 			json_object_set_new(o, "failure_count",
-					    json_integer(sqlite3_column_int64(st, 3)));
+					    json_integer(db_col_int64(st, 3)));
 			json_object_set_new(o, "last_error_reason",
 					    reason ? json_string(reason) : json_null());
 			json_object_set_new(o, "last_error", err ? json_string(err) : json_null());
@@ -159,9 +159,9 @@ static cp_rc rows_array(struct db *db, sqlite3_stmt *st, bool failing, json_t **
 		if (!o || json_array_append_new(a, o) != 0)
 			rc = CP_ERR_NOMEM;
 	}
-	if (rc == CP_OK && r != SQLITE_DONE)
+	if (rc == CP_OK && r != DB_DONE)
 		rc = db_rc(db, r);
-	sqlite3_reset(st);
+	db_reset(st);
 	if (rc != CP_OK) {
 		json_decref(a);
 		return rc;
@@ -184,7 +184,7 @@ cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out
 		"ORDER BY last_attempt_at DESC LIMIT ?3";
 	json_t *certs = NULL, *soonest = NULL, *failing = NULL, *failing_n = NULL,
 	       *hostnames = NULL;
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	bool began = false;
 	cp_rc rc;
 
@@ -198,8 +198,8 @@ cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out
 		rc = st ? CP_OK : CP_ERR_INTERNAL;
 		if (st) {
 			db_bind_text(st, 1, tenant_id);
-			sqlite3_bind_int64(st, 2, now);
-			sqlite3_bind_int(st, 3, SUMMARY_TOP);
+			db_bind_int64(st, 2, now);
+			db_bind_int64(st, 3, SUMMARY_TOP);
 			rc = rows_array(db, st, false, &soonest);
 		}
 	}
@@ -208,7 +208,7 @@ cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out
 		rc = st ? CP_OK : CP_ERR_INTERNAL;
 		if (st) {
 			db_bind_text(st, 1, tenant_id);
-			sqlite3_bind_int(st, 3, SUMMARY_TOP);
+			db_bind_int64(st, 3, SUMMARY_TOP);
 			rc = rows_array(db, st, true, &failing);
 		}
 	}

@@ -149,7 +149,7 @@ static void auth_put(const char *key, uint64_t gen, const char *tenant, const ch
 void db_auth_changed(struct db *db)
 {
 	assert(db);
-	if (sqlite3_get_autocommit(db->h))
+	if (!db_in_tx(db))
 		atomic_fetch_add(&auth_gen, 1);
 	else
 		db->auth_dirty = true; /* db_commit bumps once it is durable */
@@ -169,12 +169,12 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 	static const char sql[] = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) "
 				  "RETURNING " TENANT_JSON;
 	char id[CP_UUID_LEN + 1];
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, name);
 
 	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	sqlite3_bind_int64(st, 3, cp_now());
+	db_bind_int64(st, 3, cp_now());
 	return db_fetch_json(db, st, out);
 }
 
@@ -230,17 +230,17 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 		"expires_at) SELECT ?, id, ?, ?, ?, ?, ?, ? FROM tenants WHERE id = ? "
 		"RETURNING " APIKEY_JSON;
 	char id[CP_UUID_LEN + 1];
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, name);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, name);
 
 	assert(db && tenant_id && grant && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, key_hash);
 	db_bind_text(st, 4, prefix);
-	sqlite3_bind_int64(st, 5, cp_now());
+	db_bind_int64(st, 5, cp_now());
 	db_bind_text(st, 6, grant->read_only ? "read" : "admin");
 	if (grant->expires_at > 0)
-		sqlite3_bind_int64(st, 7, grant->expires_at);
+		db_bind_int64(st, 7, grant->expires_at);
 	db_bind_text(st, 8, tenant_id);
 	return db_fetch_json(db, st, out);
 }
@@ -274,7 +274,7 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 	uint64_t gen = atomic_load(&auth_gen); /* before the read: see auth cache */
 	char key[72];
 	bool cacheable;
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	cp_rc rc;
 
 	assert(db && key_hash && tenant_id && key_id);
@@ -291,9 +291,9 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
 		return rc;
 	db_column_copy(st, 0, tenant_id, CP_UUID_LEN + 1);
 	db_column_copy(st, 1, key_id, CP_UUID_LEN + 1);
-	g.read_only = sqlite3_column_int(st, 2) != 0;
-	g.expires_at = sqlite3_column_int64(st, 3);
-	sqlite3_reset(st);
+	g.read_only = db_col_int64(st, 2) != 0;
+	g.expires_at = db_col_int64(st, 3);
+	db_reset(st);
 	if (grant)
 		*grant = g;
 	if (cacheable)

@@ -43,7 +43,7 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 		"INSERT INTO webhooks (id, tenant_id, url, events, description, secret, "
 		"created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) "
 		"RETURNING " WEBHOOK_JSON;
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
 	assert(db && tenant_id && out);
 	if (!st)
@@ -52,7 +52,7 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 	db_bind_json(st, 4, events);
 	db_bind_text(st, 5, description ? description : "");
 	db_bind_text(st, 6, sealed_secret);
-	sqlite3_bind_int64(st, 7, cp_now());
+	db_bind_int64(st, 7, cp_now());
 	return db_fetch_json(db, st, out);
 }
 
@@ -100,15 +100,15 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 		"failed_deliveries = CASE WHEN ?6 = 1 THEN 0 ELSE failed_deliveries END, "
 		"failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END, "
 		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, p->url);
 	db_bind_json(st, 4, p->events);
 	db_bind_text(st, 5, p->description);
-	sqlite3_bind_int(st, 6, p->enabled);
-	sqlite3_bind_int64(st, 7, cp_now());
+	db_bind_int64(st, 6, p->enabled);
+	db_bind_int64(st, 7, cp_now());
 	return db_fetch_json(db, st, out);
 }
 
@@ -161,14 +161,14 @@ cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *we
 	json_t *payload = NULL;
 	int64_t now = cp_now();
 	cp_rc rc;
-	sqlite3_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
+	struct db_stmt *st = db_stmt_new_row(db, sql, id, tenant_id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, webhook_id);
 	db_bind_text(st, 4, event_id);
 	db_bind_text(st, 5, type);
-	sqlite3_bind_int64(st, 6, now);
+	db_bind_int64(st, 6, now);
 	rc = db_exec_one(db, st);
 	if (rc != CP_OK)
 		return rc;
@@ -203,7 +203,7 @@ cp_rc db_webhook_redeliver(struct db *db, const char *tenant_id, const char *web
 		"AND id = ?3 AND state <> 'pending' RETURNING event_id";
 	static const char probe[] = "SELECT 1 FROM webhook_deliveries WHERE tenant_id = ?1 "
 				    "AND webhook_id = ?2 AND id = ?3";
-	sqlite3_stmt *st = db_stmt_keyed(db, upd, tenant_id, webhook_id);
+	struct db_stmt *st = db_stmt_keyed(db, upd, tenant_id, webhook_id);
 	json_t *payload = NULL;
 	int64_t now = cp_now();
 	cp_rc rc;
@@ -211,7 +211,7 @@ cp_rc db_webhook_redeliver(struct db *db, const char *tenant_id, const char *web
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, delivery_id);
-	sqlite3_bind_int64(st, 4, now);
+	db_bind_int64(st, 4, now);
 	rc = db_fetch_text(db, st, event_id_out, CP_UUID_LEN + 1);
 	if (rc == CP_ERR_NOT_FOUND) {
 		st = db_stmt_keyed(db, probe, tenant_id, webhook_id);
@@ -247,13 +247,13 @@ cp_rc db_webhook_rotate_secret(struct db *db, const char *tenant_id, const char 
 		"UPDATE webhooks SET previous_secret = CASE WHEN ?4 > ?5 THEN secret END, "
 		"previous_secret_until = CASE WHEN ?4 > ?5 THEN ?4 END, secret = ?3, "
 		"updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, sealed_secret);
-	sqlite3_bind_int64(st, 4, previous_until);
-	sqlite3_bind_int64(st, 5, cp_now());
+	db_bind_int64(st, 4, previous_until);
+	db_bind_int64(st, 5, cp_now());
 	return db_fetch_json(db, st, out);
 }
 
@@ -264,7 +264,7 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 		"SELECT id FROM webhooks WHERE tenant_id = ?1 AND enabled = 1 AND EXISTS "
 		"(SELECT 1 FROM json_each(webhooks.events) WHERE value IN ('*', ?2)) "
 		"ORDER BY seq LIMIT ?3";
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	char ids[FANOUT_MAX][CP_UUID_LEN + 1];
 	int n = 0, r;
 	cp_rc rc = CP_OK;
@@ -279,12 +279,12 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, tenant_id);
 	db_bind_text(st, 2, type);
-	sqlite3_bind_int(st, 3, FANOUT_MAX);
+	db_bind_int64(st, 3, FANOUT_MAX);
 	/* Collect first: deliver_to runs other statements on this connection. */
-	while ((r = sqlite3_step(st)) == SQLITE_ROW)
+	while ((r = db_step(st)) == DB_ROW)
 		db_column_copy(st, 0, ids[n++], sizeof(ids[0]));
-	sqlite3_reset(st);
-	if (r != SQLITE_DONE)
+	db_reset(st);
+	if (r != DB_DONE)
 		return db_rc(db, r);
 	for (int i = 0; i < n && rc == CP_OK; i++)
 		rc = db_webhook_deliver_to(db, tenant_id, ids[i], event_id, type, NULL);
@@ -303,13 +303,13 @@ cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **
 		"THEN w.previous_secret END, 'body', json_insert(e.payload, '$.id', e.id)) "
 		"FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
 		"JOIN events e ON e.id = d.event_id WHERE d.id = ?1";
-	sqlite3_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt(db, sql);
 
 	assert(db && out);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, delivery_id);
-	sqlite3_bind_int64(st, 2, cp_now());
+	db_bind_int64(st, 2, cp_now());
 	return db_fetch_json(db, st, out);
 }
 
@@ -320,14 +320,14 @@ static cp_rc webhook_disable(struct db *db, const char *tenant_id, const char *w
 {
 	static const char sql[] = "UPDATE webhooks SET enabled = 0, disabled_reason = ?3, "
 				  "updated_at = ?4 WHERE tenant_id = ?1 AND id = ?2";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, tenant_id, webhook_id);
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, webhook_id);
 	json_t *data = NULL;
 	cp_rc rc;
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, reason);
-	sqlite3_bind_int64(st, 4, cp_now());
+	db_bind_int64(st, 4, cp_now());
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		return rc;
@@ -360,20 +360,20 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.enabled, "
 		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
-	sqlite3_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
+	struct db_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
 	cp_rc rc = db_step_row(db, st);
 
 	if (rc != CP_OK)
 		return rc;
 	db_column_copy(st, 0, c->state, sizeof(c->state));
-	c->attempts = sqlite3_column_int(st, 1);
+	c->attempts = db_col_int64(st, 1);
 	db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
 	db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
 	db_column_copy(st, 4, c->url, sizeof(c->url));
-	c->enabled = sqlite3_column_int(st, 5) != 0;
-	c->failed_deliveries = sqlite3_column_int(st, 6);
-	c->failing_since = sqlite3_column_int64(st, 7);
-	sqlite3_reset(st);
+	c->enabled = db_col_int64(st, 5) != 0;
+	c->failed_deliveries = db_col_int64(st, 6);
+	c->failing_since = db_col_int64(st, 7);
+	db_reset(st);
 	return CP_OK;
 }
 
@@ -391,7 +391,7 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 			    : a->outcome == DB_WEBHOOK_RETRY   ? "pending"
 							       : "failed";
 	bool attempted = a->outcome != DB_WEBHOOK_SKIPPED;
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	cp_rc rc;
 
 	if (attempted) {
@@ -399,12 +399,12 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 		if (!st)
 			return CP_ERR_INTERNAL;
 		db_bind_text(st, 1, delivery_id);
-		sqlite3_bind_int(st, 2, c->attempts + 1);
+		db_bind_int64(st, 2, c->attempts + 1);
 		if (a->status_code > 0)
-			sqlite3_bind_int(st, 3, a->status_code);
-		sqlite3_bind_int64(st, 4, a->latency_ms);
+			db_bind_int64(st, 3, a->status_code);
+		db_bind_int64(st, 4, a->latency_ms);
 		db_bind_text(st, 5, a->error);
-		sqlite3_bind_int64(st, 6, now);
+		db_bind_int64(st, 6, now);
 		rc = db_exec_stmt(db, st);
 		if (rc != CP_OK)
 			return rc;
@@ -413,12 +413,12 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, delivery_id);
-	sqlite3_bind_int(st, 2, c->attempts + (attempted ? 1 : 0));
+	db_bind_int64(st, 2, c->attempts + (attempted ? 1 : 0));
 	db_bind_text(st, 3, state);
 	if (a->outcome == DB_WEBHOOK_RETRY)
-		sqlite3_bind_int64(st, 4, a->next_attempt_at);
+		db_bind_int64(st, 4, a->next_attempt_at);
 	db_bind_text(st, 5, a->error);
-	sqlite3_bind_int64(st, 6, now);
+	db_bind_int64(st, 6, now);
 	return db_exec_stmt(db, st);
 }
 
@@ -440,7 +440,7 @@ static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 			  : a->outcome == DB_WEBHOOK_RETRY   ? failing
 							     : failed;
 	int64_t since = c->failing_since ? c->failing_since : now;
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 
 	*rc = CP_OK;
 	if (a->outcome == DB_WEBHOOK_SKIPPED)
@@ -451,7 +451,7 @@ static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 		return NULL;
 	}
 	db_bind_text(st, 1, c->webhook_id);
-	sqlite3_bind_int64(st, 2, now);
+	db_bind_int64(st, 2, now);
 	*rc = db_exec_stmt(db, st);
 	if (*rc != CP_OK || !c->enabled || a->outcome == DB_WEBHOOK_DELIVERED)
 		return NULL;

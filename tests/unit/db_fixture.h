@@ -17,6 +17,8 @@
 
 #include "db/db_internal.h"
 
+#include <sqlite3.h>
+
 struct fx {
 	char dir[64];
 	char path[128];
@@ -62,7 +64,7 @@ static inline void fx_close(struct fx *f)
 static inline bool fx_sql(struct db *db, const char *sql)
 {
 	char *msg = NULL;
-	int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
+	int rc = sqlite3_exec(db_sqlite_handle(db), sql, NULL, NULL, &msg);
 
 	if (rc != SQLITE_OK)
 		fprintf(stderr, "fixture sql: %s: %s\n", sql, msg ? msg : "?");
@@ -76,7 +78,7 @@ static inline int64_t fx_int(struct db *db, const char *sql)
 	sqlite3_stmt *st = NULL;
 	int64_t v = -1;
 
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		v = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
@@ -92,7 +94,7 @@ static inline int fx_interrupt(void *arg)
 /* on: every statement of db is interrupted (SQLITE_INTERRUPT) as it runs. */
 static inline void fx_fail(struct db *db, bool on)
 {
-	sqlite3_progress_handler(db->h, 1, on ? fx_interrupt : NULL, NULL);
+	sqlite3_progress_handler(db_sqlite_handle(db), 1, on ? fx_interrupt : NULL, NULL);
 }
 
 /* The string member key of o, "" when absent or not a string. */

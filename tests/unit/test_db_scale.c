@@ -39,7 +39,7 @@ static json_t *expected(const char *tenant, const struct db_cert_filter *f)
 	sqlite3_stmt *st = NULL;
 	json_t *ids = json_array();
 
-	if (sqlite3_prepare_v2(fx.db->h, reference, -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db_sqlite_handle(fx.db), reference, -1, &st, NULL) != SQLITE_OK)
 		return ids;
 	sqlite3_bind_int64(st, 1, now);
 	sqlite3_bind_text(st, 2, tenant, -1, SQLITE_STATIC);
@@ -149,7 +149,7 @@ static void check_counts(void)
 
 	CHECK_RC(db_metrics_certificates(fx.db, &got), CP_OK);
 	CHECK(sqlite3_prepare_v2(
-		      fx.db->h,
+		      db_sqlite_handle(fx.db),
 		      "SELECT " LIFECYCLE_STATUS_SQL(
 			      "c.status",
 			      "v.not_after") " AS s, "

@@ -78,7 +78,7 @@ static json_t *column(const char *sql, const char *tenant, bool time)
 	sqlite3_stmt *st = NULL;
 	json_t *a = json_array();
 
-	CHECK(sqlite3_prepare_v2(fx.db->h, sql, -1, &st, NULL) == SQLITE_OK);
+	CHECK(sqlite3_prepare_v2(db_sqlite_handle(fx.db), sql, -1, &st, NULL) == SQLITE_OK);
 	sqlite3_bind_int64(st, 1, now);
 	sqlite3_bind_text(st, 2, tenant, -1, SQLITE_STATIC);
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -116,7 +116,7 @@ static void check_summary(const char *tenant)
 	by = json_object_get(json_object_get(s, "certificates"), "by_status");
 	CHECK(json_object_size(by) == 5);
 	CHECK(sqlite3_prepare_v2(
-		      fx.db->h,
+		      db_sqlite_handle(fx.db),
 		      "SELECT " LIFECYCLE_STATUS_SQL(
 			      "c.status",
 			      "v.not_after") " AS s, "

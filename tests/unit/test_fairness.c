@@ -22,6 +22,8 @@
 
 #include "common/common.h"
 #include "db/db_internal.h"
+
+#include <sqlite3.h>
 #include "tests/unit/check.h"
 #include "tests/unit/db_fixture.h"
 
@@ -217,7 +219,7 @@ static void explain(struct db *db, const char *sql)
 	char *q = cp_aprintf("EXPLAIN QUERY PLAN %s", sql);
 	sqlite3_stmt *st = NULL;
 
-	if (q && sqlite3_prepare_v2(db->h, q, -1, &st, NULL) == SQLITE_OK) {
+	if (q && sqlite3_prepare_v2(db_sqlite_handle(db), q, -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, "acme", -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, cp_now());
 		sqlite3_bind_int(st, 3, 2);

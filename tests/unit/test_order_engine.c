@@ -41,7 +41,7 @@ static char *order_snapshot(const char *id)
 	sqlite3_stmt *st = NULL;
 	char *out = NULL;
 
-	if (sqlite3_prepare_v2(fx.db->h, sql, -1, &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db_sqlite_handle(fx.db), sql, -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		out = cp_strdup((const char *)sqlite3_column_text(st, 0));

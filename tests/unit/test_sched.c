@@ -24,6 +24,8 @@
 
 #include "common/common.h"
 #include "db/db_internal.h"
+
+#include <sqlite3.h>
 #include "sched/sched.h"
 #include "tests/unit/check.h"
 
@@ -92,7 +94,7 @@ static int64_t qint(struct db *db, const char *sql)
 	sqlite3_stmt *st = NULL;
 	int64_t n = -999;
 
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK) {
 		int r = sqlite3_step(st);
 		if (r == SQLITE_ROW)
 			n = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1
@@ -105,7 +107,7 @@ static int64_t qint(struct db *db, const char *sql)
 static bool exec(struct db *db, const char *sql)
 {
 	char *err = NULL;
-	int r = sqlite3_exec(db->h, sql, NULL, NULL, &err);
+	int r = sqlite3_exec(db_sqlite_handle(db), sql, NULL, NULL, &err);
 
 	if (r != SQLITE_OK)
 		fprintf(stderr, "sql: %s: %s\n", err ? err : "?", sql);

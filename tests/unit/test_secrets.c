@@ -22,6 +22,8 @@
 
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
+
+#include <sqlite3.h>
 #include "tests/unit/check.h"
 
 #define ROWS 3 /* per sealed column */
@@ -64,7 +66,7 @@ static const struct {
 
 static bool exec_ok(struct db *db, const char *sql)
 {
-	return sqlite3_exec(db->h, sql, NULL, NULL, NULL) == SQLITE_OK;
+	return sqlite3_exec(db_sqlite_handle(db), sql, NULL, NULL, NULL) == SQLITE_OK;
 }
 
 /* A fresh data_dir with a database holding ROWS sealed values per column,
@@ -103,14 +105,14 @@ static bool fixture(const char *dir)
 			row_ok = aad &&
 				 crypto_seal(ring, aad, p->plain, strlen(p->plain), &sealed) ==
 					 CP_OK &&
-				 sqlite3_prepare_v2(db->h, tables[t].insert, -1, &st, NULL) ==
+				 sqlite3_prepare_v2(db_sqlite_handle(db), tables[t].insert, -1, &st, NULL) ==
 					 SQLITE_OK &&
 				 sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
 				 sqlite3_bind_text(st, 2, sealed, -1, SQLITE_STATIC) == SQLITE_OK &&
 				 sqlite3_step(st) == SQLITE_DONE;
 			if (!row_ok)
 				fprintf(stderr, "fixture %s: %s\n", p->table,
-					sqlite3_errmsg(db->h));
+					sqlite3_errmsg(db_sqlite_handle(db)));
 			sqlite3_finalize(st);
 			free(aad);
 			free(sealed);
@@ -182,7 +184,7 @@ static bool all_readable(struct db *db, const char *dir, int *current)
 		sqlite3_stmt *st = NULL;
 		size_t n = 0;
 		bool one = sql && aad &&
-			   sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
+			   sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK &&
 			   sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
 			   sqlite3_step(st) == SQLITE_ROW;
 		const char *sealed = one ? (const char *)sqlite3_column_text(st, 0) : NULL;
@@ -269,9 +271,9 @@ static long trial(const char *base, long at, cp_rc *rc_out, bool *fired)
 		CHECK(!"open");
 		goto out;
 	}
-	sqlite3_progress_handler(db->h, 1, progress, &f);
+	sqlite3_progress_handler(db_sqlite_handle(db), 1, progress, &f);
 	rc = db_secrets_rotate(db, ring, dir, &count, &stale);
-	sqlite3_progress_handler(db->h, 0, NULL, NULL);
+	sqlite3_progress_handler(db_sqlite_handle(db), 0, NULL, NULL);
 	*rc_out = rc;
 	*fired = f.fired;
 	CHECK(all_readable(db, dir, &current));

@@ -24,6 +24,8 @@
 #include "common/config.h"
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
+
+#include <sqlite3.h>
 #include "tests/unit/check.h"
 #include "tests/unit/db_fixture.h"
 
@@ -103,7 +105,7 @@ static char *pending_delivery(struct db *db, const char *w)
 	sqlite3_stmt *st = NULL;
 	char *id = NULL;
 
-	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		id = cp_strdup((const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
