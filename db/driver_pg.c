@@ -389,10 +389,13 @@ static void pg_close(struct db_conn *dc)
 static cp_rc pg_open(const char *target, struct db_conn **out)
 {
 	/* target goes in as dbname with expand_dbname set, so that libpq
-	 * parses it as a URL or conninfo; the fallback name never overrides
-	 * an application_name the setting gives. */
-	const char *const keys[] = { "dbname", "fallback_application_name", NULL };
-	const char *const vals[] = { target, "certplane", NULL };
+	 * parses it as a URL or conninfo. The keywords before it are defaults
+	 * the setting may override (libpq applies them in order): a connect
+	 * that cannot hang forever on an unreachable host. The fallback name
+	 * never overrides an application_name the setting gives. */
+	const char *const keys[] = { "connect_timeout", "dbname", "fallback_application_name",
+				     NULL };
+	const char *const vals[] = { "10", target, "certplane", NULL };
 	struct pg_conn *c = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
 

@@ -210,6 +210,7 @@ static void test_open(void)
 {
 	struct db_conn *c = NULL;
 	struct db_stmt *st;
+	char other[sizeof url + 64];
 
 	/* No server behind that socket directory: an I/O error, no handle. */
 	CHECK_RC(drv->open("postgresql://certplane@/x?host=/nonexistent-cp-dir", &c), CP_ERR_IO);
@@ -230,6 +231,22 @@ static void test_open(void)
 		CHECK(strcmp(db_col_text(st, 1), "warning") == 0);
 		CHECK(strcmp(db_col_text(st, 2), "certplane") == 0);
 		CHECK(db_step(st) == DB_DONE);
+		drv->finalize(st);
+	}
+	drv->close(c);
+
+	/* The setting's own keywords win over the driver's defaults. */
+	if (strncmp(url, "postgres", 8) != 0)
+		return;
+	snprintf(other, sizeof other, "%s%sapplication_name=cp_own", url,
+		 strchr(url, '?') ? "&" : "?");
+	c = NULL;
+	CHECK_RC(drv->open(other, &c), CP_OK);
+	if (!c)
+		return;
+	st = prep(c, "SELECT current_setting('application_name')");
+	if (st) {
+		CHECK(db_step(st) == DB_ROW && strcmp(db_col_text(st, 0), "cp_own") == 0);
 		drv->finalize(st);
 	}
 	drv->close(c);
