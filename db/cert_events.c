@@ -186,10 +186,8 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 	db_bind_int64(st, 3, LIFECYCLE_REMINDER_HORIZON);
 	while ((r = db_step(st)) == DB_ROW) {
 		struct reminder *d = &due[n++];
-		snprintf(d->certificate_id, sizeof(d->certificate_id), "%s",
-			 db_col_text(st, 0));
-		snprintf(d->tenant_id, sizeof(d->tenant_id), "%s",
-			 db_col_text(st, 1));
+		snprintf(d->certificate_id, sizeof(d->certificate_id), "%s", db_col_text(st, 0));
+		snprintf(d->tenant_id, sizeof(d->tenant_id), "%s", db_col_text(st, 1));
 		d->version = db_col_int64(st, 2);
 		d->not_before = db_col_int64(st, 3);
 		d->not_after = db_col_int64(st, 4);

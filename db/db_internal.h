@@ -101,7 +101,7 @@ struct db_stmt *db_stmt_keyed(struct db *db, const char *sql, const char *k1, co
 /* db_stmt_keyed for a new row: a fresh UUID is written to id and bound at
  * ?1, k2 at ?2. */
 struct db_stmt *db_stmt_new_row(struct db *db, const char *sql, char id[CP_UUID_LEN + 1],
-			      const char *k2);
+				const char *k2);
 /* The one JSON object row of sql for (tenant_id, id): CP_OK with *out
  * (owned by the caller), CP_ERR_NOT_FOUND, or another error. */
 cp_rc db_get_scoped(struct db *db, const char *sql, const char *tenant_id, const char *id,
@@ -125,7 +125,7 @@ int64_t db_page_from(struct db_page pg);
  * (db_page_from) and ?4, for a caller that binds its filters (?5 on) before
  * db_fetch_page. */
 struct db_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
-			   const char *parent, struct db_page pg);
+			     const char *parent, struct db_page pg);
 /* One keyset page of sql[pg.desc]'s (seq, json) rows into out (db_fetch_page). */
 cp_rc db_list_scoped(struct db *db, const char *const sql[2], const char *tenant_id,
 		     const char *parent, struct db_page pg, struct db_list *out) CP_WUR;

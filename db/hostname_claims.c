@@ -99,8 +99,7 @@ static cp_rc release_others(struct db *db, const char *tenant_id, const char *ho
 	/* Collect first: releasing writes the table being read. */
 	while ((r = db_step(st)) == DB_ROW)
 		json_array_append_new(others,
-				      json_pack("[s,s]", db_col_text(st, 0),
-						db_col_text(st, 1)));
+				      json_pack("[s,s]", db_col_text(st, 0), db_col_text(st, 1)));
 	db_reset(st);
 	if (r != DB_DONE)
 		rc = db_rc(db, r);
@@ -204,8 +203,8 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 	/* A verified claim answering "not verified" is re-checked soon; one
 	 * that only failed to resolve keeps its daily cadence. */
 	db_bind_int64(st, 4,
-			   now + (verified && !failures ? pol->verified_recheck_seconds
-							: pol->recheck_seconds));
+		      now + (verified && !failures ? pol->verified_recheck_seconds
+						   : pol->recheck_seconds));
 	if (other) {
 		char *d =
 			cp_aprintf("%s: but another tenant holds %s verified",
@@ -307,8 +306,7 @@ cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **ou
 		if (json_object_get(seen, pid))
 			continue;
 		json_object_set_new(seen, pid, json_true());
-		json_array_append_new(arr, json_pack("{s:s,s:s}", "tenant_id",
-						     db_col_text(st, 0),
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "tenant_id", db_col_text(st, 0),
 						     "property_id", pid));
 	}
 	db_reset(st);
@@ -348,10 +346,8 @@ cp_rc db_claims_expire(struct db *db, int limit, int *removed)
 	db_bind_int64(st, 1, cp_now());
 	db_bind_int64(st, 2, limit);
 	while ((r = db_step(st)) == DB_ROW)
-		json_array_append_new(rows,
-				      json_pack("[s,s,s]", db_col_text(st, 0),
-						db_col_text(st, 1),
-						db_col_text(st, 2)));
+		json_array_append_new(rows, json_pack("[s,s,s]", db_col_text(st, 0),
+						      db_col_text(st, 1), db_col_text(st, 2)));
 	db_reset(st);
 	if (r != DB_DONE) {
 		rc = db_rc(db, r);

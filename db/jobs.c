@@ -86,8 +86,7 @@ static cp_rc job_from_row(struct db_stmt *st, const char *owner, struct db_job *
 {
 	out->id = db_col_int64(st, 0);
 	snprintf(out->kind, sizeof(out->kind), "%s", db_col_text(st, 1));
-	snprintf(out->tenant_id, sizeof(out->tenant_id), "%s",
-		 db_col_text(st, 2));
+	snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", db_col_text(st, 2));
 	out->payload = json_loads(db_col_text(st, 3), 0, NULL);
 	out->attempts = db_col_int64(st, 4);
 	snprintf(out->owner, sizeof(out->owner), "%s", owner);
@@ -130,7 +129,7 @@ static cp_rc job_take(struct db *db, struct db_stmt *st, const char *owner, stru
 /* The claim statement sql with the lease bound: ?1 owner, ?2 now, ?3 lease
  * seconds. Borrowed; NULL on error (job_take answers CP_ERR_INTERNAL). */
 static struct db_stmt *lease_stmt(struct db *db, const char *sql, const char *owner,
-				int lease_seconds, int64_t now)
+				  int lease_seconds, int64_t now)
 {
 	struct db_stmt *st = db_stmt_keyed(db, sql, owner, NULL);
 
@@ -403,8 +402,7 @@ cp_rc db_job_stats(struct db *db, json_t **out)
 			k = json_pack("{s:i,s:i,s:i}", "queued", 0, "running", 0, "failed", 0);
 			json_object_set_new(o, kind, k);
 		}
-		json_object_set_new(k, db_col_text(st, 1),
-				    json_integer(db_col_int64(st, 2)));
+		json_object_set_new(k, db_col_text(st, 1), json_integer(db_col_int64(st, 2)));
 	}
 	db_reset(st);
 	if (r != DB_DONE) {
@@ -427,8 +425,8 @@ cp_rc db_job_recover_orphans(struct db *db)
 		return CP_ERR_INTERNAL;
 	rc = db_exec_stmt(db, st);
 	if (rc == CP_OK && db_changes(db) > 0)
-		cp_logf(CP_LOG_INFO, "job.recover", "requeued %" PRId64 " jobs of a previous process",
-			db_changes(db));
+		cp_logf(CP_LOG_INFO, "job.recover",
+			"requeued %" PRId64 " jobs of a previous process", db_changes(db));
 	return rc;
 }
 

@@ -164,7 +164,7 @@ cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t
 
 /* The cached patch statement sql with ?1 = key, ?2 = the patch, ?3 = n. */
 static struct db_stmt *patch_stmt(struct db *db, const char *sql, const char *key,
-				const json_t *patch, int64_t n)
+				  const json_t *patch, int64_t n)
 {
 	struct db_stmt *st = db_stmt_keyed(db, sql, key, NULL);
 
@@ -314,10 +314,8 @@ cp_rc db_renewal_attention(struct db *db, int64_t after, int64_t until, int limi
 	db_bind_int64(st, 2, until);
 	db_bind_int64(st, 3, limit);
 	while ((r = db_step(st)) == DB_ROW) {
-		json_t *row =
-			json_pack("{s:s,s:s,s:I}", "id", db_col_text(st, 0),
-				  "tenant_id", db_col_text(st, 1), "at",
-				  (json_int_t)db_col_int64(st, 2));
+		json_t *row = json_pack("{s:s,s:s,s:I}", "id", db_col_text(st, 0), "tenant_id",
+					db_col_text(st, 1), "at", (json_int_t)db_col_int64(st, 2));
 		if (!row || json_array_append_new(arr, row) != 0) {
 			r = DB_E_NOMEM;
 			break;

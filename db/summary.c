@@ -65,8 +65,8 @@ static cp_rc count_past(struct db *db, const char *tenant_id, const char *stored
 			int64_t *n)
 {
 	struct db_stmt *st = db_stmt(db, "SELECT count(*) FROM certificates "
-				       "INDEXED BY certificates_tenant_status_expiry "
-				       "WHERE tenant_id = ?1 AND status = ?3 AND not_after < ?2");
+					 "INDEXED BY certificates_tenant_status_expiry "
+					 "WHERE tenant_id = ?1 AND status = ?3 AND not_after < ?2");
 
 	if (!st)
 		return CP_ERR_INTERNAL;
@@ -138,9 +138,8 @@ static cp_rc rows_array(struct db *db, struct db_stmt *st, bool failing, json_t 
 
 		if (!db_col_null(st, 2))
 			cp_time_fmt(db_col_int64(st, 2), na);
-		o = json_pack("{s:s,s:s,s:o}", "id", db_col_text(st, 0),
-			      "name", db_col_text(st, 1), "not_after",
-			      na[0] ? json_string(na) : json_null());
+		o = json_pack("{s:s,s:s,s:o}", "id", db_col_text(st, 0), "name", db_col_text(st, 1),
+			      "not_after", na[0] ? json_string(na) : json_null());
 		if (o && failing) {
 			char at[CP_TIME_LEN + 1] = "";
 			const char *reason = db_col_text(st, 4);
@@ -148,8 +147,7 @@ static cp_rc rows_array(struct db *db, struct db_stmt *st, bool failing, json_t 
 
 			if (!db_col_null(st, 6))
 				cp_time_fmt(db_col_int64(st, 6), at);
-			json_object_set_new(o, "failure_count",
-					    json_integer(db_col_int64(st, 3)));
+			json_object_set_new(o, "failure_count", json_integer(db_col_int64(st, 3)));
 			json_object_set_new(o, "last_error_reason",
 					    reason ? json_string(reason) : json_null());
 			json_object_set_new(o, "last_error", err ? json_string(err) : json_null());

@@ -49,6 +49,8 @@ fi
 
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libssl-dev
 	libcurl4-openssl-dev libsqlite3-dev libjansson-dev uuid-dev libc-ares-dev curl)
+# libpq-dev: the PostgreSQL driver (db/driver_pg.c).
+BUILD_PKGS+=(libpq-dev)
 # pebble + lego: the ACME test CA and a reference client; bind9-dnsutils: dig;
 # valgrind: memory checks of the unit tests; jq: the operator scripts.
 # Node.js runs the OpenAPI linter.
@@ -59,6 +61,8 @@ TEST_PKGS+=(clang libclang-rt-14-dev)
 TEST_PKGS+=(clang-format)
 # chromium: the portal's browser test (CTest e2e_portal, driven by playwright-core).
 TEST_PKGS+=(chromium)
+# postgresql: the server tests/testbed/pg-server runs for the PostgreSQL tests.
+TEST_PKGS+=(postgresql)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 

@@ -23,9 +23,9 @@
 #include "common/common.h"
 #include "db/db_internal.h"
 
-#include <sqlite3.h>
 #include "tests/unit/check.h"
 #include "tests/unit/db_fixture.h"
+#include <sqlite3.h>
 
 static const char *test_lane(const char *kind)
 {

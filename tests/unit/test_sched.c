@@ -25,9 +25,9 @@
 #include "common/common.h"
 #include "db/db_internal.h"
 
-#include <sqlite3.h>
 #include "sched/sched.h"
 #include "tests/unit/check.h"
+#include <sqlite3.h>
 
 static void test_budget(void)
 {

@@ -23,8 +23,8 @@
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 
-#include <sqlite3.h>
 #include "tests/unit/check.h"
+#include <sqlite3.h>
 
 #define ROWS 3 /* per sealed column */
 
@@ -105,8 +105,8 @@ static bool fixture(const char *dir)
 			row_ok = aad &&
 				 crypto_seal(ring, aad, p->plain, strlen(p->plain), &sealed) ==
 					 CP_OK &&
-				 sqlite3_prepare_v2(db_sqlite_handle(db), tables[t].insert, -1, &st, NULL) ==
-					 SQLITE_OK &&
+				 sqlite3_prepare_v2(db_sqlite_handle(db), tables[t].insert, -1, &st,
+						    NULL) == SQLITE_OK &&
 				 sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
 				 sqlite3_bind_text(st, 2, sealed, -1, SQLITE_STATIC) == SQLITE_OK &&
 				 sqlite3_step(st) == SQLITE_DONE;
@@ -183,10 +183,11 @@ static bool all_readable(struct db *db, const char *dir, int *current)
 		char *aad = cp_aprintf("%s:%s", p->table, p->id), *pt = NULL;
 		sqlite3_stmt *st = NULL;
 		size_t n = 0;
-		bool one = sql && aad &&
-			   sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK &&
-			   sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
-			   sqlite3_step(st) == SQLITE_ROW;
+		bool one =
+			sql && aad &&
+			sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK &&
+			sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC) == SQLITE_OK &&
+			sqlite3_step(st) == SQLITE_ROW;
 		const char *sealed = one ? (const char *)sqlite3_column_text(st, 0) : NULL;
 		one = one && sealed && crypto_open(ring, aad, sealed, &pt, &n) == CP_OK &&
 		      n == strlen(p->plain) && memcmp(pt, p->plain, n) == 0;

@@ -25,9 +25,9 @@
 #include "crypto/crypto.h"
 #include "db/db_internal.h"
 
-#include <sqlite3.h>
 #include "tests/unit/check.h"
 #include "tests/unit/db_fixture.h"
+#include <sqlite3.h>
 
 /* ---- Standard Webhooks ---- */
 
