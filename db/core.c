@@ -561,63 +561,121 @@ void db_rollback(struct db *db)
 		db_event_committed(db, false);
 }
 
+/* A migration's version is the number its file name starts with: the two
+ * folders share one numbering (PostgreSQL's first file brings a database
+ * at once to the version SQLite reaches in many steps). */
+static int migration_version(const struct db_migration *m)
+{
+	return atoi(m->name);
+}
+
 int db_schema_version(void)
 {
+	extern const struct db_migration db_migrations[];
 	extern const size_t db_migrations_count;
 
-	return (int)db_migrations_count;
+	assert(db_migrations_count > 0);
+	return migration_version(&db_migrations[db_migrations_count - 1]);
+}
+
+/* The schema version recorded in db, inside the caller's transaction; 0
+ * for an empty database. */
+static cp_rc schema_version_read(struct db *db, int *version)
+{
+	struct db_stmt *st = db_stmt(db, db_dialect(db)->version_get);
+	int r;
+
+	*version = 0;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	r = db_step(st);
+	if (r == DB_ROW)
+		*version = (int)db_col_int64(st, 0);
+	db_reset(st);
+	return r == DB_ROW || r == DB_DONE ? CP_OK : db_rc(db, r);
+}
+
+/* Apply the first migration past the recorded version, in one transaction
+ * that holds the dialect's migration lock, so instances started together
+ * apply each migration once. *done when none was left. */
+static cp_rc migrate_step(struct db *db, int *from, bool *done)
+{
+	const struct db_dialect *d = db_dialect(db);
+	const struct db_migration *m = NULL;
+	char *set = NULL;
+	int version;
+	cp_rc rc;
+
+	rc = db_exec(db, d->begin_write);
+	if (rc != CP_OK)
+		return rc;
+	if (d->migrate_lock)
+		rc = db_exec(db, d->migrate_lock);
+	if (rc == CP_OK)
+		rc = schema_version_read(db, &version);
+	if (rc != CP_OK)
+		goto out;
+	if (from && *from < 0)
+		*from = version;
+	for (size_t i = 0; i < *d->migrations_count && !m; i++)
+		if (migration_version(&d->migrations[i]) > version)
+			m = &d->migrations[i];
+	if (!m) {
+		*done = true;
+		if (version > db_schema_version()) {
+			cp_logf(CP_LOG_ERROR, "db.migrate",
+				"database schema %d is newer than this binary (%d)", version,
+				db_schema_version());
+			rc = CP_ERR_INVALID;
+		}
+		goto out;
+	}
+	set = cp_aprintf(d->version_set, migration_version(m));
+	rc = set ? db_exec(db, (const char *)m->sql) : CP_ERR_NOMEM;
+	if (rc == CP_OK)
+		rc = db_exec(db, set);
+	if (rc != CP_OK)
+		cp_logf(CP_LOG_ERROR, "db.migrate", "migration %s failed", m->name);
+out:
+	if (rc == CP_OK)
+		rc = db_exec(db, "COMMIT");
+	if (rc != CP_OK)
+		db_rollback(db);
+	else if (m)
+		cp_logf(CP_LOG_INFO, "db.migrate", "applied %s", m->name);
+	free(set);
+	return rc;
 }
 
 cp_rc db_migrate(struct db *db, int *from, int *to)
 {
-	const struct db_dialect *d;
-	struct db_stmt *st = NULL;
-	int version = 0, r;
-	size_t count;
-	cp_rc rc;
+	bool done = false;
+	int first = -1;
+	cp_rc rc = CP_OK;
 
 	assert(db);
-	d = db_dialect(db);
-	count = *d->migrations_count;
-	if ((r = db_prepare(db, d->version_get, &st)) != DB_DONE) {
-		/* PostgreSQL before its first migration has no schema_migrations */
-		if (!count || db->drv == &db_driver_sqlite)
-			return db_rc(db, r);
-		version = 0;
-	} else {
-		if (db_step(st) == DB_ROW)
-			version = (int)db_col_int64(st, 0);
-		db_finalize(db, st);
-	}
+	while (rc == CP_OK && !done)
+		rc = migrate_step(db, &first, &done);
 	if (from)
-		*from = version;
-	if (version > (int)count) {
-		cp_logf(CP_LOG_ERROR, "db.migrate",
-			"database schema %d is newer than this binary (%d)", version, (int)count);
-		return CP_ERR_INVALID;
-	}
-	for (size_t i = (size_t)version; i < count; i++) {
-		char *set = cp_aprintf(d->version_set, (int)(i + 1));
+		*from = first < 0 ? 0 : first;
+	if (rc == CP_OK && to)
+		*to = db_schema_version();
+	return rc;
+}
 
-		rc = set ? db_exec(db, d->begin_write) : CP_ERR_NOMEM;
-		if (rc == CP_OK)
-			rc = db_exec(db, (const char *)d->migrations[i].sql);
-		if (rc == CP_OK)
-			rc = db_exec(db, set);
-		if (rc == CP_OK)
-			rc = db_exec(db, "COMMIT");
-		free(set);
-		if (rc != CP_OK) {
-			db_rollback(db);
-			cp_logf(CP_LOG_ERROR, "db.migrate", "migration %s failed",
-				d->migrations[i].name);
-			return rc;
-		}
-		cp_logf(CP_LOG_INFO, "db.migrate", "applied %s", d->migrations[i].name);
-	}
-	if (to)
-		*to = (int)count;
-	return CP_OK;
+cp_rc db_schema_check(struct db *db, int *have)
+{
+	bool began = false;
+	cp_rc rc;
+
+	assert(db && have);
+	rc = db_read_begin(db, &began);
+	if (rc == CP_OK)
+		rc = schema_version_read(db, have);
+	db_read_end(db, began);
+	if (rc == CP_OK && *have != db_schema_version())
+		rc = CP_ERR_INVALID;
+	return rc;
 }
 
 cp_rc db_backup(struct db *db, const char *dest)

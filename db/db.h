@@ -32,9 +32,19 @@ struct db *db_thread(void);
 /* Close this thread's connection (call before a thread exits). */
 void db_thread_close(void);
 
-/* Apply every embedded migration newer than PRAGMA user_version, each in
- * its own transaction. from and to (may be NULL) get the versions. */
+/* Apply every embedded migration newer than the recorded schema version,
+ * each in its own transaction under the dialect's migration lock (several
+ * instances may run it at once). from and to (may be NULL) get the
+ * versions. */
 cp_rc db_migrate(struct db *db, int *from, int *to) CP_WUR;
+/* Whether db's schema is the one this binary was built for: CP_OK, or
+ * CP_ERR_INVALID (*have says which it is; run `certplane migrate`), or a
+ * database error. For the engines where `serve` does not migrate. */
+cp_rc db_schema_check(struct db *db, int *have) CP_WUR;
+/* Whether target (the database setting) is a file of the embedded engine
+ * (SQLite), which this process owns and migrates itself, rather than a
+ * server that many instances share. */
+bool db_target_is_file(const char *target);
 /* Number of embedded migrations (the schema version this binary wants). */
 int db_schema_version(void);
 

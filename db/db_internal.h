@@ -45,6 +45,9 @@ struct db_dialect {
 	const char *version_set;     /* a printf format taking the new version */
 	const char *backup;	     /* ?1 = destination file; NULL: unsupported */
 	const char *integrity_check; /* one row "ok" when sound; NULL: unsupported */
+	/* Run first in a migration's transaction: one migrator at a time
+	 * (NULL: begin_write already serializes writers). */
+	const char *migrate_lock;
 	const struct db_migration *migrations;
 	const size_t *migrations_count;
 };

@@ -37,6 +37,12 @@ static const struct db_dialect dialect_pg = {
 	.version_get = "SELECT coalesce(max(version), 0) FROM schema_migrations",
 	.version_set = "INSERT INTO schema_migrations (version, name, applied_at) "
 		       "VALUES (%d, 'migration', extract(epoch from now())::bigint)",
+	/* The table exists before the first migration, so that its lock can
+	 * serialize instances migrating at once (no advisory locks:
+	 * CockroachDB has none). */
+	.migrate_lock = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
+			"KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL); "
+			"LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE",
 	.backup = NULL,		 /* pg_dump's job, not ours */
 	.integrity_check = NULL, /* the server checks its own pages */
 	.migrations = NULL,

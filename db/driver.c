@@ -3,6 +3,7 @@
  * (what a PostgreSQL target looks like) is db_pg_target in driver_pg.c,
  * where its unit test reaches it without linking the SQLite driver.
  */
+#include "db/db.h"
 #include "db/driver.h"
 #include "db/driver_pg_internal.h"
 
@@ -12,4 +13,9 @@ const struct db_driver *db_driver_for(const char *target)
 {
 	assert(target);
 	return db_pg_target(target) ? &db_driver_pg : &db_driver_sqlite;
+}
+
+bool db_target_is_file(const char *target)
+{
+	return db_driver_for(target) == &db_driver_sqlite;
 }

@@ -124,7 +124,8 @@ static int data_dir_prepare(const struct cp_config *cfg)
 	}
 	if (path_tighten(cfg->data_dir, 0700, "data_dir") != 0)
 		return -1;
-	return database_tighten(cfg->database);
+	/* a database server's files are its own business */
+	return db_target_is_file(cfg->database) ? database_tighten(cfg->database) : 0;
 }
 
 /* The operator token: configured, or read from (or created in)
@@ -197,10 +198,11 @@ out:
 	return rc;
 }
 
-static int app_open(struct app *app, const char *config_path, bool need_keys)
+static int app_open(struct app *app, const char *config_path, bool need_keys, bool migrate)
 {
 	char *err = NULL;
 	int from = 0, to = 0;
+	bool file;
 
 	memset(app, 0, sizeof(*app));
 	if (cp_config_load(config_path, &app->cfg, &err) != CP_OK) {
@@ -214,13 +216,30 @@ static int app_open(struct app *app, const char *config_path, bool need_keys)
 								 : CP_LOG_INFO);
 	if (data_dir_prepare(app->cfg) != 0)
 		return 1;
-	if (db_open(app->cfg->database, &app->db) != CP_OK ||
-	    db_migrate(app->db, &from, &to) != CP_OK) {
-		fprintf(stderr, "certplane: cannot open or migrate %s\n", app->cfg->database);
+	/* A file is this process's own and migrated at start; a server's
+	 * schema is shared by every instance and changed only by `certplane
+	 * migrate`, so serve refuses a schema it was not built for. The
+	 * setting may hold a password: it is never printed. */
+	file = db_target_is_file(app->cfg->database);
+	if (db_open(app->cfg->database, &app->db) != CP_OK) {
+		fprintf(stderr, "certplane: cannot open the database%s%s\n", file ? " " : "",
+			file ? app->cfg->database : "");
+		return 1;
+	}
+	if (file || migrate) {
+		if (db_migrate(app->db, &from, &to) != CP_OK) {
+			fprintf(stderr, "certplane: cannot migrate the database\n");
+			return 1;
+		}
+	} else if (db_schema_check(app->db, &from) != CP_OK) {
+		fprintf(stderr,
+			"certplane: the database has schema version %d, this binary needs %d: "
+			"run `certplane migrate` first\n",
+			from, db_schema_version());
 		return 1;
 	}
 	/* Created under umask 077 (main); a file SQLite made before is tightened. */
-	if (database_tighten(app->cfg->database) != 0)
+	if (file && database_tighten(app->cfg->database) != 0)
 		return 1;
 	db_set_path(app->cfg->database);
 	if (need_keys) {
@@ -403,7 +422,8 @@ int main(int argc, char **argv)
 	 * master.keys, operator.token, locks) is for this user only. */
 	umask(077);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (app_open(&app, config, strcmp(cmd, "migrate") != 0 && strcmp(cmd, "backup") != 0))
+	if (app_open(&app, config, strcmp(cmd, "migrate") != 0 && strcmp(cmd, "backup") != 0,
+		     strcmp(cmd, "migrate") == 0))
 		goto out;
 	if (strcmp(cmd, "serve") == 0) {
 		status = cmd_serve(&app);
