@@ -21,25 +21,88 @@
 
 struct fx {
 	char dir[64];
-	char path[128];
+	char path[512]; /* the database setting: a file, or a PostgreSQL URL */
+	char pg_name[64];
 	struct db *db;
 };
 
-/* Make f->dir, open and migrate f->path in it. false on any failure. */
+/*
+ * The backend under test: SQLite files by default; PostgreSQL when
+ * CERTPLANE_TEST_DB=pg, on the server whose URL CERTPLANE_PG_URL names
+ * (tests/testbed/pg-server's env), each fixture in a database of its own
+ * (created here, dropped by fx_close).
+ */
+static inline bool fx_pg(void)
+{
+	const char *b = getenv("CERTPLANE_TEST_DB");
+	return b && strcmp(b, "pg") == 0;
+}
+
+/* Run sql on the PostgreSQL server's maintenance database. */
+static inline bool fx_pg_admin(const char *sql)
+{
+	const char *base = getenv("CERTPLANE_PG_URL");
+	struct db *admin = NULL;
+	bool ok;
+
+	if (!base || !*base) {
+		fprintf(stderr, "fixture: CERTPLANE_TEST_DB=pg needs CERTPLANE_PG_URL "
+				"(tests/testbed/pg-server start DIR; . DIR/env)\n");
+		return false;
+	}
+	ok = db_open(base, &admin) == CP_OK && db_exec(admin, sql) == CP_OK;
+	db_close(admin);
+	return ok;
+}
+
+/* The URL of database name on the server of CERTPLANE_PG_URL (whose path
+ * names the maintenance database: postgresql://user@/postgres?host=...). */
+static inline bool fx_pg_url(char *out, size_t cap, const char *name)
+{
+	const char *base = getenv("CERTPLANE_PG_URL");
+	const char *slash = base ? strstr(base, "://") : NULL;
+	const char *db = slash ? strchr(slash + 3, '/') : NULL;
+	const char *rest = db ? db + strcspn(db, "?") : NULL;
+	int n;
+
+	if (!db)
+		return false;
+	n = snprintf(out, cap, "%.*s/%s%s", (int)(db - base), base, name, rest);
+	return n > 0 && (size_t)n < cap;
+}
+
+/* Make f->dir, open and migrate the database (a file in f->dir, or a fresh
+ * PostgreSQL database). false on any failure. */
 static inline bool fx_open(struct fx *f, const char *name)
 {
+	static int seq;
+
 	cp_log_set_level(CP_LOG_ERROR); /* the error paths below log on purpose */
 	snprintf(f->dir, sizeof(f->dir), "/tmp/cp-%s-XXXXXX", name);
 	if (!mkdtemp(f->dir))
 		return false;
-	snprintf(f->path, sizeof(f->path), "%s/certplane.db", f->dir);
 	f->db = NULL;
+	f->pg_name[0] = '\0';
+	if (fx_pg()) {
+		char sql[160];
+		snprintf(f->pg_name, sizeof(f->pg_name), "cpt_%d_%d", (int)getpid(), seq++);
+		/* one at a time: DROP/CREATE DATABASE refuse a transaction block */
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", f->pg_name);
+		if (!fx_pg_admin(sql))
+			return false;
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->pg_name);
+		if (!fx_pg_admin(sql) || !fx_pg_url(f->path, sizeof(f->path), f->pg_name))
+			return false;
+	} else {
+		snprintf(f->path, sizeof(f->path), "%s/certplane.db", f->dir);
+	}
 	if (db_open(f->path, &f->db) != CP_OK)
 		return false;
 	return db_migrate(f->db, NULL, NULL) == CP_OK;
 }
 
-/* Close the database and remove f->dir with every file in it. */
+/* Close the database and remove f->dir with every file in it (and the
+ * PostgreSQL database). */
 static inline void fx_close(struct fx *f)
 {
 	DIR *d;
@@ -48,6 +111,10 @@ static inline void fx_close(struct fx *f)
 
 	db_close(f->db);
 	f->db = NULL;
+	if (f->pg_name[0]) {
+		snprintf(p, sizeof(p), "DROP DATABASE IF EXISTS %s", f->pg_name);
+		(void)fx_pg_admin(p);
+	}
 	d = opendir(f->dir);
 	while (d && (e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
@@ -60,28 +127,26 @@ static inline void fx_close(struct fx *f)
 	rmdir(f->dir);
 }
 
-/* Raw SQL on the test's connection; true when it ran. */
+/* Raw SQL (several statements) on the test's connection; true when it ran. */
 static inline bool fx_sql(struct db *db, const char *sql)
 {
-	char *msg = NULL;
-	int rc = sqlite3_exec(db_sqlite_handle(db), sql, NULL, NULL, &msg);
+	bool ok = db_exec(db, sql) == CP_OK;
 
-	if (rc != SQLITE_OK)
-		fprintf(stderr, "fixture sql: %s: %s\n", sql, msg ? msg : "?");
-	sqlite3_free(msg);
-	return rc == SQLITE_OK;
+	if (!ok)
+		fprintf(stderr, "fixture sql failed: %s\n", sql);
+	return ok;
 }
 
 /* The integer of the first column of sql's first row (-1 if none). */
 static inline int64_t fx_int(struct db *db, const char *sql)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int64_t v = -1;
 
-	if (sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (db_prepare(db, sql, &st) == DB_DONE && db_step(st) == DB_ROW)
+		v = db_col_int64(st, 0);
+	if (st)
+		db_finalize(db, st);
 	return v;
 }
 
@@ -91,10 +156,17 @@ static inline int fx_interrupt(void *arg)
 	return 1;
 }
 
-/* on: every statement of db is interrupted (SQLITE_INTERRUPT) as it runs. */
+/* on: every statement of db fails as it runs, as a full disk or an I/O
+ * error would make it. SQLite: interrupted (SQLITE_INTERRUPT) by a
+ * progress handler. PostgreSQL: the tables are looked up in a schema that
+ * does not exist (a changed search_path re-plans even prepared statements). */
 static inline void fx_fail(struct db *db, bool on)
 {
-	sqlite3_progress_handler(db_sqlite_handle(db), 1, on ? fx_interrupt : NULL, NULL);
+	if (fx_pg() && db_exec(db, on ? "SET search_path TO cp_fixture_nowhere"
+				      : "SET search_path TO DEFAULT") != CP_OK)
+		fprintf(stderr, "fixture: cannot switch failures %s\n", on ? "on" : "off");
+	else
+		sqlite3_progress_handler(db_sqlite_handle(db), 1, on ? fx_interrupt : NULL, NULL);
 }
 
 /* The string member key of o, "" when absent or not a string. */
