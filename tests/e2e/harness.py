@@ -26,6 +26,10 @@ SRC = os.environ.get("CERTPLANE_SRC", os.path.abspath(os.path.join(os.path.dirna
 BIN = os.environ.get("CERTPLANE_BIN", os.path.join(SRC, "build", "certplane"))
 TESTBED_SCRIPT = os.path.join(SRC, "tests", "testbed", "acme-testbed")
 TESTBED_DIR = os.environ.get("CERTPLANE_TESTBED_DIR", "/tmp/cp-testbed")
+# The storage backend under test: SQLite files (default) or, with
+# CERTPLANE_TEST_DB=pg, a database per data directory on the PostgreSQL server
+# of CERTPLANE_PG_URL (tests/testbed/pg-server).
+PG = os.environ.get("CERTPLANE_TEST_DB") == "pg"
 
 
 class CheckFailed(AssertionError):
@@ -100,10 +104,44 @@ class Server:
             "CERTPLANE_WORKERS": "4",
         })
         self.env.update(env or {})
+        self.pg_name = None
+        if PG and "CERTPLANE_DATABASE" not in (env or {}):
+            self.env["CERTPLANE_DATABASE"] = self._pg_database()
         self.proc = None
         self.keep = keep
         self.token = None
         self._conn = None
+
+    def _pg_database(self):
+        """The PostgreSQL database of this data directory (CERTPLANE_TEST_DB=pg):
+        created and migrated on first use, its URL kept in the directory, so a
+        second Server on the same directory (a restart) finds the same data."""
+        keep = os.path.join(self.data_dir, "pg.url")
+        if os.path.exists(keep):
+            with open(keep) as f:
+                return f.read().strip()
+        base = os.environ.get("CERTPLANE_PG_URL")
+        if not base:
+            raise CheckFailed("CERTPLANE_TEST_DB=pg needs CERTPLANE_PG_URL (tests/testbed/pg-server)")
+        name = "cpe_%d_%s" % (os.getpid(), os.path.basename(self.data_dir).split("-")[-1].lower())
+        name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+        for sql in ("DROP DATABASE IF EXISTS %s" % name, "CREATE DATABASE %s" % name):
+            p = subprocess.run(["psql", base, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                raise CheckFailed("psql %s: %s" % (sql, p.stderr))
+        head, _, rest = base.partition("://")
+        host, _, query = rest.partition("?")
+        url = "%s://%s/%s%s" % (head, host.split("/")[0], name, "?" + query if query else "")
+        self.env["CERTPLANE_DATABASE"] = url
+        p = subprocess.run([BIN, "migrate"], env=self.env, cwd=self.data_dir,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise CheckFailed("certplane migrate on %s failed: %s" % (name, p.stderr[-2000:]))
+        with open(keep, "w") as f:
+            f.write(url)
+        self.pg_name = name
+        return url
 
     # ---- process control ----
     def start(self, wait=True):
