@@ -320,6 +320,18 @@ out:
 	return rc;
 }
 
+/* A database setting as shown: a PostgreSQL URL or conninfo that may carry
+ * a password (user:secret@ or password=) is shown redacted whole, since
+ * parsing it back out is where leaks hide; a file path is shown. */
+static json_t *database_shown(const char *db)
+{
+	const char *scheme = strstr(db, "://");
+	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+	bool userinfo_pw = at && memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+
+	return json_string(userinfo_pw || strstr(db, "password") ? "<redacted>" : db);
+}
+
 json_t *cp_config_json(const struct cp_config *cfg)
 {
 	json_t *o = json_object();
@@ -331,6 +343,10 @@ json_t *cp_config_json(const struct cp_config *cfg)
 		json_t *v = NULL;
 		switch (k->type) {
 		case K_STR:
+			if (k->offset == offsetof(struct cp_config, database)) {
+				v = database_shown(cfg->database);
+				break;
+			}
 			v = json_string(k->secret && **(char *const *)base ? "<redacted>"
 									   : *(char *const *)base);
 			break;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "common/config.h"
 #include "tests/unit/check.h"
 
 /* ---------------------------------------------------------- hostnames */
@@ -520,8 +521,42 @@ static void test_time(void)
 	CHECK(strncmp(out, "0005-", 5) == 0);
 }
 
+/* The database setting as check-config shows it: a password is never shown. */
+static void test_config_database_shown(void)
+{
+	static const struct {
+		const char *db, *shown;
+	} cases[] = {
+		{ "/var/lib/certplane/certplane.db", "/var/lib/certplane/certplane.db" },
+		{ "postgresql://cp@db.internal/certplane",
+		  "postgresql://cp@db.internal/certplane" },
+		{ "postgresql://cp:s3cret@db.internal/certplane", "<redacted>" },
+		{ "host=db.internal dbname=certplane password=s3cret", "<redacted>" },
+		{ "postgresql:///certplane?host=/run/pg&password=s3cret", "<redacted>" },
+	};
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++) {
+		struct cp_config *cfg = NULL;
+		char *err = NULL;
+		json_t *j;
+
+		setenv("CERTPLANE_DATABASE", cases[i].db, 1);
+		CHECK(cp_config_load(NULL, &cfg, &err) == CP_OK);
+		free(err);
+		if (!cfg)
+			continue;
+		j = cp_config_json(cfg);
+		CHECK(j && strcmp(json_string_value(json_object_get(j, "database")),
+				  cases[i].shown) == 0);
+		json_decref(j);
+		cp_config_free(cfg);
+	}
+	unsetenv("CERTPLANE_DATABASE");
+}
+
 int main(void)
 {
+	test_config_database_shown();
 	test_files();
 	test_time();
 	test_logline();
