@@ -860,4 +860,22 @@ cp_rc db_event_order(struct db *db, const char *tenant_id, const char *type, con
  * version. *sent = reminders sent. */
 cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent) CP_WUR;
 
+/*
+ * Leases and instances (leases.c; issue 11). Times are the database's.
+ */
+/* Take lease name for holder, or renew it, for ttl_seconds (> 0): *held
+ * says whether holder holds it now (false: another holder's lease has not
+ * lapsed). Safe against instances racing for it. */
+cp_rc db_lease_hold(struct db *db, const char *name, const char *holder, int ttl_seconds,
+		    bool *held) CP_WUR;
+/* Give lease name up if holder holds it (at shutdown: the next instance
+ * need not wait for it to lapse). */
+cp_rc db_lease_release(struct db *db, const char *name, const char *holder) CP_WUR;
+/* Record that instance id (host, pid) is alive now; first beat registers it. */
+cp_rc db_instance_beat(struct db *db, const char *id, const char *host, int pid) CP_WUR;
+/* Instance id stopped cleanly. */
+cp_rc db_instance_gone(struct db *db, const char *id) CP_WUR;
+/* *count = instances that beat within the last within_seconds (> 0). */
+cp_rc db_instances_live(struct db *db, int within_seconds, int *count) CP_WUR;
+
 #endif
