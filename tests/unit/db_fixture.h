@@ -162,11 +162,13 @@ static inline int fx_interrupt(void *arg)
  * does not exist (a changed search_path re-plans even prepared statements). */
 static inline void fx_fail(struct db *db, bool on)
 {
-	if (fx_pg() && db_exec(db, on ? "SET search_path TO cp_fixture_nowhere"
-				      : "SET search_path TO DEFAULT") != CP_OK)
-		fprintf(stderr, "fixture: cannot switch failures %s\n", on ? "on" : "off");
-	else
+	if (!fx_pg()) {
 		sqlite3_progress_handler(db_sqlite_handle(db), 1, on ? fx_interrupt : NULL, NULL);
+		return;
+	}
+	if (db_exec(db, on ? "SET search_path TO cp_fixture_nowhere"
+			   : "SET search_path TO DEFAULT") != CP_OK)
+		fprintf(stderr, "fixture: cannot switch failures %s\n", on ? "on" : "off");
 }
 
 /* The string member key of o, "" when absent or not a string. */
