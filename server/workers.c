@@ -152,12 +152,17 @@ static const char *job_lane(const char *kind)
 	return NULL;
 }
 
-/* Periodic tasks run by the scheduler. */
+/* Periodic housekeeping: run by the one instance that holds the
+ * housekeeping lease (issue 11), so that N instances do not send N
+ * reminders. Renewals (server_tick_renew) are leaderless: any instance
+ * claims due certificates. */
 static const server_tick_fn ticks[] = {
-	tick_purge_idempotency,	     tick_prune_jobs, server_tick_cert_reminders, server_tick_renew,
+	tick_purge_idempotency, tick_prune_jobs, server_tick_cert_reminders,
 	server_tick_hostname_claims,
 	/* TICKS */
 };
+
+#define HOUSEKEEPING_LEASE "housekeeping"
 
 struct server_workers {
 	const struct api_ctx *ctx;
@@ -167,7 +172,42 @@ struct server_workers {
 	bool scheduler_started;
 	atomic_bool stop;
 	char owner_base[48];
+	bool leading; /* holds the housekeeping lease (scheduler thread only) */
 };
+
+/* Beat for this instance and take or keep the housekeeping lease: whether
+ * this instance leads housekeeping for the next pass. The lease outlives
+ * three passes, so a leader that dies hands over within that (and one that
+ * stops cleanly at once: scheduler_leave). */
+static bool scheduler_lead(struct server_workers *w, struct db *db)
+{
+	int ttl = 3 * w->ctx->cfg->scheduler_interval_seconds;
+	char host[64] = "?";
+	bool held = false;
+
+	if (gethostname(host, sizeof(host) - 1) != 0)
+		snprintf(host, sizeof(host), "?");
+	if (db_instance_beat(db, w->owner_base, host, (int)getpid()) != CP_OK)
+		cp_logf(CP_LOG_WARN, "instance.beat", "could not record this instance's heartbeat");
+	if (db_lease_hold(db, HOUSEKEEPING_LEASE, w->owner_base, ttl < 30 ? 30 : ttl, &held) !=
+	    CP_OK)
+		cp_logf(CP_LOG_WARN, "housekeeping.lease", "could not take or renew the lease");
+	if (held != w->leading)
+		cp_log_json(CP_LOG_INFO, "housekeeping.lease",
+			    json_pack("{s:s,s:s}", "instance", w->owner_base, "now",
+				      held ? "leading" : "following"));
+	w->leading = held;
+	return held;
+}
+
+/* At a clean stop: hand the lease over now rather than when it lapses. */
+static void scheduler_leave(struct server_workers *w, struct db *db)
+{
+	if (w->leading && db_lease_release(db, HOUSEKEEPING_LEASE, w->owner_base) != CP_OK)
+		cp_logf(CP_LOG_WARN, "housekeeping.lease", "could not release the lease");
+	if (db_instance_gone(db, w->owner_base) != CP_OK)
+		cp_logf(CP_LOG_WARN, "instance.beat", "could not remove this instance");
+}
 
 struct worker_arg {
 	struct server_workers *w;
@@ -281,8 +321,10 @@ static void *scheduler_main(void *p)
 	while (!atomic_load(&w->stop)) {
 		struct db *db = db_thread();
 		if (db && cp_now() >= next_all) {
-			for (size_t i = 0; i < CP_ARRAY_LEN(ticks); i++)
-				ticks[i](w->ctx, db);
+			if (scheduler_lead(w, db))
+				for (size_t i = 0; i < CP_ARRAY_LEN(ticks); i++)
+					ticks[i](w->ctx, db);
+			server_tick_renew(w->ctx, db);
 			next_all = cp_now() + w->ctx->cfg->scheduler_interval_seconds;
 		} else if (db) {
 			server_tick_renew(w->ctx, db); /* a backlog: renewals only */
@@ -293,6 +335,8 @@ static void *scheduler_main(void *p)
 		for (int slept = 0; slept < wait_ms && !atomic_load(&w->stop); slept += 200)
 			usleep(200 * 1000);
 	}
+	if (db_thread())
+		scheduler_leave(w, db_thread());
 	db_thread_close();
 	return NULL;
 }
