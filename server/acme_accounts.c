@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ==== ACME clients: one per CA per worker thread, kept across jobs ==== */
 
@@ -97,6 +98,28 @@ static cp_rc account_row(const struct api_ctx *ctx, struct db *db, const char *c
 	return rc;
 }
 
+/* Take the registration lease name, waiting up to ACCOUNT_LEASE_WAIT_S for
+ * another instance that holds it (it is registering the same key): whether
+ * this process holds it. Past the wait, or when the database cannot say,
+ * the caller registers anyway: newAccount for a key that has an account
+ * answers that account, so a second registration is harmless, only slower. */
+#define ACCOUNT_LEASE_TTL_S 60
+#define ACCOUNT_LEASE_WAIT_S 10
+static bool account_lease(struct db *db, const char *name)
+{
+	bool held = false;
+
+	for (int i = 0; i < ACCOUNT_LEASE_WAIT_S * 4; i++) {
+		if (db_lease_hold(db, name, server_instance_id(), ACCOUNT_LEASE_TTL_S, &held) !=
+		    CP_OK)
+			return false;
+		if (held)
+			return true;
+		usleep(250 * 1000);
+	}
+	return false;
+}
+
 cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *ca,
 			 struct acme_client **client, struct acme_result *r)
 {
@@ -167,12 +190,18 @@ cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *c
 		if ((rc = acme_client_set_account_url(slot->c, acct_url)) != CP_OK)
 			goto out;
 	if (!acct_url) {
-		/* One registration at a time per process: concurrent newAccount
+		/* One registration at a time per process (the mutex) and across
+		 * instances (a lease in the database): concurrent newAccount
 		 * requests for one key hang Pebble, and one is all we need. The
 		 * winner stores the URL; the others find it under the lock. */
 		const char *email = ctx->cfg->acme_contact_email;
 		json_t *again = NULL;
+		char lease[96];
+		bool leased;
+
+		snprintf(lease, sizeof(lease), "acme-account:%s", ca);
 		pthread_mutex_lock(&register_lock);
+		leased = account_lease(db, lease);
 		rc = db_acme_account_get(db, ca, &again);
 		acct_url = json_string_value(json_object_get(again, "account_url"));
 		if (rc == CP_OK && acct_url) {
@@ -185,6 +214,8 @@ cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *c
 				cp_log_json(CP_LOG_INFO, "acme.account",
 					    json_pack("{s:s,s:s}", "ca", ca, "account_url", url));
 		}
+		if (leased && db_lease_release(db, lease, server_instance_id()) != CP_OK)
+			cp_logf(CP_LOG_WARN, "acme.account", "could not release %s", lease);
 		pthread_mutex_unlock(&register_lock);
 		json_decref(again);
 		if (rc != CP_OK)

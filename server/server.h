@@ -76,6 +76,9 @@ struct server_workers;
 cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **out) CP_WUR;
 /* Stop claiming, let running jobs finish (or release their leases). */
 void server_workers_stop(struct server_workers *w);
+/* This process's name among the instances sharing the database: the holder
+ * of its leases and its row in the instance table. Fixed for the process. */
+const char *server_instance_id(void);
 
 /* ---- HTTP-01 challenge responder (http01.c) ---- */
 

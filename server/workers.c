@@ -341,11 +341,34 @@ static void *scheduler_main(void *p)
 	return NULL;
 }
 
+static char instance_id[48];
+static pthread_once_t instance_once = PTHREAD_ONCE_INIT;
+
+/* A fresh name per process: leases of a crashed process are never mistaken
+ * for ours, they simply lapse. */
+static void instance_id_init(void)
+{
+	uint8_t b[4] = { 0 };
+	char rnd[9];
+
+	if (cp_random(b, sizeof(b)) != CP_OK) {
+		/* the pid and the time still tell processes apart on one host */
+		uint32_t t = (uint32_t)cp_now();
+		memcpy(b, &t, sizeof(b));
+	}
+	cp_hex(b, sizeof(b), rnd);
+	snprintf(instance_id, sizeof(instance_id), "pid%d-%s", (int)getpid(), rnd);
+}
+
+const char *server_instance_id(void)
+{
+	pthread_once(&instance_once, instance_id_init);
+	return instance_id;
+}
+
 cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **out)
 {
 	struct server_workers *w = calloc(1, sizeof(*w));
-	char rnd[9];
-	uint8_t b[4];
 	int total = 0;
 
 	if (!w)
@@ -353,14 +376,7 @@ cp_rc server_workers_start(const struct api_ctx *ctx, struct server_workers **ou
 	w->ctx = ctx;
 	atomic_init(&w->stop, false);
 	wait_set_stopping(false);
-	if (cp_random(b, sizeof(b)) != CP_OK) {
-		free(w);
-		return CP_ERR_CRYPTO;
-	}
-	cp_hex(b, sizeof(b), rnd);
-	/* A fresh owner name per process: leases of a crashed process are
-	 * never mistaken for ours, they simply expire. */
-	snprintf(w->owner_base, sizeof(w->owner_base), "pid%d-%s", (int)getpid(), rnd);
+	snprintf(w->owner_base, sizeof(w->owner_base), "%s", server_instance_id());
 	db_job_set_lanes(job_lane);
 	for (size_t l = 0; l < CP_ARRAY_LEN(lanes); l++)
 		total += lane_workers(ctx->cfg, &lanes[l]);
