@@ -291,9 +291,12 @@ static int cmd_serve(struct app *app)
 			app->cfg->data_dir);
 		return 1;
 	}
-	/* With the lock held no other worker process exists: jobs still marked
-	 * running were cut off by a crash (kill -9) and run again at once. */
-	if (db_job_recover_orphans(app->db) != CP_OK)
+	/* On a file, with the lock held, no other worker process exists: jobs
+	 * still marked running were cut off by a crash (kill -9) and run again
+	 * at once. A database server is shared by other live instances whose
+	 * running jobs these may be: there a dead worker's job is claimed again
+	 * when its lease lapses (the claim's rescue), never at start. */
+	if (db_target_is_file(app->cfg->database) && db_job_recover_orphans(app->db) != CP_OK)
 		goto out;
 	/* SIGTERM/SIGINT stay blocked except inside sigsuspend, so a signal can
 	 * never slip in between the flag test and the wait. Threads started
