@@ -104,10 +104,15 @@ static bool rate_take(const struct cp_config *cfg, const char *actor, int *retry
 	uint64_t h = 1469598103934665603ull;
 	struct bucket *b = NULL;
 	int64_t now = cp_mono_ms();
+	/* this instance's share of the limit (instances behind one balancer
+	 * see about 1/N of each key's requests) */
+	double rate = (double)cfg->rate_limit_per_second / server_instances_live();
+	double burst = (double)cfg->rate_limit_burst / server_instances_live();
 	bool ok;
 
 	if (cfg->rate_limit_per_second <= 0)
 		return true;
+	burst = burst < 1.0 ? 1.0 : burst;
 	for (const char *p = actor; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211ull;
 	pthread_mutex_lock(&bucket_lock);
@@ -122,18 +127,18 @@ static bool rate_take(const struct cp_config *cfg, const char *actor, int *retry
 	}
 	if (strcmp(b->actor, actor) != 0) {
 		snprintf(b->actor, sizeof(b->actor), "%s", actor);
-		b->tokens = cfg->rate_limit_burst;
+		b->tokens = burst;
 		b->at_ms = now;
 	}
-	b->tokens += (double)(now - b->at_ms) * cfg->rate_limit_per_second / 1000.0;
-	if (b->tokens > cfg->rate_limit_burst)
-		b->tokens = cfg->rate_limit_burst;
+	b->tokens += (double)(now - b->at_ms) * rate / 1000.0;
+	if (b->tokens > burst)
+		b->tokens = burst;
 	b->at_ms = now;
 	ok = b->tokens >= 1.0;
 	if (ok)
 		b->tokens -= 1.0;
 	else
-		*retry = 1 + (int)((1.0 - b->tokens) / cfg->rate_limit_per_second);
+		*retry = 1 + (int)((1.0 - b->tokens) / rate);
 	pthread_mutex_unlock(&bucket_lock);
 	return ok;
 }

@@ -191,6 +191,9 @@ static struct sched_budget *ca_budget(const struct cp_config *cfg, struct db *db
 		*burst = (int)json_integer_value(json_object_get(entry, "order_burst"));
 	if (*per_hour > 3600000)
 		*per_hour = 3600000;
+	/* this instance's share: every instance renews (issue 11) */
+	*per_hour = *per_hour / server_instances_live() > 0 ? *per_hour / server_instances_live() : 1;
+	*burst = *burst / server_instances_live() > 0 ? *burst / server_instances_live() : 1;
 	for (i = 0; i < BUDGET_CAS - 1 && budgets[i].ca[0]; i++)
 		if (strcmp(budgets[i].ca, ca) == 0)
 			return &budgets[i].b;

@@ -79,6 +79,11 @@ void server_workers_stop(struct server_workers *w);
 /* This process's name among the instances sharing the database: the holder
  * of its leases and its row in the instance table. Fixed for the process. */
 const char *server_instance_id(void);
+/* How many instances share the database, this one included (>= 1), as the
+ * scheduler last counted them: limits kept in each process's memory (the
+ * API rate limit, a CA's order budget) take their share of the configured
+ * total, so N instances together stay within it. */
+int server_instances_live(void);
 
 /* ---- HTTP-01 challenge responder (http01.c) ---- */
 

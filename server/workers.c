@@ -175,22 +175,43 @@ struct server_workers {
 	bool leading; /* holds the housekeeping lease (scheduler thread only) */
 };
 
+/* Instances that beat within the lease's time, this one included. */
+static atomic_int instances_live = 1;
+
+int server_instances_live(void)
+{
+	int n = atomic_load(&instances_live);
+
+	return n > 1 ? n : 1;
+}
+
+/* Heartbeats and the housekeeping lease are renewed every BEAT_SECONDS,
+ * whatever the scheduler's interval; an instance is live, and a lease held,
+ * for LIVE_SECONDS after its last beat, so a dead leader hands over within
+ * that (one that stops cleanly at once: scheduler_leave). */
+#define BEAT_SECONDS 5
+#define LIVE_SECONDS 15
+
 /* Beat for this instance and take or keep the housekeeping lease: whether
- * this instance leads housekeeping for the next pass. The lease outlives
- * three passes, so a leader that dies hands over within that (and one that
- * stops cleanly at once: scheduler_leave). */
+ * this instance leads housekeeping until the next beat. */
 static bool scheduler_lead(struct server_workers *w, struct db *db)
 {
-	int ttl = 3 * w->ctx->cfg->scheduler_interval_seconds;
+	const int ttl = LIVE_SECONDS;
 	char host[64] = "?";
 	bool held = false;
+	int live = 1;
 
 	if (gethostname(host, sizeof(host) - 1) != 0)
 		snprintf(host, sizeof(host), "?");
 	if (db_instance_beat(db, w->owner_base, host, (int)getpid()) != CP_OK)
 		cp_logf(CP_LOG_WARN, "instance.beat", "could not record this instance's heartbeat");
-	if (db_lease_hold(db, HOUSEKEEPING_LEASE, w->owner_base, ttl < 30 ? 30 : ttl, &held) !=
-	    CP_OK)
+	/* A file has one process by construction (the data-dir lock): a row
+	 * left by a killed predecessor must not halve this one's limits. */
+	if (db_target_is_file(w->ctx->cfg->database))
+		atomic_store(&instances_live, 1);
+	else if (db_instances_live(db, ttl, &live) == CP_OK)
+		atomic_store(&instances_live, live > 1 ? live : 1);
+	if (db_lease_hold(db, HOUSEKEEPING_LEASE, w->owner_base, ttl, &held) != CP_OK)
 		cp_logf(CP_LOG_WARN, "housekeeping.lease", "could not take or renew the lease");
 	if (held != w->leading)
 		cp_log_json(CP_LOG_INFO, "housekeeping.lease",
@@ -314,24 +335,30 @@ static void *scheduler_main(void *p)
 {
 	struct server_workers *w = p;
 	int interval_ms = w->ctx->cfg->scheduler_interval_seconds * 1000;
-	int64_t next_all = 0;
+	int64_t next_all = 0, next_beat = 0;
 
 	if (db_thread())
 		relane_jobs(db_thread());
 	while (!atomic_load(&w->stop)) {
 		struct db *db = db_thread();
+		if (db && cp_now() >= next_beat) {
+			scheduler_lead(w, db);
+			next_beat = cp_now() + BEAT_SECONDS;
+		}
 		if (db && cp_now() >= next_all) {
-			if (scheduler_lead(w, db))
+			if (w->leading)
 				for (size_t i = 0; i < CP_ARRAY_LEN(ticks); i++)
 					ticks[i](w->ctx, db);
 			server_tick_renew(w->ctx, db);
 			next_all = cp_now() + w->ctx->cfg->scheduler_interval_seconds;
-		} else if (db) {
+		} else if (db && server_renew_backlog()) {
 			server_tick_renew(w->ctx, db); /* a backlog: renewals only */
 		}
 		/* Wake in small steps so that shutdown is prompt; within a second
 		 * while due renewals remain unread. */
 		int wait_ms = server_renew_backlog() && interval_ms > 1000 ? 1000 : interval_ms;
+		if (wait_ms > BEAT_SECONDS * 1000)
+			wait_ms = BEAT_SECONDS * 1000; /* the next beat is due by then */
 		for (int slept = 0; slept < wait_ms && !atomic_load(&w->stop); slept += 200)
 			usleep(200 * 1000);
 	}
