@@ -566,7 +566,10 @@ void db_rollback(struct db *db)
  * at once to the version SQLite reaches in many steps). */
 static int migration_version(const struct db_migration *m)
 {
-	return atoi(m->name);
+	long v = strtol(m->name, NULL, 10);
+
+	assert(v > 0 && v < 100000); /* the embedded names are ours: NNN_what.sql */
+	return (int)v;
 }
 
 int db_schema_version(void)

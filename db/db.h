@@ -878,4 +878,24 @@ cp_rc db_instance_gone(struct db *db, const char *id) CP_WUR;
 /* *count = instances that beat within the last within_seconds (> 0). */
 cp_rc db_instances_live(struct db *db, int within_seconds, int *count) CP_WUR;
 
+/*
+ * Wake-ups between instances on a database server (notify.c): a job queued
+ * or an event committed by one instance wakes the workers or the event
+ * streams of the others. Only engines with notifications (PostgreSQL).
+ */
+#define DB_CHANNEL_JOBS "certplane_jobs"     /* a job became due */
+#define DB_CHANNEL_EVENTS "certplane_events" /* payload: the events' tenant ("" several) */
+bool db_has_notify(const struct db *db);
+/* Subscribe db's connection to channel: CP_OK, CP_ERR_INVALID (the engine
+ * has none), or a database error. */
+cp_rc db_listen(struct db *db, const char *channel) CP_WUR;
+/* Wait up to timeout_ms for a notification: CP_OK with *woke and its
+ * channel and payload (cap bytes each), or with !*woke on timeout; another
+ * cp_rc when the connection failed (close it and open a new one). */
+cp_rc db_notify_wait(struct db *db, int timeout_ms, bool *woke, char *channel, char *payload,
+		     size_t cap) CP_WUR;
+/* Run the event hook (db_event_hook_set) for an event another instance
+ * committed for tenant_id (NULL or "": several tenants'). */
+void db_event_hook_run(const char *tenant_id);
+
 #endif

@@ -3,8 +3,8 @@
  * (what a PostgreSQL target looks like) is db_pg_target in driver_pg.c,
  * where its unit test reaches it without linking the SQLite driver.
  */
-#include "db/db.h"
 #include "db/driver.h"
+#include "db/db.h"
 #include "db/driver_pg_internal.h"
 
 #include <assert.h>

@@ -83,6 +83,15 @@ struct db_driver {
 	bool (*in_tx)(struct db_conn *c);
 	/* The last error's text (never NULL). */
 	const char *(*errmsg)(struct db_conn *c);
+	/* Notifications between instances (PostgreSQL's LISTEN/NOTIFY); NULL
+	 * for an engine without them. listen subscribes c to channel (an SQL
+	 * identifier): DB_DONE or an error. wait blocks up to timeout_ms for
+	 * a notification on c's channels: DB_ROW when one (or more) arrived,
+	 * copying the first one's channel and payload into channel/payload
+	 * (cap bytes each, truncated, NUL-terminated), DB_DONE on timeout, or
+	 * an error (a lost connection: the caller reopens). */
+	int (*listen)(struct db_conn *c, const char *channel);
+	int (*wait)(struct db_conn *c, int timeout_ms, char *channel, char *payload, size_t cap);
 };
 
 extern const struct db_driver db_driver_sqlite;

@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -799,6 +800,67 @@ static int64_t pg_col_int64(struct db_stmt *s, int col)
 	return (int64_t)d;
 }
 
+static int pg_listen(struct db_conn *dc, const char *channel)
+{
+	struct pg_conn *c = conn_of(dc);
+	char *id, *sql;
+	int rc;
+
+	assert(c && channel);
+	id = PQescapeIdentifier(c->pg, channel, strlen(channel));
+	if (!id)
+		return conn_lost(c);
+	sql = cp_aprintf("LISTEN %s", id);
+	PQfreemem(id);
+	if (!sql)
+		return DB_E_NOMEM;
+	rc = pg_exec(dc, sql);
+	free(sql);
+	return rc;
+}
+
+/* Copy the first pending notification out (and free every pending one:
+ * a wake-up is a wake-up, the caller re-reads what changed). */
+static bool take_notify(struct pg_conn *c, char *channel, char *payload, size_t cap)
+{
+	PGnotify *n, *first = PQnotifies(c->pg);
+
+	if (!first)
+		return false;
+	snprintf(channel, cap, "%s", first->relname ? first->relname : "");
+	snprintf(payload, cap, "%s", first->extra ? first->extra : "");
+	PQfreemem(first);
+	while ((n = PQnotifies(c->pg)))
+		PQfreemem(n);
+	return true;
+}
+
+static int pg_wait(struct db_conn *dc, int timeout_ms, char *channel, char *payload, size_t cap)
+{
+	struct pg_conn *c = conn_of(dc);
+	struct pollfd pfd;
+	int r;
+
+	assert(c && channel && payload && cap > 0);
+	if (PQstatus(c->pg) != CONNECTION_OK)
+		return conn_lost(c);
+	if (take_notify(c, channel, payload, cap))
+		return DB_ROW;
+	pfd.fd = PQsocket(c->pg);
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	if (pfd.fd < 0)
+		return conn_lost(c);
+	r = poll(&pfd, 1, timeout_ms);
+	if (r < 0)
+		return errno == EINTR ? DB_DONE : DB_E_OTHER;
+	if (r == 0)
+		return DB_DONE;
+	if (!PQconsumeInput(c->pg))
+		return conn_lost(c);
+	return take_notify(c, channel, payload, cap) ? DB_ROW : DB_DONE;
+}
+
 const struct db_driver db_driver_pg = {
 	.name = "postgresql",
 	.open = pg_open,
@@ -820,4 +882,6 @@ const struct db_driver db_driver_pg = {
 	.exec = pg_exec,
 	.in_tx = pg_in_tx,
 	.errmsg = pg_errmsg,
+	.listen = pg_listen,
+	.wait = pg_wait,
 };

@@ -255,6 +255,9 @@ const struct db_driver db_driver_sqlite = {
 	.exec = sq_exec,
 	.in_tx = sq_in_tx,
 	.errmsg = sq_errmsg,
+	/* no notifications: one process, which wakes its own workers */
+	.listen = NULL,
+	.wait = NULL,
 };
 
 sqlite3 *db_sqlite_handle(struct db *db)

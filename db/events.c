@@ -191,3 +191,10 @@ cp_rc db_event_seq(struct db *db, const char *tenant_id, const char *id, int64_t
 	static const char sql[] = "SELECT seq FROM events WHERE tenant_id = ?1 AND id = ?2";
 	return db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, id), seq);
 }
+
+void db_event_hook_run(const char *tenant_id)
+{
+	/* another instance's commit, as if it were ours (notify.c's listener) */
+	if (event_hook)
+		event_hook(event_hook_cls, tenant_id && *tenant_id ? tenant_id : NULL);
+}

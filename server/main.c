@@ -281,6 +281,7 @@ static int cmd_serve(struct app *app)
 {
 	struct server_http *http = NULL;
 	struct server_workers *workers = NULL;
+	struct server_notify *notify = NULL;
 	struct server_http01 *http01 = NULL;
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigset_t block, old;
@@ -319,6 +320,10 @@ static int cmd_serve(struct app *app)
 			app->cfg->http01_listen);
 	if (server_workers_start(&app->ctx, &workers) != CP_OK)
 		goto out;
+	if (server_notify_start(app->cfg, &notify) != CP_OK)
+		cp_logf(CP_LOG_WARN, "notify.listen",
+			"not listening: other instances' work is "
+			"seen by polling");
 	cp_log_json(CP_LOG_INFO, "server.ready",
 		    json_pack("{s:s,s:s,s:i}", "version", CERTPLANE_VERSION, "listen",
 			      app->cfg->listen, "workers", app->cfg->workers));
@@ -331,6 +336,7 @@ out:
 	 * The HTTP-01 responder stops last: a worker still in a validation
 	 * (its challenge answered, the CA fetching the token) gets it served. */
 	server_http_stop(http);
+	server_notify_stop(notify);
 	server_workers_stop(workers);
 	server_http01_stop(http01);
 	db_thread_close();

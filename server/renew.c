@@ -192,8 +192,11 @@ static struct sched_budget *ca_budget(const struct cp_config *cfg, struct db *db
 	if (*per_hour > 3600000)
 		*per_hour = 3600000;
 	/* this instance's share: every instance renews (issue 11) */
-	*per_hour = *per_hour / server_instances_live() > 0 ? *per_hour / server_instances_live() : 1;
-	*burst = *burst / server_instances_live() > 0 ? *burst / server_instances_live() : 1;
+	{
+		int live = server_instances_live();
+		*per_hour = *per_hour / live > 0 ? *per_hour / live : 1;
+		*burst = *burst / live > 0 ? *burst / live : 1;
+	}
 	for (i = 0; i < BUDGET_CAS - 1 && budgets[i].ca[0]; i++)
 		if (strcmp(budgets[i].ca, ca) == 0)
 			return &budgets[i].b;

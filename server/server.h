@@ -85,6 +85,15 @@ const char *server_instance_id(void);
  * total, so N instances together stay within it. */
 int server_instances_live(void);
 
+/* ---- wake-ups from other instances on a database server (notify.c) ---- */
+
+struct server_notify;
+/* Start the listener thread when the database has notifications (else
+ * *out stays NULL: nothing to do). CP_OK, or CP_ERR_NOMEM/INTERNAL. */
+cp_rc server_notify_start(const struct cp_config *cfg, struct server_notify **out) CP_WUR;
+/* Stop and free it; NULL-safe. */
+void server_notify_stop(struct server_notify *n);
+
 /* ---- HTTP-01 challenge responder (http01.c) ---- */
 
 struct server_http01;

@@ -666,6 +666,33 @@ out:
 	drv->close(a);
 }
 
+/* LISTEN/NOTIFY: a notification sent by one connection wakes the other's
+ * wait with its channel and payload, only after the sender commits; with
+ * none, wait returns DB_DONE after its timeout. */
+static void test_notify(struct db_conn *a, struct db_conn *b)
+{
+	char channel[64], payload[64];
+	int64_t t0;
+
+	CHECK(drv->listen(a, "cp_test_wake") == DB_DONE);
+	t0 = cp_mono_ms();
+	CHECK(drv->wait(a, 100, channel, payload, sizeof(channel)) == DB_DONE);
+	CHECK(cp_mono_ms() - t0 >= 90);
+	CHECK(drv->exec(b, "BEGIN; NOTIFY cp_test_wake, 'tenant-1'") == DB_DONE);
+	CHECK(drv->wait(a, 100, channel, payload, sizeof(channel)) == DB_DONE); /* not yet */
+	CHECK(drv->exec(b, "COMMIT") == DB_DONE);
+	CHECK(drv->wait(a, 2000, channel, payload, sizeof(channel)) == DB_ROW);
+	CHECK(strcmp(channel, "cp_test_wake") == 0 && strcmp(payload, "tenant-1") == 0);
+	/* Several pending ones are one wake-up. */
+	CHECK(drv->exec(b, "NOTIFY cp_test_wake, 'x'; NOTIFY cp_test_wake, 'y'") == DB_DONE);
+	CHECK(drv->wait(a, 2000, channel, payload, sizeof(channel)) == DB_ROW);
+	CHECK(drv->wait(a, 50, channel, payload, sizeof(channel)) == DB_DONE);
+	/* Another channel does not wake it. */
+	CHECK(drv->exec(b, "NOTIFY cp_test_other, 'z'") == DB_DONE);
+	CHECK(drv->wait(a, 100, channel, payload, sizeof(channel)) == DB_DONE);
+	CHECK(drv->exec(a, "UNLISTEN *") == DB_DONE);
+}
+
 int main(void)
 {
 	struct db_conn *c = NULL, *b = NULL, *w = NULL;
@@ -705,6 +732,7 @@ int main(void)
 		test_serialization(c, b);
 		test_nowait(c, b);
 		test_deadlock(c, b, w);
+		test_notify(c, b);
 		test_lost(w);
 	}
 	drv->close(c);
