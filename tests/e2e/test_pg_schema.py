@@ -27,6 +27,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import BIN, SRC, CheckFailed, Server, check, run  # noqa: E402
@@ -733,6 +734,75 @@ def test_identity_columns():
     rows = pg_rows("INSERT INTO jobs (kind, run_at, created_at, updated_at) "
                    "VALUES ('k', 1, 1, 1) RETURNING id")
     check(len(rows) == 1 and int(rows[0][0]) > 0, rows)
+
+
+def race(holder_sql, waiter_sql):
+    """holder_sql runs in an open transaction; then waiter_sql (a whole
+    transaction) starts and blocks on a row the holder locked; only once it
+    waits (pg_stat_activity) does the holder commit."""
+    args = ["psql", pg_url, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    waiter = None
+    try:
+        holder.stdin.write("BEGIN;\n%s;\nSELECT 1;\n" % holder_sql)
+        holder.stdin.flush()
+        deadline = time.time() + 30
+        while not pg_rows("SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                          "AND query = 'SELECT 1;'"):
+            check(time.time() < deadline, "the holder never got its locks")
+            time.sleep(0.05)
+        waiter = subprocess.Popen(args + ["-c", "BEGIN; %s; COMMIT;" % waiter_sql],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while not pg_rows("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"):
+            check(time.time() < deadline, "the waiter never waited")
+            check(waiter.poll() is None, "the waiter finished without waiting")
+            time.sleep(0.05)
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        check(holder.wait(30) == 0, "holder: %s" % holder.stderr.read())
+        check(waiter.wait(30) == 0, "waiter: %s" % waiter.stderr.read())
+    finally:
+        for proc in (holder, waiter):
+            if proc and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_concurrent_writers_keep_derived_values():
+    """READ COMMITTED: a trigger that re-derives a value from other rows
+    must read them after it holds the row it writes. Naively translated (one
+    UPDATE with the subquery) the waiter's snapshot predates the holder's
+    commit and writes a stale value last; SQLite never runs writers at once."""
+    psql("INSERT INTO tenants (id, name, created_at) VALUES ('r', 'r', 0);\n"
+         "INSERT INTO edge_hostnames (id, tenant_id, hostname, label, created_at) "
+         "VALUES ('re', 'r', 'race.cdn.test', 'e', 0);\n"
+         "INSERT INTO properties (id, tenant_id, name, edge_hostname_id, "
+         "certificate_renew_automation, created_at, updated_at) "
+         "VALUES ('rp', 'r', 'rp', 're', 1, 0, 0);\n"
+         + cert("rc", "r", status="active", hostnames='["race.test"]') + ";\n"
+         + version("rv", "rc", "r", 1, '["race.test"]', 100, 10000) + ";\n"
+         "UPDATE certificates SET version = 1, renew_after = 5000 WHERE id = 'rc';\n"
+         + deploy("rd", "r", "rp", "production", '["race.test"]', "rc") + ";\n"
+         + order("ro", "r", "rc", '["race.test"]') + ";\n"
+         + job("acme_order", "r", "acme", "queued", 300) + ";\n")
+    check(pg_rows("SELECT next_attention_at FROM certificates WHERE id = 'rc'") == [("<NULL>",)],
+          "an order in flight: no attention")
+    # The order finishes (holder) while the property's automation is set
+    # again (waiter): the certificate needs attention at renew_after.
+    race("UPDATE orders SET status = 'valid' WHERE id = 'ro'",
+         "UPDATE properties SET certificate_renew_automation = 1 WHERE id = 'rp'")
+    rows = pg_rows("SELECT c.next_attention_at, a.at FROM certificates c "
+                   "JOIN certificate_attention a ON a.id = c.id WHERE c.id = 'rc'")
+    check(rows == [("5000", "5000")], "next_attention_at after the race: %s" % rows)
+    # A job is queued (holder) while the tenant's only other queued job is
+    # deleted (waiter): next_run_at is the new job's run_at. Another kind,
+    # so that the waiter's first wait is on job_tenants, not on the
+    # metric_counts row of counts_job_delete (which fires first).
+    race(job("acme_other", "r", "acme", "queued", 700),
+         "DELETE FROM jobs WHERE tenant_id = 'r' AND run_at = 300")
+    rows = pg_rows("SELECT queued, next_run_at FROM job_tenants WHERE tenant_id = 'r'")
+    check(rows == [("1", "700")], "job_tenants after the race: %s" % rows)
 
 
 def main():
