@@ -38,9 +38,10 @@
 --  * json_each(x) with its value/type columns becomes cp_json_each(x), a SQL
 --    function over json_array_elements/json_each with SQLite's type names
 --    ('text', 'integer', 'real', 'true', 'false', 'null', 'array', 'object').
---  * Scalar max(a, b)/min(a, b) become GREATEST/LEAST; SQLite's max() is
---    NULL when an argument is, GREATEST skips NULLs, so the view tests for
---    NULL itself. `a IS NOT b` becomes IS DISTINCT FROM; boolean
+--  * Scalar max(a, b)/min(a, b) become GREATEST/LEAST. SQLite's max() is
+--    NULL when an argument is, GREATEST skips NULLs; in the view that
+--    cannot show: base is NULL only without a current version, and then
+--    not_after is NULL too, so `GREATEST(...) < not_after` is NULL either way. `a IS NOT b` becomes IS DISTINCT FROM; boolean
 --    expressions used as 0/1 are cast ::int; INSERT OR IGNORE is ON
 --    CONFLICT DO NOTHING; `excluded`-style upserts name the target row.
 --  * Triggers are PL/pgSQL functions, one per SQLite trigger, with the
@@ -59,7 +60,7 @@
 --  * The schema version: schema_migrations (below) instead of PRAGMA
 --    user_version; the migration runner inserts each applied version.
 
-CREATE TABLE schema_migrations (
+CREATE TABLE IF NOT EXISTS schema_migrations (
     version     INTEGER PRIMARY KEY,
     name        TEXT,
     applied_at  BIGINT
@@ -534,7 +535,7 @@ CREATE TABLE order_names (
 -- The rule of migration 011, verbatim but for the JSON and max() spellings.
 CREATE VIEW certificate_attention AS
 SELECT id,
-       CASE WHEN eligible AND base IS NOT NULL AND GREATEST(base, backoff) < not_after
+       CASE WHEN eligible AND GREATEST(base, backoff) < not_after
             THEN GREATEST(base, backoff) END AS at
 FROM (
     SELECT c.id AS id,
