@@ -15,7 +15,7 @@ trigger-maintained row (metric_counts, tenant_counts, job_tenants,
 certificate_names, order_names, certificates.next_attention_at/not_after)
 must be the same.
 
-The deliberate differences (migrations/pg/001_schema.sql, top comment) are
+The deliberate differences (migrations/pg/017_schema.sql, top comment) are
 listed in EXPECTED_DIFFERENCES; anything else fails. PostgreSQL missing is a
 failure, never a skip.
 """

@@ -1,4 +1,4 @@
--- pg/001: the PostgreSQL 15 schema, equivalent to the FINAL state of the
+-- pg/017: the PostgreSQL 15 schema, equivalent to the FINAL state of the
 -- SQLite migrations 001..017 (one consolidated migration: a PostgreSQL
 -- database starts at this state; later changes are new files in both
 -- folders, see migrations/pg/README.md). Table, column, constraint, index
