@@ -218,4 +218,12 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 /* SQL fragment rendering a unix-seconds column as RFC 3339 text. */
 #define DB_TS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
 
+/* Step st once and render its row with render into *out (owned by the
+ * caller; NULL on any error): the one-object counterpart of
+ * db_fetch_page_render, for a get or an INSERT/UPDATE ... RETURNING.
+ * CP_ERR_NOT_FOUND without a row, CP_ERR_INTERNAL for a NULL st, else the
+ * step's or the renderer's error. Resets st. */
+cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render,
+		      json_t **out) CP_WUR;
+
 #endif

@@ -25,8 +25,9 @@ static const char *const quota_names[DB_QUOTA_COUNT] = {
  * belong to ?2 (the property being changed, or NULL). */
 static const char *const usage_sql[DB_QUOTA_COUNT] = {
 	[DB_QUOTA_PROPERTIES] = "SELECT count(*), 0 FROM properties WHERE tenant_id = ?1",
-	[DB_QUOTA_HOSTNAMES] = "SELECT count(*), coalesce(sum(property_id = ?2), 0) "
-			       "FROM property_hostnames WHERE tenant_id = ?1",
+	[DB_QUOTA_HOSTNAMES] = "SELECT count(*), CAST(coalesce(sum(CASE WHEN property_id = ?2 "
+			       "THEN 1 ELSE 0 END), 0) AS BIGINT) FROM property_hostnames "
+			       "WHERE tenant_id = ?1",
 	[DB_QUOTA_CERTIFICATES] = "SELECT count(*), 0 FROM certificates WHERE tenant_id = ?1",
 	[DB_QUOTA_ORDERS_IN_FLIGHT] = "SELECT count(*), 0 FROM orders WHERE tenant_id = ?1 "
 				      "AND status IN " DB_ORDER_IN_FLIGHT_SQL,
@@ -188,12 +189,12 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 		"orders_in_flight, webhooks, edge_hostnames, updated_at) "
 		"SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?14 FROM tenants WHERE id = ?1 "
 		"ON CONFLICT (tenant_id) DO UPDATE SET "
-		"properties = CASE WHEN ?8 THEN ?2 ELSE properties END, "
-		"hostnames = CASE WHEN ?9 THEN ?3 ELSE hostnames END, "
-		"certificates = CASE WHEN ?10 THEN ?4 ELSE certificates END, "
-		"orders_in_flight = CASE WHEN ?11 THEN ?5 ELSE orders_in_flight END, "
-		"webhooks = CASE WHEN ?12 THEN ?6 ELSE webhooks END, "
-		"edge_hostnames = CASE WHEN ?13 THEN ?7 ELSE edge_hostnames END, "
+		"properties = CASE WHEN ?8 = 1 THEN ?2 ELSE properties END, "
+		"hostnames = CASE WHEN ?9 = 1 THEN ?3 ELSE hostnames END, "
+		"certificates = CASE WHEN ?10 = 1 THEN ?4 ELSE certificates END, "
+		"orders_in_flight = CASE WHEN ?11 = 1 THEN ?5 ELSE orders_in_flight END, "
+		"webhooks = CASE WHEN ?12 = 1 THEN ?6 ELSE webhooks END, "
+		"edge_hostnames = CASE WHEN ?13 = 1 THEN ?7 ELSE edge_hostnames END, "
 		"updated_at = ?14";
 	struct db_stmt *st = db_stmt(db, sql);
 
