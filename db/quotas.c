@@ -183,18 +183,20 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 		   const bool present[DB_QUOTA_COUNT])
 {
 	/* ?2..?7: a value, NULL (back to the default); ?8..?13: 1 = set that
-	 * column, 0 = keep it. A new row starts from every default (NULL). */
+	 * column, 0 = keep it. A new row starts from every default (NULL). The
+	 * kept value is named with its table: PostgreSQL would otherwise not
+	 * know it from excluded's. */
 	static const char sql[] =
 		"INSERT INTO tenant_quotas (tenant_id, properties, hostnames, certificates, "
 		"orders_in_flight, webhooks, edge_hostnames, updated_at) "
 		"SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?14 FROM tenants WHERE id = ?1 "
 		"ON CONFLICT (tenant_id) DO UPDATE SET "
-		"properties = CASE WHEN ?8 = 1 THEN ?2 ELSE properties END, "
-		"hostnames = CASE WHEN ?9 = 1 THEN ?3 ELSE hostnames END, "
-		"certificates = CASE WHEN ?10 = 1 THEN ?4 ELSE certificates END, "
-		"orders_in_flight = CASE WHEN ?11 = 1 THEN ?5 ELSE orders_in_flight END, "
-		"webhooks = CASE WHEN ?12 = 1 THEN ?6 ELSE webhooks END, "
-		"edge_hostnames = CASE WHEN ?13 = 1 THEN ?7 ELSE edge_hostnames END, "
+		"properties = CASE WHEN ?8 = 1 THEN ?2 ELSE tenant_quotas.properties END, "
+		"hostnames = CASE WHEN ?9 = 1 THEN ?3 ELSE tenant_quotas.hostnames END, "
+		"certificates = CASE WHEN ?10 = 1 THEN ?4 ELSE tenant_quotas.certificates END, "
+		"orders_in_flight = CASE WHEN ?11 = 1 THEN ?5 ELSE tenant_quotas.orders_in_flight END, "
+		"webhooks = CASE WHEN ?12 = 1 THEN ?6 ELSE tenant_quotas.webhooks END, "
+		"edge_hostnames = CASE WHEN ?13 = 1 THEN ?7 ELSE tenant_quotas.edge_hostnames END, "
 		"updated_at = ?14";
 	struct db_stmt *st = db_stmt(db, sql);
 
