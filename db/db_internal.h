@@ -47,6 +47,10 @@ struct db_dialect {
 	const char *integrity_check; /* one row "ok" when sound; NULL: unsupported */
 	const struct db_migration *migrations;
 	const size_t *migrations_count;
+	/* Serialize the quota check of one tenant (?1 = tenant id) with every
+	 * other write transaction's check of it (quotas.c): SQLite's write lock
+	 * does already, PostgreSQL locks the tenant's row. */
+	const char *quota_lock;
 };
 const struct db_dialect *db_dialect(const struct db *db);
 

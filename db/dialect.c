@@ -24,6 +24,7 @@ static const struct db_dialect dialect_sqlite = {
 	.integrity_check = "PRAGMA integrity_check",
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
+	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1",
 };
 
 static const size_t pg_migrations_none = 0;
@@ -41,6 +42,9 @@ static const struct db_dialect dialect_pg = {
 	.integrity_check = NULL, /* the server checks its own pages */
 	.migrations = NULL,
 	.migrations_count = &pg_migrations_none,
+	/* NO KEY UPDATE: conflicts with another check's lock but not with the
+	 * KEY SHARE locks of foreign keys (an insert of any tenant row). */
+	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1 FOR NO KEY UPDATE",
 };
 
 const struct db_dialect *db_dialect(const struct db *db)

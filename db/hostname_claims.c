@@ -50,7 +50,10 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 }
 
 /* Remove one claim (tenant, hostname), bump its property's version and tell
- * the tenant why (reason). Inside the caller's transaction. */
+ * the tenant why (reason). Inside the caller's transaction. A claim that is
+ * gone already (another instance released it between our read and this
+ * DELETE, under PostgreSQL's READ COMMITTED) is left to that release: no
+ * second bump, no second event. */
 static cp_rc claim_release(struct db *db, const char *tenant_id, const char *property_id,
 			   const char *hostname, const char *reason)
 {
@@ -65,7 +68,7 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 	if (!st)
 		return CP_ERR_INTERNAL;
 	rc = db_exec_stmt(db, st);
-	if (rc != CP_OK)
+	if (rc != CP_OK || db_changes(db) == 0)
 		return rc;
 	rc = db_exec_at(db, sql_bump, property_id, cp_now());
 	if (rc != CP_OK)
@@ -318,11 +321,15 @@ cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 
 cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out)
 {
+	/* Rows are named by their unique key (the table has no other). The
+	 * outer next_check_at test repeats the inner one for PostgreSQL: an
+	 * instance that waited for another's lease of a row re-reads it and
+	 * skips it, instead of leasing it a second time. */
 	static const char sql[] =
 		"UPDATE property_hostnames SET next_check_at = CAST(?1 AS BIGINT) + CAST(?3 AS BIGINT) "
 		"WHERE (tenant_id, hostname) IN (SELECT tenant_id, hostname FROM property_hostnames "
 		"WHERE next_check_at <= CAST(?1 AS BIGINT) ORDER BY next_check_at LIMIT ?2) "
-		"RETURNING tenant_id, property_id";
+		"AND next_check_at <= CAST(?1 AS BIGINT) RETURNING tenant_id, property_id";
 	struct db_stmt *st = db_stmt(db, sql);
 	json_t *arr = json_array(), *seen = json_object();
 	cp_rc rc = CP_OK;

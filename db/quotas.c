@@ -6,9 +6,10 @@
  * it can never drift from what exists.
  *
  * The check and the insert share the transaction: under SQLite's single
- * writer two concurrent creates cannot both see room for one. (On
- * PostgreSQL the check would first lock the tenant row, SELECT ... FROM
- * tenants WHERE id = $1 FOR UPDATE, for the same effect.)
+ * writer two concurrent creates cannot both see room for one. On
+ * PostgreSQL (READ COMMITTED) the check first locks the tenant's row (the
+ * dialect's quota_lock), so a second check waits for the first's commit
+ * and then counts what it inserted.
  */
 #include "db/db_internal.h"
 
@@ -122,7 +123,9 @@ cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t default
 	cp_rc rc;
 
 	assert(db && tenant_id && defaults && c && refused);
-	rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
+	rc = db_probe(db, db_stmt_keyed(db, db_dialect(db)->quota_lock, tenant_id, NULL));
+	if (rc == CP_OK || rc == CP_ERR_NOT_FOUND) /* no tenant: nothing to lock */
+		rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
 	memset(refused, 0, sizeof(*refused));
 	for (int q = 0; rc == CP_OK && q < DB_QUOTA_COUNT; q++) {
 		int64_t used = 0, own = 0, after;

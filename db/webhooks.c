@@ -517,23 +517,22 @@ static cp_rc webhook_disable(struct db *db, const char *tenant_id, const char *w
 	return rc;
 }
 
-/* The delivery and endpoint facts record_attempt needs. */
+/* The delivery facts record_attempt needs. The endpoint's counters are not
+ * among them: they are read back from the UPDATE that changes them, so a
+ * concurrent attempt on the same endpoint (another delivery, another
+ * instance) is never decided on a stale count. */
 struct attempt_ctx {
 	char state[16];
 	int attempts;
 	char tenant_id[CP_UUID_LEN + 1];
 	char webhook_id[CP_UUID_LEN + 1];
 	char url[2049];
-	bool enabled;
-	int failed_deliveries;
-	int64_t failing_since; /* 0 = not failing */
 };
 
 static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct attempt_ctx *c)
 {
 	static const char sql[] =
-		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.enabled, "
-		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
+		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
 	struct db_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
 	cp_rc rc = db_step_row(db, st);
@@ -545,14 +544,15 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 	db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
 	db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
 	db_column_copy(st, 4, c->url, sizeof(c->url));
-	c->enabled = db_col_int64(st, 5) != 0;
-	c->failed_deliveries = db_col_int64(st, 6);
-	c->failing_since = db_col_int64(st, 7);
 	db_reset(st);
 	return CP_OK;
 }
 
-/* Write the attempt row and the delivery's new state. */
+/* Move the delivery on and write the attempt's row. The UPDATE changes the
+ * delivery only if it is still pending with the attempts c read: under
+ * PostgreSQL's READ COMMITTED a second run of the same delivery waits for
+ * the first's row lock and then finds it moved on (CP_ERR_NOT_FOUND: the
+ * caller records nothing); SQLite's single writer never gets there. */
 static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct attempt_ctx *c,
 			   const struct db_webhook_attempt *a, int64_t now)
 {
@@ -561,30 +561,15 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 		"error, created_at) VALUES (?, ?, ?, ?, ?, ?)";
 	static const char upd[] =
 		"UPDATE webhook_deliveries SET attempts = ?2, state = ?3, next_attempt_at = ?4, "
-		"last_error = ?5, updated_at = ?6 WHERE id = ?1";
+		"last_error = ?5, updated_at = ?6 WHERE id = ?1 AND state = 'pending' AND "
+		"attempts = ?7";
 	const char *state = a->outcome == DB_WEBHOOK_DELIVERED ? "delivered"
 			    : a->outcome == DB_WEBHOOK_RETRY   ? "pending"
 							       : "failed";
 	bool attempted = a->outcome != DB_WEBHOOK_SKIPPED;
-	struct db_stmt *st;
+	struct db_stmt *st = db_stmt(db, upd);
 	cp_rc rc;
 
-	if (attempted) {
-		st = db_stmt(db, ins);
-		if (!st)
-			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, delivery_id);
-		db_bind_int64(st, 2, c->attempts + 1);
-		if (a->status_code > 0)
-			db_bind_int64(st, 3, a->status_code);
-		db_bind_int64(st, 4, a->latency_ms);
-		db_bind_text(st, 5, a->error);
-		db_bind_int64(st, 6, now);
-		rc = db_exec_stmt(db, st);
-		if (rc != CP_OK)
-			return rc;
-	}
-	st = db_stmt(db, upd);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, delivery_id);
@@ -594,28 +579,46 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 		db_bind_int64(st, 4, a->next_attempt_at);
 	db_bind_text(st, 5, a->error);
 	db_bind_int64(st, 6, now);
+	db_bind_int64(st, 7, c->attempts);
+	rc = db_exec_one(db, st);
+	if (rc != CP_OK || !attempted)
+		return rc;
+	st = db_stmt(db, ins);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, delivery_id);
+	db_bind_int64(st, 2, c->attempts + 1);
+	if (a->status_code > 0)
+		db_bind_int64(st, 3, a->status_code);
+	db_bind_int64(st, 4, a->latency_ms);
+	db_bind_text(st, 5, a->error);
+	db_bind_int64(st, 6, now);
 	return db_exec_stmt(db, st);
 }
 
 /* Keep the endpoint's failure counters; returns the reason to disable it
- * (static or in buf), or NULL. */
+ * (static or in buf), or NULL. The decision reads the counters as the
+ * UPDATE left them (RETURNING): the row is locked until the transaction
+ * ends, so of two failing attempts racing on one endpoint the second sees
+ * the first's count and, once it disabled the endpoint, enabled = 0. */
 static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 				  const struct db_webhook_attempt *a, int64_t now, cp_rc *rc,
 				  char *buf, size_t buflen)
 {
-	static const char ok[] = "UPDATE webhooks SET failed_deliveries = 0, failing_since = NULL "
-				 "WHERE id = ?1";
+#define TRACKED " WHERE id = ?1 RETURNING enabled, failed_deliveries, failing_since"
+	static const char ok[] =
+		"UPDATE webhooks SET failed_deliveries = 0, failing_since = NULL" TRACKED;
 	static const char failing[] =
-		"UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) "
-		"WHERE id = ?1";
-	static const char failed[] =
-		"UPDATE webhooks SET failed_deliveries = failed_deliveries + 1, "
-		"failing_since = coalesce(failing_since, ?2) WHERE id = ?1";
+		"UPDATE webhooks SET failing_since = coalesce(failing_since, ?2)" TRACKED;
+	static const char failed[] = "UPDATE webhooks SET failed_deliveries = failed_deliveries + "
+				     "1, failing_since = coalesce(failing_since, ?2)" TRACKED;
+#undef TRACKED
 	const char *sql = a->outcome == DB_WEBHOOK_DELIVERED ? ok
 			  : a->outcome == DB_WEBHOOK_RETRY   ? failing
 							     : failed;
-	int64_t since = c->failing_since ? c->failing_since : now;
 	struct db_stmt *st;
+	int64_t failed_n, since;
+	bool enabled;
 
 	*rc = CP_OK;
 	if (a->outcome == DB_WEBHOOK_SKIPPED)
@@ -627,15 +630,21 @@ static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 	}
 	db_bind_text(st, 1, c->webhook_id);
 	db_bind_int64(st, 2, now);
-	*rc = db_exec_stmt(db, st);
-	if (*rc != CP_OK || !c->enabled || a->outcome == DB_WEBHOOK_DELIVERED)
+	*rc = db_step_row(db, st);
+	if (*rc != CP_OK)
+		return NULL;
+	enabled = db_col_int64(st, 0) != 0;
+	failed_n = db_col_int64(st, 1);
+	since = db_col_null(st, 2) ? now : db_col_int64(st, 2);
+	db_reset(st);
+	if (!enabled || a->outcome == DB_WEBHOOK_DELIVERED)
 		return NULL;
 	if (a->outcome == DB_WEBHOOK_GONE)
 		return "the receiver answered 410 Gone";
 	if (a->outcome == DB_WEBHOOK_FAILED && a->disable_after_failed > 0 &&
-	    c->failed_deliveries + 1 >= a->disable_after_failed) {
-		snprintf(buf, buflen, "%d consecutive deliveries failed; last error: %s",
-			 c->failed_deliveries + 1, a->error ? a->error : "unknown");
+	    failed_n >= a->disable_after_failed) {
+		snprintf(buf, buflen, "%lld consecutive deliveries failed; last error: %s",
+			 (long long)failed_n, a->error ? a->error : "unknown");
 		return buf;
 	}
 	if (a->disable_after_seconds > 0 && now - since >= a->disable_after_seconds) {
