@@ -777,3 +777,26 @@ cp_rc db_delete_batch(struct db *db, const char *sql, int64_t cutoff, int limit,
 		*deleted = (int)db_changes(db);
 	return rc;
 }
+
+cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render, json_t **out)
+{
+	struct cp_buf b;
+	struct cp_jw w;
+	cp_rc rc;
+
+	assert(db && render && out);
+	*out = NULL;
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	cp_buf_init(&b, DB_RENDER_MAX);
+	cp_jw_init(&w, &b);
+	rc = render(db, st, &w);
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&w);
+	db_reset(st);
+	if (rc == CP_OK)
+		rc = db_json_from_buf(&b, out);
+	cp_buf_free(&b);
+	return rc;
+}

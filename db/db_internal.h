@@ -50,6 +50,10 @@ struct db_dialect {
 	const char *migrate_lock;
 	const struct db_migration *migrations;
 	const size_t *migrations_count;
+	/* Serialize the quota check of one tenant (?1 = tenant id) with every
+	 * other write transaction's check of it (quotas.c): SQLite's write lock
+	 * does already, PostgreSQL locks the tenant's row. */
+	const char *quota_lock;
 };
 const struct db_dialect *db_dialect(const struct db *db);
 
@@ -220,5 +224,13 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 
 /* SQL fragment rendering a unix-seconds column as RFC 3339 text. */
 #define DB_TS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
+
+/* Step st once and render its row with render into *out (owned by the
+ * caller; NULL on any error): the one-object counterpart of
+ * db_fetch_page_render, for a get or an INSERT/UPDATE ... RETURNING.
+ * CP_ERR_NOT_FOUND without a row, CP_ERR_INTERNAL for a NULL st, else the
+ * step's or the renderer's error. Resets st. */
+cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render,
+		      json_t **out) CP_WUR;
 
 #endif

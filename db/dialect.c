@@ -24,6 +24,7 @@ static const struct db_dialect dialect_sqlite = {
 	.integrity_check = "PRAGMA integrity_check",
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
+	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1",
 };
 
 extern const struct db_migration db_pg_migrations[];
@@ -50,6 +51,9 @@ static const struct db_dialect dialect_pg = {
 	.integrity_check = "SELECT CASE WHEN count(*) >= 0 THEN 'ok' END FROM schema_migrations",
 	.migrations = db_pg_migrations,
 	.migrations_count = &db_pg_migrations_count,
+	/* NO KEY UPDATE: conflicts with another check's lock but not with the
+	 * KEY SHARE locks of foreign keys (an insert of any tenant row). */
+	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1 FOR NO KEY UPDATE",
 };
 
 const struct db_dialect *db_dialect(const struct db *db)
