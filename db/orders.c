@@ -350,7 +350,9 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_
 	/* ?5 certificate, ?6 status (NULL: no condition), ?7 hostname. Without
 	 * a hostname the tenant's seq range (orders_tenant) drives; with one,
 	 * its range of order_names (migration 017), joined by seq, so either
-	 * is one index range scan in either order. */
+	 * is one index range scan in either order. CROSS JOIN keeps
+	 * order_names the outer loop in SQLite; the join's condition is in
+	 * WHERE, as PostgreSQL takes no ON after CROSS JOIN. */
 #define SQL_IF                                                                                     \
 	" AND (CAST(?5 AS TEXT) IS NULL OR o.certificate_id = CAST(?5 AS TEXT)) "                  \
 	"AND (CAST(?6 AS TEXT) IS NULL OR o.status = CAST(?6 AS TEXT)) "
@@ -359,7 +361,7 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_
 	" ?3" SQL_IF "ORDER BY o.seq" dir " LIMIT ?4"
 #define SQL_NAME(cmp, dir)                                                                         \
 	"SELECT o.seq, " ORDER_COLS " FROM order_names n CROSS JOIN orders o "                     \
-	"ON o.seq = n.order_seq WHERE n.tenant_id = ?1 AND n.name = ?7 AND n.order_seq " cmp       \
+	"WHERE o.seq = n.order_seq AND n.tenant_id = ?1 AND n.name = ?7 AND n.order_seq " cmp      \
 	" ?3 AND o.tenant_id = ?1" SQL_IF "ORDER BY n.order_seq" dir " LIMIT ?4"
 	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
 	static const char *const sql_name[2] = DB_LIST_BOTH(SQL_NAME);
