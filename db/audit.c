@@ -138,9 +138,10 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 {
 	assert(db && scope && owner && body_hash && claim);
 
-	/* One statement under SQLite's write lock: of any number of twins,
-	 * exactly one inserts (or takes over an expired row); the others see
-	 * no change and read what holds the key. */
+	/* One statement (under SQLite's write lock; in PostgreSQL a twin
+	 * waits on the key's row and re-checks the WHERE): of any number of
+	 * twins, exactly one inserts (or takes over an expired row); the
+	 * others see no change and read what holds the key. */
 	static const char sql[] =
 		"INSERT INTO idempotency (actor, tenant_id, method, path, key, state, owner, "
 		"lease_until, body_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, "

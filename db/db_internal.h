@@ -251,7 +251,9 @@ cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render
 
 /* Render the event of st's current row, whose columns c0 and c0 + 1 are
  * its payload and id, as the API shows it: the payload object with "id"
- * as its last member (events.c; a webhook delivery's body too). */
-void db_event_render(struct cp_jw *w, struct db_stmt *st, int c0);
+ * as its last member (events.c; a webhook delivery's body too). CP_OK, or
+ * CP_ERR_INTERNAL for a payload that is no object; w's own errors are in
+ * cp_jw_rc. */
+cp_rc db_event_render(struct cp_jw *w, struct db_stmt *st, int c0) CP_WUR;
 
 #endif

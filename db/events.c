@@ -61,7 +61,7 @@ void db_event_committed(struct db *db, bool committed)
 	db->event_tenants_many = false;
 }
 
-void db_event_render(struct cp_jw *w, struct db_stmt *st, int c0)
+cp_rc db_event_render(struct cp_jw *w, struct db_stmt *st, int c0)
 {
 	const char *p = db_col_text(st, c0);
 	size_t n = p ? (size_t)db_col_bytes(st, c0) : 0;
@@ -71,22 +71,20 @@ void db_event_render(struct cp_jw *w, struct db_stmt *st, int c0)
 	 * its last member, as json_insert(payload, '$.id', id) did. */
 	while (n > 0 && p[n - 1] != '}')
 		n--;
-	if (n < 2 || p[0] != '{') {
-		cp_jw_null(w); /* never stored: db_event_add writes an object */
-		return;
-	}
+	if (n < 2 || p[0] != '{')
+		return CP_ERR_INTERNAL; /* never stored: db_event_add writes an object */
 	cp_jw_raw(w, p, n - 1);
 	cp_jw_key(w, "id");
 	db_jw_text(w, st, c0 + 1);
 	cp_jw_close(w, '}');
+	return CP_OK;
 }
 
 /* db_row_render_fn over db_event_render for (seq, EVENT_COLS) rows. */
 static cp_rc event_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
 	(void)db;
-	db_event_render(w, st, 1);
-	return CP_OK;
+	return db_event_render(w, st, 1);
 }
 
 /* data's "key" when it is a string that fits an id (the filter columns);

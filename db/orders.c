@@ -22,7 +22,7 @@
  * of enum order_col. The worker's view (order_full_fields, db_order_load)
  * is the first OC_FULL_COUNT of them, member by member, as stored (times
  * as unix seconds, the CA's URLs, the sealed key); the API's view
- * (order_render_row) shapes them (no URLs of the CA, no key).
+ * (order_render_api) shapes them (no URLs of the CA, no key).
  */
 /* clang-format off */
 #define ORDER_COLS                                                                          \
@@ -226,11 +226,22 @@ static cp_rc order_render_api(struct db *db, struct db_stmt *st, struct cp_jw *w
 	if (!id)
 		return CP_ERR_INTERNAL;
 	cp_jw_open(w, '{');
-	db_jw_fields(w, st, c0 + OC_ID, order_full_fields + OC_ID, 1);
-	db_jw_fields(w, st, c0 + OC_CERTIFICATE_ID, order_full_fields + OC_CERTIFICATE_ID,
-		     OC_CHALLENGE - OC_CERTIFICATE_ID + 1); /* certificate_id .. challenge */
-	db_jw_fields(w, st, c0 + OC_IDENTIFIERS, order_full_fields + OC_IDENTIFIERS,
-		     OC_KEY_TYPE - OC_IDENTIFIERS + 1); /* identifiers, ca, key_type */
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + OC_ID);
+	cp_jw_key(w, "certificate_id");
+	db_jw_text(w, st, c0 + OC_CERTIFICATE_ID);
+	cp_jw_key(w, "kind");
+	db_jw_text(w, st, c0 + OC_KIND);
+	cp_jw_key(w, "status");
+	db_jw_text(w, st, c0 + OC_STATUS);
+	cp_jw_key(w, "challenge");
+	db_jw_text(w, st, c0 + OC_CHALLENGE);
+	cp_jw_key(w, "identifiers");
+	db_jw_json(w, st, c0 + OC_IDENTIFIERS);
+	cp_jw_key(w, "ca");
+	db_jw_text(w, st, c0 + OC_CA);
+	cp_jw_key(w, "key_type");
+	db_jw_text(w, st, c0 + OC_KEY_TYPE);
 	cp_jw_key(w, "authorizations");
 	/* id is column text of st, which stays on its row meanwhile. */
 	rc = authz_render_all(db, id, false, w);
@@ -309,8 +320,10 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 	static const char sql[] =
 		"INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, "
 		"ca, key_type, metadata, created_at, updated_at) "
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) ON CONFLICT (certificate_id) "
+		"WHERE status IN " DB_ORDER_IN_FLIGHT_SQL " DO NOTHING";
 	struct db_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
+	cp_rc rc;
 
 	assert(db && tenant_id);
 	if (!st)
@@ -323,8 +336,13 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 	db_bind_text(st, 8, key_type);
 	db_bind_json(st, 9, metadata);
 	db_bind_int64(st, 10, cp_now());
-	/* CP_ERR_CONFLICT: orders_in_flight says one is already running. */
-	return db_exec_stmt(db, st);
+	/* No row: orders_in_flight says one is already running. Said by ON
+	 * CONFLICT, not by the constraint's error, which in PostgreSQL would
+	 * abort the caller's transaction (the scheduler goes on in it). */
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && db_changes(db) == 0)
+		rc = CP_ERR_CONFLICT;
+	return rc;
 }
 
 cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
