@@ -45,6 +45,20 @@ struct db_dialect {
 	const char *version_set;     /* a printf format taking the new version */
 	const char *backup;	     /* ?1 = destination file; NULL: unsupported */
 	const char *integrity_check; /* one row "ok" when sound; NULL: unsupported */
+	/* The job claim (db/jobs.c), each an UPDATE ... RETURNING id, kind,
+	 * tenant ('' for none), payload, attempts of at most one job, with
+	 * ?1 owner, ?2 now, ?3 lease seconds, ?4 lane: the job of an expired
+	 * lease, and (?5 tenant) the tenant's earliest due queued job. They
+	 * differ in how the row is taken: SQLite's one writer makes a plain
+	 * subselect safe (INDEXED BY pins its partial index); PostgreSQL
+	 * instances claim at once, so the subselect is FOR UPDATE SKIP LOCKED
+	 * (a job locked by another claim is passed over, never waited for). */
+	const char *job_claim_expired;
+	const char *job_claim_queued;
+	/* The bounded prune of finished jobs (?1 cutoff, ?2 batch): SQLite's
+	 * planner takes jobs_due over the partial jobs_finished unless pinned
+	 * (INDEXED BY, which PostgreSQL does not have). */
+	const char *job_prune;
 	const struct db_migration *migrations;
 	const size_t *migrations_count;
 };

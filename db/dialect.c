@@ -22,6 +22,24 @@ static const struct db_dialect dialect_sqlite = {
 	.version_set = "PRAGMA user_version=%d",
 	.backup = "VACUUM INTO ?",
 	.integrity_check = "PRAGMA integrity_check",
+	.job_claim_expired =
+		"UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
+		"attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs INDEXED BY jobs_lane_lease WHERE lane = ?4 "
+		"AND state = 'running' AND lease_until < ?2 ORDER BY lease_until LIMIT 1) "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	/* ifnull: the expression of the index (migration 006), which SQLite
+	 * matches by its text. */
+	.job_claim_queued =
+		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
+		"attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs INDEXED BY jobs_lane_tenant_due "
+		"WHERE state = 'queued' AND lane = ?4 AND ifnull(tenant_id, '') = ?5 "
+		"AND run_at <= ?2 ORDER BY run_at, id LIMIT 1) AND state = 'queued' "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.job_prune = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished "
+		     "WHERE state IN ('done', 'failed') AND updated_at < ?1 "
+		     "ORDER BY updated_at LIMIT ?2)",
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
 };
@@ -39,6 +57,25 @@ static const struct db_dialect dialect_pg = {
 		       "VALUES (%d, 'migration', extract(epoch from now())::bigint)",
 	.backup = NULL,		 /* pg_dump's job, not ours */
 	.integrity_check = NULL, /* the server checks its own pages */
+	/* The casts type ?2 and ?3 for the server (unknown + unknown has no
+	 * operator). The planner finds the partial indexes jobs_lane_lease and
+	 * jobs_lane_tenant_due (coalesce, as in the schema) by itself. */
+	.job_claim_expired =
+		"UPDATE jobs SET lease_owner = ?1, lease_until = CAST(?2 AS BIGINT) + "
+		"CAST(?3 AS BIGINT), attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs WHERE lane = ?4 AND state = 'running' "
+		"AND lease_until < ?2 ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.job_claim_queued = "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = "
+			    "CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT), attempts = attempts + 1, "
+			    "updated_at = ?2 "
+			    "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND lane = ?4 "
+			    "AND coalesce(tenant_id, '') = ?5 AND run_at <= ?2 ORDER BY run_at, id "
+			    "LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' "
+			    "RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.job_prune = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+		     "WHERE state IN ('done', 'failed') AND updated_at < ?1 "
+		     "ORDER BY updated_at LIMIT ?2)",
 	.migrations = NULL,
 	.migrations_count = &pg_migrations_none,
 };
