@@ -37,9 +37,7 @@ static const struct db_dialect dialect_sqlite = {
 		"WHERE state = 'queued' AND lane = ?4 AND ifnull(tenant_id, '') = ?5 "
 		"AND run_at <= ?2 ORDER BY run_at, id LIMIT 1) AND state = 'queued' "
 		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
-	.job_prune = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished "
-		     "WHERE state IN ('done', 'failed') AND updated_at < ?1 "
-		     "ORDER BY updated_at LIMIT ?2)",
+	.indexed_by = true,
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
 };
@@ -73,9 +71,7 @@ static const struct db_dialect dialect_pg = {
 			    "AND coalesce(tenant_id, '') = ?5 AND run_at <= ?2 ORDER BY run_at, id "
 			    "LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' "
 			    "RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
-	.job_prune = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
-		     "WHERE state IN ('done', 'failed') AND updated_at < ?1 "
-		     "ORDER BY updated_at LIMIT ?2)",
+	.indexed_by = false,
 	.migrations = NULL,
 	.migrations_count = &pg_migrations_none,
 };

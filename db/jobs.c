@@ -181,26 +181,32 @@ static cp_rc pick_tenant(struct db *db, const char *sql, const char *lane, int c
  * The answer is the same either way (a qualifying tenant served earlier
  * than the window's end would be in the window), and the cost is bounded
  * by the window or by the tenants with due work, never by the jobs.
- * The plans (tests/bench/job_claim.sh) are SQLite's choice unpinned
- * (EXPLAIN QUERY PLAN: job_tenants_rr, job_tenants_due), and PostgreSQL's.
- * Both engines require the derived table's alias.
+ * INDEXED BY pins the plans measured by tests/bench/job_claim.sh on SQLite,
+ * which refuses the statement rather than scan if an index is gone
+ * (DB_PINNED; PostgreSQL plans by itself). Both engines require the derived
+ * table's alias.
  */
 #define PICK_WINDOW "64"
+/* clang-format off */
+#define PICK_LRU(pin)                                                                         \
+	"SELECT tenant_id FROM (SELECT tenant_id, next_run_at, running, last_served "         \
+	"FROM job_tenants" pin " WHERE lane = ?1 AND queued > 0 "                             \
+	"ORDER BY last_served LIMIT " PICK_WINDOW ") AS w "                                   \
+	"WHERE next_run_at <= ?2 AND running < ?3 ORDER BY last_served LIMIT 1"
+#define PICK_DUE(pin)                                                                         \
+	"SELECT tenant_id FROM job_tenants" pin " "                                           \
+	"WHERE lane = ?1 AND queued > 0 AND next_run_at <= ?2 AND running < ?3 "              \
+	"ORDER BY last_served LIMIT 1"
+/* clang-format on */
 static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now,
 			char tenant[CP_UUID_LEN + 1])
 {
-	static const char lru[] =
-		"SELECT tenant_id FROM (SELECT tenant_id, next_run_at, running, last_served "
-		"FROM job_tenants WHERE lane = ?1 AND queued > 0 "
-		"ORDER BY last_served LIMIT " PICK_WINDOW ") AS w "
-		"WHERE next_run_at <= ?2 AND running < ?3 ORDER BY last_served LIMIT 1";
-	static const char due[] = "SELECT tenant_id FROM job_tenants "
-				  "WHERE lane = ?1 AND queued > 0 AND next_run_at <= ?2 "
-				  "AND running < ?3 ORDER BY last_served LIMIT 1";
-	cp_rc rc = pick_tenant(db, lru, lane, cap, now, tenant);
+	static const char *const lru[2] = DB_PINNED(PICK_LRU, "job_tenants_rr");
+	static const char *const due[2] = DB_PINNED(PICK_DUE, "job_tenants_due");
+	cp_rc rc = pick_tenant(db, db_pinned(db, lru), lane, cap, now, tenant);
 
 	if (rc == CP_ERR_NOT_FOUND)
-		rc = pick_tenant(db, due, lane, cap, now, tenant);
+		rc = pick_tenant(db, db_pinned(db, due), lane, cap, now, tenant);
 	return rc;
 }
 
@@ -430,6 +436,11 @@ cp_rc db_job_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 {
 	/* A bounded batch on the partial index jobs_finished (migration 008):
 	 * a tick never holds the write lock for long, whatever the backlog.
-	 * The dialect's (job_prune): SQLite needs the index pinned. */
-	return db_delete_batch(db, db_dialect(db)->job_prune, cutoff, limit, deleted);
+	 * Pinned: unpinned, SQLite's planner takes jobs_due and sorts. */
+#define JOB_PRUNE(pin)                                                                             \
+	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs" pin " WHERE "                          \
+	"state IN ('done', 'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)"
+	static const char *const sql[2] = DB_PINNED(JOB_PRUNE, "jobs_finished");
+
+	return db_delete_batch(db, db_pinned(db, sql), cutoff, limit, deleted);
 }
