@@ -237,8 +237,10 @@ static cp_rc claim_queued(struct db *db, const char *lane, const char *tenant, c
  * at every other waiting tenant first. */
 static cp_rc claim_mark_served(struct db *db, const char *lane, const char *tenant)
 {
+	/* job_lanes.served: unqualified, PostgreSQL finds it ambiguous with
+	 * the excluded row's. */
 	static const char bump[] = "INSERT INTO job_lanes (lane, served) VALUES (?1, 1) "
-				   "ON CONFLICT (lane) DO UPDATE SET served = served + 1 "
+				   "ON CONFLICT (lane) DO UPDATE SET served = job_lanes.served + 1 "
 				   "RETURNING served";
 	static const char mark[] = "UPDATE job_tenants SET last_served = ?3 "
 				   "WHERE lane = ?1 AND tenant_id = ?2";
