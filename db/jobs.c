@@ -438,7 +438,8 @@ cp_rc db_job_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 {
 	/* A bounded batch on the partial index jobs_finished (migration 008):
 	 * a tick never holds the write lock for long, whatever the backlog.
-	 * Pinned: unpinned, SQLite's planner takes jobs_due and sorts. */
+	 * Pinned on SQLite (DB_PINNED): left to itself, its planner takes
+	 * jobs_due and sorts. */
 #define JOB_PRUNE(pin)                                                                             \
 	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs" pin " WHERE "                          \
 	"state IN ('done', 'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)"
