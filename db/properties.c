@@ -274,44 +274,54 @@ static bool hostname_listed(const json_t *list, const char *h)
 	return false;
 }
 
-/* Drop the claims of property_id whose hostname is not in the JSON array
- * list: the names are read first, then deleted one by one (a statement
- * never writes the table another one is still reading). */
-static cp_rc drop_unlisted(struct db *db, const char *property_id, const json_t *list)
+/* Drop the claims of the tenant's property_id whose hostname is not in the
+ * JSON array list (NULL: drop them all). The names are read first, then
+ * deleted one by one by their unique (tenant, hostname), so no statement
+ * writes the table while another still reads it. CP_OK or an error. */
+static cp_rc drop_unlisted(struct db *db, const char *tenant_id, const char *property_id,
+			   const json_t *list)
 {
 	static const char sql_have[] =
 		"SELECT hostname FROM property_hostnames WHERE property_id = ?1";
 	static const char sql_drop[] =
-		"DELETE FROM property_hostnames WHERE property_id = ?1 AND hostname = ?2";
+		"DELETE FROM property_hostnames WHERE tenant_id = ?1 AND hostname = ?2 "
+		"AND property_id = ?3";
 	struct db_stmt *st = db_stmt_keyed(db, sql_have, property_id, NULL);
 	json_t *gone = json_array(), *v;
 	cp_rc rc = CP_OK;
 	size_t i;
-	int r;
+	int r = DB_DONE;
 
 	if (!st || !gone) {
-		if (st)
-			db_reset(st);
-		json_decref(gone);
-		return st ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
+		rc = st ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
+		goto out;
 	}
 	while ((r = db_step(st)) == DB_ROW) {
 		const char *h = db_col_text(st, 0);
 		if (h && !hostname_listed(list, h) && json_array_append_new(gone, json_string(h))) {
 			rc = CP_ERR_NOMEM;
-			break;
+			goto out;
 		}
 	}
 	db_reset(st);
-	if (rc == CP_OK && r != DB_ROW && r != DB_DONE)
+	st = NULL;
+	if (r != DB_DONE) {
 		rc = db_rc(db, r);
+		goto out;
+	}
 	json_array_foreach(gone, i, v)
 	{
+		st = db_stmt_keyed(db, sql_drop, tenant_id, json_string_value(v));
+		if (st)
+			db_bind_text(st, 3, property_id);
+		rc = db_exec_stmt(db, st);
+		st = NULL;
 		if (rc != CP_OK)
-			break;
-		rc = db_exec_stmt(db,
-				  db_stmt_keyed(db, sql_drop, property_id, json_string_value(v)));
+			goto out;
 	}
+out:
+	if (st)
+		db_reset(st);
 	json_decref(gone);
 	return rc;
 }
@@ -335,7 +345,7 @@ static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *pro
 	size_t i;
 	cp_rc rc;
 
-	rc = drop_unlisted(db, property_id, in->hostnames);
+	rc = drop_unlisted(db, tenant_id, property_id, in->hostnames);
 	if (rc != CP_OK)
 		return rc;
 	json_array_foreach(in->hostnames, i, h)
