@@ -196,7 +196,7 @@ static cp_rc cert_render_listed(struct db *db, struct db_stmt *st, struct cp_jw 
 /*
  * A version as the API shows it (openapi.yaml, CertificateVersion): the
  * columns of VERSION_COLS (enum version_col) of v joined to its
- * certificate c, rendered by version_render_row.
+ * certificate c, rendered by version_render_listed.
  */
 /* clang-format off */
 #define VERSION_COLS                                                                          \
@@ -860,9 +860,9 @@ cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char
 {
 	/* One row by primary key; the CA of the current version is the one
 	 * of the order that stored it (NULL: uploaded or self-signed). */
-	static const char sql[] =
-		"SELECT c.profile, v.cert_pem, (SELECT o.ca FROM orders o WHERE o.id = v.order_id)" CERT_FROM
-		"WHERE c.tenant_id = ?1 AND c.id = ?2";
+	static const char sql[] = "SELECT c.profile, v.cert_pem, "
+				  "(SELECT o.ca FROM orders o WHERE o.id = v.order_id)" CERT_FROM
+				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 	cp_rc rc;
 
