@@ -167,6 +167,7 @@ void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what)
 	case CP_ERR_BUSY:
 		api_problem(resp, 503, "the database is busy; retry shortly", NULL);
 		resp->retry_after = 1;
+		resp->retryable = true;
 		return;
 	case CP_ERR_UPSTREAM:
 		api_problem(resp, 502, "an upstream service failed", NULL);

@@ -51,6 +51,9 @@ int db_schema_version(void);
 cp_rc db_begin(struct db *db) CP_WUR;
 cp_rc db_commit(struct db *db) CP_WUR;
 void db_rollback(struct db *db);
+/* Whether a transaction is open on db's connection (one must never be left
+ * open for whatever runs next on the thread's connection). */
+bool db_in_tx(struct db *db);
 
 /* Consistent online copy to dest (VACUUM INTO), created 0600 and fsynced;
  * CP_ERR_CONFLICT if dest exists (a symlink included). */

@@ -88,8 +88,6 @@ void db_finalize(struct db *db, struct db_stmt *st);
 void db_bind_textn(struct db_stmt *st, int idx, const char *s, size_t len);
 /* Rows changed by the connection's last INSERT/UPDATE/DELETE. */
 int64_t db_changes(struct db *db);
-/* Whether a transaction is open on db's connection. */
-bool db_in_tx(struct db *db);
 /* The SQLite handle of a SQLite connection (asserts it is one): for the
  * unit tests that inspect or damage the file on purpose, nothing else. */
 struct sqlite3 *db_sqlite_handle(struct db *db);
@@ -257,7 +255,6 @@ cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
  * tenant verified a name it covers, one label below its base (www.a.test). */
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
 				     bool *other) CP_WUR;
-
 
 /*
  * Flat objects rendered from a row (port1, issue 11): a table of members,

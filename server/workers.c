@@ -14,6 +14,7 @@
 #include "claims/claims.h"
 #include "server/server_internal.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -301,6 +302,15 @@ static void *worker_main(void *p)
 		rc = db_job_claim(db, lane, cap, owner, w->ctx->cfg->job_lease_seconds, &job);
 		if (rc == CP_OK) {
 			run_job(w, db, &job);
+			/* Never leave a transaction open on the thread's
+			 * connection for the next job: a handler that did is a
+			 * bug, rolled back loudly. */
+			if (db_in_tx(db)) {
+				cp_logf(CP_LOG_ERROR, "job.tx_left_open",
+					"a %s job left a transaction open", job.kind);
+				db_rollback(db);
+				assert(!"a job left a transaction open");
+			}
 			db_job_clear(&job);
 			continue;
 		}
