@@ -367,18 +367,27 @@ static void handler_tx_check(struct req_state *rs)
 }
 
 /* Run the route's handler on this thread's database connection; a
- * conflict rolled back (busy, serialization failure, deadlock) runs the
- * whole handler again after a short random pause, so the client sees a
- * 503 only when it keeps losing. */
+ * conflict rolled back (busy, serialization failure, deadlock) before any
+ * commit (db_commits: a statement outside a transaction counts as one)
+ * runs the whole handler again after a short random pause, so the client
+ * sees a 503 only when it keeps losing. */
 static void run_handler(struct req_state *rs)
 {
 	for (int attempt = 1;; attempt++) {
+		uint64_t commits = db_commits(rs->req.db);
 		uint8_t r = 0;
 
 		rs->route->handler(&rs->req, &rs->resp);
 		handler_tx_check(rs);
-		if (!rs->resp.retryable || attempt == HANDLER_ATTEMPTS || rs->resp.stream.on)
+		/* again only when nothing of this attempt is durable: a handler
+		 * that committed a first transaction before the conflict would
+		 * apply it twice */
+		if (!rs->resp.retryable || attempt == HANDLER_ATTEMPTS || rs->resp.stream.on ||
+		    db_commits(rs->req.db) != commits)
 			break;
+		cp_log_json(CP_LOG_INFO, "http.retry",
+			    json_pack("{s:s,s:s,s:i}", "method", rs->route->method, "route",
+				      rs->route->pattern, "attempt", attempt));
 		json_decref(rs->resp.json);
 		if (rs->resp.no_store)
 			crypto_wipe_free_buf(rs->resp.text, rs->resp.text_len);
