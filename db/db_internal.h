@@ -12,6 +12,7 @@
 struct db {
 	const struct db_driver *drv;
 	struct db_conn *conn;
+	uint64_t commits; /* transactions committed on this connection (db_commits) */
 	/* Prepared statements cached by their SQL text's address: every query
 	 * is a string literal, so the pointer identifies it. */
 	struct {
@@ -40,6 +41,8 @@ struct db_migration {
  * statement cache may key on them. */
 struct db_dialect {
 	const char *begin_write;
+	/* A write transaction that reads what it then writes (db_begin_rmw). */
+	const char *begin_rmw;
 	const char *begin_read;
 	const char *version_get;     /* one row, the schema version in column 0 */
 	const char *version_set;     /* a printf format taking the new version */

@@ -17,6 +17,7 @@ static const struct db_dialect dialect_sqlite = {
 	/* IMMEDIATE: take the write lock now, so a transaction that read
 	 * first never fails to upgrade (SQLITE_BUSY without waiting). */
 	.begin_write = "BEGIN IMMEDIATE",
+	.begin_rmw = "BEGIN IMMEDIATE", /* one writer: nothing can come between */
 	.begin_read = "BEGIN DEFERRED",
 	.version_get = "PRAGMA user_version",
 	.version_set = "PRAGMA user_version=%d",
@@ -50,6 +51,10 @@ static const struct db_dialect dialect_pg = {
 	/* READ COMMITTED, PostgreSQL's default: the domain SQL that must not
 	 * race says so itself (FOR UPDATE, constraints). */
 	.begin_write = "BEGIN",
+	/* Under READ COMMITTED two read-merge-writes of one row both succeed
+	 * and one is lost; under REPEATABLE READ the second fails (40001),
+	 * which the API runs again on the row as it now is. */
+	.begin_rmw = "BEGIN ISOLATION LEVEL REPEATABLE READ",
 	/* One snapshot for the several statements of a read. */
 	.begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 	.version_get = "SELECT coalesce(max(version), 0) FROM schema_migrations",
