@@ -1,8 +1,10 @@
 /*
  * dialect.c - the SQL that genuinely differs between the engines (issue 11),
  * one table per driver. Everything else in db/ is portable SQL; what is here
- * is what cannot be: how a write transaction begins, where the schema
- * version lives, maintenance. Add a row here rather than an #ifdef or a
+ * is what cannot be: how transactions begin (and at which isolation), where
+ * the schema version lives and how migrators exclude each other, the job
+ * claim (SKIP LOCKED where instances claim at once), the quota lock,
+ * notifications, maintenance. Add a row here rather than an #ifdef or a
  * driver test in a domain file.
  */
 #include "db/db_internal.h"
