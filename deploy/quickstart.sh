@@ -19,13 +19,16 @@
 #
 # Knobs (environment): CERTPLANE_LISTEN (serve; default 127.0.0.1:8080),
 # CERTPLANE_HTTP01_LISTEN (serve; default: port 80 when root, else
-# 127.0.0.1:8081), JOBS (parallel make), CERTPLANE_VALGRIND=0 (skip valgrind).
+# 127.0.0.1:8081), JOBS (parallel make, valgrind runs), CTEST_JOBS (tests
+# CTest runs at once; default 3: the e2e tests mostly wait, see
+# CMakeLists.txt), CERTPLANE_VALGRIND=0 (skip valgrind).
 set -euo pipefail
 
 MODE=${1:-}
 cd "$(dirname "$0")/.."
 SRC=$PWD
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+CTEST_JOBS=${CTEST_JOBS:-3}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -63,6 +66,9 @@ TEST_PKGS+=(clang-format)
 TEST_PKGS+=(chromium)
 # postgresql: the server tests/testbed/pg-server runs for the PostgreSQL tests.
 TEST_PKGS+=(postgresql)
+# iproute2 (ip): each e2e test bed user gets a network namespace of its own
+# (unshare -n, CMakeLists.txt CERTPLANE_E2E_NETNS), so they run side by side.
+TEST_PKGS+=(iproute2)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -190,18 +196,25 @@ test_all() {
 	ensure_packages "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
 	ensure_node
 	say "installing the pinned OpenAPI linter (tests/openapi, npm ci)"
-	if ! cmp -s tests/openapi/package-lock.json tests/openapi/node_modules/.package-lock.json 2>/dev/null ||
+	# npm ci again only when the lockfile changed since the last one (npm's
+	# own node_modules/.package-lock.json never equals package-lock.json).
+	if ! cmp -s tests/openapi/package-lock.json tests/openapi/node_modules/.certplane-lock 2>/dev/null ||
 		[ ! -x tests/openapi/node_modules/.bin/redocly ]; then
-		(cd tests/openapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+		(cd tests/openapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null &&
+			cp package-lock.json node_modules/.certplane-lock)
 	fi
 	# The e2e tests share one ACME test bed in /tmp/cp-testbed; stop it at
 	# the end only if this run started it.
 	tests/testbed/acme-testbed status /tmp/cp-testbed >/dev/null 2>&1 || testbed_was_up=0
 	[ $testbed_was_up -eq 1 ] || trap 'tests/testbed/acme-testbed stop /tmp/cp-testbed >/dev/null 2>&1 || true' EXIT
 
-	build_portal
+	# The portal (npm ci: mostly network; vite: seconds) builds while the C
+	# builds compile; its own log, its failure fails the run.
+	build_portal &
+	local portal_pid=$!
 	build build Debug
 	build build-asan Debug -DCERTPLANE_SANITIZE=ON
+	wait $portal_pid || die "the portal build failed"
 
 	# Start the test bed here and export its settings, so that the unit
 	# tests' Pebble integration (test_acme) runs too instead of skipping.
@@ -212,7 +225,7 @@ test_all() {
 	set +a
 
 	say "CTest: the whole suite on build/"
-	ctest --test-dir build --output-on-failure -j "$JOBS" || failed=1
+	ctest --test-dir build --output-on-failure -j "$CTEST_JOBS" || failed=1
 
 	# Sanitizers: every report (ASan, LSan, UBSan) from any process, the
 	# server under e2e tests included, goes to a file in asan_dir; a report
@@ -221,7 +234,7 @@ test_all() {
 	export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$asan_dir/asan"
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$asan_dir/ubsan"
 	say "ASan+UBSan: the whole suite again on build-asan/"
-	ctest --test-dir build-asan --output-on-failure -j "$JOBS" || failed=1
+	ctest --test-dir build-asan --output-on-failure -j "$CTEST_JOBS" || failed=1
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 	if compgen -G "$asan_dir/*" >/dev/null; then
 		echo "sanitizer reports:" >&2
@@ -238,19 +251,36 @@ test_all() {
 	JOBS=$JOBS FUZZ_SECONDS=${CERTPLANE_FUZZ_SECONDS:-20} tests/fuzz/run.sh || failed=1
 
 	if [ "${CERTPLANE_VALGRIND:-1}" != 0 ]; then
-		say "valgrind: unit tests on build/"
-		local t
+		say "valgrind: unit tests on build/ ($JOBS at once)"
+		# Each unit test is one single-threaded valgrind: JOBS of them at
+		# once, each with its own log, reported in order. Only test_acme
+		# serves HTTP-01 on the test bed's port, so none collide.
+		local t n vdir
+		vdir=$(mktemp -d /tmp/certplane-valgrind.XXXXXX)
 		for t in build/test_*; do
 			[ -x "$t" ] || continue
-			if ! timeout 600 valgrind -q --error-exitcode=99 --leak-check=full \
-				--errors-for-leak-kinds=definite --show-leak-kinds=definite "$t" >/tmp/certplane-valgrind.log 2>&1; then
+			while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+			n=$(basename "$t")
+			(
+				rc=0
+				timeout 600 valgrind -q --error-exitcode=99 --leak-check=full \
+					--errors-for-leak-kinds=definite --show-leak-kinds=definite "$t" >"$vdir/$n.log" 2>&1 || rc=$?
+				echo $rc >"$vdir/$n.rc"
+			) &
+		done
+		wait
+		for t in build/test_*; do
+			[ -x "$t" ] || continue
+			n=$(basename "$t")
+			if [ "$(cat "$vdir/$n.rc" 2>/dev/null)" != 0 ]; then
 				echo "valgrind: $t failed:" >&2
-				tail -50 /tmp/certplane-valgrind.log >&2
+				tail -50 "$vdir/$n.log" >&2
 				failed=1
 			else
-				echo "valgrind: $(basename "$t") clean"
+				echo "valgrind: $n clean"
 			fi
 		done
+		rm -rf "$vdir"
 	fi
 
 	say "done in $((SECONDS - t0)) s"
