@@ -257,8 +257,6 @@ cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
 				     bool *other) CP_WUR;
 
-/* SQL fragment rendering a unix-seconds column as RFC 3339 text. */
-#define DB_TS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
 
 /*
  * Flat objects rendered from a row (port1, issue 11): a table of members,
