@@ -75,6 +75,10 @@ struct api_resp {
 	bool no_store;		  /* Cache-Control: no-store (secrets) */
 	char etag[24];		  /* ETag header ("\"<16 hex>\"") when set */
 	struct api_stream stream; /* an event stream instead of a body */
+	/* The answer is a database conflict the same request may not meet
+	 * again (busy, a serialization failure or deadlock, all rolled back):
+	 * the dispatcher runs the handler again before answering it. */
+	bool retryable;
 };
 
 typedef void (*api_handler)(struct api_req *req, struct api_resp *resp);

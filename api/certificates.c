@@ -652,7 +652,7 @@ void api_certificates_update(struct api_req *req, struct api_resp *resp)
 	set_profile = profile || json_is_null(json_object_get(req->body, "profile"));
 	if (profile && !profile_change_or_reply(req, resp, auto_renew, profile))
 		return;
-	rc = db_begin(req->db);
+	rc = db_begin_rmw(req->db);
 	if (rc == CP_OK)
 		rc = db_certificate_get(req->db, req->tenant_id, req->params[0], &cert);
 	if (rc != CP_OK)

@@ -167,6 +167,7 @@ void api_reply_rc(struct api_resp *resp, cp_rc rc, const char *what)
 	case CP_ERR_BUSY:
 		api_problem(resp, 503, "the database is busy; retry shortly", NULL);
 		resp->retry_after = 1;
+		resp->retryable = true;
 		return;
 	case CP_ERR_UPSTREAM:
 		api_problem(resp, 502, "an upstream service failed", NULL);
@@ -332,7 +333,7 @@ void api_delete_resource_if(struct api_req *req, struct api_resp *resp, api_dele
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
 	snprintf(action, sizeof(action), "%s.delete", resource_type);
-	rc = db_begin(req->db);
+	rc = repr ? db_begin_rmw(req->db) : db_begin(req->db);
 	if (rc == CP_OK && repr && !api_if_match_or_reply(req, resp, repr, req->params[0]))
 		return;
 	if (rc == CP_OK)

@@ -319,7 +319,7 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 	}
 	/* Read and merge inside the write transaction: two concurrent PATCHes
 	 * then apply one after the other instead of losing one. */
-	rc = db_begin(req->db);
+	rc = db_begin_rmw(req->db);
 	if (rc == CP_OK)
 		rc = db_property_get(req->db, req->tenant_id, req->params[0], &cur);
 	if (rc != CP_OK) {

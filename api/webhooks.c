@@ -158,7 +158,7 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 	detail = json_pack("{s:b,s:b,s:b,s:O}", "url", p.url != NULL, "events", p.events != NULL,
 			   "description", p.description != NULL, "enabled",
 			   enabled < 0 ? json_null() : json_boolean(enabled));
-	rc = db_begin(req->db);
+	rc = db_begin_rmw(req->db);
 	if (rc == CP_OK && !api_if_match_or_reply(req, resp, &webhook_repr, req->params[0])) {
 		json_decref(detail);
 		return;

@@ -173,6 +173,12 @@ void db_finalize(struct db *db, struct db_stmt *st)
 	db->drv->finalize(st);
 }
 
+uint64_t db_commits(const struct db *db)
+{
+	assert(db);
+	return db->commits;
+}
+
 int64_t db_changes(struct db *db)
 {
 	assert(db);
@@ -212,6 +218,9 @@ cp_rc db_exec_stmt(struct db *db, struct db_stmt *st)
 		return CP_ERR_INTERNAL;
 	rc = db_step(st);
 	db_reset(st);
+	/* a statement run outside a transaction is its own (db_commits) */
+	if ((rc == DB_DONE || rc == DB_ROW) && !db_in_tx(db))
+		db->commits++;
 	return rc == DB_DONE || rc == DB_ROW ? CP_OK : db_rc(db, rc);
 }
 
@@ -523,10 +532,20 @@ cp_rc db_begin(struct db *db)
 	 * PostgreSQL only warns about a BEGIN inside a transaction (SQLite
 	 * refuses it), and a caller would go on thinking it began its own. */
 	if (db_in_tx(db)) {
-		cp_logf(CP_LOG_ERROR, "db.begin", "a transaction is open already");
+		cp_logf(CP_LOG_ERROR, "db.begin", "a transaction is already open");
 		return CP_ERR_INTERNAL;
 	}
 	return db_exec_stmt(db, db_stmt(db, db_dialect(db)->begin_write));
+}
+
+cp_rc db_begin_rmw(struct db *db)
+{
+	assert(db);
+	if (db_in_tx(db)) {
+		cp_logf(CP_LOG_ERROR, "db.begin", "a transaction is already open");
+		return CP_ERR_INTERNAL;
+	}
+	return db_exec_stmt(db, db_stmt(db, db_dialect(db)->begin_rmw));
 }
 
 cp_rc db_read_begin(struct db *db, bool *began)
@@ -568,6 +587,8 @@ cp_rc db_commit(struct db *db)
 	rc = db_exec_stmt(db, db_stmt(db, sql));
 	if (rc != CP_OK)
 		db_rollback(db);
+	else
+		db->commits++;
 	db_auth_committed(db); /* after COMMIT: see the auth cache (tenants.c) */
 	/* and wake the event streams (events.c) */
 	db_event_committed(db, rc == CP_OK);

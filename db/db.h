@@ -49,8 +49,20 @@ bool db_target_is_file(const char *target);
 int db_schema_version(void);
 
 cp_rc db_begin(struct db *db) CP_WUR;
+/* db_begin for a read-modify-write of rows (a PATCH merging into what it
+ * read, an If-Match check): a concurrent write of the same rows makes this
+ * one fail with CP_ERR_BUSY (retryable) rather than be lost or overwrite
+ * it. SQLite's one writer gives that already. */
+cp_rc db_begin_rmw(struct db *db) CP_WUR;
 cp_rc db_commit(struct db *db) CP_WUR;
 void db_rollback(struct db *db);
+/* Whether a transaction is open on db's connection (one must never be left
+ * open for whatever runs next on the thread's connection). */
+bool db_in_tx(struct db *db);
+/* How many transactions committed on this connection (db_commit, and
+ * every statement db_exec_stmt ran outside a transaction): a caller that
+ * wants to run work again knows whether any of it may be durable. */
+uint64_t db_commits(const struct db *db);
 
 /* Consistent online copy to dest (VACUUM INTO), created 0600 and fsynced;
  * CP_ERR_CONFLICT if dest exists (a symlink included). */

@@ -12,6 +12,7 @@
 struct db {
 	const struct db_driver *drv;
 	struct db_conn *conn;
+	uint64_t commits; /* transactions committed on this connection (db_commits) */
 	/* Prepared statements cached by their SQL text's address: every query
 	 * is a string literal, so the pointer identifies it. */
 	struct {
@@ -40,6 +41,8 @@ struct db_migration {
  * statement cache may key on them. */
 struct db_dialect {
 	const char *begin_write;
+	/* A write transaction that reads what it then writes (db_begin_rmw). */
+	const char *begin_rmw;
 	const char *begin_read;
 	const char *version_get;     /* one row, the schema version in column 0 */
 	const char *version_set;     /* a printf format taking the new version */
@@ -48,6 +51,9 @@ struct db_dialect {
 	/* Run first in a migration's transaction: one migrator at a time
 	 * (NULL: begin_write already serializes writers). */
 	const char *migrate_lock;
+	/* Notify the other instances: ?1 channel, ?2 payload (notify.c); NULL
+	 * for an engine of one process. */
+	const char *notify;
 	/* The job claim (db/jobs.c), each an UPDATE ... RETURNING id, kind,
 	 * tenant ('' for none), payload, attempts of at most one job, with
 	 * ?1 owner, ?2 now, ?3 lease seconds, ?4 lane: the job of an expired
@@ -74,6 +80,10 @@ struct db_dialect {
 	const char *ping;
 };
 const struct db_dialect *db_dialect(const struct db *db);
+/* Notify the instances listening on channel (DB_CHANNEL_*, db.h) with
+ * payload, at the COMMIT of the open transaction or now: CP_OK (nothing on
+ * an engine without notifications), or a database error. */
+cp_rc db_notify(struct db *db, const char *channel, const char *payload) CP_WUR;
 
 /* Map a driver result (enum db_result) to cp_rc: DB_ROW and DB_DONE are
  * CP_OK, BUSY and RETRY CP_ERR_BUSY, CONSTRAINT CP_ERR_CONFLICT; anything
@@ -87,8 +97,6 @@ void db_finalize(struct db *db, struct db_stmt *st);
 void db_bind_textn(struct db_stmt *st, int idx, const char *s, size_t len);
 /* Rows changed by the connection's last INSERT/UPDATE/DELETE. */
 int64_t db_changes(struct db *db);
-/* Whether a transaction is open on db's connection. */
-bool db_in_tx(struct db *db);
 /* The SQLite handle of a SQLite connection (asserts it is one): for the
  * unit tests that inspect or damage the file on purpose, nothing else. */
 struct sqlite3 *db_sqlite_handle(struct db *db);
@@ -216,7 +224,7 @@ void db_jw_int(struct cp_jw *w, struct db_stmt *st, int col);
 /* An integer 0/1 column (or a boolean expression: PostgreSQL's t/f read as
  * 1/0) as true/false. */
 void db_jw_bool(struct cp_jw *w, struct db_stmt *st, int col);
-/* A unix-seconds column as RFC 3339 text (what DB_TS renders). */
+/* A unix-seconds column as RFC 3339 text (cp_jw_time). */
 void db_jw_time(struct cp_jw *w, struct db_stmt *st, int col);
 /* A column holding stored JSON text (written compact by db_bind_json),
  * copied as is. */
@@ -256,7 +264,6 @@ cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
  * tenant verified a name it covers, one label below its base (www.a.test). */
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
 				     bool *other) CP_WUR;
-
 
 /*
  * Flat objects rendered from a row (port1, issue 11): a table of members,

@@ -1,8 +1,10 @@
 /*
  * dialect.c - the SQL that genuinely differs between the engines (issue 11),
  * one table per driver. Everything else in db/ is portable SQL; what is here
- * is what cannot be: how a write transaction begins, where the schema
- * version lives, maintenance. Add a row here rather than an #ifdef or a
+ * is what cannot be: how transactions begin (and at which isolation), where
+ * the schema version lives and how migrators exclude each other, the job
+ * claim (SKIP LOCKED where instances claim at once), the quota lock,
+ * notifications, maintenance. Add a row here rather than an #ifdef or a
  * driver test in a domain file.
  */
 #include "db/db_internal.h"
@@ -17,6 +19,7 @@ static const struct db_dialect dialect_sqlite = {
 	/* IMMEDIATE: take the write lock now, so a transaction that read
 	 * first never fails to upgrade (SQLITE_BUSY without waiting). */
 	.begin_write = "BEGIN IMMEDIATE",
+	.begin_rmw = "BEGIN IMMEDIATE", /* one writer: nothing can come between */
 	.begin_read = "BEGIN DEFERRED",
 	.version_get = "PRAGMA user_version",
 	.version_set = "PRAGMA user_version=%d",
@@ -51,6 +54,10 @@ static const struct db_dialect dialect_pg = {
 	/* READ COMMITTED, PostgreSQL's default: the domain SQL that must not
 	 * race says so itself (FOR UPDATE, constraints). */
 	.begin_write = "BEGIN",
+	/* Under READ COMMITTED two read-merge-writes of one row both succeed
+	 * and one is lost; under REPEATABLE READ the second fails (40001),
+	 * which the API runs again on the row as it now is. */
+	.begin_rmw = "BEGIN ISOLATION LEVEL REPEATABLE READ",
 	/* One snapshot for the several statements of a read. */
 	.begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 	.version_get = "SELECT coalesce(max(version), 0) FROM schema_migrations",
@@ -66,6 +73,9 @@ static const struct db_dialect dialect_pg = {
 	/* The server checks its own pages; this checks it answers with our
 	 * schema (a table read, so a failing connection says so). */
 	.integrity_check = "SELECT CASE WHEN count(*) >= 0 THEN 'ok' END FROM schema_migrations",
+	/* Delivered at COMMIT (dropped at ROLLBACK), identical ones of one
+	 * transaction once: a wake-up never announces what is not there. */
+	.notify = "SELECT pg_notify(?1, ?2)",
 	.migrations = db_pg_migrations,
 	.migrations_count = &db_pg_migrations_count,
 	/* NO KEY UPDATE: conflicts with another check's lock but not with the

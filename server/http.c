@@ -349,10 +349,55 @@ out:
 
 /* ------------------------------------------------------------- dispatch */
 
-/* Run the route's handler on this thread's database connection. */
+/* A handler met a database conflict (api_resp.retryable): how often the
+ * request runs again before the client gets the 503. */
+#define HANDLER_ATTEMPTS 4
+
+/* A transaction is never left open on a thread's connection: it would hold
+ * locks (and, on PostgreSQL, a snapshot) for whatever runs next on it. A
+ * handler that leaves one is a bug: rolled back here, loudly. */
+static void handler_tx_check(struct req_state *rs)
+{
+	if (!db_in_tx(rs->req.db))
+		return;
+	cp_logf(CP_LOG_ERROR, "http.tx_left_open", "%s %s left a transaction open",
+		rs->route->method, rs->route->pattern);
+	db_rollback(rs->req.db);
+	assert(!"a handler left a transaction open");
+}
+
+/* Run the route's handler on this thread's database connection; a
+ * conflict rolled back (busy, serialization failure, deadlock) before any
+ * commit (db_commits: a statement outside a transaction counts as one)
+ * runs the whole handler again after a short random pause, so the client
+ * sees a 503 only when it keeps losing. */
 static void run_handler(struct req_state *rs)
 {
-	rs->route->handler(&rs->req, &rs->resp);
+	for (int attempt = 1;; attempt++) {
+		uint64_t commits = db_commits(rs->req.db);
+		uint8_t r = 0;
+
+		rs->route->handler(&rs->req, &rs->resp);
+		handler_tx_check(rs);
+		/* again only when nothing of this attempt is durable: a handler
+		 * that committed a first transaction before the conflict would
+		 * apply it twice */
+		if (!rs->resp.retryable || attempt == HANDLER_ATTEMPTS || rs->resp.stream.on ||
+		    db_commits(rs->req.db) != commits)
+			break;
+		cp_log_json(CP_LOG_INFO, "http.retry",
+			    json_pack("{s:s,s:s,s:i}", "method", rs->route->method, "route",
+				      rs->route->pattern, "attempt", attempt));
+		json_decref(rs->resp.json);
+		if (rs->resp.no_store)
+			crypto_wipe_free_buf(rs->resp.text, rs->resp.text_len);
+		else
+			free(rs->resp.text);
+		memset(&rs->resp, 0, sizeof(rs->resp));
+		if (cp_random(&r, 1) != CP_OK)
+			r = (uint8_t)attempt; /* the jitter only spreads retries */
+		usleep((useconds_t)(1000 * attempt * (5 + r % 20)));
+	}
 	idem_end(rs);
 	/* An event stream the handler accepted: within the stream limits, or
 	 * 429/503 (sse.c). */

@@ -14,6 +14,7 @@
 #include "claims/claims.h"
 #include "server/server_internal.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -23,7 +24,6 @@
 #include <unistd.h>
 
 /* How long a claim is valid; long jobs extend it with db_job_extend. */
-#define LEASE_SECONDS SERVER_JOB_LEASE_SECONDS
 
 /* The waits of running jobs (server_workers_wait): a condition, so that
  * server_workers_stop ends every one at once rather than after its sleep.
@@ -299,9 +299,18 @@ static void *worker_main(void *p)
 			cp_kick_wait(1000);
 			continue;
 		}
-		rc = db_job_claim(db, lane, cap, owner, LEASE_SECONDS, &job);
+		rc = db_job_claim(db, lane, cap, owner, w->ctx->cfg->job_lease_seconds, &job);
 		if (rc == CP_OK) {
 			run_job(w, db, &job);
+			/* Never leave a transaction open on the thread's
+			 * connection for the next job: a handler that did is a
+			 * bug, rolled back loudly. */
+			if (db_in_tx(db)) {
+				cp_logf(CP_LOG_ERROR, "job.tx_left_open",
+					"a %s job left a transaction open", job.kind);
+				db_rollback(db);
+				assert(!"a job left a transaction open");
+			}
 			db_job_clear(&job);
 			continue;
 		}
