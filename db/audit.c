@@ -189,6 +189,10 @@ cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const cha
 	struct db_stmt *st = idem_stmt(db, sql, scope, owner);
 
 	assert(db && scope && owner && r);
+	/* A response is text (JSON, or a sealed value): PostgreSQL's text
+	 * cannot hold a NUL, so none is stored on any engine. */
+	if (r->response && memchr(r->response, '\0', r->response_len))
+		return CP_ERR_INVALID;
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_int64(st, 7, r->status);

@@ -528,6 +528,13 @@ cp_rc db_fetch_int64(struct db *db, struct db_stmt *st, int64_t *out)
 cp_rc db_begin(struct db *db)
 {
 	assert(db);
+	/* No nesting: a programmer error, refused here on every engine, since
+	 * PostgreSQL only warns about a BEGIN inside a transaction (SQLite
+	 * refuses it), and a caller would go on thinking it began its own. */
+	if (db_in_tx(db)) {
+		cp_logf(CP_LOG_ERROR, "db.begin", "a transaction is already open");
+		return CP_ERR_INTERNAL;
+	}
 	return db_exec_stmt(db, db_stmt(db, db_dialect(db)->begin_write));
 }
 
@@ -567,9 +574,17 @@ void db_read_end(struct db *db, bool began)
 cp_rc db_commit(struct db *db)
 {
 	static const char sql[] = "COMMIT";
-	cp_rc rc = db_exec_stmt(db, db_stmt(db, sql));
+	cp_rc rc;
 
 	assert(db);
+	/* Nothing to commit is a programmer error (the caller lost track of
+	 * its transaction): PostgreSQL only warns, SQLite refuses; refuse on
+	 * both. */
+	if (!db_in_tx(db)) {
+		cp_logf(CP_LOG_ERROR, "db.commit", "no transaction is open");
+		return CP_ERR_INTERNAL;
+	}
+	rc = db_exec_stmt(db, db_stmt(db, sql));
 	if (rc != CP_OK)
 		db_rollback(db);
 	else
@@ -783,10 +798,8 @@ cp_rc db_integrity_check(struct db *db, bool *ok)
 
 cp_rc db_ping(struct db *db)
 {
-	static const char sql[] = "SELECT 1";
-
 	assert(db);
-	return db_exec_stmt(db, db_stmt(db, sql));
+	return db_exec_stmt(db, db_stmt(db, db_dialect(db)->ping));
 }
 
 cp_rc db_delete_batch(struct db *db, const char *sql, int64_t cutoff, int limit, int *deleted)

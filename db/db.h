@@ -184,7 +184,9 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 		      const char *body_hash, int64_t lease_seconds, int64_t max_age,
 		      enum db_idem_claim *claim, struct db_idem *out) CP_WUR;
 /* Record the response in owner's reservation (state 'done').
- * CP_ERR_NOT_FOUND if owner no longer holds it. r borrowed. */
+ * CP_ERR_NOT_FOUND if owner no longer holds it. r borrowed. A response is
+ * text: one holding a NUL byte is CP_ERR_INVALID (nothing stored, the
+ * reservation still held), as PostgreSQL's text cannot hold it. */
 cp_rc db_idem_finish(struct db *db, const struct db_idem_scope *scope, const char *owner,
 		     const struct db_idem *r) CP_WUR;
 /* Drop owner's reservation (the request failed retryably; a retry runs

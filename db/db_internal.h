@@ -72,6 +72,12 @@ struct db_dialect {
 	 * other write transaction's check of it (quotas.c): SQLite's write lock
 	 * does already, PostgreSQL locks the tenant's row. */
 	const char *quota_lock;
+	/* db_ping's liveness query: one cheap statement that fails when the
+	 * database does. SQLite's connection is a file in this process, and
+	 * "SELECT 1" says its handle works; a server's session answers
+	 * "SELECT 1" even when our tables are out of its reach (a wrong
+	 * search_path, a dropped schema), so PostgreSQL reads one. */
+	const char *ping;
 };
 const struct db_dialect *db_dialect(const struct db *db);
 /* Notify the instances listening on channel (DB_CHANNEL_*, db.h) with

@@ -44,6 +44,7 @@ static const struct db_dialect dialect_sqlite = {
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
 	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1",
+	.ping = "SELECT 1",
 };
 
 extern const struct db_migration db_pg_migrations[];
@@ -97,6 +98,7 @@ static const struct db_dialect dialect_pg = {
 			    "LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' "
 			    "RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
 	.indexed_by = false,
+	.ping = "SELECT 1 FROM schema_migrations LIMIT 1",
 };
 
 const struct db_dialect *db_dialect(const struct db *db)

@@ -171,6 +171,52 @@ static inline void fx_fail(struct db *db, bool on)
 		fprintf(stderr, "fixture: cannot switch failures %s\n", on ? "on" : "off");
 }
 
+/* Print the node types and index names of a JSON plan, one a line. */
+static inline void fx_pg_plan_print(const char *sql, const char *plan)
+{
+	fprintf(stderr, "plan of %s:\n", sql);
+	for (const char *p = strstr(plan, "\"Node Type\""), *next; p; p = next) {
+		const char *idx = strstr(p, "\"Index Name\"");
+
+		next = strstr(p + 1, "\"Node Type\"");
+		fprintf(stderr, "  %.*s", (int)strcspn(p, "\n"), p);
+		if (idx && (!next || idx < next))
+			fprintf(stderr, " %.*s", (int)strcspn(idx, "\n"), idx);
+		fprintf(stderr, "\n");
+	}
+}
+
+/* PostgreSQL: whether the plan of sql (no parameters) reads index by an
+ * index scan (Index Scan, Index Only Scan or Bitmap Index Scan: the node
+ * types EXPLAIN names an "Index Name" in). sql may be an EXECUTE of a
+ * prepared statement. A fixture's tables are small, and the planner rightly
+ * reads a few pages whole, so seq scans are off while it plans: the plan is
+ * the one it takes for the tables at scale, and a query no index serves
+ * still shows a Seq Scan. */
+static inline bool fx_pg_plan_uses(struct db *db, const char *sql, const char *index)
+{
+	struct db_stmt *st = NULL;
+	char *q = cp_aprintf("EXPLAIN (FORMAT JSON) %s", sql);
+	char *want = cp_aprintf("\"Index Name\": \"%s\"", index);
+	bool found = false;
+
+	if (q && want && fx_sql(db, "SET enable_seqscan = off") &&
+	    db_prepare(db, q, &st) == DB_DONE) {
+		while (db_step(st) == DB_ROW) {
+			const char *plan = db_col_text(st, 0);
+			found |= plan && strstr(plan, want);
+			if (!found && plan)
+				fx_pg_plan_print(sql, plan);
+		}
+	}
+	if (st)
+		db_finalize(db, st);
+	(void)fx_sql(db, "RESET enable_seqscan");
+	free(q);
+	free(want);
+	return found;
+}
+
 /* The string member key of o, "" when absent or not a string. */
 static inline const char *fx_str(const json_t *o, const char *key)
 {

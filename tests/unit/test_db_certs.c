@@ -879,14 +879,21 @@ static void test_renewal_and_metrics(void)
 	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_INTERNAL);
 	CHECK(fx_sql(db, "ALTER TABLE orders_away RENAME TO orders"));
 	CHECK(fx_sql(db, "DROP INDEX certificates_status_expiry"));
-	CHECK_RC(db_metrics_certificates(db, &out), CP_ERR_NOT_FOUND);
+	/* SQLite only: its INDEXED BY pin refuses the statement without the
+	 * index; PostgreSQL has no pin, its planner plans without it (the
+	 * plan is checked where the schema is whole, test_db_scale). */
+	if (!fx_pg())
+		CHECK_RC(db_metrics_certificates(db, &out), CP_ERR_NOT_FOUND);
 	CHECK(fx_sql(db,
 		     "CREATE INDEX certificates_status_expiry ON certificates(status, not_after)"));
 	CHECK(fx_sql(db, "ALTER TABLE certificates RENAME COLUMN not_after TO na_away"));
 	CHECK_RC(db_metrics_soonest_expiry(db, &na), CP_ERR_NOT_FOUND);
 	CHECK(fx_sql(db, "ALTER TABLE certificates RENAME COLUMN na_away TO not_after"));
 	fx_fail(db, true);
-	CHECK_RC(db_metrics_orders(db, &out), CP_ERR_INTERNAL);
+	/* PostgreSQL's failure here is the tables missing from the
+	 * search_path, which fails the metrics' quiet prepare: exactly the
+	 * "schema without the counts" answer above (SQLite fails the step). */
+	CHECK_RC(db_metrics_orders(db, &out), fx_pg() ? CP_ERR_NOT_FOUND : CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_hostnames(db, ta, cid, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_candidate(db, cid, &out), CP_ERR_INTERNAL);
 	CHECK_RC(db_renewal_attention(db, 0, cp_now(), 10, &out), CP_ERR_INTERNAL);

@@ -19,39 +19,54 @@ static int64_t now;
 
 /* The filter rule as db/certificates.c stated it before migration 012: the
  * current version joined, SANs read with json_each, every filter a
- * NULL-switched condition. The reference the index paths must match. */
+ * NULL-switched condition. The reference the index paths must match. %s is
+ * the engine's json_each (PostgreSQL's schema has cp_json_each, with
+ * SQLite's columns); the casts type the NULL-switched parameters for
+ * PostgreSQL. */
 static const char reference[] =
 	"SELECT c.id FROM certificates c LEFT JOIN certificate_versions v "
 	"ON v.certificate_id = c.id AND v.version = c.version "
 	"WHERE c.tenant_id = ?2 "
-	"AND (?4 IS NULL OR " LIFECYCLE_STATUS_SQL(
+	"AND (CAST(?4 AS TEXT) IS NULL OR " LIFECYCLE_STATUS_SQL(
 		"c.status",
-		"v.not_after") " = ?4) "
-			       "AND (?5 IS NULL OR (v.not_after IS NOT NULL AND v.not_after >= ?1 "
-			       "AND v.not_after <= ?1 + ?5)) "
-			       "AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(coalesce(v.sans, c.hostnames)) j "
-			       "WHERE j.value = ?6 OR j.value = '*.' || substr(?6, instr(?6, '.') + 1))) "
+		"v.not_after") " = CAST(?4 AS TEXT)) "
+			       "AND (CAST(?5 AS BIGINT) IS NULL OR (v.not_after IS NOT NULL AND v.not_after >= ?1 "
+			       "AND v.not_after <= CAST(?1 AS BIGINT) + CAST(?5 AS BIGINT))) "
+			       "AND (CAST(?6 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM %s(coalesce(v.sans, "
+			       "c.hostnames)) j WHERE j.value = CAST(?6 AS TEXT) OR j.value = '*.' || "
+			       "substr(CAST(?6 AS TEXT), instr(CAST(?6 AS TEXT), '.') + 1))) "
 			       "ORDER BY c.seq";
+
+static const char *json_each_fn(void)
+{
+	return fx_pg() ? "cp_json_each" : "json_each";
+}
 
 /* The ids of the reference rule, as a JSON array. */
 static json_t *expected(const char *tenant, const struct db_cert_filter *f)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	json_t *ids = json_array();
+	char *sql = cp_aprintf(reference, json_each_fn());
 
-	if (sqlite3_prepare_v2(db_sqlite_handle(fx.db), reference, -1, &st, NULL) != SQLITE_OK)
+	if (!sql || db_prepare(fx.db, sql, &st) != DB_DONE) {
+		free(sql);
 		return ids;
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_text(st, 2, tenant, -1, SQLITE_STATIC);
-	if (f->status)
-		sqlite3_bind_text(st, 4, f->status, -1, SQLITE_STATIC);
+	}
+	/* the clock of the list that runs next (the seeding took a while on
+	 * PostgreSQL: an expiry may have passed since now) */
+	db_bind_int64(st, 1, cp_now());
+	db_bind_text(st, 2, tenant);
+	db_bind_text(st, 4, f->status);
 	if (f->expiring_within >= 0)
-		sqlite3_bind_int64(st, 5, f->expiring_within);
-	if (f->hostname)
-		sqlite3_bind_text(st, 6, f->hostname, -1, SQLITE_STATIC);
-	while (sqlite3_step(st) == SQLITE_ROW)
-		json_array_append_new(ids, json_string((const char *)sqlite3_column_text(st, 0)));
-	sqlite3_finalize(st);
+		db_bind_int64(st, 5, f->expiring_within);
+	else
+		db_bind_null(st, 5);
+	db_bind_text(st, 6, f->hostname);
+	while (db_step(st) == DB_ROW)
+		json_array_append_new(ids, json_string(db_col_text(st, 0)));
+	db_finalize(fx.db, st);
+	free(sql);
 	return ids;
 }
 
@@ -144,66 +159,69 @@ static void check_counts(void)
 {
 	json_t *got = NULL, *v;
 	const char *k;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int64_t total = 0;
 
 	CHECK_RC(db_metrics_certificates(fx.db, &got), CP_OK);
-	CHECK(sqlite3_prepare_v2(
-		      db_sqlite_handle(fx.db),
+	CHECK(db_prepare(
+		      fx.db,
 		      "SELECT " LIFECYCLE_STATUS_SQL(
 			      "c.status",
 			      "v.not_after") " AS s, "
 					     "count(*) FROM certificates c LEFT JOIN certificate_versions v "
 					     "ON v.certificate_id = c.id AND v.version = c.version GROUP BY s",
-		      -1, &st, NULL) == SQLITE_OK);
-	sqlite3_bind_int64(st, 1, cp_now());
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *s = (const char *)sqlite3_column_text(st, 0);
-		int64_t n = sqlite3_column_int64(st, 1);
+		      &st) == DB_DONE);
+	if (st)
+		db_bind_int64(st, 1, cp_now());
+	while (st && db_step(st) == DB_ROW) {
+		const char *s = db_col_text(st, 0);
+		int64_t n = db_col_int64(st, 1);
 		if (json_integer_value(json_object_get(got, s)) != n)
 			fprintf(stderr, "certificates %s: want %lld, got %lld\n", s, (long long)n,
 				(long long)json_integer_value(json_object_get(got, s)));
 		CHECK(json_integer_value(json_object_get(got, s)) == n);
 		total += n;
 	}
-	sqlite3_finalize(st);
+	if (st)
+		db_finalize(fx.db, st);
 	json_object_foreach(got, k, v) total -= json_integer_value(v);
 	CHECK(total == 0);
 	json_decref(got);
 	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT k1, k2, n FROM metric_counts "
 			    "WHERE family = 'jobs' AND n > 0 EXCEPT SELECT kind, state, count(*) "
-			    "FROM jobs GROUP BY kind, state)") == 0);
+			    "FROM jobs GROUP BY kind, state) d") == 0);
 	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT kind, state, count(*) FROM jobs "
 			    "GROUP BY kind, state EXCEPT SELECT k1, k2, n FROM metric_counts "
-			    "WHERE family = 'jobs')") == 0);
+			    "WHERE family = 'jobs') d") == 0);
 	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT status, count(*) FROM certificates "
 			    "GROUP BY status EXCEPT SELECT k1, n FROM metric_counts "
-			    "WHERE family = 'certificates')") == 0);
+			    "WHERE family = 'certificates') d") == 0);
 }
 
 /* certificate_names holds exactly coalesce(v.sans, c.hostnames) of every
  * certificate. */
 static void check_names(void)
 {
-	static const char truth[] =
-		"SELECT c.tenant_id, j.value, c.seq FROM certificates c LEFT JOIN "
-		"certificate_versions v ON v.certificate_id = c.id AND v.version = c.version, "
-		"json_each(coalesce(v.sans, c.hostnames)) j";
-	char sql[1024];
+	char truth[512], sql[1024];
 
+	snprintf(truth, sizeof(truth),
+		 "SELECT c.tenant_id, j.value, c.seq FROM certificates c LEFT JOIN "
+		 "certificate_versions v ON v.certificate_id = c.id AND v.version = c.version, "
+		 "%s(coalesce(v.sans, c.hostnames)) j",
+		 json_each_fn());
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM (%s EXCEPT SELECT tenant_id, name, cert_seq FROM "
-		 "certificate_names)",
+		 "certificate_names) d",
 		 truth);
 	CHECK(fx_int(fx.db, sql) == 0);
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM (SELECT tenant_id, name, cert_seq FROM certificate_names "
-		 "EXCEPT %s)",
+		 "EXCEPT %s) d",
 		 truth);
 	CHECK(fx_int(fx.db, sql) == 0);
 	CHECK(fx_int(fx.db, "SELECT count(*) FROM certificates c LEFT JOIN certificate_versions v "
 			    "ON v.certificate_id = c.id AND v.version = c.version "
-			    "WHERE c.not_after IS NOT v.not_after") == 0);
+			    "WHERE c.not_after IS DISTINCT FROM v.not_after") == 0);
 }
 
 /* rows certificates of tenant (seq order), shaped by their number i:
@@ -222,13 +240,13 @@ static bool seed(const char *tenant, int rows, int64_t base)
 		"hostnames, created_at, updated_at) SELECT '%s-' || i, '%s', 'c' || i, 'upload', "
 		"CASE WHEN i %% 10 = 0 THEN 'pending' WHEN i %% 17 = 0 THEN 'failed' "
 		"WHEN i %% 13 = 0 THEN 'renewing' ELSE 'active' END, 'none', "
-		"json_array('req' || i || '.a.test'), %lld, %lld FROM n;"
+		"'[\"req' || i || '.a.test\"]', %lld, %lld FROM n;"
 		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
 		"INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, cert_pem, "
 		"private_key, key_type, sans, issuer, serial, not_before, not_after, "
 		"fingerprint_sha256, created_at) SELECT 'v-%s-' || i, '%s-' || i, '%s', 1, 'x', "
-		"'x', 'ec-p256', CASE WHEN i %% 7 = 0 THEN json_array('h' || (i %% 50) || "
-		"'.a.test', '*.w.a.test') ELSE json_array('h' || (i %% 50) || '.a.test') END, "
+		"'x', 'ec-p256', CASE WHEN i %% 7 = 0 THEN '[\"h' || (i %% 50) || "
+		"'.a.test\",\"*.w.a.test\"]' ELSE '[\"h' || (i %% 50) || '.a.test\"]' END, "
 		"'i', 's', %lld, %lld + (i * 7919 %% (100 * 86400)) - 10 * 86400, 'f', %lld "
 		"FROM n WHERE i %% 10 != 0;"
 		"UPDATE certificates SET version = 1 WHERE tenant_id = '%s' AND status != 'pending';",
@@ -311,6 +329,91 @@ static void check_plan(const char *what, struct db_cert_filter f, const char *co
 	}
 }
 
+/*
+ * PostgreSQL: the same statements, read from pg_prepared_statements of a
+ * connection of their own (the PostgreSQL driver prepares each statement by
+ * name on first use, so a fresh connection's list is what this one list
+ * ran, in the order of their names s1, s2...), each planned generically
+ * (plan_cache_mode force_generic_plan: EXPLAIN EXECUTE with NULLs plans
+ * for any value) by fx_pg_plan_uses: the index scan of want[i].
+ */
+static void check_plan_pg(const char *what, struct db_cert_filter f, const char *const want[],
+			  int nwant)
+{
+	static const char names[] =
+		"SELECT name, coalesce(array_length(parameter_types, 1), 0) FROM "
+		"pg_prepared_statements WHERE statement LIKE 'SELECT c.seq, %' OR "
+		"statement LIKE 'SELECT count(*) %' ORDER BY length(name), name";
+
+	for (int desc = 0; desc < 2; desc++) {
+		struct db_list l = { 0 };
+		struct db_page pg = { .limit = 50, .desc = desc };
+		struct db *db = NULL;
+		struct db_stmt *st = NULL;
+		int n = 0;
+
+		CHECK_RC(db_open(fx.path, &db), CP_OK);
+		if (!db)
+			continue;
+		CHECK_RC(db_certificate_list(db, ta, &f, pg, &l), CP_OK);
+		fx_list_clear(&l);
+		CHECK(fx_sql(db, "SET plan_cache_mode = force_generic_plan"));
+		CHECK(db_prepare(db, names, &st) == DB_DONE);
+		while (st && db_step(st) == DB_ROW) {
+			char exec[256];
+			size_t len;
+			bool ok;
+
+			len = (size_t)snprintf(exec, sizeof(exec), "EXECUTE %s(",
+					       db_col_text(st, 0));
+			for (int64_t i = 0, np = db_col_int64(st, 1); i < np && len < sizeof(exec);
+			     i++)
+				len += (size_t)snprintf(exec + len, sizeof(exec) - len, "%sNULL",
+							i ? ", " : "");
+			if (len < sizeof(exec))
+				snprintf(exec + len, sizeof(exec) - len, ")");
+			ok = n < nwant && fx_pg_plan_uses(db, exec, want[n]);
+			if (!ok)
+				fprintf(stderr, "plan %s %s: statement %d is not a scan of %s\n",
+					what, desc ? "desc" : "asc", n,
+					n < nwant ? want[n] : "(none)");
+			CHECK(ok);
+			n++;
+		}
+		if (st)
+			db_finalize(db, st);
+		CHECK(n == nwant);
+		db_close(db);
+	}
+}
+
+static void check_plans_pg(void)
+{
+	static const char *const seq[] = { "certificates_tenant_seq" };
+	static const char *const status[] = { "certificates_tenant_status" };
+	static const char *const expired[] = { "certificates_tenant_expiry" };
+	static const char *const range[] = { "certificates_tenant_expiry",
+					     "certificates_tenant_expiry" };
+	static const char *const walk[] = { "certificates_tenant_expiry",
+					    "certificates_tenant_seq" };
+	static const char *const name[] = { "certificate_names_pkey" };
+
+	check_plan_pg("none", (struct db_cert_filter){ .expiring_within = -1 }, seq, 1);
+	check_plan_pg("active",
+		      (struct db_cert_filter){ .status = "active", .expiring_within = -1 }, status,
+		      1);
+	check_plan_pg("expired",
+		      (struct db_cert_filter){ .status = "expired", .expiring_within = -1 },
+		      expired, 1);
+	check_plan_pg("expiring 5d", (struct db_cert_filter){ .expiring_within = 5 * 86400 }, range,
+		      2);
+	check_plan_pg("expiring 80d", (struct db_cert_filter){ .expiring_within = 80 * 86400 },
+		      walk, 2);
+	check_plan_pg("hostname",
+		      (struct db_cert_filter){ .hostname = "h7.a.test", .expiring_within = -1 },
+		      name, 1);
+}
+
 static void check_plans(void)
 {
 	static const char *const seq[] = {
@@ -361,7 +464,10 @@ int main(void)
 	check_names();
 	check_counts();
 	check_filters("after seeding");
-	check_plans();
+	if (fx_pg())
+		check_plans_pg();
+	else
+		check_plans();
 	check_filter("hostname requested, pending", ta,
 		     (struct db_cert_filter){ .hostname = "req30.a.test", .expiring_within = -1 },
 		     1);
@@ -374,11 +480,11 @@ int main(void)
 			    "version, cert_pem, private_key, key_type, sans, issuer, serial, "
 			    "not_before, not_after, fingerprint_sha256, created_at) "
 			    "SELECT 'v2-' || id, id, tenant_id, 2, 'x', 'x', 'ec-p256', "
-			    "json_array('h7.a.test', 'new.a.test'), 'i', 's', 0, "
-			    "strftime('%s', 'now') + 3 * 86400, 'f', 0 FROM certificates "
+			    "'[\"h7.a.test\",\"new.a.test\"]', 'i', 's', 0, "
+			    "unixepoch() + 3 * 86400, 'f', 0 FROM certificates "
 			    "WHERE seq % 5 = 1"));
 	CHECK(fx_sql(fx.db, "UPDATE certificates SET version = 2 WHERE seq % 5 = 1"));
-	CHECK(fx_sql(fx.db, "UPDATE certificates SET hostnames = json_array('moved.a.test') "
+	CHECK(fx_sql(fx.db, "UPDATE certificates SET hostnames = '[\"moved.a.test\"]' "
 			    "WHERE status = 'pending'"));
 	CHECK(fx_sql(fx.db, "DELETE FROM certificates WHERE seq % 23 = 0"));
 	check_names();

@@ -29,13 +29,13 @@ static bool seed(const char *tenant, int rows, int64_t base)
 		 "updated_at) SELECT '%s-' || i, '%s', 'c' || i, 'upload', "
 		 "CASE WHEN i %% 10 = 0 THEN 'pending' WHEN i %% 17 = 0 THEN 'failed' "
 		 "WHEN i %% 13 = 0 THEN 'renewing' ELSE 'active' END, 'none', "
-		 "json_array('req' || i || '.a.test'), CASE WHEN i %% 9 = 0 THEN i %% 4 + 1 ELSE 0 "
+		 "'[\"req' || i || '.a.test\"]', CASE WHEN i %% 9 = 0 THEN i %% 4 + 1 ELSE 0 "
 		 "END, %lld - i * 37, 'r' || i, %lld, %lld FROM n;"
 		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
 		 "INSERT INTO certificate_versions (id, certificate_id, tenant_id, version, "
 		 "cert_pem, private_key, key_type, sans, issuer, serial, not_before, not_after, "
 		 "fingerprint_sha256, created_at) SELECT 'v-%s-' || i, '%s-' || i, '%s', 1, 'x', "
-		 "'x', 'ec-p256', json_array('h.a.test'), 'i', 's', %lld, "
+		 "'x', 'ec-p256', '[\"h.a.test\"]', 'i', 's', %lld, "
 		 "%lld + (i * 7919 %% (100 * 86400)) - 10 * 86400, 'f', %lld FROM n "
 		 "WHERE i %% 10 != 0;"
 		 "UPDATE certificates SET version = 1 WHERE tenant_id = '%s' AND status != "
@@ -49,49 +49,52 @@ static bool seed(const char *tenant, int rows, int64_t base)
 /* tenant_counts equals the tables, both ways (rows at 0 aside). */
 static void check_counts(void)
 {
-	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT tenant_id, k, n FROM tenant_counts "
-			    "WHERE family = 'certificates' AND n != 0 EXCEPT SELECT tenant_id, "
-			    "status, count(*) FROM certificates GROUP BY tenant_id, status)") == 0);
+	CHECK(fx_int(fx.db,
+		     "SELECT count(*) FROM (SELECT tenant_id, k, n FROM tenant_counts "
+		     "WHERE family = 'certificates' AND n != 0 EXCEPT SELECT tenant_id, "
+		     "status, count(*) FROM certificates GROUP BY tenant_id, status) d") == 0);
 	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT tenant_id, status, count(*) FROM "
 			    "certificates GROUP BY tenant_id, status EXCEPT SELECT tenant_id, k, n "
-			    "FROM tenant_counts WHERE family = 'certificates')") == 0);
-	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT tenant_id, n FROM tenant_counts "
-			    "WHERE family = 'failing' AND n != 0 EXCEPT SELECT tenant_id, count(*) "
-			    "FROM certificates WHERE failure_count > 0 GROUP BY tenant_id)") == 0);
+			    "FROM tenant_counts WHERE family = 'certificates') d") == 0);
+	CHECK(fx_int(fx.db,
+		     "SELECT count(*) FROM (SELECT tenant_id, n FROM tenant_counts "
+		     "WHERE family = 'failing' AND n != 0 EXCEPT SELECT tenant_id, count(*) "
+		     "FROM certificates WHERE failure_count > 0 GROUP BY tenant_id) d") == 0);
 	CHECK(fx_int(fx.db, "SELECT count(*) FROM (SELECT tenant_id, count(*) FROM certificates "
 			    "WHERE failure_count > 0 GROUP BY tenant_id EXCEPT SELECT tenant_id, n "
-			    "FROM tenant_counts WHERE family = 'failing')") == 0);
+			    "FROM tenant_counts WHERE family = 'failing') d") == 0);
 	CHECK(fx_int(fx.db,
 		     "SELECT count(*) FROM (SELECT tenant_id, k, n FROM tenant_counts "
 		     "WHERE family = 'hostnames' AND n != 0 EXCEPT SELECT tenant_id, status, "
-		     "count(*) FROM property_hostnames GROUP BY tenant_id, status)") == 0);
+		     "count(*) FROM property_hostnames GROUP BY tenant_id, status) d") == 0);
 	CHECK(fx_int(fx.db,
 		     "SELECT count(*) FROM (SELECT tenant_id, status, count(*) FROM "
 		     "property_hostnames GROUP BY tenant_id, status EXCEPT SELECT tenant_id, "
-		     "k, n FROM tenant_counts WHERE family = 'hostnames')") == 0);
+		     "k, n FROM tenant_counts WHERE family = 'hostnames') d") == 0);
 }
 
 /* The column col (text) of every row of sql with ?1 = now, ?2 = tenant, as
  * a JSON array of strings (integers formatted as RFC 3339). */
 static json_t *column(const char *sql, const char *tenant, bool time)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	json_t *a = json_array();
 
-	CHECK(sqlite3_prepare_v2(db_sqlite_handle(fx.db), sql, -1, &st, NULL) == SQLITE_OK);
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_text(st, 2, tenant, -1, SQLITE_STATIC);
-	while (sqlite3_step(st) == SQLITE_ROW) {
+	CHECK(db_prepare(fx.db, sql, &st) == DB_DONE);
+	if (!st)
+		return a;
+	db_bind_int64(st, 1, now);
+	db_bind_text(st, 2, tenant);
+	while (db_step(st) == DB_ROW) {
 		char t[CP_TIME_LEN + 1];
 		if (time) {
-			cp_time_fmt(sqlite3_column_int64(st, 0), t);
+			cp_time_fmt(db_col_int64(st, 0), t);
 			json_array_append_new(a, json_string(t));
 		} else {
-			json_array_append_new(
-				a, json_string((const char *)sqlite3_column_text(st, 0)));
+			json_array_append_new(a, json_string(db_col_text(st, 0)));
 		}
 	}
-	sqlite3_finalize(st);
+	db_finalize(fx.db, st);
 	return a;
 }
 
@@ -108,34 +111,36 @@ static json_t *pluck(const json_t *a, const char *k)
 static void check_summary(const char *tenant)
 {
 	json_t *s = NULL, *by, *want, *got;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int64_t total = 0;
 	char sql[256];
 
 	CHECK_RC(db_summary(fx.db, tenant, now, &s), CP_OK);
 	by = json_object_get(json_object_get(s, "certificates"), "by_status");
 	CHECK(json_object_size(by) == 5);
-	CHECK(sqlite3_prepare_v2(
-		      db_sqlite_handle(fx.db),
+	CHECK(db_prepare(
+		      fx.db,
 		      "SELECT " LIFECYCLE_STATUS_SQL(
 			      "c.status",
 			      "v.not_after") " AS s, "
 					     "count(*) FROM certificates c LEFT JOIN certificate_versions v "
 					     "ON v.certificate_id = c.id AND v.version = c.version "
 					     "WHERE c.tenant_id = ?2 GROUP BY s",
-		      -1, &st, NULL) == SQLITE_OK);
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_text(st, 2, tenant, -1, SQLITE_STATIC);
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
-		int64_t n = sqlite3_column_int64(st, 1);
+		      &st) == DB_DONE);
+	if (!st)
+		return;
+	db_bind_int64(st, 1, now);
+	db_bind_text(st, 2, tenant);
+	while (db_step(st) == DB_ROW) {
+		const char *name = db_col_text(st, 0);
+		int64_t n = db_col_int64(st, 1);
 		if (json_integer_value(json_object_get(by, name)) != n)
 			fprintf(stderr, "%s: want %lld, got %lld\n", name, (long long)n,
 				(long long)json_integer_value(json_object_get(by, name)));
 		CHECK(json_integer_value(json_object_get(by, name)) == n);
 		total += n;
 	}
-	sqlite3_finalize(st);
+	db_finalize(fx.db, st);
 	CHECK(json_integer_value(json_object_get(json_object_get(s, "certificates"), "total")) ==
 	      total);
 	/* soonest: the not_after values (ties may come in any order) */
@@ -173,10 +178,16 @@ int main(void)
 	CHECK(seed(ta, 3000, now));
 	CHECK(seed(tb, 400, now));
 	/* hostname claims: the table's own rows (no properties needed here) */
-	CHECK(fx_sql(fx.db, "PRAGMA foreign_keys = OFF"));
+	/* (SQLite's foreign keys are per connection, PostgreSQL's a
+	 * constraint of the table.) */
+	CHECK(fx_sql(fx.db, fx_pg() ? "ALTER TABLE property_hostnames DROP CONSTRAINT "
+				      "property_hostnames_property_id_fkey"
+				    : "PRAGMA foreign_keys = OFF"));
+	/* position: the certificate's seq, which picks the rows changed below
+	 * (no rowid on PostgreSQL) */
 	CHECK(fx_sql(fx.db, "INSERT INTO property_hostnames (property_id, tenant_id, hostname, "
 			    "position, token, claimed_at) SELECT 'p', tenant_id, id || '.h.test', "
-			    "0, 't', 0 FROM certificates WHERE seq % 3 = 0"));
+			    "seq, 't', 0 FROM certificates WHERE seq % 3 = 0"));
 	check_counts();
 	check_summary(ta);
 	check_summary(tb);
@@ -190,8 +201,8 @@ int main(void)
 			    "WHERE seq % 7 = 0"));
 	CHECK(fx_sql(fx.db, "UPDATE certificates SET failure_count = 0 WHERE seq % 5 = 0"));
 	CHECK(fx_sql(fx.db, "UPDATE property_hostnames SET status = 'verified' "
-			    "WHERE rowid % 2 = 0"));
-	CHECK(fx_sql(fx.db, "DELETE FROM property_hostnames WHERE rowid % 5 = 0"));
+			    "WHERE position % 2 = 0"));
+	CHECK(fx_sql(fx.db, "DELETE FROM property_hostnames WHERE position % 5 = 0"));
 	CHECK(fx_sql(fx.db, "DELETE FROM certificates WHERE seq % 23 = 0"));
 	check_counts();
 	check_summary(ta);

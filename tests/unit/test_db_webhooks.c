@@ -355,8 +355,10 @@ static void test_redeliver_rotate(void)
 	CHECK_RC(db_webhook_redeliver(db, tb, w1, did, got), CP_ERR_NOT_FOUND);
 	CHECK_RC(db_webhook_redeliver(db, ta, w2, did, got), CP_ERR_NOT_FOUND);
 	CHECK_RC(db_webhook_redeliver(db, ta, w1, NOID, got), CP_ERR_NOT_FOUND);
+	/* The payload's text holds the delivery id (a UUID: no other job's
+	 * does); no json_extract, which PostgreSQL lacks. */
 	sql = cp_aprintf("SELECT count(*) FROM jobs WHERE kind = 'webhook_delivery' AND "
-			 "json_extract(payload, '$.delivery_id') = '%s'",
+			 "payload LIKE '%%\"%s\"%%'",
 			 did);
 	jobs = sql ? fx_int(db, sql) : -1;
 	CHECK_RC(db_webhook_redeliver(db, ta, w1, did, got), CP_OK);

@@ -39,19 +39,21 @@ static const char *test_lane(const char *kind)
 /* The counts kept by the triggers equal the ones computed from jobs. */
 static bool counts_consistent(struct db *db)
 {
-	return fx_int(db, "SELECT count(*) FROM (SELECT lane, ifnull(tenant_id, '') t, "
-			  "sum(state = 'queued') q, sum(state = 'running') r FROM jobs "
+	/* portable SQL: coalesce, a sum of CASEs, IS DISTINCT FROM */
+	return fx_int(db, "SELECT count(*) FROM (SELECT lane, coalesce(tenant_id, '') t, "
+			  "sum(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) q, "
+			  "sum(CASE WHEN state = 'running' THEN 1 ELSE 0 END) r FROM jobs "
 			  "GROUP BY 1, 2) j LEFT JOIN job_tenants k ON k.lane = j.lane AND "
-			  "k.tenant_id = j.t WHERE ifnull(k.queued, 0) != j.q OR "
-			  "ifnull(k.running, 0) != j.r") == 0 &&
+			  "k.tenant_id = j.t WHERE coalesce(k.queued, 0) != j.q OR "
+			  "coalesce(k.running, 0) != j.r") == 0 &&
 	       fx_int(db,
 		      "SELECT count(*) FROM job_tenants k WHERE (queued != 0 OR running != 0) "
 		      "AND NOT EXISTS (SELECT 1 FROM jobs WHERE lane = k.lane AND "
-		      "ifnull(tenant_id, '') = k.tenant_id AND state IN ('queued', 'running'))") ==
+		      "coalesce(tenant_id, '') = k.tenant_id AND state IN ('queued', 'running'))") ==
 		       0 &&
-	       fx_int(db, "SELECT count(*) FROM job_tenants k WHERE next_run_at IS NOT (SELECT "
-			  "min(run_at) FROM jobs WHERE lane = k.lane AND ifnull(tenant_id, '') = "
-			  "k.tenant_id AND state = 'queued')") == 0;
+	       fx_int(db, "SELECT count(*) FROM job_tenants k WHERE next_run_at IS DISTINCT FROM "
+			  "(SELECT min(run_at) FROM jobs WHERE lane = k.lane AND "
+			  "coalesce(tenant_id, '') = k.tenant_id AND state = 'queued')") == 0;
 }
 
 static void enqueue(struct db *db, const char *kind, const char *tenant, int n)
@@ -299,7 +301,7 @@ static int bench(const char *path, int n)
 
 int main(int argc, char **argv)
 {
-	char dir[] = "/tmp/cp-fair-XXXXXX", path[64];
+	struct fx fx = { 0 };
 	struct db *db = NULL;
 
 	cp_log_set_level(CP_LOG_ERROR);
@@ -316,20 +318,13 @@ int main(int argc, char **argv)
 		}
 		return bench(argv[1], (int)n);
 	}
-	CHECK(mkdtemp(dir) != NULL);
-	snprintf(path, sizeof(path), "%s/t.db", dir);
-	CHECK(db_open(path, &db) == CP_OK);
-	CHECK(db && db_migrate(db, NULL, NULL) == CP_OK);
+	/* the fixture's database: a file, or PostgreSQL (CERTPLANE_TEST_DB) */
+	CHECK(fx_open(&fx, "fair"));
+	db = fx.db;
 	if (db) {
 		test_claim(db);
 		test_quotas(db);
 	}
-	db_close(db);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/t.db-wal", dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/t.db-shm", dir);
-	unlink(path);
-	rmdir(dir);
+	fx_close(&fx);
 	return check_exit("test_fairness");
 }

@@ -7,21 +7,22 @@
  *     already started and one in the past; a CA-issued version is never due
  *     at issuance (the bug of issue 10: any CA certificate of 25 days or less
  *     was due the moment it was issued);
- *   - the derived status, in C and through SQLite with LIFECYCLE_STATUS_SQL,
- *     which must agree on every row;
+ *   - the derived status, in C and through the database with
+ *     LIFECYCLE_STATUS_SQL, which must agree on every row;
  *   - the expiry reminders (1/3, 1/6, 1/30 of the lifetime left, expired), in
- *     C and through SQLite with LIFECYCLE_REMINDER_SQL: a 6-day certificate
- *     gets no reminder at issuance.
+ *     C and through the database with LIFECYCLE_REMINDER_SQL: a 6-day
+ *     certificate gets no reminder at issuance.
+ * The database is the db fixture's (SQLite, or PostgreSQL with
+ * CERTPLANE_TEST_DB=pg): the SQL must say the same as the C on both.
  *
  * Exit status: 0 when every check passed.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "lifecycle/lifecycle.h"
 #include "tests/unit/check.h"
+#include "tests/unit/db_fixture.h"
 
 #define H 3600LL
 #define D 86400LL
@@ -137,17 +138,17 @@ static const struct status_row status_rows[] = {
 };
 
 /* Evaluate one SQL fragment on one row of t(stored, nb, na) with ?1 = now. */
-static sqlite3_stmt *prepare(sqlite3 *h, const char *expr)
+static struct db_stmt *prepare(struct db *h, const char *expr)
 {
 	char sql[1024];
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 
 	snprintf(sql, sizeof(sql), "SELECT %s FROM t", expr);
-	CHECK(sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK);
+	CHECK(db_prepare(h, sql, &st) == DB_DONE);
 	return st;
 }
 
-static void set_row(sqlite3 *h, const char *stored, int has_version, int64_t nb, int64_t na)
+static void set_row(struct db *h, const char *stored, int has_version, int64_t nb, int64_t na)
 {
 	char sql[256];
 
@@ -157,13 +158,13 @@ static void set_row(sqlite3 *h, const char *stored, int has_version, int64_t nb,
 	else
 		snprintf(sql, sizeof(sql), "DELETE FROM t; INSERT INTO t VALUES ('%s', NULL, NULL)",
 			 stored);
-	CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(fx_sql(h, sql));
 }
 
-static void test_status(sqlite3 *h)
+static void test_status(struct db *h)
 {
 	int64_t now = NB + 5 * D;
-	sqlite3_stmt *st = prepare(h, LIFECYCLE_STATUS_SQL("stored", "na"));
+	struct db_stmt *st = prepare(h, LIFECYCLE_STATUS_SQL("stored", "na"));
 
 	for (size_t i = 0; i < sizeof(status_rows) / sizeof(status_rows[0]) && st; i++) {
 		const struct status_row *r = &status_rows[i];
@@ -171,13 +172,13 @@ static void test_status(sqlite3 *h)
 			lifecycle_status(r->stored, r->has_version, now + r->not_after, now);
 		CHECK(s == r->want);
 		set_row(h, r->stored, r->has_version, NB, now + r->not_after);
-		sqlite3_bind_int64(st, 1, now);
-		CHECK(sqlite3_step(st) == SQLITE_ROW);
-		CHECK(strcmp((const char *)sqlite3_column_text(st, 0), lifecycle_status_name(s)) ==
-		      0);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now);
+		CHECK(db_step(st) == DB_ROW);
+		CHECK(db_col_text(st, 0) && !strcmp(db_col_text(st, 0), lifecycle_status_name(s)));
+		db_reset(st);
 	}
-	sqlite3_finalize(st);
+	if (st)
+		db_finalize(h, st);
 }
 
 /* ---- reminders ---- */
@@ -210,9 +211,9 @@ static const struct reminder_row reminder_rows[] = {
 	{ "398 d, 60 d left: 1/6", 398 * D, 60 * D, 6, 398 * D / 6 },
 };
 
-static void test_reminders(sqlite3 *h)
+static void test_reminders(struct db *h)
 {
-	sqlite3_stmt *st = prepare(h, LIFECYCLE_REMINDER_SQL("nb", "na"));
+	struct db_stmt *st = prepare(h, LIFECYCLE_REMINDER_SQL("nb", "na"));
 
 	for (size_t i = 0; i < sizeof(reminder_rows) / sizeof(reminder_rows[0]) && st; i++) {
 		const struct reminder_row *r = &reminder_rows[i];
@@ -224,14 +225,15 @@ static void test_reminders(sqlite3 *h)
 		CHECK(got == r->want);
 		CHECK(lifecycle_reminder_seconds(NB, na, got) == r->threshold_seconds);
 		set_row(h, "active", 1, NB, na);
-		sqlite3_bind_int64(st, 1, now);
-		CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == r->want);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now);
+		CHECK(db_step(st) == DB_ROW && db_col_int64(st, 0) == r->want);
+		db_reset(st);
 		/* Inside the scan horizon whenever a reminder is due. */
 		if (r->want > 0)
 			CHECK(r->left <= LIFECYCLE_REMINDER_HORIZON);
 	}
-	sqlite3_finalize(st);
+	if (st)
+		db_finalize(h, st);
 }
 
 /* ---- the renewal plan ---- */
@@ -381,17 +383,18 @@ static void test_plan_replaces(void)
 
 int main(void)
 {
-	sqlite3 *h = NULL;
+	struct fx fx = { 0 };
 
 	test_renewal_window();
 	test_plan();
 	test_next_renewal();
 	test_plan_replaces();
-	CHECK(sqlite3_open(":memory:", &h) == SQLITE_OK);
-	CHECK(sqlite3_exec(h, "CREATE TABLE t (stored TEXT, nb INTEGER, na INTEGER)", NULL, NULL,
-			   NULL) == SQLITE_OK);
-	test_status(h);
-	test_reminders(h);
-	sqlite3_close(h);
+	CHECK(fx_open(&fx, "lifecycle"));
+	CHECK(fx.db && fx_sql(fx.db, "CREATE TABLE t (stored TEXT, nb BIGINT, na BIGINT)"));
+	if (fx.db) {
+		test_status(fx.db);
+		test_reminders(fx.db);
+	}
+	fx_close(&fx);
 	return check_exit("test_lifecycle");
 }

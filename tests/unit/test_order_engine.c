@@ -32,20 +32,49 @@ static char tid[CP_UUID_LEN + 1];
  * NULL when there is no such order): the row and its authorizations. */
 static char *order_snapshot(const char *id)
 {
-	static const char sql[] =
-		"SELECT json_array(o.status, o.account_url, o.order_url, o.finalize_url, "
-		"o.certificate_url, o.dns_deadline, o.attempts, o.updated_at, o.completed_at, "
-		"o.error_reason, (SELECT json_group_array(json_array(a.position, a.url, a.status, "
-		"a.token, a.responded)) FROM order_authorizations a WHERE a.order_id = o.id)) "
-		"FROM orders o WHERE o.id = ?";
-	sqlite3_stmt *st = NULL;
+	/* Plain columns made into the JSON here (PostgreSQL has none of
+	 * SQLite's JSON functions): the order's row as an array (kinds: t
+	 * text, i integer), its authorizations' rows an array as its last
+	 * member. */
+	static const char *const sql[2] = {
+		"SELECT status, account_url, order_url, finalize_url, certificate_url, "
+		"dns_deadline, attempts, updated_at, completed_at, error_reason "
+		"FROM orders WHERE id = ?1",
+		"SELECT position, url, status, token, responded FROM order_authorizations "
+		"WHERE order_id = ?1 ORDER BY position",
+	};
+	static const char *const kinds[2] = { "tttttiiiit", "ittti" };
+	json_t *order = NULL, *authz = json_array();
 	char *out = NULL;
 
-	if (sqlite3_prepare_v2(db_sqlite_handle(fx.db), sql, -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		out = cp_strdup((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	for (size_t q = 0; q < CP_ARRAY_LEN(sql); q++) {
+		struct db_stmt *st = NULL;
+
+		if (db_prepare(fx.db, sql[q], &st) != DB_DONE)
+			goto out;
+		db_bind_text(st, 1, id);
+		while (db_step(st) == DB_ROW) {
+			json_t *row = json_array();
+			for (int c = 0; c < db_col_count(st); c++)
+				json_array_append_new(row,
+						      db_col_null(st, c) ? json_null()
+						      : kinds[q][c] == 'i'
+							      ? json_integer(db_col_int64(st, c))
+							      : json_string(db_col_text(st, c)));
+			if (q == 0 && !order)
+				order = row;
+			else
+				json_array_append_new(authz, row);
+		}
+		db_finalize(fx.db, st);
+	}
+	if (order) {
+		json_array_append(order, authz);
+		out = json_dumps(order, JSON_COMPACT);
+	}
+out:
+	json_decref(order);
+	json_decref(authz);
 	return out;
 }
 

@@ -12,12 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "crypto/crypto.h"
 #include "db/db.h"
 #include "server/server_internal.h"
 #include "tests/unit/check.h"
+#include "tests/unit/db_fixture.h"
 
 #define ORDER_ID "0b9e7c52-5f7e-4a51-9d0e-3a1f00000001"
 
@@ -36,59 +35,55 @@ static struct server_job_outcome run_job(const struct api_ctx *ctx, struct db *d
 }
 
 /* The order row as a string "status|attempts|error_reason|updated_at". */
-static void order_state(sqlite3 *h, char *out, size_t n)
+static void order_state(struct db *h, char *out, size_t n)
 {
-	sqlite3_stmt *st = NULL;
+	static const char sql[] =
+		"SELECT status, attempts, coalesce(error_reason, '-'), updated_at FROM orders "
+		"WHERE id = ?1";
+	struct db_stmt *st = NULL;
 
 	snprintf(out, n, "(none)");
-	if (sqlite3_prepare_v2(
-		    h,
-		    "SELECT status || '|' || attempts || '|' || "
-		    "ifnull(error_reason, '-') || '|' || updated_at FROM orders WHERE id = ?",
-		    -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_bind_text(st, 1, ORDER_ID, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	if (db_prepare(h, sql, &st) == DB_DONE) {
+		db_bind_text(st, 1, ORDER_ID);
+		if (db_step(st) == DB_ROW)
+			snprintf(out, n, "%s|%lld|%s|%lld", db_col_text(st, 0),
+				 (long long)db_col_int64(st, 1), db_col_text(st, 2),
+				 (long long)db_col_int64(st, 3));
+	}
+	if (st)
+		db_finalize(h, st);
 }
 
-static bool exec_ok(sqlite3 *h, const char *sql)
+static bool exec_ok(struct db *h, const char *sql)
 {
-	char *msg = NULL;
-	int rc = sqlite3_exec(h, sql, NULL, NULL, &msg);
-
-	if (rc != SQLITE_OK)
-		fprintf(stderr, "sql: %s: %s\n", sql, msg ? msg : "?");
-	sqlite3_free(msg);
-	return rc == SQLITE_OK;
+	return fx_sql(h, sql);
 }
 
 int main(void)
 {
-	char dir[] = "/tmp/cp-test-orders-XXXXXX", path[128], before[128], after[128];
+	char before[128], after[128];
+	struct fx fx = { 0 };
 	struct cp_config *cfg = NULL;
 	struct crypto_keyring *ring = NULL;
 	struct db *db = NULL;
-	sqlite3 *other = NULL;
+	/* A second connection to the fixture's database (a file, or
+	 * PostgreSQL: CERTPLANE_TEST_DB) breaks and mends the table under the
+	 * job's connection. */
+	struct db *other = NULL;
 	json_t *tenant = NULL;
 	struct server_job_outcome out;
 	char *err = NULL, *sql = NULL;
 	const char *tid;
 	int64_t t0;
 
-	cp_log_set_level(CP_LOG_ERROR); /* the faults below log on purpose */
-	if (!mkdtemp(dir)) {
-		fprintf(stderr, "test_orders: mkdtemp failed\n");
-		return 1;
-	}
-	snprintf(path, sizeof(path), "%s/certplane.db", dir);
-	if (cp_config_load(NULL, &cfg, &err) != CP_OK || db_open(path, &db) != CP_OK ||
-	    db_migrate(db, NULL, NULL) != CP_OK || crypto_keyring_load(dir, NULL, &ring) != CP_OK ||
-	    db_tenant_create(db, "t", &tenant) != CP_OK ||
-	    sqlite3_open_v2(path, &other, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+	if (!fx_open(&fx, "orders") || cp_config_load(NULL, &cfg, &err) != CP_OK ||
+	    crypto_keyring_load(fx.dir, NULL, &ring) != CP_OK ||
+	    db_tenant_create(fx.db, "t", &tenant) != CP_OK || db_open(fx.path, &other) != CP_OK) {
 		fprintf(stderr, "test_orders: setup failed: %s\n", err ? err : "");
 		return 1;
 	}
+	cp_log_set_level(CP_LOG_ERROR); /* the faults below log on purpose */
+	db = fx.db;
 	struct api_ctx ctx = { .cfg = cfg, .keyring = ring };
 	tid = json_string_value(json_object_get(tenant, "id"));
 	sql = cp_aprintf("INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, "
@@ -131,18 +126,11 @@ int main(void)
 	order_state(other, after, sizeof(after));
 	CHECK(!strcmp(before, after));
 
-	sqlite3_close(other);
+	db_close(other);
 	json_decref(tenant);
 	free(sql);
-	db_close(db);
 	crypto_keyring_free(ring);
 	cp_config_free(cfg);
-	for (const char *f = "certplane.db\0certplane.db-wal\0certplane.db-shm\0master.keys\0"
-			     "master.keys.lock\0";
-	     *f; f += strlen(f) + 1) {
-		snprintf(path, sizeof(path), "%s/%s", dir, f);
-		unlink(path);
-	}
-	rmdir(dir);
+	fx_close(&fx); /* the keyring's files with the rest of fx.dir */
 	return check_exit("test_orders");
 }

@@ -27,7 +27,7 @@
 
 #include "sched/sched.h"
 #include "tests/unit/check.h"
-#include <sqlite3.h>
+#include "tests/unit/db_fixture.h"
 
 static void test_budget(void)
 {
@@ -91,28 +91,23 @@ static void test_budget(void)
 
 static int64_t qint(struct db *db, const char *sql)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int64_t n = -999;
 
-	if (sqlite3_prepare_v2(db_sqlite_handle(db), sql, -1, &st, NULL) == SQLITE_OK) {
-		int r = sqlite3_step(st);
-		if (r == SQLITE_ROW)
-			n = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1
-								      : sqlite3_column_int64(st, 0);
-	}
-	sqlite3_finalize(st);
+	if (db_prepare(db, sql, &st) == DB_DONE && db_step(st) == DB_ROW)
+		n = db_col_null(st, 0) ? -1 : db_col_int64(st, 0);
+	if (st)
+		db_finalize(db, st);
 	return n;
 }
 
 static bool exec(struct db *db, const char *sql)
 {
-	char *err = NULL;
-	int r = sqlite3_exec(db_sqlite_handle(db), sql, NULL, NULL, &err);
+	bool ok = db_exec(db, sql) == CP_OK;
 
-	if (r != SQLITE_OK)
-		fprintf(stderr, "sql: %s: %s\n", err ? err : "?", sql);
-	sqlite3_free(err);
-	return r == SQLITE_OK;
+	if (!ok)
+		fprintf(stderr, "sql failed: %s\n", sql);
+	return ok;
 }
 
 /* next_attention_at of certificate c1 (-1 = NULL). */
@@ -124,8 +119,9 @@ static int64_t attention(struct db *db)
 /* Every row's stored value equals the rule (the view). */
 static bool consistent(struct db *db)
 {
-	return qint(db, "SELECT count(*) FROM certificates c WHERE next_attention_at IS NOT "
-			"(SELECT at FROM certificate_attention a WHERE a.id = c.id)") == 0;
+	return qint(db,
+		    "SELECT count(*) FROM certificates c WHERE next_attention_at IS DISTINCT FROM "
+		    "(SELECT at FROM certificate_attention a WHERE a.id = c.id)") == 0;
 }
 
 /* Ids the scheduler's scan + re-check find due now. */
@@ -380,24 +376,15 @@ static void test_prune(struct db *db)
 
 int main(void)
 {
-	char dir[] = "/tmp/cp-test-sched-XXXXXX", path[128];
-	struct db *db = NULL;
+	/* the fixture's database: a file, or PostgreSQL (CERTPLANE_TEST_DB) */
+	struct fx fx = { 0 };
 
 	test_budget();
-	CHECK(mkdtemp(dir) != NULL);
-	snprintf(path, sizeof(path), "%s/t.db", dir);
-	CHECK(db_open(path, &db) == CP_OK);
-	CHECK(db && db_migrate(db, NULL, NULL) == CP_OK);
-	if (db) {
-		test_attention(db);
-		test_prune(db);
-		db_close(db);
+	CHECK(fx_open(&fx, "sched"));
+	if (fx.db) {
+		test_attention(fx.db);
+		test_prune(fx.db);
 	}
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/t.db-wal", dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/t.db-shm", dir);
-	unlink(path);
-	rmdir(dir);
+	fx_close(&fx);
 	return check_exit("test_sched");
 }
