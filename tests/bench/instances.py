@@ -17,7 +17,8 @@ Printed per n: certificates per second, overall (first create to last
 active) and steady (issuances between the 10th and 90th percentile of their
 times: without the ramp and the last validations' tail), and CPU seconds per certificate of
 certplane (all n processes), PostgreSQL (every process of the cluster) and
-Pebble, from /proc utime + stime over the run. Exit 1 when n = 3's steady
+Pebble, from /proc utime + stime over the run, and PostgreSQL commits per
+certificate (pg_stat_database.xact_commit; polls and heartbeats included). Exit 1 when n = 3's steady
 rate is below MIN_SPEEDUP (2.7) times n = 1's.
 
 Knobs (environment): CERTS (180), WORKERS (4), TENANTS (12: the
@@ -137,6 +138,8 @@ def run(n):
         procs = [s.proc.pid for s in servers]
         pgp, peb = pg_pids(), pebble_pid()
         c0 = (sum(cpu_of(p) for p in procs), sum(cpu_of(p) for p in pgp), cpu_of(peb))
+        commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        x0 = int(psql(url, commits))
         t0 = time.time()
         for i in range(CERTS - 1):
             t = i % TENANTS
@@ -148,6 +151,7 @@ def run(n):
                    timeout=1800, interval=0.5, what="%d certificates active" % CERTS)
         dt = time.time() - t0
         c1 = (sum(cpu_of(p) for p in procs), sum(cpu_of(p) for p in pgp), cpu_of(peb))
+        x1 = int(psql(url, commits))
         failed = psql(url, "SELECT count(*) FROM orders WHERE status = 'failed'")
         check(failed == "0", "%s orders failed" % failed)
         m = CERTS - 1
@@ -160,9 +164,9 @@ def run(n):
         lo, hi = ts[len(ts) // 10], ts[len(ts) * 9 // 10]
         steady = (len(ts) * 8 // 10) / max(hi - lo, 1)
         print("instances=%d  %d certificates in %.1f s: %.2f/s overall, %.2f/s steady (p10-p90)"
-              "   CPU s/cert: certplane %.4f  postgresql %.4f  pebble %.4f"
+              "   CPU s/cert: certplane %.4f  postgresql %.4f  pebble %.4f   commits/cert %.0f"
               % (n, m, dt, rate, steady, (c1[0] - c0[0]) / m, (c1[1] - c0[1]) / m,
-                 (c1[2] - c0[2]) / m), flush=True)
+                 (c1[2] - c0[2]) / m, (x1 - x0) / m), flush=True)
         return rate, steady
     finally:
         for s in servers:
