@@ -63,6 +63,9 @@ struct db_dialect {
 	 * instances claim at once, so the subselect is FOR UPDATE SKIP LOCKED
 	 * (a job locked by another claim is passed over, never waited for). */
 	const char *job_claim_expired;
+	/* Lock the (?1 lane, ?2 tenant) row of job_tenants and read its running
+	 * count (claim_cap_lock); NULL where claims never run at once. */
+	const char *job_tenant_lock;
 	const char *job_claim_queued;
 	/* Whether the engine takes SQLite's INDEXED BY (DB_PINNED). */
 	bool indexed_by;

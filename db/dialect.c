@@ -97,6 +97,8 @@ static const struct db_dialect dialect_pg = {
 			    "AND coalesce(tenant_id, '') = ?5 AND run_at <= ?2 ORDER BY run_at, id "
 			    "LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' "
 			    "RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.job_tenant_lock = "SELECT running FROM job_tenants WHERE lane = ?1 AND tenant_id = ?2 "
+			   "FOR UPDATE",
 	.indexed_by = false,
 	.ping = "SELECT 1 FROM schema_migrations LIMIT 1",
 };

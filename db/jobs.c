@@ -203,6 +203,25 @@ static cp_rc pick_tenant(struct db *db, const char *sql, const char *lane, int c
 	"WHERE lane = ?1 AND queued > 0 AND next_run_at <= ?2 AND running < ?3 "              \
 	"ORDER BY last_served LIMIT 1"
 /* clang-format on */
+/* Where claims run at once (PostgreSQL), the pick read the tenant's running
+ * count without a lock, and two claims could both pass its cap: lock the
+ * tenant's row of the lane and read the count again (the lock waits for a
+ * claim in flight to commit its increment). Over the cap now: CP_ERR_BUSY,
+ * tried again at once. SQLite's one writer needs no lock (NULL). */
+static cp_rc claim_cap_lock(struct db *db, const char *lane, const char *tenant, int cap)
+{
+	const char *sql = db_dialect(db)->job_tenant_lock;
+	int64_t running = 0;
+	cp_rc rc;
+
+	if (!sql)
+		return CP_OK;
+	rc = db_fetch_int64(db, db_stmt_keyed(db, sql, lane, tenant), &running);
+	if (rc == CP_OK && running >= cap)
+		rc = CP_ERR_BUSY;
+	return rc;
+}
+
 static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now,
 			char tenant[CP_UUID_LEN + 1])
 {
@@ -212,6 +231,8 @@ static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now,
 
 	if (rc == CP_ERR_NOT_FOUND)
 		rc = pick_tenant(db, db_pinned(db, due), lane, cap, now, tenant);
+	if (rc == CP_OK)
+		rc = claim_cap_lock(db, lane, tenant, cap);
 	return rc;
 }
 
@@ -284,10 +305,10 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 	assert(lane && owner && tenant_cap > 0);
 	memset(out, 0, sizeof(*out));
 	/* One write transaction. On PostgreSQL the tenant pick reads without
-	 * locks (READ COMMITTED), and the job row is taken FOR UPDATE SKIP
-	 * LOCKED: concurrent claims never take one job twice, but two of them
-	 * may both pass one tenant's cap check (the cap is exact only under
-	 * SQLite's one writer). */
+	 * locks (READ COMMITTED), then locks the picked tenant's row and checks
+	 * its cap again (claim_cap_lock), and the job row is taken FOR UPDATE
+	 * SKIP LOCKED: concurrent claims never take one job twice nor run more
+	 * of a tenant's jobs than its cap. */
 	rc = db_begin(db);
 	if (rc != CP_OK)
 		return rc;
