@@ -19,7 +19,6 @@ import http.client
 import http.server
 import json
 import os
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -486,9 +485,8 @@ def test_kill9_during_20_orders():
             s.wait_for(all_active, timeout=60, interval=0.5, what="20 certificates active")
         except Exception:
             print([s.get("/v1/certificates/" + i, token=key).json["status"] for i in ids])
-            db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"))
-            print(db.execute("SELECT id, state, run_at, lease_owner, lease_until, last_error FROM jobs").fetchall())
-            print(db.execute("SELECT id, status, error_reason, error_detail FROM orders WHERE status != 'valid'").fetchall())
+            print(s.sql("SELECT id, state, run_at, lease_owner, lease_until, last_error FROM jobs"))
+            print(s.sql("SELECT id, status, error_reason, error_detail FROM orders WHERE status != 'valid'"))
             raise
         serials = set()
         for cid in ids:
@@ -502,9 +500,7 @@ def test_kill9_during_20_orders():
         check(len(orders) == 20 and all(o["status"] == "valid" for o in orders), orders)
         check(len(events(s, key, "certificate.issued")) == 20, "20 issued events")
         s.stop()
-        db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"))
-        check(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", "integrity_check")
-        db.close()
+        s.check_db_sound()
     finally:
         s.cleanup()
 
