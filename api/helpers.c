@@ -377,7 +377,12 @@ void api_etag_of(const char *p, size_t n, char out[24])
 	h ^= h >> 29;
 	h *= 0xff51afd7ed558ccdull;
 	h ^= h >> 32;
-	snprintf(out, 24, "\"%016llx\"", (unsigned long long)h);
+	/* "%016llx" in quotes, by hand: snprintf was ~2% of a cached GET. */
+	out[0] = '"';
+	for (int i = 16; i >= 1; i--, h >>= 4)
+		out[i] = "0123456789abcdef"[h & 0xf];
+	out[17] = '"';
+	out[18] = '\0';
 }
 
 /* The current tag of id as repr represents it, into out. */

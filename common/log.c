@@ -202,7 +202,23 @@ void cp_logline_num(struct cp_logline *l, const char *key, double val)
 	size_t start = l->len;
 
 	line_key(l, key);
-	line_raw(l, num, (size_t)snprintf(num, sizeof(num), "%.3f", val));
+	if (val >= 0 && val < 1e12) {
+		/* "%.3f" by hand: this runs once a request (duration_ms), and
+		 * snprintf's float path was ~2% of a cached GET. */
+		uint64_t v = (uint64_t)(val * 1000.0 + 0.5);
+		char *p = num + sizeof(num);
+		*--p = (char)('0' + v % 10);
+		*--p = (char)('0' + v / 10 % 10);
+		*--p = (char)('0' + v / 100 % 10);
+		*--p = '.';
+		v /= 1000;
+		do
+			*--p = (char)('0' + v % 10);
+		while (v /= 10);
+		line_raw(l, p, (size_t)(num + sizeof(num) - p));
+	} else {
+		line_raw(l, num, (size_t)snprintf(num, sizeof(num), "%.3f", val));
+	}
 	line_field_done(l, start);
 }
 

@@ -10,22 +10,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An account as the worker reads it: ACCOUNT_COLS, member by member. */
+#define ACCOUNT_COLS "id, ca, directory_url, key, account_url"
 /* clang-format off */
-#define ACCOUNT_JSON                                                                  \
-	"json_object('id', id, 'ca', ca, 'directory_url', directory_url, 'key', key, " \
-	"'account_url', account_url)"
+static const struct db_jw_field account_fields[] = {
+	{ "id", DB_JW_TEXT },
+	{ "ca", DB_JW_TEXT },
+	{ "directory_url", DB_JW_TEXT },
+	{ "key", DB_JW_TEXT },
+	{ "account_url", DB_JW_TEXT },
+};
 /* clang-format on */
 
 cp_rc db_acme_account_get(struct db *db, const char *ca, json_t **out)
 {
-	static const char sql[] = "SELECT " ACCOUNT_JSON " FROM acme_accounts WHERE ca = ?";
-	struct db_stmt *st = db_stmt(db, sql);
+	static const char sql[] = "SELECT " ACCOUNT_COLS " FROM acme_accounts WHERE ca = ?1";
+	struct db_stmt *st = db_stmt_keyed(db, sql, ca, NULL);
 
 	assert(db && out);
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, ca);
-	return db_fetch_json(db, st, out);
+	return db_fetch_fields(db, st, account_fields, CP_ARRAY_LEN(account_fields), out);
 }
 
 cp_rc db_acme_account_create(struct db *db, const char *id, const char *ca,

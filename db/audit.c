@@ -8,12 +8,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An audit record as the API shows it: AUDIT_COLS, member by member. */
+#define AUDIT_COLS "id, tenant_id, actor, action, resource_type, resource_id, detail, created_at"
 /* clang-format off */
-#define AUDIT_JSON                                                                       \
-	"json_object('id', id, 'tenant_id', tenant_id, 'actor', actor, 'action', action, " \
-	"'resource_type', resource_type, 'resource_id', resource_id, "                     \
-	"'detail', json(coalesce(detail, 'null')), 'created_at', " DB_TS("created_at") ")"
+static const struct db_jw_field audit_fields[] = {
+	{ "id", DB_JW_TEXT },
+	{ "tenant_id", DB_JW_TEXT },
+	{ "actor", DB_JW_TEXT },
+	{ "action", DB_JW_TEXT },
+	{ "resource_type", DB_JW_TEXT },
+	{ "resource_id", DB_JW_TEXT },
+	{ "detail", DB_JW_JSON }, /* NULL: null */
+	{ "created_at", DB_JW_TIME },
+};
 /* clang-format on */
+
+/* db_row_render_fn for (seq, AUDIT_COLS) rows. */
+static cp_rc audit_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	cp_jw_open(w, '{');
+	db_jw_fields(w, st, 1, audit_fields, CP_ARRAY_LEN(audit_fields));
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
 
 cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, const char *action,
 		   const char *resource_type, const char *resource_id, json_t *detail)
@@ -41,16 +59,19 @@ cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg, str
 	/* Two statements (each in both orders), so that each is one index
 	 * range scan. */
 #define SQL_ALL(cmp, dir)                                                                          \
-	"SELECT seq, " AUDIT_JSON " FROM audit_log WHERE seq " cmp " ?3 ORDER BY seq" dir          \
+	"SELECT seq, " AUDIT_COLS " FROM audit_log WHERE seq " cmp " ?3 ORDER BY seq" dir          \
 	" LIMIT ?4"
 #define SQL_TENANT(cmp, dir)                                                                       \
-	"SELECT seq, " AUDIT_JSON " FROM audit_log WHERE tenant_id = ?1 AND seq " cmp " ?3 "       \
+	"SELECT seq, " AUDIT_COLS " FROM audit_log WHERE tenant_id = ?1 AND seq " cmp " ?3 "       \
 	"ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
 	static const char *const sql_tenant[2] = DB_LIST_BOTH(SQL_TENANT);
 #undef SQL_ALL
 #undef SQL_TENANT
-	return db_list_scoped(db, tenant_id ? sql_tenant : sql_all, tenant_id, NULL, pg, out);
+	struct db_stmt *st =
+		db_stmt_page(db, tenant_id ? sql_tenant : sql_all, tenant_id, NULL, pg);
+
+	return db_fetch_page_render(db, st, pg.limit, audit_render_listed, out);
 }
 
 void db_idem_clear(struct db_idem *r)
@@ -117,15 +138,16 @@ cp_rc db_idem_reserve(struct db *db, const struct db_idem_scope *scope, const ch
 {
 	assert(db && scope && owner && body_hash && claim);
 
-	/* One statement under SQLite's write lock: of any number of twins,
-	 * exactly one inserts (or takes over an expired row); the others see
-	 * no change and read what holds the key. */
+	/* One statement (under SQLite's write lock; in PostgreSQL a twin
+	 * waits on the key's row and re-checks the WHERE): of any number of
+	 * twins, exactly one inserts (or takes over an expired row); the
+	 * others see no change and read what holds the key. */
 	static const char sql[] =
 		"INSERT INTO idempotency (actor, tenant_id, method, path, key, state, owner, "
 		"lease_until, body_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, "
 		"?7, ?8, ?9) ON CONFLICT (actor, tenant_id, method, path, key) DO UPDATE SET "
 		"state = 'pending', owner = excluded.owner, lease_until = excluded.lease_until, "
-		"body_hash = excluded.body_hash, status = 0, content_type = '', response = x'', "
+		"body_hash = excluded.body_hash, status = 0, content_type = '', response = '', "
 		"created_at = excluded.created_at WHERE (idempotency.state = 'pending' AND "
 		"idempotency.lease_until < ?9) OR idempotency.created_at < ?10";
 	int64_t now = cp_now();

@@ -23,23 +23,39 @@
 #include <string.h>
 
 /* The facts every certificate event carries (certificate + current
- * version, which may not exist yet for a pending ACME certificate). */
+ * version, which may not exist yet for a pending ACME certificate): the
+ * columns of cert_sql, member by member. */
 static const char cert_sql[] =
-	"SELECT json_object('certificate_id', c.id, 'name', c.name, 'type', c.type, "
-	"'source', c.source, 'status', c.status, 'hostnames', json(c.hostnames), "
-	"'sans', json(coalesce(v.sans, '[]')), 'subject_cn', v.subject_cn, "
-	"'serial', v.serial, 'issuer', v.issuer, 'fingerprint_sha256', v.fingerprint_sha256, "
-	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS(
-		"v.not_after") ", "
-			       "'version', c.version, 'auto_renew', c.auto_renew, 'metadata', json(c.metadata)) "
-			       "FROM certificates c LEFT JOIN certificate_versions v "
-			       "ON v.certificate_id = c.id AND v.version = c.version "
-			       "WHERE c.tenant_id = ? AND c.id = ?";
+	"SELECT c.id, c.name, c.type, c.source, c.status, c.hostnames, coalesce(v.sans, '[]'), "
+	"v.subject_cn, v.serial, v.issuer, v.fingerprint_sha256, v.not_before, v.not_after, "
+	"c.version, c.auto_renew, c.metadata FROM certificates c LEFT JOIN certificate_versions v "
+	"ON v.certificate_id = c.id AND v.version = c.version WHERE c.tenant_id = ?1 AND c.id = ?2";
+/* clang-format off */
+static const struct db_jw_field cert_fields[] = {
+	{ "certificate_id", DB_JW_TEXT },
+	{ "name", DB_JW_TEXT },
+	{ "type", DB_JW_TEXT },
+	{ "source", DB_JW_TEXT },
+	{ "status", DB_JW_TEXT },
+	{ "hostnames", DB_JW_JSON },
+	{ "sans", DB_JW_JSON },
+	{ "subject_cn", DB_JW_TEXT },
+	{ "serial", DB_JW_TEXT },
+	{ "issuer", DB_JW_TEXT },
+	{ "fingerprint_sha256", DB_JW_TEXT },
+	{ "not_before", DB_JW_TIME },
+	{ "not_after", DB_JW_TIME },
+	{ "version", DB_JW_INT },
+	{ "auto_renew", DB_JW_TEXT },
+	{ "metadata", DB_JW_JSON },
+};
+/* clang-format on */
 
 static cp_rc cert_facts(struct db *db, const char *tenant_id, const char *certificate_id,
 			json_t **out)
 {
-	return db_get_scoped(db, cert_sql, tenant_id, certificate_id, out);
+	return db_fetch_fields(db, db_stmt_keyed(db, cert_sql, tenant_id, certificate_id),
+			       cert_fields, CP_ARRAY_LEN(cert_fields), out);
 }
 
 cp_rc db_event_certificate(struct db *db, const char *tenant_id, const char *type,
@@ -106,7 +122,8 @@ static cp_rc reminder_send(struct db *db, const struct reminder *r, int64_t now,
 {
 	static const char sql[] =
 		"INSERT INTO certificate_reminders (certificate_id, version, days, tenant_id, "
-		"event_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+		"event_id, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+		"ON CONFLICT (certificate_id, version, days) DO NOTHING";
 	struct db_stmt *st;
 	char event_id[CP_UUID_LEN + 1] = "";
 	json_t *extra = NULL;
@@ -165,7 +182,7 @@ cp_rc db_cert_reminders_run(struct db *db, int64_t now, int max, int *sent)
 		"SELECT c.id, c.tenant_id, c.version, v.not_before, v.not_after, " REMINDER_DAYS
 		" AS days FROM certificate_versions v JOIN certificates c "
 		"ON c.id = v.certificate_id AND c.version = v.version "
-		"WHERE v.not_after <= ?1 + ?3 AND v.not_after > ?1 - 90 * 86400 "
+		"WHERE v.not_after <= ?1 + CAST(?3 AS BIGINT) AND v.not_after > ?1 - 90 * 86400 "
 		"AND " REMINDER_DAYS
 		" >= 0 AND NOT EXISTS (SELECT 1 FROM certificate_reminders r WHERE "
 		"r.certificate_id = c.id AND r.version = c.version AND r.days = " REMINDER_DAYS ") "

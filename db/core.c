@@ -777,3 +777,78 @@ cp_rc db_delete_batch(struct db *db, const char *sql, int64_t cutoff, int limit,
 		*deleted = (int)db_changes(db);
 	return rc;
 }
+
+void db_jw_fields(struct cp_jw *w, struct db_stmt *st, int c0, const struct db_jw_field *f,
+		  size_t n)
+{
+	assert(w && st && f && db_col_count(st) >= c0 + (int)n);
+	for (size_t i = 0; i < n; i++) {
+		int col = c0 + (int)i;
+		cp_jw_key(w, f[i].key);
+		switch (f[i].kind) {
+		case DB_JW_TEXT:
+			db_jw_text(w, st, col);
+			break;
+		case DB_JW_INT:
+			db_jw_int(w, st, col);
+			break;
+		case DB_JW_TIME:
+			db_jw_time(w, st, col);
+			break;
+		case DB_JW_JSON:
+			db_jw_json(w, st, col);
+			break;
+		case DB_JW_BOOL:
+			if (db_col_null(st, col))
+				cp_jw_null(w);
+			else
+				cp_jw_bool(w, db_col_int64(st, col) != 0);
+			break;
+		}
+	}
+}
+
+/* The one-row worker of db_fetch_fields and db_fetch_render: render
+ * (fields f when render is NULL) st's row into a JSON value. */
+static cp_rc fetch_one(struct db *db, struct db_stmt *st, db_row_render_fn render,
+		       const struct db_jw_field *f, size_t n, json_t **out)
+{
+	struct cp_buf b;
+	struct cp_jw w;
+	cp_rc rc;
+
+	assert(db && out);
+	*out = NULL;
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	cp_buf_init(&b, DB_RENDER_MAX);
+	cp_jw_init(&w, &b);
+	if (render) {
+		rc = render(db, st, &w);
+	} else {
+		cp_jw_open(&w, '{');
+		db_jw_fields(&w, st, 0, f, n);
+		cp_jw_close(&w, '}');
+	}
+	db_reset(st);
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&w);
+	if (rc == CP_OK)
+		rc = db_json_from_buf(&b, out);
+	cp_buf_free(&b);
+	return rc;
+}
+
+cp_rc db_fetch_fields(struct db *db, struct db_stmt *st, const struct db_jw_field *f, size_t n,
+		      json_t **out)
+{
+	assert(f);
+	return fetch_one(db, st, NULL, f, n, out);
+}
+
+cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render, json_t **out)
+{
+	assert(render);
+	return fetch_one(db, st, render, NULL, 0, out);
+}

@@ -50,6 +50,10 @@ struct db_dialect {
 	const char *migrate_lock;
 	const struct db_migration *migrations;
 	const size_t *migrations_count;
+	/* Serialize the quota check of one tenant (?1 = tenant id) with every
+	 * other write transaction's check of it (quotas.c): SQLite's write lock
+	 * does already, PostgreSQL locks the tenant's row. */
+	const char *quota_lock;
 };
 const struct db_dialect *db_dialect(const struct db *db);
 
@@ -220,5 +224,43 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 
 /* SQL fragment rendering a unix-seconds column as RFC 3339 text. */
 #define DB_TS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
+
+/*
+ * Flat objects rendered from a row (port1, issue 11): a table of members,
+ * member i from column c0 + i, so a statement's column list and its table
+ * are written side by side. SQL NULL writes null for every kind.
+ */
+enum db_jw_kind {
+	DB_JW_TEXT, /* text column as a string */
+	DB_JW_INT,  /* integer column as a number */
+	DB_JW_TIME, /* unix-seconds column as RFC 3339 text */
+	DB_JW_JSON, /* stored JSON text, copied as is */
+	DB_JW_BOOL, /* 0/1 (or a boolean) column as false/true */
+};
+struct db_jw_field {
+	const char *key; /* a literal of safe ASCII (cp_jw_key) */
+	enum db_jw_kind kind;
+};
+/* Write the n members of f, from columns c0.. of st's current row, into
+ * the object open in w. */
+void db_jw_fields(struct cp_jw *w, struct db_stmt *st, int c0, const struct db_jw_field *f,
+		  size_t n);
+/* Step st once and render its columns 0..n-1 as one object of the members
+ * of f into *out (owned by the caller). CP_OK, CP_ERR_NOT_FOUND without a
+ * row, or another error (CP_ERR_INTERNAL for a NULL st). Resets st. */
+cp_rc db_fetch_fields(struct db *db, struct db_stmt *st, const struct db_jw_field *f, size_t n,
+		      json_t **out) CP_WUR;
+/* Step st once and render its row with render (the row shape of
+ * db_fetch_page_render: seq in column 0) into *out (owned by the caller).
+ * CP_OK, CP_ERR_NOT_FOUND without a row, or another error. Resets st. */
+cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render,
+		      json_t **out) CP_WUR;
+
+/* Render the event of st's current row, whose columns c0 and c0 + 1 are
+ * its payload and id, as the API shows it: the payload object with "id"
+ * as its last member (events.c; a webhook delivery's body too). CP_OK, or
+ * CP_ERR_INTERNAL for a payload that is no object; w's own errors are in
+ * cp_jw_rc. */
+cp_rc db_event_render(struct cp_jw *w, struct db_stmt *st, int c0) CP_WUR;
 
 #endif

@@ -24,9 +24,11 @@ static const struct db_dialect dialect_sqlite = {
 	.integrity_check = "PRAGMA integrity_check",
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
+	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1",
 };
 
-static const size_t pg_migrations_none = 0;
+extern const struct db_migration db_pg_migrations[];
+extern const size_t db_pg_migrations_count;
 
 static const struct db_dialect dialect_pg = {
 	/* READ COMMITTED, PostgreSQL's default: the domain SQL that must not
@@ -43,10 +45,15 @@ static const struct db_dialect dialect_pg = {
 	.migrate_lock = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
 			"KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL); "
 			"LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE",
-	.backup = NULL,		 /* pg_dump's job, not ours */
-	.integrity_check = NULL, /* the server checks its own pages */
-	.migrations = NULL,
-	.migrations_count = &pg_migrations_none,
+	.backup = NULL, /* pg_dump's job, not ours */
+	/* The server checks its own pages; this checks it answers with our
+	 * schema (a table read, so a failing connection says so). */
+	.integrity_check = "SELECT CASE WHEN count(*) >= 0 THEN 'ok' END FROM schema_migrations",
+	.migrations = db_pg_migrations,
+	.migrations_count = &db_pg_migrations_count,
+	/* NO KEY UPDATE: conflicts with another check's lock but not with the
+	 * KEY SHARE locks of foreign keys (an insert of any tenant row). */
+	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1 FOR NO KEY UPDATE",
 };
 
 const struct db_dialect *db_dialect(const struct db *db)

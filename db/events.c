@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define EVENT_JSON "json_insert(payload, '$.id', id)"
+/* An event as the API shows it is its stored payload with its id added
+ * (db_event_render): the columns EVENT_COLS. */
+#define EVENT_COLS "payload, id"
 
 const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1] = {
 	"certificate.issued",
@@ -57,6 +59,32 @@ void db_event_committed(struct db *db, bool committed)
 		event_hook(event_hook_cls, db->event_tenants_many ? NULL : db->event_tenant);
 	db->event_dirty = false;
 	db->event_tenants_many = false;
+}
+
+cp_rc db_event_render(struct cp_jw *w, struct db_stmt *st, int c0)
+{
+	const char *p = db_col_text(st, c0);
+	size_t n = p ? (size_t)db_col_bytes(st, c0) : 0;
+
+	/* The payload is an object written compact by jansson
+	 * (db_event_add): its text up to the closing brace, then the id as
+	 * its last member, as json_insert(payload, '$.id', id) did. */
+	while (n > 0 && p[n - 1] != '}')
+		n--;
+	if (n < 2 || p[0] != '{')
+		return CP_ERR_INTERNAL; /* never stored: db_event_add writes an object */
+	cp_jw_raw(w, p, n - 1);
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + 1);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
+
+/* db_row_render_fn over db_event_render for (seq, EVENT_COLS) rows. */
+static cp_rc event_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	return db_event_render(w, st, 1);
 }
 
 /* data's "key" when it is a string that fits an id (the filter columns);
@@ -127,23 +155,27 @@ cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct 
 			     struct db_page pg, struct db_list *out)
 {
 #define SQL_ALL(cmp, dir)                                                                          \
-	"SELECT seq, " EVENT_JSON " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
+	"SELECT seq, " EVENT_COLS " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
 	"ORDER BY seq" dir " LIMIT ?4"
 #define SQL_TYPE(cmp, dir)                                                                         \
-	"SELECT seq, " EVENT_JSON " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
+	"SELECT seq, " EVENT_COLS " FROM events WHERE tenant_id = ?1 AND seq " cmp " ?3 "          \
 	"AND type = ?5 ORDER BY seq" dir " LIMIT ?4"
 	/* By certificate (and maybe property and type), or by property (and
 	 * maybe type): the id's partial index (migration 013) is the range,
-	 * the other filters are checked on its rows. */
+	 * the other filters are checked on its rows. SQLite picks it with no
+	 * hint (INDEXED BY is SQLite's alone): the equality on the id implies
+	 * the index's "IS NOT NULL" and covers (tenant_id, id, seq). A NULL
+	 * ?5 or ?7 is no condition. */
 #define SQL_CERT(cmp, dir)                                                                         \
-	"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_certificate "             \
+	"SELECT seq, " EVENT_COLS " FROM events "                                                  \
 	"WHERE tenant_id = ?1 AND certificate_id = ?6 AND seq " cmp " ?3 "                         \
-	"AND (?5 IS NULL OR type = ?5) AND (?7 IS NULL OR property_id = ?7) "                      \
+	"AND (CAST(?5 AS TEXT) IS NULL OR type = CAST(?5 AS TEXT)) "                               \
+	"AND (CAST(?7 AS TEXT) IS NULL OR property_id = CAST(?7 AS TEXT)) "                        \
 	"ORDER BY seq" dir " LIMIT ?4"
 #define SQL_PROP(cmp, dir)                                                                         \
-	"SELECT seq, " EVENT_JSON " FROM events INDEXED BY events_tenant_property "                \
+	"SELECT seq, " EVENT_COLS " FROM events "                                                  \
 	"WHERE tenant_id = ?1 AND property_id = ?7 AND seq " cmp " ?3 "                            \
-	"AND (?5 IS NULL OR type = ?5) ORDER BY seq" dir " LIMIT ?4"
+	"AND (CAST(?5 AS TEXT) IS NULL OR type = CAST(?5 AS TEXT)) ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
 	static const char *const sql_type[2] = DB_LIST_BOTH(SQL_TYPE);
 	static const char *const sql_cert[2] = DB_LIST_BOTH(SQL_CERT);
@@ -169,7 +201,7 @@ cp_rc db_event_list_filtered(struct db *db, const char *tenant_id, const struct 
 		db_bind_text(st, 6, f->certificate_id);
 	if (st && (sql == sql_cert || sql == sql_prop))
 		db_bind_text(st, 7, f->property_id);
-	return db_fetch_page(db, st, pg.limit, out);
+	return db_fetch_page_render(db, st, pg.limit, event_render_listed, out);
 }
 
 cp_rc db_event_last_seq(struct db *db, const char *tenant_id, int64_t *seq)

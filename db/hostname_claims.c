@@ -50,7 +50,10 @@ cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const
 }
 
 /* Remove one claim (tenant, hostname), bump its property's version and tell
- * the tenant why (reason). Inside the caller's transaction. */
+ * the tenant why (reason). Inside the caller's transaction. A claim that is
+ * gone already (another instance released it between our read and this
+ * DELETE, under PostgreSQL's READ COMMITTED) is left to that release: no
+ * second bump, no second event. */
 static cp_rc claim_release(struct db *db, const char *tenant_id, const char *property_id,
 			   const char *hostname, const char *reason)
 {
@@ -65,7 +68,7 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 	if (!st)
 		return CP_ERR_INTERNAL;
 	rc = db_exec_stmt(db, st);
-	if (rc != CP_OK)
+	if (rc != CP_OK || db_changes(db) == 0)
 		return rc;
 	rc = db_exec_at(db, sql_bump, property_id, cp_now());
 	if (rc != CP_OK)
@@ -227,64 +230,106 @@ out:
 cp_rc db_claim_get(struct db *db, const char *tenant_id, const char *hostname, json_t **out)
 {
 	static const char sql[] =
-		"SELECT json_object('property_id', c.property_id, 'status', c.status, 'method', "
-		"c.method, 'token', c.token, 'edge_hostname', e.hostname) FROM property_hostnames c "
-		"JOIN properties p ON p.id = c.property_id JOIN edge_hostnames e ON e.id = "
-		"p.edge_hostname_id WHERE c.tenant_id = ? AND c.hostname = ?";
-	return db_get_scoped(db, sql, tenant_id, hostname, out);
+		"SELECT c.property_id, c.status, c.method, c.token, e.hostname FROM "
+		"property_hostnames c JOIN properties p ON p.id = c.property_id JOIN edge_hostnames "
+		"e ON e.id = p.edge_hostname_id WHERE c.tenant_id = ?1 AND c.hostname = ?2";
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, hostname);
+	cp_rc rc;
+
+	assert(db && tenant_id && out);
+	*out = NULL;
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	*out = json_pack("{s:s?,s:s?,s:s?,s:s?,s:s?}", "property_id", db_col_text(st, 0), "status",
+			 db_col_text(st, 1), "method", db_col_text(st, 2), "token",
+			 db_col_text(st, 3), "edge_hostname", db_col_text(st, 4));
+	db_reset(st);
+	return *out ? CP_OK : CP_ERR_NOMEM;
 }
 
 cp_rc db_claims_of_property(struct db *db, const char *tenant_id, const char *property_id,
 			    json_t **out)
 {
+	/* One row with a NULL hostname for a property without hostnames, none
+	 * for a property that is not the tenant's. */
 	static const char sql[] =
-		"SELECT json_object('claims', json((SELECT json_group_array(json_object('hostname', "
-		"hostname, 'token', token)) FROM (SELECT hostname, token FROM property_hostnames "
-		"WHERE property_id = ?2 AND tenant_id = ?1 ORDER BY position)))) "
-		"FROM properties WHERE tenant_id = ?1 AND id = ?2";
-	struct db_stmt *st = db_stmt(db, sql);
-	json_t *o = NULL;
-	cp_rc rc;
+		"SELECT h.hostname, h.token FROM properties p LEFT JOIN property_hostnames h "
+		"ON h.property_id = p.id AND h.tenant_id = p.tenant_id "
+		"WHERE p.tenant_id = ?1 AND p.id = ?2 ORDER BY h.position";
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, property_id);
+	json_t *arr = NULL;
+	bool found = false;
+	cp_rc rc = CP_OK;
+	int r;
 
 	assert(db && tenant_id && out);
 	*out = NULL;
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, property_id);
-	rc = db_fetch_json(db, st, &o);
-	if (rc == CP_OK) {
-		*out = json_incref(json_object_get(o, "claims"));
-		rc = *out ? CP_OK : CP_ERR_NOMEM;
+	arr = json_array();
+	if (!arr) {
+		db_reset(st);
+		return CP_ERR_NOMEM;
 	}
-	json_decref(o);
-	return rc;
+	while ((r = db_step(st)) == DB_ROW) {
+		found = true;
+		if (db_col_null(st, 0))
+			continue;
+		if (json_array_append_new(arr,
+					  json_pack("{s:s,s:s?}", "hostname", db_col_text(st, 0),
+						    "token", db_col_text(st, 1))) != 0) {
+			rc = CP_ERR_NOMEM;
+			break;
+		}
+	}
+	db_reset(st);
+	if (rc == CP_OK && r != DB_DONE && r != DB_ROW)
+		rc = db_rc(db, r);
+	if (rc == CP_OK && !found)
+		rc = CP_ERR_NOT_FOUND;
+	if (rc != CP_OK) {
+		json_decref(arr);
+		return rc;
+	}
+	*out = arr;
+	return CP_OK;
 }
 
 cp_rc db_edge_in_chain(struct db *db, const char *tenant_id, json_t *chain)
 {
+	/* One lookup in the unique hostname index per name of the chain (at
+	 * most 8 CNAME hops, acme/dns.c), the tenant checked on the row. */
+	static const char sql[] =
+		"SELECT 1 FROM edge_hostnames WHERE hostname = ?2 AND tenant_id = ?1";
+	json_t *name;
+	size_t i;
+
 	assert(db && tenant_id);
+	json_array_foreach(chain, i, name)
+	{
+		cp_rc rc;
 
-	/* "+tenant_id": look the (at most 8) names up in the hostname index,
-	 * never scan the tenant's edge hostnames. */
-	static const char sql[] = "SELECT 1 FROM edge_hostnames WHERE hostname IN "
-				  "(SELECT value FROM json_each(?1)) AND +tenant_id = ?2";
-	struct db_stmt *st = db_stmt_keyed(db, sql, NULL, tenant_id);
-
-	if (!st)
-		return CP_ERR_INTERNAL;
-	if (json_array_size(chain) == 0)
-		return CP_ERR_NOT_FOUND;
-	db_bind_json(st, 1, chain);
-	return db_probe(db, st);
+		if (!json_is_string(name))
+			continue;
+		rc = db_probe(db, db_stmt_keyed(db, sql, tenant_id, json_string_value(name)));
+		if (rc != CP_ERR_NOT_FOUND)
+			return rc;
+	}
+	return CP_ERR_NOT_FOUND;
 }
 
 cp_rc db_claims_due(struct db *db, int limit, int64_t lease_seconds, json_t **out)
 {
+	/* Rows are named by their unique key (the table has no other). The
+	 * outer next_check_at test repeats the inner one for PostgreSQL: an
+	 * instance that waited for another's lease of a row re-reads it and
+	 * skips it, instead of leasing it a second time. */
 	static const char sql[] =
-		"UPDATE property_hostnames SET next_check_at = ?1 + ?3 WHERE rowid IN "
-		"(SELECT rowid FROM property_hostnames WHERE next_check_at <= ?1 "
-		"ORDER BY next_check_at LIMIT ?2) RETURNING tenant_id, property_id";
+		"UPDATE property_hostnames SET next_check_at = CAST(?1 AS BIGINT) + CAST(?3 AS BIGINT) "
+		"WHERE (tenant_id, hostname) IN (SELECT tenant_id, hostname FROM property_hostnames "
+		"WHERE next_check_at <= CAST(?1 AS BIGINT) ORDER BY next_check_at LIMIT ?2) "
+		"AND next_check_at <= CAST(?1 AS BIGINT) RETURNING tenant_id, property_id";
 	struct db_stmt *st = db_stmt(db, sql);
 	json_t *arr = json_array(), *seen = json_object();
 	cp_rc rc = CP_OK;

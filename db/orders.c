@@ -17,54 +17,300 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The API's view of an order (no URLs of the CA, no key). */
+/*
+ * An order row, read by both views: the columns of ORDER_COLS in the order
+ * of enum order_col. The worker's view (order_full_fields, db_order_load)
+ * is the first OC_FULL_COUNT of them, member by member, as stored (times
+ * as unix seconds, the CA's URLs, the sealed key); the API's view
+ * (order_render_api) shapes them (no URLs of the CA, no key).
+ */
 /* clang-format off */
-#define AUTHZ_JSON                                                                        \
-	"json_object('identifier', identifier, 'status', status, 'expires_at', "          \
-	DB_TS("expires_at") ", 'challenge', CASE WHEN challenge_type IS NULL THEN NULL "  \
-	"WHEN challenge_type = 'dns-01' THEN json_object('type', challenge_type, "         \
-	"'token', token, 'txt_record_name', txt_record_name, 'txt_record_value', "         \
-	"txt_record_value) ELSE json_object('type', challenge_type, 'token', token, "      \
-	"'url', 'http://' || identifier || '/.well-known/acme-challenge/' || token, "      \
-	"'body', key_authorization) END)"
-/* clang-format on */
-/* clang-format off */
-#define ORDER_JSON                                                                          \
-	"json_object('id', o.id, 'certificate_id', o.certificate_id, 'kind', o.kind, "      \
-	"'status', o.status, 'challenge', o.challenge, 'identifiers', json(o.identifiers), " \
-	"'ca', o.ca, 'key_type', o.key_type, 'authorizations', coalesce(json((SELECT "       \
-	"json_group_array(json(j)) FROM (SELECT " AUTHZ_JSON " AS j FROM "                  \
-	"order_authorizations WHERE order_id = o.id ORDER BY position))), json('[]')), "    \
-	"'error', CASE WHEN o.error_reason IS NULL THEN NULL ELSE json_object('reason', "   \
-	"o.error_reason, 'detail', o.error_detail) END, 'attempts', o.attempts, "           \
-	"'next_attempt_at', " DB_TS("o.next_attempt_at") ", 'dns01_deadline', "             \
-	DB_TS("o.dns_deadline") ", 'metadata', json(coalesce(o.metadata, '{}')), "          \
-	"'created_at', " DB_TS("o.created_at") ", 'updated_at', " DB_TS("o.updated_at")     \
-	", 'completed_at', " DB_TS("o.completed_at") ")"
+#define ORDER_COLS                                                                          \
+	"o.id, o.tenant_id, o.certificate_id, o.kind, o.status, o.challenge, o.identifiers, " \
+	"o.ca, o.key_type, coalesce(o.metadata, '{}'), o.account_url, o.order_url, "         \
+	"o.finalize_url, o.certificate_url, o.key, o.error_reason, o.attempts, "            \
+	"o.dns_deadline, o.verify_at, o.created_at, o.error_detail, o.next_attempt_at, "     \
+	"o.updated_at, o.completed_at"
 /* clang-format on */
 
-/* The worker's view: everything, times as unix seconds, CA URLs, sealed key. */
+enum order_col {
+	OC_ID,
+	OC_TENANT_ID,
+	OC_CERTIFICATE_ID,
+	OC_KIND,
+	OC_STATUS,
+	OC_CHALLENGE,
+	OC_IDENTIFIERS,
+	OC_CA,
+	OC_KEY_TYPE,
+	OC_METADATA,
+	OC_ACCOUNT_URL,
+	OC_ORDER_URL,
+	OC_FINALIZE_URL,
+	OC_CERTIFICATE_URL,
+	OC_KEY,
+	OC_ERROR_REASON,
+	OC_ATTEMPTS,
+	OC_DNS_DEADLINE,
+	OC_VERIFY_AT,
+	OC_CREATED_AT,
+	OC_FULL_COUNT, /* the columns above are the worker's view */
+	OC_ERROR_DETAIL = OC_FULL_COUNT,
+	OC_NEXT_ATTEMPT_AT,
+	OC_UPDATED_AT,
+	OC_COMPLETED_AT,
+	OC_COUNT
+};
+
 /* clang-format off */
-#define AUTHZ_FULL_JSON                                                                     \
-	"json_object('position', position, 'url', url, 'identifier', identifier, 'status', " \
-	"status, 'challenge_type', challenge_type, 'challenge_url', challenge_url, 'token', " \
-	"token, 'key_authorization', key_authorization, 'txt_record_name', txt_record_name, " \
-	"'txt_record_value', txt_record_value, 'expires_at', expires_at, 'notified', "        \
-	"notified, 'responded', responded, 'completed', completed)"
+static const struct db_jw_field order_full_fields[OC_FULL_COUNT] = {
+	[OC_ID] = { "id", DB_JW_TEXT },
+	[OC_TENANT_ID] = { "tenant_id", DB_JW_TEXT },
+	[OC_CERTIFICATE_ID] = { "certificate_id", DB_JW_TEXT },
+	[OC_KIND] = { "kind", DB_JW_TEXT },
+	[OC_STATUS] = { "status", DB_JW_TEXT },
+	[OC_CHALLENGE] = { "challenge", DB_JW_TEXT },
+	[OC_IDENTIFIERS] = { "identifiers", DB_JW_JSON },
+	[OC_CA] = { "ca", DB_JW_TEXT },
+	[OC_KEY_TYPE] = { "key_type", DB_JW_TEXT },
+	[OC_METADATA] = { "metadata", DB_JW_JSON },
+	[OC_ACCOUNT_URL] = { "account_url", DB_JW_TEXT },
+	[OC_ORDER_URL] = { "order_url", DB_JW_TEXT },
+	[OC_FINALIZE_URL] = { "finalize_url", DB_JW_TEXT },
+	[OC_CERTIFICATE_URL] = { "certificate_url", DB_JW_TEXT },
+	[OC_KEY] = { "key", DB_JW_TEXT },
+	[OC_ERROR_REASON] = { "error_reason", DB_JW_TEXT },
+	[OC_ATTEMPTS] = { "attempts", DB_JW_INT },
+	[OC_DNS_DEADLINE] = { "dns_deadline", DB_JW_INT },
+	[OC_VERIFY_AT] = { "verify_at", DB_JW_INT },
+	[OC_CREATED_AT] = { "created_at", DB_JW_INT },
+};
 /* clang-format on */
+
+/* An order's authorizations in order (?1 = the order id): the columns of
+ * enum authz_col, which are also the worker's view, member by member. */
+static const char AUTHZ_SQL[] =
+	"SELECT position, url, identifier, status, challenge_type, challenge_url, token, "
+	"key_authorization, txt_record_name, txt_record_value, expires_at, notified, responded, "
+	"completed FROM order_authorizations WHERE order_id = ?1 ORDER BY position";
+
+enum authz_col {
+	AC_POSITION,
+	AC_URL,
+	AC_IDENTIFIER,
+	AC_STATUS,
+	AC_CHALLENGE_TYPE,
+	AC_CHALLENGE_URL,
+	AC_TOKEN,
+	AC_KEY_AUTHORIZATION,
+	AC_TXT_RECORD_NAME,
+	AC_TXT_RECORD_VALUE,
+	AC_EXPIRES_AT,
+	AC_NOTIFIED,
+	AC_RESPONDED,
+	AC_COMPLETED,
+	AC_COUNT
+};
+
 /* clang-format off */
-#define ORDER_FULL_JSON                                                                      \
-	"json_object('id', o.id, 'tenant_id', o.tenant_id, 'certificate_id', o.certificate_id, " \
-	"'kind', o.kind, 'status', o.status, 'challenge', o.challenge, 'identifiers', "      \
-	"json(o.identifiers), 'ca', o.ca, 'key_type', o.key_type, 'metadata', "             \
-	"json(coalesce(o.metadata, '{}')), 'account_url', o.account_url, 'order_url', "      \
-	"o.order_url, 'finalize_url', o.finalize_url, 'certificate_url', o.certificate_url, " \
-	"'key', o.key, 'error_reason', o.error_reason, 'attempts', o.attempts, "            \
-	"'dns_deadline', o.dns_deadline, 'verify_at', o.verify_at, 'created_at', "           \
-	"o.created_at, 'authorizations', coalesce(json((SELECT json_group_array(json(j)) "   \
-	"FROM (SELECT " AUTHZ_FULL_JSON " AS j FROM order_authorizations WHERE order_id = "  \
-	"o.id ORDER BY position))), json('[]')))"
+static const struct db_jw_field authz_full_fields[AC_COUNT] = {
+	[AC_POSITION] = { "position", DB_JW_INT },
+	[AC_URL] = { "url", DB_JW_TEXT },
+	[AC_IDENTIFIER] = { "identifier", DB_JW_TEXT },
+	[AC_STATUS] = { "status", DB_JW_TEXT },
+	[AC_CHALLENGE_TYPE] = { "challenge_type", DB_JW_TEXT },
+	[AC_CHALLENGE_URL] = { "challenge_url", DB_JW_TEXT },
+	[AC_TOKEN] = { "token", DB_JW_TEXT },
+	[AC_KEY_AUTHORIZATION] = { "key_authorization", DB_JW_TEXT },
+	[AC_TXT_RECORD_NAME] = { "txt_record_name", DB_JW_TEXT },
+	[AC_TXT_RECORD_VALUE] = { "txt_record_value", DB_JW_TEXT },
+	[AC_EXPIRES_AT] = { "expires_at", DB_JW_INT },
+	[AC_NOTIFIED] = { "notified", DB_JW_INT },
+	[AC_RESPONDED] = { "responded", DB_JW_INT },
+	[AC_COMPLETED] = { "completed", DB_JW_INT },
+};
 /* clang-format on */
+
+/* The API's view of the authorization of st's current row (AUTHZ_SQL):
+ * its challenge as the tenant acts on it, the DNS record to publish or
+ * the HTTP-01 URL and body; null before the worker chose one. CP_OK or
+ * CP_ERR_NOMEM. */
+static cp_rc authz_render_api(struct cp_jw *w, struct db_stmt *st)
+{
+	const char *type = db_col_text(st, AC_CHALLENGE_TYPE);
+
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "identifier");
+	db_jw_text(w, st, AC_IDENTIFIER);
+	cp_jw_key(w, "status");
+	db_jw_text(w, st, AC_STATUS);
+	cp_jw_key(w, "expires_at");
+	db_jw_time(w, st, AC_EXPIRES_AT);
+	cp_jw_key(w, "challenge");
+	if (!type) {
+		cp_jw_null(w);
+	} else if (strcmp(type, "dns-01") == 0) {
+		cp_jw_open(w, '{');
+		cp_jw_key(w, "type");
+		db_jw_text(w, st, AC_CHALLENGE_TYPE);
+		cp_jw_key(w, "token");
+		db_jw_text(w, st, AC_TOKEN);
+		cp_jw_key(w, "txt_record_name");
+		db_jw_text(w, st, AC_TXT_RECORD_NAME);
+		cp_jw_key(w, "txt_record_value");
+		db_jw_text(w, st, AC_TXT_RECORD_VALUE);
+		cp_jw_close(w, '}');
+	} else {
+		const char *ident = db_col_text(st, AC_IDENTIFIER);
+		const char *token = db_col_text(st, AC_TOKEN);
+		/* Both are bounded where they are written (a hostname, the CA's
+		 * token); null when either is unknown yet. */
+		char *url = ident && token ? cp_aprintf("http://%s/.well-known/acme-challenge/%s",
+							ident, token)
+					   : NULL;
+
+		cp_jw_open(w, '{');
+		cp_jw_key(w, "type");
+		db_jw_text(w, st, AC_CHALLENGE_TYPE);
+		cp_jw_key(w, "token");
+		db_jw_text(w, st, AC_TOKEN);
+		if (ident && token && !url)
+			return CP_ERR_NOMEM;
+		cp_jw_key(w, "url");
+		cp_jw_cstr(w, url);
+		cp_jw_key(w, "body");
+		db_jw_text(w, st, AC_KEY_AUTHORIZATION);
+		cp_jw_close(w, '}');
+		free(url);
+	}
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
+
+/* The authorizations of order id as a JSON array into w, each in the
+ * worker's view (full) or the API's. */
+static cp_rc authz_render_all(struct db *db, const char *id, bool full, struct cp_jw *w)
+{
+	struct db_stmt *st = db_stmt_keyed(db, AUTHZ_SQL, id, NULL);
+	cp_rc rc = CP_OK;
+	int r = DB_DONE;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '[');
+	while (rc == CP_OK && (r = db_step(st)) == DB_ROW) {
+		if (full) {
+			cp_jw_open(w, '{');
+			db_jw_fields(w, st, 0, authz_full_fields, AC_COUNT);
+			cp_jw_close(w, '}');
+		} else {
+			rc = authz_render_api(w, st);
+		}
+	}
+	db_reset(st);
+	cp_jw_close(w, ']');
+	if (rc == CP_OK && r != DB_DONE)
+		rc = db_rc(db, r);
+	return rc;
+}
+
+/* Render the order of st's current row, (seq, ORDER_COLS), in the API's
+ * view (openapi.yaml, Order) into w. db_row_render_fn. */
+static cp_rc order_render_api(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	const int c0 = 1;
+	const char *id = db_col_text(st, c0 + OC_ID);
+	cp_rc rc;
+
+	assert(db_col_count(st) >= c0 + OC_COUNT);
+	if (!id)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + OC_ID);
+	cp_jw_key(w, "certificate_id");
+	db_jw_text(w, st, c0 + OC_CERTIFICATE_ID);
+	cp_jw_key(w, "kind");
+	db_jw_text(w, st, c0 + OC_KIND);
+	cp_jw_key(w, "status");
+	db_jw_text(w, st, c0 + OC_STATUS);
+	cp_jw_key(w, "challenge");
+	db_jw_text(w, st, c0 + OC_CHALLENGE);
+	cp_jw_key(w, "identifiers");
+	db_jw_json(w, st, c0 + OC_IDENTIFIERS);
+	cp_jw_key(w, "ca");
+	db_jw_text(w, st, c0 + OC_CA);
+	cp_jw_key(w, "key_type");
+	db_jw_text(w, st, c0 + OC_KEY_TYPE);
+	cp_jw_key(w, "authorizations");
+	/* id is column text of st, which stays on its row meanwhile. */
+	rc = authz_render_all(db, id, false, w);
+	if (rc != CP_OK)
+		return rc;
+	cp_jw_key(w, "error");
+	if (db_col_null(st, c0 + OC_ERROR_REASON)) {
+		cp_jw_null(w);
+	} else {
+		cp_jw_open(w, '{');
+		cp_jw_key(w, "reason");
+		db_jw_text(w, st, c0 + OC_ERROR_REASON);
+		cp_jw_key(w, "detail");
+		db_jw_text(w, st, c0 + OC_ERROR_DETAIL);
+		cp_jw_close(w, '}');
+	}
+	cp_jw_key(w, "attempts");
+	db_jw_int(w, st, c0 + OC_ATTEMPTS);
+	cp_jw_key(w, "next_attempt_at");
+	db_jw_time(w, st, c0 + OC_NEXT_ATTEMPT_AT);
+	cp_jw_key(w, "dns01_deadline");
+	db_jw_time(w, st, c0 + OC_DNS_DEADLINE);
+	cp_jw_key(w, "metadata");
+	db_jw_json(w, st, c0 + OC_METADATA);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, c0 + OC_CREATED_AT);
+	cp_jw_key(w, "updated_at");
+	db_jw_time(w, st, c0 + OC_UPDATED_AT);
+	cp_jw_key(w, "completed_at");
+	db_jw_time(w, st, c0 + OC_COMPLETED_AT);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
+
+/* The worker's view of the order of st's current row, (seq, ORDER_COLS).
+ * db_row_render_fn. */
+static cp_rc order_render_full(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	const int c0 = 1;
+	const char *id = db_col_text(st, c0 + OC_ID);
+	cp_rc rc;
+
+	assert(db_col_count(st) >= c0 + OC_COUNT);
+	if (!id)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '{');
+	db_jw_fields(w, st, c0, order_full_fields, OC_FULL_COUNT);
+	cp_jw_key(w, "authorizations");
+	rc = authz_render_all(db, id, true, w);
+	cp_jw_close(w, '}');
+	return rc;
+}
+
+/* The one order row of st (bound by the caller) rendered by render into
+ * *out, its row and its authorizations read in one snapshot. */
+static cp_rc order_fetch(struct db *db, struct db_stmt *st, db_row_render_fn render, json_t **out)
+{
+	bool began = false;
+	cp_rc rc;
+
+	*out = NULL;
+	if (!st)
+		return CP_ERR_INTERNAL;
+	rc = db_read_begin(db, &began);
+	if (rc == CP_OK)
+		rc = db_fetch_render(db, st, render, out);
+	db_read_end(db, began);
+	return rc;
+}
 
 cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 		      const char *certificate_id, const char *kind, const char *challenge,
@@ -74,8 +320,10 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 	static const char sql[] =
 		"INSERT INTO orders (id, tenant_id, certificate_id, kind, challenge, identifiers, "
 		"ca, key_type, metadata, created_at, updated_at) "
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) ON CONFLICT (certificate_id) "
+		"WHERE status IN " DB_ORDER_IN_FLIGHT_SQL " DO NOTHING";
 	struct db_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
+	cp_rc rc;
 
 	assert(db && tenant_id);
 	if (!st)
@@ -88,23 +336,30 @@ cp_rc db_order_create(struct db *db, const char *tenant_id, const char *id,
 	db_bind_text(st, 8, key_type);
 	db_bind_json(st, 9, metadata);
 	db_bind_int64(st, 10, cp_now());
-	/* CP_ERR_CONFLICT: orders_in_flight says one is already running. */
-	return db_exec_stmt(db, st);
+	/* No row: orders_in_flight says one is already running. Said by ON
+	 * CONFLICT, not by the constraint's error, which in PostgreSQL would
+	 * abort the caller's transaction (the scheduler goes on in it). */
+	rc = db_exec_stmt(db, st);
+	if (rc == CP_OK && db_changes(db) == 0)
+		rc = CP_ERR_CONFLICT;
+	return rc;
 }
 
 cp_rc db_order_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] =
-		"SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.id = ?2";
-	return db_get_scoped(db, sql, tenant_id, id, out);
+		"SELECT o.seq, " ORDER_COLS " FROM orders o WHERE o.tenant_id = ?1 AND o.id = ?2";
+	return order_fetch(db, db_stmt_keyed(db, sql, tenant_id, id), order_render_api, out);
 }
 
 cp_rc db_order_in_flight(struct db *db, const char *tenant_id, const char *certificate_id,
 			 json_t **out)
 {
-	static const char sql[] = "SELECT " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND "
-				  "o.certificate_id = ?2 AND o.status IN " DB_ORDER_IN_FLIGHT_SQL;
-	return db_get_scoped(db, sql, tenant_id, certificate_id, out);
+	static const char sql[] =
+		"SELECT o.seq, " ORDER_COLS " FROM orders o WHERE o.tenant_id = ?1 "
+		"AND o.certificate_id = ?2 AND o.status IN " DB_ORDER_IN_FLIGHT_SQL;
+	return order_fetch(db, db_stmt_keyed(db, sql, tenant_id, certificate_id), order_render_api,
+			   out);
 }
 
 cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_filter *f,
@@ -113,14 +368,18 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_
 	/* ?5 certificate, ?6 status (NULL: no condition), ?7 hostname. Without
 	 * a hostname the tenant's seq range (orders_tenant) drives; with one,
 	 * its range of order_names (migration 017), joined by seq, so either
-	 * is one index range scan in either order. */
-#define SQL_IF " AND (?5 IS NULL OR o.certificate_id = ?5) AND (?6 IS NULL OR o.status = ?6) "
+	 * is one index range scan in either order. CROSS JOIN keeps
+	 * order_names the outer loop in SQLite; the join's condition is in
+	 * WHERE, as PostgreSQL takes no ON after CROSS JOIN. */
+#define SQL_IF                                                                                     \
+	" AND (CAST(?5 AS TEXT) IS NULL OR o.certificate_id = CAST(?5 AS TEXT)) "                  \
+	"AND (CAST(?6 AS TEXT) IS NULL OR o.status = CAST(?6 AS TEXT)) "
 #define SQL_ALL(cmp, dir)                                                                          \
-	"SELECT o.seq, " ORDER_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.seq " cmp         \
+	"SELECT o.seq, " ORDER_COLS " FROM orders o WHERE o.tenant_id = ?1 AND o.seq " cmp         \
 	" ?3" SQL_IF "ORDER BY o.seq" dir " LIMIT ?4"
 #define SQL_NAME(cmp, dir)                                                                         \
-	"SELECT o.seq, " ORDER_JSON " FROM order_names n CROSS JOIN orders o "                     \
-	"ON o.seq = n.order_seq WHERE n.tenant_id = ?1 AND n.name = ?7 AND n.order_seq " cmp       \
+	"SELECT o.seq, " ORDER_COLS " FROM order_names n CROSS JOIN orders o "                     \
+	"WHERE o.seq = n.order_seq AND n.tenant_id = ?1 AND n.name = ?7 AND n.order_seq " cmp      \
 	" ?3 AND o.tenant_id = ?1" SQL_IF "ORDER BY n.order_seq" dir " LIMIT ?4"
 	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
 	static const char *const sql_name[2] = DB_LIST_BOTH(SQL_NAME);
@@ -128,6 +387,8 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_
 #undef SQL_ALL
 #undef SQL_NAME
 	struct db_stmt *st;
+	bool began = false;
+	cp_rc rc;
 
 	assert(db && tenant_id && f && out);
 	st = db_stmt_page(db, f->hostname ? sql_name : sql_all, tenant_id, NULL, pg);
@@ -136,7 +397,16 @@ cp_rc db_order_list(struct db *db, const char *tenant_id, const struct db_order_
 	db_bind_text(st, 5, f->certificate_id);
 	db_bind_text(st, 6, f->status);
 	db_bind_text(st, 7, f->hostname);
-	return db_fetch_page(db, st, pg.limit, out);
+	/* The page and its orders' authorizations: one snapshot. */
+	rc = db_read_begin(db, &began);
+	if (rc == CP_OK) {
+		rc = db_fetch_page_render(db, st, pg.limit, order_render_api, out);
+	} else {
+		out->data = NULL;
+		out->next = 0;
+	}
+	db_read_end(db, began);
+	return rc;
 }
 
 bool db_order_status_in_flight(const char *status)
@@ -154,40 +424,76 @@ bool db_order_status_in_flight(const char *status)
 cp_rc db_order_load(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] =
-		"SELECT " ORDER_FULL_JSON " FROM orders o WHERE o.tenant_id = ?1 AND o.id = ?2";
-	return db_get_scoped(db, sql, tenant_id, id, out);
+		"SELECT o.seq, " ORDER_COLS " FROM orders o WHERE o.tenant_id = ?1 AND o.id = ?2";
+	return order_fetch(db, db_stmt_keyed(db, sql, tenant_id, id), order_render_full, out);
 }
 
-/* SET col = the patch member if present (null clears), else keep it. */
-#define PATCH(col)                                                                                 \
-	col " = iif(json_type(?2, '$." col "') IS NULL, " col ", json_extract(?2, '$." col "'))"
+/*
+ * A patch sets a column when it has the member (null clears it) and keeps
+ * it otherwise: each column a patch may set is a pair of parameters, ?f
+ * (1: the member is present, 0: absent) and ?v (its value, cast to the
+ * column's type), in a list X(column, SQL type, f, v) that writes both the
+ * SET clause (PATCH_SET) and the binding table (PATCH_COL), so the two
+ * cannot disagree. ?1 is the row's key, ?2 the statement's own value.
+ */
+struct patch_col {
+	const char *name; /* the column, and the patch's member */
+	int flag, value;  /* its parameters */
+};
+#define PATCH_COL(col, type, f, v) { col, f, v },
+#define PATCH_SET(col, type, f, v)                                                                 \
+	", " col " = CASE WHEN ?" #f " = 1 THEN CAST(?" #v " AS " type ") ELSE " col " END"
 
-/* The cached patch statement sql with ?1 = key, ?2 = the patch, ?3 = n. */
-static struct db_stmt *patch_stmt(struct db *db, const char *sql, const char *key,
-				  const json_t *patch, int64_t n)
+/* Bind the n columns of cols from patch (a JSON object; anything else is
+ * an empty patch): a string as text, an integer (or true/false as 1/0) as
+ * an integer, null as NULL, anything else as its JSON text. */
+static void patch_bind(struct db_stmt *st, const json_t *patch, const struct patch_col *cols,
+		       size_t n)
 {
-	struct db_stmt *st = db_stmt_keyed(db, sql, key, NULL);
-
-	if (st) {
-		db_bind_json(st, 2, patch);
-		db_bind_int64(st, 3, n);
+	for (size_t i = 0; i < n; i++) {
+		const json_t *v =
+			json_is_object(patch) ? json_object_get(patch, cols[i].name) : NULL;
+		db_bind_int64(st, cols[i].flag, v != NULL);
+		if (!v || json_is_null(v))
+			db_bind_null(st, cols[i].value);
+		else if (json_is_string(v))
+			db_bind_textn(st, cols[i].value, json_string_value(v),
+				      json_string_length(v));
+		else if (json_is_integer(v))
+			db_bind_int64(st, cols[i].value, json_integer_value(v));
+		else if (json_is_boolean(v))
+			db_bind_int64(st, cols[i].value, json_is_true(v));
+		else
+			db_bind_json(st, cols[i].value, v);
 	}
-	return st;
 }
+
+/* The order's columns a worker's patch sets (?3/?4: status, below). */
+/* clang-format off */
+#define ORDER_PATCH(X)                                                                       \
+	X("account_url", "TEXT", 5, 6) X("order_url", "TEXT", 7, 8)                          \
+	X("finalize_url", "TEXT", 9, 10) X("certificate_url", "TEXT", 11, 12)                \
+	X("key", "TEXT", 13, 14) X("error_reason", "TEXT", 15, 16)                           \
+	X("error_detail", "TEXT", 17, 18) X("attempts", "BIGINT", 19, 20)                    \
+	X("next_attempt_at", "BIGINT", 21, 22) X("dns_deadline", "BIGINT", 23, 24)           \
+	X("verify_at", "BIGINT", 25, 26) X("completed_at", "BIGINT", 27, 28)
+/* clang-format on */
 
 cp_rc db_order_save(struct db *db, const char *id, const json_t *patch)
 {
-	/* clang-format off */
+	/* A terminal status is never changed (see the top of the file). */
 	static const char sql[] =
-		"UPDATE orders SET status = iif(status IN ('valid', 'failed', 'canceled') OR "
-		"json_type(?2, '$.status') IS NULL, status, json_extract(?2, '$.status')), "
-		PATCH("account_url") ", " PATCH("order_url") ", " PATCH("finalize_url") ", "
-		PATCH("certificate_url") ", " PATCH("key") ", " PATCH("error_reason") ", "
-		PATCH("error_detail") ", " PATCH("attempts") ", " PATCH("next_attempt_at") ", "
-		PATCH("dns_deadline") ", " PATCH("verify_at") ", " PATCH("completed_at") ", "
-		"updated_at = ?3 WHERE id = ?1";
-	/* clang-format on */
-	return db_exec_one(db, patch_stmt(db, sql, id, patch, cp_now()));
+		"UPDATE orders SET updated_at = ?2, status = CASE WHEN status IN ('valid', "
+		"'failed', 'canceled') OR ?3 = 0 THEN status ELSE CAST(?4 AS TEXT) END" ORDER_PATCH(
+			PATCH_SET) " WHERE id = ?1";
+	static const struct patch_col cols[] = { { "status", 3, 4 }, ORDER_PATCH(PATCH_COL) };
+	struct db_stmt *st = db_stmt_keyed(db, sql, id, NULL);
+
+	if (st) {
+		db_bind_int64(st, 2, cp_now());
+		patch_bind(st, patch, cols, CP_ARRAY_LEN(cols));
+	}
+	return db_exec_one(db, st);
 }
 
 cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, const char *url)
@@ -206,20 +512,36 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 	return db_exec_stmt(db, st);
 }
 
+/* The authorization's columns a worker's patch sets. */
+/* clang-format off */
+#define AUTHZ_PATCH(X)                                                                       \
+	X("identifier", "TEXT", 3, 4) X("status", "TEXT", 5, 6)                              \
+	X("challenge_type", "TEXT", 7, 8) X("challenge_url", "TEXT", 9, 10)                  \
+	X("token", "TEXT", 11, 12) X("key_authorization", "TEXT", 13, 14)                    \
+	X("txt_record_name", "TEXT", 15, 16) X("txt_record_value", "TEXT", 17, 18)           \
+	X("expires_at", "BIGINT", 19, 20) X("notified", "BIGINT", 21, 22)                    \
+	X("responded", "BIGINT", 23, 24) X("completed", "BIGINT", 25, 26)
+/* clang-format on */
+
 cp_rc db_order_authz_save(struct db *db, const char *order_id, int position, const json_t *patch)
 {
-	/* clang-format off */
-	static const char sql[] =
-		"UPDATE order_authorizations SET "
-		PATCH("identifier") ", " PATCH("status") ", " PATCH("challenge_type") ", "
-		PATCH("challenge_url") ", " PATCH("token") ", " PATCH("key_authorization") ", "
-		PATCH("txt_record_name") ", " PATCH("txt_record_value") ", " PATCH("expires_at") ", "
-		PATCH("notified") ", " PATCH("responded") ", " PATCH("completed") " "
-		"WHERE order_id = ?1 AND position = ?3";
-	/* clang-format on */
-	return db_exec_stmt(db, patch_stmt(db, sql, order_id, patch, position));
+	/* position = ?2 sets the position it matched: the first SET clause
+	 * the list's ", col = ..." clauses follow. */
+	static const char sql[] = "UPDATE order_authorizations SET position = ?2" AUTHZ_PATCH(
+		PATCH_SET) " WHERE order_id = ?1 AND position = ?2";
+	static const struct patch_col cols[] = { AUTHZ_PATCH(PATCH_COL) };
+	struct db_stmt *st = db_stmt_keyed(db, sql, order_id, NULL);
+
+	if (st) {
+		db_bind_int64(st, 2, position);
+		patch_bind(st, patch, cols, CP_ARRAY_LEN(cols));
+	}
+	return db_exec_stmt(db, st);
 }
-#undef PATCH
+#undef ORDER_PATCH
+#undef AUTHZ_PATCH
+#undef PATCH_COL
+#undef PATCH_SET
 
 cp_rc db_order_reset(struct db *db, const char *id)
 {
@@ -277,13 +599,55 @@ cp_rc db_http01_key_authorization(struct db *db, const char *token, const char *
 cp_rc db_property_dns_targets(struct db *db, const char *tenant_id, const char *property_id,
 			      json_t **out)
 {
-	static const char sql[] =
-		"SELECT json_object('edge_hostname', e.hostname, 'hostnames', coalesce(json(("
-		"SELECT json_group_array(hostname) FROM (SELECT hostname FROM property_hostnames "
-		"WHERE property_id = p.id ORDER BY position))), json('[]'))) FROM properties p "
-		"JOIN edge_hostnames e ON e.id = p.edge_hostname_id WHERE p.tenant_id = ? AND "
-		"p.id = ?";
-	return db_get_scoped(db, sql, tenant_id, property_id, out);
+	/* The property's edge hostname, then its hostnames in order: one
+	 * snapshot for both. */
+	static const char sql_edge[] =
+		"SELECT e.hostname FROM properties p JOIN edge_hostnames e ON "
+		"e.id = p.edge_hostname_id WHERE p.tenant_id = ?1 AND p.id = ?2";
+	static const char sql_names[] = "SELECT hostname FROM property_hostnames WHERE "
+					"property_id = ?1 ORDER BY position";
+	struct db_stmt *st;
+	json_t *names = NULL;
+	bool began = false;
+	cp_rc rc;
+	int r = DB_DONE;
+
+	assert(db && out);
+	*out = NULL;
+	rc = db_read_begin(db, &began);
+	if (rc != CP_OK)
+		goto out;
+	st = db_stmt_keyed(db, sql_edge, tenant_id, property_id);
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		goto out;
+	*out = json_pack("{s:s?}", "edge_hostname", db_col_text(st, 0));
+	db_reset(st);
+	names = json_array();
+	st = db_stmt_keyed(db, sql_names, property_id, NULL);
+	if (!*out || !names || !st) {
+		rc = !st ? CP_ERR_INTERNAL : CP_ERR_NOMEM;
+		goto out;
+	}
+	while ((r = db_step(st)) == DB_ROW)
+		if (json_array_append_new(names, json_string(db_col_text(st, 0))) != 0) {
+			r = DB_E_NOMEM;
+			break;
+		}
+	db_reset(st);
+	rc = r == DB_DONE ? CP_OK : r == DB_E_NOMEM ? CP_ERR_NOMEM : db_rc(db, r);
+	if (rc == CP_OK) {
+		rc = json_object_set_new(*out, "hostnames", names) == 0 ? CP_OK : CP_ERR_NOMEM;
+		names = NULL; /* the set took it, or dropped it */
+	}
+out:
+	db_read_end(db, began);
+	json_decref(names);
+	if (rc != CP_OK) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	return rc;
 }
 
 cp_rc db_job_wake(struct db *db, const char *dedupe_key)
@@ -339,11 +703,9 @@ cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **o
 	 * carries it. Every lookup is by id or by an index. Whether it is due
 	 * is decided by the caller (lifetime rule, ARI). */
 	static const char sql[] =
-		"SELECT json_object('id', c.id, 'tenant_id', c.tenant_id, 'auto_renew', "
-		"c.auto_renew, 'key_type', coalesce(c.key_type, v.key_type), 'not_before', "
-		"v.not_before, 'not_after', v.not_after, 'serial', v.serial, 'renew_after', "
-		"coalesce(c.renew_after, 0), 'failure_count', c.failure_count, 'ca_issued', "
-		"json(CASE WHEN v.order_id IS NULL THEN 'false' ELSE 'true' END)) "
+		"SELECT c.id, c.tenant_id, c.auto_renew, coalesce(c.key_type, v.key_type), "
+		"v.not_before, v.not_after, v.serial, coalesce(c.renew_after, 0), c.failure_count, "
+		"CASE WHEN v.order_id IS NULL THEN 0 ELSE 1 END "
 		"FROM certificates c JOIN certificate_versions v ON v.certificate_id = c.id AND "
 		"v.version = c.version WHERE c.id = ?2 AND c.type = 'server' AND "
 		"c.auto_renew != 'none' AND v.not_after > ?1 AND (c.next_attempt_at IS NULL OR "
@@ -354,6 +716,20 @@ cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **o
 		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND d.seq = "
 		"(SELECT max(seq) FROM deployments d2 WHERE d2.property_id = d.property_id AND "
 		"d2.environment = 'production'))";
+	/* clang-format off */
+	static const struct db_jw_field fields[] = {
+		{ "id", DB_JW_TEXT },
+		{ "tenant_id", DB_JW_TEXT },
+		{ "auto_renew", DB_JW_TEXT },
+		{ "key_type", DB_JW_TEXT },
+		{ "not_before", DB_JW_INT },
+		{ "not_after", DB_JW_INT },
+		{ "serial", DB_JW_TEXT },
+		{ "renew_after", DB_JW_INT },
+		{ "failure_count", DB_JW_INT },
+		{ "ca_issued", DB_JW_BOOL },
+	};
+	/* clang-format on */
 	struct db_stmt *st = db_stmt(db, sql);
 
 	*out = NULL;
@@ -361,7 +737,7 @@ cp_rc db_renewal_candidate(struct db *db, const char *certificate_id, json_t **o
 		return CP_ERR_INTERNAL;
 	db_bind_int64(st, 1, cp_now());
 	db_bind_text(st, 2, certificate_id);
-	return db_fetch_json(db, st, out);
+	return db_fetch_fields(db, st, fields, CP_ARRAY_LEN(fields), out);
 }
 
 cp_rc db_renewal_facts(struct db *db, const char *tenant_id, const char *certificate_id,
@@ -371,17 +747,32 @@ cp_rc db_renewal_facts(struct db *db, const char *tenant_id, const char *certifi
 	 * (unique index), its current version by (certificate_id, version)
 	 * and its order in flight by orders_in_flight. */
 	static const char sql[] =
-		"SELECT json_object('type', c.type, 'auto_renew', c.auto_renew, 'version', "
-		"c.version, 'key_type', c.key_type, 'version_key_type', v.key_type, "
-		"'not_before', v.not_before, 'not_after', v.not_after, 'renew_after', "
-		"coalesce(c.renew_after, 0), 'next_attempt_at', coalesce(c.next_attempt_at, 0), "
-		"'next_attention_at', c.next_attention_at, 'ca_issued', json(CASE WHEN "
-		"v.order_id IS NULL THEN 'false' ELSE 'true' END), 'order_in_flight', (SELECT "
+		"SELECT c.type, c.auto_renew, c.version, c.key_type, v.key_type, v.not_before, "
+		"v.not_after, coalesce(c.renew_after, 0), coalesce(c.next_attempt_at, 0), "
+		"c.next_attention_at, CASE WHEN v.order_id IS NULL THEN 0 ELSE 1 END, (SELECT "
 		"o.id FROM orders o WHERE o.certificate_id = c.id AND o.status IN ('pending', "
-		"'validating', 'issuing'))) FROM certificates c LEFT JOIN certificate_versions v "
-		"ON v.certificate_id = c.id AND v.version = c.version WHERE c.tenant_id = ? AND "
-		"c.id = ?";
-	return db_get_scoped(db, sql, tenant_id, certificate_id, out);
+		"'validating', 'issuing')) FROM certificates c LEFT JOIN certificate_versions v "
+		"ON v.certificate_id = c.id AND v.version = c.version WHERE c.tenant_id = ?1 AND "
+		"c.id = ?2";
+	/* clang-format off */
+	static const struct db_jw_field fields[] = {
+		{ "type", DB_JW_TEXT },
+		{ "auto_renew", DB_JW_TEXT },
+		{ "version", DB_JW_INT },
+		{ "key_type", DB_JW_TEXT },
+		{ "version_key_type", DB_JW_TEXT },
+		{ "not_before", DB_JW_INT },
+		{ "not_after", DB_JW_INT },
+		{ "renew_after", DB_JW_INT },
+		{ "next_attempt_at", DB_JW_INT },
+		{ "next_attention_at", DB_JW_INT },
+		{ "ca_issued", DB_JW_BOOL },
+		{ "order_in_flight", DB_JW_TEXT },
+	};
+	/* clang-format on */
+
+	return db_fetch_fields(db, db_stmt_keyed(db, sql, tenant_id, certificate_id), fields,
+			       CP_ARRAY_LEN(fields), out);
 }
 
 cp_rc db_renewal_defer(struct db *db, const char *certificate_id, int64_t at)
@@ -406,11 +797,12 @@ cp_rc db_renewal_last_run_at(struct db *db, const char *ca, int64_t *out)
 {
 	/* The latest start of a renewal order of this CA queued and never run
 	 * (a retry's run_at is no budget slot): where the scheduler's budget
-	 * for it resumes after a restart. Reads only the
-	 * orders in flight (the partial index orders_in_flight) and their job
-	 * by its unique dedupe key. */
+	 * for it resumes after a restart. Reads only the orders in flight (a
+	 * partial index over the in-flight statuses, orders_in_flight or
+	 * orders_tenant_in_flight, as the planner likes: no INDEXED BY, which
+	 * is SQLite's alone) and their job by its unique dedupe key. */
 	static const char sql[] =
-		"SELECT coalesce(max(j.run_at), 0) FROM orders o INDEXED BY orders_in_flight "
+		"SELECT coalesce(max(j.run_at), 0) FROM orders o "
 		"JOIN jobs j ON j.dedupe_key = 'acme_order:' || o.id WHERE o.status IN "
 		"('pending', 'validating', 'issuing') AND o.kind = 'renew' AND o.ca = ?1 AND "
 		"j.state = 'queued' AND j.attempts = 0";
@@ -434,30 +826,53 @@ cp_rc db_renewal_hostnames(struct db *db, const char *tenant_id, const char *cer
 	assert(db && tenant_id && out);
 
 	/* Every hostname of the production deployments (latest per property,
-	 * renew automation on) that carry the certificate, deduplicated. */
+	 * renew automation on) that carry the certificate, deduplicated: the
+	 * deployments' stored arrays, in property order, each name where it
+	 * first appears (a set of the names seen keeps that linear). */
 	static const char sql[] =
-		"SELECT coalesce(json_group_array(h), json('[]')) FROM (SELECT DISTINCT "
-		"j.value AS h FROM deployments d JOIN properties p ON p.id = d.property_id, "
-		"json_each(d.hostnames) j WHERE p.tenant_id = ?1 AND "
-		"p.certificate_renew_automation = 1 AND d.environment = 'production' AND "
-		"d.certificate_id = ?2 AND d.seq = (SELECT max(seq) FROM deployments d2 WHERE "
-		"d2.property_id = d.property_id AND d2.environment = 'production') ORDER BY "
-		"p.seq, j.key)";
-	struct db_stmt *st = db_stmt(db, sql);
-	int r;
+		"SELECT d.hostnames FROM deployments d JOIN properties p ON p.id = d.property_id "
+		"WHERE p.tenant_id = ?1 AND p.certificate_renew_automation = 1 AND "
+		"d.environment = 'production' AND d.certificate_id = ?2 AND d.seq = (SELECT "
+		"max(seq) FROM deployments d2 WHERE d2.property_id = d.property_id AND "
+		"d2.environment = 'production') ORDER BY p.seq";
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, certificate_id);
+	json_t *names = json_array(), *seen = json_object();
+	cp_rc rc = CP_OK;
+	int r = DB_DONE;
 
 	*out = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, certificate_id);
-	r = db_step(st);
-	if (r == DB_ROW)
-		*out = json_loads(db_col_text(st, 0), 0, NULL);
+	if (!st || !names || !seen) {
+		rc = !st ? CP_ERR_INTERNAL : CP_ERR_NOMEM;
+		goto out;
+	}
+	while (rc == CP_OK && (r = db_step(st)) == DB_ROW) {
+		json_t *arr = json_loadb(db_col_text(st, 0), db_col_bytes(st, 0), 0, NULL), *h;
+		size_t i;
+
+		if (!json_is_array(arr))
+			rc = CP_ERR_INTERNAL; /* stored by db_bind_json: an array */
+		json_array_foreach(arr, i, h)
+		{
+			const char *name = json_string_value(h);
+			if (rc != CP_OK || !name || json_object_get(seen, name))
+				continue;
+			if (json_object_set_new(seen, name, json_true()) != 0 ||
+			    json_array_append(names, h) != 0)
+				rc = CP_ERR_NOMEM;
+		}
+		json_decref(arr);
+	}
 	db_reset(st);
-	if (r != DB_ROW)
-		return db_rc(db, r);
-	return *out ? CP_OK : CP_ERR_INTERNAL;
+	if (rc == CP_OK && r != DB_DONE)
+		rc = db_rc(db, r);
+	if (rc == CP_OK) {
+		*out = names;
+		names = NULL;
+	}
+out:
+	json_decref(names);
+	json_decref(seen);
+	return rc;
 }
 
 cp_rc db_order_start(struct db *db, const char *tenant_id, const char *certificate_id,

@@ -6,9 +6,10 @@
  * it can never drift from what exists.
  *
  * The check and the insert share the transaction: under SQLite's single
- * writer two concurrent creates cannot both see room for one. (On
- * PostgreSQL the check would first lock the tenant row, SELECT ... FROM
- * tenants WHERE id = $1 FOR UPDATE, for the same effect.)
+ * writer two concurrent creates cannot both see room for one. On
+ * PostgreSQL (READ COMMITTED) the check first locks the tenant's row (the
+ * dialect's quota_lock), so a second check waits for the first's commit
+ * and then counts what it inserted.
  */
 #include "db/db_internal.h"
 
@@ -25,8 +26,9 @@ static const char *const quota_names[DB_QUOTA_COUNT] = {
  * belong to ?2 (the property being changed, or NULL). */
 static const char *const usage_sql[DB_QUOTA_COUNT] = {
 	[DB_QUOTA_PROPERTIES] = "SELECT count(*), 0 FROM properties WHERE tenant_id = ?1",
-	[DB_QUOTA_HOSTNAMES] = "SELECT count(*), coalesce(sum(property_id = ?2), 0) "
-			       "FROM property_hostnames WHERE tenant_id = ?1",
+	[DB_QUOTA_HOSTNAMES] = "SELECT count(*), CAST(coalesce(sum(CASE WHEN property_id = ?2 "
+			       "THEN 1 ELSE 0 END), 0) AS BIGINT) FROM property_hostnames "
+			       "WHERE tenant_id = ?1",
 	[DB_QUOTA_CERTIFICATES] = "SELECT count(*), 0 FROM certificates WHERE tenant_id = ?1",
 	[DB_QUOTA_ORDERS_IN_FLIGHT] = "SELECT count(*), 0 FROM orders WHERE tenant_id = ?1 "
 				      "AND status IN " DB_ORDER_IN_FLIGHT_SQL,
@@ -121,7 +123,9 @@ cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t default
 	cp_rc rc;
 
 	assert(db && tenant_id && defaults && c && refused);
-	rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
+	rc = db_probe(db, db_stmt_keyed(db, db_dialect(db)->quota_lock, tenant_id, NULL));
+	if (rc == CP_OK || rc == CP_ERR_NOT_FOUND) /* no tenant: nothing to lock */
+		rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
 	memset(refused, 0, sizeof(*refused));
 	for (int q = 0; rc == CP_OK && q < DB_QUOTA_COUNT; q++) {
 		int64_t used = 0, own = 0, after;
@@ -182,18 +186,20 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 		   const bool present[DB_QUOTA_COUNT])
 {
 	/* ?2..?7: a value, NULL (back to the default); ?8..?13: 1 = set that
-	 * column, 0 = keep it. A new row starts from every default (NULL). */
+	 * column, 0 = keep it. A new row starts from every default (NULL). The
+	 * kept value is named with its table: PostgreSQL would otherwise not
+	 * know it from excluded's. */
 	static const char sql[] =
 		"INSERT INTO tenant_quotas (tenant_id, properties, hostnames, certificates, "
 		"orders_in_flight, webhooks, edge_hostnames, updated_at) "
 		"SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?14 FROM tenants WHERE id = ?1 "
 		"ON CONFLICT (tenant_id) DO UPDATE SET "
-		"properties = CASE WHEN ?8 THEN ?2 ELSE properties END, "
-		"hostnames = CASE WHEN ?9 THEN ?3 ELSE hostnames END, "
-		"certificates = CASE WHEN ?10 THEN ?4 ELSE certificates END, "
-		"orders_in_flight = CASE WHEN ?11 THEN ?5 ELSE orders_in_flight END, "
-		"webhooks = CASE WHEN ?12 THEN ?6 ELSE webhooks END, "
-		"edge_hostnames = CASE WHEN ?13 THEN ?7 ELSE edge_hostnames END, "
+		"properties = CASE WHEN ?8 = 1 THEN ?2 ELSE tenant_quotas.properties END, "
+		"hostnames = CASE WHEN ?9 = 1 THEN ?3 ELSE tenant_quotas.hostnames END, "
+		"certificates = CASE WHEN ?10 = 1 THEN ?4 ELSE tenant_quotas.certificates END, "
+		"orders_in_flight = CASE WHEN ?11 = 1 THEN ?5 ELSE tenant_quotas.orders_in_flight END, "
+		"webhooks = CASE WHEN ?12 = 1 THEN ?6 ELSE tenant_quotas.webhooks END, "
+		"edge_hostnames = CASE WHEN ?13 = 1 THEN ?7 ELSE tenant_quotas.edge_hostnames END, "
 		"updated_at = ?14";
 	struct db_stmt *st = db_stmt(db, sql);
 

@@ -9,16 +9,53 @@
 #include <stdatomic.h>
 #include <string.h>
 
-/* clang-format off */
-#define TENANT_JSON \
-	"json_object('id', id, 'name', name, 'created_at', " DB_TS("created_at") ")"
-/* clang-format on */
-/* clang-format off */
-#define APIKEY_JSON                                                                        \
-	"json_object('id', id, 'tenant_id', tenant_id, 'name', name, 'prefix', prefix, " \
-	"'scope', scope, 'expires_at', " DB_TS("expires_at") ", "                         \
-	"'created_at', " DB_TS("created_at") ")"
-/* clang-format on */
+/* A tenant as the API shows it (openapi.yaml, Tenant): the columns of
+ * TENANT_COLS, seq first, rendered by tenant_render (create, get, list). */
+#define TENANT_COLS "seq, id, name, created_at"
+
+/* db_row_render_fn of a tenant: st's row is (TENANT_COLS). */
+static cp_rc tenant_render(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	assert(db_col_count(st) >= 4);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, 1);
+	cp_jw_key(w, "name");
+	db_jw_text(w, st, 2);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, 3);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
+
+/* An API key as the API shows it (openapi.yaml, ApiKey; never its hash):
+ * the columns of APIKEY_COLS, seq first, rendered by apikey_render. */
+#define APIKEY_COLS "seq, id, tenant_id, name, prefix, scope, expires_at, created_at"
+
+/* db_row_render_fn of an API key: st's row is (APIKEY_COLS). */
+static cp_rc apikey_render(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	assert(db_col_count(st) >= 8);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, 1);
+	cp_jw_key(w, "tenant_id");
+	db_jw_text(w, st, 2);
+	cp_jw_key(w, "name");
+	db_jw_text(w, st, 3);
+	cp_jw_key(w, "prefix");
+	db_jw_text(w, st, 4);
+	cp_jw_key(w, "scope");
+	db_jw_text(w, st, 5);
+	cp_jw_key(w, "expires_at");
+	db_jw_time(w, st, 6);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, 7);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
 
 /* ------------------------------------------------------------ auth cache
  *
@@ -167,7 +204,7 @@ void db_auth_committed(struct db *db)
 cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 {
 	static const char sql[] = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) "
-				  "RETURNING " TENANT_JSON;
+				  "RETURNING " TENANT_COLS;
 	char id[CP_UUID_LEN + 1];
 	struct db_stmt *st = db_stmt_new_row(db, sql, id, name);
 
@@ -175,13 +212,13 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_int64(st, 3, cp_now());
-	return db_fetch_json(db, st, out);
+	return db_fetch_render(db, st, tenant_render, out);
 }
 
 cp_rc db_tenant_get(struct db *db, const char *id, json_t **out)
 {
-	static const char sql[] = "SELECT " TENANT_JSON " FROM tenants WHERE id = ?2";
-	return db_get_scoped(db, sql, NULL, id, out);
+	static const char sql[] = "SELECT " TENANT_COLS " FROM tenants WHERE id = ?2";
+	return db_fetch_render(db, db_stmt_keyed(db, sql, NULL, id), tenant_render, out);
 }
 
 cp_rc db_tenant_exists(struct db *db, const char *id)
@@ -206,10 +243,11 @@ cp_rc db_tenant_exists(struct db *db, const char *id)
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out)
 {
 #define SQL(cmp, dir)                                                                              \
-	"SELECT seq, " TENANT_JSON " FROM tenants WHERE seq " cmp " ?3 ORDER BY seq" dir " LIMIT ?4"
+	"SELECT " TENANT_COLS " FROM tenants WHERE seq " cmp " ?3 ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	return db_list_scoped(db, sql, NULL, NULL, pg, out);
+	return db_fetch_page_render(db, db_stmt_page(db, sql, NULL, NULL, pg), pg.limit,
+				    tenant_render, out);
 }
 
 cp_rc db_tenant_delete(struct db *db, const char *id)
@@ -228,7 +266,7 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 	static const char sql[] =
 		"INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, created_at, scope, "
 		"expires_at) SELECT ?, id, ?, ?, ?, ?, ?, ? FROM tenants WHERE id = ? "
-		"RETURNING " APIKEY_JSON;
+		"RETURNING " APIKEY_COLS;
 	char id[CP_UUID_LEN + 1];
 	struct db_stmt *st = db_stmt_new_row(db, sql, id, name);
 
@@ -242,17 +280,18 @@ cp_rc db_apikey_create(struct db *db, const char *tenant_id, const char *name, c
 	if (grant->expires_at > 0)
 		db_bind_int64(st, 7, grant->expires_at);
 	db_bind_text(st, 8, tenant_id);
-	return db_fetch_json(db, st, out);
+	return db_fetch_render(db, st, apikey_render, out);
 }
 
 cp_rc db_apikey_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 #define SQL(cmp, dir)                                                                              \
-	"SELECT seq, " APIKEY_JSON " FROM api_keys WHERE tenant_id = ?1 AND seq " cmp " ?3 "       \
+	"SELECT " APIKEY_COLS " FROM api_keys WHERE tenant_id = ?1 AND seq " cmp " ?3 "            \
 	"ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
+	return db_fetch_page_render(db, db_stmt_page(db, sql, tenant_id, NULL, pg), pg.limit,
+				    apikey_render, out);
 }
 
 cp_rc db_apikey_delete(struct db *db, const char *tenant_id, const char *id)

@@ -22,14 +22,153 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The API shape of an endpoint (the secret is never part of it). */
-/* clang-format off */
-#define WEBHOOK_JSON                                                                        \
-	"json_object('id', id, 'url', url, 'events', json(events), 'description', "         \
-	"description, 'enabled', json(CASE WHEN enabled THEN 'true' ELSE 'false' END), "    \
-	"'disabled_reason', disabled_reason, 'created_at', " DB_TS("created_at") ", "        \
-	"'updated_at', " DB_TS("updated_at") ")"
-/* clang-format on */
+/*
+ * An endpoint as the API shows it (openapi.yaml, Webhook; the secret is
+ * never part of it): seq and the columns of WEBHOOK_COLS, in the order of
+ * enum webhook_col, rendered by webhook_render, the one renderer of an
+ * endpoint (create, get, list, update, rotate).
+ */
+#define WEBHOOK_COLS                                                                               \
+	"seq, id, url, events, description, enabled, disabled_reason, created_at, updated_at"
+
+enum webhook_col {
+	WC_SEQ,
+	WC_ID,
+	WC_URL,
+	WC_EVENTS,
+	WC_DESCRIPTION,
+	WC_ENABLED,
+	WC_DISABLED_REASON,
+	WC_CREATED_AT,
+	WC_UPDATED_AT,
+	WC_COUNT
+};
+
+/* db_row_render_fn of an endpoint: st's row is (WEBHOOK_COLS). */
+static cp_rc webhook_render(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	assert(db_col_count(st) >= WC_COUNT);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, WC_ID);
+	cp_jw_key(w, "url");
+	db_jw_text(w, st, WC_URL);
+	cp_jw_key(w, "events");
+	db_jw_json(w, st, WC_EVENTS);
+	cp_jw_key(w, "description");
+	db_jw_text(w, st, WC_DESCRIPTION);
+	cp_jw_key(w, "enabled");
+	cp_jw_bool(w, db_col_int64(st, WC_ENABLED) != 0);
+	cp_jw_key(w, "disabled_reason");
+	db_jw_text(w, st, WC_DISABLED_REASON);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, WC_CREATED_AT);
+	cp_jw_key(w, "updated_at");
+	db_jw_time(w, st, WC_UPDATED_AT);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
+
+/* The attempts of one delivery, oldest first (few: the retry schedule's
+ * length). */
+static const char ATTEMPTS_SQL[] =
+	"SELECT attempt, status_code, latency_ms, error, created_at FROM webhook_attempts "
+	"WHERE delivery_id = ?1 ORDER BY seq";
+
+/* A delivery as the API shows it (openapi.yaml, WebhookDelivery): seq and
+ * the columns of DELIVERY_COLS (enum delivery_col) and its attempts. */
+#define DELIVERY_COLS                                                                              \
+	"d.seq, d.id, d.webhook_id, d.event_id, d.event_type, d.state, d.next_attempt_at, "        \
+	"d.last_error, d.created_at, d.updated_at"
+
+enum delivery_col {
+	DC_SEQ,
+	DC_ID,
+	DC_WEBHOOK_ID,
+	DC_EVENT_ID,
+	DC_EVENT_TYPE,
+	DC_STATE,
+	DC_NEXT_ATTEMPT_AT,
+	DC_LAST_ERROR,
+	DC_CREATED_AT,
+	DC_UPDATED_AT,
+	DC_COUNT
+};
+
+/* The attempts of delivery id as a JSON array into w. */
+static cp_rc delivery_render_attempts(struct db *db, const char *id, struct cp_jw *w)
+{
+	struct db_stmt *st = db_stmt_keyed(db, ATTEMPTS_SQL, id, NULL);
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '[');
+	while ((r = db_step(st)) == DB_ROW) {
+		cp_jw_open(w, '{');
+		cp_jw_key(w, "attempt");
+		db_jw_int(w, st, 0);
+		cp_jw_key(w, "status_code");
+		db_jw_int(w, st, 1);
+		cp_jw_key(w, "latency_ms");
+		db_jw_int(w, st, 2);
+		cp_jw_key(w, "error");
+		db_jw_text(w, st, 3);
+		cp_jw_key(w, "at");
+		db_jw_time(w, st, 4);
+		cp_jw_close(w, '}');
+	}
+	db_reset(st);
+	if (r != DB_DONE)
+		return db_rc(db, r);
+	cp_jw_close(w, ']');
+	return CP_OK;
+}
+
+/* db_row_render_fn of a delivery: st's row is (DELIVERY_COLS). */
+static cp_rc delivery_render(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	/* The id outlives the attempts statement's steps: st is another
+	 * statement, left on its row. */
+	const char *id = db_col_text(st, DC_ID);
+	bool pending =
+		db_col_text(st, DC_STATE) && strcmp(db_col_text(st, DC_STATE), "pending") == 0;
+	cp_rc rc;
+
+	assert(db_col_count(st) >= DC_COUNT);
+	if (!id)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, DC_ID);
+	cp_jw_key(w, "webhook_id");
+	db_jw_text(w, st, DC_WEBHOOK_ID);
+	cp_jw_key(w, "event_id");
+	db_jw_text(w, st, DC_EVENT_ID);
+	cp_jw_key(w, "event_type");
+	db_jw_text(w, st, DC_EVENT_TYPE);
+	cp_jw_key(w, "state");
+	db_jw_text(w, st, DC_STATE);
+	/* Only a pending delivery has a next attempt. */
+	cp_jw_key(w, "next_attempt_at");
+	if (pending)
+		db_jw_time(w, st, DC_NEXT_ATTEMPT_AT);
+	else
+		cp_jw_null(w);
+	cp_jw_key(w, "last_error");
+	db_jw_text(w, st, DC_LAST_ERROR);
+	cp_jw_key(w, "attempts");
+	rc = delivery_render_attempts(db, id, w);
+	if (rc != CP_OK)
+		return rc;
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, DC_CREATED_AT);
+	cp_jw_key(w, "updated_at");
+	db_jw_time(w, st, DC_UPDATED_AT);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
 
 /* Most endpoints one event fans out to (the API caps endpoints per tenant
  * lower than this). */
@@ -42,7 +181,7 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 	static const char sql[] =
 		"INSERT INTO webhooks (id, tenant_id, url, events, description, secret, "
 		"created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) "
-		"RETURNING " WEBHOOK_JSON;
+		"RETURNING " WEBHOOK_COLS;
 	struct db_stmt *st = db_stmt_keyed(db, sql, id, tenant_id);
 
 	assert(db && tenant_id && out);
@@ -53,7 +192,7 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 	db_bind_text(st, 5, description ? description : "");
 	db_bind_text(st, 6, sealed_secret);
 	db_bind_int64(st, 7, cp_now());
-	return db_fetch_json(db, st, out);
+	return db_fetch_render(db, st, webhook_render, out);
 }
 
 cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count)
@@ -68,19 +207,20 @@ cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count)
 
 cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
-	static const char sql[] = "SELECT " WEBHOOK_JSON " FROM webhooks "
+	static const char sql[] = "SELECT " WEBHOOK_COLS " FROM webhooks "
 				  "WHERE tenant_id = ?1 AND id = ?2";
-	return db_get_scoped(db, sql, tenant_id, id, out);
+	return db_fetch_render(db, db_stmt_keyed(db, sql, tenant_id, id), webhook_render, out);
 }
 
 cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 #define SQL(cmp, dir)                                                                              \
-	"SELECT seq, " WEBHOOK_JSON " FROM webhooks WHERE tenant_id = ?1 AND seq " cmp " ?3 "      \
+	"SELECT " WEBHOOK_COLS " FROM webhooks WHERE tenant_id = ?1 AND seq " cmp " ?3 "           \
 	"ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	return db_list_scoped(db, sql, tenant_id, NULL, pg, out);
+	return db_fetch_page_render(db, db_stmt_page(db, sql, tenant_id, NULL, pg), pg.limit,
+				    webhook_render, out);
 }
 
 cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
@@ -99,7 +239,7 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 		"  ELSE disabled_reason END, "
 		"failed_deliveries = CASE WHEN ?6 = 1 THEN 0 ELSE failed_deliveries END, "
 		"failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END, "
-		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
+		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_COLS;
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
@@ -109,7 +249,7 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 	db_bind_text(st, 5, p->description);
 	db_bind_int64(st, 6, p->enabled);
 	db_bind_int64(st, 7, cp_now());
-	return db_fetch_json(db, st, out);
+	return db_fetch_render(db, st, webhook_render, out);
 }
 
 cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id)
@@ -123,25 +263,18 @@ cp_rc db_webhook_deliveries(struct db *db, const char *tenant_id, const char *we
 {
 	assert(db && tenant_id && out);
 
-	/* Attempts are few per delivery (the schedule's length), so they are
-	 * embedded; json() re-parses each object after the sub-select. */
-	/* clang-format off */
-#define SQL(cmp, dir) \
-		"SELECT d.seq, json_object('id', d.id, 'webhook_id', d.webhook_id, " \
-		"'event_id', d.event_id, 'event_type', d.event_type, 'state', d.state, " \
-		"'next_attempt_at', CASE WHEN d.state = 'pending' THEN " \
-		DB_TS("d.next_attempt_at") " END, 'last_error', d.last_error, " \
-		"'attempts', (SELECT json_group_array(json(x)) FROM (SELECT json_object(" \
-		"'attempt', a.attempt, 'status_code', a.status_code, 'latency_ms', a.latency_ms, " \
-		"'error', a.error, 'at', " DB_TS("a.created_at") ") AS x FROM webhook_attempts a " \
-		"WHERE a.delivery_id = d.id ORDER BY a.seq)), " \
-		"'created_at', " DB_TS("d.created_at") ", 'updated_at', " DB_TS("d.updated_at") ") " \
-		"FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND d.webhook_id = ?2 " \
-		"AND d.seq " cmp " ?3 AND (?5 IS NULL OR d.state = ?5) ORDER BY d.seq" dir " LIMIT ?4"
+	/* The optional state filter at ?5, typed for PostgreSQL at each use. */
+#define SQL(cmp, dir)                                                                              \
+	"SELECT " DELIVERY_COLS " FROM webhook_deliveries d WHERE d.tenant_id = ?1 AND "           \
+	"d.webhook_id = ?2 AND d.seq " cmp " ?3 AND (CAST(?5 AS TEXT) IS NULL OR "                 \
+	"d.state = CAST(?5 AS TEXT)) ORDER BY d.seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	/* clang-format on */
-	return db_list_filtered(db, sql, tenant_id, webhook_id, state, pg, out);
+	struct db_stmt *st = db_stmt_page(db, sql, tenant_id, webhook_id, pg);
+
+	if (st)
+		db_bind_text(st, 5, state);
+	return db_fetch_page_render(db, st, pg.limit, delivery_render, out);
 }
 
 cp_rc db_webhook_deliver_to(struct db *db, const char *tenant_id, const char *webhook_id,
@@ -244,29 +377,52 @@ cp_rc db_webhook_rotate_secret(struct db *db, const char *tenant_id, const char 
 	 * (none when that is not in the future); an older previous secret is
 	 * dropped, so at most two are ever valid. */
 	static const char sql[] =
-		"UPDATE webhooks SET previous_secret = CASE WHEN ?4 > ?5 THEN secret END, "
-		"previous_secret_until = CASE WHEN ?4 > ?5 THEN ?4 END, secret = ?3, "
-		"updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_JSON;
+		"UPDATE webhooks SET previous_secret = CASE WHEN CAST(?4 AS BIGINT) IS NULL THEN "
+		"NULL ELSE secret END, previous_secret_until = CAST(?4 AS BIGINT), secret = ?3, "
+		"updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_COLS;
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	int64_t now = cp_now();
 
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, sealed_secret);
-	db_bind_int64(st, 4, previous_until);
-	db_bind_int64(st, 5, cp_now());
-	return db_fetch_json(db, st, out);
+	if (previous_until > now)
+		db_bind_int64(st, 4, previous_until); /* else NULL: no overlap */
+	db_bind_int64(st, 5, now);
+	return db_fetch_render(db, st, webhook_render, out);
+}
+
+/* Whether an endpoint subscribed to events (its stored JSON array of n
+ * bytes) receives events of type: "*" or the type itself is listed. */
+static bool webhook_subscribed(const char *events, size_t n, const char *type)
+{
+	json_t *arr = events ? json_loadb(events, n, 0, NULL) : NULL, *v;
+	bool hit = false;
+	size_t i;
+
+	json_array_foreach(arr, i, v)
+	{
+		const char *e = json_string_value(v);
+
+		if (e && (strcmp(e, "*") == 0 || strcmp(e, type) == 0)) {
+			hit = true;
+			break;
+		}
+	}
+	json_decref(arr);
+	return hit;
 }
 
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type)
 {
-	static const char sql[] =
-		"SELECT id FROM webhooks WHERE tenant_id = ?1 AND enabled = 1 AND EXISTS "
-		"(SELECT 1 FROM json_each(webhooks.events) WHERE value IN ('*', ?2)) "
-		"ORDER BY seq LIMIT ?3";
+	/* The tenant's enabled endpoints (few: the webhooks quota), their
+	 * subscriptions matched here. */
+	static const char sql[] = "SELECT id, events FROM webhooks WHERE tenant_id = ?1 AND "
+				  "enabled = 1 ORDER BY seq";
 	struct db_stmt *st;
 	char ids[FANOUT_MAX][CP_UUID_LEN + 1];
-	int n = 0, r;
+	int n = 0, r = DB_DONE;
 	cp_rc rc = CP_OK;
 
 	assert(db && tenant_id);
@@ -274,17 +430,15 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 	 * (db_webhook_deliver_to), never to every "*" subscriber. */
 	if (strcmp(type, "webhook.test") == 0)
 		return CP_OK;
-	st = db_stmt(db, sql);
+	st = db_stmt_keyed(db, sql, tenant_id, NULL);
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, tenant_id);
-	db_bind_text(st, 2, type);
-	db_bind_int64(st, 3, FANOUT_MAX);
 	/* Collect first: deliver_to runs other statements on this connection. */
-	while ((r = db_step(st)) == DB_ROW)
-		db_column_copy(st, 0, ids[n++], sizeof(ids[0]));
+	while (n < FANOUT_MAX && (r = db_step(st)) == DB_ROW)
+		if (webhook_subscribed(db_col_text(st, 1), db_col_bytes(st, 1), type))
+			db_column_copy(st, 0, ids[n++], sizeof(ids[0]));
 	db_reset(st);
-	if (r != DB_DONE)
+	if (r != DB_ROW && r != DB_DONE)
 		return db_rc(db, r);
 	for (int i = 0; i < n && rc == CP_OK; i++)
 		rc = db_webhook_deliver_to(db, tenant_id, ids[i], event_id, type, NULL);
@@ -294,23 +448,44 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **out)
 {
 	static const char sql[] =
-		"SELECT json_object('delivery_id', d.id, 'tenant_id', d.tenant_id, "
-		"'webhook_id', w.id, 'event_id', d.event_id, 'state', d.state, "
-		"'attempts', d.attempts, 'created_at', d.created_at, "
-		"'next_attempt_at', d.next_attempt_at, 'url', w.url, "
-		"'enabled', json(CASE WHEN w.enabled THEN 'true' ELSE 'false' END), "
-		"'secret', w.secret, 'previous_secret', CASE WHEN w.previous_secret_until > ?2 "
-		"THEN w.previous_secret END, 'body', json_insert(e.payload, '$.id', e.id)) "
+		"SELECT d.id, d.tenant_id, w.id, d.event_id, d.state, d.attempts, d.created_at, "
+		"d.next_attempt_at, w.url, w.enabled, w.secret, CASE WHEN "
+		"w.previous_secret_until > ?2 THEN w.previous_secret END, e.payload, e.id "
 		"FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
 		"JOIN events e ON e.id = d.event_id WHERE d.id = ?1";
-	struct db_stmt *st = db_stmt(db, sql);
+	struct db_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
+	json_t *o = NULL, *body = NULL;
+	cp_rc rc;
 
 	assert(db && out);
+	*out = NULL;
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, delivery_id);
 	db_bind_int64(st, 2, cp_now());
-	return db_fetch_json(db, st, out);
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	/* The event's payload with its id, unless the payload has one. */
+	body = db_col_text(st, 12) ? json_loadb(db_col_text(st, 12), db_col_bytes(st, 12), 0, NULL)
+				   : NULL;
+	if (json_is_object(body) && !json_object_get(body, "id"))
+		json_object_set_new(body, "id", json_string(db_col_text(st, 13)));
+	o = body ? json_pack("{s:s?,s:s?,s:s?,s:s?,s:s?,s:I,s:I,s:o,s:s?,s:b,s:s?,s:s?,s:o}",
+			     "delivery_id", db_col_text(st, 0), "tenant_id", db_col_text(st, 1),
+			     "webhook_id", db_col_text(st, 2), "event_id", db_col_text(st, 3),
+			     "state", db_col_text(st, 4), "attempts",
+			     (json_int_t)db_col_int64(st, 5), "created_at",
+			     (json_int_t)db_col_int64(st, 6), "next_attempt_at",
+			     db_col_null(st, 7) ? json_null() : json_integer(db_col_int64(st, 7)),
+			     "url", db_col_text(st, 8), "enabled", db_col_int64(st, 9) != 0,
+			     "secret", db_col_text(st, 10), "previous_secret", db_col_text(st, 11),
+			     "body", body)
+		 : NULL;
+	db_reset(st);
+	if (!o)
+		return body ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
+	*out = o;
+	return CP_OK;
 }
 
 /* Disable endpoint webhook_id with reason and tell the tenant with a
@@ -342,23 +517,22 @@ static cp_rc webhook_disable(struct db *db, const char *tenant_id, const char *w
 	return rc;
 }
 
-/* The delivery and endpoint facts record_attempt needs. */
+/* The delivery facts record_attempt needs. The endpoint's counters are not
+ * among them: they are read back from the UPDATE that changes them, so a
+ * concurrent attempt on the same endpoint (another delivery, another
+ * instance) is never decided on a stale count. */
 struct attempt_ctx {
 	char state[16];
 	int attempts;
 	char tenant_id[CP_UUID_LEN + 1];
 	char webhook_id[CP_UUID_LEN + 1];
 	char url[2049];
-	bool enabled;
-	int failed_deliveries;
-	int64_t failing_since; /* 0 = not failing */
 };
 
 static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct attempt_ctx *c)
 {
 	static const char sql[] =
-		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.enabled, "
-		"w.failed_deliveries, coalesce(w.failing_since, 0) FROM webhook_deliveries d "
+		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
 	struct db_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
 	cp_rc rc = db_step_row(db, st);
@@ -370,14 +544,15 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 	db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
 	db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
 	db_column_copy(st, 4, c->url, sizeof(c->url));
-	c->enabled = db_col_int64(st, 5) != 0;
-	c->failed_deliveries = db_col_int64(st, 6);
-	c->failing_since = db_col_int64(st, 7);
 	db_reset(st);
 	return CP_OK;
 }
 
-/* Write the attempt row and the delivery's new state. */
+/* Move the delivery on and write the attempt's row. The UPDATE changes the
+ * delivery only if it is still pending with the attempts c read: under
+ * PostgreSQL's READ COMMITTED a second run of the same delivery waits for
+ * the first's row lock and then finds it moved on (CP_ERR_NOT_FOUND: the
+ * caller records nothing); SQLite's single writer never gets there. */
 static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct attempt_ctx *c,
 			   const struct db_webhook_attempt *a, int64_t now)
 {
@@ -386,30 +561,15 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 		"error, created_at) VALUES (?, ?, ?, ?, ?, ?)";
 	static const char upd[] =
 		"UPDATE webhook_deliveries SET attempts = ?2, state = ?3, next_attempt_at = ?4, "
-		"last_error = ?5, updated_at = ?6 WHERE id = ?1";
+		"last_error = ?5, updated_at = ?6 WHERE id = ?1 AND state = 'pending' AND "
+		"attempts = ?7";
 	const char *state = a->outcome == DB_WEBHOOK_DELIVERED ? "delivered"
 			    : a->outcome == DB_WEBHOOK_RETRY   ? "pending"
 							       : "failed";
 	bool attempted = a->outcome != DB_WEBHOOK_SKIPPED;
-	struct db_stmt *st;
+	struct db_stmt *st = db_stmt(db, upd);
 	cp_rc rc;
 
-	if (attempted) {
-		st = db_stmt(db, ins);
-		if (!st)
-			return CP_ERR_INTERNAL;
-		db_bind_text(st, 1, delivery_id);
-		db_bind_int64(st, 2, c->attempts + 1);
-		if (a->status_code > 0)
-			db_bind_int64(st, 3, a->status_code);
-		db_bind_int64(st, 4, a->latency_ms);
-		db_bind_text(st, 5, a->error);
-		db_bind_int64(st, 6, now);
-		rc = db_exec_stmt(db, st);
-		if (rc != CP_OK)
-			return rc;
-	}
-	st = db_stmt(db, upd);
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 1, delivery_id);
@@ -419,28 +579,46 @@ static cp_rc attempt_write(struct db *db, const char *delivery_id, const struct 
 		db_bind_int64(st, 4, a->next_attempt_at);
 	db_bind_text(st, 5, a->error);
 	db_bind_int64(st, 6, now);
+	db_bind_int64(st, 7, c->attempts);
+	rc = db_exec_one(db, st);
+	if (rc != CP_OK || !attempted)
+		return rc;
+	st = db_stmt(db, ins);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	db_bind_text(st, 1, delivery_id);
+	db_bind_int64(st, 2, c->attempts + 1);
+	if (a->status_code > 0)
+		db_bind_int64(st, 3, a->status_code);
+	db_bind_int64(st, 4, a->latency_ms);
+	db_bind_text(st, 5, a->error);
+	db_bind_int64(st, 6, now);
 	return db_exec_stmt(db, st);
 }
 
 /* Keep the endpoint's failure counters; returns the reason to disable it
- * (static or in buf), or NULL. */
+ * (static or in buf), or NULL. The decision reads the counters as the
+ * UPDATE left them (RETURNING): the row is locked until the transaction
+ * ends, so of two failing attempts racing on one endpoint the second sees
+ * the first's count and, once it disabled the endpoint, enabled = 0. */
 static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 				  const struct db_webhook_attempt *a, int64_t now, cp_rc *rc,
 				  char *buf, size_t buflen)
 {
-	static const char ok[] = "UPDATE webhooks SET failed_deliveries = 0, failing_since = NULL "
-				 "WHERE id = ?1";
+#define TRACKED " WHERE id = ?1 RETURNING enabled, failed_deliveries, failing_since"
+	static const char ok[] =
+		"UPDATE webhooks SET failed_deliveries = 0, failing_since = NULL" TRACKED;
 	static const char failing[] =
-		"UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) "
-		"WHERE id = ?1";
-	static const char failed[] =
-		"UPDATE webhooks SET failed_deliveries = failed_deliveries + 1, "
-		"failing_since = coalesce(failing_since, ?2) WHERE id = ?1";
+		"UPDATE webhooks SET failing_since = coalesce(failing_since, ?2)" TRACKED;
+	static const char failed[] = "UPDATE webhooks SET failed_deliveries = failed_deliveries + "
+				     "1, failing_since = coalesce(failing_since, ?2)" TRACKED;
+#undef TRACKED
 	const char *sql = a->outcome == DB_WEBHOOK_DELIVERED ? ok
 			  : a->outcome == DB_WEBHOOK_RETRY   ? failing
 							     : failed;
-	int64_t since = c->failing_since ? c->failing_since : now;
 	struct db_stmt *st;
+	int64_t failed_n, since;
+	bool enabled;
 
 	*rc = CP_OK;
 	if (a->outcome == DB_WEBHOOK_SKIPPED)
@@ -452,15 +630,21 @@ static const char *endpoint_track(struct db *db, const struct attempt_ctx *c,
 	}
 	db_bind_text(st, 1, c->webhook_id);
 	db_bind_int64(st, 2, now);
-	*rc = db_exec_stmt(db, st);
-	if (*rc != CP_OK || !c->enabled || a->outcome == DB_WEBHOOK_DELIVERED)
+	*rc = db_step_row(db, st);
+	if (*rc != CP_OK)
+		return NULL;
+	enabled = db_col_int64(st, 0) != 0;
+	failed_n = db_col_int64(st, 1);
+	since = db_col_null(st, 2) ? now : db_col_int64(st, 2);
+	db_reset(st);
+	if (!enabled || a->outcome == DB_WEBHOOK_DELIVERED)
 		return NULL;
 	if (a->outcome == DB_WEBHOOK_GONE)
 		return "the receiver answered 410 Gone";
 	if (a->outcome == DB_WEBHOOK_FAILED && a->disable_after_failed > 0 &&
-	    c->failed_deliveries + 1 >= a->disable_after_failed) {
-		snprintf(buf, buflen, "%d consecutive deliveries failed; last error: %s",
-			 c->failed_deliveries + 1, a->error ? a->error : "unknown");
+	    failed_n >= a->disable_after_failed) {
+		snprintf(buf, buflen, "%lld consecutive deliveries failed; last error: %s",
+			 (long long)failed_n, a->error ? a->error : "unknown");
 		return buf;
 	}
 	if (a->disable_after_seconds > 0 && now - since >= a->disable_after_seconds) {
@@ -510,11 +694,14 @@ cp_rc db_webhook_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 {
 	/* Finished deliveries older than the cutoff, a bounded batch on the
 	 * partial index webhook_deliveries_finished (migration 008); their
-	 * attempts go with them (ON DELETE CASCADE, by delivery index). */
+	 * attempts go with them (ON DELETE CASCADE, by delivery index). The
+	 * WHERE implies the index's predicate, so SQLite picks it (no ANALYZE
+	 * statistics here, so the plan does not change with the table's size)
+	 * without SQLite's INDEXED BY, which PostgreSQL does not have. */
 	static const char sql[] =
 		"DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries "
-		"INDEXED BY webhook_deliveries_finished WHERE state IN ('delivered', 'failed') AND "
-		"updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
+		"WHERE state IN ('delivered', 'failed') AND updated_at < ?1 ORDER BY updated_at "
+		"LIMIT ?2)";
 
 	return db_delete_batch(db, sql, cutoff, limit, deleted);
 }

@@ -1218,7 +1218,8 @@ static cp_rc parse_listen(const char *s, struct sockaddr_storage *ss)
 
 cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int threads,
 			    MHD_AccessHandlerCallback cb, void *cls,
-			    MHD_RequestCompletedCallback done, struct server_listener **out)
+			    MHD_RequestCompletedCallback done, bool share_port,
+			    struct server_listener **out)
 {
 	struct sockaddr_storage ss;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
@@ -1254,6 +1255,13 @@ cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int
 	 * no spaces in the URL). The memory is libmicrohttpd's default 32 KiB:
 	 * it zeroes the whole pool between keep-alive requests, and at 64 KiB
 	 * that memset was ~7% of a GET's CPU. */
+	/* Only when asked: passing the option at all, even as 0, would drop
+	 * libmicrohttpd's default SO_REUSEADDR (a restart then fails to bind
+	 * while old connections linger in TIME_WAIT). */
+	struct MHD_OptionItem reuse[] = {
+		{ share_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 	l->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED,
@@ -1262,7 +1270,7 @@ cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int
 		(unsigned)cfg->http_idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT, 4096u,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->http_client_connection_limit,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
-		MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+		MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_ARRAY, reuse, MHD_OPTION_END);
 	if (!l->daemon) {
 		cp_logf(CP_LOG_ERROR, "http.listen", "cannot listen on %s", listen);
 		server_listener_stop(l);
@@ -1306,7 +1314,7 @@ cp_rc server_http_start(const struct api_ctx *ctx, struct server_http **out)
 				      ctx->cfg->event_stream_keepalive_seconds, &h->sse);
 	if (rc == CP_OK)
 		rc = server_listener_start(ctx->cfg, ctx->cfg->listen, ctx->cfg->http_threads,
-					   on_request, h, on_completed, &h->listener);
+					   on_request, h, on_completed, false, &h->listener);
 	if (rc != CP_OK) {
 		server_sse_free(h->sse);
 		server_netpool_free(h->net);

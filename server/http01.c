@@ -158,7 +158,9 @@ cp_rc server_http01_start(const struct api_ctx *ctx, struct server_http01 **out)
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return CP_ERR_NOMEM;
-	rc = server_listener_start(ctx->cfg, ctx->cfg->http01_listen, 4, on_request, h, NULL,
+	/* Shared: instances on one host answer the CA on one port, each from
+	 * the database (any of them knows every token). */
+	rc = server_listener_start(ctx->cfg, ctx->cfg->http01_listen, 4, on_request, h, NULL, true,
 				   &h->listener);
 	if (rc != CP_OK) {
 		free(h);

@@ -18,11 +18,14 @@
 struct server_listener;
 /* Listen on listen ("host:port") with threads; cb/cls/done as for
  * MHD_start_daemon (done may be NULL). *out owned by the caller
- * (server_listener_stop). CP_ERR_INVALID for a bad address, CP_ERR_IO when
- * it cannot listen. */
+ * (server_listener_stop). share_port: other processes may listen on the
+ * same address too (SO_REUSEPORT; the kernel spreads the connections), as
+ * instances on one host share the HTTP-01 port. CP_ERR_INVALID for a bad
+ * address, CP_ERR_IO when it cannot listen. */
 cp_rc server_listener_start(const struct cp_config *cfg, const char *listen, int threads,
 			    MHD_AccessHandlerCallback cb, void *cls,
-			    MHD_RequestCompletedCallback done, struct server_listener **out) CP_WUR;
+			    MHD_RequestCompletedCallback done, bool share_port,
+			    struct server_listener **out) CP_WUR;
 /* Stop the daemon and the reaper; NULL-safe. */
 void server_listener_stop(struct server_listener *l);
 /* The access handler has the whole request (headers and body): from now

@@ -112,27 +112,51 @@ wrk_p99_ms() {
 		printf "%.3f\n", v * f }' "$1"
 }
 
+# cpu_ticks PID...: the summed user and system CPU ticks of the processes.
+cpu_ticks() {
+	local p
+	for p in "$@"; do awk '{print $14, $15}' "/proc/$p/stat"; done |
+		awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+}
+
+# cpu_per_request BEFORE AFTER LOG: "user U sys S us/request" of the server
+# between two cpu_ticks readings, over the requests of the wrk LOG. Steadier
+# than req/s on a shared machine (the server's own cost, not its share).
+cpu_per_request() {
+	local n
+	n=$(awk '/requests in/ {print $1}' "$3")
+	echo "$1 $2" | awk -v n="$n" -v hz="$(getconf CLK_TCK)" '{
+		printf "user %.1f sys %.1f us/request", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n }'
+}
+
 # read_pair NAME CP_PATH NGINX_PATH: the same wrk run against certplane and
 # against nginx serving the saved bytes; prints one line each and the
 # verdict, and returns 1 when the target is missed.
 read_pair() {
-	local name=$1 cpath=$2 npath=$3 cp_rps ng_rps cp_p99 ng_p99 verdict
-	local w=(wrk -t"$READ_THREADS" -c"$READ_CONNECTIONS")
+	local name=$1 cpath=$2 npath=$3 cp_rps ng_rps cp_p99 ng_p99 verdict a b
+	local w=(wrk -t"$READ_THREADS" -c"$READ_CONNECTIONS") ngw cp_cpu ng_cpu
+	mapfile -t ngw < <(pgrep -P "$NGINX_PID")
 	"${w[@]}" -d2s -s "$BENCH/get_auth.lua" "$URL" -- "$key" "$cpath" >/dev/null
+	a=$(cpu_ticks "$CP_PID")
 	"${w[@]}" -d"${DURATION}s" --latency -s "$BENCH/get_auth.lua" "$URL" -- "$key" "$cpath" \
 		>"$WORK/wrk-cp-$name.log"
+	b=$(cpu_ticks "$CP_PID")
+	cp_cpu=$(cpu_per_request "$a" "$b" "$WORK/wrk-cp-$name.log")
 	"${w[@]}" -d2s -s "$BENCH/get_auth.lua" "$NGINX" -- "$key" "$npath" >/dev/null
+	a=$(cpu_ticks "${ngw[@]}")
 	"${w[@]}" -d"${DURATION}s" --latency -s "$BENCH/get_auth.lua" "$NGINX" -- "$key" "$npath" \
 		>"$WORK/wrk-nginx-$name.log"
+	b=$(cpu_ticks "${ngw[@]}")
+	ng_cpu=$(cpu_per_request "$a" "$b" "$WORK/wrk-nginx-$name.log")
 	cp_rps=$(wrk_rps "$WORK/wrk-cp-$name.log")
 	ng_rps=$(wrk_rps "$WORK/wrk-nginx-$name.log")
 	cp_p99=$(wrk_p99_ms "$WORK/wrk-cp-$name.log")
 	ng_p99=$(wrk_p99_ms "$WORK/wrk-nginx-$name.log")
 	printf '%s (%d bytes)\n' "$cpath" "$(wc -c <"$WORK/www$npath")"
-	printf '  certplane  %10.0f req/s  p50 %s  p99 %s ms\n' "$cp_rps" \
-		"$(awk '$1=="50%" {print $2}' "$WORK/wrk-cp-$name.log")" "$cp_p99"
-	printf '  nginx      %10.0f req/s  p50 %s  p99 %s ms\n' "$ng_rps" \
-		"$(awk '$1=="50%" {print $2}' "$WORK/wrk-nginx-$name.log")" "$ng_p99"
+	printf '  certplane  %10.0f req/s  p50 %s  p99 %s ms  %s\n' "$cp_rps" \
+		"$(awk '$1=="50%" {print $2}' "$WORK/wrk-cp-$name.log")" "$cp_p99" "$cp_cpu"
+	printf '  nginx      %10.0f req/s  p50 %s  p99 %s ms  %s\n' "$ng_rps" \
+		"$(awk '$1=="50%" {print $2}' "$WORK/wrk-nginx-$name.log")" "$ng_p99" "$ng_cpu"
 	verdict=$(awk -v a="$cp_rps" -v b="$ng_rps" -v p="$cp_p99" 'BEGIN {
 		r = a / b; ok = (r >= 0.70 && p + 0 < 3.0)
 		printf "%s ratio %.2f x nginx (target >= 0.70), p99 %.2f ms (target < 3)\n",
@@ -172,7 +196,8 @@ http {
 }
 EOF
 	nginx -p "$WORK" -c "$ncfg" -g 'daemon off;' &
-	PIDS+=($!)
+	NGINX_PID=$!
+	PIDS+=("$NGINX_PID")
 	sleep 0.5
 	for f in certificate property; do
 		curl -fsS "$NGINX/$f.json" | cmp -s - "$WORK/www/$f.json" ||

@@ -340,7 +340,22 @@ static void test_logline(void)
 	CHECK(j && json_is_null(json_object_get(j, "none")));
 	CHECK(j && json_integer_value(json_object_get(j, "status")) == 404);
 	CHECK(j && strcmp(json_string_value(json_object_get(j, "event")), "t") == 0);
+	CHECK(strstr(l.buf, ",\"ms\":1.500") != NULL);
 	json_decref(j);
+
+	/* Numbers as "%.3f" would print them (hand-formatted in range). */
+	{
+		static const double vals[] = { 0.0,	 0.0004,    7.0,  12.3456,
+					       999.9995, 1234567.0, 1e13, -2.5 };
+		for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+			char want[64];
+			snprintf(want, sizeof(want), ",\"n\":%.3f}", vals[i]);
+			cp_logline_begin(&l, CP_LOG_INFO, "t");
+			cp_logline_num(&l, "n", vals[i]);
+			cp_logline_end(&l);
+			CHECK(strstr(l.buf, want) != NULL);
+		}
+	}
 
 	/* Too long: the field is dropped whole and the line says it was cut. */
 	memset(big, '\x01', sizeof(big) - 1);

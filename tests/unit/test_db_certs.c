@@ -707,6 +707,20 @@ static void test_orders(void)
 	json_decref(o);
 	o = NULL;
 
+	/* A second order in flight is refused without an error that would
+	 * end the caller's transaction (PostgreSQL aborts one on a constraint
+	 * error): the transaction reads and commits after it. */
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_order_create(db, ta, oid2, cid, "issue", "http-01", ids, "letsencrypt",
+				 "ecdsa-p256", NULL),
+		 CP_ERR_CONFLICT);
+	CHECK_RC(db_order_in_flight(db, ta, cid, &o), CP_OK);
+	CHECK(strcmp(fx_str(o, "id"), oid2) != 0 && !strcmp(fx_str(o, "kind"), "renew"));
+	json_decref(o);
+	o = NULL;
+	CHECK_RC(db_commit(db), CP_OK);
+	CHECK_RC(db_order_get(db, ta, oid2, &o), CP_ERR_NOT_FOUND);
+
 	fx_fail(db, true);
 	CHECK_RC(db_order_start(db, ta, cid, "issue", "http-01", ids, "letsencrypt", "ecdsa-p256",
 				NULL, now, oid2),
