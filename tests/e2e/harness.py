@@ -343,6 +343,10 @@ class Server:
         self.stop(signal.SIGKILL)
         if self.own_dir and not self.keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.pg_name:  # the database made for this directory goes with it
+                subprocess.run(["psql", os.environ["CERTPLANE_PG_URL"], "-qAtX", "-c",
+                                "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.pg_name],
+                               capture_output=True, timeout=60)
 
     def log(self):
         try:
