@@ -41,10 +41,10 @@
 	"c.id, c.name, c.type, c.source, " CERT_STATUS ", c.auto_renew, "                    \
 	"coalesce(v.key_type, c.key_type), c.hostnames, c.challenge, c.ca, v.subject_cn, "   \
 	"v.sans, v.issuer, v.serial, v.not_before, v.not_after, v.fingerprint_sha256, "      \
-	"c.version, (SELECT group_concat(p.id, ',') FROM properties p "                      \
-	"WHERE p.certificate_id = c.id AND p.tenant_id = c.tenant_id), c.metadata, "         \
+	"c.version, c.metadata, "                                                              \
 	"c.renew_after, c.next_attempt_at, c.last_attempt_at, c.last_error, "                \
-	"c.last_error_reason, c.failure_count, c.created_at, c.updated_at, c.profile"
+	"c.last_error_reason, c.failure_count, c.created_at, c.updated_at, c.profile, "      \
+	"c.tenant_id"
 /* clang-format on */
 
 enum cert_col {
@@ -66,7 +66,6 @@ enum cert_col {
 	CC_NOT_AFTER,
 	CC_FINGERPRINT,
 	CC_VERSION,
-	CC_PROPERTY_IDS,
 	CC_METADATA,
 	CC_RENEW_AFTER,
 	CC_NEXT_ATTEMPT_AT,
@@ -77,16 +76,49 @@ enum cert_col {
 	CC_CREATED_AT,
 	CC_UPDATED_AT,
 	CC_PROFILE,
+	CC_TENANT_ID,
 	CC_COUNT
 };
 
-/* Render the certificate of st's current row, whose CERT_COLS start at
- * column c0, as one JSON object appended to w. */
-static void cert_render_row(struct cp_jw *w, struct db_stmt *st, int c0)
+/* The ids of the tenant's properties using certificate ?2, in their order
+ * (properties_tenant_certificate, a range of the certificate's entries). */
+static const char PROPERTY_IDS_SQL[] = "SELECT p.id FROM properties p "
+				       "WHERE p.tenant_id = ?1 AND p.certificate_id = ?2 "
+				       "ORDER BY p.seq";
+
+/* The ids of the properties of (tenant_id, id) as a JSON array into w. */
+static cp_rc cert_render_property_ids(struct db *db, const char *tenant_id, const char *id,
+				      struct cp_jw *w)
 {
-	const char *ids = db_col_text(st, c0 + CC_PROPERTY_IDS);
+	struct db_stmt *st = db_stmt_keyed(db, PROPERTY_IDS_SQL, tenant_id, id);
+	int r;
+
+	if (!st)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '[');
+	while ((r = db_step(st)) == DB_ROW)
+		db_jw_text(w, st, 0);
+	db_reset(st);
+	if (r != DB_DONE)
+		return db_rc(db, r);
+	cp_jw_close(w, ']');
+	return CP_OK;
+}
+
+/* Render the certificate of st's current row, whose CERT_COLS start at
+ * column c0, as one JSON object appended to w: CP_OK, or the error of the
+ * property ids' query. */
+static cp_rc cert_render_row(struct db *db, struct cp_jw *w, struct db_stmt *st, int c0)
+{
+	/* The keys outlive the property ids' steps: st is another statement,
+	 * left on its row. */
+	const char *id = db_col_text(st, c0 + CC_ID);
+	const char *tenant_id = db_col_text(st, c0 + CC_TENANT_ID);
+	cp_rc rc;
 
 	assert(db_col_count(st) >= c0 + CC_COUNT);
+	if (!id || !tenant_id)
+		return CP_ERR_INTERNAL;
 	cp_jw_open(w, '{');
 	cp_jw_key(w, "id");
 	db_jw_text(w, st, c0 + CC_ID);
@@ -126,17 +158,10 @@ static void cert_render_row(struct cp_jw *w, struct db_stmt *st, int c0)
 	db_jw_text(w, st, c0 + CC_FINGERPRINT);
 	cp_jw_key(w, "version");
 	db_jw_int(w, st, c0 + CC_VERSION);
-	/* The ids of the tenant's properties using it, "a,b" (UUIDs hold no
-	 * comma), NULL for none. */
 	cp_jw_key(w, "property_ids");
-	cp_jw_open(w, '[');
-	while (ids && *ids) {
-		const char *comma = strchr(ids, ',');
-		size_t n = comma ? (size_t)(comma - ids) : strlen(ids);
-		cp_jw_str(w, ids, n);
-		ids += n + (comma ? 1 : 0);
-	}
-	cp_jw_close(w, ']');
+	rc = cert_render_property_ids(db, tenant_id, id, w);
+	if (rc != CP_OK)
+		return rc;
 	cp_jw_key(w, "metadata");
 	db_jw_json(w, st, c0 + CC_METADATA);
 	cp_jw_key(w, "renewal");
@@ -159,26 +184,87 @@ static void cert_render_row(struct cp_jw *w, struct db_stmt *st, int c0)
 	cp_jw_key(w, "updated_at");
 	db_jw_time(w, st, c0 + CC_UPDATED_AT);
 	cp_jw_close(w, '}');
+	return CP_OK;
 }
 
 /* db_row_render_fn over cert_render_row for (seq, CERT_COLS) rows. */
 static cp_rc cert_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
-	(void)db;
-	cert_render_row(w, st, 1);
-	return CP_OK;
+	return cert_render_row(db, w, st, 1);
 }
 
+/*
+ * A version as the API shows it (openapi.yaml, CertificateVersion): the
+ * columns of VERSION_COLS (enum version_col) of v joined to its
+ * certificate c, rendered by version_render_listed.
+ */
 /* clang-format off */
-#define VERSION_JSON                                                                          \
-	"json_object('id', v.id, 'version', v.version, 'current', json(CASE WHEN v.version = " \
-	"c.version THEN 'true' ELSE 'false' END), 'certificate', v.cert_pem, "                 \
-	"'chain', v.chain_pem, 'key_type', v.key_type, 'subject_cn', v.subject_cn, "          \
-	"'sans', json(v.sans), 'issuer', v.issuer, 'serial', v.serial, "                      \
-	"'not_before', " DB_TS("v.not_before") ", 'not_after', " DB_TS("v.not_after") ", "    \
-	"'fingerprint_sha256', v.fingerprint_sha256, 'order_id', v.order_id, "                \
-	"'created_at', " DB_TS("v.created_at") ")"
+#define VERSION_COLS                                                                          \
+	"v.id, v.version, CASE WHEN v.version = c.version THEN 1 ELSE 0 END, v.cert_pem, "    \
+	"v.chain_pem, v.key_type, v.subject_cn, v.sans, v.issuer, v.serial, v.not_before, "   \
+	"v.not_after, v.fingerprint_sha256, v.order_id, v.created_at"
 /* clang-format on */
+
+enum version_col {
+	VC_ID,
+	VC_VERSION,
+	VC_CURRENT,
+	VC_CERT_PEM,
+	VC_CHAIN_PEM,
+	VC_KEY_TYPE,
+	VC_SUBJECT_CN,
+	VC_SANS,
+	VC_ISSUER,
+	VC_SERIAL,
+	VC_NOT_BEFORE,
+	VC_NOT_AFTER,
+	VC_FINGERPRINT,
+	VC_ORDER_ID,
+	VC_CREATED_AT,
+	VC_COUNT
+};
+
+/* db_row_render_fn for (seq, VERSION_COLS) rows. */
+static cp_rc version_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	const int c0 = 1;
+
+	(void)db;
+	assert(db_col_count(st) >= c0 + VC_COUNT);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + VC_ID);
+	cp_jw_key(w, "version");
+	db_jw_int(w, st, c0 + VC_VERSION);
+	cp_jw_key(w, "current");
+	cp_jw_bool(w, db_col_int64(st, c0 + VC_CURRENT) != 0);
+	cp_jw_key(w, "certificate");
+	db_jw_text(w, st, c0 + VC_CERT_PEM);
+	cp_jw_key(w, "chain");
+	db_jw_text(w, st, c0 + VC_CHAIN_PEM);
+	cp_jw_key(w, "key_type");
+	db_jw_text(w, st, c0 + VC_KEY_TYPE);
+	cp_jw_key(w, "subject_cn");
+	db_jw_text(w, st, c0 + VC_SUBJECT_CN);
+	cp_jw_key(w, "sans");
+	db_jw_json(w, st, c0 + VC_SANS);
+	cp_jw_key(w, "issuer");
+	db_jw_text(w, st, c0 + VC_ISSUER);
+	cp_jw_key(w, "serial");
+	db_jw_text(w, st, c0 + VC_SERIAL);
+	cp_jw_key(w, "not_before");
+	db_jw_time(w, st, c0 + VC_NOT_BEFORE);
+	cp_jw_key(w, "not_after");
+	db_jw_time(w, st, c0 + VC_NOT_AFTER);
+	cp_jw_key(w, "fingerprint_sha256");
+	db_jw_text(w, st, c0 + VC_FINGERPRINT);
+	cp_jw_key(w, "order_id");
+	db_jw_text(w, st, c0 + VC_ORDER_ID);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, c0 + VC_CREATED_AT);
+	cp_jw_close(w, '}');
+	return CP_OK;
+}
 
 /* Bind a unix time, 0 meaning "none" (SQL NULL). */
 static void bind_time(struct db_stmt *st, int idx, int64_t t)
@@ -412,9 +498,9 @@ cp_rc db_certificate_render(struct db *db, const char *tenant_id, const char *id
 	if (rc != CP_OK)
 		return rc;
 	cp_jw_init(&w, out);
-	cert_render_row(&w, st, 0);
+	rc = cert_render_row(db, &w, st, 0);
 	db_reset(st);
-	return cp_jw_rc(&w);
+	return rc == CP_OK ? cp_jw_rc(&w) : rc;
 }
 
 cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
@@ -455,36 +541,58 @@ cp_rc db_certificate_get(struct db *db, const char *tenant_id, const char *id, j
 #define LIST_RANGE_MAX 2000
 
 #define LIST_STATUS LIFECYCLE_STATUS_SQL("c.status", "c.not_after")
+/*
+ * Portable SQL (issue 11): the optional filters cast their parameter at
+ * every use (PostgreSQL infers no type from "?4 IS NULL"), and the index
+ * each inner query must use is chosen by SQLite's documented unary "+"
+ * (a term written +col cannot drive an index, nor an ORDER BY +col), not
+ * by INDEXED BY, which PostgreSQL does not parse: where the expiry range
+ * drives, seq is +c.seq; in the seq walk, the expiry is +c.not_after. The
+ * hostname query keeps certificate_names as the outer loop by CROSS JOIN
+ * (SQLite keeps a CROSS JOIN's order; the join condition is in WHERE, as
+ * PostgreSQL takes no ON after CROSS JOIN). ?8 is the wildcard one label
+ * up from ?6 (list_bind).
+ */
 /* clang-format off */
-#define LIST_IF_STATUS " AND (?4 IS NULL OR " LIST_STATUS " = ?4)"
-#define LIST_IF_EXPIRING " AND (?5 IS NULL OR (c.not_after >= ?1 AND c.not_after <= ?1 + ?5))"
-#define LIST_EXPIRING " AND c.not_after >= ?1 AND c.not_after <= ?1 + ?5"
+#define LIST_IF_STATUS " AND (CAST(?4 AS TEXT) IS NULL OR " LIST_STATUS " = CAST(?4 AS TEXT))"
+#define LIST_IF_EXPIRING " AND (CAST(?5 AS BIGINT) IS NULL OR (c.not_after >= ?1 AND "     \
+	"c.not_after <= ?1 + CAST(?5 AS BIGINT)))"
+#define LIST_EXPIRING(col) " AND " col " >= ?1 AND " col " <= ?1 + CAST(?5 AS BIGINT)"
 /* Each statement is a macro of (cmp, dir), the keyset comparison and the
- * ORDER BY direction, instantiated in both orders by DB_LIST_BOTH. */
-#define LIST_TAIL(cmp, dir) " AND c.seq " cmp " ?3" LIST_IF_STATUS " ORDER BY c.seq" dir " LIMIT ?7"
+ * ORDER BY direction, instantiated in both orders by DB_LIST_BOTH; seq is
+ * c.seq, or +c.seq where another index drives. */
+#define LIST_TAIL(seq, cmp, dir) " AND " seq " " cmp " ?3" LIST_IF_STATUS " ORDER BY " seq dir \
+	" LIMIT ?7"
 #define LIST_PAGE(inner, dir)                                                                  \
 	"SELECT c.seq, " CERT_COLS " FROM (" inner ") s JOIN certificates c ON c.seq = s.seq "  \
 	"LEFT JOIN certificate_versions v ON v.certificate_id = c.id AND v.version = c.version " \
 	"ORDER BY c.seq" dir
 #define LIST_BY_NAME(cmp, dir) LIST_PAGE(                                                       \
-	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c ON c.seq = n.cert_seq " \
-	"WHERE n.tenant_id = ?2 AND n.name IN (?6, '*.' || substr(?6, instr(?6, '.') + 1)) "     \
-	"AND n.cert_seq " cmp " ?3 AND c.tenant_id = ?2" LIST_IF_EXPIRING LIST_TAIL(cmp, dir), dir)
+	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c "             \
+	"WHERE c.seq = n.cert_seq AND n.tenant_id = ?2 AND n.name IN (?6, ?8) "                 \
+	"AND n.cert_seq " cmp " ?3 AND c.tenant_id = ?2" LIST_IF_EXPIRING                       \
+	LIST_TAIL("c.seq", cmp, dir), dir)
+/* certificates_tenant_expiry */
 #define LIST_BY_EXPIRY(cmp, dir)                                                          \
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_expiry " \
-		  "WHERE c.tenant_id = ?2" LIST_EXPIRING LIST_TAIL(cmp, dir), dir)
+	LIST_PAGE("SELECT c.seq FROM certificates c WHERE c.tenant_id = ?2"                 \
+		  LIST_EXPIRING("c.not_after") LIST_TAIL("+c.seq", cmp, dir), dir)
+/* certificates_tenant_seq */
 #define LIST_WALK_EXPIRY(cmp, dir)                                                     \
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq " \
-		  "WHERE c.tenant_id = ?2" LIST_EXPIRING LIST_TAIL(cmp, dir), dir)
+	LIST_PAGE("SELECT c.seq FROM certificates c WHERE c.tenant_id = ?2"              \
+		  LIST_EXPIRING("+c.not_after") LIST_TAIL("c.seq", cmp, dir), dir)
+/* certificates_tenant_expiry */
 #define LIST_EXPIRED(cmp, dir)                                                            \
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_expiry " \
-		  "WHERE c.tenant_id = ?2 AND c.not_after < ?1" LIST_TAIL(cmp, dir), dir)
+	LIST_PAGE("SELECT c.seq FROM certificates c "                                       \
+		  "WHERE c.tenant_id = ?2 AND c.not_after < ?1" LIST_TAIL("+c.seq", cmp, dir), dir)
+/* certificates_tenant_status */
 #define LIST_BY_STATUS(cmp, dir)                                                          \
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_status " \
-		  "WHERE c.tenant_id = ?2 AND c.status = ?4" LIST_TAIL(cmp, dir), dir)
+	LIST_PAGE("SELECT c.seq FROM certificates c "                                       \
+		  "WHERE c.tenant_id = ?2 AND c.status = CAST(?4 AS TEXT)"                  \
+		  LIST_TAIL("c.seq", cmp, dir), dir)
+/* certificates_tenant_seq */
 #define LIST_ALL(cmp, dir)                                                             \
-	LIST_PAGE("SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq " \
-		  "WHERE c.tenant_id = ?2" LIST_TAIL(cmp, dir), dir)
+	LIST_PAGE("SELECT c.seq FROM certificates c "                                    \
+		  "WHERE c.tenant_id = ?2" LIST_TAIL("c.seq", cmp, dir), dir)
 /* clang-format on */
 
 static const char *const list_by_name[2] = DB_LIST_BOTH(LIST_BY_NAME);
@@ -498,6 +606,13 @@ static const char *const list_all[2] = DB_LIST_BOTH(LIST_ALL);
 static void list_bind(struct db_stmt *st, int64_t now, const char *tenant_id,
 		      const struct db_cert_filter *f, struct db_page pg)
 {
+	/* The wildcard covering the hostname: "*." and what follows its
+	 * first label (the whole name when it has one label). */
+	const char *dot = f->hostname ? strchr(f->hostname, '.') : NULL;
+	char wild[CP_HOSTNAME_MAX + 3];
+
+	if (f->hostname)
+		snprintf(wild, sizeof(wild), "*.%s", dot ? dot + 1 : f->hostname);
 	db_bind_int64(st, 1, now);
 	db_bind_text(st, 2, tenant_id);
 	db_bind_int64(st, 3, db_page_from(pg));
@@ -508,6 +623,7 @@ static void list_bind(struct db_stmt *st, int64_t now, const char *tenant_id,
 		db_bind_null(st, 5);
 	db_bind_text(st, 6, f->hostname);
 	db_bind_int64(st, 7, pg.limit + 1);
+	db_bind_text(st, 8, f->hostname ? wild : NULL);
 }
 
 /* True when the tenant's expiry range after the cursor (in pg's order)
@@ -518,8 +634,7 @@ static cp_rc expiry_range_large(struct db *db, int64_t now, const char *tenant_i
 {
 #define SQL(cmp, dir)                                                                              \
 	"SELECT count(*) FROM (SELECT 1 FROM certificates c "                                      \
-	"INDEXED BY certificates_tenant_expiry WHERE c.tenant_id = ?2" LIST_EXPIRING               \
-	" AND c.seq " cmp " ?3 LIMIT ?7)"
+	"WHERE c.tenant_id = ?2" LIST_EXPIRING("c.not_after") " AND +c.seq " cmp " ?3 LIMIT ?7) s"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
 	struct db_stmt *st = db_stmt(db, sql[pg.desc ? 1 : 0]);
@@ -604,13 +719,14 @@ cp_rc db_certificate_versions(struct db *db, const char *tenant_id, const char *
 			      struct db_page pg, struct db_list *out)
 {
 #define SQL(cmp, dir)                                                                              \
-	"SELECT v.seq, " VERSION_JSON " FROM certificate_versions v "                              \
+	"SELECT v.seq, " VERSION_COLS " FROM certificate_versions v "                              \
 	"JOIN certificates c ON c.id = v.certificate_id "                                          \
 	"WHERE v.tenant_id = ?1 AND v.certificate_id = ?2 AND c.tenant_id = ?1 "                   \
 	"AND v.seq " cmp " ?3 ORDER BY v.seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	return db_list_scoped(db, sql, tenant_id, id, pg, out);
+	return db_fetch_page_render(db, db_stmt_page(db, sql, tenant_id, id, pg), pg.limit,
+				    version_render_listed, out);
 }
 
 /* Copy column 0..1 text of the current version of certificate id; the row
@@ -744,15 +860,20 @@ cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char
 {
 	/* One row by primary key; the CA of the current version is the one
 	 * of the order that stored it (NULL: uploaded or self-signed). */
-	static const char sql[] =
-		"SELECT json_object('profile', c.profile, 'cert_pem', v.cert_pem, 'version_ca', "
-		"(SELECT o.ca FROM orders o WHERE o.id = v.order_id))" CERT_FROM
-		"WHERE c.tenant_id = ?1 AND c.id = ?2";
+	static const char sql[] = "SELECT c.profile, v.cert_pem, "
+				  "(SELECT o.ca FROM orders o WHERE o.id = v.order_id)" CERT_FROM
+				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+	cp_rc rc;
 
 	assert(db && tenant_id && out);
 	*out = NULL;
-	if (!st)
-		return CP_ERR_INTERNAL;
-	return db_fetch_json(db, st, out);
+	rc = db_step_row(db, st);
+	if (rc != CP_OK)
+		return rc;
+	/* s? writes null for a NULL column, as the API's object always had. */
+	*out = json_pack("{s:s?, s:s?, s:s?}", "profile", db_col_text(st, 0), "cert_pem",
+			 db_col_text(st, 1), "version_ca", db_col_text(st, 2));
+	db_reset(st);
+	return *out ? CP_OK : CP_ERR_NOMEM;
 }

@@ -260,6 +260,14 @@ void db_jw_int(struct cp_jw *w, struct db_stmt *st, int col)
 		cp_jw_int(w, db_col_int64(st, col));
 }
 
+void db_jw_bool(struct cp_jw *w, struct db_stmt *st, int col)
+{
+	if (db_col_null(st, col))
+		cp_jw_null(w);
+	else
+		cp_jw_bool(w, db_col_int64(st, col) != 0);
+}
+
 void db_jw_time(struct cp_jw *w, struct db_stmt *st, int col)
 {
 	if (db_col_null(st, col))

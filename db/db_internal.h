@@ -48,6 +48,18 @@ struct db_dialect {
 	/* Run first in a migration's transaction: one migrator at a time
 	 * (NULL: begin_write already serializes writers). */
 	const char *migrate_lock;
+	/* The job claim (db/jobs.c), each an UPDATE ... RETURNING id, kind,
+	 * tenant ('' for none), payload, attempts of at most one job, with
+	 * ?1 owner, ?2 now, ?3 lease seconds, ?4 lane: the job of an expired
+	 * lease, and (?5 tenant) the tenant's earliest due queued job. They
+	 * differ in how the row is taken: SQLite's one writer makes a plain
+	 * subselect safe (INDEXED BY pins its partial index); PostgreSQL
+	 * instances claim at once, so the subselect is FOR UPDATE SKIP LOCKED
+	 * (a job locked by another claim is passed over, never waited for). */
+	const char *job_claim_expired;
+	const char *job_claim_queued;
+	/* Whether the engine takes SQLite's INDEXED BY (DB_PINNED). */
+	bool indexed_by;
 	const struct db_migration *migrations;
 	const size_t *migrations_count;
 	/* Serialize the quota check of one tenant (?1 = tenant id) with every
@@ -125,6 +137,20 @@ cp_rc db_delete_scoped(struct db *db, const char *sql, const char *tenant_id,
 /* clang-format off */
 #define DB_LIST_BOTH(m) { m(">", ""), m("<", " DESC") }
 /* clang-format on */
+/* A statement whose SQLite plan is pinned to an index: written once as a
+ * macro m(pin) that puts pin right after the table's name (and alias), and
+ * DB_PINNED(m, "index") is { pinned, unpinned }: SQLite takes INDEXED BY
+ * (it refuses the statement rather than scan when the index is gone, and
+ * it holds the plan measured), PostgreSQL has no such clause. Used as
+ * `static const char *const sql[2] = DB_PINNED(m, "idx");` and
+ * db_pinned(db, sql) for the text to run. */
+/* clang-format off */
+#define DB_PINNED(m, index) { m(" INDEXED BY " index), m("") }
+/* clang-format on */
+static inline const char *db_pinned(const struct db *db, const char *const sql[2])
+{
+	return sql[db_dialect(db)->indexed_by ? 0 : 1];
+}
 /* The value ?3 takes for pg: pg.after, or past the newest seq for a first
  * descending page. */
 int64_t db_page_from(struct db_page pg);
@@ -181,6 +207,9 @@ void db_column_copy(struct db_stmt *st, int col, char *buf, size_t cap);
 #define DB_RENDER_MAX (16u << 20)
 void db_jw_text(struct cp_jw *w, struct db_stmt *st, int col);
 void db_jw_int(struct cp_jw *w, struct db_stmt *st, int col);
+/* An integer 0/1 column (or a boolean expression: PostgreSQL's t/f read as
+ * 1/0) as true/false. */
+void db_jw_bool(struct cp_jw *w, struct db_stmt *st, int col);
 /* A unix-seconds column as RFC 3339 text (what DB_TS renders). */
 void db_jw_time(struct cp_jw *w, struct db_stmt *st, int col);
 /* A column holding stored JSON text (written compact by db_bind_json),
@@ -222,8 +251,6 @@ cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
 				     bool *other) CP_WUR;
 
-/* SQL fragment rendering a unix-seconds column as RFC 3339 text. */
-#define DB_TS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
 
 /*
  * Flat objects rendered from a row (port1, issue 11): a table of members,

@@ -22,6 +22,22 @@ static const struct db_dialect dialect_sqlite = {
 	.version_set = "PRAGMA user_version=%d",
 	.backup = "VACUUM INTO ?",
 	.integrity_check = "PRAGMA integrity_check",
+	.job_claim_expired =
+		"UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
+		"attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs INDEXED BY jobs_lane_lease WHERE lane = ?4 "
+		"AND state = 'running' AND lease_until < ?2 ORDER BY lease_until LIMIT 1) "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	/* ifnull: the expression of the index (migration 006), which SQLite
+	 * matches by its text. */
+	.job_claim_queued =
+		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
+		"attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs INDEXED BY jobs_lane_tenant_due "
+		"WHERE state = 'queued' AND lane = ?4 AND ifnull(tenant_id, '') = ?5 "
+		"AND run_at <= ?2 ORDER BY run_at, id LIMIT 1) AND state = 'queued' "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.indexed_by = true,
 	.migrations = db_migrations,
 	.migrations_count = &db_migrations_count,
 	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1",
@@ -54,6 +70,23 @@ static const struct db_dialect dialect_pg = {
 	/* NO KEY UPDATE: conflicts with another check's lock but not with the
 	 * KEY SHARE locks of foreign keys (an insert of any tenant row). */
 	.quota_lock = "SELECT 1 FROM tenants WHERE id = ?1 FOR NO KEY UPDATE",
+	/* The casts type ?2 and ?3 for the server (unknown + unknown has no
+	 * operator). The planner finds the partial indexes jobs_lane_lease and
+	 * jobs_lane_tenant_due (coalesce, as in the schema) by itself. */
+	.job_claim_expired =
+		"UPDATE jobs SET lease_owner = ?1, lease_until = CAST(?2 AS BIGINT) + "
+		"CAST(?3 AS BIGINT), attempts = attempts + 1, updated_at = ?2 "
+		"WHERE id = (SELECT id FROM jobs WHERE lane = ?4 AND state = 'running' "
+		"AND lease_until < ?2 ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) "
+		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.job_claim_queued = "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = "
+			    "CAST(?2 AS BIGINT) + CAST(?3 AS BIGINT), attempts = attempts + 1, "
+			    "updated_at = ?2 "
+			    "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND lane = ?4 "
+			    "AND coalesce(tenant_id, '') = ?5 AND run_at <= ?2 ORDER BY run_at, id "
+			    "LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' "
+			    "RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
+	.indexed_by = false,
 };
 
 const struct db_dialect *db_dialect(const struct db *db)

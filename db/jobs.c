@@ -2,9 +2,9 @@
  * jobs.c - the durable job queue. A job is claimed in one write transaction
  * that sets a lease; a worker that dies leaves a lease that expires, after
  * which another worker claims the job again. Because the claim runs under
- * SQLite's one-writer lock (and would be FOR UPDATE SKIP LOCKED on
- * PostgreSQL), no job is ever run by two workers at once while its lease
- * is held.
+ * SQLite's one-writer lock, or takes its row FOR UPDATE SKIP LOCKED on
+ * PostgreSQL (the two claim statements are the dialect's, db/dialect.c),
+ * no job is ever run by two workers at once while its lease is held.
  *
  * Capacity is shared fairly (migration 006): each job belongs to a lane
  * with its own workers, and within a lane the claim serves tenants round
@@ -142,17 +142,13 @@ static struct db_stmt *lease_stmt(struct db *db, const char *sql, const char *ow
 
 /* A job of lane whose lease expired (its worker died or hung): claim it
  * again. It is still counted as running for its tenant, so the cap does not
- * apply. ?1 owner, ?2 now, ?3 lease seconds, ?4 lane. */
+ * apply. ?1 owner, ?2 now, ?3 lease seconds, ?4 lane (the dialect's
+ * job_claim_expired). */
 static cp_rc claim_expired(struct db *db, const char *lane, const char *owner, int lease_seconds,
 			   int64_t now, struct db_job *out)
 {
-	static const char sql[] =
-		"UPDATE jobs SET lease_owner = ?1, lease_until = ?2 + ?3, "
-		"attempts = attempts + 1, updated_at = ?2 "
-		"WHERE id = (SELECT id FROM jobs WHERE lane = ?4 AND state = 'running' "
-		"AND lease_until < ?2 ORDER BY lease_until LIMIT 1) "
-		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
-	struct db_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
+	struct db_stmt *st =
+		lease_stmt(db, db_dialect(db)->job_claim_expired, owner, lease_seconds, now);
 
 	if (st)
 		db_bind_text(st, 4, lane);
@@ -175,9 +171,9 @@ static cp_rc pick_tenant(struct db *db, const char *sql, const char *lane, int c
 
 /*
  * The round-robin pick: the least recently served tenant of the lane that
- * has a job due by now and fewer than cap running; then that tenant's
- * earliest due job (jobs_lane_tenant_due, one probe). Two index ranges
- * find the tenant, idle tenants being in neither:
+ * has a job due by now and fewer than cap running (its earliest due job is
+ * then claim_queued's). Two index ranges find the tenant, idle tenants
+ * being in neither:
  * - the PICK_WINDOW least recently served tenants with queued work
  *   (job_tenants_rr): usually the first of them is due and under the cap;
  * - if none of those is, every tenant with work due by now
@@ -185,64 +181,66 @@ static cp_rc pick_tenant(struct db *db, const char *sql, const char *lane, int c
  * The answer is the same either way (a qualifying tenant served earlier
  * than the window's end would be in the window), and the cost is bounded
  * by the window or by the tenants with due work, never by the jobs.
- * INDEXED BY pins the plans measured by tests/bench/job_claim.sh; SQLite
- * refuses the statement rather than scan if an index is gone.
+ * INDEXED BY pins the plans measured by tests/bench/job_claim.sh on SQLite,
+ * which refuses the statement rather than scan if an index is gone
+ * (DB_PINNED; PostgreSQL plans by itself). Both engines require the derived
+ * table's alias.
  */
 #define PICK_WINDOW "64"
-static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now, int64_t *job_id,
+/* clang-format off */
+#define PICK_LRU(pin)                                                                         \
+	"SELECT tenant_id FROM (SELECT tenant_id, next_run_at, running, last_served "         \
+	"FROM job_tenants" pin " WHERE lane = ?1 AND queued > 0 "                             \
+	"ORDER BY last_served LIMIT " PICK_WINDOW ") AS w "                                   \
+	"WHERE next_run_at <= ?2 AND running < ?3 ORDER BY last_served LIMIT 1"
+#define PICK_DUE(pin)                                                                         \
+	"SELECT tenant_id FROM job_tenants" pin " "                                           \
+	"WHERE lane = ?1 AND queued > 0 AND next_run_at <= ?2 AND running < ?3 "              \
+	"ORDER BY last_served LIMIT 1"
+/* clang-format on */
+static cp_rc claim_pick(struct db *db, const char *lane, int cap, int64_t now,
 			char tenant[CP_UUID_LEN + 1])
 {
-	static const char lru[] =
-		"SELECT tenant_id FROM (SELECT tenant_id, next_run_at, running, last_served "
-		"FROM job_tenants INDEXED BY job_tenants_rr WHERE lane = ?1 AND queued > 0 "
-		"ORDER BY last_served LIMIT " PICK_WINDOW ") "
-		"WHERE next_run_at <= ?2 AND running < ?3 ORDER BY last_served LIMIT 1";
-	static const char due[] =
-		"SELECT tenant_id FROM job_tenants INDEXED BY job_tenants_due "
-		"WHERE lane = ?1 AND queued > 0 AND next_run_at <= ?2 AND running < ?3 "
-		"ORDER BY last_served LIMIT 1";
-	static const char first[] =
-		"SELECT id FROM jobs INDEXED BY jobs_lane_tenant_due WHERE state = 'queued' "
-		"AND lane = ?1 AND ifnull(tenant_id, '') = ?2 AND run_at <= ?3 "
-		"ORDER BY run_at, id LIMIT 1";
-	struct db_stmt *st;
-	cp_rc rc = pick_tenant(db, lru, lane, cap, now, tenant);
+	static const char *const lru[2] = DB_PINNED(PICK_LRU, "job_tenants_rr");
+	static const char *const due[2] = DB_PINNED(PICK_DUE, "job_tenants_due");
+	cp_rc rc = pick_tenant(db, db_pinned(db, lru), lane, cap, now, tenant);
 
 	if (rc == CP_ERR_NOT_FOUND)
-		rc = pick_tenant(db, due, lane, cap, now, tenant);
-	if (rc != CP_OK)
-		return rc;
-	st = db_stmt_keyed(db, first, lane, tenant);
-	if (st)
-		db_bind_int64(st, 3, now);
-	rc = db_fetch_int64(db, st, job_id);
-	/* No row: next_run_at promised one; the counts are kept by triggers
-	 * in the same transaction, so this is a bug, not a race. */
-	return rc == CP_ERR_NOT_FOUND ? CP_ERR_INTERNAL : rc;
+		rc = pick_tenant(db, db_pinned(db, due), lane, cap, now, tenant);
+	return rc;
 }
 
-/* Lease the picked queued job id (the trigger moves it from queued to
- * running in job_tenants). */
-static cp_rc claim_queued(struct db *db, int64_t id, const char *owner, int lease_seconds,
-			  int64_t now, struct db_job *out)
+/* Lease the picked tenant's earliest due queued job (jobs_lane_tenant_due,
+ * one probe; the trigger moves it from queued to running in job_tenants):
+ * the dialect's job_claim_queued, ?4 lane, ?5 tenant. No row, although
+ * next_run_at promised one, is CP_ERR_BUSY: on SQLite it cannot happen
+ * (the counts are kept by triggers under the one writer), on PostgreSQL
+ * the due jobs were taken by claims of other workers after the pick (or
+ * are locked by them, SKIP LOCKED), and the claim is worth trying again at
+ * once. */
+static cp_rc claim_queued(struct db *db, const char *lane, const char *tenant, const char *owner,
+			  int lease_seconds, int64_t now, struct db_job *out)
 {
-	static const char sql[] =
-		"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2 + ?3, "
-		"attempts = attempts + 1, updated_at = ?2 WHERE id = ?4 AND state = 'queued' "
-		"RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts";
-	struct db_stmt *st = lease_stmt(db, sql, owner, lease_seconds, now);
+	struct db_stmt *st =
+		lease_stmt(db, db_dialect(db)->job_claim_queued, owner, lease_seconds, now);
+	cp_rc rc;
 
-	if (st)
-		db_bind_int64(st, 4, id);
-	return job_take(db, st, owner, out);
+	if (st) {
+		db_bind_text(st, 4, lane);
+		db_bind_text(st, 5, tenant);
+	}
+	rc = job_take(db, st, owner, out);
+	return rc == CP_ERR_NOT_FOUND ? CP_ERR_BUSY : rc;
 }
 
 /* Stamp tenant as served last in lane: the next claim in the lane looks
  * at every other waiting tenant first. */
 static cp_rc claim_mark_served(struct db *db, const char *lane, const char *tenant)
 {
+	/* job_lanes.served: unqualified, PostgreSQL finds it ambiguous with
+	 * the excluded row's. */
 	static const char bump[] = "INSERT INTO job_lanes (lane, served) VALUES (?1, 1) "
-				   "ON CONFLICT (lane) DO UPDATE SET served = served + 1 "
+				   "ON CONFLICT (lane) DO UPDATE SET served = job_lanes.served + 1 "
 				   "RETURNING served";
 	static const char mark[] = "UPDATE job_tenants SET last_served = ?3 "
 				   "WHERE lane = ?1 AND tenant_id = ?2";
@@ -274,22 +272,25 @@ cp_rc db_job_claim(struct db *db, const char *lane, int tenant_cap, const char *
 		   int lease_seconds, struct db_job *out)
 {
 	char tenant[CP_UUID_LEN + 1] = "";
-	int64_t now = cp_now(), id = 0;
+	int64_t now = cp_now();
 	cp_rc rc;
 
 	assert(db && out);
 	assert(lane && owner && tenant_cap > 0);
 	memset(out, 0, sizeof(*out));
-	/* One write transaction: on PostgreSQL the pick would be SELECT ...
-	 * FOR UPDATE SKIP LOCKED on job_tenants and on the job row. */
+	/* One write transaction. On PostgreSQL the tenant pick reads without
+	 * locks (READ COMMITTED), and the job row is taken FOR UPDATE SKIP
+	 * LOCKED: concurrent claims never take one job twice, but two of them
+	 * may both pass one tenant's cap check (the cap is exact only under
+	 * SQLite's one writer). */
 	rc = db_begin(db);
 	if (rc != CP_OK)
 		return rc;
 	rc = claim_expired(db, lane, owner, lease_seconds, now, out);
 	if (rc == CP_ERR_NOT_FOUND) {
-		rc = claim_pick(db, lane, tenant_cap, now, &id, tenant);
+		rc = claim_pick(db, lane, tenant_cap, now, tenant);
 		if (rc == CP_OK)
-			rc = claim_queued(db, id, owner, lease_seconds, now, out);
+			rc = claim_queued(db, lane, tenant, owner, lease_seconds, now, out);
 	} else if (rc == CP_OK) {
 		snprintf(tenant, sizeof(tenant), "%s", out->tenant_id);
 	}
@@ -327,8 +328,10 @@ static cp_rc job_update(struct db *db, const char *sql, int64_t id, const char *
 
 cp_rc db_job_extend(struct db *db, int64_t id, const char *owner, int lease_seconds)
 {
-	static const char sql[] = "UPDATE jobs SET lease_until = ?5 + ?3, updated_at = ?5 "
-				  "WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
+	/* The casts type ?5 and ?3 for PostgreSQL (unknown + unknown). */
+	static const char sql[] =
+		"UPDATE jobs SET lease_until = CAST(?5 AS BIGINT) + CAST(?3 AS BIGINT), "
+		"updated_at = ?5 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'";
 
 	assert(db && owner);
 	return job_update(db, sql, id, owner, lease_seconds, NULL);
@@ -370,7 +373,8 @@ cp_rc db_job_fail(struct db *db, int64_t id, const char *owner, const char *erro
 cp_rc db_job_release_owner(struct db *db, const char *owner)
 {
 	static const char sql[] = "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
-				  "lease_until = NULL, attempts = max(attempts - 1, 0) "
+				  "lease_until = NULL, "
+				  "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
 				  "WHERE lease_owner = ? AND state = 'running'";
 	struct db_stmt *st = db_stmt(db, sql);
 
@@ -433,10 +437,13 @@ cp_rc db_job_recover_orphans(struct db *db)
 cp_rc db_job_prune(struct db *db, int64_t cutoff, int limit, int *deleted)
 {
 	/* A bounded batch on the partial index jobs_finished (migration 008):
-	 * a tick never holds the write lock for long, whatever the backlog. */
-	static const char sql[] =
-		"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished WHERE "
-		"state IN ('done', 'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
+	 * a tick never holds the write lock for long, whatever the backlog.
+	 * Pinned on SQLite (DB_PINNED): left to itself, its planner takes
+	 * jobs_due and sorts. */
+#define JOB_PRUNE(pin)                                                                             \
+	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs" pin " WHERE "                          \
+	"state IN ('done', 'failed') AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)"
+	static const char *const sql[2] = DB_PINNED(JOB_PRUNE, "jobs_finished");
 
-	return db_delete_batch(db, sql, cutoff, limit, deleted);
+	return db_delete_batch(db, db_pinned(db, sql), cutoff, limit, deleted);
 }

@@ -14,14 +14,8 @@
 #include "db/db_internal.h"
 
 #include <assert.h>
+#include <stdlib.h>
 #include <string.h>
-
-/* The hostnames of property p in their given order, as a JSON array. */
-/* clang-format off */
-#define PROP_HOSTNAMES                                                                    \
-	"(SELECT json_group_array(hostname) FROM (SELECT hostname FROM property_hostnames " \
-	"h WHERE h.property_id = p.id ORDER BY h.position))"
-/* clang-format on */
 
 /*
  * A property as the API shows it (openapi.yaml, Property): the plain columns
@@ -193,12 +187,144 @@ static cp_rc prop_render_listed(struct db *db, struct db_stmt *st, struct cp_jw 
 	return prop_render_row(db, st, 1, w);
 }
 
-/* clang-format off */
-#define DEPLOY_JSON                                                                        \
-	"json_object('id', id, 'property_id', property_id, 'environment', environment, "   \
-	"'version', version, 'hostnames', json(hostnames), 'certificate_id', certificate_id, " \
-	"'created_at', " DB_TS("created_at") ")"
-/* clang-format on */
+/*
+ * A deployment as the API shows it (openapi.yaml, Deployment): the columns
+ * of DEPLOY_COLS (enum deploy_col), rendered by deploy_render_row (create,
+ * get, list).
+ */
+#define DEPLOY_COLS "id, property_id, environment, version, hostnames, certificate_id, created_at"
+
+enum deploy_col {
+	DC_ID,
+	DC_PROPERTY_ID,
+	DC_ENVIRONMENT,
+	DC_VERSION,
+	DC_HOSTNAMES,
+	DC_CERTIFICATE_ID,
+	DC_CREATED_AT,
+	DC_COUNT
+};
+
+/* Render the deployment of st's current row, whose DEPLOY_COLS start at
+ * column c0, as one JSON object appended to w. */
+static void deploy_render_row(struct cp_jw *w, struct db_stmt *st, int c0)
+{
+	assert(db_col_count(st) >= c0 + DC_COUNT);
+	cp_jw_open(w, '{');
+	cp_jw_key(w, "id");
+	db_jw_text(w, st, c0 + DC_ID);
+	cp_jw_key(w, "property_id");
+	db_jw_text(w, st, c0 + DC_PROPERTY_ID);
+	cp_jw_key(w, "environment");
+	db_jw_text(w, st, c0 + DC_ENVIRONMENT);
+	cp_jw_key(w, "version");
+	db_jw_int(w, st, c0 + DC_VERSION);
+	cp_jw_key(w, "hostnames");
+	db_jw_json(w, st, c0 + DC_HOSTNAMES);
+	cp_jw_key(w, "certificate_id");
+	db_jw_text(w, st, c0 + DC_CERTIFICATE_ID);
+	cp_jw_key(w, "created_at");
+	db_jw_time(w, st, c0 + DC_CREATED_AT);
+	cp_jw_close(w, '}');
+}
+
+/* db_row_render_fn over deploy_render_row for (seq, DEPLOY_COLS) rows. */
+static cp_rc deploy_render_listed(struct db *db, struct db_stmt *st, struct cp_jw *w)
+{
+	(void)db;
+	deploy_render_row(w, st, 1);
+	return CP_OK;
+}
+
+/* Step st, a statement returning DEPLOY_COLS, once: its row as a JSON
+ * object into *out (owned by the caller), CP_ERR_NOT_FOUND without one, or
+ * an error. Resets st. */
+static cp_rc deploy_fetch(struct db *db, struct db_stmt *st, json_t **out)
+{
+	struct cp_buf b;
+	struct cp_jw w;
+	cp_rc rc = db_step_row(db, st);
+
+	if (rc != CP_OK)
+		return rc;
+	cp_buf_init(&b, DB_RENDER_MAX);
+	cp_jw_init(&w, &b);
+	deploy_render_row(&w, st, 0);
+	db_reset(st);
+	rc = cp_jw_rc(&w);
+	if (rc == CP_OK)
+		rc = db_json_from_buf(&b, out);
+	cp_buf_free(&b);
+	return rc;
+}
+
+/* Whether hostname h is one of the strings of the JSON array list (NULL:
+ * none). */
+static bool hostname_listed(const json_t *list, const char *h)
+{
+	const json_t *v;
+	size_t i;
+
+	json_array_foreach(list, i, v)
+	{
+		const char *s = json_string_value(v);
+		if (s && strcmp(s, h) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Drop the claims of the tenant's property_id whose hostname is not in the
+ * JSON array list (NULL: drop them all). The names are read first, then
+ * deleted one by one by their unique (tenant, hostname), so no statement
+ * writes the table while another still reads it. CP_OK or an error. */
+static cp_rc drop_unlisted(struct db *db, const char *tenant_id, const char *property_id,
+			   const json_t *list)
+{
+	static const char sql_have[] =
+		"SELECT hostname FROM property_hostnames WHERE property_id = ?1";
+	static const char sql_drop[] =
+		"DELETE FROM property_hostnames WHERE tenant_id = ?1 AND hostname = ?2 "
+		"AND property_id = ?3";
+	struct db_stmt *st = db_stmt_keyed(db, sql_have, property_id, NULL);
+	json_t *gone = json_array(), *v;
+	cp_rc rc = CP_OK;
+	size_t i;
+	int r = DB_DONE;
+
+	if (!st || !gone) {
+		rc = st ? CP_ERR_NOMEM : CP_ERR_INTERNAL;
+		goto out;
+	}
+	while ((r = db_step(st)) == DB_ROW) {
+		const char *h = db_col_text(st, 0);
+		if (h && !hostname_listed(list, h) && json_array_append_new(gone, json_string(h))) {
+			rc = CP_ERR_NOMEM;
+			goto out;
+		}
+	}
+	db_reset(st);
+	st = NULL;
+	if (r != DB_DONE) {
+		rc = db_rc(db, r);
+		goto out;
+	}
+	json_array_foreach(gone, i, v)
+	{
+		st = db_stmt_keyed(db, sql_drop, tenant_id, json_string_value(v));
+		if (st)
+			db_bind_text(st, 3, property_id);
+		rc = db_exec_stmt(db, st);
+		st = NULL;
+		if (rc != CP_OK)
+			goto out;
+	}
+out:
+	if (st)
+		db_reset(st);
+	json_decref(gone);
+	return rc;
+}
 
 /* Make in's hostnames the property's hostnames, in order: claims of
  * hostnames no longer listed are dropped, kept ones move to their new
@@ -208,25 +334,18 @@ static cp_rc prop_render_listed(struct db *db, struct db_stmt *st, struct cp_jw 
 static cp_rc set_hostnames(struct db *db, const char *tenant_id, const char *property_id,
 			   const struct db_property_in *in, struct db_hostname_taken *taken)
 {
-	static const char sql_drop[] =
-		"DELETE FROM property_hostnames WHERE property_id = ?1 AND hostname NOT IN "
-		"(SELECT value FROM json_each(?2))";
 	static const char sql_add[] =
 		"INSERT INTO property_hostnames (property_id, tenant_id, hostname, position, token, "
 		"claimed_at, expires_at, next_check_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6) "
 		"ON CONFLICT (tenant_id, hostname) DO UPDATE SET position = excluded.position "
-		"WHERE property_id = excluded.property_id";
+		"WHERE property_hostnames.property_id = excluded.property_id";
 	int64_t now = cp_now();
-	struct db_stmt *st = db_stmt(db, sql_drop);
+	struct db_stmt *st;
 	json_t *h;
 	size_t i;
 	cp_rc rc;
 
-	if (!st)
-		return CP_ERR_INTERNAL;
-	db_bind_text(st, 1, property_id);
-	db_bind_json(st, 2, in->hostnames);
-	rc = db_exec_stmt(db, st);
+	rc = drop_unlisted(db, tenant_id, property_id, in->hostnames);
 	if (rc != CP_OK)
 		return rc;
 	json_array_foreach(in->hostnames, i, h)
@@ -342,15 +461,17 @@ cp_rc db_property_list(struct db *db, const char *tenant_id, const char *hostnam
 {
 	/* ?5 hostname (NULL: no condition), ?6 certificate. With a certificate
 	 * its range of properties_tenant_certificate (migration 017) drives,
-	 * otherwise the tenant's seq range; both in either order. */
+	 * otherwise the tenant's seq range; both in either order. SQLite's
+	 * planner picks each without INDEXED BY (not portable): the equality
+	 * on (tenant, certificate) and the seq range and order match it. */
 #define SQL_IF_HOST                                                                                \
-	" AND (?5 IS NULL OR p.id IN (SELECT property_id FROM "                                    \
-	"property_hostnames WHERE hostname = ?5)) "
+	" AND (CAST(?5 AS TEXT) IS NULL OR p.id IN (SELECT property_id FROM "                      \
+	"property_hostnames WHERE hostname = CAST(?5 AS TEXT))) "
 #define SQL_ALL(cmp, dir)                                                                          \
 	"SELECT p.seq, " PROP_COLS " FROM properties p WHERE p.tenant_id = ?1 AND p.seq " cmp      \
 	" ?3" SQL_IF_HOST "ORDER BY p.seq" dir " LIMIT ?4"
 #define SQL_CERT(cmp, dir)                                                                         \
-	"SELECT p.seq, " PROP_COLS " FROM properties p INDEXED BY properties_tenant_certificate "  \
+	"SELECT p.seq, " PROP_COLS " FROM properties p "                                           \
 	"WHERE p.tenant_id = ?1 AND p.certificate_id = ?6 AND p.seq " cmp " ?3" SQL_IF_HOST        \
 	"ORDER BY p.seq" dir " LIMIT ?4"
 	static const char *const sql_all[2] = DB_LIST_BOTH(SQL_ALL);
@@ -405,29 +526,77 @@ cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id)
 cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *property_id,
 			   const char *environment, json_t **out)
 {
-	static const char sql[] =
+	/* The property's version, certificate and hostnames in order, read by
+	 * one statement (one snapshot), then copied into the deployment. */
+	static const char sql_read[] =
+		"SELECT p.version, p.certificate_id, h.hostname FROM properties p "
+		"LEFT JOIN property_hostnames h ON h.property_id = p.id "
+		"WHERE p.tenant_id = ?1 AND p.id = ?2 ORDER BY h.position";
+	static const char sql_ins[] =
 		"INSERT INTO deployments (id, tenant_id, property_id, environment, version, "
-		"hostnames, certificate_id, created_at) "
-		"SELECT ?1, p.tenant_id, p.id, ?2, p.version, " PROP_HOSTNAMES
-		", p.certificate_id, ?3 "
-		"FROM properties p WHERE p.tenant_id = ?4 AND p.id = ?5 RETURNING " DEPLOY_JSON;
-	char id[CP_UUID_LEN + 1];
-	struct db_stmt *st = db_stmt_new_row(db, sql, id, environment);
+		"hostnames, certificate_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+		"RETURNING " DEPLOY_COLS;
+	char id[CP_UUID_LEN + 1], *cert = NULL;
+	struct db_stmt *st = db_stmt_keyed(db, sql_read, tenant_id, property_id);
+	struct cp_buf hb;
+	struct cp_jw hw;
+	int64_t version = 0;
+	bool found = false;
+	cp_rc rc = CP_OK;
+	int r;
 
 	assert(db && tenant_id && out);
+	*out = NULL;
 	if (!st)
 		return CP_ERR_INTERNAL;
-	db_bind_int64(st, 3, cp_now());
-	db_bind_text(st, 4, tenant_id);
-	db_bind_text(st, 5, property_id);
-	return db_fetch_json(db, st, out);
+	cp_buf_init(&hb, DB_RENDER_MAX);
+	cp_jw_init(&hw, &hb);
+	cp_jw_open(&hw, '[');
+	while ((r = db_step(st)) == DB_ROW) {
+		if (!found) {
+			found = true;
+			version = db_col_int64(st, 0);
+			if (!db_col_null(st, 1) && !(cert = cp_strdup(db_col_text(st, 1)))) {
+				rc = CP_ERR_NOMEM;
+				break;
+			}
+		}
+		if (!db_col_null(st, 2))
+			db_jw_text(&hw, st, 2);
+	}
+	db_reset(st);
+	cp_jw_close(&hw, ']');
+	if (rc == CP_OK && r != DB_ROW && r != DB_DONE)
+		rc = db_rc(db, r);
+	if (rc == CP_OK && !found)
+		rc = CP_ERR_NOT_FOUND;
+	if (rc == CP_OK)
+		rc = cp_jw_rc(&hw);
+	if (rc != CP_OK)
+		goto out;
+	st = db_stmt_new_row(db, sql_ins, id, tenant_id);
+	if (!st) {
+		rc = CP_ERR_INTERNAL;
+		goto out;
+	}
+	db_bind_text(st, 3, property_id);
+	db_bind_text(st, 4, environment);
+	db_bind_int64(st, 5, version);
+	db_bind_textn(st, 6, cp_buf_str(&hb), hb.len);
+	db_bind_text(st, 7, cert);
+	db_bind_int64(st, 8, cp_now());
+	rc = deploy_fetch(db, st, out);
+out:
+	free(cert);
+	cp_buf_free(&hb);
+	return rc;
 }
 
 cp_rc db_deployment_get(struct db *db, const char *tenant_id, const char *property_id,
 			const char *id, json_t **out)
 {
 	/* by the unique id; tenant and property only filter the one row */
-	static const char sql[] = "SELECT " DEPLOY_JSON " FROM deployments "
+	static const char sql[] = "SELECT " DEPLOY_COLS " FROM deployments "
 				  "WHERE tenant_id = ?1 AND property_id = ?2 AND id = ?3";
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, property_id);
 
@@ -435,16 +604,17 @@ cp_rc db_deployment_get(struct db *db, const char *tenant_id, const char *proper
 	if (!st)
 		return CP_ERR_INTERNAL;
 	db_bind_text(st, 3, id);
-	return db_fetch_json(db, st, out);
+	return deploy_fetch(db, st, out);
 }
 
 cp_rc db_deployment_list(struct db *db, const char *tenant_id, const char *property_id,
 			 struct db_page pg, struct db_list *out)
 {
 #define SQL(cmp, dir)                                                                              \
-	"SELECT seq, " DEPLOY_JSON " FROM deployments WHERE tenant_id = ?1 AND property_id = ?2 "  \
+	"SELECT seq, " DEPLOY_COLS " FROM deployments WHERE tenant_id = ?1 AND property_id = ?2 "  \
 	"AND seq " cmp " ?3 ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
-	return db_list_scoped(db, sql, tenant_id, property_id, pg, out);
+	return db_fetch_page_render(db, db_stmt_page(db, sql, tenant_id, property_id, pg), pg.limit,
+				    deploy_render_listed, out);
 }

@@ -36,8 +36,10 @@ static const struct {
 static cp_rc reseal_column(struct db *db, const struct crypto_keyring *ring, const char *table,
 			   const char *id_col, const char *col, int *count)
 {
-	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE %s LIKE 'cpk1:%%'", id_col, col, table,
-			       col);
+	/* substr, not LIKE: exact on both engines (LIKE ignores ASCII case on
+	 * SQLite only). */
+	char *sel = cp_aprintf("SELECT %s, %s FROM %s WHERE substr(%s, 1, 5) = 'cpk1:'", id_col,
+			       col, table, col);
 	char *upd = cp_aprintf("UPDATE %s SET %s = ? WHERE %s = ?", table, col, id_col);
 	struct db_stmt *st = NULL, *up = NULL;
 	cp_rc rc = CP_ERR_NOMEM;
@@ -136,9 +138,12 @@ cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring, i
 		return CP_ERR_NOMEM;
 	rc = CP_OK;
 	for (size_t i = 0; rc == CP_OK && sealed_columns[i].table; i++) {
-		/* substr, not LIKE: exact and case-sensitive on the key id. */
-		char *sql = cp_aprintf("SELECT count(*) FROM %s WHERE %s LIKE 'cpk1:%%' AND "
-				       "substr(%s, 1, length(?1)) IS NOT ?1",
+		/* substr, not LIKE: exact and case-sensitive on the key id, in
+		 * both engines. The column is not NULL where the first test
+		 * holds, so <> is IS NOT; ?2 is the prefix's length, bound
+		 * rather than length(?1), whose type PostgreSQL cannot infer. */
+		char *sql = cp_aprintf("SELECT count(*) FROM %s WHERE substr(%s, 1, 5) = 'cpk1:' "
+				       "AND substr(%s, 1, ?2) <> ?1",
 				       sealed_columns[i].table, sealed_columns[i].col,
 				       sealed_columns[i].col);
 		struct db_stmt *st = NULL;
@@ -149,6 +154,7 @@ cp_rc db_secrets_count_stale(struct db *db, const struct crypto_keyring *ring, i
 		}
 		if ((r = db_prepare(db, sql, &st)) == DB_DONE) {
 			db_bind_text(st, 1, prefix);
+			db_bind_int64(st, 2, (int64_t)strlen(prefix));
 			r = db_step(st);
 		}
 		if (r == DB_ROW) {

@@ -6,7 +6,9 @@
  * (kept by triggers, migration 014), the time-derived "expired" from an
  * index-only range count of the rows past not_after
  * (certificates_tenant_status_expiry), the lists from index ranges that stop at 5.
- * Everything is read in one read transaction (one snapshot).
+ * Everything is read in one read transaction (one snapshot). The SQL is
+ * portable (SQLite and PostgreSQL, issue 11), the indexes pinned on SQLite
+ * only (DB_PINNED), and the JSON is built here.
  */
 #include "db/db_internal.h"
 
@@ -64,9 +66,12 @@ static cp_rc count_add(json_t *counts, const char *name, json_int_t n)
 static cp_rc count_past(struct db *db, const char *tenant_id, const char *stored, int64_t now,
 			int64_t *n)
 {
-	struct db_stmt *st = db_stmt(db, "SELECT count(*) FROM certificates "
-					 "INDEXED BY certificates_tenant_status_expiry "
-					 "WHERE tenant_id = ?1 AND status = ?3 AND not_after < ?2");
+#define COUNT_PAST(pin)                                                                            \
+	"SELECT count(*) FROM certificates" pin                                                    \
+	" WHERE tenant_id = ?1 AND status = ?3 AND not_after < ?2"
+	static const char *const sql[2] =
+		DB_PINNED(COUNT_PAST, "certificates_tenant_status_expiry");
+	struct db_stmt *st = db_stmt(db, db_pinned(db, sql));
 
 	if (!st)
 		return CP_ERR_INTERNAL;
@@ -172,14 +177,17 @@ cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out
 {
 	/* In service and not yet expired, soonest first: the
 	 * certificates_tenant_expiry range from now, stopped at 5. */
-	static const char soonest_sql[] =
-		"SELECT id, name, not_after FROM certificates INDEXED BY certificates_tenant_expiry "
-		"WHERE tenant_id = ?1 AND not_after >= ?2 ORDER BY not_after LIMIT ?3";
-	static const char failing_sql[] =
-		"SELECT id, name, not_after, failure_count, last_error_reason, last_error, "
-		"last_attempt_at FROM certificates INDEXED BY certificates_tenant_failing "
-		"WHERE tenant_id = ?1 AND failure_count > 0 "
-		"ORDER BY last_attempt_at DESC LIMIT ?3";
+#define SOONEST(pin)                                                                               \
+	"SELECT id, name, not_after FROM certificates" pin                                         \
+	" WHERE tenant_id = ?1 AND not_after >= ?2 ORDER BY not_after LIMIT ?3"
+	static const char *const soonest_sql[2] = DB_PINNED(SOONEST, "certificates_tenant_expiry");
+	/* The latest attempts first (certificates_tenant_failing); NULLS LAST
+	 * is SQLite's order, said for PostgreSQL (which puts them first). */
+#define FAILING(pin)                                                                               \
+	"SELECT id, name, not_after, failure_count, last_error_reason, last_error, "               \
+	"last_attempt_at FROM certificates" pin " WHERE tenant_id = ?1 AND failure_count > 0 "     \
+	"ORDER BY last_attempt_at DESC NULLS LAST LIMIT ?3"
+	static const char *const failing_sql[2] = DB_PINNED(FAILING, "certificates_tenant_failing");
 	json_t *certs = NULL, *soonest = NULL, *failing = NULL, *failing_n = NULL,
 	       *hostnames = NULL;
 	struct db_stmt *st;
@@ -192,7 +200,7 @@ cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out
 	if (rc == CP_OK)
 		rc = certificate_counts(db, tenant_id, now, &certs);
 	if (rc == CP_OK) {
-		st = db_stmt(db, soonest_sql);
+		st = db_stmt(db, db_pinned(db, soonest_sql));
 		rc = st ? CP_OK : CP_ERR_INTERNAL;
 		if (st) {
 			db_bind_text(st, 1, tenant_id);
@@ -202,7 +210,7 @@ cp_rc db_summary(struct db *db, const char *tenant_id, int64_t now, json_t **out
 		}
 	}
 	if (rc == CP_OK) {
-		st = db_stmt(db, failing_sql);
+		st = db_stmt(db, db_pinned(db, failing_sql));
 		rc = st ? CP_OK : CP_ERR_INTERNAL;
 		if (st) {
 			db_bind_text(st, 1, tenant_id);

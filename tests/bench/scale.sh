@@ -185,10 +185,10 @@ PY
 awk '{printf "%-9s median %7.2f  p99 %7.2f  max %7.2f  (%d bytes)\n", $1, $2, $3, $4, $5}' "$WORK/lat.log"
 echo "== EXPLAIN QUERY PLAN of the list's inner queries (db/certificates.c)"
 for q in \
-	"SELECT count(*) FROM (SELECT 1 FROM certificates c INDEXED BY certificates_tenant_expiry WHERE c.tenant_id = '$TENANT' AND c.not_after >= $NOW AND c.not_after <= $NOW + 2592000 AND c.seq > 0 LIMIT 2000)" \
-	"SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_seq WHERE c.tenant_id = '$TENANT' AND c.not_after >= $NOW AND c.not_after <= $NOW + 2592000 AND c.seq > 0 ORDER BY c.seq LIMIT 101" \
-	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c ON c.seq = n.cert_seq WHERE n.tenant_id = '$TENANT' AND n.name IN ('$HOST', '*.' || substr('$HOST', instr('$HOST', '.') + 1)) AND n.cert_seq > 0 AND c.tenant_id = '$TENANT' ORDER BY c.seq LIMIT 101" \
-	"SELECT c.seq FROM certificates c INDEXED BY certificates_tenant_status WHERE c.tenant_id = '$TENANT' AND c.status = 'active' AND c.seq > 0 ORDER BY c.seq LIMIT 101" \
+	"SELECT count(*) FROM (SELECT 1 FROM certificates c WHERE c.tenant_id = '$TENANT' AND c.not_after >= $NOW AND c.not_after <= $NOW + 2592000 AND +c.seq > 0 LIMIT 2000) s" \
+	"SELECT c.seq FROM certificates c WHERE c.tenant_id = '$TENANT' AND +c.not_after >= $NOW AND +c.not_after <= $NOW + 2592000 AND c.seq > 0 ORDER BY c.seq LIMIT 101" \
+	"SELECT DISTINCT c.seq FROM certificate_names n CROSS JOIN certificates c WHERE c.seq = n.cert_seq AND n.tenant_id = '$TENANT' AND n.name IN ('$HOST', '*.${HOST#*.}') AND n.cert_seq > 0 AND c.tenant_id = '$TENANT' ORDER BY c.seq LIMIT 101" \
+	"SELECT c.seq FROM certificates c WHERE c.tenant_id = '$TENANT' AND c.status = 'active' AND c.seq > 0 ORDER BY c.seq LIMIT 101" \
 	"SELECT count(*) FROM certificates INDEXED BY certificates_status_expiry WHERE status = 'active' AND not_after < $NOW"; do
 	echo "-- ${q:0:90}..."
 	sqlite3 "$DB" "EXPLAIN QUERY PLAN $q" | sed 's/^/   /'

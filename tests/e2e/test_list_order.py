@@ -225,10 +225,11 @@ def test_filters():
                  "ORDER BY n.order_seq {dir} LIMIT 51",
                  "SEARCH n USING PRIMARY KEY (tenant_id=? AND name=? AND order_seq{cmp}?)"),
                 ("properties by certificate",
-                 "SELECT p.seq FROM properties p INDEXED BY properties_tenant_certificate "
+                 "SELECT p.seq FROM properties p "
                  "WHERE p.tenant_id = ?1 AND p.certificate_id = ?2 AND p.seq {cmp} ?3 "
-                 "AND (?4 IS NULL OR p.id IN (SELECT property_id FROM property_hostnames "
-                 "WHERE hostname = ?4)) ORDER BY p.seq {dir} LIMIT 51",
+                 "AND (CAST(?4 AS TEXT) IS NULL OR p.id IN (SELECT property_id FROM "
+                 "property_hostnames WHERE hostname = CAST(?4 AS TEXT))) "
+                 "ORDER BY p.seq {dir} LIMIT 51",
                  "SEARCH p USING INDEX properties_tenant_certificate (tenant_id=? AND "
                  "certificate_id=? AND seq{cmp}?)"),
             ]

@@ -237,6 +237,117 @@ static bool seed(const char *tenant, int rows, int64_t base)
 	return fx_sql(fx.db, sql);
 }
 
+/*
+ * The plans of the statements db_certificate_list runs (issue 11): the
+ * portable SQL steers SQLite's planner with unary + instead of INDEXED BY,
+ * so each path's inner query is checked to be the index range it was
+ * written for, in both orders: the texts are the ones the list ran
+ * (sqlite3_trace_v2), planned by EXPLAIN QUERY PLAN.
+ */
+static char *traced[4];
+static int ntraced;
+
+static int trace_list(unsigned type, void *ctx, void *p, void *x)
+{
+	const char *sql = sqlite3_sql(p);
+
+	(void)ctx;
+	(void)x;
+	if (type == SQLITE_TRACE_STMT && sql && ntraced < (int)CP_ARRAY_LEN(traced) &&
+	    (strncmp(sql, "SELECT c.seq, ", 14) == 0 || strncmp(sql, "SELECT count(*) ", 16) == 0))
+		traced[ntraced++] = strdup(sql);
+	return 0;
+}
+
+/* The EXPLAIN QUERY PLAN details of sql, one a line, into buf. */
+static void plan_of(const char *sql, char *buf, size_t cap)
+{
+	sqlite3 *h = db_sqlite_handle(fx.db);
+	sqlite3_stmt *st = NULL;
+	char *q = cp_aprintf("EXPLAIN QUERY PLAN %s", sql);
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (q && sqlite3_prepare_v2(h, q, -1, &st, NULL) == SQLITE_OK)
+		while (sqlite3_step(st) == SQLITE_ROW && n < cap)
+			n += (size_t)snprintf(buf + n, cap - n, "%s\n",
+					      (const char *)sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	free(q);
+}
+
+/* List with f in both orders; each statement run (the expiry count first
+ * when there is one) must plan as want[i] (a printf format of the keyset
+ * comparison, "<" or ">"), with no table SCAN but the page's own rows. */
+static void check_plan(const char *what, struct db_cert_filter f, const char *const want[],
+		       int nwant)
+{
+	sqlite3 *h = db_sqlite_handle(fx.db);
+
+	for (int desc = 0; desc < 2; desc++) {
+		struct db_list l = { 0 };
+		struct db_page pg = { .limit = 50, .desc = desc };
+
+		ntraced = 0;
+		sqlite3_trace_v2(h, SQLITE_TRACE_STMT, trace_list, NULL);
+		CHECK_RC(db_certificate_list(fx.db, ta, &f, pg, &l), CP_OK);
+		sqlite3_trace_v2(h, 0, NULL, NULL);
+		fx_list_clear(&l);
+		CHECK(ntraced == nwant);
+		for (int i = 0; i < ntraced; i++) {
+			char plan[8192], w[256];
+			bool ok;
+
+			snprintf(w, sizeof(w), want[i < nwant ? i : 0], desc ? "<" : ">");
+			plan_of(traced[i], plan, sizeof(plan));
+			ok = strstr(plan, w) && !strstr(plan, "SCAN c\n") &&
+			     !strstr(plan, "SCAN n\n");
+			if (!ok)
+				fprintf(stderr, "plan %s %s: want %s, got:\n%s", what,
+					desc ? "desc" : "asc", w, plan);
+			CHECK(ok);
+			free(traced[i]);
+		}
+	}
+}
+
+static void check_plans(void)
+{
+	static const char *const seq[] = {
+		"INDEX certificates_tenant_seq (tenant_id=? AND seq%s?)"
+	};
+	static const char *const status[] = {
+		"INDEX certificates_tenant_status (tenant_id=? AND status=? AND rowid%s?)"
+	};
+	static const char *const expired[] = {
+		"INDEX certificates_tenant_expiry (tenant_id=? AND not_after<?)"
+	};
+	static const char *const range[] = {
+		"INDEX certificates_tenant_expiry (tenant_id=? AND not_after>? AND not_after<?)",
+		"INDEX certificates_tenant_expiry (tenant_id=? AND not_after>? AND not_after<?)"
+	};
+	static const char *const walk[] = {
+		"INDEX certificates_tenant_expiry (tenant_id=? AND not_after>? AND not_after<?)",
+		"INDEX certificates_tenant_seq (tenant_id=? AND seq%s?)"
+	};
+	static const char *const name[] = {
+		"SEARCH n USING PRIMARY KEY (tenant_id=? AND name=? AND cert_seq%s?)"
+	};
+
+	check_plan("none", (struct db_cert_filter){ .expiring_within = -1 }, seq, 1);
+	check_plan("active", (struct db_cert_filter){ .status = "active", .expiring_within = -1 },
+		   status, 1);
+	check_plan("expired", (struct db_cert_filter){ .status = "expired", .expiring_within = -1 },
+		   expired, 1);
+	check_plan("expiring 5d", (struct db_cert_filter){ .expiring_within = 5 * 86400 }, range,
+		   2);
+	check_plan("expiring 80d", (struct db_cert_filter){ .expiring_within = 80 * 86400 }, walk,
+		   2);
+	check_plan("hostname",
+		   (struct db_cert_filter){ .hostname = "h7.a.test", .expiring_within = -1 }, name,
+		   1);
+}
+
 int main(void)
 {
 	struct db_job j = { 0 };
@@ -250,6 +361,7 @@ int main(void)
 	check_names();
 	check_counts();
 	check_filters("after seeding");
+	check_plans();
 	check_filter("hostname requested, pending", ta,
 		     (struct db_cert_filter){ .hostname = "req30.a.test", .expiring_within = -1 },
 		     1);
