@@ -215,37 +215,37 @@ def test_filters():
         check(any(e.get("field") == "certificate_id" for e in r.json["errors"]), r)
 
         # (c) the plans, on the server's database.
-        if True:
-            # (what, the statement's shape in db/, the index range it must be)
-            plans = [
-                ("orders by hostname",
-                 "SELECT o.seq FROM order_names n CROSS JOIN orders o "
-                 "WHERE o.seq = n.order_seq AND n.tenant_id = ?1 AND n.name = ?2 "
-                 "AND n.order_seq {cmp} ?3 AND o.tenant_id = ?1 AND (?4 IS NULL OR o.status = ?4) "
-                 "ORDER BY n.order_seq {dir} LIMIT 51",
-                 "SEARCH n USING PRIMARY KEY (tenant_id=? AND name=? AND order_seq{cmp}?)"),
-                ("properties by certificate",
-                 "SELECT p.seq FROM properties p "
-                 "WHERE p.tenant_id = ?1 AND p.certificate_id = ?2 AND p.seq {cmp} ?3 "
-                 "AND (CAST(?4 AS TEXT) IS NULL OR p.id IN (SELECT property_id FROM "
-                 "property_hostnames WHERE hostname = CAST(?4 AS TEXT))) "
-                 "ORDER BY p.seq {dir} LIMIT 51",
-                 "SEARCH p USING INDEX properties_tenant_certificate (tenant_id=? AND "
-                 "certificate_id=? AND seq{cmp}?)"),
-            ]
-            for what, sql, want in plans:
-                for cmp, d in ((">", ""), ("<", "DESC")):
-                    if PG:
-                        pg_plan(srv, what, sql.format(cmp=cmp, dir=d), cmp, d, f["ta"])
-                        continue
-                    q = "EXPLAIN QUERY PLAN " + sql.format(cmp=cmp, dir=d)
-                    detail = [row[3] for row in srv.sql(q, f["ta"], "x", 0, None)]
-                    text = "\n".join(detail)
-                    check(detail and detail[0] == want.format(cmp=cmp)
-                          and not any(l.startswith("SCAN") for l in detail)
-                          and "TEMP B-TREE" not in text,
-                          "%s %s is not the index range scan %r:\n%s"
-                          % (what, d or "ASC", want.format(cmp=cmp), text))
+        # (what, the statement's shape in db/, the index range it must be)
+        plans = [
+            ("orders by hostname",
+             "SELECT o.seq FROM order_names n CROSS JOIN orders o "
+             "WHERE o.seq = n.order_seq AND n.tenant_id = ?1 AND n.name = ?2 "
+             "AND n.order_seq {cmp} ?3 AND o.tenant_id = ?1 "
+             "AND (CAST(?4 AS TEXT) IS NULL OR o.status = CAST(?4 AS TEXT)) "
+             "ORDER BY n.order_seq {dir} LIMIT 51",
+             "SEARCH n USING PRIMARY KEY (tenant_id=? AND name=? AND order_seq{cmp}?)"),
+            ("properties by certificate",
+             "SELECT p.seq FROM properties p "
+             "WHERE p.tenant_id = ?1 AND p.certificate_id = ?2 AND p.seq {cmp} ?3 "
+             "AND (CAST(?4 AS TEXT) IS NULL OR p.id IN (SELECT property_id FROM "
+             "property_hostnames WHERE hostname = CAST(?4 AS TEXT))) "
+             "ORDER BY p.seq {dir} LIMIT 51",
+             "SEARCH p USING INDEX properties_tenant_certificate (tenant_id=? AND "
+             "certificate_id=? AND seq{cmp}?)"),
+        ]
+        for what, sql, want in plans:
+            for cmp, d in ((">", ""), ("<", "DESC")):
+                if PG:
+                    pg_plan(srv, what, sql.format(cmp=cmp, dir=d), cmp, d, f["ta"])
+                    continue
+                q = "EXPLAIN QUERY PLAN " + sql.format(cmp=cmp, dir=d)
+                detail = [row[3] for row in srv.sql(q, f["ta"], "x", 0, None)]
+                text = "\n".join(detail)
+                check(detail and detail[0] == want.format(cmp=cmp)
+                      and not any(l.startswith("SCAN") for l in detail)
+                      and "TEMP B-TREE" not in text,
+                      "%s %s is not the index range scan %r:\n%s"
+                      % (what, d or "ASC", want.format(cmp=cmp), text))
     finally:
         srv.cleanup()
 
