@@ -63,6 +63,7 @@ static const struct key_def keys[] = {
 	{ "portal_dir", K_STR, OFF(portal_dir), CP_PORTAL_DIR_DEFAULT, 0, 0, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
+	{ "job_lease_seconds", K_INT, OFF(job_lease_seconds), "120", 12, 3600, false },
 	{ "ca_orders_per_hour", K_INT, OFF(ca_orders_per_hour), "18000", 1, 3600000, false },
 	{ "ca_order_burst", K_INT, OFF(ca_order_burst), "50", 1, 100000, false },
 	{ "job_retention_days", K_INT, OFF(job_retention_days), "7", 1, 3650, false },

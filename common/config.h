@@ -65,6 +65,7 @@ struct cp_config {
 	int ca_orders_per_hour; /* scheduler's renewal order budget per CA (cas.<name> overrides) */
 	int ca_order_burst;	/* orders a CA's budget admits ahead of its rate */
 	int job_retention_days; /* finished jobs and webhook deliveries kept this long */
+	int job_lease_seconds;	/* a job's claim; a dead instance's jobs run again after it */
 };
 
 /*

@@ -48,6 +48,9 @@ struct db_dialect {
 	/* Run first in a migration's transaction: one migrator at a time
 	 * (NULL: begin_write already serializes writers). */
 	const char *migrate_lock;
+	/* Notify the other instances: ?1 channel, ?2 payload (notify.c); NULL
+	 * for an engine of one process. */
+	const char *notify;
 	/* The job claim (db/jobs.c), each an UPDATE ... RETURNING id, kind,
 	 * tenant ('' for none), payload, attempts of at most one job, with
 	 * ?1 owner, ?2 now, ?3 lease seconds, ?4 lane: the job of an expired
@@ -68,6 +71,10 @@ struct db_dialect {
 	const char *quota_lock;
 };
 const struct db_dialect *db_dialect(const struct db *db);
+/* Notify the instances listening on channel (DB_CHANNEL_*, db.h) with
+ * payload, at the COMMIT of the open transaction or now: CP_OK (nothing on
+ * an engine without notifications), or a database error. */
+cp_rc db_notify(struct db *db, const char *channel, const char *payload) CP_WUR;
 
 /* Map a driver result (enum db_result) to cp_rc: DB_ROW and DB_DONE are
  * CP_OK, BUSY and RETRY CP_ERR_BUSY, CONSTRAINT CP_ERR_CONFLICT; anything
@@ -210,7 +217,7 @@ void db_jw_int(struct cp_jw *w, struct db_stmt *st, int col);
 /* An integer 0/1 column (or a boolean expression: PostgreSQL's t/f read as
  * 1/0) as true/false. */
 void db_jw_bool(struct cp_jw *w, struct db_stmt *st, int col);
-/* A unix-seconds column as RFC 3339 text (what DB_TS renders). */
+/* A unix-seconds column as RFC 3339 text (cp_jw_time). */
 void db_jw_time(struct cp_jw *w, struct db_stmt *st, int col);
 /* A column holding stored JSON text (written compact by db_bind_json),
  * copied as is. */

@@ -65,6 +65,9 @@ static const struct db_dialect dialect_pg = {
 	/* The server checks its own pages; this checks it answers with our
 	 * schema (a table read, so a failing connection says so). */
 	.integrity_check = "SELECT CASE WHEN count(*) >= 0 THEN 'ok' END FROM schema_migrations",
+	/* Delivered at COMMIT (dropped at ROLLBACK), identical ones of one
+	 * transaction once: a wake-up never announces what is not there. */
+	.notify = "SELECT pg_notify(?1, ?2)",
 	.migrations = db_pg_migrations,
 	.migrations_count = &db_pg_migrations_count,
 	/* NO KEY UPDATE: conflicts with another check's lock but not with the

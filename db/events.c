@@ -125,6 +125,9 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	if (rc != CP_OK)
 		goto out;
 	rc = db_webhook_fanout(db, tenant_id, id, type);
+	/* and the other instances' streams (delivered at our COMMIT) */
+	if (rc == CP_OK)
+		rc = db_notify(db, DB_CHANNEL_EVENTS, tenant_id);
 	if (rc == CP_OK && id_out)
 		memcpy(id_out, id, sizeof(id));
 	/* Streams wake once the event is visible: at the COMMIT of the

@@ -53,6 +53,7 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 		"ON CONFLICT (dedupe_key) DO NOTHING";
 	struct db_stmt *st = db_stmt_keyed(db, sql, kind, tenant_id);
 	int64_t now = cp_now();
+	cp_rc rc;
 
 	assert(db && kind);
 	if (!st)
@@ -66,7 +67,11 @@ cp_rc db_job_enqueue(struct db *db, const char *kind, const char *tenant_id, jso
 	db_bind_int64(st, 6, now);
 	db_bind_int64(st, 7, now);
 	db_bind_text(st, 8, job_lane(kind));
-	return db_exec_stmt(db, st);
+	rc = db_exec_stmt(db, st);
+	/* Due now: wake the other instances' workers too (at our COMMIT). */
+	if (rc == CP_OK && run_at <= now && db_changes(db) == 1)
+		rc = db_notify(db, DB_CHANNEL_JOBS, "");
+	return rc;
 }
 
 cp_rc db_job_relane(struct db *db, const char *kind, const char *lane)

@@ -15,6 +15,18 @@ bool db_has_notify(const struct db *db)
 	return db->drv->listen && db->drv->wait;
 }
 
+cp_rc db_notify(struct db *db, const char *channel, const char *payload)
+{
+	const char *sql = db_dialect(db)->notify;
+	struct db_stmt *st;
+
+	assert(db && channel && payload);
+	if (!sql)
+		return CP_OK; /* one process: its own wake-ups (cp_kick, the hook) suffice */
+	st = db_stmt_keyed(db, sql, channel, payload);
+	return st ? db_exec_stmt(db, st) : CP_ERR_INTERNAL;
+}
+
 cp_rc db_listen(struct db *db, const char *channel)
 {
 	assert(db && channel);

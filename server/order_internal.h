@@ -19,7 +19,7 @@
 #define ORDER_POLL_BUDGET_MS 90000 /* one job run polls a CA object at most this long */
 /* The longest wait a worker sleeps through holding its job: a quarter of
  * the lease (order_keep_lease extends it before each wait). */
-#define ORDER_WAIT_MAX_MS (SERVER_JOB_LEASE_SECONDS * 1000 / 4)
+#define ORDER_WAIT_MAX_MS(cfg) ((int64_t)(cfg)->job_lease_seconds * 1000 / 4)
 
 /* How a run ended. */
 enum order_step {
@@ -54,7 +54,7 @@ struct order_run {
 bool order_keep_lease(struct order_run *run);
 /* Wait before polling the CA again: delay_ms, or the CA's Retry-After
  * (run->r.retry_after) when it gave one. DONE: poll again. A wait longer
- * than ORDER_WAIT_MAX_MS never holds the worker: WAIT with run->run_at
+ * than ORDER_WAIT_MAX_MS(cfg) never holds the worker: WAIT with run->run_at
  * then (the job is re-queued, its lease given back). Workers stopping end
  * the wait at once: WAIT, due now. A lost lease: as order_fail_db. */
 enum order_step order_wait_poll(struct order_run *run, int64_t delay_ms);

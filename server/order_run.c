@@ -48,18 +48,21 @@ bool order_keep_lease(struct order_run *run)
 {
 	int64_t now = cp_mono_ms();
 
-	if (now - run->last_extend_ms < 20000)
+	int lease = run->ctx->cfg->job_lease_seconds;
+
+	/* a sixth of the lease apart: with a wait of at most a quarter of it
+	 * (ORDER_WAIT_MAX_MS) the lease never lapses under a live worker */
+	if (now - run->last_extend_ms < (int64_t)lease * 1000 / 6)
 		return true;
 	run->last_extend_ms = now;
-	return db_job_extend(run->db, run->job->id, run->job->owner, SERVER_JOB_LEASE_SECONDS) ==
-	       CP_OK;
+	return db_job_extend(run->db, run->job->id, run->job->owner, lease) == CP_OK;
 }
 
 enum order_step order_wait_poll(struct order_run *run, int64_t delay_ms)
 {
 	int64_t ms = run->r.retry_after > 0 ? run->r.retry_after * 1000 : delay_ms;
 
-	if (ms > ORDER_WAIT_MAX_MS) {
+	if (ms > ORDER_WAIT_MAX_MS(run->ctx->cfg)) {
 		/* Longer than a worker may hold its job: back to the queue, due
 		 * when the CA said (the next run polls from what is stored). */
 		run->run_at = cp_now() + (ms + 999) / 1000;

@@ -64,9 +64,10 @@ void server_metrics_delivery(const char *outcome);
 
 /* ---- jobs and scheduler ticks (workers.c runs them) ---- */
 
-/* How long a job's claim is valid; a handler that works longer extends it
- * (db_job_extend) and never waits past it (server_workers_wait). */
-#define SERVER_JOB_LEASE_SECONDS 120
+/* How long a job's claim is valid is the config's job_lease_seconds; a
+ * handler that works longer extends it (db_job_extend) and never waits past
+ * it (server_workers_wait). A dead instance's jobs are claimed again when it
+ * lapses. */
 /* Wait up to ms on a worker thread, or less when the workers stop: true
  * after the whole wait, false at once (or as soon as it happens) when
  * server_workers_stop has begun - the handler then gives its job back

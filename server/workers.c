@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 /* How long a claim is valid; long jobs extend it with db_job_extend. */
-#define LEASE_SECONDS SERVER_JOB_LEASE_SECONDS
 
 /* The waits of running jobs (server_workers_wait): a condition, so that
  * server_workers_stop ends every one at once rather than after its sleep.
@@ -299,7 +298,7 @@ static void *worker_main(void *p)
 			cp_kick_wait(1000);
 			continue;
 		}
-		rc = db_job_claim(db, lane, cap, owner, LEASE_SECONDS, &job);
+		rc = db_job_claim(db, lane, cap, owner, w->ctx->cfg->job_lease_seconds, &job);
 		if (rc == CP_OK) {
 			run_job(w, db, &job);
 			db_job_clear(&job);

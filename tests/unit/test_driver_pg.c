@@ -8,7 +8,7 @@
  * exec of several statements, a lost connection, bind failures and errmsg.
  *
  * The server: CERTPLANE_PG_URL from the environment, else the env file that
- * tests/testbed/pg-server writes (CP_TEST_PG_ENV, <build>/pg/env, where the
+ * tests/testbed/pg-server writes (CP_TEST_PG_ENV, /tmp/cp-pg-<hash>/env, where the
  * CTest fixture "pg" starts one). With neither the test FAILS: a driver test
  * that did not run has proven nothing. Its tables live in the schema
  * cp_test_driver_pg, dropped and made afresh each run.
@@ -703,7 +703,7 @@ int main(void)
 		fprintf(stderr,
 			"test_driver_pg: FAILED: no PostgreSQL to test against: set "
 			"CERTPLANE_PG_URL or start one with tests/testbed/pg-server start "
-			"<build>/pg (ctest's fixture \"pg\" does; read %s)\n",
+			"/tmp/cp-pg-<hash of the build dir> (ctest's fixture \"pg\" does; read %s)\n",
 			CP_TEST_PG_ENV);
 		return 1;
 	}

@@ -211,7 +211,7 @@ static void test_wait_never_outlasts_the_lease(const struct api_ctx *ctx)
 	int64_t now, job, t0;
 	pthread_t th;
 
-	CHECK(ORDER_WAIT_MAX_MS < SERVER_JOB_LEASE_SECONDS * 1000 / 2);
+	CHECK(ORDER_WAIT_MAX_MS(ctx->cfg) < (int64_t)ctx->cfg->job_lease_seconds * 1000 / 2);
 	now = cp_now();
 	job = job_add(now + 5);
 	CHECK(job > 0);
@@ -226,17 +226,17 @@ static void test_wait_never_outlasts_the_lease(const struct api_ctx *ctx)
 	CHECK(job_lease_until(job) == now + 5);
 
 	/* Just over the cap: re-queued too. */
-	wait_case_init(&w, ctx, job, ORDER_WAIT_MAX_MS / 1000 + 1, 50);
+	wait_case_init(&w, ctx, job, ORDER_WAIT_MAX_MS(ctx->cfg) / 1000 + 1, 50);
 	wait_case_run(&w);
 	CHECK(w.step == ORDER_STEP_WAIT && w.took_ms < 200);
-	CHECK(w.run.run_at >= now + ORDER_WAIT_MAX_MS / 1000 + 1);
+	CHECK(w.run.run_at >= now + ORDER_WAIT_MAX_MS(ctx->cfg) / 1000 + 1);
 
 	/* A short Retry-After is waited out, holding the job, lease extended. */
 	wait_case_init(&w, ctx, job, 1, 50);
 	wait_case_run(&w);
 	CHECK(w.step == ORDER_STEP_DONE);
 	CHECK(w.took_ms >= 990 && w.took_ms < 3000);
-	CHECK(job_lease_until(job) >= now + SERVER_JOB_LEASE_SECONDS);
+	CHECK(job_lease_until(job) >= now + ctx->cfg->job_lease_seconds);
 
 	/* No Retry-After: the poll delay. */
 	wait_case_init(&w, ctx, job, -1, 120);
