@@ -12,9 +12,11 @@ Standard library only, so the suite runs on a fresh Debian with python3.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,68 @@ PG = os.environ.get("CERTPLANE_TEST_DB") == "pg"
 
 class CheckFailed(AssertionError):
     pass
+
+
+# psql's field and record separators (-F/-R): control characters no stored
+# value holds.
+PG_FS, PG_RS = "\x1f", "\x1e"
+
+
+def _pg_literal(v):
+    """v as a PostgreSQL literal: NULL, a number as is, a string quoted."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, bytes):
+        v = v.decode()
+    v = str(v)
+    if "\0" in v:
+        raise CheckFailed("a NUL byte cannot be a PostgreSQL text literal")
+    return "'" + v.replace("'", "''") + "'"
+
+
+def _pg_inline(query, params):
+    """query with its ? / ?N placeholders (outside quotes) replaced by the
+    literals of params."""
+    out, i, nxt, n = [], 0, 0, len(query)
+    while i < n:
+        c = query[i]
+        if c in "'\"":
+            j = i + 1
+            while j < n:
+                if query[j] == c:
+                    if j + 1 < n and query[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(query[i:j + 1])
+            i = j + 1
+        elif c == "?":
+            j = i + 1
+            while j < n and query[j].isdigit():
+                j += 1
+            k = int(query[i + 1:j]) - 1 if j > i + 1 else nxt
+            nxt = k + 1
+            if not 0 <= k < len(params):
+                raise CheckFailed("placeholder %s has no parameter" % query[i:j])
+            out.append(_pg_literal(params[k]))
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out) + ";\n"
+
+
+def _pg_value(v):
+    if v == "\\N":
+        return None
+    if re.fullmatch(r"-?\d+", v):
+        return int(v)
+    return v
 
 
 def check(cond, msg="check failed"):
@@ -138,10 +202,96 @@ class Server:
                            capture_output=True, text=True)
         if p.returncode != 0:
             raise CheckFailed("certplane migrate on %s failed: %s" % (name, p.stderr[-2000:]))
-        with open(keep, "w") as f:
+        with open(os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(url)
         self.pg_name = name
         return url
+
+    # ---- the database, whichever the backend ----
+    def sql(self, query, *params):
+        """Run one statement on this server's database and return its rows
+        as tuples (a write returns []; it is committed at once). Placeholders
+        are ? or ?N; write SQL both engines accept (no PRAGMA, no SQLite-only
+        functions: CAST(x AS TEXT), plain comparisons). SQLite: python's
+        sqlite3 on data_dir/certplane.db. PostgreSQL: psql on the server's
+        CERTPLANE_DATABASE, params as quoted literals; values come back as
+        int (an integer's text), None (NULL) or str. For PostgreSQL, query
+        may start with SET/PREPARE statements: only the last one's rows are
+        returned (it must be the only one with output)."""
+        if not PG:
+            con = sqlite3.connect(os.path.join(self.data_dir, "certplane.db"), timeout=10,
+                                  isolation_level=None)
+            try:
+                return [tuple(r) for r in con.execute(query, params).fetchall()]
+            finally:
+                con.close()
+        out = self._psql(_pg_inline(query, params))
+        if out.endswith("\n"):
+            out = out[:-1]
+        if not out:
+            return []
+        return [tuple(_pg_value(v) for v in rec.split(PG_FS)) for rec in out.split(PG_RS)]
+
+    def sql_exec(self, script):
+        """Run several statements (no parameters, no rows) in one go."""
+        if not PG:
+            con = sqlite3.connect(os.path.join(self.data_dir, "certplane.db"), timeout=10,
+                                  isolation_level=None)
+            try:
+                con.executescript(script)
+            finally:
+                con.close()
+            return
+        self._psql(script)
+
+    def _psql(self, script):
+        url = self.env.get("CERTPLANE_DATABASE")
+        check(url, "no CERTPLANE_DATABASE in PostgreSQL mode")
+        p = subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-P", "null=\\N",
+                            "-F", PG_FS, "-R", PG_RS, "-f", "-"], input=script,
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PGOPTIONS="-c client_min_messages=warning"))
+        if p.returncode != 0:
+            raise CheckFailed("psql failed: %s\nscript: %s" % (p.stderr.strip(), script[:2000]))
+        return p.stdout
+
+    def pg_dump(self):
+        """PostgreSQL mode: the whole database at rest (pg_dump's plain SQL)."""
+        check(PG, "pg_dump is for PostgreSQL mode")
+        p = subprocess.run(["pg_dump", "-d", self.env["CERTPLANE_DATABASE"]],
+                           capture_output=True, timeout=120)
+        if p.returncode != 0:
+            raise CheckFailed("pg_dump failed: %s" % p.stderr.decode("utf-8", "replace"))
+        check(b"CREATE TABLE" in p.stdout, "pg_dump wrote no schema")
+        return p.stdout
+
+    def check_db_sound(self):
+        """Fail unless the database is sound. SQLite: PRAGMA integrity_check
+        says ok. PostgreSQL: it answers (SELECT 1), no index is left invalid
+        (pg_index.indisvalid), and amcheck's bt_index_check with
+        heapallindexed verifies every B-tree index of the schema, and that
+        every table row is in each of its indexes (the extension is created
+        in a schema of its own, cp_amcheck, so the domain schema stays as
+        migrated)."""
+        if not PG:
+            con = sqlite3.connect(os.path.join(self.data_dir, "certplane.db"), timeout=10)
+            try:
+                r = con.execute("PRAGMA integrity_check").fetchall()
+            finally:
+                con.close()
+            check(r == [("ok",)], "integrity_check: %r" % r)
+            return
+        check(self.sql("SELECT 1") == [(1,)], "SELECT 1")
+        bad = self.sql("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                       "WHERE NOT i.indisvalid OR NOT i.indisready")
+        check(bad == [], "invalid indexes: %r" % bad)
+        self.sql_exec("CREATE SCHEMA IF NOT EXISTS cp_amcheck;\n"
+                      "CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA cp_amcheck;\n")
+        n = self.sql("SELECT count(cp_amcheck.bt_index_check(c.oid, true)) FROM pg_index i "
+                     "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                     "JOIN pg_namespace s ON s.oid = c.relnamespace "
+                     "WHERE a.amname = 'btree' AND s.nspname = 'public'")
+        check(n and n[0][0] > 0, "amcheck checked no index: %r" % n)
 
     # ---- process control ----
     def start(self, wait=True):
@@ -193,6 +343,10 @@ class Server:
         self.stop(signal.SIGKILL)
         if self.own_dir and not self.keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.pg_name:  # the database made for this directory goes with it
+                subprocess.run(["psql", os.environ["CERTPLANE_PG_URL"], "-qAtX", "-c",
+                                "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.pg_name],
+                               capture_output=True, timeout=60)
 
     def log(self):
         try:
@@ -362,8 +516,20 @@ class Testbed:
         self.cts("/clear-txt", {"host": host if host.endswith(".") else host + "."})
 
 
+def check_backend(module_globals):
+    """A module declaring SQLITE_ONLY = "reason" cannot run on PostgreSQL:
+    in PG mode it fails at once, naming the reason (never a silent pass)."""
+    reason = module_globals.get("SQLITE_ONLY")
+    if PG and reason:
+        print("FAIL %-55s SQLite only: %s" % (os.path.basename(module_globals.get("__file__", "?")),
+                                              reason), flush=True)
+        print("0 passed, 1 failed")
+        sys.exit(1)
+
+
 def run(module_globals):
     """Run every test_* function of the calling module in definition order."""
+    check_backend(module_globals)
     tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
     only = os.environ.get("TEST_ONLY")
     failed = ran = 0

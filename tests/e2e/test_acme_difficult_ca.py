@@ -31,7 +31,6 @@ import os
 import random
 import socket
 import socketserver
-import sqlite3
 import ssl
 import struct
 import sys
@@ -130,11 +129,7 @@ def check_outcome(s, key, ids):
 
 
 def integrity_ok(s):
-    db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"))
-    try:
-        check(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", "integrity_check")
-    finally:
-        db.close()
+    s.check_db_sound()
 
 
 def warm_up(s, key):
@@ -168,11 +163,9 @@ def hundred_orders(kills=0):
             time.sleep(rng.uniform(0.0, 0.05))
             s.kill9()
             # The statuses at the moment of the kill, from the dead server's file.
-            db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"))
-            by = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
-            why = db.execute("SELECT error_reason, error_detail FROM orders WHERE status = 'failed'").fetchall() \
+            by = dict(s.sql("SELECT status, count(*) FROM orders GROUP BY status"))
+            why = s.sql("SELECT error_reason, error_detail FROM orders WHERE status = 'failed'") \
                 if "failed" in by else []
-            db.close()
             check("failed" not in by, "an order failed: %r %r" % (by, why))
             in_flight = {st: n for st, n in by.items() if st != "valid"}
             landed += 1 if in_flight else 0
@@ -410,15 +403,9 @@ def order_of(s, key, cid):
 def age_order(s, order_id, seconds):
     """Move an order's creation back in time (its deadline with it) and make
     its job due now, as if that much time had passed."""
-    db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
-    try:
-        db.execute("UPDATE orders SET created_at = created_at - ? WHERE id = ?", (seconds, order_id))
-        db.execute("UPDATE jobs SET run_at = CAST(strftime('%s','now') AS INTEGER) WHERE kind = "
-                   "'acme_order' AND state = 'queued' AND json_extract(payload, '$.order_id') = ?",
-                   (order_id,))
-        db.commit()
-    finally:
-        db.close()
+    s.sql("UPDATE orders SET created_at = created_at - ? WHERE id = ?", seconds, order_id)
+    s.sql("UPDATE jobs SET run_at = ? WHERE kind = 'acme_order' AND state = 'queued' "
+          "AND payload LIKE ?", int(time.time()), "%" + order_id + "%")
 
 
 def test_deadline_in_hours_and_the_cas_final_word():

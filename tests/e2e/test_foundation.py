@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import BIN, Server, check, expect, field_error, run  # noqa: E402
+from harness import BIN, PG, Server, check, expect, field_error, run  # noqa: E402
 
 S = Server().start()
 FOREIGN_ID = "00000000-0000-4000-8000-000000000000"
@@ -515,8 +515,10 @@ def test_file_modes():
         d = s.data_dir
         check(mode(d) == 0o700, "data_dir is 0700: %o" % mode(d))
         check("data_dir.mode" in s.log(), "tightening data_dir is logged")
-        files = ["certplane.db", "certplane.db-wal", "certplane.db-shm", "master.keys",
-                 "operator.token", "certplane.lock"]
+        dbfiles = ["certplane.db", "certplane.db-wal", "certplane.db-shm"]
+        files = ([] if PG else dbfiles) + ["master.keys", "operator.token", "certplane.lock"]
+        for f in dbfiles if PG else []:  # the database is on the server, not in data_dir
+            check(not os.path.exists(os.path.join(d, f)), "no %s on PostgreSQL" % f)
         for f in files:
             p = os.path.join(d, f)
             check(os.path.exists(p), "%s exists while serving" % f)
@@ -524,7 +526,7 @@ def test_file_modes():
         t, _ = s.new_tenant("modes")  # writes through the WAL
         s.stop()
         # Files made looser while stopped are tightened on the next start.
-        for f in ("certplane.db", "operator.token"):
+        for f in ("operator.token",) if PG else ("certplane.db", "operator.token"):
             os.chmod(os.path.join(d, f), 0o644)
         s.start()
         for f in files:
@@ -538,6 +540,8 @@ def test_file_modes():
             p = os.path.join(d, name)
             if os.path.isfile(p) and name != "server.log":  # the harness's own log
                 check(mode(p) & 0o077 == 0, "%s is private: %o" % (name, mode(p)))
+        for f in dbfiles if PG else []:  # nor after a restart and a migrate
+            check(not os.path.exists(os.path.join(d, f)), "no %s on PostgreSQL" % f)
     finally:
         os.umask(old)
         s.cleanup()

@@ -30,7 +30,6 @@ import os
 import re
 import resource
 import socket
-import sqlite3
 import statistics
 import sys
 import threading
@@ -570,19 +569,15 @@ def test_idempotency_key_under_concurrency():
         check(r.json["id"] not in (certs[0]["id"], r2.json["id"]), r.json)
         # A stale pending reservation (its holder crashed) expires: forge one.
         stale = "stale-" + uuid.uuid4().hex
-        db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
         kid = [k for k in s.list_all("/v1/tenants/%s/api-keys" % tid) if k["name"] == "test key"][0]["id"]
         import hashlib
         bh = hashlib.sha256(json.dumps(body).encode()).hexdigest()
-        db.execute("INSERT INTO idempotency (actor, tenant_id, method, path, key, state, owner, "
-                   "lease_until, body_hash, created_at) VALUES (?, ?, 'POST', '/v1/certificates', ?, "
-                   "'pending', 'dead', ?, ?, ?)", (kid, tid, stale, int(time.time()) + 3600, bh,
-                                                   int(time.time())))
-        db.commit()
+        s.sql("INSERT INTO idempotency (actor, tenant_id, method, path, key, state, owner, "
+              "lease_until, body_hash, created_at) VALUES (?, ?, 'POST', '/v1/certificates', ?, "
+              "'pending', 'dead', ?, ?, ?)", kid, tid, stale, int(time.time()) + 3600, bh,
+              int(time.time()))
         expect(s.post("/v1/certificates", body, token=key, headers={"Idempotency-Key": stale}), 409)
-        db.execute("UPDATE idempotency SET lease_until = ? WHERE key = ?", (int(time.time()) - 1, stale))
-        db.commit()
-        db.close()
+        s.sql("UPDATE idempotency SET lease_until = ? WHERE key = ?", int(time.time()) - 1, stale)
         r = expect(s.post("/v1/certificates", body, token=key, headers={"Idempotency-Key": stale}), 201)
         check(r.header("idempotent-replayed") is None, r)
         # A response holding a secret (a new API key) is stored sealed, and
@@ -590,9 +585,7 @@ def test_idempotency_key_under_concurrency():
         kk = "apikey-" + uuid.uuid4().hex
         k1 = expect(s.post("/v1/tenants/%s/api-keys" % tid, {"name": "sealed"},
                            headers={"Idempotency-Key": kk}), 201)
-        db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
-        stored = db.execute("SELECT response FROM idempotency WHERE key = ?", (kk,)).fetchone()[0]
-        db.close()
+        stored = s.sql("SELECT response FROM idempotency WHERE key = ?", kk)[0][0]
         stored = stored.encode() if isinstance(stored, str) else bytes(stored)
         check(stored.startswith(b"cpk1:") and k1.json["key"].encode() not in stored,
               "the stored replay of a new API key is not sealed")
@@ -617,16 +610,13 @@ def pending_authz(s, name):
     ka = token + ".thumbprint"
     oid = str(uuid.uuid4())
     now = int(time.time())
-    db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
-    db.execute("INSERT INTO orders (id, tenant_id, certificate_id, kind, status, challenge, "
-               "identifiers, ca, key_type, created_at, updated_at) VALUES (?, ?, ?, 'issue', "
-               "'validating', 'http-01', ?, 'letsencrypt', 'ecdsa-p256', ?, ?)",
-               (oid, tid, str(uuid.uuid4()), json.dumps([name]), now, now))
-    db.execute("INSERT INTO order_authorizations (order_id, position, url, identifier, status, "
-               "challenge_type, token, key_authorization) VALUES (?, 0, 'https://ca/authz', ?, "
-               "'pending', 'http-01', ?, ?)", (oid, name, token, ka))
-    db.commit()
-    db.close()
+    s.sql("INSERT INTO orders (id, tenant_id, certificate_id, kind, status, challenge, "
+          "identifiers, ca, key_type, created_at, updated_at) VALUES (?, ?, ?, 'issue', "
+          "'validating', 'http-01', ?, 'letsencrypt', 'ecdsa-p256', ?, ?)",
+          oid, tid, str(uuid.uuid4()), json.dumps([name]), now, now)
+    s.sql("INSERT INTO order_authorizations (order_id, position, url, identifier, status, "
+          "challenge_type, token, key_authorization) VALUES (?, 0, 'https://ca/authz', ?, "
+          "'pending', 'http-01', ?, ?)", oid, name, token, ka)
     return token, name + ":5002", ka
 
 
@@ -662,16 +652,12 @@ def test_http01_answers_only_its_host():
         # Another tenant's token for this Host is not this name's answer.
         st, _ = http01_get(port, other_token, host)
         check(st == 404, st)
-        db = sqlite3.connect(os.path.join(s.data_dir, "certplane.db"), timeout=10)
-        db.execute("UPDATE order_authorizations SET status = 'valid' WHERE token = ?", (token,))
-        db.commit()
+        s.sql("UPDATE order_authorizations SET status = 'valid' WHERE token = ?", token)
         st, _ = http01_get(port, token, host)
         check(st == 404, "a valid authorization is still answered")
-        db.execute("UPDATE order_authorizations SET status = 'pending' WHERE token = ?", (token,))
-        db.execute("UPDATE orders SET status = 'failed' WHERE id = (SELECT order_id FROM "
-                   "order_authorizations WHERE token = ?)", (token,))
-        db.commit()
-        db.close()
+        s.sql("UPDATE order_authorizations SET status = 'pending' WHERE token = ?", token)
+        s.sql("UPDATE orders SET status = 'failed' WHERE id = (SELECT order_id FROM "
+              "order_authorizations WHERE token = ?)", token)
         st, _ = http01_get(port, token, host)
         check(st == 404, "a failed order's token is still answered")
     finally:

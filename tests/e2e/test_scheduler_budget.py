@@ -21,12 +21,11 @@ database:
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
 
-from harness import Server, check, run, BIN, SRC
+from harness import PG, Server, check, run, BIN, SRC
 
 N = 20
 BURST = 5
@@ -36,6 +35,8 @@ def seed_dir():
     d = tempfile.mkdtemp(prefix="certplane-e2e-budget-")
     env = dict(os.environ)
     env["CERTPLANE_BUILD"] = os.path.dirname(BIN)
+    if PG:  # the seeder fills the directory's database (made here, kept in pg.url)
+        env["CERTPLANE_DATABASE"] = Server(data_dir=d).env["CERTPLANE_DATABASE"]
     out = subprocess.run(["sh", os.path.join(SRC, "tests", "bench", "seed"), "--data-dir", d,
                           "--certificates", str(N), "--tenants", "4", "--due-fraction", "1",
                           "--pool", "8"], env=env, capture_output=True, text=True)
@@ -57,16 +58,15 @@ def started(s):
 
 def test_budget_spreads_a_burst():
     d = seed_dir()
-    db = sqlite3.connect(os.path.join(d, "certplane.db"))
-    due = db.execute("SELECT count(*) FROM certificates WHERE next_attention_at <= ?",
-                     (int(time.time()),)).fetchone()[0]
-    check(due == N, "seeded %d due certificates, want %d" % (due, N))
     s = Server(data_dir=d, env={
         "CERTPLANE_ACME_DIRECTORY_URL": "https://127.0.0.1:9/directory",
         "CERTPLANE_CA_ORDERS_PER_HOUR": "3600",
         "CERTPLANE_CA_ORDER_BURST": str(BURST),
         "CERTPLANE_SCHEDULER_INTERVAL_SECONDS": "2",
     })
+    due = s.sql("SELECT count(*) FROM certificates WHERE next_attention_at <= ?",
+                int(time.time()))[0][0]
+    check(due == N, "seeded %d due certificates, want %d" % (due, N))
     try:
         t0 = time.time()
         s.start()
@@ -99,11 +99,10 @@ def test_budget_spreads_a_burst():
         # The stored attention time: an order in flight or a failure
         # backoff took every one of them out of the due range.
         time.sleep(2)
-        left = db.execute("SELECT count(*) FROM certificates WHERE next_attention_at <= ?",
-                          (int(time.time()) - 60,)).fetchone()[0]
+        left = s.sql("SELECT count(*) FROM certificates WHERE next_attention_at <= ?",
+                     int(time.time()) - 60)[0][0]
         check(left == 0, "%d certificates still due a minute ago" % left)
     finally:
-        db.close()
         s.stop()
         s.cleanup()
         shutil.rmtree(d, ignore_errors=True)
