@@ -7,9 +7,11 @@
 #                                     embedded SQLite database under ./data
 #                                     (the portal at http://LISTEN/portal/)
 #   bash deploy/quickstart.sh test    install build + test dependencies, build
-#                                     build/ and build-asan/ (ASan+UBSan), run
-#                                     the whole CTest suite, then the whole
-#                                     suite again under the sanitizers, the
+#                                     build/ and build-asan/ (ASan+UBSan), start
+#                                     a PostgreSQL server (tests/testbed/pg-server),
+#                                     run the whole CTest suite on SQLite, then
+#                                     the whole suite again under the sanitizers
+#                                     on PostgreSQL (CERTPLANE_TEST_DB=pg), the
 #                                     libFuzzer targets (build-fuzz/, 20 s
 #                                     each), and the unit tests under
 #                                     valgrind; exits non-zero on any failure
@@ -224,7 +226,18 @@ test_all() {
 	. /tmp/cp-testbed/env
 	set +a
 
-	say "CTest: the whole suite on build/"
+	# One PostgreSQL server for the run (a socket in /tmp/cp-pg-run, no
+	# TCP): the second pass of the suite runs on it, each e2e server and
+	# each unit fixture in a database of its own; the PostgreSQL-only tests
+	# (ctest's "pg" fixture) start their own.
+	tests/testbed/pg-server start /tmp/cp-pg-run
+	local stop_tb=""
+	[ $testbed_was_up -eq 1 ] || stop_tb="tests/testbed/acme-testbed stop /tmp/cp-testbed >/dev/null 2>&1 || true"
+	# shellcheck disable=SC2064 # expanded now: the function's locals are gone at EXIT
+	trap "tests/testbed/pg-server stop /tmp/cp-pg-run >/dev/null 2>&1 || true; $stop_tb" EXIT
+	export CERTPLANE_PG_URL="postgresql://certplane@/postgres?host=/tmp/cp-pg-run"
+
+	say "CTest: the whole suite on build/, storage on SQLite"
 	ctest --test-dir build --output-on-failure -j "$CTEST_JOBS" || failed=1
 
 	# Sanitizers: every report (ASan, LSan, UBSan) from any process, the
@@ -233,8 +246,8 @@ test_all() {
 	asan_dir=$(mktemp -d /tmp/certplane-asan.XXXXXX)
 	export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$asan_dir/asan"
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$asan_dir/ubsan"
-	say "ASan+UBSan: the whole suite again on build-asan/"
-	ctest --test-dir build-asan --output-on-failure -j "$CTEST_JOBS" || failed=1
+	say "ASan+UBSan: the whole suite again on build-asan/, storage on PostgreSQL"
+	CERTPLANE_TEST_DB=pg ctest --test-dir build-asan --output-on-failure -j "$CTEST_JOBS" || failed=1
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 	if compgen -G "$asan_dir/*" >/dev/null; then
 		echo "sanitizer reports:" >&2

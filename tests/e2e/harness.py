@@ -517,14 +517,14 @@ class Testbed:
 
 
 def check_backend(module_globals):
-    """A module declaring SQLITE_ONLY = "reason" cannot run on PostgreSQL:
-    in PG mode it fails at once, naming the reason (never a silent pass)."""
+    """A module declaring SQLITE_ONLY = "reason" tests what only the file
+    engine has (its backup procedure): in PG mode it runs on SQLite, saying
+    so, so that a whole-suite run on PostgreSQL still runs it, never skips it."""
+    global PG
     reason = module_globals.get("SQLITE_ONLY")
     if PG and reason:
-        print("FAIL %-55s SQLite only: %s" % (os.path.basename(module_globals.get("__file__", "?")),
-                                              reason), flush=True)
-        print("0 passed, 1 failed")
-        sys.exit(1)
+        print("  runs on SQLite in a PostgreSQL run: %s" % reason, flush=True)
+        PG = False
 
 
 def run(module_globals):
