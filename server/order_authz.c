@@ -255,6 +255,22 @@ static cp_rc dns_completed(struct order_run *run, json_t *a)
 	return rc;
 }
 
+cp_rc order_dns_release_all(struct order_run *run)
+{
+	json_t *a;
+	size_t i;
+	cp_rc rc = CP_OK;
+
+	if (strcmp(cp_json_str(run->order, "challenge"), "dns-01") != 0)
+		return CP_OK;
+	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
+	{
+		if (rc == CP_OK && cp_json_int(a, "notified") && !cp_json_int(a, "completed"))
+			rc = dns_completed(run, a);
+	}
+	return rc;
+}
+
 /*
  * A challenge POST was refused: had an earlier run already answered it (the
  * CA's reply lost to a crash or a dropped connection, so "responded" was

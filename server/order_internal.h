@@ -82,6 +82,10 @@ cp_rc order_get_key(struct order_run *run, struct crypto_key **key) CP_WUR;
 /* The CA order is "pending": get every authorization answered and valid
  * (DONE), or a WAIT for DNS-01 records not yet visible, or a failure. */
 enum order_step order_answer_authorizations(struct order_run *run);
+/* The CA order is ready (every authorization valid): send
+ * order.dns_challenge_completed for each DNS-01 authorization that was
+ * announced and not yet released. CP_OK or a database error. */
+cp_rc order_dns_release_all(struct order_run *run);
 /* An authorization the CA did not make valid (a: its row, authz: the CA's
  * object), as a failure classified by acme_classify(). */
 enum order_step order_fail_authz(struct order_run *run, json_t *a, json_t *authz);

@@ -406,6 +406,10 @@ static enum order_step advance(struct order_run *run)
 		}
 		if (!strcmp(st, "ready")) {
 			json_decref(o);
+			/* Every authorization is valid now: any DNS-01 record not yet
+			 * released (the run that saw it turn valid ended first) can go. */
+			if ((rc = order_dns_release_all(run)) != CP_OK)
+				return order_fail_db(run, rc, "recording the DNS challenge");
 			if ((step = finalize(run)) != ORDER_STEP_DONE)
 				return step;
 			continue;
