@@ -62,9 +62,6 @@ struct db_dialect {
 	 * subselect safe (INDEXED BY pins its partial index); PostgreSQL
 	 * instances claim at once, so the subselect is FOR UPDATE SKIP LOCKED
 	 * (a job locked by another claim is passed over, never waited for). */
-	/* Taken before a tenant's event is inserted (?1 tenant), held to
-	 * COMMIT: seq order is commit order (events.c); NULL with one writer. */
-	const char *event_order_lock;
 	const char *job_claim_expired;
 	/* Lock the (?1 lane, ?2 tenant) row of job_tenants and read its running
 	 * count (claim_cap_lock); NULL where claims never run at once. */

@@ -99,9 +99,6 @@ static const struct db_dialect dialect_pg = {
 			    "RETURNING id, kind, coalesce(tenant_id, ''), payload, attempts",
 	.job_tenant_lock = "SELECT running FROM job_tenants WHERE lane = ?1 AND tenant_id = ?2 "
 			   "FOR UPDATE",
-	/* The quota check's lock too (NO KEY UPDATE conflicts with itself):
-	 * a transaction holding one holds both. */
-	.event_order_lock = "SELECT 1 FROM tenants WHERE id = ?1 FOR NO KEY UPDATE",
 	.indexed_by = false,
 	.ping = "SELECT 1 FROM schema_migrations LIMIT 1",
 };

@@ -96,20 +96,6 @@ static const char *event_key(const json_t *data, const char *key)
 	return s && strlen(s) <= CP_UUID_LEN ? s : NULL;
 }
 
-/* A tenant's events take their seq in commit order, so that a reader's
- * ?after= cursor (and a stream) never passes an event that commits later
- * with a lower seq. With one writer (SQLite) that holds by itself; where
- * writers run at once (PostgreSQL), each event's insert first takes the
- * tenant's row lock, held to COMMIT, so the next event of the tenant draws
- * its seq only after this one is visible. Per tenant: other tenants'
- * events never wait on it. */
-static cp_rc event_order_lock(struct db *db, const char *tenant_id)
-{
-	const char *sql = db_dialect(db)->event_order_lock;
-
-	return sql ? db_exec_stmt(db, db_stmt_keyed(db, sql, tenant_id, NULL)) : CP_OK;
-}
-
 cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_t *data,
 		   char id_out[CP_UUID_LEN + 1])
 {
@@ -135,9 +121,7 @@ cp_rc db_event_add(struct db *db, const char *tenant_id, const char *type, json_
 	db_bind_int64(st, 5, now);
 	db_bind_text(st, 6, event_key(data, "certificate_id"));
 	db_bind_text(st, 7, event_key(data, "property_id"));
-	rc = event_order_lock(db, tenant_id);
-	if (rc == CP_OK)
-		rc = db_exec_stmt(db, st);
+	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK)
 		goto out;
 	rc = db_webhook_fanout(db, tenant_id, id, type);

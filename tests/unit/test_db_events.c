@@ -8,9 +8,6 @@
  * at once for an event written outside a transaction. Exit status is the
  * number of failed checks (capped), 0 on success.
  */
-#include <pthread.h>
-#include <unistd.h>
-
 #include "tests/unit/check.h"
 #include "tests/unit/db_fixture.h"
 
@@ -196,65 +193,6 @@ static void test_hook(void)
 	CHECK(hook_calls == 2);
 }
 
-/* Writer B of test_commit_order: its own connection, one event of tenant
- * ta in one transaction. */
-struct order_writer {
-	char path[512];
-	char id[CP_UUID_LEN + 1];
-	bool ok;
-};
-
-static void *order_writer_main(void *arg)
-{
-	struct order_writer *w = arg;
-	struct db *db = NULL;
-
-	w->ok = db_open(w->path, &db) == CP_OK && db_begin(db) == CP_OK &&
-		db_event_add(db, ta, "webhook.test", NULL, w->id) == CP_OK &&
-		db_commit(db) == CP_OK;
-	db_close(db);
-	return NULL;
-}
-
-/* A tenant's events become visible in seq order: while A's event is written
- * but not committed, B's later event of the same tenant cannot commit first
- * with a higher seq (a reader at ?after= would pass A's for good). B waits;
- * after A commits, B's event follows A's. */
-static void test_commit_order(void)
-{
-	struct order_writer w = { .ok = false };
-	struct db_list l = { 0 };
-	char a_id[CP_UUID_LEN + 1];
-	int64_t last = 0, seq_a = -1, seq_b = -1;
-	pthread_t th;
-
-	snprintf(w.path, sizeof(w.path), "%s", fx.path);
-	CHECK(db_event_last_seq(fx.db, ta, &last) == CP_OK);
-	CHECK(db_begin(fx.db) == CP_OK);
-	CHECK(db_event_add(fx.db, ta, "webhook.test", NULL, a_id) == CP_OK);
-	CHECK(pthread_create(&th, NULL, order_writer_main, &w) == 0);
-	usleep(300 * 1000); /* B runs now, and must wait for A */
-	{
-		struct db *reader = NULL;
-		CHECK(db_open(fx.path, &reader) == CP_OK);
-		if (reader) {
-			CHECK(db_event_list(reader, ta, NULL,
-					    (struct db_page){ .after = last, .limit = 10 },
-					    &l) == CP_OK);
-			/* neither A's (uncommitted) nor B's (waiting) is visible */
-			CHECK(l.data && json_array_size(l.data) == 0);
-			fx_list_clear(&l);
-		}
-		db_close(reader);
-	}
-	CHECK(db_commit(fx.db) == CP_OK);
-	pthread_join(th, NULL);
-	CHECK(w.ok);
-	CHECK(db_event_seq(fx.db, ta, a_id, &seq_a) == CP_OK);
-	CHECK(db_event_seq(fx.db, ta, w.id, &seq_b) == CP_OK);
-	CHECK(seq_a > last && seq_b > seq_a);
-}
-
 int main(void)
 {
 	if (!fx_open(&fx, "test-db-events") || !fx_tenant(fx.db, "a", ta) ||
@@ -265,7 +203,6 @@ int main(void)
 	test_filters();
 	test_plans();
 	test_hook();
-	test_commit_order();
 	fx_close(&fx);
 	return check_exit("test_db_events");
 }
