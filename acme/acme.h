@@ -79,6 +79,19 @@ cp_rc acme_dns_txt(struct acme_resolver *res, const char *name, json_t **values)
 cp_rc acme_check_hostname(struct acme_resolver *res, const char *hostname,
 			  const char *edge_hostname, json_t **result) CP_WUR;
 
+/*
+ * The relevant CAA RRset of name (RFC 8659 section 3): CAA asked for the
+ * name (a leading "*." dropped), then for each parent in turn, up to the
+ * first one with a non-empty RRset; the top-level label is not asked.
+ * CNAMEs are followed by the resolver, as the RFC requires. *records is a
+ * new JSON array of {"flags": int, "tag": str, "value": str} (empty: no
+ * CAA anywhere up the tree) and at (at_len bytes) the name it was found at
+ * ("" when none). CP_ERR_UPSTREAM when a lookup failed (a CA must not
+ * issue then: callers retry), CP_ERR_INVALID for a bad name.
+ */
+cp_rc acme_dns_caa(struct acme_resolver *res, const char *name, json_t **records, char *at,
+		   size_t at_len) CP_WUR;
+
 struct sockaddr_storage;
 /*
  * The addresses of host (A and AAAA; CNAMEs followed by the resolver;
@@ -241,6 +254,11 @@ struct acme_config {
 	const char *ca_bundle;		/* CA file for the CA's HTTPS; NULL = system trust */
 	struct crypto_key *account_key; /* borrowed: must outlive the client */
 	const char *account_url;	/* kid, or NULL until registered */
+	/* External Account Binding (RFC 8555 7.3.4) for newAccount, both or
+	 * neither: the CA's key id and its base64url HMAC key (secret: copied,
+	 * wiped on free, never logged). */
+	const char *eab_kid;
+	const char *eab_hmac_key;
 };
 
 struct acme_client; /* opaque; one thread at a time */
@@ -340,6 +358,17 @@ cp_rc acme_order_finalize(struct acme_client *c, const char *finalize_url, const
  */
 cp_rc acme_cert_download(struct acme_client *c, const char *cert_url, char **pem,
 			 struct acme_result *r) CP_WUR;
+
+/*
+ * RFC 8555 7.6 revokeCert: revoke the certificate cert_der (DER) with the
+ * RFC 5280 reason code (0..10 but 7), signed with the account key (kid:
+ * the account must have ordered it; acme_account_ensure first), or, when
+ * cert_key is not NULL, with the certificate's own key (jwk; keyCompromise).
+ * A certificate the CA says is revoked already (alreadyRevoked) is CP_OK.
+ * Errors as the other steps (classify r with acme_classify).
+ */
+cp_rc acme_revoke_cert(struct acme_client *c, const uint8_t *cert_der, size_t der_len, int reason,
+		       const struct crypto_key *cert_key, struct acme_result *r) CP_WUR;
 
 /* ==== challenges ==== */
 

@@ -35,10 +35,13 @@
 #define ACME_USER_AGENT "certplane-acme/1 (+libcurl)"
 
 struct acme_client {
-	char *directory_url;				  /* where the directory is fetched */
-	char *ca_bundle;				  /* CAINFO, or NULL for the system store */
-	struct crypto_key *key;				  /* borrowed account key */
-	char *account_url;				  /* kid, or NULL until registered */
+	char *directory_url;	/* where the directory is fetched */
+	char *ca_bundle;	/* CAINFO, or NULL for the system store */
+	struct crypto_key *key; /* borrowed account key */
+	char *account_url;	/* kid, or NULL until registered */
+	char *eab_kid;		/* EAB key id, or NULL */
+	uint8_t *eab_key;	/* EAB HMAC key (decoded), or NULL */
+	size_t eab_key_len;
 	json_t *dir;					  /* cached directory, NULL until fetched */
 	CURL *curl;					  /* reused for connection reuse */
 	char nonces[ACME_NONCE_POOL][ACME_NONCE_MAX + 1]; /* unused nonces, newest last */
@@ -389,6 +392,20 @@ cp_rc acme_client_new(const struct acme_config *cfg, struct acme_client **out)
 		goto out;
 	if (cfg->account_url && !(c->account_url = cp_strdup(cfg->account_url)))
 		goto out;
+	if (!cfg->eab_kid != !cfg->eab_hmac_key) {
+		rc = CP_ERR_INVALID;
+		goto out;
+	}
+	if (cfg->eab_kid) {
+		if (!(c->eab_kid = cp_strdup(cfg->eab_kid)))
+			goto out;
+		rc = cp_b64url_decode(cfg->eab_hmac_key, &c->eab_key, &c->eab_key_len);
+		if (rc != CP_OK || c->eab_key_len == 0) {
+			rc = rc == CP_ERR_NOMEM ? rc : CP_ERR_INVALID;
+			goto out;
+		}
+		rc = CP_ERR_NOMEM;
+	}
 	c->curl = curl_easy_init();
 	if (!c->curl)
 		goto out;
@@ -410,6 +427,8 @@ void acme_client_free(struct acme_client *c)
 	free(c->directory_url);
 	free(c->ca_bundle);
 	free(c->account_url);
+	free(c->eab_kid);
+	crypto_wipe_free_buf(c->eab_key, c->eab_key_len);
 	free(c);
 }
 
@@ -497,15 +516,16 @@ static cp_rc nonce_fetch(struct acme_client *c, struct acme_result *r)
 }
 
 /*
- * Signed POST of payload ("" for POST-as-GET) to url, with jwk when
- * use_jwk (newAccount) and kid otherwise. On badNonce the same request is
- * signed again at once with the nonce the error carried (RFC 8555 6.5), up
- * to ACME_BADNONCE_RETRIES times; what still fails is the caller's to
- * classify (acme_classify: transient). Returns the judged status; *resp holds the
- * last response (caller clears).
+ * Signed POST of payload ("" for POST-as-GET) to url under key (the
+ * account's, or a certificate's for revokeCert), with jwk when use_jwk
+ * (newAccount, revokeCert by the certificate key) and kid otherwise. On badNonce the same request
+ * is signed again at once with the nonce the error carried (RFC 8555 6.5), up to
+ * ACME_BADNONCE_RETRIES times; what still fails is the caller's to classify (acme_classify:
+ * transient). Returns the judged status; *resp holds the last response (caller clears).
  */
-static cp_rc signed_post(struct acme_client *c, const char *url, const char *payload, bool use_jwk,
-			 const char *accept, struct http_resp *resp, struct acme_result *r)
+static cp_rc signed_post_as(struct acme_client *c, const struct crypto_key *key, const char *url,
+			    const char *payload, bool use_jwk, const char *accept,
+			    struct http_resp *resp, struct acme_result *r)
 {
 	json_t *prot = NULL, *jwk = NULL;
 	char *jws = NULL;
@@ -529,9 +549,8 @@ static cp_rc signed_post(struct acme_client *c, const char *url, const char *pay
 			goto out;
 		}
 		if (use_jwk) {
-			if (!jwk && crypto_jwk(c->key, &jwk) != CP_OK) {
-				rc = result_local(r, CP_ERR_CRYPTO,
-						  "cannot export the account JWK");
+			if (!jwk && crypto_jwk(key, &jwk) != CP_OK) {
+				rc = result_local(r, CP_ERR_CRYPTO, "cannot export the JWK");
 				goto out;
 			}
 			rc = json_object_set(prot, "jwk", jwk) ? CP_ERR_NOMEM : CP_OK;
@@ -546,7 +565,7 @@ static cp_rc signed_post(struct acme_client *c, const char *url, const char *pay
 		}
 		free(jws);
 		jws = NULL;
-		if (crypto_jws(c->key, prot, payload, &jws) != CP_OK) {
+		if (crypto_jws(key, prot, payload, &jws) != CP_OK) {
 			rc = result_local(r, CP_ERR_CRYPTO, "JWS signing failed");
 			goto out;
 		}
@@ -566,6 +585,13 @@ out:
 	json_decref(jwk);
 	free(jws);
 	return rc;
+}
+
+/* signed_post_as with the account key. */
+static cp_rc signed_post(struct acme_client *c, const char *url, const char *payload, bool use_jwk,
+			 const char *accept, struct http_resp *resp, struct acme_result *r)
+{
+	return signed_post_as(c, c->key, url, payload, use_jwk, accept, resp, r);
 }
 
 /* Signed POST whose 2xx answer is a JSON object (*obj new, may be NULL). */
@@ -618,6 +644,46 @@ static cp_rc checked(cp_rc rc, json_t **obj, cp_rc (*check)(const json_t *, cons
 	return result_protocol(r, why, url);
 }
 
+/*
+ * The externalAccountBinding of a newAccount to url (RFC 8555 7.3.4): a
+ * flattened JWS, HS256 under the CA's EAB key, with kid the CA's key id and
+ * the account's public JWK as payload. New object, NULL on failure.
+ */
+static json_t *eab_binding(struct acme_client *c, const char *url)
+{
+	json_t *jwk = NULL, *prot = NULL, *out = NULL;
+	char *prot_s = NULL, *jwk_s = NULL, *p64 = NULL, *j64 = NULL, *input = NULL, *sig = NULL;
+	uint8_t mac[32];
+
+	if (!url || crypto_jwk(c->key, &jwk) != CP_OK)
+		goto out;
+	prot = json_pack("{s:s,s:s,s:s}", "alg", "HS256", "kid", c->eab_kid, "url", url);
+	prot_s = prot ? json_dumps(prot, JSON_COMPACT) : NULL;
+	jwk_s = json_dumps(jwk, JSON_COMPACT);
+	if (!prot_s || !jwk_s)
+		goto out;
+	p64 = cp_b64url((const uint8_t *)prot_s, strlen(prot_s));
+	j64 = cp_b64url((const uint8_t *)jwk_s, strlen(jwk_s));
+	input = p64 && j64 ? cp_aprintf("%s.%s", p64, j64) : NULL;
+	if (!input)
+		goto out;
+	crypto_hmac_sha256(c->eab_key, c->eab_key_len, input, strlen(input), mac);
+	sig = cp_b64url(mac, sizeof(mac));
+	if (sig)
+		out = json_pack("{s:s,s:s,s:s}", "protected", p64, "payload", j64, "signature",
+				sig);
+out:
+	json_decref(jwk);
+	json_decref(prot);
+	free(prot_s);
+	free(jwk_s);
+	free(p64);
+	free(j64);
+	free(input);
+	free(sig);
+	return out;
+}
+
 cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
 			  const char **account_url, struct acme_result *r)
 {
@@ -645,6 +711,11 @@ cp_rc acme_account_ensure(struct acme_client *c, const char *contact_email,
 		contact = json_array();
 		if (!mailto || !contact || json_array_append_new(contact, json_string(mailto)) ||
 		    json_object_set(payload, "contact", contact))
+			goto oom;
+	}
+	if (c->eab_kid) {
+		json_t *eab = eab_binding(c, dir_url(c, "newAccount"));
+		if (!eab || json_object_set_new(payload, "externalAccountBinding", eab))
 			goto oom;
 	}
 	body = json_dumps(payload, JSON_COMPACT);
@@ -931,6 +1002,50 @@ cp_rc acme_renewal_info(struct acme_client *c, const char *cert_id, json_t **inf
 out:
 	json_decref(o);
 	free(url);
+	resp_clear(&h);
+	return rc;
+}
+
+cp_rc acme_revoke_cert(struct acme_client *c, const uint8_t *cert_der, size_t der_len, int reason,
+		       const struct crypto_key *cert_key, struct acme_result *r)
+{
+	struct acme_result tmp;
+	struct http_resp h = { 0 };
+	json_t *payload = NULL;
+	char *cert = NULL, *body = NULL;
+	const char *url;
+	cp_rc rc;
+
+	assert(c);
+	if (!r)
+		r = &tmp;
+	result_reset(r);
+	if (!cert_der || der_len == 0)
+		return result_local(r, CP_ERR_INVALID, "no certificate to revoke");
+	if (reason < 0 || reason > 10 || reason == 7)
+		return result_local(r, CP_ERR_INVALID, "not an RFC 5280 reason code");
+	if ((rc = acme_directory(c, NULL, r)) != CP_OK)
+		return rc;
+	url = dir_url(c, "revokeCert");
+	if (!url || !*url)
+		return result_local(r, CP_ERR_INVALID, "the CA offers no revokeCert");
+	cert = cp_b64url(cert_der, der_len);
+	payload = cert ? json_pack("{s:s, s:i}", "certificate", cert, "reason", reason) : NULL;
+	body = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+	if (!body) {
+		rc = result_local(r, CP_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	/* RFC 8555 7.6: kid of the account that ordered it, or jwk of the
+	 * certificate's own key. */
+	rc = cert_key ? signed_post_as(c, cert_key, url, body, true, NULL, &h, r)
+		      : signed_post(c, url, body, false, NULL, &h, r);
+	if (rc != CP_OK && strcmp(r->type, ACME_PROBLEM_NS "alreadyRevoked") == 0)
+		rc = CP_OK; /* the outcome asked for: idempotent */
+out:
+	json_decref(payload);
+	free(cert);
+	free(body);
 	resp_clear(&h);
 	return rc;
 }

@@ -360,6 +360,75 @@ out:
 	return rc;
 }
 
+/* The CAA records of exactly qname: ARES_SUCCESS with *out (new array,
+ * empty when none) or a failure status. */
+static int dns_caa_at(const struct acme_resolver *res, const char *qname, json_t **out)
+{
+	struct dns_answer ans = { 0 };
+	struct ares_caa_reply *caa = NULL;
+	json_t *arr = json_array();
+	int st;
+
+	*out = NULL;
+	if (!arr)
+		return ARES_ENOMEM;
+	st = dns_query(res, qname, ns_t_caa, &ans);
+	if (st == ARES_SUCCESS)
+		st = ares_parse_caa_reply(ans.abuf, ans.alen, &caa);
+	if (dns_no_data(st))
+		st = ARES_SUCCESS;
+	for (struct ares_caa_reply *c = caa; st == ARES_SUCCESS && c; c = c->next) {
+		json_t *rec = json_pack("{s:i,s:s%,s:s%}", "flags", c->critical, "tag",
+					(const char *)c->property, c->plength, "value",
+					(const char *)c->value, c->length);
+		if (!rec || json_array_append_new(arr, rec))
+			st = ARES_ENOMEM;
+	}
+	if (caa)
+		ares_free_data(caa);
+	free(ans.abuf);
+	if (st == ARES_SUCCESS) {
+		*out = arr;
+		arr = NULL;
+	}
+	json_decref(arr);
+	return st;
+}
+
+cp_rc acme_dns_caa(struct acme_resolver *res, const char *name, json_t **records, char *at,
+		   size_t at_len)
+{
+	char qname[DNS_NAME_MAX];
+	const char *p;
+	json_t *arr = NULL;
+	int st;
+
+	assert(records && at && at_len);
+	*records = NULL;
+	at[0] = '\0';
+	if (!res || !name)
+		return CP_ERR_INVALID;
+	if (!strncmp(name, "*.", 2))
+		name += 2;
+	if (!dns_norm(name, qname))
+		return CP_ERR_INVALID;
+	for (p = qname; p && strchr(p, '.'); p = strchr(p, '.') ? strchr(p, '.') + 1 : NULL) {
+		st = dns_caa_at(res, p, &arr);
+		if (st != ARES_SUCCESS) {
+			cp_logf(CP_LOG_WARN, "dns_caa_failed", "CAA %s: %s", p, ares_strerror(st));
+			return st == ARES_ENOMEM ? CP_ERR_NOMEM : CP_ERR_UPSTREAM;
+		}
+		if (json_array_size(arr) > 0) {
+			snprintf(at, at_len, "%s", p);
+			break;
+		}
+		json_decref(arr);
+		arr = NULL;
+	}
+	*records = arr ? arr : json_array();
+	return *records ? CP_OK : CP_ERR_NOMEM;
+}
+
 /*
  * Ask for name's CNAME. Returns ARES_SUCCESS with next filled (normalised
  * target), ARES_ENODATA when name has no CNAME, or another ARES_* failure.

@@ -13,6 +13,8 @@
 #include "common/config.h"
 #include "db/db.h"
 
+#include <signal.h>
+
 struct crypto_keyring;
 struct cp_buf;
 
@@ -32,6 +34,13 @@ struct api_ctx {
 	 * (unit tests), every profile is refused as not offered. */
 	cp_rc (*ca_profile_check)(const struct api_ctx *ctx, struct db *db, const char *ca,
 				  const char *profile, char *detail, size_t detail_len);
+	/* Set (non-zero) once the server is stopping (main.c), so that a
+	 * long-poll (GET /v1/edge/deployments) answers at once. NULL: never. */
+	const volatile sig_atomic_t *stopping;
+	/* Whether single-object GETs may answer from the per-thread read
+	 * cache (api/read_cache.c): config read_cache, and only where this
+	 * process sees every write of the database (set by main.c). */
+	bool read_cache;
 };
 
 /* One request, as the HTTP layer parsed it. All fields borrowed. */
@@ -44,6 +53,7 @@ struct api_req {
 	json_t *query;	       /* query string as an object of strings */
 	json_t *body;	       /* parsed JSON body, or NULL when empty */
 	bool is_operator;      /* called with the operator token */
+	bool is_edge;	       /* called with an edge key (tenant_id NULL) */
 	const char *tenant_id; /* effective tenant; NULL for the operator
 				  without X-Tenant-ID */
 	const char *actor;     /* "operator" or the API key id (audit) */
@@ -162,6 +172,24 @@ typedef cp_rc (*api_render_fn)(struct db *db, const char *tenant_id, const char 
  * reads): no JSON tree is built or dumped. */
 void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_fn render,
 			 const char *what);
+/* ---- read cache (api/read_cache.c) ----
+ * This thread's rendered answers of api_render_resource, keyed by (kind:
+ * the render function, tenant, id) and valid for the write generation gen
+ * (db_write_gen, loaded before the render) and the wall-clock second
+ * second (cp_now, read before the render). */
+struct api_cached {
+	const char *body; /* borrowed until this thread's next put */
+	size_t len;
+	const char *etag;
+};
+/* A hit for exactly (kind, tenant, id, gen, second) into out; false if none. */
+bool api_read_cache_get(api_render_fn kind, const char *tenant, const char *id, uint64_t gen,
+			int64_t second, struct api_cached *out);
+/* Keep body[0..len) and its etag (copied) for (kind, tenant, id), rendered
+ * under gen and second; evicts what held its slot. Best effort (a body too
+ * large or no memory: nothing kept). */
+void api_read_cache_put(api_render_fn kind, const char *tenant, const char *id, uint64_t gen,
+			int64_t second, const char *body, size_t len, const char etag[24]);
 /* ---- entity tags (RFC 9110 8.8.3, 13.1) ----
  * A strong ETag is a 64-bit hash of the bytes GET answers for the object, so
  * whatever changes the representation changes the tag. A resource names how
@@ -249,6 +277,8 @@ void api_edge_hostnames_delete(struct api_req *, struct api_resp *);
 void api_properties_create(struct api_req *, struct api_resp *);
 void api_properties_list(struct api_req *, struct api_resp *);
 void api_properties_get(struct api_req *, struct api_resp *);
+/* GET /v1/properties/{id}/dcv-delegation (api/dcv_delegation.c) */
+void api_properties_dcv_delegation(struct api_req *, struct api_resp *);
 void api_properties_update(struct api_req *, struct api_resp *);
 void api_properties_delete(struct api_req *, struct api_resp *);
 void api_deployments_create(struct api_req *, struct api_resp *);
@@ -275,6 +305,22 @@ void api_webhooks_test(struct api_req *, struct api_resp *);
 void api_webhooks_deliveries(struct api_req *, struct api_resp *);
 void api_webhooks_redeliver(struct api_req *, struct api_resp *);
 void api_webhooks_rotate_secret(struct api_req *, struct api_resp *);
+/* The subscription list of a webhook or channel: ["*"] or distinct known
+ * event types; false after a 422 on "events". */
+bool api_events_or_reply(json_t *events, struct api_resp *resp);
+/* A URL certplane will POST to (a webhook's, a Slack channel's): syntax and
+ * the SSRF rules of netpolicy; false after a 422 on "url" (also when its
+ * host does not resolve within webhook_dns_timeout_ms) or another reply. */
+bool api_callback_url_or_reply(struct api_req *req, struct api_resp *resp, const char *url);
+
+/* channels.c: notification channels beyond webhooks (email, Slack) */
+void api_channels_create(struct api_req *, struct api_resp *);
+void api_channels_list(struct api_req *, struct api_resp *);
+void api_channels_get(struct api_req *, struct api_resp *);
+void api_channels_update(struct api_req *, struct api_resp *);
+void api_channels_delete(struct api_req *, struct api_resp *);
+void api_channels_verify(struct api_req *, struct api_resp *);
+void api_channels_deliveries(struct api_req *, struct api_resp *);
 
 /* orders.c: ACME orders */
 void api_orders_list(struct api_req *, struct api_resp *);
@@ -293,6 +339,7 @@ struct api_acme_new {
 	const char *auto_renew; /* default "none" */
 	json_t *metadata;	/* object or NULL */
 	const char *profile;	/* ACME profile, checked with the CA; NULL: none */
+	json_t *cas;		/* ordered CA names to fall back along, or NULL */
 };
 /* Create the pending certificate and its first order; 202 {certificate...,
  * "order": {...}}. Wildcards with http-01 are 422 on "challenge". */
@@ -300,6 +347,10 @@ void api_certificates_acme_create(struct api_req *, struct api_resp *,
 				  const struct api_acme_new *in);
 /* POST /v1/certificates/{id}/renew: 202 with the order it started. */
 void api_certificates_renew(struct api_req *, struct api_resp *);
+/* POST /v1/certificates/{id}/revoke (certificates_revoke.c). */
+void api_certificates_revoke(struct api_req *, struct api_resp *);
+/* DELETE /v1/tenants/{id}/hostnames/{hostname} (operator; certificates_revoke.c). */
+void api_tenants_hostname_withdraw(struct api_req *, struct api_resp *);
 
 /* quotas.c: per-tenant quotas */
 /* The quota check of a create or update, inside its open write transaction
@@ -328,11 +379,14 @@ struct api_renewal_plan {
 	const char **names;	     /* owned: pointers into cert's sans, then deployed */
 	struct lifecycle_plan *plan; /* owned */
 	json_t *sans;		     /* owned: the plan's SANs, a JSON array */
+	json_t *order_plan;	     /* owned: db_certificate_order_plan (its "cas") */
 };
 /*
  * Load the plan of cert (a db_certificate_get object of tenant_id, borrowed
  * and kept alive by the caller while *out is used): the carried hostnames
- * (db_renewal_hostnames), then lifecycle_plan with ca = cert's auto_renew,
+ * (db_renewal_hostnames), then lifecycle_plan with ca = the head of its CA
+ * list (the certificate's cas, else its tenant's default_cas: the CA its
+ * order starts at, server/order_fallback.c), else cert's auto_renew,
  * its profile, challenge and key type (key_type, when not NULL, is the
  * requested one). carried: true when the caller knows a production
  * deployment with automation carries cert (the scheduler's candidate); else
@@ -346,7 +400,34 @@ cp_rc api_renewal_plan_load(struct db *db, const char *tenant_id, const json_t *
 void api_renewal_plan_free(struct api_renewal_plan *p);
 void api_certificates_renewal_preview(struct api_req *, struct api_resp *);
 
+/* ---- CA lists (issue 14: CA fallback) ---- */
+
+/* Whether name is "letsencrypt" (the default CA) or a configured cas.<name>. */
+bool api_ca_known(const struct cp_config *cfg, const char *name);
+/* cas must be an array of at most 8 distinct known CA names (field names
+ * it in the 422), at least one unless allow_empty. */
+bool api_ca_list_or_reply(struct api_req *req, struct api_resp *resp, const char *field,
+			  const json_t *cas, bool allow_empty);
+/* PATCH /v1/tenants/{id} (operator): {"default_cas": [...]}, the CA list of
+ * the tenant's certificates that name none ([] clears it). */
+void api_tenants_patch(struct api_req *, struct api_resp *);
+/* edge.c: keys of role edge (operator) and the edge's change feed */
+void api_edge_keys_create(struct api_req *, struct api_resp *);
+void api_edge_keys_list(struct api_req *, struct api_resp *);
+void api_edge_keys_delete(struct api_req *, struct api_resp *);
+/* GET /v1/edge/deployments: edge keys only (long-poll). */
+void api_edge_deployments(struct api_req *, struct api_resp *);
+
 /* API-KEY FORMAT: "cpk_" + base64url(32 random bytes). */
 #define API_KEY_PREFIX "cpk_"
+/* Mint a new key of that format (tenant and edge keys alike): *key the key
+ * in clear (a new string: the caller shows it once and frees it with
+ * crypto_wipe_free), hash its SHA-256 in hex (what the database keeps),
+ * prefix its first 12 characters (what lists show). CP_ERR_NOMEM, or the
+ * random source's error. */
+cp_rc api_key_mint(char **key, char hash[65], char prefix[13]) CP_WUR;
+/* 201 with the new key's row (taken) and, this once, the key in clear;
+ * no-store, so no cache keeps the answer. */
+void api_reply_key_created(struct api_resp *resp, json_t *row, const char *key);
 
 #endif

@@ -42,8 +42,25 @@ static const char *const statuses[] = {
 /* True if name is "letsencrypt" or a CA configured in cas. */
 static bool ca_known(const struct cp_config *cfg, const char *name)
 {
-	return strcmp(name, "letsencrypt") == 0 ||
-	       (json_is_object(cfg->cas) && json_object_get(cfg->cas, name) != NULL);
+	return api_ca_known(cfg, name);
+}
+
+/* cas (NULL: none): the CA list the orders fall back along
+ * (api_ca_list_or_reply); ca, when given, must be its head, and defaults to
+ * it (*ca set). */
+static bool cas_or_reply(struct api_req *req, struct api_resp *resp, const json_t *cas,
+			 const char **ca)
+{
+	if (!cas)
+		return true;
+	if (!api_ca_list_or_reply(req, resp, "cas", cas, false))
+		return false;
+	if (*ca && strcmp(*ca, json_string_value(json_array_get(cas, 0)))) {
+		api_problem_field(resp, "cas", "must start with the certificate's ca");
+		return false;
+	}
+	*ca = json_string_value(json_array_get(cas, 0));
+	return true;
 }
 
 /* auto_renew is "none", "letsencrypt" or a configured CA; a CA certificate
@@ -357,7 +374,7 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 {
 	const char *source = NULL, *name = NULL, *key_type = NULL, *challenge = "http-01",
 		   *ca = NULL, *auto_renew = NULL, *profile = NULL;
-	json_t *hostnames = NULL, *metadata = NULL;
+	json_t *hostnames = NULL, *metadata = NULL, *cas = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_CHOICE("source", true, &source, sources),
 		CP_SPEC_STR("name", true, &name, 1, CERT_NAME_MAX),
@@ -368,10 +385,11 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
 		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
 		CP_SPEC_STR("profile", false, &profile, 1, 64),
+		CP_SPEC_ARR("cas", false, &cas, 8),
 		CP_SPEC_DONE,
 	};
 
-	if (!api_body_or_reply(req, resp, spec) ||
+	if (!api_body_or_reply(req, resp, spec) || !cas_or_reply(req, resp, cas, &ca) ||
 	    !auto_renew_or_reply(req, resp, "server", auto_renew) ||
 	    !hostnames_or_reply(resp, hostnames, strcmp(challenge, "dns-01") == 0,
 				"a wildcard needs challenge \"dns-01\""))
@@ -390,7 +408,8 @@ static void acme_reply(struct api_req *req, struct api_resp *resp)
 					 .ca = ca,
 					 .auto_renew = auto_renew,
 					 .metadata = metadata,
-					 .profile = profile };
+					 .profile = profile,
+					 .cas = cas };
 	api_certificates_acme_create(req, resp, &in);
 }
 
@@ -634,18 +653,23 @@ static bool profile_change_or_reply(struct api_req *req, struct api_resp *resp,
 void api_certificates_update(struct api_req *req, struct api_resp *resp)
 {
 	const char *name = NULL, *auto_renew = NULL, *profile = NULL;
-	json_t *metadata = NULL, *cert = NULL;
+	json_t *metadata = NULL, *cert = NULL, *cas = NULL;
 	const struct cp_spec spec[] = {
 		CP_SPEC_STR("name", false, &name, 1, CERT_NAME_MAX),
 		CP_SPEC_STR("auto_renew", false, &auto_renew, 1, 64),
 		CP_SPEC_OBJ("metadata", false, &metadata, CERT_METADATA_MAX),
 		CP_SPEC_STR("profile", false, &profile, 1, 64),
+		CP_SPEC_ARR("cas", false, &cas, 8),
 		CP_SPEC_DONE,
 	};
-	bool set_profile;
+	bool set_profile, set_cas;
 	cp_rc rc;
 
 	if (!api_change_or_reply(req, resp, spec))
+		return;
+	/* "cas": a new CA list for the next orders; null or [] clears it */
+	set_cas = cas || json_is_null(json_object_get(req->body, "cas"));
+	if (cas && !api_ca_list_or_reply(req, resp, "cas", cas, true))
 		return;
 	/* "profile": null clears it; a name is checked with the CA first,
 	 * outside the transaction (profile_or_reply asks the CA). */
@@ -670,6 +694,8 @@ void api_certificates_update(struct api_req *req, struct api_resp *resp)
 				   metadata);
 	if (rc == CP_OK && set_profile)
 		rc = db_certificate_set_profile(req->db, req->tenant_id, req->params[0], profile);
+	if (rc == CP_OK && set_cas)
+		rc = db_certificate_set_cas(req->db, req->tenant_id, req->params[0], cas);
 	cert_write_end(req, resp, rc, "certificate.update", req->params[0], NULL, 200);
 	goto out;
 fail:

@@ -45,6 +45,7 @@ void api_certificates_acme_create(struct api_req *req, struct api_resp *resp,
 		.challenge = challenge,
 		.ca = ca,
 		.metadata = in->metadata,
+		.cas = in->cas,
 	};
 	char cert_id[CP_UUID_LEN + 1], order_id[CP_UUID_LEN + 1];
 	json_t *out = NULL, *detail = NULL, *meta = in->metadata;

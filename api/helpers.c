@@ -5,6 +5,7 @@
  */
 #include "api/api.h"
 #include "common/buf.h"
+#include "crypto/crypto.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -481,12 +482,12 @@ bool api_if_match_or_reply(struct api_req *req, struct api_resp *resp, const str
 	return false;
 }
 
-void api_reply_entity_buf(struct api_req *req, struct api_resp *resp, struct cp_buf *b)
+/* Reply 200 with body[0..len) and tag, or 304 when If-None-Match lists the
+ * tag. b: the buffer holding body, taken (NULL: body is copied). */
+static void reply_entity(struct api_req *req, struct api_resp *resp, const char *body, size_t len,
+			 const char tag[24], struct cp_buf *b)
 {
-	char tag[24];
-
-	assert(req && resp && b);
-	api_etag_of(b->p, b->len, tag);
+	assert(req && resp && body && tag);
 	if (req->if_none_match && strlen(req->if_none_match) <= 4096 &&
 	    etag_listed(req->if_none_match, tag)) {
 		json_decref(resp->json);
@@ -495,10 +496,21 @@ void api_reply_entity_buf(struct api_req *req, struct api_resp *resp, struct cp_
 		resp->text = NULL;
 		resp->text_len = 0;
 		resp->status = 304;
-	} else {
+	} else if (b) {
 		api_reply_buf(resp, 200, b);
+	} else {
+		api_reply_text(resp, 200, "application/json", body, len);
 	}
-	memcpy(resp->etag, tag, sizeof(tag));
+	memcpy(resp->etag, tag, 24);
+}
+
+void api_reply_entity_buf(struct api_req *req, struct api_resp *resp, struct cp_buf *b)
+{
+	char tag[24];
+
+	assert(req && resp && b);
+	api_etag_of(b->p, b->len, tag);
+	reply_entity(req, resp, b->p, b->len, tag, b);
 }
 
 void api_reply_entity(struct api_req *req, struct api_resp *resp, json_t *obj)
@@ -536,15 +548,36 @@ void api_get_resource(struct api_req *req, struct api_resp *resp, api_get_fn get
 	api_reply_entity(req, resp, obj);
 }
 
+/*
+ * With the read cache on (api_ctx.read_cache, and an engine that keeps a
+ * write generation), a hit answers the bytes and tag rendered earlier in
+ * this second under the current generation; the caller's authentication
+ * and the tenant check above have run for this request, as on a miss. The
+ * generation and the second are read BEFORE the render begins its read
+ * transaction (see api/read_cache.c and db/driver_sqlite.c for the race).
+ */
 void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_fn render,
 			 const char *what)
 {
+	struct api_cached hit;
 	struct cp_buf b;
+	uint64_t gen = 0;
+	int64_t second = 0;
+	bool cache;
+	char tag[24];
 	cp_rc rc;
 
 	assert(req && resp && render);
 	if (!api_tenant_or_reply(req, resp) || !api_id_or_reply(req, resp, 0))
 		return;
+	cache = req->ctx->read_cache && db_write_gen(req->db, &gen);
+	if (cache) {
+		second = cp_now();
+		if (api_read_cache_get(render, req->tenant_id, req->params[0], gen, second, &hit)) {
+			reply_entity(req, resp, hit.body, hit.len, hit.etag, NULL);
+			return;
+		}
+	}
 	cp_buf_init(&b, 16u << 20);
 	/* One allocation for a typical object (a certificate is ~1 KiB). */
 	rc = cp_buf_reserve(&b, 2048);
@@ -552,10 +585,15 @@ void api_render_resource(struct api_req *req, struct api_resp *resp, api_render_
 		rc = render(req->db, req->tenant_id, req->params[0], &b);
 	if (rc == CP_OK && b.len == 0)
 		rc = CP_ERR_INTERNAL;
-	if (rc == CP_OK)
-		api_reply_entity_buf(req, resp, &b);
-	else
+	if (rc == CP_OK) {
+		api_etag_of(b.p, b.len, tag);
+		if (cache)
+			api_read_cache_put(render, req->tenant_id, req->params[0], gen, second, b.p,
+					   b.len, tag);
+		reply_entity(req, resp, b.p, b.len, tag, &b);
+	} else {
 		api_reply_rc(resp, rc, what);
+	}
 	cp_buf_free(&b);
 }
 
@@ -593,4 +631,76 @@ void api_list_children(struct api_req *req, struct api_resp *resp, api_exists_fn
 	if (rc == CP_OK)
 		rc = list(req->db, req->tenant_id, req->params[0], pg, &page);
 	api_reply_list_rc(resp, rc, &page, what);
+}
+
+/* ---- CA lists ---- */
+
+bool api_ca_known(const struct cp_config *cfg, const char *name)
+{
+	return strcmp(name, "letsencrypt") == 0 ||
+	       (json_is_object(cfg->cas) && json_object_get(cfg->cas, name) != NULL);
+}
+
+#define API_CAS_MAX 8
+
+bool api_ca_list_or_reply(struct api_req *req, struct api_resp *resp, const char *field,
+			  const json_t *cas, bool allow_empty)
+{
+	size_t i, j, n = json_array_size(cas);
+	json_t *v;
+
+	assert(req && resp && field);
+	if (!json_is_array(cas) || n > API_CAS_MAX || (n == 0 && !allow_empty)) {
+		api_problem_field(resp, field, "must be a list of 1 to 8 CA names");
+		return false;
+	}
+	json_array_foreach(cas, i, v)
+	{
+		const char *name = json_string_value(v);
+		if (!name || !api_ca_known(req->ctx->cfg, name)) {
+			api_problem_field(resp, field,
+					  "each must be \"letsencrypt\" or a configured CA name");
+			return false;
+		}
+		for (j = 0; j < i; j++)
+			if (!strcmp(json_string_value(json_array_get(cas, j)), name)) {
+				api_problem_field(resp, field, "names a CA twice");
+				return false;
+			}
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------ API keys */
+
+void api_reply_key_created(struct api_resp *resp, json_t *row, const char *key)
+{
+	assert(row && key);
+	json_object_set_new(row, "key", json_string(key));
+	api_reply(resp, 201, row);
+	resp->no_store = true;
+}
+
+cp_rc api_key_mint(char **key, char hash[65], char prefix[13])
+{
+	uint8_t raw[32];
+	char *secret = NULL;
+	cp_rc rc;
+
+	assert(key && !*key);
+	rc = cp_random(raw, sizeof(raw));
+	if (rc != CP_OK)
+		goto out;
+	secret = cp_b64url(raw, sizeof(raw));
+	*key = secret ? cp_aprintf(API_KEY_PREFIX "%s", secret) : NULL;
+	if (!*key) {
+		rc = CP_ERR_NOMEM;
+		goto out;
+	}
+	cp_sha256_hex(*key, strlen(*key), hash);
+	snprintf(prefix, 13, "%s", *key);
+out:
+	crypto_wipe(raw, sizeof(raw));
+	crypto_wipe_free(secret);
+	return rc;
 }

@@ -10,7 +10,9 @@
  * one of its tenant's edge hostnames
  * and may use one of its tenant's certificates. With
  * certificate_renew_automation the certificate is renewed over HTTP-01,
- * which cannot validate wildcards, so wildcards are refused then. The
+ * which cannot validate wildcards, so wildcards are refused then, unless
+ * the certificate renews by DNS-01 (its challenge; DCV delegation lets
+ * certplane answer it alone). The
  * version counts changes of what a deployment freezes (hostnames and
  * certificate); a deployment marks the current version live in staging or
  * production.
@@ -28,10 +30,13 @@
 
 /*
  * Check a hostnames array: 1..100 valid hostnames, no duplicates, no
- * wildcard when automation is on. Appends one error per bad item to errors
- * (field "hostnames[i]"); true if there were none.
+ * wildcard when automation is on (renewals by HTTP-01) unless the
+ * property's certificate renews by DNS-01 (dns01: its challenge is dns-01,
+ * answered by the tenant's automation or, delegated, by certplane itself).
+ * Appends one error per bad item to errors (field "hostnames[i]"); true if
+ * there were none.
  */
-static bool hostnames_valid(json_t *hostnames, bool automation, json_t *errors)
+static bool hostnames_valid(json_t *hostnames, bool automation, bool dns01, json_t *errors)
 {
 	size_t before = json_array_size(errors), i, j;
 	char field[32], msg[96];
@@ -50,7 +55,7 @@ static bool hostnames_valid(json_t *hostnames, bool automation, json_t *errors)
 			cp_spec_error(errors, field, "must be a hostname string");
 			continue;
 		}
-		if (automation && cp_hostname_is_wildcard(s)) {
+		if (automation && !dns01 && cp_hostname_is_wildcard(s)) {
 			cp_spec_error(
 				errors, field,
 				"is a wildcard; HTTP-01 cannot validate wildcards, so they are "
@@ -70,6 +75,19 @@ static bool hostnames_valid(json_t *hostnames, bool automation, json_t *errors)
 		}
 	}
 	return json_array_size(errors) == before;
+}
+
+/* True if certificate_id (NULL: none) is tenant_id's and renews by DNS-01. */
+static bool cert_renews_dns01(struct db *db, const char *tenant_id, const char *certificate_id)
+{
+	json_t *cert = NULL;
+	bool yes = certificate_id && cp_uuid_valid(certificate_id) &&
+		   db_certificate_get(db, tenant_id, certificate_id, &cert) == CP_OK &&
+		   cp_json_str(cert, "challenge") &&
+		   !strcmp(cp_json_str(cert, "challenge"), "dns-01");
+
+	json_decref(cert);
+	return yes;
 }
 
 /* True if a and b (arrays of distinct strings) hold the same hostnames. */
@@ -231,7 +249,10 @@ void api_properties_create(struct api_req *req, struct api_resp *resp)
 		return;
 	in.renew_automation = automation;
 	errors = json_array();
-	hostnames_valid(in.hostnames, in.renew_automation, errors);
+	hostnames_valid(in.hostnames, in.renew_automation,
+			in.renew_automation &&
+				cert_renews_dns01(req->db, req->tenant_id, in.certificate_id),
+			errors);
 	if (!cp_uuid_valid(in.edge_hostname_id))
 		cp_spec_error(errors, "edge_hostname_id", "is not an edge hostname of this tenant");
 	if (in.certificate_id && !cp_uuid_valid(in.certificate_id))
@@ -343,7 +364,10 @@ void api_properties_update(struct api_req *req, struct api_resp *resp)
 		automation >= 0
 			? automation
 			: json_is_true(json_object_get(cur, "certificate_renew_automation"));
-	if (!hostnames_valid(in.hostnames, in.renew_automation, errors)) {
+	if (!hostnames_valid(in.hostnames, in.renew_automation,
+			     in.renew_automation &&
+				     cert_renews_dns01(req->db, req->tenant_id, in.certificate_id),
+			     errors)) {
 		db_rollback(req->db);
 		reply_errors(resp, errors);
 		json_decref(cur);

@@ -31,6 +31,7 @@ void api_renewal_plan_free(struct api_renewal_plan *p)
 		return;
 	json_decref(p->deployed);
 	json_decref(p->sans);
+	json_decref(p->order_plan);
 	free(p->names);
 	free(p->plan);
 	memset(p, 0, sizeof(*p));
@@ -40,6 +41,7 @@ cp_rc api_renewal_plan_load(struct db *db, const char *tenant_id, const json_t *
 			    const char *key_type, bool carried, struct api_renewal_plan *out)
 {
 	const json_t *vsans = json_object_get(cert, "sans");
+	const char *ca;
 	size_t nv, nd, i, n = 0;
 	json_t *h;
 	cp_rc rc;
@@ -47,8 +49,12 @@ cp_rc api_renewal_plan_load(struct db *db, const char *tenant_id, const json_t *
 	assert(db && tenant_id && cert && out);
 	memset(out, 0, sizeof(*out));
 	rc = db_renewal_hostnames(db, tenant_id, cp_json_str(cert, "id"), &out->deployed);
+	if (rc == CP_OK)
+		rc = db_certificate_order_plan(db, tenant_id, cp_json_str(cert, "id"),
+					       &out->order_plan);
 	if (rc != CP_OK)
 		goto out;
+	ca = json_string_value(json_array_get(json_object_get(out->order_plan, "cas"), 0));
 	nv = json_array_size(vsans);
 	nd = json_array_size(out->deployed);
 	out->names = calloc(nv + nd + 1, sizeof(*out->names));
@@ -66,7 +72,7 @@ cp_rc api_renewal_plan_load(struct db *db, const char *tenant_id, const json_t *
 			.deployed = out->names + nv,
 			.n_deployed = nd,
 			.carried = carried || nd > 0,
-			.ca = cp_json_str(cert, "auto_renew"),
+			.ca = ca ? ca : cp_json_str(cert, "auto_renew"),
 			.profile = cp_json_str(cert, "profile"), /* absent: NULL */
 			.challenge = cp_json_str(cert, "challenge"),
 			.key_type = key_type,

@@ -24,19 +24,49 @@ void api_tenants_create(struct api_req *req, struct api_resp *resp)
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
 		rc = db_tenant_create(req->db, name, &tenant);
+	rc = db_audit_commit(req->db, rc, json_string_value(json_object_get(tenant, "id")),
+			     req->actor, "tenant.create", "tenant",
+			     json_string_value(json_object_get(tenant, "id")), NULL);
+	if (rc != CP_OK) {
+		json_decref(tenant);
+		api_reply_rc(resp, rc, "tenant");
+		return;
+	}
+	api_reply(resp, 201, tenant);
+}
+
+void api_tenants_patch(struct api_req *req, struct api_resp *resp)
+{
+	json_t *cas = NULL, *tenant = NULL, *detail = NULL;
+	const struct cp_spec spec[] = {
+		CP_SPEC_ARR("default_cas", true, &cas, 8),
+		CP_SPEC_DONE,
+	};
+	cp_rc rc;
+
+	if (!api_operator_or_reply(req, resp) || !api_id_or_reply(req, resp, 0) ||
+	    !api_body_or_reply(req, resp, spec) ||
+	    !api_ca_list_or_reply(req, resp, "default_cas", cas, true))
+		return;
+	detail = json_pack("{s:O}", "default_cas", cas);
+	rc = detail ? db_begin(req->db) : CP_ERR_NOMEM;
 	if (rc == CP_OK)
-		rc = db_audit_add(req->db, json_string_value(json_object_get(tenant, "id")),
-				  req->actor, "tenant.create", "tenant",
-				  json_string_value(json_object_get(tenant, "id")), NULL);
+		rc = db_tenant_set_default_cas(req->db, req->params[0], cas);
+	if (rc == CP_OK)
+		rc = db_audit_add(req->db, req->params[0], req->actor, "tenant.update", "tenant",
+				  req->params[0], detail);
+	if (rc == CP_OK)
+		rc = db_tenant_get(req->db, req->params[0], &tenant);
 	if (rc == CP_OK)
 		rc = db_commit(req->db);
+	json_decref(detail);
 	if (rc != CP_OK) {
 		db_rollback(req->db);
 		json_decref(tenant);
 		api_reply_rc(resp, rc, "tenant");
 		return;
 	}
-	api_reply(resp, 201, tenant);
+	api_reply(resp, 200, tenant);
 }
 
 void api_tenants_list(struct api_req *req, struct api_resp *resp)
@@ -75,13 +105,9 @@ void api_tenants_delete(struct api_req *req, struct api_resp *resp)
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
 		rc = db_tenant_delete(req->db, req->params[0]);
-	if (rc == CP_OK)
-		rc = db_audit_add(req->db, req->params[0], req->actor, "tenant.delete", "tenant",
-				  req->params[0], NULL);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
+	rc = db_audit_commit(req->db, rc, req->params[0], req->actor, "tenant.delete", "tenant",
+			     req->params[0], NULL);
 	if (rc != CP_OK) {
-		db_rollback(req->db);
 		api_reply_rc(resp, rc, "tenant");
 		return;
 	}
@@ -105,8 +131,7 @@ static void key_create(struct api_req *req, struct api_resp *resp, const char *t
 		CP_SPEC_DONE,
 	};
 	struct db_apikey_grant grant = { 0 };
-	uint8_t raw[32];
-	char *secret = NULL, *key = NULL, hash[65], prefix[13];
+	char *key = NULL, hash[65], prefix[13];
 	json_t *row = NULL, *detail = NULL;
 	int64_t now = cp_now();
 	cp_rc rc;
@@ -120,34 +145,22 @@ static void key_create(struct api_req *req, struct api_resp *resp, const char *t
 		return;
 	}
 	grant.read_only = strcmp(scope, "read") == 0;
-	rc = cp_random(raw, sizeof(raw));
+	rc = api_key_mint(&key, hash, prefix);
 	if (rc != CP_OK)
 		goto out;
-	secret = cp_b64url(raw, sizeof(raw));
-	crypto_wipe(raw, sizeof(raw));
-	key = secret ? cp_aprintf(API_KEY_PREFIX "%s", secret) : NULL;
 	detail = json_pack("{s:s,s:b}", "scope", scope, "expires", expires != NULL);
-	if (!key || !detail) {
+	if (!detail) {
 		rc = CP_ERR_NOMEM;
 		goto out;
 	}
-	cp_sha256_hex(key, strlen(key), hash);
-	snprintf(prefix, sizeof(prefix), "%s", key);
 	rc = db_begin(req->db);
 	if (rc == CP_OK)
 		rc = db_apikey_create(req->db, tenant_id, name, hash, prefix, &grant, &row);
-	if (rc == CP_OK)
-		rc = db_audit_add(req->db, tenant_id, req->actor, "api_key.create", "api_key",
-				  json_string_value(json_object_get(row, "id")), detail);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
-	if (rc != CP_OK) {
-		db_rollback(req->db);
+	rc = db_audit_commit(req->db, rc, tenant_id, req->actor, "api_key.create", "api_key",
+			     json_string_value(json_object_get(row, "id")), detail);
+	if (rc != CP_OK)
 		goto out;
-	}
-	json_object_set_new(row, "key", json_string(key));
-	api_reply(resp, 201, row);
-	resp->no_store = true;
+	api_reply_key_created(resp, row, key);
 	row = NULL;
 out:
 	if (rc != CP_OK)
@@ -155,7 +168,6 @@ out:
 	json_decref(row);
 	json_decref(detail);
 	/* The key exists in clear only here and in the response (wiped when sent). */
-	crypto_wipe_free(secret);
 	crypto_wipe_free(key);
 }
 
@@ -187,13 +199,9 @@ static void key_delete(struct api_req *req, struct api_resp *resp, const char *t
 
 	if (rc == CP_OK)
 		rc = db_apikey_delete(req->db, tenant_id, key_id);
-	if (rc == CP_OK)
-		rc = db_audit_add(req->db, tenant_id, req->actor, "api_key.delete", "api_key",
-				  key_id, NULL);
-	if (rc == CP_OK)
-		rc = db_commit(req->db);
+	rc = db_audit_commit(req->db, rc, tenant_id, req->actor, "api_key.delete", "api_key",
+			     key_id, NULL);
 	if (rc != CP_OK) {
-		db_rollback(req->db);
 		api_reply_rc(resp, rc, "API key");
 		return;
 	}

@@ -23,8 +23,7 @@ static bool field_problem(struct api_resp *resp, const char *field, const char *
 	return false;
 }
 
-/* Validate events: ["*"] or distinct known types. 422 on "events". */
-static bool events_or_reply(json_t *events, struct api_resp *resp)
+bool api_events_or_reply(json_t *events, struct api_resp *resp)
 {
 	size_t i, j;
 	json_t *v;
@@ -51,9 +50,7 @@ static bool events_or_reply(json_t *events, struct api_resp *resp)
 	return true;
 }
 
-/* Validate a callback URL (syntax and SSRF). 422 on "url", also when its
- * host does not resolve within webhook_dns_timeout_ms. */
-static bool url_or_reply(struct api_req *req, struct api_resp *resp, const char *url)
+bool api_callback_url_or_reply(struct api_req *req, struct api_resp *resp, const char *url)
 {
 	const struct cp_config *cfg = req->ctx->cfg;
 	const struct netpolicy_dns dns = { .resolver = cfg->dns_resolver,
@@ -84,7 +81,7 @@ void api_webhooks_create(struct api_req *req, struct api_resp *resp)
 	cp_rc rc;
 
 	if (!api_tenant_or_reply(req, resp) || !api_body_or_reply(req, resp, spec) ||
-	    !events_or_reply(events, resp) || !url_or_reply(req, resp, url))
+	    !api_events_or_reply(events, resp) || !api_callback_url_or_reply(req, resp, url))
 		return;
 	cp_uuid(id);
 	aad = cp_aprintf("webhooks:%s", id);
@@ -148,9 +145,9 @@ void api_webhooks_update(struct api_req *req, struct api_resp *resp)
 
 	if (!api_change_or_reply(req, resp, spec))
 		return;
-	if (p.events && !events_or_reply(p.events, resp))
+	if (p.events && !api_events_or_reply(p.events, resp))
 		return;
-	if (p.url && !url_or_reply(req, resp, p.url))
+	if (p.url && !api_callback_url_or_reply(req, resp, p.url))
 		return;
 	p.enabled = enabled;
 	/* What changed, without values that could be sensitive (URLs may

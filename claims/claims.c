@@ -6,7 +6,10 @@
  * server/ticks.c, the order engine), so that neither includes the other.
  *
  * A claim of tenant T verifies when the hostname's CNAME chain reaches one
- * of T's edge hostnames (method "cname"), or when TXT
+ * of T's edge hostnames (method "cname"), when T's DCV delegation of the
+ * hostname is in place (dcv/dcv.h: _acme-challenge.<hostname> reaches T's
+ * label; stored as method "cname" too, the schema's two methods, with a
+ * detail that names the delegation), or when TXT
  * _certplane-verify.<hostname> holds the claim's token (method "txt").
  * Checks run off the API threads: a property write enqueues the durable job
  * "hostname_verify" (one per property, deduplicated); the scheduler tick
@@ -16,6 +19,7 @@
  */
 #include "claims/claims.h"
 #include "acme/acme.h"
+#include "dcv/dcv.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +60,41 @@ static bool txt_holds(json_t *values, const char *token)
 	return false;
 }
 
+/*
+ * The DCV delegation as proof: when the feature is on, check tenant_id's
+ * delegation of base (hostname without "*.") through res, record the
+ * outcome (db_dcv_delegation_set, what the API shows), and when it is in
+ * place set chk verified with *detail a new sentence (caller frees). A
+ * failed lookup proves nothing (CP_OK, chk untouched). Database errors.
+ */
+static cp_rc delegation_verify(const struct cp_config *cfg, struct db *db,
+			       struct acme_resolver *res, const char *tenant_id, const char *base,
+			       struct db_claim_check *chk, char **detail)
+{
+	char *found = NULL;
+	bool in_place = false;
+	cp_rc rc;
+
+	if (!dcv_enabled(cfg) || !res)
+		return CP_OK;
+	rc = dcv_check(cfg, res, tenant_id, base, &in_place, &found);
+	if (rc == CP_ERR_UPSTREAM || rc == CP_ERR_INVALID) {
+		free(found);
+		return CP_OK;
+	}
+	if (rc == CP_OK)
+		rc = db_dcv_delegation_set(db, tenant_id, base, in_place, found);
+	if (rc == CP_OK && in_place) {
+		chk->outcome = DB_CLAIM_VERIFIED;
+		chk->method = "cname";
+		*detail = cp_aprintf("the DCV delegation is in place: %s", found ? found : base);
+		chk->detail = *detail;
+		rc = *detail ? CP_OK : CP_ERR_NOMEM;
+	}
+	free(found);
+	return rc;
+}
+
 cp_rc claims_verify(const struct cp_config *cfg, struct db *db, struct acme_resolver *res,
 		    const char *tenant_id, const char *hostname, json_t *check, cp_rc check_rc,
 		    const char **status, const char **method)
@@ -81,7 +120,10 @@ cp_rc claims_verify(const struct cp_config *cfg, struct db *db, struct acme_reso
 		chk.detail = cdetail;
 	} else if (rc != CP_ERR_NOT_FOUND) {
 		goto out;
-	} else {
+	} else if ((rc = delegation_verify(cfg, db, res, tenant_id, base, &chk, &detail)) !=
+		   CP_OK) {
+		goto out;
+	} else if (chk.outcome != DB_CLAIM_VERIFIED) {
 		txt_name = cp_aprintf("_certplane-verify.%s", base);
 		if (!txt_name) {
 			rc = CP_ERR_NOMEM;

@@ -76,6 +76,13 @@ void cp_logline_int(struct cp_logline *l, const char *key, long long val);
 void cp_logline_num(struct cp_logline *l, const char *key, double val);
 /* Close the object and write the line. */
 void cp_logline_end(struct cp_logline *l);
+/* Close the object and queue the line for the flusher thread (written
+ * within 100 ms; at once when no flusher runs or its buffer is full). */
+void cp_logline_end_deferred(struct cp_logline *l);
+/* Start / stop the flusher of deferred lines (the server's request log).
+ * Stop writes out what is queued. Start once; stop is idempotent. */
+cp_rc cp_log_defer_start(void);
+void cp_log_defer_stop(void);
 
 /* ---- ids, time, randomness ---- */
 
@@ -87,8 +94,11 @@ bool cp_uuid_valid(const char *s);
 
 /* Seconds since the epoch (UTC wall clock). */
 int64_t cp_now(void);
-/* Monotonic milliseconds, for latency measurements. */
+/* Monotonic milliseconds, for deadlines and timeouts. */
 int64_t cp_mono_ms(void);
+/* Monotonic microseconds, for latency measurements (a request's duration:
+ * most take well under a millisecond). */
+int64_t cp_mono_us(void);
 /* Sleep ms milliseconds, resuming after a signal; nothing for ms <= 0. */
 void cp_sleep_ms(int64_t ms);
 #define CP_TIME_LEN 20
@@ -159,6 +169,16 @@ void cp_kick_wait(int ms);
 bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why);
 /* True if name starts with "*.". */
 bool cp_hostname_is_wildcard(const char *name);
+/* The wildcard that covers name ("*." and what follows its first label:
+ * www.a.test -> *.a.test) into out (cap bytes); false, with out "", when
+ * none does (name a wildcard itself, one label, or too long for out). */
+bool cp_hostname_covering_wildcard(const char *name, char *out, size_t cap);
+/* Validate an email address as certplane sends to it (notification
+ * channels): a dot-atom local part of 1..64 bytes, '@', a domain that
+ * cp_hostname_valid accepts (no wildcard), at most 254 bytes; so no byte of
+ * it can break out of an SMTP command or a header. On failure *why (static
+ * string) says what is wrong. */
+bool cp_email_valid(const char *addr, const char **why);
 
 /* ---- JSON body spec: declarative validation of request bodies ---- */
 

@@ -41,6 +41,7 @@ static const struct key_def keys[] = {
 	{ "acme_contact_email", K_STR, OFF(acme_contact_email), "", 0, 0, false },
 	{ "cas", K_OBJ, OFF(cas), "{}", 0, 0, false },
 	{ "dns_resolver", K_STR, OFF(dns_resolver), "", 0, 0, false },
+	{ "edge_check_address", K_STR, OFF(edge_check_address), "", 0, 0, false },
 	{ "renew_before_days", K_INT, OFF(renew_before_days), "25", 1, 365, false },
 	{ "scheduler_interval_seconds", K_INT, OFF(scheduler_interval_seconds), "300", 1, 3600,
 	  false },
@@ -63,6 +64,7 @@ static const struct key_def keys[] = {
 	{ "portal_dir", K_STR, OFF(portal_dir), CP_PORTAL_DIR_DEFAULT, 0, 0, false },
 	{ "log_level", K_STR, OFF(log_level), "info", 0, 0, false },
 	{ "metrics_public", K_BOOL, OFF(metrics_public), "false", 0, 0, false },
+	{ "read_cache", K_BOOL, OFF(read_cache), "true", 0, 0, false },
 	{ "job_lease_seconds", K_INT, OFF(job_lease_seconds), "120", 12, 3600, false },
 	{ "ca_orders_per_hour", K_INT, OFF(ca_orders_per_hour), "18000", 1, 3600000, false },
 	{ "ca_order_burst", K_INT, OFF(ca_order_burst), "50", 1, 100000, false },
@@ -94,8 +96,31 @@ static const struct key_def keys[] = {
 	  false },
 	{ "quota_webhooks", K_INT, OFF(quota_webhooks), "20", 0, 1000000000, false },
 	{ "quota_edge_hostnames", K_INT, OFF(quota_edge_hostnames), "100", 0, 1000000000, false },
+	/* DCV delegation (dcv/dcv.h) */
+	{ "dcv_zone", K_STR, OFF(dcv_zone), "", 0, 0, false },
+	{ "dcv_server", K_STR, OFF(dcv_server), "", 0, 0, false },
+	{ "dcv_tsig_name", K_STR, OFF(dcv_tsig_name), "", 0, 0, false },
+	{ "dcv_tsig_algorithm", K_STR, OFF(dcv_tsig_algorithm), "hmac-sha256", 0, 0, false },
+	{ "dcv_tsig_secret", K_STR, OFF(dcv_tsig_secret), "", 0, 0, true },
+	{ "dcv_tsig_secret_file", K_STR, OFF(dcv_tsig_secret_file), "", 0, 0, false },
+	{ "dcv_label_secret", K_STR, OFF(dcv_label_secret), "", 0, 0, true },
+	/* CAA (RFC 8659): the default CA's issuer domain names; cas.<name>.caa_identities */
+	{ "acme_caa_identities", K_LIST, OFF(acme_caa_identities), "[\"letsencrypt.org\"]", 0, 0,
+	  false },
+	/* notification channels (issue 14): the SMTP relay every email goes
+	 * through (STARTTLS required on smtp://, TLS verified) and the
+	 * per-tenant count of email and Slack channels. */
+	{ "smtp_url", K_STR, OFF(smtp_url), "", 0, 0, false },
+	{ "smtp_from", K_STR, OFF(smtp_from), "", 0, 0, false },
+	{ "smtp_username", K_STR, OFF(smtp_username), "", 0, 0, false },
+	{ "smtp_password", K_STR, OFF(smtp_password), "", 0, 0, true },
+	{ "smtp_ca_bundle", K_STR, OFF(smtp_ca_bundle), "", 0, 0, false },
+	{ "quota_notification_channels", K_INT, OFF(quota_notification_channels), "10", 0,
+	  1000000000, false },
 };
 #undef OFF
+
+static cp_rc cas_check(const struct cp_config *cfg, char **err);
 
 static const struct key_def *key_find(const char *name)
 {
@@ -197,6 +222,72 @@ static json_t *env_value(const struct key_def *k, const char *s)
 		return json_loads(s, 0, NULL);
 	}
 	return NULL;
+}
+
+/* Bytes of a base64 TSIG or label secret, at most. */
+#define DCV_SECRET_MAX 4096
+
+/* True if s is non-empty standard base64 (the value itself never leaves here). */
+static bool b64_ok(const char *s)
+{
+	uint8_t *raw = NULL;
+	size_t n = 0;
+	bool ok = cp_b64_decode(s, &raw, &n) == CP_OK && n > 0;
+
+	if (raw)
+		memset(raw, 0, n);
+	free(raw);
+	return ok;
+}
+
+/*
+ * The DCV delegation settings, checked once dcv_zone is set: the secret
+ * read from dcv_tsig_secret_file when not given inline (trailing white
+ * space dropped; the file's content is never put in a message), every
+ * other key present, the secrets base64, a known algorithm. CP_ERR_INVALID with *err naming
+ * the key.
+ */
+static cp_rc dcv_settings(struct cp_config *cfg, char **err)
+{
+	static const char *const algs[] = { "hmac-sha256", "hmac-sha384", "hmac-sha512", NULL };
+	char *file = NULL;
+	size_t len = 0, i;
+	cp_rc rc;
+
+	if (!cfg->dcv_zone[0])
+		return CP_OK;
+	if (!cfg->dcv_tsig_secret[0] && cfg->dcv_tsig_secret_file[0]) {
+		rc = cp_file_read(cfg->dcv_tsig_secret_file, DCV_SECRET_MAX, &file, &len);
+		if (rc != CP_OK) {
+			*err = cp_aprintf("dcv_tsig_secret_file: cannot read %s (%s)",
+					  cfg->dcv_tsig_secret_file, cp_rc_str(rc));
+			return CP_ERR_INVALID;
+		}
+		while (len && isspace((unsigned char)file[len - 1]))
+			file[--len] = '\0';
+		free(cfg->dcv_tsig_secret);
+		cfg->dcv_tsig_secret = file;
+	}
+	if (!cfg->dcv_server[0] || !cfg->dcv_tsig_name[0] || !cfg->dcv_tsig_secret[0]) {
+		*err = cp_aprintf("dcv_zone is set: dcv_server, dcv_tsig_name and dcv_tsig_secret "
+				  "(or dcv_tsig_secret_file) are required too");
+		return CP_ERR_INVALID;
+	}
+	if (!b64_ok(cfg->dcv_tsig_secret) ||
+	    (cfg->dcv_label_secret[0] && !b64_ok(cfg->dcv_label_secret))) {
+		*err = cp_aprintf("%s: must be base64", b64_ok(cfg->dcv_tsig_secret)
+								? "dcv_label_secret"
+								: "dcv_tsig_secret");
+		return CP_ERR_INVALID;
+	}
+	for (i = 0; algs[i] && strcmp(algs[i], cfg->dcv_tsig_algorithm) != 0; i++)
+		;
+	if (!algs[i]) {
+		*err = cp_aprintf("dcv_tsig_algorithm: must be hmac-sha256, hmac-sha384 or "
+				  "hmac-sha512");
+		return CP_ERR_INVALID;
+	}
+	return CP_OK;
 }
 
 void cp_config_free(struct cp_config *cfg)
@@ -310,6 +401,8 @@ cp_rc cp_config_load(const char *path, struct cp_config **out, char **err)
 			goto out;
 		}
 	}
+	if ((rc = dcv_settings(cfg, err)) != CP_OK || (rc = cas_check(cfg, err)) != CP_OK)
+		goto out;
 	*out = cfg;
 	cfg = NULL;
 	rc = CP_OK;
@@ -321,16 +414,79 @@ out:
 	return rc;
 }
 
-/* A database setting as shown: a PostgreSQL URL or conninfo that may carry
- * a password (user:secret@ or password=) is shown redacted whole, since
- * parsing it back out is where leaks hide; a file path is shown. */
-static json_t *database_shown(const char *db)
+/* A string setting as shown, when it is not a secret by its key: one that
+ * may carry a password anyway (a URL's user:secret@, as in database or
+ * smtp_url, or a conninfo's password=) is shown redacted whole, since
+ * parsing it back out is where leaks hide; anything else (a path, a URL
+ * without a password) is shown. */
+static json_t *str_shown(const char *v)
 {
-	const char *scheme = strstr(db, "://");
+	const char *scheme = v ? strstr(v, "://") : NULL;
 	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
 	bool userinfo_pw = at && memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
 
-	return json_string(userinfo_pw || strstr(db, "password") ? "<redacted>" : db);
+	if (!v)
+		return NULL;
+	return json_string(userinfo_pw || strstr(v, "password") ? "<redacted>" : v);
+}
+
+/*
+ * The CA entries beyond directory_url and ca_bundle: caa_identities a list
+ * of domain names (strings), eab_kid and eab_hmac_key (base64url) strings,
+ * both or neither; acme_caa_identities a list of strings.
+ */
+static cp_rc cas_check(const struct cp_config *cfg, char **err)
+{
+	const char *name;
+	json_t *entry, *v;
+	size_t i;
+
+	json_array_foreach(cfg->acme_caa_identities, i, v) if (!json_is_string(v))
+	{
+		*err = cp_aprintf("acme_caa_identities: must be a list of domain names");
+		return CP_ERR_INVALID;
+	}
+	json_object_foreach(cfg->cas, name, entry)
+	{
+		json_t *ids = json_object_get(entry, "caa_identities");
+		json_t *kid = json_object_get(entry, "eab_kid"),
+		       *hmac = json_object_get(entry, "eab_hmac_key");
+
+		if (!json_is_object(entry)) {
+			*err = cp_aprintf("cas.%s: must be an object", name);
+			return CP_ERR_INVALID;
+		}
+		if (ids && !json_is_array(ids)) {
+			*err = cp_aprintf("cas.%s.caa_identities: must be a list of domain names",
+					  name);
+			return CP_ERR_INVALID;
+		}
+		json_array_foreach(ids, i, v) if (!json_is_string(v))
+		{
+			*err = cp_aprintf("cas.%s.caa_identities: must be a list of domain names",
+					  name);
+			return CP_ERR_INVALID;
+		}
+		if ((kid && !json_is_string(kid)) || (hmac && !json_is_string(hmac)) ||
+		    !kid != !hmac) {
+			*err = cp_aprintf(
+				"cas.%s: eab_kid and eab_hmac_key must be strings, both or neither",
+				name);
+			return CP_ERR_INVALID;
+		}
+	}
+	return CP_OK;
+}
+
+/* cas as shown: every eab_hmac_key redacted (new reference). */
+static json_t *cas_shown(const json_t *cas)
+{
+	json_t *o = json_deep_copy(cas), *entry;
+	const char *name;
+
+	json_object_foreach(o, name, entry) if (json_object_get(entry, "eab_hmac_key"))
+		json_object_set_new(entry, "eab_hmac_key", json_string("<redacted>"));
+	return o;
 }
 
 json_t *cp_config_json(const struct cp_config *cfg)
@@ -344,12 +500,10 @@ json_t *cp_config_json(const struct cp_config *cfg)
 		json_t *v = NULL;
 		switch (k->type) {
 		case K_STR:
-			if (k->offset == offsetof(struct cp_config, database)) {
-				v = database_shown(cfg->database);
-				break;
-			}
-			v = json_string(k->secret && **(char *const *)base ? "<redacted>"
-									   : *(char *const *)base);
+			if (k->secret)
+				v = json_string(**(char *const *)base ? "<redacted>" : "");
+			else
+				v = str_shown(*(char *const *)base);
 			break;
 		case K_INT:
 			v = json_integer(*(const int *)base);
@@ -359,6 +513,10 @@ json_t *cp_config_json(const struct cp_config *cfg)
 			break;
 		case K_LIST:
 		case K_OBJ:
+			if (k->offset == offsetof(struct cp_config, cas)) {
+				v = cas_shown(cfg->cas);
+				break;
+			}
 			v = json_deep_copy(*(json_t *const *)base);
 			break;
 		}

@@ -23,6 +23,7 @@ struct cp_config {
 	char *acme_contact_email; /* account contact ("" = none) */
 	json_t *cas;		  /* object: name -> {directory_url, ca_bundle} */
 	char *dns_resolver;	  /* host:port for CNAME/TXT checks ("" = system) */
+	char *edge_check_address; /* host:port the edge serves TLS on ("" = no served check) */
 	int renew_before_days;	  /* renewal window */
 	int scheduler_interval_seconds;
 	int workers;	  /* job worker threads */
@@ -42,6 +43,7 @@ struct cp_config {
 	char *portal_dir;	      /* the built portal served at /portal/ ("" = none) */
 	char *log_level;	      /* debug|info|warn|error */
 	bool metrics_public;	      /* GET /metrics without a key (else operator key) */
+	bool read_cache;	      /* single-object GETs from the per-thread read cache */
 	int hostname_claim_ttl_days;  /* pending hostname claims are released after this */
 	int hostname_claim_ttl_seconds; /* the same TTL in seconds, when > 0 (overrides days) */
 	int hostname_recheck_seconds;	/* pending claims re-checked this often */
@@ -66,6 +68,22 @@ struct cp_config {
 	int ca_order_burst;	/* orders a CA's budget admits ahead of its rate */
 	int job_retention_days; /* finished jobs and webhook deliveries kept this long */
 	int job_lease_seconds;	/* a job's claim; a dead instance's jobs run again after it */
+	/* DCV delegation (dcv/): delegated DNS-01 through RFC 2136 UPDATE + TSIG */
+	char *dcv_zone;		     /* the delegation zone ("" = feature off) */
+	char *dcv_server;	     /* its authoritative server, IP:port ("[v6]:port") */
+	char *dcv_tsig_name;	     /* TSIG key name */
+	char *dcv_tsig_algorithm;    /* hmac-sha256 | hmac-sha384 | hmac-sha512 */
+	char *dcv_tsig_secret;	     /* base64 TSIG secret (secret; or from the file) */
+	char *dcv_tsig_secret_file;  /* file holding it (read at load) */
+	char *dcv_label_secret;	     /* base64 key of the labels ("" = derived from TSIG) */
+	json_t *acme_caa_identities; /* the default CA's CAA issuer domain names (strings) */
+	/* notification channels (issue 14): email through SMTP, Slack */
+	char *smtp_url;			 /* smtp://host:port or smtps:// ("" = no email channels) */
+	char *smtp_from;		 /* envelope and From address */
+	char *smtp_username;		 /* SMTP AUTH user ("" = no AUTH) */
+	char *smtp_password;		 /* SMTP AUTH password (secret) */
+	char *smtp_ca_bundle;		 /* trust for the SMTP server's TLS ("" = system) */
+	int quota_notification_channels; /* per-tenant channels (email and Slack) */
 };
 
 /*

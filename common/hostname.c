@@ -5,11 +5,29 @@
 #include "common/common.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 bool cp_hostname_is_wildcard(const char *name)
 {
 	return name && name[0] == '*' && name[1] == '.';
+}
+
+bool cp_hostname_covering_wildcard(const char *name, char *out, size_t cap)
+{
+	const char *dot = name ? strchr(name, '.') : NULL;
+	int n;
+
+	assert(out && cap > 0);
+	out[0] = '\0';
+	if (!dot || cp_hostname_is_wildcard(name) || !dot[1])
+		return false;
+	n = snprintf(out, cap, "*.%s", dot + 1);
+	if (n < 0 || (size_t)n >= cap) {
+		out[0] = '\0';
+		return false;
+	}
+	return true;
 }
 
 bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why)
@@ -88,6 +106,55 @@ bool cp_hostname_valid(const char *name, bool allow_wildcard, const char **why)
 	}
 	if (tld_numeric) {
 		*why = "must not have an all-numeric top-level label";
+		return false;
+	}
+	return true;
+}
+
+/* Bytes of a local part (RFC 5321 4.5.3.1.1) and of an address (RFC 5321
+ * 4.5.3.1.3 allows 256 in a path, less its angle brackets). */
+#define EMAIL_LOCAL_MAX 64
+#define EMAIL_MAX 254
+
+/* RFC 5322 atext: the bytes of a dot-atom local part besides '.'. */
+static bool email_atext(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+bool cp_email_valid(const char *addr, const char **why)
+{
+	const char *at, *p;
+	size_t local;
+
+	assert(why);
+	*why = NULL;
+	if (!addr || !*addr || strlen(addr) > EMAIL_MAX) {
+		*why = "must be an email address of at most 254 bytes";
+		return false;
+	}
+	at = strchr(addr, '@');
+	if (!at || strchr(at + 1, '@')) {
+		*why = "must be one local part, '@' and a domain";
+		return false;
+	}
+	local = (size_t)(at - addr);
+	if (local == 0 || local > EMAIL_LOCAL_MAX) {
+		*why = "must have a local part of 1 to 64 bytes";
+		return false;
+	}
+	/* A dot-atom: no quoted strings, no spaces, no CR or LF, no '<' '>'
+	 * (the address goes into MAIL, RCPT and the To header as it is). */
+	for (p = addr; p < at; p++) {
+		if (*p == '.' ? p == addr || p + 1 == at || p[1] == '.' : !email_atext(*p)) {
+			*why = "has a local part that is not a dot-atom (letters, digits, "
+			       "!#$%&'*+-/=?^_`{|}~ and single inner dots)";
+			return false;
+		}
+	}
+	if (!cp_hostname_valid(at + 1, false, why)) {
+		*why = "must have a domain that is a lowercase, fully qualified hostname";
 		return false;
 	}
 	return true;

@@ -7,11 +7,13 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static enum cp_log_level log_min = CP_LOG_INFO;
@@ -222,12 +224,156 @@ void cp_logline_num(struct cp_logline *l, const char *key, double val)
 	line_field_done(l, start);
 }
 
-void cp_logline_end(struct cp_logline *l)
+/*
+ * The deferred lines: the request log (a line per request) is appended to
+ * a buffer that one flusher thread writes out every DEFER_PERIOD_MS, or
+ * sooner when the buffer is half full. A request never waits on write(2),
+ * which on a file stalls for milliseconds while the filesystem writes back
+ * (the read benchmark's p99: with the log off or deferred it is gone).
+ * Two buffers: requests fill one while the flusher writes the other out of
+ * the lock. A line that finds its buffer full (the flusher is behind) is
+ * written at once instead: nothing is dropped, only its order may differ
+ * from the buffered lines (each line has its own ts). A kill -9 loses at
+ * most the lines of the last DEFER_PERIOD_MS; other log lines (events,
+ * errors) stay synchronous.
+ */
+#define DEFER_CAP (256 * 1024)
+#define DEFER_PERIOD_MS 100
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	pthread_t thread;
+	bool running;  /* cp_log_defer_start succeeded, stop not yet called */
+	bool stopping; /* the flusher writes what is left and exits */
+	char *fill;    /* lines are appended here, under mu */
+	size_t fill_len;
+	char *spare; /* the flusher's: written out of the lock */
+} defer = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* Write buf whole, in chunks that end at a line's end and fit in PIPE_BUF:
+ * on a pipe (journald, a supervisor) a write of at most PIPE_BUF bytes is
+ * atomic, so another thread's synchronous line never lands inside one. */
+static void defer_write_out(const char *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		size_t n = len - off;
+		ssize_t w;
+
+		if (n > PIPE_BUF) {
+			const char *nl = memrchr(buf + off, '\n', PIPE_BUF);
+
+			n = nl ? (size_t)(nl - (buf + off)) + 1 : PIPE_BUF;
+		}
+		w = write(STDERR_FILENO, buf + off, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return; /* stderr is gone: nothing else to do with the lines */
+		off += (size_t)w;
+	}
+}
+
+static void *defer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&defer.mu);
+	for (;;) {
+		bool last = defer.stopping;
+
+		if (!last && defer.fill_len < DEFER_CAP / 2) {
+			struct timespec until;
+
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_nsec += DEFER_PERIOD_MS * 1000000L;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&defer.wake, &defer.mu, &until);
+			last = defer.stopping;
+		}
+		if (defer.fill_len > 0) {
+			char *full = defer.fill;
+			size_t len = defer.fill_len;
+
+			defer.fill = defer.spare;
+			defer.fill_len = 0;
+			defer.spare = full;
+			pthread_mutex_unlock(&defer.mu);
+			defer_write_out(full, len);
+			pthread_mutex_lock(&defer.mu);
+		}
+		if (last && defer.fill_len == 0)
+			break;
+	}
+	pthread_mutex_unlock(&defer.mu);
+	return NULL;
+}
+
+cp_rc cp_log_defer_start(void)
+{
+	pthread_condattr_t ca;
+	cp_rc rc = CP_ERR_NOMEM;
+
+	assert(!defer.running);
+	defer.fill = malloc(DEFER_CAP);
+	defer.spare = malloc(DEFER_CAP);
+	if (!defer.fill || !defer.spare)
+		goto out;
+	defer.fill_len = 0;
+	defer.stopping = false;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&defer.wake, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&defer.thread, NULL, defer_main, NULL) != 0) {
+		pthread_cond_destroy(&defer.wake);
+		rc = CP_ERR_INTERNAL;
+		goto out;
+	}
+	pthread_mutex_lock(&defer.mu);
+	defer.running = true;
+	pthread_mutex_unlock(&defer.mu);
+	rc = CP_OK;
+out:
+	if (rc != CP_OK) {
+		free(defer.fill);
+		free(defer.spare);
+		defer.fill = defer.spare = NULL;
+	}
+	return rc;
+}
+
+void cp_log_defer_stop(void)
+{
+	pthread_mutex_lock(&defer.mu);
+	if (!defer.running) {
+		pthread_mutex_unlock(&defer.mu);
+		return;
+	}
+	/* From here lines are written at once again; the flusher empties the
+	 * buffer and exits. */
+	defer.running = false;
+	defer.stopping = true;
+	pthread_cond_signal(&defer.wake);
+	pthread_mutex_unlock(&defer.mu);
+	pthread_join(defer.thread, NULL);
+	pthread_cond_destroy(&defer.wake);
+	free(defer.fill);
+	free(defer.spare);
+	defer.fill = defer.spare = NULL;
+}
+
+/* Close the line into l->buf (shared by both ends); false if filtered out. */
+static bool logline_close(struct cp_logline *l)
 {
 	assert(l && l->len <= sizeof(l->buf) - 16);
 
 	if (!l->on)
-		return;
+		return false;
 	if (l->cut) {
 		/* end the object validly and say that it was cut */
 		memcpy(l->buf + l->len, ",\"cut\":true", 11);
@@ -235,7 +381,33 @@ void cp_logline_end(struct cp_logline *l)
 	}
 	l->buf[l->len++] = '}';
 	l->buf[l->len] = '\0';
-	log_write_line(l->buf);
+	return true;
+}
+
+void cp_logline_end(struct cp_logline *l)
+{
+	if (logline_close(l))
+		log_write_line(l->buf);
+}
+
+void cp_logline_end_deferred(struct cp_logline *l)
+{
+	bool queued = false;
+
+	if (!logline_close(l))
+		return;
+	pthread_mutex_lock(&defer.mu);
+	if (defer.running && defer.fill_len + l->len + 1 <= DEFER_CAP) {
+		memcpy(defer.fill + defer.fill_len, l->buf, l->len);
+		defer.fill_len += l->len;
+		defer.fill[defer.fill_len++] = '\n';
+		queued = true;
+		if (defer.fill_len >= DEFER_CAP / 2)
+			pthread_cond_signal(&defer.wake);
+	}
+	pthread_mutex_unlock(&defer.mu);
+	if (!queued)
+		log_write_line(l->buf);
 }
 
 void cp_logf(enum cp_log_level level, const char *event, const char *fmt, ...)

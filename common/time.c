@@ -94,10 +94,15 @@ int64_t cp_now(void)
 
 int64_t cp_mono_ms(void)
 {
+	return cp_mono_us() / 1000;
+}
+
+int64_t cp_mono_us(void)
+{
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void cp_sleep_ms(int64_t ms)

@@ -129,6 +129,13 @@ void crypto_cert_info_clear(struct crypto_cert_info *ci);
  */
 cp_rc crypto_chain_check(const char *pem, size_t len, int *count, const char **why) CP_WUR;
 /*
+ * The DER encoding of the first PEM block of pem, which must be a
+ * CERTIFICATE (an ACME revokeCert names the certificate so). *der is new
+ * (caller frees), *der_len its length. CP_ERR_INVALID if there is no
+ * certificate to read.
+ */
+cp_rc crypto_cert_der(const char *pem, size_t len, uint8_t **der, size_t *der_len) CP_WUR;
+/*
  * Split a PEM bundle (leaf first) into the leaf PEM and the rest (chain PEM,
  * "" when there is none); both are new re-encoded strings the caller frees.
  * Same validation as crypto_chain_check(); on failure nothing is allocated.
@@ -288,5 +295,17 @@ void crypto_keyring_current_id(const struct crypto_keyring *r, char id[33]);
  * content octets). *out new string. CP_ERR_INVALID without an AKI.
  */
 cp_rc crypto_cert_ari_id(const char *cert_pem, size_t len, char **out) CP_WUR;
+
+/*
+ * TLS served check (probe.c): connect to address ("host:port", an IPv6
+ * host in brackets), hand-shake TLS with SNI servername and copy the
+ * lowercase hex SHA-256 of the leaf certificate's DER the server presented
+ * into fp. The certificate is not verified: only what is served is wanted.
+ * timeout_ms bounds the connect and the handshake each. CP_ERR_INVALID for
+ * a bad address, CP_ERR_UPSTREAM when nothing or no certificate was served
+ * (why says what, no secrets).
+ */
+cp_rc crypto_tls_probe(const char *address, const char *servername, int timeout_ms, char fp[65],
+		       char *why, size_t why_len) CP_WUR;
 
 #endif

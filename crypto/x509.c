@@ -146,6 +146,52 @@ static cp_rc walk_chain(const char *pem, size_t len, BIO *leaf, BIO *chain, int 
 	return rc;
 }
 
+cp_rc crypto_cert_der(const char *pem, size_t len, uint8_t **der, size_t *der_len)
+{
+	BIO *bio = NULL;
+	X509 *x = NULL;
+	const char *why = NULL;
+	unsigned char *p = NULL;
+	int n;
+	cp_rc rc;
+
+	assert(pem && der && der_len);
+	*der = NULL;
+	*der_len = 0;
+	if (len == 0 || len > CRYPTO_PEM_MAX || len > INT32_MAX)
+		return CP_ERR_INVALID;
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (!bio)
+		return CP_ERR_NOMEM;
+	rc = next_cert(bio, &x, &why);
+	if (rc == CP_OK && !x)
+		rc = CP_ERR_INVALID; /* no block at all */
+	if (rc != CP_OK)
+		goto out;
+	n = i2d_X509(x, NULL);
+	if (n <= 0) {
+		rc = CP_ERR_INVALID;
+		goto out;
+	}
+	p = malloc((size_t)n);
+	if (!p) {
+		rc = CP_ERR_NOMEM;
+		goto out;
+	}
+	*der = p;
+	if (i2d_X509(x, &p) != n) {
+		free(*der);
+		*der = NULL;
+		rc = CP_ERR_CRYPTO;
+		goto out;
+	}
+	*der_len = (size_t)n;
+out:
+	X509_free(x);
+	BIO_free(bio);
+	return rc;
+}
+
 cp_rc crypto_chain_check(const char *pem, size_t len, int *count, const char **why)
 {
 	const char *dummy;

@@ -54,6 +54,21 @@ cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, cons
 	return db_exec_stmt(db, st);
 }
 
+cp_rc db_audit_commit(struct db *db, cp_rc rc_so_far, const char *tenant_id, const char *actor,
+		      const char *action, const char *resource_type, const char *resource_id,
+		      json_t *detail)
+{
+	cp_rc rc = rc_so_far;
+
+	if (rc == CP_OK)
+		rc = db_audit_add(db, tenant_id, actor, action, resource_type, resource_id, detail);
+	if (rc == CP_OK)
+		rc = db_commit(db);
+	if (rc != CP_OK)
+		db_rollback(db);
+	return rc;
+}
+
 cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 	/* Two statements (each in both orders), so that each is one index

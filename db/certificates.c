@@ -44,7 +44,7 @@
 	"c.version, c.metadata, "                                                              \
 	"c.renew_after, c.next_attempt_at, c.last_attempt_at, c.last_error, "                \
 	"c.last_error_reason, c.failure_count, c.created_at, c.updated_at, c.profile, "      \
-	"c.tenant_id"
+	"c.tenant_id, c.cas"
 /* clang-format on */
 
 enum cert_col {
@@ -77,6 +77,7 @@ enum cert_col {
 	CC_UPDATED_AT,
 	CC_PROFILE,
 	CC_TENANT_ID,
+	CC_CAS,
 	CC_COUNT
 };
 
@@ -140,6 +141,8 @@ static cp_rc cert_render_row(struct db *db, struct cp_jw *w, struct db_stmt *st,
 	db_jw_text(w, st, c0 + CC_CHALLENGE);
 	cp_jw_key(w, "ca");
 	db_jw_text(w, st, c0 + CC_CA);
+	cp_jw_key(w, "cas");
+	db_jw_json(w, st, c0 + CC_CAS);
 	cp_jw_key(w, "profile");
 	db_jw_text(w, st, c0 + CC_PROFILE);
 	cp_jw_key(w, "subject_cn");
@@ -202,7 +205,9 @@ static cp_rc cert_render_listed(struct db *db, struct db_stmt *st, struct cp_jw 
 #define VERSION_COLS                                                                          \
 	"v.id, v.version, CASE WHEN v.version = c.version THEN 1 ELSE 0 END, v.cert_pem, "    \
 	"v.chain_pem, v.key_type, v.subject_cn, v.sans, v.issuer, v.serial, v.not_before, "   \
-	"v.not_after, v.fingerprint_sha256, v.order_id, v.created_at"
+	"v.not_after, v.fingerprint_sha256, v.order_id, v.created_at, "                       \
+	"(SELECT o.ca FROM orders o WHERE o.id = v.order_id), v.revocation_reason, "          \
+	"v.revocation_requested_at, v.revoked_at"
 /* clang-format on */
 
 enum version_col {
@@ -221,6 +226,10 @@ enum version_col {
 	VC_FINGERPRINT,
 	VC_ORDER_ID,
 	VC_CREATED_AT,
+	VC_CA,
+	VC_REVOCATION_REASON,
+	VC_REVOCATION_REQUESTED_AT,
+	VC_REVOKED_AT,
 	VC_COUNT
 };
 
@@ -260,8 +269,16 @@ static cp_rc version_render_listed(struct db *db, struct db_stmt *st, struct cp_
 	db_jw_text(w, st, c0 + VC_FINGERPRINT);
 	cp_jw_key(w, "order_id");
 	db_jw_text(w, st, c0 + VC_ORDER_ID);
+	cp_jw_key(w, "ca"); /* the CA whose order issued it; null: uploaded or self-signed */
+	db_jw_text(w, st, c0 + VC_CA);
 	cp_jw_key(w, "created_at");
 	db_jw_time(w, st, c0 + VC_CREATED_AT);
+	cp_jw_key(w, "revocation_reason");
+	db_jw_text(w, st, c0 + VC_REVOCATION_REASON);
+	cp_jw_key(w, "revocation_requested_at");
+	db_jw_time(w, st, c0 + VC_REVOCATION_REQUESTED_AT);
+	cp_jw_key(w, "revoked_at");
+	db_jw_time(w, st, c0 + VC_REVOKED_AT);
 	cp_jw_close(w, '}');
 	return CP_OK;
 }
@@ -286,9 +303,9 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 {
 	static const char sql[] =
 		"INSERT INTO certificates (id, tenant_id, name, type, source, status, auto_renew, "
-		"key_type, hostnames, challenge, ca, metadata, created_at, updated_at) "
+		"key_type, hostnames, challenge, ca, metadata, created_at, updated_at, cas) "
 		"SELECT ?1, id, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, '[]'), ?10, ?11, "
-		"coalesce(?12, '{}'), ?13, ?13 FROM tenants WHERE id = ?2";
+		"coalesce(?12, '{}'), ?13, ?13, ?14 FROM tenants WHERE id = ?2";
 	struct db_stmt *st = db_stmt_new_row(db, sql, id_out, tenant_id);
 
 	assert(db && tenant_id && in);
@@ -305,6 +322,10 @@ cp_rc db_certificate_create(struct db *db, const char *tenant_id, const struct d
 	db_bind_text(st, 11, in->ca);
 	db_bind_json(st, 12, in->metadata);
 	db_bind_int64(st, 13, cp_now());
+	if (in->cas)
+		db_bind_json(st, 14, in->cas);
+	else
+		db_bind_null(st, 14);
 	return db_exec_one(db, st);
 }
 
@@ -456,6 +477,9 @@ cp_rc db_certificate_add_prepared(struct db *db, const struct crypto_keyring *ri
 		db_bind_int64(st, 5, now);
 	}
 	rc = db_exec_one(db, st);
+	/* Production deployments carrying it serve the new version (edge.c). */
+	if (rc == CP_OK)
+		rc = db_edge_feed_renewed(db, tenant_id, id);
 	if (rc == CP_OK && version_out)
 		*version_out = version;
 out:
@@ -606,24 +630,20 @@ static const char *const list_all[2] = DB_LIST_BOTH(LIST_ALL);
 static void list_bind(struct db_stmt *st, int64_t now, const char *tenant_id,
 		      const struct db_cert_filter *f, struct db_page pg)
 {
-	/* The wildcard covering the hostname: "*." and what follows its
-	 * first label (the whole name when it has one label). */
-	const char *dot = f->hostname ? strchr(f->hostname, '.') : NULL;
+	/* The wildcard covering the hostname (NULL: none). */
 	char wild[CP_HOSTNAME_MAX + 3];
-
-	if (f->hostname)
-		snprintf(wild, sizeof(wild), "*.%s", dot ? dot + 1 : f->hostname);
+	bool has_wild =
+		f->hostname && cp_hostname_covering_wildcard(f->hostname, wild, sizeof(wild));
 	db_bind_int64(st, 1, now);
 	db_bind_text(st, 2, tenant_id);
-	db_bind_int64(st, 3, db_page_from(pg));
+	db_list_bind(st, 3, 7, pg);
 	db_bind_text(st, 4, f->status);
 	if (f->expiring_within >= 0)
 		db_bind_int64(st, 5, f->expiring_within);
 	else
 		db_bind_null(st, 5);
 	db_bind_text(st, 6, f->hostname);
-	db_bind_int64(st, 7, pg.limit + 1);
-	db_bind_text(st, 8, f->hostname ? wild : NULL);
+	db_bind_text(st, 8, has_wild ? wild : NULL);
 }
 
 /* True when the tenant's expiry range after the cursor (in pg's order)
@@ -712,6 +732,9 @@ cp_rc db_certificate_delete(struct db *db, const char *tenant_id, const char *id
 
 	if (rc == CP_OK)
 		rc = db_unused_or_conflict(db, attached, tenant_id, id);
+	/* A production deployment may still carry it: off the edge (edge.c). */
+	if (rc == CP_OK)
+		rc = db_edge_feed_cert_deleted(db, tenant_id, id);
 	return rc == CP_OK ? db_delete_scoped(db, del, tenant_id, id) : rc;
 }
 
@@ -841,6 +864,24 @@ cp_rc db_certificate_set_renewal(struct db *db, const char *tenant_id, const cha
 	return db_exec_one(db, st);
 }
 
+cp_rc db_certificate_set_cas(struct db *db, const char *tenant_id, const char *id,
+			     const json_t *cas)
+{
+	static const char sql[] = "UPDATE certificates SET cas = ?3, updated_at = ?4 "
+				  "WHERE tenant_id = ?1 AND id = ?2";
+	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
+
+	assert(db && tenant_id);
+	if (!st)
+		return CP_ERR_INTERNAL;
+	if (json_array_size(cas) > 0)
+		db_bind_json(st, 3, cas);
+	else
+		db_bind_null(st, 3);
+	db_bind_int64(st, 4, cp_now());
+	return db_exec_one(db, st);
+}
+
 cp_rc db_certificate_set_profile(struct db *db, const char *tenant_id, const char *id,
 				 const char *profile)
 {
@@ -860,9 +901,11 @@ cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char
 {
 	/* One row by primary key; the CA of the current version is the one
 	 * of the order that stored it (NULL: uploaded or self-signed). */
-	static const char sql[] = "SELECT c.profile, v.cert_pem, "
-				  "(SELECT o.ca FROM orders o WHERE o.id = v.order_id)" CERT_FROM
-				  "WHERE c.tenant_id = ?1 AND c.id = ?2";
+	static const char sql[] =
+		"SELECT c.profile, v.cert_pem, "
+		"(SELECT o.ca FROM orders o WHERE o.id = v.order_id), "
+		"coalesce(c.cas, (SELECT t.default_cas FROM tenants t "
+		"WHERE t.id = c.tenant_id))" CERT_FROM "WHERE c.tenant_id = ?1 AND c.id = ?2";
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 	cp_rc rc;
 
@@ -874,6 +917,9 @@ cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char
 	/* s? writes null for a NULL column, as the API's object always had. */
 	*out = json_pack("{s:s?, s:s?, s:s?}", "profile", db_col_text(st, 0), "cert_pem",
 			 db_col_text(st, 1), "version_ca", db_col_text(st, 2));
+	/* cas: the certificate's CA list, else its tenant's default (absent: none) */
+	if (*out && db_col_text(st, 3))
+		json_object_set_new(*out, "cas", json_loads(db_col_text(st, 3), 0, NULL));
 	db_reset(st);
 	return *out ? CP_OK : CP_ERR_NOMEM;
 }

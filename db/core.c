@@ -185,6 +185,12 @@ int64_t db_changes(struct db *db)
 	return db->drv->changes(db->conn);
 }
 
+bool db_write_gen(struct db *db, uint64_t *gen)
+{
+	assert(db && gen);
+	return db->drv->write_gen && db->drv->write_gen(gen);
+}
+
 bool db_in_tx(struct db *db)
 {
 	assert(db);
@@ -425,16 +431,22 @@ int64_t db_page_from(struct db_page pg)
 	return pg.desc && pg.after == 0 ? INT64_MAX : pg.after;
 }
 
+void db_list_bind(struct db_stmt *st, int from, int limit, struct db_page pg)
+{
+	assert(st && from > 0 && limit > 0 && from != limit);
+	assert(pg.limit > 0);
+	db_bind_int64(st, from, db_page_from(pg));
+	db_bind_int64(st, limit, pg.limit + 1);
+}
+
 struct db_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
 			     const char *parent, struct db_page pg)
 {
 	struct db_stmt *st = db_stmt_keyed(db, sql[pg.desc ? 1 : 0], tenant_id, parent);
 
 	assert(pg.limit > 0);
-	if (st) {
-		db_bind_int64(st, 3, db_page_from(pg));
-		db_bind_int64(st, 4, pg.limit + 1);
-	}
+	if (st)
+		db_list_bind(st, 3, 4, pg);
 	return st;
 }
 
@@ -525,9 +537,11 @@ cp_rc db_fetch_int64(struct db *db, struct db_stmt *st, int64_t *out)
 	return rc;
 }
 
-cp_rc db_begin(struct db *db)
+/* Open a write transaction with begin, one of the dialect's BEGIN
+ * statements: db_begin's and db_begin_rmw's one worker. */
+static cp_rc begin_with(struct db *db, const char *begin)
 {
-	assert(db);
+	assert(db && begin);
 	/* No nesting: a programmer error, refused here on every engine, since
 	 * PostgreSQL only warns about a BEGIN inside a transaction (SQLite
 	 * refuses it), and a caller would go on thinking it began its own. */
@@ -535,17 +549,19 @@ cp_rc db_begin(struct db *db)
 		cp_logf(CP_LOG_ERROR, "db.begin", "a transaction is already open");
 		return CP_ERR_INTERNAL;
 	}
-	return db_exec_stmt(db, db_stmt(db, db_dialect(db)->begin_write));
+	return db_exec_stmt(db, db_stmt(db, begin));
+}
+
+cp_rc db_begin(struct db *db)
+{
+	assert(db);
+	return begin_with(db, db_dialect(db)->begin_write);
 }
 
 cp_rc db_begin_rmw(struct db *db)
 {
 	assert(db);
-	if (db_in_tx(db)) {
-		cp_logf(CP_LOG_ERROR, "db.begin", "a transaction is already open");
-		return CP_ERR_INTERNAL;
-	}
-	return db_exec_stmt(db, db_stmt(db, db_dialect(db)->begin_rmw));
+	return begin_with(db, db_dialect(db)->begin_rmw);
 }
 
 cp_rc db_read_begin(struct db *db, bool *began)

@@ -45,6 +45,13 @@ cp_rc db_schema_check(struct db *db, int *have) CP_WUR;
  * (SQLite), which this process owns and migrates itself, rather than a
  * server that many instances share. */
 bool db_target_is_file(const char *target);
+/* The write generation of db's engine (db/driver_sqlite.c): true with *gen,
+ * a process-wide count that changes after every commit of this process has
+ * become visible, when the engine keeps one (SQLite in WAL mode); false
+ * when it does not (PostgreSQL). Load it BEFORE a read whose result is kept
+ * under it: the result is current while the generation still equals *gen,
+ * as long as no other process writes the database. */
+bool db_write_gen(struct db *db, uint64_t *gen);
 /* Number of embedded migrations (the schema version this binary wants). */
 int db_schema_version(void);
 
@@ -114,7 +121,11 @@ cp_rc db_tenant_get(struct db *db, const char *id, json_t **out) CP_WUR;
  * cache (tenants.c), so a request naming X-Tenant-ID costs no read. */
 cp_rc db_tenant_exists(struct db *db, const char *id) CP_WUR;
 cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out) CP_WUR;
-/* Deletes the tenant and everything it owns. */
+/* Set the tenant's default CA list (an array; empty: none, stored NULL).
+ * CP_ERR_NOT_FOUND if no such tenant. */
+cp_rc db_tenant_set_default_cas(struct db *db, const char *id, const json_t *cas) CP_WUR;
+/* Deletes the tenant and everything it owns; its valid CA-issued
+ * certificate versions are queued for revocation first (db_revoke_lost). */
 cp_rc db_tenant_delete(struct db *db, const char *id) CP_WUR;
 
 /* What a key may do: read_only keys may only GET/HEAD (server/http.c);
@@ -145,6 +156,12 @@ cp_rc db_apikey_lookup(struct db *db, const char *key_hash, char tenant_id[CP_UU
  * borrowed and must never hold secrets. Call inside the change's transaction. */
 cp_rc db_audit_add(struct db *db, const char *tenant_id, const char *actor, const char *action,
 		   const char *resource_type, const char *resource_id, json_t *detail) CP_WUR;
+/* The last step of an audited change: db_audit_add, then COMMIT; on any
+ * failure (rc_so_far included: pass the change's rc) the transaction is
+ * rolled back. Returns the first failure, else CP_OK. */
+cp_rc db_audit_commit(struct db *db, cp_rc rc_so_far, const char *tenant_id, const char *actor,
+		      const char *action, const char *resource_type, const char *resource_id,
+		      json_t *detail) CP_WUR;
 /* tenant_id NULL lists every tenant's entries (operator only). */
 cp_rc db_audit_list(struct db *db, const char *tenant_id, struct db_page pg,
 		    struct db_list *out) CP_WUR;
@@ -281,6 +298,11 @@ cp_rc db_quota_limits(struct db *db, const char *tenant_id, const int64_t defaul
  * inside the write transaction that then makes the change. */
 cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t defaults[DB_QUOTA_COUNT],
 		     const struct db_quota_change *c, struct db_quota_refusal *refused) CP_WUR;
+/* The lock db_quota_check takes first, for a count-then-insert that checks
+ * a limit of its own (notification channels): on PostgreSQL the tenant's
+ * row, held to COMMIT, so two such creates of one tenant take turns; under
+ * SQLite's one writer nothing more is needed. No tenant: CP_OK. */
+cp_rc db_quota_lock(struct db *db, const char *tenant_id) CP_WUR;
 /* {tenant_id, quotas: {"<name>": {limit, used, default, overridden}}}. */
 cp_rc db_quota_get(struct db *db, const char *tenant_id, const int64_t defaults[DB_QUOTA_COUNT],
 		   json_t **out) CP_WUR;
@@ -294,7 +316,7 @@ cp_rc db_quota_set(struct db *db, const char *tenant_id, const int64_t values[DB
 
 /* Every event type certplane emits (the API's filter and the types a
  * webhook may subscribe to), NULL-terminated: the one list of them. */
-#define DB_EVENT_TYPES_COUNT 12
+#define DB_EVENT_TYPES_COUNT 19
 extern const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1];
 /* Whether type is one of db_event_types (NULL: false). */
 bool db_event_type_known(const char *type);
@@ -491,6 +513,7 @@ struct db_cert_new {
 	const char *challenge;	/* ACME only, else NULL */
 	const char *ca;		/* ACME only, else NULL */
 	json_t *metadata;	/* object or NULL ({}) */
+	json_t *cas;		/* ACME only: ordered CA names (array), or NULL */
 };
 /*
  * Insert a certificate of tenant_id with no version; id_out gets its new
@@ -566,12 +589,17 @@ cp_rc db_certificate_update(struct db *db, const char *tenant_id, const char *id
  * (migration 010); the caller checked that its CA offers it. */
 cp_rc db_certificate_set_profile(struct db *db, const char *tenant_id, const char *id,
 				 const char *profile) CP_WUR;
+/* Set the certificate's CA list (an array; NULL or empty: none, stored
+ * NULL); its next orders take it (migration 020). */
+cp_rc db_certificate_set_cas(struct db *db, const char *tenant_id, const char *id,
+			     const json_t *cas) CP_WUR;
 /*
  * What a new CA order of the certificate carries besides its names: *out is
  * a new object {"profile": string|null, "cert_pem": the current version's
  * leaf or null, "version_ca": the CA whose order stored that version, null
- * when it was uploaded or self-signed}. CP_ERR_NOT_FOUND if no such
- * certificate.
+ * when it was uploaded or self-signed, and "cas": the ordered CA list of
+ * the certificate or else its tenant's default, absent when neither has
+ * one}. CP_ERR_NOT_FOUND if no such certificate.
  */
 cp_rc db_certificate_order_plan(struct db *db, const char *tenant_id, const char *id,
 				json_t **out) CP_WUR;
@@ -844,6 +872,112 @@ struct db_webhook_attempt {
 cp_rc db_webhook_attempt_record(struct db *db, const char *delivery_id,
 				const struct db_webhook_attempt *a, bool *disabled) CP_WUR;
 
+/* ---- notification channels: email and Slack (channels.c, issue 14) ----
+ * Rows of the webhooks outbox with kind "email" or "slack": fanned out,
+ * delivered and retried as webhooks are (db_webhook_fanout,
+ * db_webhook_delivery_load, whose "kind" picks the send function). */
+
+/* The event that carries an email channel's verification mail: sent to that
+ * channel alone (db_webhook_deliver_to), never fanned out. Its data names
+ * the channel and address, never the token. */
+#define DB_EVENT_CHANNEL_VERIFICATION "notification_channel.verification"
+/* Create a channel of tenant_id with the caller's id: kind "email" (target
+ * the address; sealed_secret the sealed verification token) or "slack"
+ * (target the URL; verified at once). events borrowed. out is the API
+ * shape {id, type, address | url (masked), events, verified, verified_at,
+ * enabled, disabled_reason, created_at, updated_at}; no db_channel_*
+ * returns the token or the whole Slack URL. */
+cp_rc db_channel_create(struct db *db, const char *tenant_id, const char *id, const char *kind,
+			const char *target, json_t *events, const char *sealed_secret,
+			json_t **out) CP_WUR;
+/* Number of channels (not webhooks) of tenant_id. */
+cp_rc db_channel_count(struct db *db, const char *tenant_id, int *count) CP_WUR;
+cp_rc db_channel_get(struct db *db, const char *tenant_id, const char *id, json_t **out) CP_WUR;
+cp_rc db_channel_list(struct db *db, const char *tenant_id, struct db_page pg,
+		      struct db_list *out) CP_WUR;
+/* Change the channel's events (NULL: unchanged) and enabled (-1 unchanged,
+ * 0 disable, 1 re-enable: the webhooks' rule, DB_OUTBOX_ENABLED_SET); out
+ * as db_channel_create's. CP_ERR_NOT_FOUND for no such channel. */
+cp_rc db_channel_update(struct db *db, const char *tenant_id, const char *id, json_t *events,
+			int enabled, json_t **out) CP_WUR;
+cp_rc db_channel_delete(struct db *db, const char *tenant_id, const char *id) CP_WUR;
+/* The sealed verification token of email channel id (*sealed: new string,
+ * caller frees) and whether it is verified; CP_ERR_NOT_FOUND for no such
+ * email channel of tenant_id. */
+cp_rc db_channel_token(struct db *db, const char *tenant_id, const char *id, char **sealed,
+		       bool *verified) CP_WUR;
+/* Mark email channel id verified (out as db_channel_get); CP_ERR_NOT_FOUND
+ * if there is none or it was verified already. */
+cp_rc db_channel_set_verified(struct db *db, const char *tenant_id, const char *id,
+			      json_t **out) CP_WUR;
+/* *over: tenant_id queued n (>= 1) or more verification mails since (unix s),
+ * counted from its notification_channel.verification events (which
+ * outlive the channels they were for, so delete-and-recreate counts). */
+cp_rc db_channel_verification_recent(struct db *db, const char *tenant_id, int n, int64_t since,
+				     bool *over) CP_WUR;
+/* ---- revocation (revocations.c; issue 14: revocation and BygoneSSL) ---- */
+
+/* The durable job that sends one version's revokeCert (payload: what
+ * revoke_version in revocations.c writes; handler server/revoke.c). */
+#define DB_REVOKE_JOB_KIND "certificate_revoke"
+/* The RFC 5280 reason names the API takes, NULL-terminated. */
+extern const char *const db_revocation_reasons[];
+/* The CRLReason code of a name of db_revocation_reasons, else -1. */
+int db_revocation_reason_code(const char *name);
+/* What a revocation is asked for; strings borrowed. */
+struct db_revoke_ask {
+	const char *reason; /* one of db_revocation_reasons */
+	const char
+		*cause; /* "requested", "hostname_verified_by_another_tenant", "tenant_deleted" */
+	const char *hostname;	/* only versions naming it (a lost hostname); NULL: any */
+	const char *new_holder; /* the tenant that took the hostname over, or NULL */
+	bool with_cert_key;	/* sign with the certificate's own key (keyCompromise) */
+};
+/*
+ * Revoke version_id (NULL: every valid CA-issued version) of certificate
+ * cert_id of tenant_id, in the caller's transaction: each version gets its
+ * reason and revocation_requested_at, a DB_REVOKE_JOB_KIND job is queued
+ * for it, and a certificate whose current version is among them drops it
+ * (version 0, status "failed", last_error_reason "revoked"). *versions (may
+ * be NULL) gets a new array {id, version, serial} of the versions asked.
+ * CP_ERR_NOT_FOUND: no such certificate or version of the tenant;
+ * CP_ERR_INVALID: no version a CA issued (uploaded, self-signed);
+ * CP_ERR_CONFLICT: nothing left to revoke (revoked already or expired).
+ */
+cp_rc db_revocation_request(struct db *db, const char *tenant_id, const char *cert_id,
+			    const char *version_id, const struct db_revoke_ask *ask,
+			    json_t **versions) CP_WUR;
+/*
+ * The rule: tenant_id no longer holds hostname (NULL: any name, the tenant
+ * is being deleted), so its valid CA-issued versions naming it are revoked
+ * (cessationOfOperation), with certificate.hostname_lost and an audit row
+ * per certificate when a hostname is given; new_holder (may be NULL) hears
+ * of each revocation once the CA confirms it. *count (may be NULL) gets
+ * the versions asked. In the caller's transaction.
+ */
+cp_rc db_revoke_lost(struct db *db, const char *tenant_id, const char *hostname,
+		     const char *new_holder, const char *cause, int *count) CP_WUR;
+/* An operator takes hostname away from tenant_id: its claim is released
+ * (property.hostname_released, reason withdrawn_by_operator; *released)
+ * and db_revoke_lost revokes its certificates naming it (*revoked
+ * versions). CP_ERR_NOT_FOUND when the tenant had neither. In the caller's
+ * transaction (hostname_claims.c). */
+cp_rc db_hostname_withdraw(struct db *db, const char *tenant_id, const char *hostname,
+			   bool *released, int *revoked) CP_WUR;
+/* new_holder's claim of hostname verified: db_revoke_lost for every other
+ * tenant whose certificates name it. In the caller's transaction. */
+cp_rc db_revoke_for_new_holder(struct db *db, const char *new_holder, const char *hostname) CP_WUR;
+/* The CA revoked the version of the job's payload at revoked_at: record it
+ * and emit certificate.revoked (and hostname.prior_certificate_revoked to
+ * the new holder); a no-op when recorded already or the tenant is gone.
+ * In the caller's transaction. */
+cp_rc db_revocation_done(struct db *db, json_t *payload, int64_t revoked_at) CP_WUR;
+/* The private key PEM of version version_id of tenant_id, opened (a new
+ * string; release with crypto_wipe_free()). CP_ERR_NOT_FOUND if gone. */
+cp_rc db_certificate_version_key_pem(struct db *db, const struct crypto_keyring *ring,
+				     const char *tenant_id, const char *version_id,
+				     char **out) CP_WUR;
+
 /* ---- lifecycle events and expiry reminders (cert_events.c) ---- */
 
 /*
@@ -911,5 +1045,94 @@ cp_rc db_notify_wait(struct db *db, int timeout_ms, bool *woke, char *channel, c
 /* Run the event hook (db_event_hook_set) for an event another instance
  * committed for tenant_id (NULL or "": several tenants'). */
 void db_event_hook_run(const char *tenant_id);
+
+/* ---- DCV delegation (db/dcv.c; the rules are dcv/dcv.h's) ---- */
+
+/* Record the outcome of a check of tenant_id's delegation of hostname
+ * (without "*."): in_place, detail (NULL: none), checked now. */
+cp_rc db_dcv_delegation_set(struct db *db, const char *tenant_id, const char *hostname,
+			    bool in_place, const char *detail) CP_WUR;
+/* The last check of tenant_id's delegation of hostname: *out a new object
+ * {"in_place": bool, "checked_at": RFC 3339, "detail"}; CP_ERR_NOT_FOUND
+ * when never checked. */
+cp_rc db_dcv_delegation_get(struct db *db, const char *tenant_id, const char *hostname,
+			    json_t **out) CP_WUR;
+/* Note the TXT record (name, value) of order_id before it is written
+ * (idempotent: a second note of the same record is CP_OK). */
+cp_rc db_dcv_record_add(struct db *db, const char *tenant_id, const char *order_id,
+			const char *name, const char *value) CP_WUR;
+/* Forget it once it is removed from the zone (CP_OK if already gone). */
+cp_rc db_dcv_record_remove(struct db *db, const char *tenant_id, const char *order_id,
+			   const char *name, const char *value) CP_WUR;
+/* Up to limit records whose order is over (valid, failed, canceled) or
+ * gone, oldest first: *out a new array of {"tenant_id", "order_id",
+ * "name", "value"}. */
+cp_rc db_dcv_records_stale(struct db *db, int limit, json_t **out) CP_WUR;
+/*
+ * Certificates to the edge (edge.c, migration 021): the operator's keys of
+ * role "edge", the change feed of what production serves (one row per
+ * hostname and change, read by cursor), and what the edge was seen serving.
+ * The feed writers run inside the caller's open write transaction.
+ */
+#define DB_EDGE_CHECK_JOB "edge_check" /* job kind of the served check */
+/* Whether feed writers queue DB_EDGE_CHECK_JOB jobs (edge_check_address set). */
+void db_edge_check_set(bool on);
+/* Store an edge key by its SHA-256 hex; out is {id, name, role, prefix,
+ * created_at} (owned by the caller). */
+cp_rc db_edge_key_create(struct db *db, const char *name, const char *key_hash, const char *prefix,
+			 json_t **out) CP_WUR;
+cp_rc db_edge_key_list(struct db *db, struct db_page pg, struct db_list *out) CP_WUR;
+/* CP_ERR_NOT_FOUND when there is no such key. */
+cp_rc db_edge_key_delete(struct db *db, const char *id) CP_WUR;
+/* The edge key of hash key_hash: CP_OK with its id, or CP_ERR_NOT_FOUND. */
+cp_rc db_edge_key_lookup(struct db *db, const char *key_hash, char key_id[CP_UUID_LEN + 1]) CP_WUR;
+/* Property property_id of tenant_id was deployed to production (or one of
+ * its claims became verified): feed its hostnames - those it holds
+ * verified; the others are withdrawn - and the removal of those its
+ * previous production deployment had and this one has not. */
+cp_rc db_edge_feed_deployed(struct db *db, const char *tenant_id, const char *property_id) CP_WUR;
+/* Certificate certificate_id got a new current version: feed the hostnames
+ * of every property whose production deployment carries it. */
+cp_rc db_edge_feed_renewed(struct db *db, const char *tenant_id, const char *certificate_id) CP_WUR;
+/* Certificate certificate_id is about to be deleted: feed the removal of
+ * the hostnames production deployments carrying it serve. */
+cp_rc db_edge_feed_cert_deleted(struct db *db, const char *tenant_id,
+				const char *certificate_id) CP_WUR;
+/* Property property_id (NULL: every property of the tenant) is about to be
+ * deleted: feed the removal of its production hostnames. */
+cp_rc db_edge_feed_removed(struct db *db, const char *tenant_id, const char *property_id) CP_WUR;
+/* The tenant's claim of hostname on property_id was released or demoted:
+ * feed its removal when the property is what the edge serves for it. */
+cp_rc db_edge_feed_withdraw(struct db *db, const char *tenant_id, const char *property_id,
+			    const char *hostname) CP_WUR;
+/* Append the feed entries after cursor after (at most limit > 0) as a JSON
+ * array to out, each entry's private key opened with ring; *count entries,
+ * *last the cursor of the last one (after when none). Entries come in
+ * seq order without gaps: the answer stops before a gap younger than a few
+ * seconds (a writer that has not committed yet, on PostgreSQL), so a reader
+ * never passes an entry that commits later. */
+cp_rc db_edge_feed_read(struct db *db, const struct crypto_keyring *ring, int64_t after, int limit,
+			struct cp_buf *out, int *count, int64_t *last) CP_WUR;
+/* Compact the feed: of the next limit > 0 rows after *cursor, delete those
+ * that a later row of their hostname, older than cutoff (further back than
+ * a few seconds), supersedes; *cursor moves past them (0 after the last
+ * row), *deleted = the rows removed. Each hostname's last row stays. */
+cp_rc db_edge_feed_compact(struct db *db, int64_t cutoff, int limit, int64_t *cursor,
+			   int *deleted) CP_WUR;
+/* What the latest production deployment of a property serves. */
+struct db_edge_expected {
+	json_t *hostnames; /* owned: JSON array of strings */
+	char certificate_id[CP_UUID_LEN + 1];
+	int version;
+	char fingerprint[96]; /* the version's fingerprint_sha256 */
+};
+/* CP_ERR_NOT_FOUND when the property has no production deployment whose
+ * certificate has a version. */
+cp_rc db_edge_expected(struct db *db, const char *tenant_id, const char *property_id,
+		       struct db_edge_expected *out) CP_WUR;
+/* Record what the edge served for hostname of the tenant's property
+ * (fingerprint NULL: no certificate could be read). */
+cp_rc db_edge_served_set(struct db *db, const char *tenant_id, const char *property_id,
+			 const char *hostname, const char *fingerprint, bool matches) CP_WUR;
 
 #endif

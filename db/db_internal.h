@@ -171,8 +171,13 @@ static inline const char *db_pinned(const struct db *db, const char *const sql[2
 /* The value ?3 takes for pg: pg.after, or past the newest seq for a first
  * descending page. */
 int64_t db_page_from(struct db_page pg);
+/* Bind the keyset page pg to st: ?from = its cursor (db_page_from) and
+ * ?limit = pg.limit + 1 (the one row past the page tells db_fetch_page
+ * that a next page exists). The one place a list binds its page, for a
+ * statement whose numbering is its own (db_stmt_page binds ?3 and ?4). */
+void db_list_bind(struct db_stmt *st, int from, int limit, struct db_page pg);
 /* db_stmt_keyed(sql[pg.desc], tenant_id, parent) with the page bound at ?3
- * (db_page_from) and ?4, for a caller that binds its filters (?5 on) before
+ * and ?4 (db_list_bind), for a caller that binds its filters (?5 on) before
  * db_fetch_page. */
 struct db_stmt *db_stmt_page(struct db *db, const char *const sql[2], const char *tenant_id,
 			     const char *parent, struct db_page pg);
@@ -268,6 +273,18 @@ cp_rc db_exec(struct db *db, const char *sql) CP_WUR;
 cp_rc db_hostname_verified_elsewhere(struct db *db, const char *tenant_id, const char *hostname,
 				     bool *other) CP_WUR;
 
+/* The SET items of an outbox endpoint's (webhook or channel) `enabled`
+ * change, p its parameter ("?6"): < 0 leaves it; 1 re-enables with a clean
+ * slate (no reason, no failure counters); 0 disables, recording that as the
+ * reason unless certplane gave one. The one home of that rule. */
+#define DB_OUTBOX_ENABLED_SET(p)                                                                   \
+	"enabled = CASE WHEN " p " < 0 THEN enabled ELSE " p " END, "                              \
+	"disabled_reason = CASE WHEN " p " = 1 THEN NULL "                                         \
+	"  WHEN " p " = 0 THEN coalesce(disabled_reason, 'disabled through the API') "             \
+	"  ELSE disabled_reason END, "                                                             \
+	"failed_deliveries = CASE WHEN " p " = 1 THEN 0 ELSE failed_deliveries END, "              \
+	"failing_since = CASE WHEN " p " = 1 THEN NULL ELSE failing_since END, "
+
 /*
  * Flat objects rendered from a row (port1, issue 11): a table of members,
  * member i from column c0 + i, so a statement's column list and its table
@@ -305,5 +322,14 @@ cp_rc db_fetch_render(struct db *db, struct db_stmt *st, db_row_render_fn render
  * CP_ERR_INTERNAL for a payload that is no object; w's own errors are in
  * cp_jw_rc. */
 cp_rc db_event_render(struct cp_jw *w, struct db_stmt *st, int c0) CP_WUR;
+
+/* A Slack channel's URL as it is shown (channels.c, the one masking
+ * rule): its scheme and host, a slash and four asterisks, then its last 4
+ * bytes (its path is what lets anyone post), into out (cap bytes,
+ * truncated, NUL-terminated). */
+void db_channel_url_mask(const char *url, char *out, size_t cap);
+/* The edge's served check of property_id (edge.c) as one JSON object
+ * {hostname: {fingerprint, matches, checked_at}} into w. */
+cp_rc db_edge_served_render(struct db *db, const char *property_id, struct cp_jw *w) CP_WUR;
 
 #endif

@@ -92,6 +92,13 @@ struct db_driver {
 	 * an error (a lost connection: the caller reopens). */
 	int (*listen)(struct db_conn *c, const char *channel);
 	int (*wait)(struct db_conn *c, int timeout_ms, char *channel, char *payload, size_t cap);
+	/* The write generation (the read cache's validity, api/read_cache.c):
+	 * a process-wide count bumped after each commit of any of this
+	 * process's connections has become visible to new readers. true with
+	 * *gen (read with acquire order) when the engine can tell, false when
+	 * it cannot; NULL for an engine whose writers may be other processes
+	 * (PostgreSQL: many instances). */
+	bool (*write_gen)(uint64_t *gen);
 };
 
 extern const struct db_driver db_driver_sqlite;

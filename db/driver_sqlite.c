@@ -13,14 +13,106 @@
 #include <assert.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Page cache per connection: cache_size in KiB when negative (1 MiB). */
 #define SQ_CACHE_SIZE "-1024"
 
 struct sq_conn {
 	sqlite3 *h;
+	int autocheckpoint; /* WAL pages that start a checkpoint (sq_wal_hook) */
 };
+
+/*
+ * The write generation (driver.h write_gen; the read cache of
+ * api/read_cache.c trusts it instead of reading the database).
+ *
+ * sqlite3_wal_hook's callback runs after every commit of a connection in
+ * WAL mode, once the commit is in the WAL index (visible to any read
+ * transaction that begins from then on) and the write lock is released:
+ * autocommit statements, API handlers, workers and the scheduler alike,
+ * since every connection of the process is opened here. It bumps
+ * sq_write_gen with release order, so a reader that loads the generation
+ * (acquire) and then begins its read either loaded the old value (and what
+ * it renders is stored under a generation that is already stale) or the
+ * new one, and then its snapshot began after the commit was visible and
+ * includes it. The hook runs inside the sqlite3_step that commits, so a
+ * writer's db_commit (or autocommit statement) returns only after the bump:
+ * any request that begins after a write was answered finds the generation
+ * moved and never meets an entry rendered before it (read-your-writes). An
+ * entry rendered in the instant between a commit's visibility and its bump
+ * is stored under the old generation and dies with it. A rolled-back or
+ * empty transaction writes no frame and calls no hook: nothing changed.
+ *
+ * The hook replaces SQLite's own auto-checkpoint hook (sqlite3_wal_hook and
+ * wal_autocheckpoint share one slot), so it does what that one does: a
+ * PASSIVE checkpoint once the WAL holds at least the connection's configured
+ * wal_autocheckpoint pages (read before the hook is installed; 0 = off).
+ *
+ * Other processes' writes call no hook here. On a file that is only
+ * certplane serve's (its data_dir lock, server/main.c) there are none; the
+ * caller decides whether to trust that (api_ctx.read_cache). A connection
+ * that could not enter WAL mode (it would write without the hook) turns the
+ * generation off for the whole process: sq_write_gen_ok.
+ */
+static _Atomic uint64_t sq_write_gen = 1;
+static _Atomic bool sq_write_gen_ok = true;
+
+static int sq_wal_hook(void *arg, sqlite3 *h, const char *schema, int pages)
+{
+	const struct sq_conn *c = arg;
+
+	atomic_fetch_add_explicit(&sq_write_gen, 1, memory_order_release);
+	if (c->autocheckpoint > 0 && pages >= c->autocheckpoint)
+		(void)sqlite3_wal_checkpoint_v2(h, schema, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
+}
+
+static bool sq_write_gen_get(uint64_t *gen)
+{
+	assert(gen);
+	if (!atomic_load_explicit(&sq_write_gen_ok, memory_order_acquire))
+		return false;
+	*gen = atomic_load_explicit(&sq_write_gen, memory_order_acquire);
+	return true;
+}
+
+/* The answer of a one-row PRAGMA as text into out (cap bytes) and as an
+ * integer into *num; false when it gives none. */
+static bool sq_pragma(sqlite3 *h, const char *sql, char *out, size_t cap, int *num)
+{
+	sqlite3_stmt *st = NULL;
+	bool ok = false;
+
+	if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+		snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+		*num = sqlite3_column_int(st, 0);
+		ok = true;
+	}
+	sqlite3_finalize(st);
+	return ok;
+}
+
+/* Install the write generation's hook on c (in WAL mode, else the
+ * generation is off for good). */
+static void sq_hook_install(struct sq_conn *c)
+{
+	char v[32];
+	int n = 0;
+
+	if (!sq_pragma(c->h, "PRAGMA journal_mode", v, sizeof(v), &n) || strcmp(v, "wal") != 0) {
+		atomic_store(&sq_write_gen_ok, false);
+		return;
+	}
+	if (!sq_pragma(c->h, "PRAGMA wal_autocheckpoint", v, sizeof(v), &n))
+		n = 0;
+	c->autocheckpoint = n;
+	sqlite3_wal_hook(c->h, sq_wal_hook, c);
+}
 
 struct sq_stmt {
 	struct db_stmt base; /* first: the dispatchers in driver.h read it */
@@ -115,6 +207,7 @@ static cp_rc sq_open(const char *path, struct db_conn **out)
 		rc = CP_ERR_IO;
 		goto out;
 	}
+	sq_hook_install(c);
 	*out = (struct db_conn *)c;
 	c = NULL;
 	rc = CP_OK;
@@ -258,6 +351,7 @@ const struct db_driver db_driver_sqlite = {
 	/* no notifications: one process, which wakes its own workers */
 	.listen = NULL,
 	.wait = NULL,
+	.write_gen = sq_write_gen_get,
 };
 
 sqlite3 *db_sqlite_handle(struct db *db)

@@ -22,10 +22,18 @@ const char *const db_event_types[DB_EVENT_TYPES_COUNT + 1] = {
 	"order.dns_challenge_required",
 	"order.dns_challenge_completed",
 	"order.failed",
+	"order.ca_fallback", /* issue 14: the order moved to the next CA */
 	"webhook.test",
 	"webhook.disabled",
 	"property.hostname_released",
 	"property.hostname_unverified",
+	"notification_channel.verification", /* issue 14: to its own channel only */
+	/* revocation (issue 14) */
+	"certificate.revoked",
+	"certificate.hostname_lost",
+	"hostname.prior_certificate_revoked",
+	"deployment.verified",
+	"deployment.mismatch",
 	NULL,
 };
 

@@ -70,7 +70,9 @@ static cp_rc claim_release(struct db *db, const char *tenant_id, const char *pro
 	rc = db_exec_stmt(db, st);
 	if (rc != CP_OK || db_changes(db) == 0)
 		return rc;
-	rc = db_exec_at(db, sql_bump, property_id, cp_now());
+	rc = db_edge_feed_withdraw(db, tenant_id, property_id, hostname); /* edge.c */
+	if (rc == CP_OK)
+		rc = db_exec_at(db, sql_bump, property_id, cp_now());
 	if (rc != CP_OK)
 		return rc;
 	data = json_pack("{s:s,s:s,s:s}", "property_id", property_id, "hostname", hostname,
@@ -115,6 +117,32 @@ static cp_rc release_others(struct db *db, const char *tenant_id, const char *ho
 				   "verified_by_another_tenant");
 	}
 	json_decref(others);
+	return rc;
+}
+
+cp_rc db_hostname_withdraw(struct db *db, const char *tenant_id, const char *hostname,
+			   bool *released, int *revoked)
+{
+	static const char sql[] =
+		"SELECT property_id FROM property_hostnames WHERE tenant_id = ?1 AND hostname = ?2";
+	char pid[CP_UUID_LEN + 1] = "";
+	cp_rc rc;
+
+	assert(db && tenant_id && hostname && released && revoked);
+	*released = false;
+	*revoked = 0;
+	rc = db_fetch_text(db, db_stmt_keyed(db, sql, tenant_id, hostname), pid, sizeof(pid));
+	if (rc == CP_OK) {
+		rc = claim_release(db, tenant_id, pid, hostname, "withdrawn_by_operator");
+		*released = rc == CP_OK;
+	} else if (rc == CP_ERR_NOT_FOUND) {
+		rc = CP_OK;
+	}
+	if (rc == CP_OK)
+		rc = db_revoke_lost(db, tenant_id, hostname, NULL, "withdrawn_by_operator",
+				    revoked);
+	if (rc == CP_OK && !*released && *revoked == 0)
+		rc = CP_ERR_NOT_FOUND;
 	return rc;
 }
 
@@ -175,6 +203,12 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		rc = db_exec_stmt(db, st);
 		if (rc == CP_OK)
 			rc = release_others(db, tenant_id, hostname);
+		/* BygoneSSL: no other tenant keeps a valid certificate for it. */
+		if (rc == CP_OK)
+			rc = db_revoke_for_new_holder(db, tenant_id, hostname);
+		/* Newly verified: a production deployment may serve it now. */
+		if (rc == CP_OK && !verified)
+			rc = db_edge_feed_deployed(db, tenant_id, property_id);
 		result = "verified";
 		goto out;
 	}
@@ -188,6 +222,8 @@ cp_rc db_claim_record(struct db *db, const char *tenant_id, const char *hostname
 		db_bind_int64(st, 5, now + pol->recheck_seconds);
 		db_bind_text(st, 6, chk->detail);
 		rc = db_exec_stmt(db, st);
+		if (rc == CP_OK) /* off the edge until verified again (edge.c) */
+			rc = db_edge_feed_withdraw(db, tenant_id, property_id, hostname);
 		data = json_pack("{s:s,s:s,s:s?}", "property_id", property_id, "hostname", hostname,
 				 "detail", chk->detail);
 		if (rc == CP_OK)

@@ -29,8 +29,8 @@
 	"o.id, o.tenant_id, o.certificate_id, o.kind, o.status, o.challenge, o.identifiers, " \
 	"o.ca, o.key_type, coalesce(o.metadata, '{}'), o.account_url, o.order_url, "         \
 	"o.finalize_url, o.certificate_url, o.key, o.error_reason, o.attempts, "            \
-	"o.dns_deadline, o.verify_at, o.created_at, o.error_detail, o.next_attempt_at, "     \
-	"o.updated_at, o.completed_at"
+	"o.dns_deadline, o.verify_at, o.created_at, o.cas, o.error_detail, "                \
+	"o.next_attempt_at, o.updated_at, o.completed_at"
 /* clang-format on */
 
 enum order_col {
@@ -54,6 +54,7 @@ enum order_col {
 	OC_DNS_DEADLINE,
 	OC_VERIFY_AT,
 	OC_CREATED_AT,
+	OC_CAS,
 	OC_FULL_COUNT, /* the columns above are the worker's view */
 	OC_ERROR_DETAIL = OC_FULL_COUNT,
 	OC_NEXT_ATTEMPT_AT,
@@ -84,6 +85,7 @@ static const struct db_jw_field order_full_fields[OC_FULL_COUNT] = {
 	[OC_DNS_DEADLINE] = { "dns_deadline", DB_JW_INT },
 	[OC_VERIFY_AT] = { "verify_at", DB_JW_INT },
 	[OC_CREATED_AT] = { "created_at", DB_JW_INT },
+	[OC_CAS] = { "cas", DB_JW_JSON },
 };
 /* clang-format on */
 
@@ -92,7 +94,7 @@ static const struct db_jw_field order_full_fields[OC_FULL_COUNT] = {
 static const char AUTHZ_SQL[] =
 	"SELECT position, url, identifier, status, challenge_type, challenge_url, token, "
 	"key_authorization, txt_record_name, txt_record_value, expires_at, notified, responded, "
-	"completed FROM order_authorizations WHERE order_id = ?1 ORDER BY position";
+	"completed, delegated FROM order_authorizations WHERE order_id = ?1 ORDER BY position";
 
 enum authz_col {
 	AC_POSITION,
@@ -109,6 +111,7 @@ enum authz_col {
 	AC_NOTIFIED,
 	AC_RESPONDED,
 	AC_COMPLETED,
+	AC_DELEGATED,
 	AC_COUNT
 };
 
@@ -128,6 +131,7 @@ static const struct db_jw_field authz_full_fields[AC_COUNT] = {
 	[AC_NOTIFIED] = { "notified", DB_JW_INT },
 	[AC_RESPONDED] = { "responded", DB_JW_INT },
 	[AC_COMPLETED] = { "completed", DB_JW_INT },
+	[AC_DELEGATED] = { "delegated", DB_JW_INT },
 };
 /* clang-format on */
 
@@ -159,6 +163,8 @@ static cp_rc authz_render_api(struct cp_jw *w, struct db_stmt *st)
 		db_jw_text(w, st, AC_TXT_RECORD_NAME);
 		cp_jw_key(w, "txt_record_value");
 		db_jw_text(w, st, AC_TXT_RECORD_VALUE);
+		cp_jw_key(w, "delegated");
+		db_jw_bool(w, st, AC_DELEGATED);
 		cp_jw_close(w, '}');
 	} else {
 		const char *ident = db_col_text(st, AC_IDENTIFIER);
@@ -214,18 +220,32 @@ static cp_rc authz_render_all(struct db *db, const char *id, bool full, struct c
 	return rc;
 }
 
+/* The opening both views of an order share: st's current row is (seq,
+ * ORDER_COLS); *id = its order id (column text of st, borrowed while st
+ * stays on its row) and the order's object opened in w. CP_ERR_INTERNAL,
+ * with nothing written, for a row without an id. */
+static cp_rc order_render_head(struct db_stmt *st, struct cp_jw *w, const char **id)
+{
+	const int c0 = 1;
+
+	assert(db_col_count(st) >= c0 + OC_COUNT);
+	*id = db_col_text(st, c0 + OC_ID);
+	if (!*id)
+		return CP_ERR_INTERNAL;
+	cp_jw_open(w, '{');
+	return CP_OK;
+}
+
 /* Render the order of st's current row, (seq, ORDER_COLS), in the API's
  * view (openapi.yaml, Order) into w. db_row_render_fn. */
 static cp_rc order_render_api(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
 	const int c0 = 1;
-	const char *id = db_col_text(st, c0 + OC_ID);
-	cp_rc rc;
+	const char *id = NULL;
+	cp_rc rc = order_render_head(st, w, &id);
 
-	assert(db_col_count(st) >= c0 + OC_COUNT);
-	if (!id)
-		return CP_ERR_INTERNAL;
-	cp_jw_open(w, '{');
+	if (rc != CP_OK)
+		return rc;
 	cp_jw_key(w, "id");
 	db_jw_text(w, st, c0 + OC_ID);
 	cp_jw_key(w, "certificate_id");
@@ -240,6 +260,8 @@ static cp_rc order_render_api(struct db *db, struct db_stmt *st, struct cp_jw *w
 	db_jw_json(w, st, c0 + OC_IDENTIFIERS);
 	cp_jw_key(w, "ca");
 	db_jw_text(w, st, c0 + OC_CA);
+	cp_jw_key(w, "cas"); /* the CA list it works through; null until its first run */
+	db_jw_json(w, st, c0 + OC_CAS);
 	cp_jw_key(w, "key_type");
 	db_jw_text(w, st, c0 + OC_KEY_TYPE);
 	cp_jw_key(w, "authorizations");
@@ -281,13 +303,11 @@ static cp_rc order_render_api(struct db *db, struct db_stmt *st, struct cp_jw *w
 static cp_rc order_render_full(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
 	const int c0 = 1;
-	const char *id = db_col_text(st, c0 + OC_ID);
-	cp_rc rc;
+	const char *id = NULL;
+	cp_rc rc = order_render_head(st, w, &id);
 
-	assert(db_col_count(st) >= c0 + OC_COUNT);
-	if (!id)
-		return CP_ERR_INTERNAL;
-	cp_jw_open(w, '{');
+	if (rc != CP_OK)
+		return rc;
 	db_jw_fields(w, st, c0, order_full_fields, OC_FULL_COUNT);
 	cp_jw_key(w, "authorizations");
 	rc = authz_render_all(db, id, true, w);
@@ -476,7 +496,8 @@ static void patch_bind(struct db_stmt *st, const json_t *patch, const struct pat
 	X("key", "TEXT", 13, 14) X("error_reason", "TEXT", 15, 16)                           \
 	X("error_detail", "TEXT", 17, 18) X("attempts", "BIGINT", 19, 20)                    \
 	X("next_attempt_at", "BIGINT", 21, 22) X("dns_deadline", "BIGINT", 23, 24)           \
-	X("verify_at", "BIGINT", 25, 26) X("completed_at", "BIGINT", 27, 28)
+	X("verify_at", "BIGINT", 25, 26) X("completed_at", "BIGINT", 27, 28)                \
+	X("ca", "TEXT", 29, 30) X("cas", "TEXT", 31, 32)
 /* clang-format on */
 
 cp_rc db_order_save(struct db *db, const char *id, const json_t *patch)
@@ -520,7 +541,8 @@ cp_rc db_order_authz_add(struct db *db, const char *order_id, int position, cons
 	X("token", "TEXT", 11, 12) X("key_authorization", "TEXT", 13, 14)                    \
 	X("txt_record_name", "TEXT", 15, 16) X("txt_record_value", "TEXT", 17, 18)           \
 	X("expires_at", "BIGINT", 19, 20) X("notified", "BIGINT", 21, 22)                    \
-	X("responded", "BIGINT", 23, 24) X("completed", "BIGINT", 25, 26)
+	X("responded", "BIGINT", 23, 24) X("completed", "BIGINT", 25, 26)                    \
+	X("delegated", "BIGINT", 27, 28)
 /* clang-format on */
 
 cp_rc db_order_authz_save(struct db *db, const char *order_id, int position, const json_t *patch)

@@ -171,6 +171,10 @@ static cp_rc prop_render_row(struct db *db, struct db_stmt *st, int c0, struct c
 	prop_render_deployed(w, st, c0 + PC_STAGING_VERSION, c0 + PC_STAGING_AT);
 	cp_jw_key(w, "production");
 	prop_render_deployed(w, st, c0 + PC_PRODUCTION_VERSION, c0 + PC_PRODUCTION_AT);
+	cp_jw_key(w, "served");
+	rc = db_edge_served_render(db, id, w);
+	if (rc != CP_OK)
+		goto out;
 	cp_jw_key(w, "created_at");
 	db_jw_time(w, st, c0 + PC_CREATED_AT);
 	cp_jw_key(w, "updated_at");
@@ -520,7 +524,10 @@ cp_rc db_property_update(struct db *db, const char *tenant_id, const char *id,
 cp_rc db_property_delete(struct db *db, const char *tenant_id, const char *id)
 {
 	static const char sql[] = "DELETE FROM properties WHERE tenant_id = ?1 AND id = ?2";
-	return db_delete_scoped(db, sql, tenant_id, id);
+	/* The edge stops serving its production hostnames (edge.c). */
+	cp_rc rc = db_edge_feed_removed(db, tenant_id, id);
+
+	return rc == CP_OK ? db_delete_scoped(db, sql, tenant_id, id) : rc;
 }
 
 cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *property_id,
@@ -586,6 +593,8 @@ cp_rc db_deployment_create(struct db *db, const char *tenant_id, const char *pro
 	db_bind_text(st, 7, cert);
 	db_bind_int64(st, 8, cp_now());
 	rc = deploy_fetch(db, st, out);
+	if (rc == CP_OK && strcmp(environment, "production") == 0)
+		rc = db_edge_feed_deployed(db, tenant_id, property_id); /* edge.c */
 out:
 	free(cert);
 	cp_buf_free(&hb);

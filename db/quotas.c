@@ -32,7 +32,8 @@ static const char *const usage_sql[DB_QUOTA_COUNT] = {
 	[DB_QUOTA_CERTIFICATES] = "SELECT count(*), 0 FROM certificates WHERE tenant_id = ?1",
 	[DB_QUOTA_ORDERS_IN_FLIGHT] = "SELECT count(*), 0 FROM orders WHERE tenant_id = ?1 "
 				      "AND status IN " DB_ORDER_IN_FLIGHT_SQL,
-	[DB_QUOTA_WEBHOOKS] = "SELECT count(*), 0 FROM webhooks WHERE tenant_id = ?1",
+	[DB_QUOTA_WEBHOOKS] =
+		"SELECT count(*), 0 FROM webhooks WHERE tenant_id = ?1 AND kind = 'webhook'",
 	[DB_QUOTA_EDGE_HOSTNAMES] = "SELECT count(*), 0 FROM edge_hostnames WHERE tenant_id = ?1",
 };
 
@@ -107,6 +108,15 @@ cp_rc db_quota_limits(struct db *db, const char *tenant_id, const int64_t defaul
 	return rc;
 }
 
+cp_rc db_quota_lock(struct db *db, const char *tenant_id)
+{
+	cp_rc rc;
+
+	assert(db && tenant_id);
+	rc = db_probe(db, db_stmt_keyed(db, db_dialect(db)->quota_lock, tenant_id, NULL));
+	return rc == CP_ERR_NOT_FOUND ? CP_OK : rc; /* no tenant: nothing to lock */
+}
+
 cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t defaults[DB_QUOTA_COUNT],
 		     const struct db_quota_change *c, struct db_quota_refusal *refused)
 {
@@ -123,8 +133,8 @@ cp_rc db_quota_check(struct db *db, const char *tenant_id, const int64_t default
 	cp_rc rc;
 
 	assert(db && tenant_id && defaults && c && refused);
-	rc = db_probe(db, db_stmt_keyed(db, db_dialect(db)->quota_lock, tenant_id, NULL));
-	if (rc == CP_OK || rc == CP_ERR_NOT_FOUND) /* no tenant: nothing to lock */
+	rc = db_quota_lock(db, tenant_id);
+	if (rc == CP_OK)
 		rc = db_quota_limits(db, tenant_id, defaults, limits, overridden);
 	memset(refused, 0, sizeof(*refused));
 	for (int q = 0; rc == CP_OK && q < DB_QUOTA_COUNT; q++) {

@@ -11,13 +11,13 @@
 
 /* A tenant as the API shows it (openapi.yaml, Tenant): the columns of
  * TENANT_COLS, seq first, rendered by tenant_render (create, get, list). */
-#define TENANT_COLS "seq, id, name, created_at"
+#define TENANT_COLS "seq, id, name, created_at, default_cas"
 
 /* db_row_render_fn of a tenant: st's row is (TENANT_COLS). */
 static cp_rc tenant_render(struct db *db, struct db_stmt *st, struct cp_jw *w)
 {
 	(void)db;
-	assert(db_col_count(st) >= 4);
+	assert(db_col_count(st) >= 5);
 	cp_jw_open(w, '{');
 	cp_jw_key(w, "id");
 	db_jw_text(w, st, 1);
@@ -25,6 +25,8 @@ static cp_rc tenant_render(struct db *db, struct db_stmt *st, struct cp_jw *w)
 	db_jw_text(w, st, 2);
 	cp_jw_key(w, "created_at");
 	db_jw_time(w, st, 3);
+	cp_jw_key(w, "default_cas");
+	db_jw_json(w, st, 4);
 	cp_jw_close(w, '}');
 	return CP_OK;
 }
@@ -215,6 +217,19 @@ cp_rc db_tenant_create(struct db *db, const char *name, json_t **out)
 	return db_fetch_render(db, st, tenant_render, out);
 }
 
+cp_rc db_tenant_set_default_cas(struct db *db, const char *id, const json_t *cas)
+{
+	static const char sql[] = "UPDATE tenants SET default_cas = ?1 WHERE id = ?2";
+	struct db_stmt *st = db_stmt_keyed(db, sql, NULL, id);
+
+	assert(db && id);
+	if (st && json_array_size(cas) > 0)
+		db_bind_json(st, 1, cas);
+	else if (st)
+		db_bind_null(st, 1);
+	return db_exec_one(db, st);
+}
+
 cp_rc db_tenant_get(struct db *db, const char *id, json_t **out)
 {
 	static const char sql[] = "SELECT " TENANT_COLS " FROM tenants WHERE id = ?2";
@@ -253,7 +268,15 @@ cp_rc db_tenant_list(struct db *db, struct db_page pg, struct db_list *out)
 cp_rc db_tenant_delete(struct db *db, const char *id)
 {
 	static const char sql[] = "DELETE FROM tenants WHERE id = ?2";
-	cp_rc rc = db_delete_scoped(db, sql, NULL, id);
+	/* Its CA-issued certificates are revoked first: the jobs' payloads
+	 * outlive the rows the DELETE cascades to. */
+	cp_rc rc = db_revoke_lost(db, id, NULL, NULL, "tenant_deleted", NULL);
+	/* The edge stops serving its production hostnames (edge.c). */
+	if (rc == CP_OK)
+		rc = db_edge_feed_removed(db, id, NULL);
+
+	if (rc == CP_OK)
+		rc = db_delete_scoped(db, sql, NULL, id);
 
 	if (rc == CP_OK)
 		db_auth_changed(db); /* its keys went with it (ON DELETE CASCADE) */

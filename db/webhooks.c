@@ -197,7 +197,8 @@ cp_rc db_webhook_create(struct db *db, const char *tenant_id, const char *id, co
 
 cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count)
 {
-	static const char sql[] = "SELECT count(*) FROM webhooks WHERE tenant_id = ?1";
+	static const char sql[] =
+		"SELECT count(*) FROM webhooks WHERE tenant_id = ?1 AND kind = 'webhook'";
 	int64_t n = 0;
 	cp_rc rc = db_fetch_int64(db, db_stmt_keyed(db, sql, tenant_id, NULL), &n);
 
@@ -208,15 +209,15 @@ cp_rc db_webhook_count(struct db *db, const char *tenant_id, int *count)
 cp_rc db_webhook_get(struct db *db, const char *tenant_id, const char *id, json_t **out)
 {
 	static const char sql[] = "SELECT " WEBHOOK_COLS " FROM webhooks "
-				  "WHERE tenant_id = ?1 AND id = ?2";
+				  "WHERE tenant_id = ?1 AND id = ?2 AND kind = 'webhook'";
 	return db_fetch_render(db, db_stmt_keyed(db, sql, tenant_id, id), webhook_render, out);
 }
 
 cp_rc db_webhook_list(struct db *db, const char *tenant_id, struct db_page pg, struct db_list *out)
 {
 #define SQL(cmp, dir)                                                                              \
-	"SELECT " WEBHOOK_COLS " FROM webhooks WHERE tenant_id = ?1 AND seq " cmp " ?3 "           \
-	"ORDER BY seq" dir " LIMIT ?4"
+	"SELECT " WEBHOOK_COLS " FROM webhooks WHERE tenant_id = ?1 AND kind = 'webhook' AND "     \
+	"seq " cmp " ?3 ORDER BY seq" dir " LIMIT ?4"
 	static const char *const sql[2] = DB_LIST_BOTH(SQL);
 #undef SQL
 	return db_fetch_page_render(db, db_stmt_page(db, sql, tenant_id, NULL, pg), pg.limit,
@@ -228,18 +229,13 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 {
 	assert(db && tenant_id && out);
 
-	/* Re-enabling starts with a clean slate: no reason, no failure
-	 * counters; disabling through the API records that as the reason. */
+#define SET_ENABLED DB_OUTBOX_ENABLED_SET("?6")
 	static const char sql[] =
 		"UPDATE webhooks SET url = coalesce(?3, url), events = coalesce(?4, events), "
-		"description = coalesce(?5, description), "
-		"enabled = CASE WHEN ?6 < 0 THEN enabled ELSE ?6 END, "
-		"disabled_reason = CASE WHEN ?6 = 1 THEN NULL "
-		"  WHEN ?6 = 0 THEN coalesce(disabled_reason, 'disabled through the API') "
-		"  ELSE disabled_reason END, "
-		"failed_deliveries = CASE WHEN ?6 = 1 THEN 0 ELSE failed_deliveries END, "
-		"failing_since = CASE WHEN ?6 = 1 THEN NULL ELSE failing_since END, "
-		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_COLS;
+		"description = coalesce(?5, description), " SET_ENABLED
+		"updated_at = ?7 WHERE tenant_id = ?1 AND id = ?2 AND kind = 'webhook' "
+		"RETURNING " WEBHOOK_COLS;
+#undef SET_ENABLED
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 
 	if (!st)
@@ -254,7 +250,8 @@ cp_rc db_webhook_update(struct db *db, const char *tenant_id, const char *id,
 
 cp_rc db_webhook_delete(struct db *db, const char *tenant_id, const char *id)
 {
-	static const char sql[] = "DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2";
+	static const char sql[] =
+		"DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2 AND kind = 'webhook'";
 	return db_delete_scoped(db, sql, tenant_id, id);
 }
 
@@ -379,7 +376,8 @@ cp_rc db_webhook_rotate_secret(struct db *db, const char *tenant_id, const char 
 	static const char sql[] =
 		"UPDATE webhooks SET previous_secret = CASE WHEN CAST(?4 AS BIGINT) IS NULL THEN "
 		"NULL ELSE secret END, previous_secret_until = CAST(?4 AS BIGINT), secret = ?3, "
-		"updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2 RETURNING " WEBHOOK_COLS;
+		"updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2 AND kind = 'webhook' "
+		"RETURNING " WEBHOOK_COLS;
 	struct db_stmt *st = db_stmt_keyed(db, sql, tenant_id, id);
 	int64_t now = cp_now();
 
@@ -416,10 +414,12 @@ static bool webhook_subscribed(const char *events, size_t n, const char *type)
 cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_id,
 			const char *type)
 {
-	/* The tenant's enabled endpoints (few: the webhooks quota), their
-	 * subscriptions matched here. */
+	/* The tenant's enabled endpoints and notification channels (few: the
+	 * webhooks and channel quotas), their subscriptions matched here; an
+	 * email address only once it is verified (migration 023). */
 	static const char sql[] = "SELECT id, events FROM webhooks WHERE tenant_id = ?1 AND "
-				  "enabled = 1 ORDER BY seq";
+				  "enabled = 1 AND (kind <> 'email' OR verified_at IS NOT NULL) "
+				  "ORDER BY seq";
 	struct db_stmt *st;
 	char ids[FANOUT_MAX][CP_UUID_LEN + 1];
 	int n = 0, r = DB_DONE;
@@ -428,7 +428,7 @@ cp_rc db_webhook_fanout(struct db *db, const char *tenant_id, const char *event_
 	assert(db && tenant_id);
 	/* A test event goes only to the endpoint it was sent for
 	 * (db_webhook_deliver_to), never to every "*" subscriber. */
-	if (strcmp(type, "webhook.test") == 0)
+	if (strcmp(type, "webhook.test") == 0 || strcmp(type, DB_EVENT_CHANNEL_VERIFICATION) == 0)
 		return CP_OK;
 	st = db_stmt_keyed(db, sql, tenant_id, NULL);
 	if (!st)
@@ -450,7 +450,8 @@ cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **
 	static const char sql[] =
 		"SELECT d.id, d.tenant_id, w.id, d.event_id, d.state, d.attempts, d.created_at, "
 		"d.next_attempt_at, w.url, w.enabled, w.secret, CASE WHEN "
-		"w.previous_secret_until > ?2 THEN w.previous_secret END, e.payload, e.id "
+		"w.previous_secret_until > ?2 THEN w.previous_secret END, e.payload, e.id, w.kind, "
+		"e.type "
 		"FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
 		"JOIN events e ON e.id = d.event_id WHERE d.id = ?1";
 	struct db_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
@@ -470,16 +471,17 @@ cp_rc db_webhook_delivery_load(struct db *db, const char *delivery_id, json_t **
 				   : NULL;
 	if (json_is_object(body) && !json_object_get(body, "id"))
 		json_object_set_new(body, "id", json_string(db_col_text(st, 13)));
-	o = body ? json_pack("{s:s?,s:s?,s:s?,s:s?,s:s?,s:I,s:I,s:o,s:s?,s:b,s:s?,s:s?,s:o}",
-			     "delivery_id", db_col_text(st, 0), "tenant_id", db_col_text(st, 1),
-			     "webhook_id", db_col_text(st, 2), "event_id", db_col_text(st, 3),
-			     "state", db_col_text(st, 4), "attempts",
-			     (json_int_t)db_col_int64(st, 5), "created_at",
-			     (json_int_t)db_col_int64(st, 6), "next_attempt_at",
-			     db_col_null(st, 7) ? json_null() : json_integer(db_col_int64(st, 7)),
-			     "url", db_col_text(st, 8), "enabled", db_col_int64(st, 9) != 0,
-			     "secret", db_col_text(st, 10), "previous_secret", db_col_text(st, 11),
-			     "body", body)
+	o = body ? json_pack(
+			   "{s:s?,s:s?,s:s?,s:s?,s:s?,s:I,s:I,s:o,s:s?,s:b,s:s?,s:s?,s:o,s:s?,"
+			   "s:s?}",
+			   "delivery_id", db_col_text(st, 0), "tenant_id", db_col_text(st, 1),
+			   "webhook_id", db_col_text(st, 2), "event_id", db_col_text(st, 3),
+			   "state", db_col_text(st, 4), "attempts", (json_int_t)db_col_int64(st, 5),
+			   "created_at", (json_int_t)db_col_int64(st, 6), "next_attempt_at",
+			   db_col_null(st, 7) ? json_null() : json_integer(db_col_int64(st, 7)),
+			   "url", db_col_text(st, 8), "enabled", db_col_int64(st, 9) != 0, "secret",
+			   db_col_text(st, 10), "previous_secret", db_col_text(st, 11), "body",
+			   body, "kind", db_col_text(st, 14), "event_type", db_col_text(st, 15))
 		 : NULL;
 	db_reset(st);
 	if (!o)
@@ -526,13 +528,13 @@ struct attempt_ctx {
 	int attempts;
 	char tenant_id[CP_UUID_LEN + 1];
 	char webhook_id[CP_UUID_LEN + 1];
-	char url[2049];
+	char url[2049]; /* a Slack channel's masked (db_channel_url_mask) */
 };
 
 static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct attempt_ctx *c)
 {
 	static const char sql[] =
-		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url FROM webhook_deliveries d "
+		"SELECT d.state, d.attempts, d.tenant_id, w.id, w.url, w.kind FROM webhook_deliveries d "
 		"JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?";
 	struct db_stmt *st = db_stmt_keyed(db, sql, delivery_id, NULL);
 	cp_rc rc = db_step_row(db, st);
@@ -544,6 +546,13 @@ static cp_rc attempt_ctx_load(struct db *db, const char *delivery_id, struct att
 	db_column_copy(st, 2, c->tenant_id, sizeof(c->tenant_id));
 	db_column_copy(st, 3, c->webhook_id, sizeof(c->webhook_id));
 	db_column_copy(st, 4, c->url, sizeof(c->url));
+	/* The webhook.disabled event names the URL: a Slack channel's only
+	 * masked, as the API shows it. */
+	if (db_col_text(st, 5) && strcmp(db_col_text(st, 5), "slack") == 0) {
+		char url[sizeof(c->url)];
+		memcpy(url, c->url, sizeof(url));
+		db_channel_url_mask(url, c->url, sizeof(c->url));
+	}
 	db_reset(st);
 	return CP_OK;
 }

@@ -22,7 +22,7 @@
 # Knobs (environment): CERTPLANE_LISTEN (serve; default 127.0.0.1:8080),
 # CERTPLANE_HTTP01_LISTEN (serve; default: port 80 when root, else
 # 127.0.0.1:8081), JOBS (parallel make, valgrind runs), CTEST_JOBS (tests
-# CTest runs at once; default 3: the e2e tests mostly wait, see
+# CTest runs at once; default 4: the e2e tests mostly wait, see
 # CMakeLists.txt), CERTPLANE_VALGRIND=0 (skip valgrind).
 set -euo pipefail
 
@@ -30,7 +30,7 @@ MODE=${1:-}
 cd "$(dirname "$0")/.."
 SRC=$PWD
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-CTEST_JOBS=${CTEST_JOBS:-3}
+CTEST_JOBS=${CTEST_JOBS:-4}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -56,6 +56,8 @@ BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libssl-dev
 	libcurl4-openssl-dev libsqlite3-dev libjansson-dev uuid-dev libc-ares-dev curl)
 # libpq-dev: the PostgreSQL driver (db/driver_pg.c).
 BUILD_PKGS+=(libpq-dev)
+# libldns-dev: RFC 2136 UPDATE + TSIG of DCV delegation (dcv/dnsupdate.c).
+BUILD_PKGS+=(libldns-dev)
 # pebble + lego: the ACME test CA and a reference client; bind9-dnsutils: dig;
 # valgrind: memory checks of the unit tests; jq: the operator scripts.
 # Node.js runs the OpenAPI linter.
@@ -71,6 +73,11 @@ TEST_PKGS+=(postgresql)
 # iproute2 (ip): each e2e test bed user gets a network namespace of its own
 # (unshare -n, CMakeLists.txt CERTPLANE_E2E_NETNS), so they run side by side.
 TEST_PKGS+=(iproute2)
+# knot (knotd) + knot-dnsutils (kdig) + unbound: the authoritative server and the
+# resolver of tests/testbed/dns-testbed (delegated DNS-01, test_dcv_delegation).
+TEST_PKGS+=(knot knot-dnsutils unbound)
+# nginx: the edge that certplane edge-sync feeds (tests/e2e/test_edge_sync.py).
+TEST_PKGS+=(nginx)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -247,7 +254,10 @@ test_all() {
 	export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$asan_dir/asan"
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$asan_dir/ubsan"
 	say "ASan+UBSan: the whole suite again on build-asan/, storage on PostgreSQL"
-	CERTPLANE_TEST_DB=pg ctest --test-dir build-asan --output-on-failure -j "$CTEST_JOBS" || failed=1
+	# pg_unit_* are the unit_* fixture programs on PostgreSQL: with
+	# CERTPLANE_TEST_DB=pg the unit_* ones run there already in this pass.
+	CERTPLANE_TEST_DB=pg ctest --test-dir build-asan --output-on-failure -j "$CTEST_JOBS" \
+		-E '^pg_unit_' || failed=1
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 	if compgen -G "$asan_dir/*" >/dev/null; then
 		echo "sanitizer reports:" >&2
@@ -267,16 +277,22 @@ test_all() {
 		say "valgrind: unit tests on build/ ($JOBS at once)"
 		# Each unit test is one single-threaded valgrind: JOBS of them at
 		# once, each with its own log, reported in order. Only test_acme
-		# serves HTTP-01 on the test bed's port, so none collide.
-		local t n vdir
+		# serves HTTP-01 on the test bed's port, so none collide; it gets
+		# a fresh test bed of its own in a network namespace where it can
+		# (build/e2e-netns.sh, as in CTest), else the shared one.
+		local t n vdir wrap
 		vdir=$(mktemp -d /tmp/certplane-valgrind.XXXXXX)
 		for t in build/test_*; do
 			[ -x "$t" ] || continue
 			while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 			n=$(basename "$t")
+			wrap=()
+			if [ "$n" = test_acme ] && unshare -n true 2>/dev/null; then
+				wrap=(unshare -n bash build/e2e-netns.sh --env)
+			fi
 			(
 				rc=0
-				timeout 600 valgrind -q --error-exitcode=99 --leak-check=full \
+				timeout 600 "${wrap[@]}" valgrind -q --error-exitcode=99 --leak-check=full \
 					--errors-for-leak-kinds=definite --show-leak-kinds=definite "$t" >"$vdir/$n.log" 2>&1 || rc=$?
 				echo $rc >"$vdir/$n.rc"
 			) &

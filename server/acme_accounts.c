@@ -164,7 +164,14 @@ cp_rc server_acme_client(const struct api_ctx *ctx, struct db *db, const char *c
 			crypto_key_free(slot->key);
 			memset(slot, 0, sizeof(*slot));
 		}
-		struct acme_config ac = { .directory_url = dir_url, .ca_bundle = bundle };
+		const json_t *entry = json_object_get(ctx->cfg->cas, ca);
+		struct acme_config ac = {
+			.directory_url = dir_url,
+			.ca_bundle = bundle,
+			/* External Account Binding where the CA requires it */
+			.eab_kid = json_string_value(json_object_get(entry, "eab_kid")),
+			.eab_hmac_key = json_string_value(json_object_get(entry, "eab_hmac_key")),
+		};
 		const char *id = json_string_value(json_object_get(row, "id"));
 		aad = cp_aprintf("acme_accounts:%s", id);
 		rc = aad ? crypto_open(ctx->keyring, aad,

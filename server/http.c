@@ -65,7 +65,7 @@ struct req_state {
 	char method[16];
 	char *path;
 	char params_buf[512];
-	int64_t start_ms;
+	int64_t start_us;
 	struct api_req req;
 	struct api_resp resp;
 	const struct server_route *route;
@@ -207,6 +207,19 @@ static cp_rc authenticate(struct api_req *req, struct MHD_Connection *c,
 	 * nothing usable about any stored key. Found keys are cached and
 	 * revoked by key or tenant deletion (db/tenants.c). */
 	rc = db_apikey_lookup(req->db, hash, tenant, key_id, grant);
+	if (rc == CP_ERR_NOT_FOUND) {
+		/* An edge key (db/edge.c): no tenant, read-only, and only the
+		 * edge routes (the gate in prepare). */
+		rc = db_edge_key_lookup(req->db, hash, key_id);
+		if (rc == CP_OK && xt)
+			return CP_ERR_NOT_FOUND;
+		if (rc == CP_OK) {
+			req->is_edge = true;
+			req->actor = key_id;
+			grant->read_only = true;
+			return CP_OK;
+		}
+	}
 	if (rc == CP_ERR_NOT_FOUND)
 		return CP_ERR_UNAUTHORIZED;
 	if (rc != CP_OK)
@@ -519,6 +532,14 @@ static bool dispatch(struct req_state *rs)
 	 * never sees what another caller's request answered. */
 	if (route->operator_only && !api_operator_or_reply(req, resp))
 		return false;
+	/* Edge keys and the edge routes belong to each other only. */
+	if (route->edge_only != req->is_edge) {
+		api_problem(resp, 403,
+			    route->edge_only ? "this endpoint needs an edge key (role edge)"
+					     : "an edge key may only read GET /v1/edge/deployments",
+			    NULL);
+		return false;
+	}
 	if (rs->body.len > 0) {
 		const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
 		json_error_t err;
@@ -550,7 +571,9 @@ static bool dispatch(struct req_state *rs)
 	/* It may wait on the network: a net thread runs it, within the
 	 * tenant's share of the pool. */
 	snprintf(rs->slot_tenant, sizeof(rs->slot_tenant), "%s",
-		 req->tenant_id ? req->tenant_id : "operator");
+		 req->tenant_id ? req->tenant_id
+		 : req->is_edge ? req->actor
+				: "operator");
 	rc = server_netpool_acquire(h->net, rs->slot_tenant);
 	if (rc != CP_OK) {
 		if (rc == CP_ERR_RATE_LIMITED) {
@@ -731,7 +754,9 @@ static void request_log(const struct req_state *rs, const char *method, const ch
 	cp_logline_num(&log, "duration_ms", secs * 1000.0);
 	cp_logline_str(&log, "tenant_id", rs->req.tenant_id);
 	cp_logline_str(&log, "actor", rs->req.actor);
-	cp_logline_end(&log);
+	/* Queued for the log's flusher (cmd_serve starts it): a request never
+	 * waits on the log's write(2). */
+	cp_logline_end_deferred(&log);
 }
 
 /* Send rs->resp and write the request's log line and metrics. */
@@ -742,7 +767,7 @@ static enum MHD_Result finish(struct req_state *rs, const char *method, const ch
 
 	ret = send_response(rs->h, rs->c, &rs->resp, rs->request_id, method, rs->path, rs->replayed,
 			    rs->early, &rs->sse);
-	secs = (double)(cp_mono_ms() - rs->start_ms) / 1000.0;
+	secs = (double)(cp_mono_us() - rs->start_us) / 1e6;
 	server_metrics_request(rs->route, method, rs->resp.status, secs);
 	request_log(rs, method, url, rs->route ? rs->route->pattern : "unmatched", secs);
 	return ret;
@@ -765,7 +790,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		rs->h = h;
 		rs->c = c;
-		rs->start_ms = cp_mono_ms();
+		rs->start_us = cp_mono_us();
 		cp_buf_init(&rs->body, (size_t)h->ctx->cfg->max_body_bytes);
 		rs->body.wipe = true; /* uploads carry keys and passphrases */
 		rs->resp.status = 500;
@@ -806,8 +831,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (server_portal_path(url)) { /* static files, no API handling */
 		enum MHD_Result ret =
 			server_portal_answer(h->ctx->cfg, c, url, method, &rs->resp.status);
-		request_log(rs, method, url, "portal",
-			    (double)(cp_mono_ms() - rs->start_ms) / 1000.0);
+		request_log(rs, method, url, "portal", (double)(cp_mono_us() - rs->start_us) / 1e6);
 		return ret;
 	}
 	snprintf(rs->method, sizeof(rs->method), "%s", method);

@@ -1,11 +1,12 @@
 /*
  * main.c - the certplane command: serve, migrate, check-config, version,
- * routes, backup and rotate-master-key. `serve` loads the configuration,
+ * routes, backup, rotate-master-key and edge-sync (edgesync/). `serve` loads the configuration,
  * prepares data_dir (database, master key ring, operator token), starts the
  * API listener, the HTTP-01 responder and the workers, and shuts all of them
  * down cleanly on SIGTERM or SIGINT.
  */
 #include "crypto/crypto.h"
+#include "edgesync/edgesync.h"
 #include "server/server.h"
 
 #include <errno.h>
@@ -41,7 +42,8 @@ static int usage(void)
 		"  version             print the version\n"
 		"  routes              print the route table (METHOD PATTERN)\n"
 		"  backup FILE         write a consistent online copy of the database to FILE\n"
-		"  rotate-master-key   add a new master key and re-encrypt every secret with it\n");
+		"  rotate-master-key   add a new master key and re-encrypt every secret with it\n"
+		"  edge-sync ...       follow the edge feed into a directory (edge-sync --help)\n");
 	return 2;
 }
 
@@ -258,6 +260,8 @@ static int app_open(struct app *app, const char *config_path, bool need_keys, bo
 	app->ctx.started_at = cp_now();
 	app->ctx.metrics_render = server_metrics_render;
 	app->ctx.ca_profile_check = server_ca_profile_check;
+	app->ctx.stopping = &stop_requested;
+	db_edge_check_set(app->cfg->edge_check_address[0] != '\0');
 	return 0;
 }
 
@@ -277,6 +281,25 @@ static int data_dir_lock(const struct app *app)
 	return fd;
 }
 
+/* Whether this serve sees every write of its database (api_ctx.read_cache):
+ * a SQLite file, and data_dir's own certplane.db, which the data_dir lock
+ * this process holds keeps to one writer (a second serve or
+ * rotate-master-key on that data_dir refuses to start: data_dir_lock). A
+ * database elsewhere is not covered by that lock (another data_dir could
+ * name it); a PostgreSQL database is shared by other instances. */
+static bool read_cache_safe(const struct app *app)
+{
+	char *own;
+	bool ok;
+
+	if (!app->cfg->read_cache || !db_target_is_file(app->cfg->database))
+		return false;
+	own = cp_aprintf("%s/certplane.db", app->cfg->data_dir);
+	ok = own && strcmp(own, app->cfg->database) == 0;
+	free(own);
+	return ok;
+}
+
 static int cmd_serve(struct app *app)
 {
 	struct server_http *http = NULL;
@@ -292,6 +315,7 @@ static int cmd_serve(struct app *app)
 			app->cfg->data_dir);
 		return 1;
 	}
+	app->ctx.read_cache = read_cache_safe(app);
 	/* On a file, with the lock held, no other worker process exists: jobs
 	 * still marked running were cut off by a crash (kill -9) and run again
 	 * at once. A database server is shared by other live instances whose
@@ -310,6 +334,9 @@ static int cmd_serve(struct app *app)
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
+	/* The request log's flusher (after the mask: it never takes signals). */
+	if (cp_log_defer_start() != CP_OK)
+		goto out;
 	if (server_http_start(&app->ctx, &http) != CP_OK)
 		goto out;
 	/* The API must serve even when the HTTP-01 port cannot be bound: the
@@ -325,8 +352,9 @@ static int cmd_serve(struct app *app)
 			"not listening: other instances' work is "
 			"seen by polling");
 	cp_log_json(CP_LOG_INFO, "server.ready",
-		    json_pack("{s:s,s:s,s:i}", "version", CERTPLANE_VERSION, "listen",
-			      app->cfg->listen, "workers", app->cfg->workers));
+		    json_pack("{s:s,s:s,s:i,s:b}", "version", CERTPLANE_VERSION, "listen",
+			      app->cfg->listen, "workers", app->cfg->workers, "read_cache",
+			      app->ctx.read_cache));
 	while (!stop_requested)
 		sigsuspend(&old);
 	cp_logf(CP_LOG_INFO, "server.stopping", "signal received, shutting down");
@@ -340,6 +368,7 @@ out:
 	server_workers_stop(workers);
 	server_http01_stop(http01);
 	db_thread_close();
+	cp_log_defer_stop();
 	cp_logf(CP_LOG_INFO, "server.stopped", "clean shutdown");
 	close(lock);
 	return status;
@@ -383,6 +412,9 @@ int main(int argc, char **argv)
 
 	/* Before any JSON exists: jansson wipes what it frees (bodies with keys). */
 	crypto_json_wipe_on_free();
+	/* edge-sync has flags of its own (edgesync/edgesync.h). */
+	if (cmd && strcmp(cmd, "edge-sync") == 0)
+		return edgesync_main(argc - 1, argv + 1);
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
 			config = argv[++i];

@@ -1,7 +1,8 @@
 /*
  * order_authz.c - the authorizations of an order: learn what each needs,
- * answer its challenge (DNS-01: tell the tenant, wait until the TXT record
- * is visible), poll until the CA decides.
+ * answer its challenge (DNS-01: write the TXT record ourselves when the
+ * tenant delegated the name, order_dcv.c, else tell the tenant; wait until
+ * the TXT record is visible), poll until the CA decides.
  */
 #include "acme/acme.h"
 #include "server/order_internal.h"
@@ -232,12 +233,23 @@ static bool txt_name_needed(struct order_run *run, json_t *a)
 	return false;
 }
 
-/* DNS-01: the challenge is done; tell the tenant to remove its record. */
+/* DNS-01: was a's record published, by the tenant (announced) or by us
+ * (delegated)? */
+static bool dns_published(json_t *a)
+{
+	return cp_json_int(a, "notified") || cp_json_int(a, "delegated");
+}
+
+/* DNS-01: the challenge is done; remove our delegated record, or tell the
+ * tenant to remove its own. */
 static cp_rc dns_completed(struct order_run *run, json_t *a)
 {
-	json_t *data = dns_event_data(run, a);
+	json_t *data;
 	cp_rc rc;
 
+	if (cp_json_int(a, "delegated"))
+		return order_dcv_release(run, a);
+	data = dns_event_data(run, a);
 	if (!data)
 		return CP_ERR_NOMEM;
 	rc = db_begin(run->db);
@@ -265,7 +277,7 @@ cp_rc order_dns_release_all(struct order_run *run)
 		return CP_OK;
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
 	{
-		if (rc == CP_OK && cp_json_int(a, "notified") && !cp_json_int(a, "completed"))
+		if (rc == CP_OK && dns_published(a) && !cp_json_int(a, "completed"))
 			rc = dns_completed(run, a);
 	}
 	return rc;
@@ -331,7 +343,7 @@ enum order_step order_answer_authorizations(struct order_run *run)
 	{
 		const char *st = cp_json_str(a, "status");
 		if (strcmp(st, "valid") == 0) {
-			if (dns && cp_json_int(a, "notified") && !cp_json_int(a, "completed") &&
+			if (dns && dns_published(a) && !cp_json_int(a, "completed") &&
 			    !txt_name_needed(run, a))
 				(void)dns_completed(run, a);
 			continue;
@@ -346,13 +358,22 @@ enum order_step order_answer_authorizations(struct order_run *run)
 				step = order_fail_db(run, CP_ERR_BUSY, "extending the job lease");
 				break;
 			}
-			if (dns) {
-				if (!cp_json_int(a, "notified") &&
-				    (rc = dns_notify(run, a)) != CP_OK) {
+			if (dns && !dns_published(a)) {
+				bool delegated = false;
+				rc = order_dcv_publish(run, a, &delegated);
+				if (rc == CP_ERR_UPSTREAM) {
+					step = ORDER_STEP_BACKOFF; /* reason/detail set */
+					break;
+				}
+				if (rc == CP_OK && !delegated)
+					rc = dns_notify(run, a);
+				if (rc != CP_OK) {
 					step = order_fail_db(run, rc,
 							     "recording the DNS challenge");
 					break;
 				}
+			}
+			if (dns) {
 				if (!txt_visible(run, &res, a)) {
 					waiting = true;
 					continue;
@@ -397,9 +418,8 @@ enum order_step order_answer_authorizations(struct order_run *run)
 		return order_fail_db(run, rc, "reloading the order");
 	json_array_foreach(json_object_get(run->order, "authorizations"), i, a)
 	{
-		if (!dns || strcmp(cp_json_str(a, "status"), "valid") != 0 ||
-		    !cp_json_int(a, "notified") || cp_json_int(a, "completed") ||
-		    txt_name_needed(run, a))
+		if (!dns || strcmp(cp_json_str(a, "status"), "valid") != 0 || !dns_published(a) ||
+		    cp_json_int(a, "completed") || txt_name_needed(run, a))
 			continue;
 		if ((rc = dns_completed(run, a)) != CP_OK)
 			return order_fail_db(run, rc, "recording the DNS challenge");

@@ -45,6 +45,7 @@ struct order_run {
 	int64_t run_at;
 	int64_t retry_after; /* CA's Retry-After for a backoff, -1 none */
 	int64_t last_extend_ms;
+	char fallback[256]; /* the CAs this run left behind and why (order_fallback.c) */
 };
 
 /* ---- the run's state (order_run.c) ---- */
@@ -90,6 +91,21 @@ cp_rc order_dns_release_all(struct order_run *run);
  * object), as a failure classified by acme_classify(). */
 enum order_step order_fail_authz(struct order_run *run, json_t *a, json_t *authz);
 
+/* ---- delegated DNS-01 (order_dcv.c) ---- */
+
+/* DNS-01 authorization a (learned, not yet published): when the tenant's
+ * DCV delegation of its name is in place, write its TXT record in the
+ * delegation zone (journaled first) and mark it delegated: *published
+ * true. *published false and CP_OK: no delegation (the feature off, or not
+ * in place): announce it to the tenant as before. CP_ERR_UPSTREAM: the
+ * lookup or the UPDATE failed, run->reason/detail say which (back off);
+ * a database error otherwise. */
+cp_rc order_dcv_publish(struct order_run *run, json_t *a, bool *published) CP_WUR;
+/* Remove the delegated record of valid authorization a and mark it
+ * completed; a removal that fails is left to the cleanup tick. CP_OK or a
+ * database error. */
+cp_rc order_dcv_release(struct order_run *run, json_t *a) CP_WUR;
+
 /* ---- storing the issued certificate (order_complete.c) ---- */
 
 /* Store the downloaded chain pem as the certificate's new version; the
@@ -112,5 +128,25 @@ cp_rc order_record_failure(struct order_run *run) CP_WUR;
 /* A transient failure: count it and store when to try again (*run_at);
  * false when the order's deadline has passed (record the failure). */
 bool order_record_backoff(struct order_run *run, int64_t *run_at);
+
+/* ---- the CA list, CAA and the fallback (order_fallback.c) ---- */
+
+/* At the order's first run (no "cas" stored): store its CA list (the
+ * certificate's, else its tenant's default, else its one CA) and start at
+ * the list's head; reloads run->order. CP_OK or a database error. */
+cp_rc order_cas_begin(struct order_run *run) CP_WUR;
+/* CAA of every identifier for the run's current CA and client (before a
+ * new CA order): DONE when allowed, FAIL "caa_forbids" naming the record,
+ * BACKOFF "dns_lookup_failed" when a lookup failed. */
+enum order_step order_caa_check(struct order_run *run);
+/* The fallback rule: when *step (run->reason) is one that moves on
+ * (ca_unreachable, ca_rate_limited, caa_forbids) and the order's list has
+ * a next CA, the order is reset onto it: true, *step RESET. Otherwise
+ * false, *step unchanged (or as order_fail_db when the switch could not be
+ * stored, DONE when the order finished meanwhile). */
+bool order_ca_fallback(struct order_run *run, enum order_step *step);
+/* A final caa_forbids after fallbacks: its detail also names what the CAs
+ * left behind said. */
+void order_ca_fallback_detail(struct order_run *run);
 
 #endif

@@ -28,7 +28,8 @@
  * authorizations, finalize, download) and the job; order_authz.c the
  * authorizations, order_complete.c storing the issued version,
  * order_failure.c classifying and recording failures, acme_accounts.c the
- * accounts and clients.
+ * accounts and clients, order_fallback.c the order's CA list, its CAA check
+ * before every new CA order and the move to the next CA.
  */
 #include "acme/acme.h"
 #include "claims/claims.h"
@@ -281,6 +282,8 @@ static enum order_step place_order(struct order_run *run)
 		return order_fail(run, "invalid_identifiers", "an order needs 1 to 100 hostnames");
 	if ((step = hostname_checks(run)) != ORDER_STEP_DONE)
 		return step;
+	if ((step = order_caa_check(run)) != ORDER_STEP_DONE)
+		return step; /* CAA forbids this CA: no newOrder reaches it */
 	/* order_get_key() reloads run->order: take the names from the new copy. */
 	if ((rc = order_get_key(run, &key)) != CP_OK)
 		return order_fail_key(run, rc, "preparing the certificate key");
@@ -493,6 +496,8 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 	run.id = cp_json_str(run.order, "id");
 	if (order_is_terminal(cp_json_str(run.order, "status")))
 		goto out;
+	if ((rc = order_cas_begin(&run)) != CP_OK)
+		step = order_fail_db(&run, rc, "taking the order's CA list");
 	while (step == ORDER_STEP_RESET && resets <= MAX_RESETS) {
 		memset(&run.r, 0, sizeof(run.r));
 		rc = server_acme_client(ctx, db, cp_json_str(run.order, "ca"), &run.c, &run.r);
@@ -512,9 +517,13 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 						     cp_rc_str(rc));
 			if (step == ORDER_STEP_RESET)
 				step = ORDER_STEP_BACKOFF; /* registration itself said no account */
+			if (order_ca_fallback(&run, &step))
+				continue; /* the next CA of the order's list */
 			break;
 		}
 		step = advance(&run);
+		if (order_ca_fallback(&run, &step))
+			continue;
 		if (step != ORDER_STEP_RESET)
 			break;
 		/* The CA forgot our account or the order: register again (if the
@@ -572,6 +581,7 @@ void server_job_acme_order(const struct api_ctx *ctx, struct db *db, struct db_j
 		break;
 	case ORDER_STEP_FAIL:
 	default:
+		order_ca_fallback_detail(&run);
 		if (order_record_failure(&run) != CP_OK) {
 			/* Not recorded (busy database): run again shortly. */
 			out->result = SERVER_JOB_RETRY;

@@ -22,6 +22,7 @@ static const struct server_route routes[] = {
 	{ "POST", "/v1/tenants", api_tenants_create, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants", api_tenants_list, SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/tenants/{id}", api_tenants_get, SERVER_AUTH_KEY, .operator_only = true },
+	{ "PATCH", "/v1/tenants/{id}", api_tenants_patch, SERVER_AUTH_KEY, .operator_only = true },
 	{ "DELETE", "/v1/tenants/{id}", api_tenants_delete, SERVER_AUTH_KEY,
 	  .operator_only = true },
 	{ "POST", "/v1/tenants/{id}/api-keys", api_apikeys_create, SERVER_AUTH_KEY,
@@ -81,12 +82,35 @@ static const struct server_route routes[] = {
 	  SERVER_AUTH_KEY },
 	{ "POST", "/v1/webhooks/{id}/rotate-secret", api_webhooks_rotate_secret, SERVER_AUTH_KEY },
 
+	/* notification channels beyond webhooks (issue 14): email, Slack */
+	{ "POST", "/v1/notification-channels", api_channels_create, SERVER_AUTH_KEY,
+	  .offload = true },
+	{ "GET", "/v1/notification-channels", api_channels_list, SERVER_AUTH_KEY },
+	{ "GET", "/v1/notification-channels/{id}", api_channels_get, SERVER_AUTH_KEY },
+	{ "PATCH", "/v1/notification-channels/{id}", api_channels_update, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/notification-channels/{id}", api_channels_delete, SERVER_AUTH_KEY },
+	{ "POST", "/v1/notification-channels/{id}/verify", api_channels_verify, SERVER_AUTH_KEY },
+	{ "GET", "/v1/notification-channels/{id}/deliveries", api_channels_deliveries,
+	  SERVER_AUTH_KEY },
+
 	{ "GET", "/v1/orders", api_orders_list, SERVER_AUTH_KEY },
 	{ "GET", "/v1/orders/{id}", api_orders_get, SERVER_AUTH_KEY },
 	{ "POST", "/v1/orders/{id}/verify", api_orders_verify, SERVER_AUTH_KEY, .offload = true },
 	{ "POST", "/v1/orders/{id}/cancel", api_orders_cancel, SERVER_AUTH_KEY },
 	{ "POST", "/v1/certificates/{id}/renew", api_certificates_renew, SERVER_AUTH_KEY },
+	{ "POST", "/v1/certificates/{id}/revoke", api_certificates_revoke, SERVER_AUTH_KEY },
+	{ "DELETE", "/v1/tenants/{id}/hostnames/{hostname}", api_tenants_hostname_withdraw,
+	  SERVER_AUTH_KEY, .operator_only = true },
 	{ "GET", "/v1/properties/{id}/dns-check", api_properties_dns_check, SERVER_AUTH_KEY,
+	  .offload = true },
+	/* DCV delegation (issue 14) */
+	{ "GET", "/v1/properties/{id}/dcv-delegation", api_properties_dcv_delegation,
+	  SERVER_AUTH_KEY },
+	{ "POST", "/v1/edge-keys", api_edge_keys_create, SERVER_AUTH_KEY, .operator_only = true },
+	{ "GET", "/v1/edge-keys", api_edge_keys_list, SERVER_AUTH_KEY, .operator_only = true },
+	{ "DELETE", "/v1/edge-keys/{id}", api_edge_keys_delete, SERVER_AUTH_KEY,
+	  .operator_only = true },
+	{ "GET", "/v1/edge/deployments", api_edge_deployments, SERVER_AUTH_KEY, .edge_only = true,
 	  .offload = true },
 	/* ROUTES: new entries go above this line, grouped by resource. */
 };

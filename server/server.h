@@ -42,6 +42,9 @@ struct server_route {
 	 * thread (netpool.c) with the connection suspended, at most
 	 * net_tenant_concurrency at once per tenant. */
 	bool offload;
+	/* Only an edge key may call it (403 for every other caller), and an
+	 * edge key may call nothing else (server/http.c). */
+	bool edge_only;
 };
 
 /* The whole table (for `certplane routes` and the route/spec test). */

@@ -88,10 +88,38 @@ typedef void (*server_job_fn)(const struct api_ctx *ctx, struct db *db, struct d
 /* A periodic task run by the scheduler every scheduler_interval_seconds. */
 typedef void (*server_tick_fn)(const struct api_ctx *ctx, struct db *db);
 
+/* What one delivery attempt produced (webhook_delivery.c and the channel
+ * send functions of channel_send.c). */
+struct server_send_result {
+	long status; /* HTTP status, or the SMTP reply code; 0: no answer */
+	int64_t latency_ms;
+	int64_t retry_after; /* seconds, 0 if none */
+	bool refused;	     /* SSRF guard refused the address */
+	char error[256];     /* empty on 2xx */
+};
+
+/* ---- notification channels beyond webhooks (channel_send.c) ---- */
+
+/* The subject (one line, ASCII, no CR/LF) and plain body (CRLF lines) of
+ * delivery d (db_webhook_delivery_load): the event's type, hostnames,
+ * certificate, reason, detail and next attempt, or an email channel's
+ * verification mail with its token. New strings, caller frees. */
+cp_rc server_channel_message(const struct api_ctx *ctx, json_t *d, char **subject,
+			     char **body) CP_WUR;
+/* Send delivery d of an email channel once through smtp_url; fills r
+ * (status 250 on success). */
+void server_channel_email_send(const struct api_ctx *ctx, json_t *d, struct server_send_result *r);
+/* The Slack-compatible body {"text": "..."} of delivery d; new string. */
+cp_rc server_channel_slack_body(const struct api_ctx *ctx, json_t *d, char **out) CP_WUR;
+
 /* Job kind "webhook_delivery": one attempt at sending one delivery
  * (webhook_delivery.c). */
 void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 				 struct server_job_outcome *out);
+/* Job kind "edge_check" (DB_EDGE_CHECK_JOB): does the edge serve what
+ * production deployed (edge_check.c). */
+void server_job_edge_check(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+			   struct server_job_outcome *out);
 /* Scheduler tick (ticks.c): certificate.expiring / certificate.expired
  * reminders. */
 void server_tick_cert_reminders(const struct api_ctx *ctx, struct db *db);
@@ -190,8 +218,13 @@ bool server_renew_backlog(void);
 /* Job kind "hostname_verify": check every claim of a property ({"property_id"}). */
 void server_job_hostname_verify(const struct api_ctx *ctx, struct db *db, struct db_job *job,
 				struct server_job_outcome *out);
+/* Job kind DB_REVOKE_JOB_KIND: one version's revokeCert at its CA (revoke.c). */
+void server_job_certificate_revoke(const struct api_ctx *ctx, struct db *db, struct db_job *job,
+				   struct server_job_outcome *out);
 /* Scheduler tick: release expired pending claims, queue the re-checks due. */
 void server_tick_hostname_claims(const struct api_ctx *ctx, struct db *db);
+/* Remove the DCV delegation records of orders that are over (order_dcv.c). */
+void server_tick_dcv_cleanup(const struct api_ctx *ctx, struct db *db);
 
 /* ---- portal.c: the tenant portal's static files ---- */
 /* True if url is the portal's ("/", "/portal", "/portal/..."). */

@@ -45,15 +45,6 @@
 /* Longest Retry-After honoured. */
 #define RETRY_AFTER_MAX 86400
 
-/* What one HTTP attempt produced. */
-struct send_result {
-	long status; /* 0: no HTTP answer */
-	int64_t latency_ms;
-	int64_t retry_after; /* seconds, 0 if none */
-	bool refused;	     /* SSRF guard refused the address */
-	char error[256];     /* empty on 2xx */
-};
-
 /* State shared with the libcurl callbacks of one attempt. */
 struct send_ctx {
 	bool allow_private;
@@ -90,13 +81,13 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
 	return socket(address->family, address->socktype, address->protocol);
 }
 
-/* POST body to url once, signed; fills r. */
-static void send_once(const struct api_ctx *ctx, const char *url, const char *msg_id, int64_t ts,
-		      const char *signature, const char *body, struct send_result *r)
+/* POST the JSON body to url once, with the extra headers (NULL-terminated,
+ * may be NULL); fills r. */
+static void send_once(const struct api_ctx *ctx, const char *url, const char *const *extra,
+		      const char *body, struct server_send_result *r)
 {
 	struct send_ctx c = { .allow_private = ctx->cfg->webhook_allow_private_networks };
 	struct curl_slist *hdrs = NULL;
-	char h_id[128], h_ts[64], h_sig[320];
 	CURL *curl = NULL;
 	CURLcode code;
 	curl_off_t retry_after = 0;
@@ -105,13 +96,9 @@ static void send_once(const struct api_ctx *ctx, const char *url, const char *ms
 
 	memset(r, 0, sizeof(*r));
 	curl = curl_easy_init();
-	snprintf(h_id, sizeof(h_id), "webhook-id: %s", msg_id);
-	snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %lld", (long long)ts);
-	snprintf(h_sig, sizeof(h_sig), "webhook-signature: %s", signature);
 	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-	hdrs = hdrs ? curl_slist_append(hdrs, h_id) : NULL;
-	hdrs = hdrs ? curl_slist_append(hdrs, h_ts) : NULL;
-	hdrs = hdrs ? curl_slist_append(hdrs, h_sig) : NULL;
+	for (size_t i = 0; extra && extra[i] && hdrs; i++)
+		hdrs = curl_slist_append(hdrs, extra[i]);
 	/* No "Expect: 100-continue" round trip for bodies over 1 KiB. */
 	hdrs = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
 	if (!curl || !hdrs) {
@@ -176,14 +163,17 @@ static cp_rc sign_sealed(const struct api_ctx *ctx, const char *aad, const char 
 	return rc;
 }
 
-/* Sign and send one attempt of delivery d (from db_webhook_delivery_load). */
-static cp_rc attempt(const struct api_ctx *ctx, json_t *d, struct send_result *r)
+/* Sign and send one attempt of delivery d (from db_webhook_delivery_load)
+ * to a webhook. */
+static cp_rc webhook_send(const struct api_ctx *ctx, json_t *d, struct server_send_result *r)
 {
 	const char *webhook_id = json_string_value(json_object_get(d, "webhook_id"));
 	const char *event_id = json_string_value(json_object_get(d, "event_id"));
 	const char *sealed = json_string_value(json_object_get(d, "secret"));
 	const char *previous = json_string_value(json_object_get(d, "previous_secret"));
 	char *aad = NULL, *body = NULL, *sig = NULL, *old = NULL, *both = NULL;
+	char h_id[128], h_ts[64], h_sig[320];
+	const char *const hdrs[] = { h_id, h_ts, h_sig, NULL };
 	int64_t ts = cp_now();
 	cp_rc rc = CP_ERR_NOMEM;
 
@@ -202,8 +192,10 @@ static cp_rc attempt(const struct api_ctx *ctx, json_t *d, struct send_result *r
 	}
 	if (rc != CP_OK)
 		goto out;
-	send_once(ctx, json_string_value(json_object_get(d, "url")), event_id, ts,
-		  both ? both : sig, body, r);
+	snprintf(h_id, sizeof(h_id), "webhook-id: %s", event_id);
+	snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %lld", (long long)ts);
+	snprintf(h_sig, sizeof(h_sig), "webhook-signature: %s", both ? both : sig);
+	send_once(ctx, json_string_value(json_object_get(d, "url")), hdrs, body, r);
 out:
 	free(aad);
 	free(body);
@@ -211,6 +203,50 @@ out:
 	free(old);
 	free(both);
 	return rc;
+}
+
+/* One attempt of delivery d to a Slack-compatible incoming webhook: the
+ * event's text as {"text": ...}, through the same guarded POST. */
+static cp_rc slack_send(const struct api_ctx *ctx, json_t *d, struct server_send_result *r)
+{
+	char *body = NULL;
+	cp_rc rc = server_channel_slack_body(ctx, d, &body);
+
+	if (rc == CP_OK)
+		send_once(ctx, json_string_value(json_object_get(d, "url")), NULL, body, r);
+	free(body);
+	return rc;
+}
+
+/* One attempt of delivery d to an email channel (channel_send.c). */
+static cp_rc email_send(const struct api_ctx *ctx, json_t *d, struct server_send_result *r)
+{
+	server_channel_email_send(ctx, d, r);
+	return CP_OK;
+}
+
+/* The send function of each kind of endpoint (webhooks.kind, migration
+ * 023): the one thing that differs between a webhook, a Slack channel and
+ * an email channel; the schedule, the records and the disabling below are
+ * shared. */
+static const struct {
+	const char *kind;
+	cp_rc (*send)(const struct api_ctx *ctx, json_t *d, struct server_send_result *r);
+} senders[] = {
+	{ "webhook", webhook_send },
+	{ "slack", slack_send },
+	{ "email", email_send },
+};
+
+/* Send one attempt of delivery d with its kind's function. */
+static cp_rc attempt(const struct api_ctx *ctx, json_t *d, struct server_send_result *r)
+{
+	const char *kind = json_string_value(json_object_get(d, "kind"));
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(senders); i++)
+		if (kind && strcmp(kind, senders[i].kind) == 0)
+			return senders[i].send(ctx, d, r);
+	return CP_ERR_INTERNAL;
 }
 
 void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struct db_job *job,
@@ -221,7 +257,7 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
 		.disable_after_failed = DISABLE_AFTER_FAILED_DELIVERIES,
 		.disable_after_seconds = DISABLE_AFTER_SECONDS,
 	};
-	struct send_result r;
+	struct server_send_result r;
 	int64_t sched[CP_SCHEDULE_MAX], now = cp_now(), due;
 	size_t nsched = 0;
 	json_t *d = NULL;
@@ -267,7 +303,7 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
 	if (rc != CP_OK) {
 		/* The secret does not open (master key missing?): retrying
 		 * cannot help until an operator acts, so keep to the schedule. */
-		r = (struct send_result){ .status = 0 };
+		r = (struct server_send_result){ .status = 0 };
 		snprintf(r.error, sizeof(r.error), "cannot sign: the secret does not open (%s)",
 			 cp_rc_str(rc));
 	}
@@ -283,9 +319,15 @@ void server_job_webhook_delivery(const struct api_ctx *ctx, struct db *db, struc
 	} else {
 		a.outcome = DB_WEBHOOK_RETRY;
 		a.next_attempt_at = now + jitter(sched[attempts + 1]);
-		if ((r.status == 429 || r.status == 502 || r.status == 504) &&
-		    now + r.retry_after > a.next_attempt_at)
-			a.next_attempt_at = now + r.retry_after;
+		/* Retry-After counts from the answer, and times are whole
+		 * seconds: the second it came in is rounded up, so the next
+		 * attempt is never sooner than asked (now + 2 taken before a
+		 * slow send could come 1.01 s after the answer). */
+		int64_t asked = cp_now() + 1 + r.retry_after;
+
+		if ((r.status == 429 || r.status == 502 || r.status == 504) && r.retry_after > 0 &&
+		    asked > a.next_attempt_at)
+			a.next_attempt_at = asked;
 	}
 	rc = db_webhook_attempt_record(db, delivery_id, &a, &disabled);
 	if (rc != CP_OK) {

@@ -96,6 +96,23 @@ static void tick_prune_jobs(const struct api_ctx *ctx, struct db *db)
 		cp_logf(CP_LOG_WARN, "scheduler.prune", "job or delivery prune failed");
 }
 
+/* Housekeeping: the edge feed keeps each hostname's last row; an older one
+ * goes once the row that superseded it is an hour old, so a reader less
+ * than an hour behind still sees every change, and one further behind
+ * each hostname's state now (db_edge_feed_compact). The sweep's cursor is
+ * this process's: only the scheduler thread of the lease holder runs it. */
+#define FEED_COMPACT_AGE 3600
+static void tick_compact_edge_feed(const struct api_ctx *ctx, struct db *db)
+{
+	static int64_t cursor;
+	int n = 0;
+
+	(void)ctx;
+	if (db_edge_feed_compact(db, cp_now() - FEED_COMPACT_AGE, PRUNE_BATCH, &cursor, &n) !=
+	    CP_OK)
+		cp_logf(CP_LOG_WARN, "scheduler.prune", "edge feed compaction failed");
+}
+
 /*
  * Job kinds, their handlers and their lanes: the one table that decides
  * which pool of workers runs a kind. Webhook deliveries wait on receivers
@@ -113,6 +130,8 @@ static const struct {
 	{ "webhook_delivery", server_job_webhook_delivery, LANE_WEBHOOK },
 	{ "acme_order", server_job_acme_order, LANE_ACME },
 	{ CLAIMS_JOB_KIND, server_job_hostname_verify, LANE_ACME },
+	{ DB_REVOKE_JOB_KIND, server_job_certificate_revoke, LANE_ACME },
+	{ DB_EDGE_CHECK_JOB, server_job_edge_check, NULL },
 	/* JOB KINDS: { "kind", handler, lane (NULL = general) }, */
 	{ NULL, NULL, NULL },
 };
@@ -157,8 +176,8 @@ static const char *job_lane(const char *kind)
  * reminders. Renewals (server_tick_renew) are leaderless: any instance
  * claims due certificates. */
 static const server_tick_fn ticks[] = {
-	tick_purge_idempotency, tick_prune_jobs, server_tick_cert_reminders,
-	server_tick_hostname_claims,
+	tick_purge_idempotency,	     tick_prune_jobs,	      server_tick_cert_reminders,
+	server_tick_hostname_claims, server_tick_dcv_cleanup, tick_compact_edge_feed,
 	/* TICKS */
 };
 

@@ -19,20 +19,8 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 NETNS=${NETNS:-cp-bench-renewals}
 export VALIDITY=${VALIDITY:-120}
 
-if [ -z "${RENEWALS_IN_NETNS:-}" ]; then
-	if [ -z "${CERTPLANE_BIN:-}" ]; then
-		echo "building build-bench (Release)"
-		cmake -S "$SRC" -B "$SRC/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
-		cmake --build "$SRC/build-bench" -j "$(nproc)" --target certplane >/dev/null
-		CERTPLANE_BIN=$SRC/build-bench/certplane
-	fi
-	export CERTPLANE_BIN
-	ip netns list | awk '{print $1}' | grep -qxF "$NETNS" || {
-		ip netns add "$NETNS"
-		ip netns exec "$NETNS" ip link set lo up
-	}
-	exec ip netns exec "$NETNS" env RENEWALS_IN_NETNS=1 bash "$0" "$@"
-fi
+. "$SRC/tests/bench/lib.sh"
+bench_enter_netns RENEWALS_IN_NETNS "$0" "$@"
 
 TB=/tmp/$NETNS-testbed
 "$SRC/tests/testbed/acme-testbed" stop "$TB" >/dev/null 2>&1 || true

@@ -10,6 +10,7 @@ named test_* in a module runs in order; any failed check fails the module.
 Standard library only, so the suite runs on a fresh Debian with python3.
 """
 import http.client
+import http.server
 import json
 import os
 import re
@@ -17,9 +18,11 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.parse
@@ -150,6 +153,70 @@ def field_error(resp, field):
     return any(e.get("field") == field for e in (resp.json or {}).get("errors", []))
 
 
+def serve_loopback(handler, port=0, tls=None):
+    """Serve handler (an http.server.BaseHTTPRequestHandler class) on
+    127.0.0.1:port (0: a free port) from a daemon thread, each connection in
+    a daemon thread of its own; with tls (an ssl.SSLContext), over TLS. The
+    one way e2e tests stand up a webhook receiver or a front for the CA.
+    Returns the server: its port is server.server_address[1]; stop it with
+    shutdown() and server_close()."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    httpd.daemon_threads = True
+    if tls:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+PG_SERVER_SCRIPT = os.path.join(SRC, "tests", "testbed", "pg-server")
+
+
+def pg_create_database(base, name):
+    """Create the database name afresh (dropped first, WITH (FORCE)) on the
+    PostgreSQL server of the URL base (a connection to another database of
+    that server) and return its URL: base with name for its path. The one
+    place e2e tests make a database; a psql failure fails the check."""
+    for sql in ("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, "CREATE DATABASE %s" % name):
+        p = subprocess.run(["psql", base, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, "psql %s: %s" % (sql, p.stderr))
+    head, _, rest = base.partition("://")
+    host, _, query = rest.partition("?")
+    return "%s://%s/%s%s" % (head, host.split("/")[0], name, "?" + query if query else "")
+
+
+class Postgres:
+    """The PostgreSQL server of CERTPLANE_PG_URL, or one of our own
+    (tests/testbed/pg-server in a temporary directory, stopped by close),
+    for a test that needs PostgreSQL whatever CERTPLANE_TEST_DB says."""
+
+    def __init__(self):
+        self.dir = None
+        self.base = os.environ.get("CERTPLANE_PG_URL")
+        if not self.base:
+            self.dir = tempfile.mkdtemp(prefix="cp-pg-inst-")
+            p = subprocess.run([PG_SERVER_SCRIPT, "start", self.dir], capture_output=True, text=True)
+            check(p.returncode == 0, "pg-server start failed (PostgreSQL is required): %s"
+                  % p.stderr[-2000:])
+            self.base = "postgresql://certplane@/postgres?host=%s" % self.dir
+
+    def createdb(self, name):
+        """A fresh database name on this server: its URL (pg_create_database)."""
+        return pg_create_database(self.base, name)
+
+    def sql(self, url, q):
+        """Run q on the database of url: its rows as lists of strings."""
+        p = subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", q],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, "psql %s: %s" % (q, p.stderr))
+        return [line.split("|") for line in p.stdout.splitlines() if line]
+
+    def close(self):
+        if self.dir:
+            subprocess.run([PG_SERVER_SCRIPT, "stop", self.dir], capture_output=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Server:
     """One certplane process on a temporary data directory."""
 
@@ -189,14 +256,7 @@ class Server:
             raise CheckFailed("CERTPLANE_TEST_DB=pg needs CERTPLANE_PG_URL (tests/testbed/pg-server)")
         name = "cpe_%d_%s" % (os.getpid(), os.path.basename(self.data_dir).split("-")[-1].lower())
         name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-        for sql in ("DROP DATABASE IF EXISTS %s" % name, "CREATE DATABASE %s" % name):
-            p = subprocess.run(["psql", base, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                               capture_output=True, text=True)
-            if p.returncode != 0:
-                raise CheckFailed("psql %s: %s" % (sql, p.stderr))
-        head, _, rest = base.partition("://")
-        host, _, query = rest.partition("?")
-        url = "%s://%s/%s%s" % (head, host.split("/")[0], name, "?" + query if query else "")
+        url = pg_create_database(base, name)
         self.env["CERTPLANE_DATABASE"] = url
         p = subprocess.run([BIN, "migrate"], env=self.env, cwd=self.data_dir,
                            capture_output=True, text=True)
@@ -348,7 +408,14 @@ class Server:
                                 "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.pg_name],
                                capture_output=True, timeout=60)
 
-    def log(self):
+    def log(self, settle=0.3):
+        """The server's log so far. The request log (http.request lines) is
+        written by a flusher thread within 100 ms, so by default this waits
+        settle seconds first: a check that a secret is NOT in the log must
+        see every line of the requests before it. Polling for an event line
+        (written at once) may pass settle=0."""
+        if settle and self.proc and self.proc.poll() is None:
+            time.sleep(settle)
         try:
             with open(self.log_path, "rb") as f:
                 return f.read().decode("utf-8", "replace")
@@ -490,6 +557,16 @@ class Testbed:
             "CERTPLANE_HTTP01_LISTEN": "127.0.0.1:%s" % self.env["ACME_HTTP01_PORT"],
             "CERTPLANE_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
         }
+
+    def https_context(self):
+        """A server TLS context with the test bed's https-cert.pem and
+        https-key.pem (ALPN http/1.1), for a front that stands in for
+        Pebble (serve_loopback's tls)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(self.dir, "https-cert.pem"),
+                            os.path.join(self.dir, "https-key.pem"))
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
 
     def cts(self, path, body):
         """POST to challtestsrv's management API."""

@@ -23,12 +23,12 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (PG, Server, Testbed, check, expect, field_error, run)  # noqa: E402
+from harness import (PG, Server, Testbed, check, expect, field_error, run,  # noqa: E402
+                     serve_loopback)
 
 TB = Testbed().ensure()
 
@@ -170,6 +170,17 @@ def test_seed_flow_renewed_by_scheduler():
         def renewed():
             c = expect(s.get("/v1/certificates/" + cert["id"], token=key), 200).json
             return c if c["version"] >= 2 and c["status"] == "active" else None
+
+        def second_version():
+            # A GET (kept in the read cache on SQLite), then the uncached
+            # versions list: once the worker's version is there, the next GET
+            # must show it at once (api/read_cache.c: read-your-writes).
+            expect(s.get("/v1/certificates/" + cert["id"], token=key), 200)
+            cur = current_version(s, key, cert["id"])[1]
+            return cur if cur and cur["version"] >= 2 else None
+        cur = s.wait_for(second_version, timeout=60, interval=0.05, what="a second version")
+        c = expect(s.get("/v1/certificates/" + cert["id"], token=key), 200).json
+        check(c["version"] == cur["version"] and c["serial"] == cur["serial"], (c, cur))
         c = s.wait_for(renewed, timeout=60, what="scheduler renewal")
         check(c["issuer"].startswith("CN=Pebble Intermediate"), c["issuer"])
         check(sorted(c["sans"]) == sorted(names), c["sans"])
@@ -297,9 +308,7 @@ class TenantReceiver:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = serve_loopback(H)
         self.url = "http://127.0.0.1:%d/hook" % self.httpd.server_address[1]
 
     def types(self):

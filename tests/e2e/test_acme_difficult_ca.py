@@ -30,7 +30,6 @@ import json
 import os
 import random
 import socket
-import socketserver
 import ssl
 import struct
 import sys
@@ -39,7 +38,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, Testbed, check, expect, run  # noqa: E402
+from harness import Server, Testbed, check, expect, run, serve_loopback  # noqa: E402
 
 TB = Testbed().ensure()
 N = 100
@@ -313,17 +312,8 @@ class Front:
 
             do_GET = do_POST = do_HEAD = handle_any
 
-        class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.httpd = TLSServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(os.path.join(TB.dir, "https-cert.pem"),
-                            os.path.join(TB.dir, "https-key.pem"))
-        ctx.set_alpn_protocols(["http/1.1"])
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = serve_loopback(Handler, tls=TB.https_context())
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def pick(self, method, path):
         with self.lock:

@@ -51,6 +51,9 @@ COLLECTION = {
     "properties": "property", "certificates": "certificate", "orders": "order",
     "webhooks": "webhook", "deliveries": "delivery", "events": "event",
     "deployments": "deployment", "versions": "version",
+    "notification-channels": "notification_channel",
+    "hostnames": "hostname",  # revocation (issue 14): a claimed hostname
+    "edge-keys": "edge_key",
 }
 # A request field (body or query) that names a fixture by id.
 ID_FIELDS = {
@@ -65,6 +68,14 @@ ID_FIELDS = {
 EXPECTED_STATUS = {
     ("POST", "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver"):
         (409, "the fixture's delivery (to a closed port) is still on its retry schedule"),
+    ("GET", "/v1/properties/{id}/dcv-delegation"):
+        (404, "the fixture's server has no dcv_zone: DCV delegation is off (its 200 is "
+              "test_dcv_delegation's)"),
+    ("POST", "/v1/notification-channels/{id}/verify"):
+        (422, "the one-time token is only in the verification mail (its 200 is "
+              "test_notifications')"),
+    ("POST", "/v1/certificates/{id}/revoke"):
+        (409, "the fixture certificate is self-signed: no CA can revoke it"),
 }
 
 # The operations whose description says null is refused (422 naming the
@@ -76,11 +87,13 @@ DELETE_FIRST = ["/v1/properties/{id}", "/v1/webhooks/{id}", "/v1/certificates/{i
 
 
 def op_scope(path):
-    """'public', 'operator' or 'tenant': who the natural caller is."""
+    """'public', 'operator', 'edge' or 'tenant': who the natural caller is."""
     if path in ("/healthz", "/readyz", "/openapi.yaml"):
         return "public"
-    if path.startswith("/v1/tenants") or path == "/metrics":
+    if path.startswith("/v1/tenants") or path == "/metrics" or path.startswith("/v1/edge-keys"):
         return "operator"
+    if path.startswith("/v1/edge/"):
+        return "edge"  # an edge key (role edge) only
     return "tenant"
 
 
@@ -208,6 +221,9 @@ def semantic(fx, gen):
         ("POST", "/v1/properties", 0): {"hostnames": [host()],
                                         "certificate_renew_automation": False},
         ("POST", "/v1/webhooks", 0): {"events": ["*"]},
+        ("POST", "/v1/notification-channels", 0): {"address": "ops-%s@example.com" % gen.uniq()},
+        # CA names must be configured ones; "letsencrypt" always is
+        ("PATCH", "/v1/tenants/{id}", 0): {"default_cas": ["letsencrypt"]},
     }
 
 
@@ -394,12 +410,17 @@ def fixtures(srv):
             "edge_hostname_id": e["id"], "certificate_id": c["id"],
             "certificate_renew_automation": False}, token=key), 201).json
         ids["property"] = p["id"]
+        ids["hostname"] = p["hostnames"][0]
         d = expect(srv.post("/v1/properties/%s/deployments" % p["id"], {"environment": "staging"},
                             token=key), 201).json
         ids["deployment"] = d["id"]
         w = expect(srv.post("/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["*"]},
                             token=key), 201).json
         ids["webhook"] = w["id"]
+        n = expect(srv.post("/v1/notification-channels", {
+            "type": "email", "address": "fx-%s-%s@example.com" % (tag, u),
+            "events": ["certificate.renewal_failed"]}, token=key), 201).json
+        ids["notification_channel"] = n["id"]
         o = expect(srv.post("/v1/certificates", {
             "source": "acme", "name": "fx-acme", "hostnames": ["o-%s-%s.example.com" % (tag, u)],
             "challenge": "dns-01"}, token=key), 202).json
@@ -426,14 +447,21 @@ def fixtures(srv):
     ev = expect(srv.get("/v1/events", token=ka, query={"limit": "1"}), 200).json["data"]
     if ev:
         a["event"] = ev[0]["id"]
+    edge_key = None
+    if "/v1/edge-keys" in oa.load_spec()["paths"]:
+        ek = expect(srv.post("/v1/edge-keys", {"name": "contract-%s" % u}), 201).json
+        a["edge_key"], edge_key = ek["id"], ek["key"]
     return {"u": u, "ids": a, "tenant_key": ka, "other": b, "other_key": kb, "pem": pem,
-            "key_pem": key, "read_key": read_key}
+            "key_pem": key, "read_key": read_key, "edge_key": edge_key}
 
 
 # ------------------------------------------------------------------ test
 
 def test_generated_requests_every_operation():
-    env = dict(TB.server_env(), CERTPLANE_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true")
+    # an SMTP relay configured (nothing listens: a verification mail only
+    # waits in the outbox) so that email channels can be created
+    env = dict(TB.server_env(), CERTPLANE_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
+               CERTPLANE_SMTP_URL="smtp://127.0.0.1:9", CERTPLANE_SMTP_FROM="certplane@example.com")
     srv = Server(env=env).start()
     problems, counts = [], {"requests": 0, "operations": 0, "mutations": 0}
     t0 = time.time()
@@ -514,7 +542,7 @@ def test_generated_requests_every_operation():
             variants = body_variants(fx, gen, method, pattern, op) or [(0, None, ABSENT)]
             qparams = query_params(op, item)
             natural = {"public": dict(auth=False), "operator": dict(),
-                       "tenant": dict(token=ka)}[scope]
+                       "tenant": dict(token=ka), "edge": dict(token=fx["edge_key"])}[scope]
             for branch, schema, body in variants:
                 tag = "valid" + (" branch %d" % branch if len(variants) > 1 else "")
                 # 1. the natural caller: must succeed (DELETE: once, below)

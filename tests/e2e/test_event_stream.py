@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, expect, field_error, run  # noqa: E402
+from harness import Server, check, expect, field_error, run, serve_loopback  # noqa: E402
 
 ZERO_UUID = "00000000-0000-4000-8000-000000000000"
 
@@ -57,9 +57,7 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = serve_loopback(H)
         self.url = "http://127.0.0.1:%d/ok" % self.httpd.server_address[1]
 
 

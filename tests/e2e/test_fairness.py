@@ -30,7 +30,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, Testbed, check, expect, run  # noqa: E402
+from harness import Server, Testbed, check, expect, run, serve_loopback  # noqa: E402
 
 TB = Testbed().ensure()
 
@@ -92,9 +92,7 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = serve_loopback(H)
         self.url = "http://127.0.0.1:%d/hook" % self.httpd.server_address[1]
 
     def issued_at(self, cert_id):
@@ -198,7 +196,10 @@ def test_flooding_tenant_does_not_delay_another():
               "%.2fs, flooded %.2fs; A: %d valid, %d in flight, receiver holds %d connections"
               % (idle_s, ["%.2f" % x for x in idle], secs, idle_hook_s, hook_delay, a_valid,
                  a_open, len(stall.conns)), flush=True)
-        check(a_open > 100, "the flood was still queued while B was served (%d open)" % a_open)
+        # B was served ahead of a third or more of A's flood (A runs 2 at a
+        # time; creating the 150 orders alone lets some finish first, more on
+        # a slow PostgreSQL + ASan run: 100 left open was the edge there)
+        check(a_open >= 50, "the flood was still queued while B was served (%d open)" % a_open)
         check(len(stall.conns) <= 2,
               "A never holds more than its cap of webhook workers: %d" % len(stall.conns))
         check(secs <= 2 * idle_s + 0.5,

@@ -94,7 +94,8 @@ def test_properties_crud_and_deployments():
     p = prop(key, e1["id"], ["www.crud.example", "*.crud.example"], name="crud site")
     check(set(p) == {"id", "name", "hostnames", "edge_hostname_id", "edge_hostname",
                      "certificate_id", "certificate_renew_automation", "version", "staging",
-                     "production", "created_at", "updated_at", "hostname_verification"}, p)
+                     "production", "served", "created_at", "updated_at",
+                     "hostname_verification"}, p)
     # Each hostname is a pending claim until DNS verifies it (test_tenant_isolation.py).
     check([v["hostname"] for v in p["hostname_verification"]] == p["hostnames"], p)
     check(all(v["status"] == "pending" and len(v["token"]) == 32 for v in

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import socket
-import socketserver
 import subprocess
 import sys
 import tempfile
@@ -34,49 +33,14 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import BIN, SRC, Server, Testbed, check, expect, run  # noqa: E402
+from harness import BIN, Postgres, Server, Testbed, check, expect, run, serve_loopback  # noqa: E402
 
 TB = Testbed().ensure()
 N = 200
-PG_SCRIPT = os.path.join(SRC, "tests", "testbed", "pg-server")
 
 
 def rnd(prefix="h"):
     return "%s%s" % (prefix, uuid.uuid4().hex[:12])
-
-
-class Postgres:
-    """The PostgreSQL server of CERTPLANE_PG_URL, or one of our own."""
-
-    def __init__(self):
-        self.dir = None
-        self.base = os.environ.get("CERTPLANE_PG_URL")
-        if not self.base:
-            self.dir = tempfile.mkdtemp(prefix="cp-pg-inst-")
-            p = subprocess.run([PG_SCRIPT, "start", self.dir], capture_output=True, text=True)
-            check(p.returncode == 0, "pg-server start failed (PostgreSQL is required): %s"
-                  % p.stderr[-2000:])
-            self.base = "postgresql://certplane@/postgres?host=%s" % self.dir
-
-    def createdb(self, name):
-        for sql in ("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, "CREATE DATABASE %s" % name):
-            p = subprocess.run(["psql", self.base, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                               capture_output=True, text=True)
-            check(p.returncode == 0, "psql %s: %s" % (sql, p.stderr))
-        head, _, rest = self.base.partition("://")
-        host, _, query = rest.partition("?")
-        return "%s://%s/%s%s" % (head, host.split("/")[0], name, "?" + query if query else "")
-
-    def sql(self, url, q):
-        p = subprocess.run(["psql", url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", q],
-                           capture_output=True, text=True)
-        check(p.returncode == 0, "psql %s: %s" % (q, p.stderr))
-        return [line.split("|") for line in p.stdout.splitlines() if line]
-
-    def close(self):
-        if self.dir:
-            subprocess.run([PG_SCRIPT, "stop", self.dir], capture_output=True)
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Receiver:
@@ -105,12 +69,8 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.srv = S(("127.0.0.1", 0), H)
+        self.srv = serve_loopback(H)
         self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def seen(self):
         with self.lock:

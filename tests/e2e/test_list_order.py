@@ -87,6 +87,11 @@ def setup():
     for i in range(2):
         expect(srv.post("/v1/webhooks", {"url": "http://127.0.0.1:9/h%d" % i, "events": ["*"]},
                         token=ka), 201)
+    for i in range(2):  # edge keys (the operator's)
+        expect(srv.post("/v1/edge-keys", {"name": "edge %d" % i}), 201)
+    # a Slack channel (verified at once) that every later event reaches
+    chan = expect(srv.post("/v1/notification-channels", {
+        "type": "slack", "url": "http://127.0.0.1:9/slack", "events": ["*"]}, token=ka), 201).json
     # ACME orders (dns-01: each waits for its TXT record, so they stay put);
     # two of them name the same identifier.
     shared = "shared-%s.example.com" % u
@@ -102,7 +107,7 @@ def setup():
                                          "hostnames": ["late-%s.example.com" % u],
                                          "validity_days": 30}, token=ka), 201)
     return dict(srv=srv, ta=ta, ka=ka, tb=tb, kb=kb, c0=c0, c1=c1, props=props, hook=hook,
-                shared=shared, orders=orders, u=u)
+                shared=shared, orders=orders, u=u, chan=chan)
 
 
 def test_every_list_both_orders():
@@ -111,6 +116,9 @@ def test_every_list_both_orders():
     try:
         srv.wait_for(lambda: len(walk(srv, "/v1/webhooks/%s/deliveries" % f["hook"]["id"], ka,
                                       None)) >= 3, timeout=15, what="deliveries")
+        srv.wait_for(lambda: len(walk(srv, "/v1/notification-channels/%s/deliveries"
+                                      % f["chan"]["id"], ka, None)) >= 3, timeout=15,
+                     what="channel deliveries")
         # one order.dns_challenge_required per authorization (5)
         srv.wait_for(lambda: len(walk(srv, "/v1/events", ka, None)) >= 5, timeout=15,
                      what="events")
@@ -128,8 +136,11 @@ def test_every_list_both_orders():
             ("/v1/events", ka, {"type": "order.dns_challenge_required"}, 5),
             ("/v1/webhooks", ka, None, 3),
             ("/v1/webhooks/%s/deliveries" % f["hook"]["id"], ka, None, 3),
+            ("/v1/notification-channels", ka, None, 1),
+            ("/v1/notification-channels/%s/deliveries" % f["chan"]["id"], ka, None, 3),
             ("/v1/audit-log", None, None, 10),
             ("/v1/tenants", None, None, 2),
+            ("/v1/edge-keys", None, None, 2),
             ("/v1/tenants/%s/api-keys" % f["ta"], None, None, 3),
         ]
         for path, tok, q, at_least in lists:
@@ -143,6 +154,8 @@ def test_every_list_both_orders():
                       "/v1/properties/%s/deployments" % f["props"][0]["id"]:
                           "/v1/properties/{id}/deployments",
                       "/v1/webhooks/%s/deliveries" % f["hook"]["id"]: "/v1/webhooks/{id}/deliveries",
+                      "/v1/notification-channels/%s/deliveries" % f["chan"]["id"]:
+                          "/v1/notification-channels/{id}/deliveries",
                       "/v1/tenants/%s/api-keys" % f["ta"]: "/v1/tenants/{id}/api-keys"}
         walked = {pattern_of.get(p, p) for p in walked}
         for path, item in oa.load_spec()["paths"].items():

@@ -275,6 +275,7 @@ COLLECTION_KEYS = {
     "properties": "property", "certificates": "certificate", "orders": "order",
     "webhooks": "webhook", "deliveries": "delivery", "events": "event",
     "deployments": "deployment", "versions": "version",
+    "notification-channels": "notification_channel",
 }
 
 
@@ -307,6 +308,8 @@ def bodies(uniq, ids):
         ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["*"],
                                    "description": "contract"},
         ("PATCH", "/v1/webhooks/{id}"): {"description": "contract renamed"},
+        ("POST", "/v1/notification-channels"): {"type": "slack", "events": ["*"],
+                                                "url": "http://127.0.0.1:9/services/contract"},
     }
 
 
@@ -314,13 +317,13 @@ def bodies(uniq, ids):
 # deletion order (dependants first).
 CREATE_ORDER = ["/v1/tenants", "/v1/tenants/{id}/api-keys", "/v1/edge-hostnames",
                 "/v1/certificates", "/v1/properties", "/v1/properties/{id}/deployments",
-                "/v1/webhooks"]
+                "/v1/webhooks", "/v1/notification-channels"]
 DELETE_ORDER = ["/v1/tenants/{id}/api-keys/{key_id}", "/v1/properties/{id}", "/v1/webhooks/{id}",
                 "/v1/certificates/{id}", "/v1/edge-hostnames/{id}", "/v1/tenants/{id}"]
 ID_OF = {"/v1/tenants": "tenant", "/v1/tenants/{id}/api-keys": "api_key",
          "/v1/edge-hostnames": "edge_hostname", "/v1/certificates": "certificate",
          "/v1/properties": "property", "/v1/properties/{id}/deployments": "deployment",
-         "/v1/webhooks": "webhook"}
+         "/v1/webhooks": "webhook", "/v1/notification-channels": "notification_channel"}
 
 
 def stream_aware(srv):

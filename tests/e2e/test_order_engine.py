@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socketserver
 import ssl
 import sys
 import threading
@@ -32,7 +31,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, Testbed, check, expect, run  # noqa: E402
+from harness import Server, Testbed, check, expect, run, serve_loopback  # noqa: E402
 
 TB = Testbed().ensure()
 
@@ -100,17 +99,8 @@ class Front:
 
             do_GET = do_POST = do_HEAD = handle_any
 
-        class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.httpd = TLSServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(os.path.join(TB.dir, "https-cert.pem"),
-                            os.path.join(TB.dir, "https-key.pem"))
-        ctx.set_alpn_protocols(["http/1.1"])
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = serve_loopback(Handler, tls=TB.https_context())
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def authz(self, out, hdrs):
         """Record Pebble's answer for an authorization; rewrite it for a
@@ -301,7 +291,7 @@ def test_http01_responder_outlives_the_workers():
                                                  "hostnames": [name]}, token=t.key), 202).json["id"]
         check(front.held.wait(20), "the challenge POST reached the front")
         s.proc.send_signal(signal.SIGTERM)
-        s.wait_for(lambda: '"event":"server.stopping"' in s.log(), timeout=5, interval=0.02,
+        s.wait_for(lambda: '"event":"server.stopping"' in s.log(settle=0), timeout=5, interval=0.02,
                    what="server.stopping logged")
         front.release.set()  # Pebble validates now, during our shutdown
         s.proc.wait(30)

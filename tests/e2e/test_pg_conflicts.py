@@ -19,8 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, expect, run  # noqa: E402
-from test_instances import Postgres  # noqa: E402
+from harness import Postgres, Server, check, expect, run  # noqa: E402
 
 
 def hold_tenant_row(url, tenant_id, seconds, locked):

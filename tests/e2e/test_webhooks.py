@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, check, expect, field_error, free_port, run  # noqa: E402
+from harness import Server, check, expect, field_error, free_port, run, serve_loopback  # noqa: E402
 
 SCHEDULE = "[0,1,1,1,1,1,1,1,1,1,1,1]"
 
@@ -77,11 +77,8 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0), H)
-        self.httpd.daemon_threads = True
+        self.httpd = serve_loopback(H, port or 0)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
 
     def url(self, path):
         return "http://127.0.0.1:%d%s" % (self.port, path)

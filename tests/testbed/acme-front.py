@@ -34,6 +34,9 @@ use only):
   GET  /front/renewal-info-requests   -> [certID, ...]
   POST /front/window {"cert_id", "start", "end"} (RFC 3339 strings)
   POST /front/already-replaced {"count": N}
+  POST /front/rate-limited {"count": N}  the next N newOrders are answered
+                                      429 rateLimited, Retry-After: 1 (the CA
+                                      fallback test, tests/e2e/test_ca_fallback.py)
   POST /front/reset                   forget orders, windows, injections
 
 Usage: acme-front.py --port P --cert C --key K --upstream-ca CA
@@ -56,7 +59,8 @@ import urllib.parse
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer",
        "upgrade", "proxy-connection", "date", "server"}
 LOCK = threading.Lock()
-STATE = {"orders": [], "windows": {}, "already_replaced": 0, "ari_requests": []}
+STATE = {"orders": [], "windows": {}, "already_replaced": 0, "ari_requests": [],
+         "rate_limited": 0}
 
 
 def b64url_decode(s):
@@ -143,6 +147,9 @@ class Front(http.server.BaseHTTPRequestHandler):
             if self.command == "POST" and path == "/front/already-replaced":
                 STATE["already_replaced"] = int(req["count"])
                 return self.reply(200, {})
+            if self.command == "POST" and path == "/front/rate-limited":
+                STATE["rate_limited"] = int(req["count"])
+                return self.reply(200, {})
             if self.command == "POST" and path == "/front/reset":
                 STATE.update({"orders": [], "windows": {}, "already_replaced": 0,
                               "ari_requests": []})
@@ -176,6 +183,18 @@ class Front(http.server.BaseHTTPRequestHandler):
                       and STATE["already_replaced"] > 0)
             if inject:
                 STATE["already_replaced"] -= 1
+            limited = not inject and STATE["rate_limited"] > 0
+            if limited:
+                STATE["rate_limited"] -= 1
+        if limited:
+            _, hdrs, _ = self.upstream("HEAD", urllib.parse.urlsplit(
+                self.opts.nonce_url).path)
+            nonce = [(k, v) for k, v in hdrs if k.lower() == "replay-nonce"]
+            rec["answered"], rec["problem"] = 429, "urn:ietf:params:acme:error:rateLimited"
+            return self.reply(429, {
+                "type": "urn:ietf:params:acme:error:rateLimited",
+                "detail": "too many new orders (injected by acme-front)", "status": 429},
+                ctype="application/problem+json", headers=nonce + [("Retry-After", "1")])
         if inject:
             _, hdrs, _ = self.upstream("HEAD", urllib.parse.urlsplit(
                 self.opts.nonce_url).path)

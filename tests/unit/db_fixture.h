@@ -171,6 +171,58 @@ static inline void fx_fail(struct db *db, bool on)
 		fprintf(stderr, "fixture: cannot switch failures %s\n", on ? "on" : "off");
 }
 
+/* SQLite: the texts of the statements a connection runs between
+ * fx_trace_start and fx_trace_stop (at most 8; with prefixes, a
+ * NULL-terminated list, only those starting with one of them). The caller
+ * frees sql[0..n). */
+struct fx_trace {
+	const char *const *prefixes;
+	char *sql[8];
+	int n;
+};
+
+static inline int fx_trace_cb(unsigned type, void *ctx, void *p, void *x)
+{
+	struct fx_trace *t = ctx;
+	const char *sql = sqlite3_sql(p);
+	bool want = t->prefixes == NULL;
+
+	(void)x;
+	for (size_t i = 0; sql && !want && t->prefixes[i]; i++)
+		want = strncmp(sql, t->prefixes[i], strlen(t->prefixes[i])) == 0;
+	if (type == SQLITE_TRACE_STMT && sql && want && t->n < (int)CP_ARRAY_LEN(t->sql))
+		t->sql[t->n++] = strdup(sql);
+	return 0;
+}
+
+static inline void fx_trace_start(struct db *db, struct fx_trace *t)
+{
+	t->n = 0;
+	sqlite3_trace_v2(db_sqlite_handle(db), SQLITE_TRACE_STMT, fx_trace_cb, t);
+}
+
+static inline void fx_trace_stop(struct db *db)
+{
+	sqlite3_trace_v2(db_sqlite_handle(db), 0, NULL, NULL);
+}
+
+/* SQLite: the EXPLAIN QUERY PLAN details of sql, one a line, into buf. */
+static inline void fx_sqlite_plan(struct db *db, const char *sql, char *buf, size_t cap)
+{
+	sqlite3 *h = db_sqlite_handle(db);
+	sqlite3_stmt *st = NULL;
+	char *q = cp_aprintf("EXPLAIN QUERY PLAN %s", sql);
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (q && sqlite3_prepare_v2(h, q, -1, &st, NULL) == SQLITE_OK)
+		while (sqlite3_step(st) == SQLITE_ROW && n < cap)
+			n += (size_t)snprintf(buf + n, cap - n, "%s\n",
+					      (const char *)sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	free(q);
+}
+
 /* Print the node types and index names of a JSON plan, one a line. */
 static inline void fx_pg_plan_print(const char *sql, const char *plan)
 {

@@ -1328,8 +1328,10 @@ static void test_dns_deadline(void)
 	CHECK(out && !json_is_true(json_object_get(out, "ready")));
 	json_decref(out);
 	t0 = cp_mono_ms();
+	/* past the deadline: refused at once, not after a query timeout
+	 * (seconds); 250 ms leaves room for a loaded machine's scheduling */
 	CHECK_RC(acme_dns_txt(res, "_x.silent.test", &txt), CP_ERR_UPSTREAM);
-	CHECK(cp_mono_ms() - t0 < 50);
+	CHECK(cp_mono_ms() - t0 < 250);
 	printf("  dns deadline: check stopped after %lld ms (deadline 700 ms)\n", (long long)took);
 	acme_resolver_free(res);
 	close(fd);

@@ -12,6 +12,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,22 @@ static bool names(json_t *errors, const char *field)
 			   e) if (strcmp(json_string_value(json_object_get(e, "field")), field) ==
 				  0) return json_is_string(json_object_get(e, "message"));
 	return false;
+}
+
+/* The wildcard covering a name: one label up, none for a wildcard, a
+ * one-label name or a buffer too small. */
+static void test_covering_wildcard(void)
+{
+	char w[CP_HOSTNAME_MAX + 3];
+
+	CHECK(cp_hostname_covering_wildcard("www.a.test", w, sizeof(w)) &&
+	      strcmp(w, "*.a.test") == 0);
+	CHECK(cp_hostname_covering_wildcard("a.test", w, sizeof(w)) && strcmp(w, "*.test") == 0);
+	CHECK(!cp_hostname_covering_wildcard("*.a.test", w, sizeof(w)) && w[0] == '\0');
+	CHECK(!cp_hostname_covering_wildcard("localhost", w, sizeof(w)) && w[0] == '\0');
+	CHECK(!cp_hostname_covering_wildcard("www.", w, sizeof(w)) && w[0] == '\0');
+	CHECK(!cp_hostname_covering_wildcard("www.a.test", w, 5) && w[0] == '\0');
+	CHECK(!cp_hostname_covering_wildcard(NULL, w, sizeof(w)) && w[0] == '\0');
 }
 
 static void test_spec(void)
@@ -379,6 +396,117 @@ static void test_logline(void)
 	cp_log_set_level(CP_LOG_INFO);
 }
 
+/* The deferred request log: every line from every thread arrives whole,
+ * once, on a pipe (stderr of a supervised server), in writes of at most
+ * PIPE_BUF, including past the buffer (the synchronous fallback) and the
+ * lines still queued at stop. */
+#define DEFER_THREADS 4
+#define DEFER_LINES 3000 /* a thread: 4 x 3000 x ~90 B, well past one buffer */
+
+static void *defer_writer(void *arg)
+{
+	long t = (long)arg;
+
+	for (int i = 0; i < DEFER_LINES; i++) {
+		struct cp_logline l;
+
+		cp_logline_begin(&l, CP_LOG_INFO, "http.request");
+		cp_logline_int(&l, "t", t);
+		cp_logline_int(&l, "i", i);
+		cp_logline_str(&l, "pad", "................................");
+		cp_logline_end_deferred(&l);
+	}
+	return NULL;
+}
+
+struct defer_reader {
+	int fd;
+	char *buf;
+	size_t len, cap;
+};
+
+static void *defer_read_all(void *arg)
+{
+	struct defer_reader *r = arg;
+	ssize_t n;
+
+	for (;;) {
+		if (r->len + 65536 > r->cap) {
+			r->cap = r->cap * 2 + 65536;
+			r->buf = realloc(r->buf, r->cap);
+			if (!r->buf)
+				return NULL;
+		}
+		n = read(r->fd, r->buf + r->len, r->cap - r->len - 1);
+		if (n <= 0)
+			break;
+		r->len += (size_t)n;
+	}
+	r->buf[r->len] = '\0';
+	return NULL;
+}
+
+static void test_log_deferred(void)
+{
+	static unsigned char seen[DEFER_THREADS][DEFER_LINES];
+	struct defer_reader r = { 0 };
+	pthread_t th[DEFER_THREADS], reader;
+	int p[2], saved = dup(STDERR_FILENO), lines = 0, bad = 0, twice = 0, missing = 0;
+
+	CHECK(saved >= 0 && pipe(p) == 0);
+	r.fd = p[0];
+	CHECK(pthread_create(&reader, NULL, defer_read_all, &r) == 0);
+	dup2(p[1], STDERR_FILENO);
+	close(p[1]);
+	CHECK(cp_log_defer_start() == CP_OK);
+	for (long t = 0; t < DEFER_THREADS; t++)
+		CHECK(pthread_create(&th[t], NULL, defer_writer, (void *)t) == 0);
+	for (int t = 0; t < DEFER_THREADS; t++)
+		pthread_join(th[t], NULL);
+	cp_log_defer_stop();
+	cp_log_defer_stop(); /* idempotent */
+	{
+		struct cp_logline l; /* after stop: written at once */
+
+		cp_logline_begin(&l, CP_LOG_INFO, "after");
+		cp_logline_end_deferred(&l);
+	}
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	pthread_join(reader, NULL);
+	CHECK(r.buf != NULL);
+	for (char *line = r.buf, *nl; r.buf && (nl = strchr(line, '\n')); line = nl + 1) {
+		json_t *j;
+
+		*nl = '\0';
+		j = json_loads(line, 0, NULL);
+		if (!j) {
+			bad++;
+		} else if (!strcmp(json_string_value(json_object_get(j, "event")), "after")) {
+			CHECK(lines == DEFER_THREADS * DEFER_LINES); /* the last line */
+		} else {
+			long long t = json_integer_value(json_object_get(j, "t"));
+			long long i = json_integer_value(json_object_get(j, "i"));
+
+			if (t < 0 || t >= DEFER_THREADS || i < 0 || i >= DEFER_LINES)
+				bad++;
+			else if (seen[t][i]++)
+				twice++;
+			lines++;
+		}
+		json_decref(j);
+	}
+	for (int t = 0; t < DEFER_THREADS; t++)
+		for (int i = 0; i < DEFER_LINES; i++)
+			missing += !seen[t][i];
+	CHECK(bad == 0 && twice == 0 && missing == 0);
+	CHECK(lines == DEFER_THREADS * DEFER_LINES);
+	if (bad || twice || missing)
+		printf("deferred log: %d bad, %d twice, %d missing of %d\n", bad, twice, missing,
+		       DEFER_THREADS * DEFER_LINES);
+	free(r.buf);
+}
+
 /* ---------------------------------------------------------- files */
 
 static bool file_is(const char *path, const char *want)
@@ -539,15 +667,27 @@ static void test_time(void)
 /* The database setting as check-config shows it: a password is never shown. */
 static void test_config_database_shown(void)
 {
+	/* One rule for every string setting: shown, unless it carries a
+	 * password (a URL's user:secret@, a conninfo's password=). */
 	static const struct {
-		const char *db, *shown;
+		const char *env, *key, *value, *shown;
 	} cases[] = {
-		{ "/var/lib/certplane/certplane.db", "/var/lib/certplane/certplane.db" },
-		{ "postgresql://cp@db.internal/certplane",
+		{ "CERTPLANE_DATABASE", "database", "/var/lib/certplane/certplane.db",
+		  "/var/lib/certplane/certplane.db" },
+		{ "CERTPLANE_DATABASE", "database", "postgresql://cp@db.internal/certplane",
 		  "postgresql://cp@db.internal/certplane" },
-		{ "postgresql://cp:s3cret@db.internal/certplane", "<redacted>" },
-		{ "host=db.internal dbname=certplane password=s3cret", "<redacted>" },
-		{ "postgresql:///certplane?host=/run/pg&password=s3cret", "<redacted>" },
+		{ "CERTPLANE_DATABASE", "database", "postgresql://cp:s3cret@db.internal/certplane",
+		  "<redacted>" },
+		{ "CERTPLANE_DATABASE", "database",
+		  "host=db.internal dbname=certplane password=s3cret", "<redacted>" },
+		{ "CERTPLANE_DATABASE", "database",
+		  "postgresql:///certplane?host=/run/pg&password=s3cret", "<redacted>" },
+		{ "CERTPLANE_SMTP_URL", "smtp_url", "smtp://mail.example.com:587",
+		  "smtp://mail.example.com:587" },
+		{ "CERTPLANE_SMTP_URL", "smtp_url", "smtps://relay@mail.example.com:465",
+		  "smtps://relay@mail.example.com:465" },
+		{ "CERTPLANE_SMTP_URL", "smtp_url", "smtps://relay:s3cret@mail.example.com:465",
+		  "<redacted>" },
 	};
 
 	for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++) {
@@ -555,27 +695,80 @@ static void test_config_database_shown(void)
 		char *err = NULL;
 		json_t *j;
 
-		setenv("CERTPLANE_DATABASE", cases[i].db, 1);
+		setenv(cases[i].env, cases[i].value, 1);
 		CHECK(cp_config_load(NULL, &cfg, &err) == CP_OK);
 		free(err);
+		unsetenv(cases[i].env);
 		if (!cfg)
 			continue;
 		j = cp_config_json(cfg);
-		CHECK(j && strcmp(json_string_value(json_object_get(j, "database")),
+		CHECK(j && strcmp(json_string_value(json_object_get(j, cases[i].key)),
 				  cases[i].shown) == 0);
 		json_decref(j);
 		cp_config_free(cfg);
 	}
-	unsetenv("CERTPLANE_DATABASE");
+}
+
+/* cas.<name>: caa_identities a list of strings, eab_kid and eab_hmac_key
+ * both or neither; the HMAC key shown redacted, the rest as configured. */
+static void test_config_cas(void)
+{
+	static const struct {
+		const char *cas;
+		bool ok;
+	} cases[] = {
+		{ "{\"b\":{\"directory_url\":\"https://b/dir\",\"caa_identities\":[\"b.example\"],"
+		  "\"eab_kid\":\"k\",\"eab_hmac_key\":\"c2VjcmV0\"}}",
+		  true },
+		{ "{\"b\":{\"directory_url\":\"https://b/dir\",\"eab_kid\":\"k\"}}", false },
+		{ "{\"b\":{\"directory_url\":\"https://b/dir\",\"eab_hmac_key\":\"c2VjcmV0\"}}",
+		  false },
+		{ "{\"b\":{\"directory_url\":\"https://b/dir\",\"caa_identities\":\"b.example\"}}",
+		  false },
+		{ "{\"b\":{\"directory_url\":\"https://b/dir\",\"caa_identities\":[1]}}", false },
+		{ "{\"b\":\"https://b/dir\"}", false },
+	};
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++) {
+		struct cp_config *cfg = NULL;
+		char *err = NULL;
+
+		setenv("CERTPLANE_CAS", cases[i].cas, 1);
+		CHECK((cp_config_load(NULL, &cfg, &err) == CP_OK) == cases[i].ok);
+		CHECK(cases[i].ok || (err && strstr(err, "cas.b")));
+		free(err);
+		if (cfg) {
+			json_t *j = cp_config_json(cfg);
+			json_t *b = json_object_get(json_object_get(j, "cas"), "b");
+			char *text = json_dumps(j, 0);
+
+			CHECK(!strcmp(json_string_value(json_object_get(b, "eab_hmac_key")),
+				      "<redacted>"));
+			CHECK(!strcmp(json_string_value(json_object_get(b, "eab_kid")), "k"));
+			CHECK(text && !strstr(text, "c2VjcmV0"));
+			/* the loaded configuration keeps the key itself */
+			CHECK(!strcmp(json_string_value(json_object_get(
+					      json_object_get(cfg->cas, "b"), "eab_hmac_key")),
+				      "c2VjcmV0"));
+			CHECK(json_array_size(cfg->acme_caa_identities) == 1);
+			free(text);
+			json_decref(j);
+			cp_config_free(cfg);
+		}
+	}
+	unsetenv("CERTPLANE_CAS");
 }
 
 int main(void)
 {
 	test_config_database_shown();
+	test_config_cas();
 	test_files();
 	test_time();
 	test_logline();
+	test_log_deferred();
 	test_hostnames();
+	test_covering_wildcard();
 	test_spec();
 	return check_exit("test_common");
 }

@@ -15,20 +15,25 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include "common/common.h"
 #include "crypto/crypto.h"
@@ -907,6 +912,92 @@ out:
 	free(lock);
 }
 
+/* A one-shot TLS server on a loopback port for test_tls_probe: serves
+ * cert/key to one client and records the SNI it asked for. */
+struct probe_srv {
+	int fd;
+	SSL_CTX *ctx;
+	char sni[256];
+};
+
+static void *probe_serve(void *arg)
+{
+	struct probe_srv *ps = arg;
+	int c = accept(ps->fd, NULL, NULL);
+	SSL *ssl;
+
+	if (c < 0)
+		return NULL;
+	ssl = SSL_new(ps->ctx);
+	if (ssl && SSL_set_fd(ssl, c) == 1 && SSL_accept(ssl) == 1) {
+		const char *n = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+		snprintf(ps->sni, sizeof(ps->sni), "%s", n ? n : "");
+	}
+	SSL_free(ssl);
+	close(c);
+	return NULL;
+}
+
+/* crypto_tls_probe: the served leaf's SHA-256 with SNI, and its errors. */
+static void test_tls_probe(void)
+{
+	json_t *h = hosts();
+	struct crypto_cert_info ci;
+	struct probe_srv ps = { .fd = -1 };
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	const char *why = NULL;
+	char *cert = NULL, *key = NULL, addr[64], fp[65], msg[256];
+	pthread_t th;
+	BIO *b = NULL;
+	X509 *x = NULL;
+	EVP_PKEY *pk = NULL;
+
+	/* As certplane serve does: a peer closing first must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	CHECK(crypto_tls_probe("no-port", "a.test", 500, fp, msg, sizeof(msg)) == CP_ERR_INVALID);
+	CHECK(crypto_tls_probe(":443", "a.test", 500, fp, msg, sizeof(msg)) == CP_ERR_INVALID);
+	if (!keys[0] || crypto_self_signed(keys[0], h, 30, &cert) != CP_OK ||
+	    crypto_key_to_pem(keys[0], &key) != CP_OK) {
+		CHECK(!"probe material");
+		goto out;
+	}
+	CHECK(crypto_cert_info_parse(cert, strlen(cert), &ci, &why) == CP_OK);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ps.fd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(ps.fd >= 0 && bind(ps.fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	      getsockname(ps.fd, (struct sockaddr *)&sa, &sl) == 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sa.sin_port));
+	/* Bound, not listening: refused, an upstream failure with a reason. */
+	CHECK(crypto_tls_probe(addr, "a.test", 500, fp, msg, sizeof(msg)) == CP_ERR_UPSTREAM);
+	CHECK(msg[0] != '\0' && fp[0] == '\0');
+	CHECK(listen(ps.fd, 4) == 0);
+	ps.ctx = SSL_CTX_new(TLS_server_method());
+	b = BIO_new_mem_buf(cert, -1);
+	x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	b = BIO_new_mem_buf(key, -1);
+	pk = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	CHECK(ps.ctx && x && pk && SSL_CTX_use_certificate(ps.ctx, x) == 1 &&
+	      SSL_CTX_use_PrivateKey(ps.ctx, pk) == 1);
+	CHECK(pthread_create(&th, NULL, probe_serve, &ps) == 0);
+	CHECK(crypto_tls_probe(addr, "www.a.example.com", 2000, fp, msg, sizeof(msg)) == CP_OK);
+	pthread_join(th, NULL);
+	CHECK(strcmp(fp, ci.fingerprint_sha256) == 0);
+	CHECK(strcmp(ps.sni, "www.a.example.com") == 0);
+	crypto_cert_info_clear(&ci);
+out:
+	if (ps.fd >= 0)
+		close(ps.fd);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+	SSL_CTX_free(ps.ctx);
+	free(cert);
+	crypto_wipe_free(key);
+	json_decref(h);
+}
+
 int main(void)
 {
 	test_types();
@@ -921,6 +1012,7 @@ int main(void)
 	test_thumbprint();
 	test_hmac_webhooks();
 	test_keyring();
+	test_tls_probe();
 	for (int i = 0; i < 5; i++)
 		crypto_key_free(keys[i]);
 	return check_exit("test_crypto");

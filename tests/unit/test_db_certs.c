@@ -948,6 +948,135 @@ static void test_tenant_delete(void)
 	CHECK_RC(db_certificate_exists(db, tb, cid), CP_OK);
 }
 
+/* Revocation (revocations.c): the reason table, what can be revoked, the
+ * current version dropped at once, its job, the CA's answer recorded once,
+ * and the hostname rule across tenants. Own tenants: runs last. */
+static void test_revocation(void)
+{
+	static const struct {
+		const char *name;
+		int code;
+	} table[] = { { "unspecified", 0 },
+		      { "keyCompromise", 1 },
+		      { "affiliationChanged", 3 },
+		      { "superseded", 4 },
+		      { "cessationOfOperation", 5 },
+		      { "privilegeWithdrawn", 9 },
+		      { "removeFromCRL", -1 },
+		      { "KeyCompromise", -1 },
+		      { "", -1 },
+		      { NULL, -1 } };
+	struct db *db = fx.db;
+	struct db_cert_material m = { .cert_pem = cert_pem, .key_pem = key_pem };
+	struct db_revoke_ask ask = { .reason = "superseded", .cause = "requested" };
+	char td[CP_UUID_LEN + 1], te[CP_UUID_LEN + 1], cid[CP_UUID_LEN + 1];
+	char oid[CP_UUID_LEN + 1], vid[CP_UUID_LEN + 1] = "", sql[320];
+	json_t *vs = NULL, *c = NULL, *names = json_pack("[s]", "www.a.test"), *payload = NULL;
+
+	for (size_t i = 0; i < CP_ARRAY_LEN(table); i++)
+		CHECK(db_revocation_reason_code(table[i].name) == table[i].code);
+	for (size_t i = 0; db_revocation_reasons[i]; i++)
+		CHECK(db_revocation_reason_code(db_revocation_reasons[i]) >= 0);
+	CHECK(fx_tenant(db, "d", td) && fx_tenant(db, "e", te));
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(cert_create(td, "rv", "pending", cid), CP_OK);
+	CHECK_RC(db_certificate_add_version(db, ring, td, cid, &m, NULL), CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	/* Self-signed (no order): no CA can revoke it. */
+	CHECK_RC(db_revocation_request(db, td, cid, NULL, &ask, &vs), CP_ERR_INVALID);
+	CHECK(vs == NULL);
+	/* Issued by an order. */
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_order_start(db, td, cid, "renew", "http-01", names, "letsencrypt", "ecdsa-p256",
+				NULL, cp_now(), oid),
+		 CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE certificate_versions SET order_id = '%s' WHERE certificate_id = '%s'", oid,
+		 cid);
+	CHECK(fx_sql(db, sql));
+	/* Another tenant's certificate; a version that is not its. */
+	CHECK_RC(db_revocation_request(db, te, cid, NULL, &ask, &vs), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_revocation_request(db, td, cid, NOID, &ask, &vs), CP_ERR_NOT_FOUND);
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_revocation_request(db, td, cid, NULL, &ask, &vs), CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	CHECK(json_array_size(vs) == 1);
+	if (fx_str(json_array_get(vs, 0), "id"))
+		snprintf(vid, sizeof(vid), "%s", fx_str(json_array_get(vs, 0), "id"));
+	json_decref(vs);
+	vs = NULL;
+	/* Never served again: no current version, failed with reason revoked. */
+	CHECK_RC(db_certificate_get(db, td, cid, &c), CP_OK);
+	CHECK(json_integer_value(json_object_get(c, "version")) == 0);
+	CHECK(!strcmp(fx_str(c, "status"), "failed"));
+	CHECK(!strcmp(fx_str(json_object_get(c, "renewal"), "last_error_reason"), "revoked"));
+	json_decref(c);
+	c = NULL;
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM certificate_versions WHERE id = '%s' AND "
+		 "revocation_reason = 'superseded' AND revocation_requested_at IS NOT NULL AND "
+		 "revoked_at IS NULL",
+		 vid);
+	CHECK(fx_int(db, sql) == 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM jobs WHERE kind = '" DB_REVOKE_JOB_KIND "' AND "
+		 "dedupe_key = 'revoke:%s' AND payload LIKE '%%\"reason_code\":4%%'",
+		 vid);
+	CHECK(fx_int(db, sql) == 1);
+	/* Nothing left to revoke. */
+	CHECK_RC(db_revocation_request(db, td, cid, NULL, &ask, &vs), CP_ERR_CONFLICT);
+	/* The CA's answer: recorded once, one event (a job run again adds none). */
+	payload = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s}", "tenant_id", td,
+			    "certificate_id", cid, "version_id", vid, "version", 1, "serial", "01",
+			    "reason", "superseded", "cause", "requested");
+	for (int run = 0; run < 2; run++) {
+		CHECK_RC(db_begin(db), CP_OK);
+		CHECK_RC(db_revocation_done(db, payload, cp_now()), CP_OK);
+		CHECK_RC(db_commit(db), CP_OK);
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM events WHERE tenant_id = '%s' AND type = "
+		 "'certificate.revoked'",
+		 td);
+	CHECK(fx_int(db, sql) == 1);
+	json_decref(payload);
+	/* The hostname rule: e's claim of www.a.test verified; d's next
+	 * CA-issued version naming it is revoked, with d's event; e's own
+	 * certificates are not touched. */
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_certificate_add_version(db, ring, td, cid, &m, NULL), CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE certificate_versions SET order_id = '%s' WHERE certificate_id = '%s'", oid,
+		 cid);
+	CHECK(fx_sql(db, sql));
+	CHECK_RC(db_begin(db), CP_OK);
+	CHECK_RC(db_revoke_for_new_holder(db, te, "www.a.test"), CP_OK);
+	CHECK_RC(db_commit(db), CP_OK);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM certificate_versions WHERE certificate_id = '%s' AND "
+		 "revocation_reason = 'cessationOfOperation'",
+		 cid);
+	CHECK(fx_int(db, sql) == 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM events WHERE tenant_id = '%s' AND type = "
+		 "'certificate.hostname_lost'",
+		 td);
+	CHECK(fx_int(db, sql) == 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM events WHERE tenant_id = '%s' AND type = "
+		 "'certificate.hostname_lost'",
+		 te);
+	CHECK(fx_int(db, sql) == 0);
+	/* The database failing. */
+	fx_fail(db, true);
+	CHECK_RC(db_revocation_request(db, td, cid, NULL, &ask, &vs), CP_ERR_INTERNAL);
+	fx_fail(db, false);
+	CHECK(vs == NULL);
+	json_decref(names);
+}
+
 int main(void)
 {
 	int rc;
@@ -965,6 +1094,7 @@ int main(void)
 	test_renewal_and_metrics();
 	test_tenant_delete();
 	test_profile_plan();
+	test_revocation();
 	crypto_keyring_free(ring);
 	crypto_key_free(key);
 	crypto_key_free(key2);

@@ -96,8 +96,24 @@ static json_t *listed(const char *tenant, const struct db_cert_filter *f, int li
 static void check_filter(const char *what, const char *tenant, struct db_cert_filter f,
 			 size_t min_rows)
 {
-	json_t *want = expected(tenant, &f), *got = listed(tenant, &f, 100);
-	bool same = json_equal(want, got);
+	json_t *want = NULL, *got = NULL;
+	bool same = false;
+
+	/* The reference and the pages each read the clock: a row whose expiry
+	 * falls in a second between them is rightly in one and not the other.
+	 * Compare a run that stayed inside one second (the last try in any
+	 * case). */
+	for (int attempt = 0; attempt < 5; attempt++) {
+		int64_t t0 = cp_now();
+
+		json_decref(want);
+		json_decref(got);
+		want = expected(tenant, &f);
+		got = listed(tenant, &f, 100);
+		same = json_equal(want, got);
+		if (same || cp_now() == t0)
+			break;
+	}
 
 	if (!same || json_array_size(want) < min_rows)
 		fprintf(stderr, "filter %s: want %zu rows, got %zu (%s)\n", what,
@@ -260,39 +276,9 @@ static bool seed(const char *tenant, int rows, int64_t base)
  * portable SQL steers SQLite's planner with unary + instead of INDEXED BY,
  * so each path's inner query is checked to be the index range it was
  * written for, in both orders: the texts are the ones the list ran
- * (sqlite3_trace_v2), planned by EXPLAIN QUERY PLAN.
+ * (fx_trace), planned by EXPLAIN QUERY PLAN.
  */
-static char *traced[4];
-static int ntraced;
-
-static int trace_list(unsigned type, void *ctx, void *p, void *x)
-{
-	const char *sql = sqlite3_sql(p);
-
-	(void)ctx;
-	(void)x;
-	if (type == SQLITE_TRACE_STMT && sql && ntraced < (int)CP_ARRAY_LEN(traced) &&
-	    (strncmp(sql, "SELECT c.seq, ", 14) == 0 || strncmp(sql, "SELECT count(*) ", 16) == 0))
-		traced[ntraced++] = strdup(sql);
-	return 0;
-}
-
-/* The EXPLAIN QUERY PLAN details of sql, one a line, into buf. */
-static void plan_of(const char *sql, char *buf, size_t cap)
-{
-	sqlite3 *h = db_sqlite_handle(fx.db);
-	sqlite3_stmt *st = NULL;
-	char *q = cp_aprintf("EXPLAIN QUERY PLAN %s", sql);
-	size_t n = 0;
-
-	buf[0] = '\0';
-	if (q && sqlite3_prepare_v2(h, q, -1, &st, NULL) == SQLITE_OK)
-		while (sqlite3_step(st) == SQLITE_ROW && n < cap)
-			n += (size_t)snprintf(buf + n, cap - n, "%s\n",
-					      (const char *)sqlite3_column_text(st, 3));
-	sqlite3_finalize(st);
-	free(q);
-}
+static const char *const list_sql[] = { "SELECT c.seq, ", "SELECT count(*) ", NULL };
 
 /* List with f in both orders; each statement run (the expiry count first
  * when there is one) must plan as want[i] (a printf format of the keyset
@@ -300,31 +286,29 @@ static void plan_of(const char *sql, char *buf, size_t cap)
 static void check_plan(const char *what, struct db_cert_filter f, const char *const want[],
 		       int nwant)
 {
-	sqlite3 *h = db_sqlite_handle(fx.db);
-
 	for (int desc = 0; desc < 2; desc++) {
 		struct db_list l = { 0 };
 		struct db_page pg = { .limit = 50, .desc = desc };
+		struct fx_trace t = { .prefixes = list_sql };
 
-		ntraced = 0;
-		sqlite3_trace_v2(h, SQLITE_TRACE_STMT, trace_list, NULL);
+		fx_trace_start(fx.db, &t);
 		CHECK_RC(db_certificate_list(fx.db, ta, &f, pg, &l), CP_OK);
-		sqlite3_trace_v2(h, 0, NULL, NULL);
+		fx_trace_stop(fx.db);
 		fx_list_clear(&l);
-		CHECK(ntraced == nwant);
-		for (int i = 0; i < ntraced; i++) {
+		CHECK(t.n == nwant);
+		for (int i = 0; i < t.n; i++) {
 			char plan[8192], w[256];
 			bool ok;
 
 			snprintf(w, sizeof(w), want[i < nwant ? i : 0], desc ? "<" : ">");
-			plan_of(traced[i], plan, sizeof(plan));
+			fx_sqlite_plan(fx.db, t.sql[i], plan, sizeof(plan));
 			ok = strstr(plan, w) && !strstr(plan, "SCAN c\n") &&
 			     !strstr(plan, "SCAN n\n");
 			if (!ok)
 				fprintf(stderr, "plan %s %s: want %s, got:\n%s", what,
 					desc ? "desc" : "asc", w, plan);
 			CHECK(ok);
-			free(traced[i]);
+			free(t.sql[i]);
 		}
 	}
 }
@@ -397,7 +381,6 @@ static void check_plans_pg(void)
 	static const char *const walk[] = { "certificates_tenant_expiry",
 					    "certificates_tenant_seq" };
 	static const char *const name[] = { "certificate_names_pkey" };
-
 	check_plan_pg("none", (struct db_cert_filter){ .expiring_within = -1 }, seq, 1);
 	check_plan_pg("active",
 		      (struct db_cert_filter){ .status = "active", .expiring_within = -1 }, status,
@@ -458,6 +441,16 @@ int main(void)
 	CHECK(fx_open(&fx, "dbscale"));
 	CHECK(fx_tenant(fx.db, "a", ta));
 	CHECK(fx_tenant(fx.db, "b", tb));
+	/* PostgreSQL: the generic plans are read without statistics, the same
+	 * in every run. Left to autovacuum, a run analyzed the tables or not
+	 * by timing, and with this fixture's statistics (tenant a holds 99% of
+	 * the rows) the planner rightly walks another index than a CDN's
+	 * thousands of tenants get. */
+	if (fx_pg())
+		CHECK(fx_sql(fx.db,
+			     "ALTER TABLE certificates SET (autovacuum_enabled = false); "
+			     "ALTER TABLE certificate_names SET (autovacuum_enabled = false); "
+			     "ALTER TABLE certificate_versions SET (autovacuum_enabled = false)"));
 	now = cp_now();
 	CHECK(seed(ta, 5000, now));
 	CHECK(seed(tb, 60, now));
