@@ -747,10 +747,11 @@ def test_identity_columns():
     check(len(rows) == 1 and int(rows[0][0]) > 0, rows)
 
 
-def race(holder_sql, waiter_sql):
+def race(holder_sql, waiter_sql, holder_then=None):
     """holder_sql runs in an open transaction; then waiter_sql (a whole
     transaction) starts and blocks on a row the holder locked; only once it
-    waits (pg_stat_activity) does the holder commit."""
+    waits (pg_stat_activity) does the holder run holder_then (if any) and
+    commit."""
     args = ["psql", pg_url, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -769,7 +770,7 @@ def race(holder_sql, waiter_sql):
             check(time.time() < deadline, "the waiter never waited")
             check(waiter.poll() is None, "the waiter finished without waiting")
             time.sleep(0.05)
-        holder.stdin.write("COMMIT;\n")
+        holder.stdin.write("%sCOMMIT;\n" % ("%s;\n" % holder_then if holder_then else ""))
         holder.stdin.close()
         check(holder.wait(30) == 0, "holder: %s" % holder.stderr.read())
         check(waiter.wait(30) == 0, "waiter: %s" % waiter.stderr.read())
@@ -807,13 +808,30 @@ def test_concurrent_writers_keep_derived_values():
                    "JOIN certificate_attention a ON a.id = c.id WHERE c.id = 'rc'")
     check(rows == [("5000", "5000")], "next_attention_at after the race: %s" % rows)
     # A job is queued (holder) while the tenant's only other queued job is
-    # deleted (waiter): next_run_at is the new job's run_at. Another kind,
-    # so that the waiter's first wait is on job_tenants, not on the
-    # metric_counts row of counts_job_delete (which fires first).
+    # deleted (waiter): next_run_at is the new job's run_at. Another kind
+    # than the deleted job's (a kind's metric_counts row is locked after
+    # job_tenants, pg/024, so either kind waits on job_tenants first).
     race(job("acme_other", "r", "acme", "queued", 700),
          "DELETE FROM jobs WHERE tenant_id = 'r' AND run_at = 300")
     rows = pg_rows("SELECT queued, next_run_at FROM job_tenants WHERE tenant_id = 'r'")
     check(rows == [("1", "700")], "job_tenants after the race: %s" % rows)
+
+
+def test_job_writers_lock_the_tenant_row_first():
+    """A claim locks its tenant's job_tenants row (the cap check, FOR
+    UPDATE) and then updates the job, whose triggers lock the metric_counts
+    row of its (kind, state). An enqueue of the same tenant must wait on
+    job_tenants before it takes that metric_counts row: the other order
+    (counts_job_* firing before jobs_fair_*, before pg/024) deadlocks, and
+    PostgreSQL aborts one of the two ("deadlock detected")."""
+    psql("INSERT INTO tenants (id, name, created_at) VALUES ('lk', 'lk', 0);\n"
+         + job("webhook_delivery", "lk", "webhooks", "queued", 100) + ";\n")
+    race("SELECT running FROM job_tenants WHERE lane = 'webhooks' AND tenant_id = 'lk' "
+         "FOR UPDATE",
+         job("webhook_delivery", "lk", "webhooks", "queued", 200),
+         holder_then="UPDATE jobs SET state = 'running' WHERE tenant_id = 'lk' AND run_at = 100")
+    rows = pg_rows("SELECT queued, running FROM job_tenants WHERE tenant_id = 'lk'")
+    check(rows == [("1", "1")], "job_tenants after the claim and the enqueue: %s" % rows)
 
 
 def main():
